@@ -1,0 +1,3 @@
+from fhirserver.cli import main
+
+main()

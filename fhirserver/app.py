@@ -1,0 +1,40 @@
+"""The Starlette application: routes, error handlers, and the store's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from fhirserver.config import Settings
+from fhirserver.rest.errors import EXCEPTION_HANDLERS
+from fhirserver.rest.routes import routes
+from fhirserver.storage.base import Store
+from fhirserver.storage.sqlite import SqliteStore
+
+
+def open_store(settings: Settings) -> Store:
+    return SqliteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    chosen = store or open_store(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await chosen.open()
+        try:
+            yield
+        finally:
+            await chosen.close()
+
+    app = Starlette(
+        routes=routes(settings.base_path),
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = chosen
+    return app

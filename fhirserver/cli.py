@@ -1,0 +1,71 @@
+"""`fhirserver` command line: `fhirserver serve` runs the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from fhirserver.app import create_app
+from fhirserver.config import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fhirserver", description="FHIR R4 (4.0.1) server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", help="interface to listen on (FHIRSERVER_HOST)")
+    serve.add_argument("--port", type=int, help="port; 0 picks a free one (FHIRSERVER_PORT)")
+    serve.add_argument("--base-path", help="FHIR base path, '' for root (FHIRSERVER_BASE_PATH)")
+    serve.add_argument("--store", help="SQLite file (FHIRSERVER_STORE)")
+    serve.add_argument(
+        "--public-url", help="public base URL behind a proxy (FHIRSERVER_PUBLIC_URL)"
+    )
+    serve.add_argument("--log-level", help="uvicorn log level (FHIRSERVER_LOG_LEVEL)")
+    return parser
+
+
+async def serve(settings: Settings) -> None:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    # uvicorn offers no start-up callback; poll its flag until it listens or gives up.
+    while not server.started and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if server.started:
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        print(
+            f"fhirserver: FHIR R4 at http://{host}:{port}{settings.base_path}"
+            f" (store {settings.store})",
+            flush=True,
+        )
+    await task
+    if not server.started:
+        sys.exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        settings = Settings.from_env().with_overrides(
+            host=args.host,
+            port=args.port,
+            base_path=args.base_path,
+            store=args.store,
+            public_url=args.public_url,
+            log_level=args.log_level,
+        )
+        asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

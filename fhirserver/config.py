@@ -1,0 +1,53 @@
+"""Settings: one frozen object, read from FHIRSERVER_* environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+ENV_PREFIX = "FHIRSERVER_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Path prefix of the FHIR base URL; "" serves FHIR at the root.
+    base_path: str = "/fhir"
+    # A SQLite file path (or sqlite:///path).
+    store: str = "./data/fhir.sqlite"
+    # Public base URL for fullUrl / Location when behind a proxy; derived from the request if unset.
+    public_url: str = ""
+    max_body_bytes: int = 16 * 1024 * 1024
+    history_page_size: int = 50
+    max_page_size: int = 1000
+    # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
+    sqlite_synchronous: str = "NORMAL"
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        base = self.base_path.strip()
+        base = "" if base in ("", "/") else "/" + base.strip("/")
+        object.__setattr__(self, "base_path", base)
+        if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.store.removeprefix("sqlite:///").removeprefix("sqlite://")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            values[field.name] = int(raw) if field.type == "int" else raw
+        return cls(**values)

@@ -1,0 +1,81 @@
+"""One exception hierarchy for everything a client can get wrong or be refused.
+
+The REST layer turns these into an OperationOutcome in exactly one place
+(`fhirserver.rest.errors`); no other layer knows about HTTP responses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One OperationOutcome.issue: severity, IssueType code, text, and the FHIRPath it is about."""
+
+    diagnostics: str
+    code: str = "invalid"
+    severity: str = "error"
+    expression: str | None = None
+
+
+class FHIRError(Exception):
+    status: int = 400
+    code: str = "invalid"
+
+    def __init__(
+        self,
+        diagnostics: str,
+        *,
+        expression: str | None = None,
+        issues: list[Issue] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(diagnostics)
+        if status is not None:
+            self.status = status
+        self.issues = issues or [Issue(diagnostics, self.code, "error", expression)]
+
+
+class BadRequest(FHIRError):
+    status, code = 400, "invalid"
+
+
+class NotSupported(FHIRError):
+    status, code = 400, "not-supported"
+
+
+class NotFound(FHIRError):
+    status, code = 404, "not-found"
+
+
+class MethodNotAllowed(FHIRError):
+    status, code = 405, "not-supported"
+
+
+class NotAcceptable(FHIRError):
+    status, code = 406, "not-supported"
+
+
+class Conflict(FHIRError):
+    status, code = 409, "conflict"
+
+
+class Gone(FHIRError):
+    status, code = 410, "deleted"
+
+
+class PreconditionFailed(FHIRError):
+    status, code = 412, "conflict"
+
+
+class PayloadTooLarge(FHIRError):
+    status, code = 413, "too-costly"
+
+
+class UnsupportedMediaType(FHIRError):
+    status, code = 415, "not-supported"
+
+
+class Unprocessable(FHIRError):
+    status, code = 422, "processing"

@@ -1,0 +1,229 @@
+"""create, read, vread, update, patch and delete, with their conditional forms (R4 http.html).
+
+Every write runs in one unit of work: conditional matching, version checks and the
+write itself see one consistent store, so two clients cannot both win a race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+
+from fhirserver.errors import (
+    BadRequest,
+    FHIRError,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from fhirserver.resources import codec, meta
+from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.validate import validate
+from fhirserver.search.extract import index_entries
+from fhirserver.search.parse import parse_query
+from fhirserver.storage.base import Store, UnitOfWork, Version
+
+Params = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: Version
+    # True when the write made a resource exist (201), False for an update or a match (200).
+    created: bool
+
+
+async def read(store: Store, resource_type: str, resource_id: str) -> Version:
+    current = await store.read(resource_type, meta.check_id(resource_id))
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if current.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    return current
+
+
+async def vread(store: Store, resource_type: str, resource_id: str, version_id: str) -> Version:
+    if not version_id.isdigit():
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
+    found = await store.vread(resource_type, meta.check_id(resource_id), int(version_id))
+    if found is None:
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+    if found.deleted:
+        raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion")
+    return found
+
+
+async def create(
+    store: Store, resource_type: str, resource: JSONObject, if_none_exist: Params | None = None
+) -> WriteResult:
+    validate(resource, resource_type)
+    # R4 http.html#create: an id in the body is ignored; the server assigns one.
+    resource_id = meta.new_id()
+    async with store.unit_of_work() as unit:
+        if if_none_exist is not None:
+            existing = await _match_one(unit, resource_type, if_none_exist, "create")
+            if existing is not None:
+                return WriteResult(existing, created=False)
+        return await _write(unit, resource, resource_id, None, "POST")
+
+
+async def update(
+    store: Store,
+    resource_type: str,
+    resource_id: str,
+    resource: JSONObject,
+    if_match: int | None = None,
+) -> WriteResult:
+    meta.check_id(resource_id)
+    validate(resource, resource_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest("The resource must carry its id for an update", expression="id")
+    if body_id != resource_id:
+        raise BadRequest(
+            f"The id in the body ({body_id!r}) does not match the URL ({resource_id!r})",
+            expression="id",
+        )
+    async with store.unit_of_work() as unit:
+        current = await unit.read(resource_type, resource_id)
+        _check_if_match(current, if_match)
+        return await _write(unit, resource, resource_id, current, "PUT")
+
+
+async def conditional_update(
+    store: Store,
+    resource_type: str,
+    criteria: Params,
+    resource: JSONObject,
+    if_match: int | None = None,
+) -> WriteResult:
+    validate(resource, resource_type)
+    body_id = resource.get("id")
+    async with store.unit_of_work() as unit:
+        match = await _match_one(unit, resource_type, criteria, "update")
+        if match is None:
+            # No match: a create, or an update-as-create when the body names its id.
+            resource_id = meta.check_id(body_id) if isinstance(body_id, str) else meta.new_id()
+            current = await unit.read(resource_type, resource_id) if body_id else None
+            if current is not None and not current.deleted:
+                raise PreconditionFailed(
+                    f"{resource_type}/{resource_id} exists but does not match the criteria"
+                )
+        else:
+            if body_id is not None and body_id != match.id:
+                raise BadRequest(
+                    f"The id in the body ({body_id!r}) is not the matched resource ({match.id!r})",
+                    expression="id",
+                )
+            resource_id, current = match.id, match
+        _check_if_match(current, if_match)
+        return await _write(unit, resource, resource_id, current, "PUT")
+
+
+async def patch(
+    store: Store,
+    resource_type: str,
+    resource_id: str,
+    operations: Any,
+    if_match: int | None = None,
+) -> WriteResult:
+    meta.check_id(resource_id)
+    patch_document = _json_patch(operations)
+    async with store.unit_of_work() as unit:
+        current = await unit.read(resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted")
+        _check_if_match(current, if_match)
+        assert current.body is not None
+        try:
+            patched = patch_document.apply(codec.load_object(current.body))
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise Unprocessable(f"The patch cannot be applied: {exc}") from None
+        if not isinstance(patched, dict):
+            raise Unprocessable("The patch does not leave a resource")
+        if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
+            raise Unprocessable("A patch may not change the resource's type or id")
+        try:
+            validate(patched, resource_type)
+        except FHIRError as exc:
+            # R4 http.html#patch: a patch whose result is not valid is unprocessable.
+            raise Unprocessable(
+                f"The patched resource is not valid: {exc}", issues=exc.issues
+            ) from None
+        return await _write(unit, patched, resource_id, current, "PATCH")
+
+
+async def delete(
+    store: Store, resource_type: str, resource_id: str, if_match: int | None = None
+) -> Version | None:
+    """Delete; the tombstone version, or None when there was nothing to delete."""
+    meta.check_id(resource_id)
+    async with store.unit_of_work() as unit:
+        current = await unit.read(resource_type, resource_id)
+        _check_if_match(current, if_match)
+        return await _tombstone(unit, current)
+
+
+async def conditional_delete(store: Store, resource_type: str, criteria: Params) -> Version | None:
+    """Conditional delete, `single` mode: several matches are refused with 412."""
+    async with store.unit_of_work() as unit:
+        match = await _match_one(unit, resource_type, criteria, "delete")
+        return await _tombstone(unit, match)
+
+
+async def _match_one(
+    unit: UnitOfWork, resource_type: str, criteria: Params, action: str
+) -> Version | None:
+    matches = await unit.search(parse_query(resource_type, criteria), limit=2)
+    if len(matches) > 1:
+        raise PreconditionFailed(
+            f"Conditional {action}: the criteria match more than one {resource_type}"
+        )
+    return matches[0] if matches else None
+
+
+def _check_if_match(current: Version | None, if_match: int | None) -> None:
+    if if_match is None:
+        return
+    if current is None or current.deleted or current.version != if_match:
+        held = "no current version" if current is None or current.deleted else current.version
+        raise PreconditionFailed(f"If-Match asked for version {if_match}; the server has {held}")
+
+
+async def _write(
+    unit: UnitOfWork, resource: JSONObject, resource_id: str, current: Version | None, method: str
+) -> WriteResult:
+    number = current.version + 1 if current is not None else 1
+    moment = meta.now()
+    stored = meta.stamp(resource, resource_id, number, moment)
+    version = Version(
+        stored["resourceType"], resource_id, number, moment, method, codec.dumps(stored)
+    )
+    await unit.write(version, index_entries(stored))
+    return WriteResult(version, created=current is None or current.deleted)
+
+
+async def _tombstone(unit: UnitOfWork, current: Version | None) -> Version | None:
+    if current is None or current.deleted:
+        return None
+    tombstone = Version(
+        current.resource_type, current.id, current.version + 1, meta.now(), "DELETE", None
+    )
+    await unit.write(tombstone, ())
+    return tombstone
+
+
+def _json_patch(operations: Any) -> jsonpatch.JsonPatch:
+    if not isinstance(operations, list):
+        raise BadRequest("A JSON Patch document must be a JSON array of operations")
+    try:
+        return jsonpatch.JsonPatch(operations)
+    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
+        raise BadRequest(f"Invalid JSON Patch document: {exc}") from None

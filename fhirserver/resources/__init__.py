@@ -1,0 +1,1 @@
+"""FHIR resources: JSON codec, the R4 type list, validation, meta and element filtering."""

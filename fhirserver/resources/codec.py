@@ -1,0 +1,67 @@
+"""FHIR JSON in and out, keeping every decimal exactly as the client wrote it.
+
+FHIR decimals carry their precision in their text ("1.50" is not "1.5"), so a float
+round-trip would change what the client stored. Decimals parse to `Decimal`, a float
+that remembers its source text, and serialise back as that text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from fhirserver.errors import BadRequest
+
+JSONObject = dict[str, Any]
+
+
+class Decimal(float):
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> Decimal:
+        value = float.__new__(cls, text)
+        value.text = text
+        return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON text; raise BadRequest (400) with the position of a syntax error."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return _decoder.decode(text)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"Request body is not valid UTF-8: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except ValueError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+
+
+def load_object(data: bytes | str, what: str = "Request body") -> JSONObject:
+    value = loads(data)
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(value: Any, pretty: bool = False) -> bytes:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(value, default=_default, option=option)

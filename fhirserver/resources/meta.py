@@ -1,0 +1,49 @@
+"""Server-assigned identity and metadata: ids, versionId, lastUpdated, instants."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+from fhirserver.errors import BadRequest
+from fhirserver.resources.codec import JSONObject
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_id(resource_id: str) -> str:
+    if not _ID.match(resource_id):
+        raise BadRequest(f"Invalid resource id {resource_id!r}: [A-Za-z0-9-.]{{1,64}} expected")
+    return resource_id
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def stamp(resource: JSONObject, resource_id: str, version: int, moment: datetime) -> JSONObject:
+    """The resource with its server-assigned id and meta, other content untouched.
+
+    resourceType, id and meta lead, as the spec's JSON examples order them.
+    """
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(moment)
+    stamped: JSONObject = {
+        "resourceType": resource["resourceType"],
+        "id": resource_id,
+        "meta": meta,
+    }
+    for key, value in resource.items():
+        if key not in stamped:
+            stamped[key] = value
+    return stamped

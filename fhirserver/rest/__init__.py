@@ -1,0 +1,1 @@
+"""HTTP: routes, content negotiation, headers, Bundles and OperationOutcome errors."""

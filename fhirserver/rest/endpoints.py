@@ -1,0 +1,183 @@
+"""One function per FHIR interaction: read the HTTP request, call the interaction, answer."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhirserver.config import Settings
+from fhirserver.errors import Issue
+from fhirserver.interactions import crud
+from fhirserver.interactions.capabilities import capability_statement
+from fhirserver.interactions.history import history
+from fhirserver.resources import codec
+from fhirserver.rest import headers
+from fhirserver.rest.bundles import history_bundle
+from fhirserver.rest.errors import operation_outcome
+from fhirserver.rest.negotiation import (
+    JSON_PATCH,
+    RESOURCE_TYPES,
+    Format,
+    read_body,
+    require_content_type,
+    response_format,
+)
+from fhirserver.rest.responses import FORMAT_PARAMS, fhir_response, shaped_resource, write_response
+from fhirserver.storage.base import Store, Version
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def base_url(request: Request) -> str:
+    settings = _settings(request)
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}{settings.base_path}"
+
+
+def _criteria(request: Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query_params.multi_items() if k not in FORMAT_PARAMS]
+
+
+async def _resource_body(request: Request) -> codec.JSONObject:
+    require_content_type(request, RESOURCE_TYPES)
+    return codec.load_object(await read_body(request, _settings(request).max_body_bytes))
+
+
+def _location(request: Request, version: Version) -> str:
+    return f"{base_url(request)}/{version.resource_type}/{version.id}/_history/{version.version}"
+
+
+async def capabilities(request: Request) -> Response:
+    fmt = response_format(request)
+    return fhir_response(capability_statement(base_url(request)), fmt)
+
+
+async def read(request: Request, resource_type: str, resource_id: str) -> Response:
+    fmt = response_format(request)
+    version = await crud.read(_store(request), resource_type, resource_id)
+    version_headers = headers.version_headers(version)
+    if headers.not_modified(request, version):
+        return Response(status_code=304, headers=version_headers)
+    assert version.body is not None
+    return fhir_response(shaped_resource(request, version.body), fmt, headers=version_headers)
+
+
+async def vread(request: Request, resource_type: str, resource_id: str, vid: str) -> Response:
+    fmt = response_format(request)
+    version = await crud.vread(_store(request), resource_type, resource_id, vid)
+    assert version.body is not None
+    return fhir_response(
+        shaped_resource(request, version.body), fmt, headers=headers.version_headers(version)
+    )
+
+
+async def create(request: Request, resource_type: str) -> Response:
+    fmt = response_format(request)
+    resource = await _resource_body(request)
+    if_none_exist = request.headers.get("if-none-exist")
+    criteria = None
+    if if_none_exist is not None:
+        # R4 http.html#ccreate: the header holds the query part of a search URL.
+        criteria = parse_qsl(if_none_exist.split("?")[-1], keep_blank_values=True)
+    result = await crud.create(_store(request), resource_type, resource, criteria)
+    return _write_answer(request, fmt, result, "Created")
+
+
+async def update(request: Request, resource_type: str, resource_id: str) -> Response:
+    fmt = response_format(request)
+    resource = await _resource_body(request)
+    result = await crud.update(
+        _store(request), resource_type, resource_id, resource, headers.if_match(request)
+    )
+    return _write_answer(request, fmt, result, "Updated")
+
+
+async def conditional_update(request: Request, resource_type: str) -> Response:
+    fmt = response_format(request)
+    resource = await _resource_body(request)
+    result = await crud.conditional_update(
+        _store(request), resource_type, _criteria(request), resource, headers.if_match(request)
+    )
+    return _write_answer(request, fmt, result, "Updated")
+
+
+async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
+    fmt = response_format(request)
+    require_content_type(request, frozenset({JSON_PATCH}))
+    operations = codec.loads(await read_body(request, _settings(request).max_body_bytes))
+    result = await crud.patch(
+        _store(request), resource_type, resource_id, operations, headers.if_match(request)
+    )
+    return _write_answer(request, fmt, result, "Patched")
+
+
+async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
+    fmt = response_format(request)
+    tombstone = await crud.delete(
+        _store(request), resource_type, resource_id, headers.if_match(request)
+    )
+    return _delete_answer(request, fmt, tombstone)
+
+
+async def conditional_delete(request: Request, resource_type: str) -> Response:
+    fmt = response_format(request)
+    tombstone = await crud.conditional_delete(_store(request), resource_type, _criteria(request))
+    return _delete_answer(request, fmt, tombstone)
+
+
+async def history_endpoint(
+    request: Request, resource_type: str | None = None, resource_id: str | None = None
+) -> Response:
+    fmt = response_format(request)
+    settings = _settings(request)
+    page = await history(
+        _store(request),
+        _criteria(request),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        page_size=settings.history_page_size,
+        max_page_size=settings.max_page_size,
+    )
+    return fhir_response(history_bundle(request, base_url(request), page), fmt)
+
+
+def _write_answer(request: Request, fmt: Format, result: crud.WriteResult, verb: str) -> Response:
+    version = result.version
+    response_headers = headers.version_headers(version)
+    location = _location(request, version)
+    if result.created:
+        response_headers["Location"] = location
+        status = 201
+    else:
+        response_headers["Content-Location"] = location
+        status = 200
+    message = f"{verb} {version.resource_type}/{version.id} version {version.version}"
+    if not result.created and verb == "Created":
+        message = f"Matched existing {version.resource_type}/{version.id}; nothing created"
+    return write_response(
+        headers.return_preference(request), version.body, fmt, status, response_headers, message
+    )
+
+
+def _delete_answer(request: Request, fmt: Format, tombstone: Version | None) -> Response:
+    response_headers = headers.version_headers(tombstone) if tombstone else {}
+    if headers.return_preference(request) != "OperationOutcome":
+        return Response(status_code=204, headers=response_headers)
+    message = (
+        f"Deleted {tombstone.resource_type}/{tombstone.id}"
+        if tombstone
+        else "Nothing to delete: no current resource matched"
+    )
+    outcome = operation_outcome([Issue(message, "informational", "information")])
+    return fhir_response(outcome, fmt, 200, response_headers)

@@ -1,0 +1,91 @@
+"""The URL space under the FHIR base (R4 http.html#general) and which method does what there.
+
+One dispatcher rather than a route per pattern, so that an unknown type is a 404 and a
+known path with the wrong method is a 405, each as an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhirserver.errors import MethodNotAllowed, NotFound
+from fhirserver.resources.definitions import is_resource_type
+from fhirserver.rest import endpoints
+
+Handler = Callable[..., Awaitable[Response]]
+Methods = dict[str, Handler]
+
+_SYSTEM: dict[str, Methods] = {
+    "metadata": {"GET": endpoints.capabilities},
+    "_history": {"GET": endpoints.history_endpoint},
+}
+_TYPE: Methods = {
+    "POST": endpoints.create,
+    "PUT": endpoints.conditional_update,
+    "DELETE": endpoints.conditional_delete,
+}
+_TYPE_HISTORY: Methods = {"GET": endpoints.history_endpoint}
+_INSTANCE: Methods = {
+    "GET": endpoints.read,
+    "PUT": endpoints.update,
+    "PATCH": endpoints.patch,
+    "DELETE": endpoints.delete,
+}
+_INSTANCE_HISTORY: Methods = {"GET": endpoints.history_endpoint}
+_VERSION: Methods = {"GET": endpoints.vread}
+
+
+def _resolve(segments: list[str]) -> tuple[Methods, list[str]]:
+    """The methods allowed at a path, and the path arguments their handlers take."""
+    if not segments:
+        return {}, []
+    head, rest = segments[0], segments[1:]
+    if head in _SYSTEM and not rest:
+        return _SYSTEM[head], []
+    if not is_resource_type(head):
+        raise NotFound(f"Unknown resource type or path {head!r}")
+    match rest:
+        case []:
+            return _TYPE, [head]
+        case ["_history"]:
+            return _TYPE_HISTORY, [head]
+        case [resource_id]:
+            return _INSTANCE, [head, resource_id]
+        case [resource_id, "_history"]:
+            return _INSTANCE_HISTORY, [head, resource_id]
+        case [resource_id, "_history", version_id]:
+            return _VERSION, [head, resource_id, version_id]
+    raise NotFound(f"No FHIR interaction lives at {'/'.join(segments)!r}")
+
+
+async def dispatch(request: Request) -> Response:
+    segments = [s for s in request.path_params.get("path", "").split("/") if s]
+    methods, arguments = _resolve(segments)
+    handler = methods.get(request.method)
+    if handler is None:
+        allowed = ", ".join(methods)
+        raise MethodNotAllowed(
+            f"{request.method} is not supported here"
+            + (f"; allowed: {allowed}" if allowed else ""),
+        )
+    return await handler(request, *arguments)
+
+
+async def not_found(request: Request) -> Response:
+    raise NotFound(f"Nothing here: {request.url.path!r} is outside the FHIR base")
+
+
+# Every method reaches the dispatcher, which answers 405 itself.
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def routes(base_path: str) -> list[Route]:
+    return [
+        Route(base_path + "/{path:path}", dispatch, methods=_ALL_METHODS),
+        Route(base_path or "/", dispatch, methods=_ALL_METHODS),
+        Route("/{path:path}", not_found, methods=_ALL_METHODS),
+    ]

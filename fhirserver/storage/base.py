@@ -1,0 +1,84 @@
+"""The Store protocol every backend implements, and the data it speaks in.
+
+A write is one unit: the new version (which is also the change-log entry, with its
+monotonic sequence number), the pointer to the current version and the index entries
+commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from fhirserver.search.query import SearchQuery, TokenEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of one resource, as stored."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: datetime
+    # The interaction that made it: POST, PUT, PATCH or DELETE.
+    method: str
+    # The resource's JSON; None for a deletion (a tombstone).
+    body: bytes | None
+    # Position in the store's change log; assigned on write, increasing, never reused.
+    seq: int = 0
+
+    @property
+    def deleted(self) -> bool:
+        return self.body is None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    resource_type: str | None = None
+    id: str | None = None
+    # Versions written at or after this instant.
+    since: datetime | None = None
+    # Versions that were current at some point in [low, high).
+    at: tuple[datetime, datetime] | None = None
+    count: int = 50
+    # Keyset cursor: only versions older (lower seq) than this.
+    before_seq: int | None = None
+
+
+class VersionConflict(Exception):
+    """The version written is not the successor of the current one: another writer won."""
+
+
+class UnitOfWork(Protocol):
+    """Reads and writes that commit together; reads see the unit's own writes."""
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None: ...
+
+    async def search(self, query: SearchQuery, limit: int) -> list[Version]: ...
+
+    async def write(self, version: Version, index: tuple[TokenEntry, ...]) -> None: ...
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        """The current version (possibly a deletion), or None if the resource never existed."""
+        ...
+
+    async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
+
+    async def history(self, query: HistoryQuery) -> list[Version]:
+        """Matching versions, newest first, at most `query.count`."""
+        ...
+
+    async def history_count(self, query: HistoryQuery) -> int: ...
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """Exclusive, atomic: commits on normal exit, rolls back on an exception."""
+        ...

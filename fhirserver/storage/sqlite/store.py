@@ -1,0 +1,245 @@
+"""SqliteStore: the Store protocol over one SQLite file.
+
+Writes go through one connection on one thread, serialised by an asyncio lock and
+by SQLite's own write lock (BEGIN IMMEDIATE), so a read-check-write inside a unit of
+work cannot race another writer, in this process or another. Reads use a small pool
+of connections on their own threads; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fhirserver.search.query import SearchQuery, TokenEntry
+from fhirserver.storage.base import HistoryQuery, UnitOfWork, Version, VersionConflict
+from fhirserver.storage.sqlite.schema import (
+    SCHEMA,
+    VERSION_COLUMNS,
+    connect,
+    from_micros,
+    to_micros,
+)
+from fhirserver.storage.sqlite.search import compile_search
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+def _version(row: Row) -> Version:
+    seq, resource_type, resource_id, version, last_updated, method, body = row
+    return Version(
+        resource_type, resource_id, version, from_micros(last_updated), method, body, seq
+    )
+
+
+def _read_current(
+    connection: sqlite3.Connection, resource_type: str, resource_id: str
+) -> Row | None:
+    row: Row | None = connection.execute(
+        f"SELECT {VERSION_COLUMNS} FROM resources r JOIN versions v ON v.seq = r.seq "
+        "WHERE r.type = ? AND r.id = ?",
+        (resource_type, resource_id),
+    ).fetchone()
+    return row
+
+
+def _history_where(query: HistoryQuery) -> tuple[str, list[Any]]:
+    where: list[str] = ["1 = 1"]
+    args: list[Any] = []
+    if query.resource_type is not None:
+        where.append("v.type = ?")
+        args.append(query.resource_type)
+    if query.id is not None:
+        where.append("v.id = ?")
+        args.append(query.id)
+    if query.since is not None:
+        where.append("v.last_updated >= ?")
+        args.append(to_micros(query.since))
+    if query.at is not None:
+        low, high = (to_micros(moment) for moment in query.at)
+        # Current during [low, high): written before `high`, not replaced before `low`.
+        where.append(
+            "v.last_updated < ? AND NOT EXISTS (SELECT 1 FROM versions n WHERE n.type = v.type"
+            " AND n.id = v.id AND n.version = v.version + 1 AND n.last_updated <= ?)"
+        )
+        args.extend([high, low])
+    return " AND ".join(where), args
+
+
+class SqliteStore:
+    def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._reader_count = readers
+        self._connections: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(
+            self._reader_count, thread_name_prefix="sqlite-reader"
+        )
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._writer_pool, self._connect)
+        await self._on_writer(lambda c: c.executescript(SCHEMA))
+
+    async def close(self) -> None:
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = connect(self.path, self.synchronous)
+        self._connections.append(connection)
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+        return connection
+
+    async def _on_reader(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_pool, lambda: job(self._reader())
+        )
+
+    async def _on_writer(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        future = asyncio.get_running_loop().run_in_executor(
+            self._writer_pool, lambda: job(self._writer)
+        )
+        # Shielded: a cancelled request must not leave the writer mid-transaction.
+        return await asyncio.shield(future)
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        row = await self._on_reader(lambda c: _read_current(c, resource_type, resource_id))
+        return None if row is None else _version(row)
+
+    async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
+        row = await self._on_reader(
+            lambda c: c.execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions v "
+                "WHERE v.type = ? AND v.id = ? AND v.version = ?",
+                (resource_type, resource_id, version),
+            ).fetchone()
+        )
+        return None if row is None else _version(row)
+
+    async def history(self, query: HistoryQuery) -> list[Version]:
+        where, args = _history_where(query)
+        if query.before_seq is not None:
+            where += " AND v.seq < ?"
+            args.append(query.before_seq)
+        sql = f"SELECT {VERSION_COLUMNS} FROM versions v WHERE {where} ORDER BY v.seq DESC LIMIT ?"
+        rows = await self._on_reader(lambda c: c.execute(sql, [*args, query.count]).fetchall())
+        return [_version(row) for row in rows]
+
+    async def history_count(self, query: HistoryQuery) -> int:
+        where, args = _history_where(query)
+        sql = f"SELECT count(*) FROM versions v WHERE {where}"
+        count: int = await self._on_reader(lambda c: c.execute(sql, args).fetchone()[0])
+        return count
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        async with self._lock:
+            unit = _SqliteUnitOfWork(self)
+            try:
+                yield unit
+            except BaseException:
+                await self._on_writer(unit.rollback)
+                raise
+            await self._on_writer(unit.commit)
+
+
+class _SqliteUnitOfWork:
+    """Buffers writes so that a plain create costs one trip to the writer thread."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._begun = False
+        self._pending: list[tuple[Version, tuple[TokenEntry, ...]]] = []
+
+    def _begin(self, connection: sqlite3.Connection) -> None:
+        if not self._begun:
+            connection.execute("BEGIN IMMEDIATE")
+            self._begun = True
+
+    def _flush(self, connection: sqlite3.Connection) -> None:
+        self._begin(connection)
+        pending, self._pending = self._pending, []
+        for version, index in pending:
+            _write(connection, version, index)
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        def job(connection: sqlite3.Connection) -> Row | None:
+            self._flush(connection)
+            return _read_current(connection, resource_type, resource_id)
+
+        row = await self._store._on_writer(job)
+        return None if row is None else _version(row)
+
+    async def search(self, query: SearchQuery, limit: int) -> list[Version]:
+        sql, args = compile_search(query, limit)
+
+        def job(connection: sqlite3.Connection) -> list[Row]:
+            self._flush(connection)
+            return connection.execute(sql, args).fetchall()
+
+        return [_version(row) for row in await self._store._on_writer(job)]
+
+    async def write(self, version: Version, index: tuple[TokenEntry, ...]) -> None:
+        self._pending.append((version, index))
+
+    def commit(self, connection: sqlite3.Connection) -> None:
+        if not self._pending and not self._begun:
+            return
+        try:
+            self._flush(connection)
+        except BaseException:
+            self.rollback(connection)
+            raise
+        connection.execute("COMMIT")
+
+    def rollback(self, connection: sqlite3.Connection) -> None:
+        self._pending.clear()
+        if self._begun and connection.in_transaction:
+            connection.execute("ROLLBACK")
+
+
+def _write(connection: sqlite3.Connection, version: Version, index: tuple[TokenEntry, ...]) -> None:
+    key = (version.resource_type, version.id)
+    current = connection.execute(
+        "SELECT v.version FROM resources r JOIN versions v ON v.seq = r.seq "
+        "WHERE r.type = ? AND r.id = ?",
+        key,
+    ).fetchone()
+    if version.version != (current[0] + 1 if current else 1):
+        raise VersionConflict(f"{version.resource_type}/{version.id} has moved on")
+    seq = connection.execute(
+        "INSERT INTO versions (type, id, version, last_updated, method, body) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (*key, version.version, to_micros(version.last_updated), version.method, version.body),
+    ).lastrowid
+    connection.execute(
+        "INSERT OR REPLACE INTO resources (type, id, seq) VALUES (?, ?, ?)", (*key, seq)
+    )
+    if current:
+        connection.execute("DELETE FROM token_index WHERE type = ? AND id = ?", key)
+    if version.body is not None and index:
+        connection.executemany(
+            "INSERT INTO token_index (type, id, param, system, code) VALUES (?, ?, ?, ?, ?)",
+            [(*key, entry.param, entry.system, entry.code) for entry in index],
+        )
