@@ -1,0 +1,134 @@
+"""The Store contract (DESIGN.md "The storage contract"): versions, tombstones, atomic
+units of work, the change log's order, and history queries. Runs on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fhirserver.search.query import DatePredicate, SearchQuery, TokenEntry, TokenPredicate
+from fhirserver.storage.base import HistoryQuery, Store, Version, VersionConflict
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def version(rid: str, number: int, body: bytes | None = b"{}", minutes: int = 0) -> Version:
+    method = "DELETE" if body is None else ("POST" if number == 1 else "PUT")
+    return Version("Patient", rid, number, T0 + timedelta(minutes=minutes), method, body)
+
+
+async def put(store: Store, *versions: Version, index: tuple[TokenEntry, ...] = ()) -> None:
+    async with store.unit_of_work() as unit:
+        for v in versions:
+            await unit.write(v, index)
+
+
+async def test_write_read_vread(store: Store) -> None:
+    await put(store, version("a", 1, b'{"v":1}'))
+    await put(store, version("a", 2, b'{"v":2}', minutes=1))
+    current = await store.read("Patient", "a")
+    assert current is not None and current.version == 2 and current.body == b'{"v":2}'
+    assert current.last_updated == T0 + timedelta(minutes=1)
+    first = await store.vread("Patient", "a", 1)
+    assert first is not None and first.body == b'{"v":1}'
+    assert await store.read("Patient", "missing") is None
+    assert await store.vread("Patient", "a", 3) is None
+
+
+async def test_tombstone_is_current(store: Store) -> None:
+    await put(store, version("a", 1))
+    await put(store, version("a", 2, None))
+    current = await store.read("Patient", "a")
+    assert current is not None and current.deleted and current.method == "DELETE"
+
+
+async def test_version_must_follow_current(store: Store) -> None:
+    await put(store, version("a", 1))
+    with pytest.raises(VersionConflict):
+        await put(store, version("a", 1))
+    with pytest.raises(VersionConflict):
+        await put(store, version("b", 2))
+    current = await store.read("Patient", "a")
+    assert current is not None and current.version == 1
+    assert await store.read("Patient", "b") is None
+
+
+async def test_failed_unit_of_work_leaves_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.unit_of_work() as unit:
+            await unit.write(version("a", 1), (TokenEntry("identifier", "s", "1"),))
+            # Reading flushes the write into the open transaction before the failure.
+            assert await unit.read("Patient", "a") is not None
+            raise RuntimeError("boom")
+    assert await store.read("Patient", "a") is None
+    assert await store.history_count(HistoryQuery()) == 0
+
+
+async def test_unit_of_work_reads_its_own_writes(store: Store) -> None:
+    async with store.unit_of_work() as unit:
+        await unit.write(version("a", 1), (TokenEntry("identifier", "s", "1"),))
+        found = await unit.search(
+            SearchQuery("Patient", ((TokenPredicate("identifier", "s", "1"),),)), limit=5
+        )
+        assert [v.id for v in found] == ["a"]
+
+
+async def test_units_of_work_are_serialised(store: Store) -> None:
+    async def bump() -> None:
+        async with store.unit_of_work() as unit:
+            current = await unit.read("Patient", "counter")
+            number = current.version + 1 if current else 1
+            await asyncio.sleep(0)
+            await unit.write(version("counter", number), ())
+
+    await asyncio.gather(*(bump() for _ in range(20)))
+    current = await store.read("Patient", "counter")
+    assert current is not None and current.version == 20
+
+
+async def test_change_log_order(store: Store) -> None:
+    await put(store, version("a", 1), version("b", 1))
+    await put(store, version("a", 2))
+    log = await store.history(HistoryQuery(count=10))
+    assert [(v.id, v.version) for v in log] == [("a", 2), ("b", 1), ("a", 1)]
+    seqs = [v.seq for v in log]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 3
+    older = await store.history(HistoryQuery(count=10, before_seq=seqs[0]))
+    assert [(v.id, v.version) for v in older] == [("b", 1), ("a", 1)]
+
+
+async def test_history_filters(store: Store) -> None:
+    await put(store, version("a", 1, minutes=0), version("b", 1, minutes=5))
+    await put(store, version("a", 2, minutes=10))
+    since = await store.history(HistoryQuery(since=T0 + timedelta(minutes=5)))
+    assert {(v.id, v.version) for v in since} == {("b", 1), ("a", 2)}
+    instance = await store.history(HistoryQuery(resource_type="Patient", id="a"))
+    assert [v.version for v in instance] == [2, 1]
+    window = (T0 + timedelta(minutes=6), T0 + timedelta(minutes=7))
+    at = await store.history(HistoryQuery(id="a", at=window))
+    assert [v.version for v in at] == [1]
+    assert await store.history_count(HistoryQuery(resource_type="Observation")) == 0
+
+
+async def test_search_tokens_and_dates(store: Store) -> None:
+    await put(store, version("a", 1, minutes=0), index=(TokenEntry("identifier", "s", "1"),))
+    await put(store, version("b", 1, minutes=60), index=(TokenEntry("identifier", None, "1"),))
+
+    async def ids(*clauses: tuple[TokenPredicate | DatePredicate, ...]) -> list[str]:
+        async with store.unit_of_work() as unit:
+            return [v.id for v in await unit.search(SearchQuery("Patient", clauses), limit=10)]
+
+    assert await ids((TokenPredicate("identifier", None, "1"),)) == ["a", "b"]
+    assert await ids((TokenPredicate("identifier", "s", "1"),)) == ["a"]
+    assert await ids((TokenPredicate("identifier", "", "1"),)) == ["b"]
+    assert await ids((TokenPredicate("identifier", "s", None),)) == ["a"]
+    assert await ids((TokenPredicate("_id", None, "b"),)) == ["b"]
+    hour = (T0 + timedelta(minutes=30), T0 + timedelta(minutes=90))
+    assert await ids((DatePredicate("_lastUpdated", "eq", *hour),)) == ["b"]
+    assert await ids((DatePredicate("_lastUpdated", "lt", *hour),)) == ["a"]
+    assert await ids((DatePredicate("_lastUpdated", "ne", *hour),)) == ["a"]
+    # AND of clauses, OR within one.
+    both = (TokenPredicate("_id", None, "a"), TokenPredicate("_id", None, "b"))
+    assert await ids(both, (TokenPredicate("identifier", "s", "1"),)) == ["a"]
