@@ -1,0 +1,47 @@
+"""Index values at write time (R4 search.html#token for Identifier): every identifier a
+resource's `identifier` parameter expression reaches, and nothing for types without one."""
+
+from __future__ import annotations
+
+from fhirserver.search.extract import index_entries
+from fhirserver.search.query import TokenEntry
+
+
+def test_identifiers_of_a_list_element() -> None:
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [
+            {"system": "urn:a", "value": "1"},
+            {"value": "2"},
+            {"system": "urn:a", "value": "1"},
+        ],
+    }
+    assert index_entries(patient) == (
+        TokenEntry("identifier", "urn:a", "1"),
+        TokenEntry("identifier", None, "2"),
+    )
+
+
+def test_single_identifier_element() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "identifier": {"system": "s", "value": "b"},
+    }
+    assert index_entries(bundle) == (TokenEntry("identifier", "s", "b"),)
+
+
+def test_every_path_of_a_union_expression() -> None:
+    manifest = {
+        "resourceType": "DocumentManifest",
+        "masterIdentifier": {"system": "s", "value": "m"},
+        "identifier": [{"system": "s", "value": "i"}],
+    }
+    assert set(index_entries(manifest)) == {
+        TokenEntry("identifier", "s", "m"),
+        TokenEntry("identifier", "s", "i"),
+    }
+
+
+def test_type_without_identifier_parameter() -> None:
+    assert index_entries({"resourceType": "Binary", "contentType": "text/plain"}) == ()
