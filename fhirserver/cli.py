@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -28,6 +30,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGINT / SIGTERM end it with exit status 0.
+
+    uvicorn re-raises a caught signal after its graceful shutdown, so the process
+    would die of it (status 143, or a KeyboardInterrupt traceback) after shutting
+    down cleanly.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
 async def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         create_app(settings),
@@ -36,7 +58,7 @@ async def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     task = asyncio.create_task(server.serve())
     # uvicorn offers no start-up callback; poll its flag until it listens or gives up.
     while not server.started and not task.done():  # noqa: ASYNC110
