@@ -1,0 +1,62 @@
+"""The wheel is self-contained (DESIGN.md "Layout"): a non-editable install finds the
+conformance folders and the R4 schema inside the package, not in a source checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import fhirserver, json
+from fhirserver.conformance import data_dir
+from fhirserver.interactions.capabilities import capability_statement
+from fhirserver.search.params import registry
+print(json.dumps({
+    "package": fhirserver.__file__,
+    "searchparams": str(data_dir("searchparams")),
+    "types": len(capability_statement("http://x")["rest"][0]["resource"]),
+    "identifier": registry().get("Patient", "identifier") is not None,
+}))
+"""
+
+
+def test_installed_wheel_carries_its_data(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("fhirserver-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    found = json.loads(result.stdout)
+    assert found["package"].startswith(str(site))
+    assert found["searchparams"].startswith(str(site))
+    assert found["types"] == 146
+    assert found["identifier"] is True
