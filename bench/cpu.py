@@ -1,0 +1,41 @@
+"""CPU time spent during a measurement: by the server process and by the load client.
+
+The server's comes from /proc/<pid>/stat (all its threads, so SQLite's too); where there
+is no /proc (not Linux) it is None. The client's is this process's own CPU time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """CPU seconds of the server (None if unknown) and of the load client."""
+
+    server: float | None
+    client: float
+
+    def __sub__(self, earlier: Usage) -> Usage:
+        server = (
+            None if self.server is None or earlier.server is None else self.server - earlier.server
+        )
+        return Usage(server, self.client - earlier.client)
+
+
+def usage(server_pid: int) -> Usage:
+    return Usage(_process_seconds(server_pid), time.process_time())
+
+
+def _process_seconds(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # proc(5): the fields after the command name, which is in parentheses and may hold
+    # spaces; utime and stime are fields 14 and 15, in clock ticks.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
