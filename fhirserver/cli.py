@@ -65,6 +65,7 @@ async def serve(settings: Settings) -> None:
         await asyncio.sleep(0.05)
     if server.started:
         host, port = server.servers[0].sockets[0].getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
         print(
             f"fhirserver: FHIR R4 at http://{host}:{port}{settings.base_path}"
             f" (store {settings.store})",

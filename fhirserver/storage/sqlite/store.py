@@ -94,6 +94,9 @@ class SqliteStore:
         await self._on_writer(lambda c: c.executescript(SCHEMA))
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
         for connection in self._connections:
