@@ -30,11 +30,14 @@ class FHIRError(Exception):
         expression: str | None = None,
         issues: list[Issue] | None = None,
         status: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(diagnostics)
         if status is not None:
             self.status = status
         self.issues = issues or [Issue(diagnostics, self.code, "error", expression)]
+        # HTTP headers the refusal needs, such as Allow on a 405 or Retry-After on a 503.
+        self.headers = headers or {}
 
 
 class BadRequest(FHIRError):
@@ -79,3 +82,7 @@ class UnsupportedMediaType(FHIRError):
 
 class Unprocessable(FHIRError):
     status, code = 422, "processing"
+
+
+class Unavailable(FHIRError):
+    status, code = 503, "transient"

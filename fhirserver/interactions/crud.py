@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jsonpatch
 import jsonpointer
@@ -31,6 +31,21 @@ from fhirserver.storage.base import Store, UnitOfWork, Version
 Params = Sequence[tuple[str, str]]
 
 
+ANY: Literal["*"] = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Preconditions:
+    """If-Match / If-None-Match on a write (RFC 9110 section 13.1): version numbers, or
+    ANY for "*" (any current version); None where the header is absent."""
+
+    if_match: frozenset[int] | Literal["*"] | None = None
+    if_none_match: frozenset[int] | Literal["*"] | None = None
+
+
+NO_PRECONDITIONS = Preconditions()
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     version: Version
@@ -48,9 +63,10 @@ async def read(store: Store, resource_type: str, resource_id: str) -> Version:
 
 
 async def vread(store: Store, resource_type: str, resource_id: str, version_id: str) -> Version:
-    if not version_id.isdigit():
+    number = meta.whole_number(version_id)
+    if number is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
-    found = await store.vread(resource_type, meta.check_id(resource_id), int(version_id))
+    found = await store.vread(resource_type, meta.check_id(resource_id), number)
     if found is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
     if found.deleted:
@@ -77,7 +93,7 @@ async def update(
     resource_type: str,
     resource_id: str,
     resource: JSONObject,
-    if_match: int | None = None,
+    preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
     meta.check_id(resource_id)
     validate(resource, resource_type)
@@ -91,7 +107,7 @@ async def update(
         )
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
-        _check_if_match(current, if_match)
+        _check_preconditions(current, preconditions)
         return await _write(unit, resource, resource_id, current, "PUT")
 
 
@@ -100,7 +116,7 @@ async def conditional_update(
     resource_type: str,
     criteria: Params,
     resource: JSONObject,
-    if_match: int | None = None,
+    preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
     validate(resource, resource_type)
     body_id = resource.get("id")
@@ -121,7 +137,7 @@ async def conditional_update(
                     expression="id",
                 )
             resource_id, current = match.id, match
-        _check_if_match(current, if_match)
+        _check_preconditions(current, preconditions)
         return await _write(unit, resource, resource_id, current, "PUT")
 
 
@@ -130,7 +146,7 @@ async def patch(
     resource_type: str,
     resource_id: str,
     operations: Any,
-    if_match: int | None = None,
+    preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
     meta.check_id(resource_id)
     patch_document = _json_patch(operations)
@@ -140,7 +156,7 @@ async def patch(
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         if current.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted")
-        _check_if_match(current, if_match)
+        _check_preconditions(current, preconditions)
         assert current.body is not None
         try:
             patched = patch_document.apply(codec.load_object(current.body))
@@ -161,20 +177,29 @@ async def patch(
 
 
 async def delete(
-    store: Store, resource_type: str, resource_id: str, if_match: int | None = None
+    store: Store,
+    resource_type: str,
+    resource_id: str,
+    preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> Version | None:
     """Delete; the tombstone version, or None when there was nothing to delete."""
     meta.check_id(resource_id)
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
-        _check_if_match(current, if_match)
+        _check_preconditions(current, preconditions)
         return await _tombstone(unit, current)
 
 
-async def conditional_delete(store: Store, resource_type: str, criteria: Params) -> Version | None:
+async def conditional_delete(
+    store: Store,
+    resource_type: str,
+    criteria: Params,
+    preconditions: Preconditions = NO_PRECONDITIONS,
+) -> Version | None:
     """Conditional delete, `single` mode: several matches are refused with 412."""
     async with store.unit_of_work() as unit:
         match = await _match_one(unit, resource_type, criteria, "delete")
+        _check_preconditions(match, preconditions)
         return await _tombstone(unit, match)
 
 
@@ -189,12 +214,17 @@ async def _match_one(
     return matches[0] if matches else None
 
 
-def _check_if_match(current: Version | None, if_match: int | None) -> None:
-    if if_match is None:
-        return
-    if current is None or current.deleted or current.version != if_match:
-        held = "no current version" if current is None or current.deleted else current.version
-        raise PreconditionFailed(f"If-Match asked for version {if_match}; the server has {held}")
+def _check_preconditions(current: Version | None, preconditions: Preconditions) -> None:
+    held = None if current is None or current.deleted else current.version
+    if_match, if_none_match = preconditions.if_match, preconditions.if_none_match
+    if if_match is not None and not (held is not None and (if_match == ANY or held in if_match)):
+        raise PreconditionFailed(f"If-Match does not hold: the current version is {held}")
+    if (
+        if_none_match is not None
+        and held is not None
+        and (if_none_match == ANY or held in if_none_match)
+    ):
+        raise PreconditionFailed(f"If-None-Match does not hold: the current version is {held}")
 
 
 async def _write(

@@ -31,10 +31,12 @@ async def history(
     resource_id: str | None = None,
     page_size: int = 50,
     max_page_size: int = 1000,
+    strict: bool = False,
 ) -> HistoryPage:
+    """Unknown parameters are ignored, or refused with 400 when `strict`."""
     query = HistoryQuery(resource_type=resource_type, id=resource_id, count=page_size)
     for name, value in params:
-        query = _apply(query, name, value, max_page_size)
+        query = _apply(query, name, value, max_page_size, strict)
     if resource_id is not None:
         meta.check_id(resource_id)
         assert resource_type is not None
@@ -51,17 +53,23 @@ async def history(
     return HistoryPage(versions, total, next_cursor)
 
 
-def _apply(query: HistoryQuery, name: str, value: str, max_page_size: int) -> HistoryQuery:
+def _apply(
+    query: HistoryQuery, name: str, value: str, max_page_size: int, strict: bool
+) -> HistoryQuery:
     if name == "_count":
-        if not value.isdigit():
-            raise BadRequest(f"_count must be a whole number, not {value!r}", expression="_count")
-        return replace(query, count=min(int(value), max_page_size))
+        count = meta.whole_number(value)
+        if count is None:
+            raise BadRequest(f"_count must be a whole number, not {value!r:.40}", expression=name)
+        return replace(query, count=min(count, max_page_size))
     if name == "_since":
         return replace(query, since=date_range(value, "_since")[0])
     if name == "_at":
         return replace(query, at=date_range(value, "_at"))
     if name == "_cursor":
-        if not value.isdigit():
-            raise BadRequest(f"Invalid paging cursor {value!r}", expression="_cursor")
-        return replace(query, before_seq=int(value))
-    raise NotSupported(f"History parameter {name!r} is not supported", expression=name)
+        cursor = meta.whole_number(value)
+        if cursor is None:
+            raise BadRequest(f"Invalid paging cursor {value!r:.40}", expression=name)
+        return replace(query, before_seq=cursor)
+    if strict:
+        raise NotSupported(f"History parameter {name!r} is not supported", expression=name)
+    return query

@@ -27,18 +27,33 @@ class Decimal(float):
         return value
 
 
+# Deeper than any real resource, well inside what the parser, validators and orjson
+# (255 levels) can take without running out of stack.
+MAX_DEPTH = 100
+# Integers past 64 bits cannot be written back by orjson; keep their text like a decimal.
+_MAX_INT_DIGITS = 18
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+def _integer(text: str) -> int | Decimal:
+    return Decimal(text) if len(text.lstrip("-")) > _MAX_INT_DIGITS else int(text)
+
+
+_decoder = json.JSONDecoder(
+    parse_float=Decimal, parse_int=_integer, parse_constant=_reject_constant
+)
 
 
 def loads(data: bytes | str) -> Any:
     """Parse JSON text; raise BadRequest (400) with the position of a syntax error."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return _decoder.decode(text)
+        value = _decoder.decode(text)
+    except RecursionError:
+        raise BadRequest(f"JSON nested more than {MAX_DEPTH} levels deep") from None
     except UnicodeDecodeError as exc:
         raise BadRequest(f"Request body is not valid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
@@ -47,6 +62,23 @@ def loads(data: bytes | str) -> Any:
         ) from None
     except ValueError as exc:
         raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if _too_deep(value):
+        raise BadRequest(f"JSON nested more than {MAX_DEPTH} levels deep")
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
+    return False
 
 
 def load_object(data: bytes | str, what: str = "Request body") -> JSONObject:

@@ -9,15 +9,21 @@ from datetime import UTC, datetime
 from fhirserver.errors import BadRequest
 from fhirserver.resources.codec import JSONObject
 
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# ASCII digits only ("²".isdigit() is true), and few enough to fit SQLite's 64-bit integers.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def whole_number(text: str) -> int | None:
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+
+
 def check_id(resource_id: str) -> str:
-    if not _ID.match(resource_id):
+    if not _ID.fullmatch(resource_id):
         raise BadRequest(f"Invalid resource id {resource_id!r}: [A-Za-z0-9-.]{{1,64}} expected")
     return resource_id
 

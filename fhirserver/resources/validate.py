@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from fhirserver.errors import BadRequest, FHIRError, Issue, Unprocessable
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.definitions import is_resource_type, r4_schema, r4b_model
-from fhirserver.resources.json_kinds import kind_issues
+from fhirserver.resources.structure import check_structure
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING_TYPES = frozenset({"missing", "model_field_validation.missing"})
@@ -50,12 +50,13 @@ def validate(resource: JSONObject, expected_type: str | None = None) -> str:
     """Check `resource` is a valid R4 resource (of `expected_type`); return its type."""
     resource_type = check_resource_type(resource, expected_type)
     model = r4b_model(resource_type)
-    if model is None:
-        issues = _schema_issues(resource_type, resource)
-    else:
-        issues = kind_issues(resource_type, resource) or _model_issues(
-            model, resource_type, resource
-        )
+    structure = check_structure(resource_type, resource)
+    issues = structure.issues
+    if not issues:
+        if model is None or structure.needs_schema:
+            issues = _schema_issues(resource_type, resource)
+        else:
+            issues = _model_issues(model, resource_type, resource)
     if issues:
         raise _failure(issues)
     return resource_type

@@ -17,11 +17,13 @@ _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": 
 
 
 def history_bundle(request: Request, base_url: str, page: HistoryPage) -> dict[str, Any]:
-    links = [{"relation": "self", "url": str(request.url)}]
+    # Links are built on base_url, which is the public one behind a proxy.
+    path = request.url.path.removeprefix(request.app.state.settings.base_path)
+    links = [{"relation": "self", "url": f"{base_url}{path}?{request.url.query}".rstrip("?")}]
     if page.next_cursor is not None:
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
         query = urlencode([*params, ("_cursor", page.next_cursor)])
-        links.append({"relation": "next", "url": str(request.url.replace(query=query))})
+        links.append({"relation": "next", "url": f"{base_url}{path}?{query}"})
     return {
         "resourceType": "Bundle",
         "type": "history",

@@ -98,7 +98,7 @@ async def update(request: Request, resource_type: str, resource_id: str) -> Resp
     fmt = response_format(request)
     resource = await _resource_body(request)
     result = await crud.update(
-        _store(request), resource_type, resource_id, resource, headers.if_match(request)
+        _store(request), resource_type, resource_id, resource, headers.preconditions(request)
     )
     return _write_answer(request, fmt, result, "Updated")
 
@@ -107,7 +107,7 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
     resource = await _resource_body(request)
     result = await crud.conditional_update(
-        _store(request), resource_type, _criteria(request), resource, headers.if_match(request)
+        _store(request), resource_type, _criteria(request), resource, headers.preconditions(request)
     )
     return _write_answer(request, fmt, result, "Updated")
 
@@ -117,7 +117,7 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
     require_content_type(request, frozenset({JSON_PATCH}))
     operations = codec.loads(await read_body(request, _settings(request).max_body_bytes))
     result = await crud.patch(
-        _store(request), resource_type, resource_id, operations, headers.if_match(request)
+        _store(request), resource_type, resource_id, operations, headers.preconditions(request)
     )
     return _write_answer(request, fmt, result, "Patched")
 
@@ -125,14 +125,16 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
 async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = response_format(request)
     tombstone = await crud.delete(
-        _store(request), resource_type, resource_id, headers.if_match(request)
+        _store(request), resource_type, resource_id, headers.preconditions(request)
     )
     return _delete_answer(request, fmt, tombstone)
 
 
 async def conditional_delete(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
-    tombstone = await crud.conditional_delete(_store(request), resource_type, _criteria(request))
+    tombstone = await crud.conditional_delete(
+        _store(request), resource_type, _criteria(request), headers.preconditions(request)
+    )
     return _delete_answer(request, fmt, tombstone)
 
 
@@ -148,6 +150,7 @@ async def history_endpoint(
         resource_id=resource_id,
         page_size=settings.history_page_size,
         max_page_size=settings.max_page_size,
+        strict=headers.strict_handling(request),
     )
     return fhir_response(history_bundle(request, base_url(request), page), fmt)
 

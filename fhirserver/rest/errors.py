@@ -46,7 +46,7 @@ def outcome_response(
 
 async def fhir_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FHIRError)
-    return outcome_response(exc.status, exc.issues)
+    return outcome_response(exc.status, exc.issues, exc.headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

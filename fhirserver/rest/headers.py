@@ -6,13 +6,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Literal
 
 from starlette.requests import Request
 
 from fhirserver.errors import BadRequest
+from fhirserver.interactions.crud import ANY, Preconditions
 from fhirserver.storage.base import Version
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*')
 RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
 
 
@@ -28,14 +30,24 @@ def version_headers(version: Version) -> dict[str, str]:
     return {"ETag": etag(version.version), "Last-Modified": http_date(version.last_updated)}
 
 
-def if_match(request: Request) -> int | None:
-    raw = request.headers.get("if-match")
+def _versions(request: Request, header: str) -> frozenset[int] | Literal["*"] | None:
+    raw = request.headers.get(header)
     if raw is None:
         return None
-    match = _ETAG.match(raw)
-    if match is None:
-        raise BadRequest(f'If-Match must be a version ETag such as W/"3", not {raw!r}')
-    return int(match.group(1))
+    if raw.strip() == "*":
+        return ANY
+    versions = set()
+    for tag in raw.split(","):
+        match = _ETAG.fullmatch(tag)
+        if match is None:
+            raise BadRequest(f'{header} must list version ETags such as W/"3", not {raw!r:.60}')
+        versions.add(int(match.group(1)))
+    return frozenset(versions)
+
+
+def preconditions(request: Request) -> Preconditions:
+    """If-Match / If-None-Match of a write request."""
+    return Preconditions(_versions(request, "if-match"), _versions(request, "if-none-match"))
 
 
 def not_modified(request: Request, version: Version) -> bool:
@@ -44,7 +56,7 @@ def not_modified(request: Request, version: Version) -> bool:
     if none_match is not None:
         tags = [tag.strip() for tag in none_match.split(",")]
         return "*" in tags or any(
-            (m := _ETAG.match(tag)) is not None and int(m.group(1)) == version.version
+            (m := _ETAG.fullmatch(tag)) is not None and int(m.group(1)) == version.version
             for tag in tags
         )
     since = request.headers.get("if-modified-since")
@@ -59,10 +71,21 @@ def not_modified(request: Request, version: Version) -> bool:
     return version.last_updated.replace(microsecond=0) <= moment
 
 
-def return_preference(request: Request) -> str:
+def _prefer(request: Request) -> dict[str, str]:
+    """The Prefer header's preferences (RFC 7240), e.g. {"return": "minimal"}."""
+    preferences = {}
     for part in request.headers.get("prefer", "").split(";"):
         for token in part.split(","):
-            key, _, value = token.strip().partition("=")
-            if key == "return" and value.strip('"') in RETURN_PREFERENCES:
-                return value.strip('"')
-    return "representation"
+            key, _, value = token.partition("=")
+            preferences[key.strip()] = value.strip().strip('"')
+    return preferences
+
+
+def return_preference(request: Request) -> str:
+    value = _prefer(request).get("return", "")
+    return value if value in RETURN_PREFERENCES else "representation"
+
+
+def strict_handling(request: Request) -> bool:
+    """`Prefer: handling=strict` (search.html#errors): refuse what would be ignored."""
+    return _prefer(request).get("handling") == "strict"

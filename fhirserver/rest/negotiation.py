@@ -45,8 +45,10 @@ def _media_type(request: Request) -> str:
     accept = request.headers.get("accept", "").strip()
     if not accept:
         return FHIR_JSON
-    offered = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    for media_type in offered:
+    for part in accept.split(","):
+        media_type = part.split(";")[0].strip().lower()
+        if not _is_r4(part):
+            continue
         if media_type in _FORMATS:
             return _FORMATS[media_type]
         if media_type in _ANY:
@@ -54,10 +56,19 @@ def _media_type(request: Request) -> str:
     raise NotAcceptable(f"Cannot answer in any of {accept!r}: this server speaks JSON")
 
 
+def _is_r4(media_range: str) -> bool:
+    """A media type's fhirVersion parameter, if any, must name R4 (http.html#version-parameter)."""
+    for parameter in media_range.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "fhirversion" and not value.strip().strip('"').startswith("4.0"):
+            return False
+    return True
+
+
 def require_content_type(request: Request, allowed: frozenset[str]) -> None:
     raw = request.headers.get("content-type")
     media_type = (raw or "").split(";")[0].strip().lower()
-    if media_type not in allowed:
+    if media_type not in allowed or not _is_r4(raw or ""):
         expected = " or ".join(sorted(allowed))
         raise UnsupportedMediaType(f"Content-Type {raw!r} is not supported here; send {expected}")
 

@@ -63,14 +63,19 @@ def _resolve(segments: list[str]) -> tuple[Methods, list[str]]:
 
 
 async def dispatch(request: Request) -> Response:
-    segments = [s for s in request.path_params.get("path", "").split("/") if s]
-    methods, arguments = _resolve(segments)
+    # From the raw path: the route's pattern would let a trailing newline slip past.
+    path = request.scope["path"].removeprefix(request.app.state.settings.base_path)
+    methods, arguments = _resolve([s for s in path.split("/") if s])
+    if request.method == "HEAD" and "GET" in methods:
+        answer = await methods["GET"](request, *arguments)
+        return Response(status_code=answer.status_code, headers=answer.headers)
     handler = methods.get(request.method)
     if handler is None:
-        allowed = ", ".join(methods)
+        allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
         raise MethodNotAllowed(
             f"{request.method} is not supported here"
-            + (f"; allowed: {allowed}" if allowed else ""),
+            + (f"; allowed: {', '.join(allowed)}" if allowed else ""),
+            headers={"Allow": ", ".join(allowed)},
         )
     return await handler(request, *arguments)
 

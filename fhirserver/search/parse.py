@@ -25,10 +25,14 @@ from fhirserver.search.query import (
 
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 _DATE = re.compile(
-    r"^(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
+    r"(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
     r"(T(?P<hour>\d{2}):(?P<minute>\d{2})(:(?P<second>\d{2})(?P<fraction>\.\d+)?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
+# search.html: a server may refuse a query too costly to run; this bounds the SQL too.
+MAX_PREDICATES = 100
+# FHIR time zones run from -12:00 to +14:00.
+_ZONE_RANGE = (timedelta(hours=-12), timedelta(hours=14))
 
 
 def parse_query(resource_type: str, params: Iterable[tuple[str, str]]) -> SearchQuery:
@@ -37,6 +41,8 @@ def parse_query(resource_type: str, params: Iterable[tuple[str, str]]) -> Search
         if ":" in name:
             raise NotSupported(f"Search modifiers are not supported yet: {name!r}", expression=name)
         clauses.append(tuple(_predicate(resource_type, name, v) for v in split_or(value)))
+        if sum(map(len, clauses)) > MAX_PREDICATES:
+            raise BadRequest(f"Too many search criteria: at most {MAX_PREDICATES} values")
     if not clauses:
         raise BadRequest("A search with no criteria was given where criteria are required")
     return SearchQuery(resource_type, tuple(clauses))
@@ -88,34 +94,46 @@ def date_range(text: str, param: str = "date") -> tuple[datetime, datetime]:
 
     Values without a time zone are taken as UTC.
     """
-    match = _DATE.match(text)
+    match = _DATE.fullmatch(text)
     if match is None:
         raise BadRequest(f"Invalid date {text!r}", expression=param)
     g = match.groupdict()
     tz: timezone = UTC
     if g["tz"] and g["tz"] != "Z":
         sign = 1 if g["tz"][0] == "+" else -1
-        tz = timezone(sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][4:6])))
+        offset = sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][4:6]))
+        if not _ZONE_RANGE[0] <= offset <= _ZONE_RANGE[1] or int(g["tz"][4:6]) > 59:
+            raise BadRequest(f"Invalid time zone in {text!r}", expression=param)
+        tz = timezone(offset)
     try:
-        year = int(g["year"])
-        if g["month"] is None:
-            low = datetime(year, 1, 1, tzinfo=tz)
-            return low, datetime(year + 1, 1, 1, tzinfo=tz)
-        month = int(g["month"])
-        if g["day"] is None:
-            low = datetime(year, month, 1, tzinfo=tz)
-            return low, datetime(year + month // 12, month % 12 + 1, 1, tzinfo=tz)
-        day = datetime(year, month, int(g["day"]), tzinfo=tz)
-        if g["hour"] is None:
-            return day, day + timedelta(days=1)
-        low = day.replace(hour=int(g["hour"]), minute=int(g["minute"]))
-        if g["second"] is None:
-            return low, low + timedelta(minutes=1)
-        low = low.replace(second=int(g["second"]))
-        if g["fraction"] is None:
-            return low, low + timedelta(seconds=1)
-        digits = g["fraction"][1:7]
-        low = low.replace(microsecond=int(digits.ljust(6, "0")))
-        return low, low + timedelta(microseconds=10 ** (6 - len(digits)))
+        low = datetime(
+            int(g["year"]),
+            int(g["month"] or 1),
+            int(g["day"] or 1),
+            int(g["hour"] or 0),
+            int(g["minute"] or 0),
+            int(g["second"] or 0),
+            int((g["fraction"] or ".0")[1:7].ljust(6, "0")),
+            tzinfo=tz,
+        )
     except ValueError as exc:
         raise BadRequest(f"Invalid date {text!r}: {exc}", expression=param) from None
+    try:
+        return low, _end_of_precision(low, g)
+    except (OverflowError, ValueError):
+        # The range of a value late in the year 9999 ends past what datetime holds.
+        return low, datetime.max.replace(tzinfo=UTC)
+
+
+def _end_of_precision(low: datetime, g: dict[str, str | None]) -> datetime:
+    if g["month"] is None:
+        return low.replace(year=low.year + 1)
+    if g["day"] is None:
+        return low.replace(year=low.year + low.month // 12, month=low.month % 12 + 1)
+    if g["hour"] is None:
+        return low + timedelta(days=1)
+    if g["second"] is None:
+        return low + timedelta(minutes=1)
+    if g["fraction"] is None:
+        return low + timedelta(seconds=1)
+    return low + timedelta(microseconds=10 ** (6 - len(g["fraction"][1:7])))

@@ -3,6 +3,7 @@ the right status, an OperationOutcome naming the problem, and leaves the store u
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +24,14 @@ async def patient(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 def _json(value: Any) -> bytes:
-    import json
-
     return json.dumps(value).encode()
+
+
+def _nested_extensions(depth: int) -> dict[str, Any]:
+    extension: dict[str, Any] = {"url": "http://x", "valueString": "leaf"}
+    for _ in range(depth):
+        extension = {"url": "http://x", "extension": [extension]}
+    return {**PATIENT, "extension": [extension]}
 
 
 CASES: list[tuple[str, str, str, Any, dict[str, str], int, str | None]] = [
@@ -262,6 +268,201 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str | None]] = [
     ),
     ("conditional delete without criteria", "DELETE", "/Patient", None, {}, 400, None),
     ("history with bad _count", "GET", "/Patient/_history?_count=many", None, {}, 400, None),
+    ("history with superscript _count", "GET", "/_history?_count=%C2%B2", None, {}, 400, None),
+    ("history with huge _count", "GET", "/_history?_count=" + "9" * 5000, None, {}, 400, None),
+    ("history with huge cursor", "GET", "/_history?_cursor=" + "9" * 30, None, {}, 400, None),
+    ("vread of a superscript version", "GET", "/Patient/{id}/_history/%C2%B2", None, {}, 404, None),
+    ("vread of a huge version", "GET", "/Patient/{id}/_history/" + "9" * 30, None, {}, 404, None),
+    (
+        "huge If-Match",
+        "PUT",
+        "/Patient/{id}",
+        "{patient}",
+        {"If-Match": 'W/"' + "9" * 5000 + '"'},
+        400,
+        None,
+    ),
+    (
+        "time zone out of range",
+        "DELETE",
+        "/Patient?_lastUpdated=2020-01-01T00:00-99:99",
+        None,
+        {},
+        400,
+        None,
+    ),
+    (
+        "time zone past +14:00",
+        "DELETE",
+        "/Patient?_lastUpdated=2020-01-01T00:00%2B20:00",
+        None,
+        {},
+        400,
+        None,
+    ),
+    (
+        "too many criteria",
+        "DELETE",
+        "/Patient?_id=" + ",".join(f"a{i}" for i in range(1200)),
+        None,
+        {},
+        400,
+        None,
+    ),
+    (
+        "too many repeats",
+        "DELETE",
+        "/Patient?" + "&".join(["_lastUpdated=gt2000"] * 1200),
+        None,
+        {},
+        400,
+        None,
+    ),
+    ("id with a trailing newline", "DELETE", "/Patient/abc%0A", None, {}, 400, None),
+    (
+        "stale If-Match on conditional delete",
+        "DELETE",
+        "/Patient?_id={id}",
+        None,
+        {"If-Match": 'W/"1"'},
+        412,
+        None,
+    ),
+    (
+        "If-None-Match * on update of an existing resource",
+        "PUT",
+        "/Patient/{id}",
+        "{patient}",
+        {"If-None-Match": "*"},
+        412,
+        None,
+    ),
+    (
+        "deeply nested JSON",
+        "POST",
+        "/Patient",
+        b'{"resourceType":"Patient","x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        {},
+        400,
+        None,
+    ),
+    (
+        "deeply nested patch",
+        "PATCH",
+        "/Patient/{id}",
+        b"[" * 5000 + b"]" * 5000,
+        {"Content-Type": "application/json-patch+json"},
+        400,
+        None,
+    ),
+    (
+        "deeply nested extensions",
+        "POST",
+        "/Patient",
+        _json(_nested_extensions(150)),
+        {},
+        400,
+        None,
+    ),
+    (
+        "empty object",
+        "POST",
+        "/Patient",
+        _json({**PATIENT, "name": [{}]}),
+        {},
+        400,
+        "Patient.name[0]",
+    ),
+    ("empty array", "POST", "/Patient", _json({**PATIENT, "name": []}), {}, 400, "Patient.name"),
+    (
+        "null element",
+        "POST",
+        "/Patient",
+        _json({**PATIENT, "gender": None}),
+        {},
+        400,
+        "Patient.gender",
+    ),
+    (
+        "null in an array without its _element",
+        "POST",
+        "/Patient",
+        _json({**PATIENT, "name": [{"given": [None]}]}),
+        {},
+        400,
+        "Patient.name[0].given[0]",
+    ),
+    (
+        "fhir_comments",
+        "POST",
+        "/Patient",
+        _json({**PATIENT, "fhir_comments": ["hi"]}),
+        {},
+        400,
+        "Patient.fhir_comments",
+    ),
+    (
+        "R4B-only element",
+        "POST",
+        "/ActivityDefinition",
+        _json(
+            {
+                "resourceType": "ActivityDefinition",
+                "status": "draft",
+                "subjectCanonical": "http://x",
+            }
+        ),
+        {},
+        400,
+        "ActivityDefinition.subjectCanonical",
+    ),
+    (
+        "contained R4B-only type",
+        "POST",
+        "/Patient",
+        _json(
+            {**PATIENT, "contained": [{"resourceType": "Citation", "id": "c", "status": "active"}]}
+        ),
+        {},
+        400,
+        "Patient.contained[0]",
+    ),
+    (
+        "contained without resourceType",
+        "POST",
+        "/Patient",
+        _json({**PATIENT, "contained": [{"id": "c"}]}),
+        {},
+        400,
+        "Patient.contained[0]",
+    ),
+    (
+        "patch leaves an empty object",
+        "PATCH",
+        "/Patient/{id}",
+        _json([{"op": "remove", "path": "/name/0/family"}]),
+        {"Content-Type": "application/json-patch+json"},
+        422,
+        "Patient.name[0]",
+    ),
+    (
+        "fhirVersion 3.0 asked for",
+        "GET",
+        "/Patient/{id}",
+        None,
+        {"Accept": "application/fhir+json; fhirVersion=3.0"},
+        406,
+        None,
+    ),
+    (
+        "fhirVersion 3.0 sent",
+        "POST",
+        "/Patient",
+        _json(PATIENT),
+        {"Content-Type": "application/fhir+json; fhirVersion=3.0"},
+        415,
+        None,
+    ),
     ("history with bad _since", "GET", "/_history?_since=last-week", None, {}, 400, None),
 ]
 
@@ -288,6 +489,8 @@ async def test_refused_and_store_unchanged(
     response = await client.request(
         method, path.replace("{id}", patient["id"]), content=body, headers=headers
     )
+    if status == 405:
+        assert response.headers["allow"]
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/fhir+json")
     outcome = response.json()

@@ -206,3 +206,51 @@ async def test_summary_on_r4_only_type_keeps_mandatory(client: httpx.AsyncClient
     assert created.status_code == 201, created.text
     summary = (await client.get(f"/MedicinalProduct/{created.json()['id']}?_summary=true")).json()
     assert summary["name"] == product["name"]
+
+
+async def test_if_match_star_and_lists(client: httpx.AsyncClient, patient: dict[str, Any]) -> None:
+    url = f"/Patient/{patient['id']}"
+    assert (await client.put(url, json=patient, headers={"If-Match": "*"})).status_code == 200
+    listed = await client.put(url, json=patient, headers={"If-Match": 'W/"1", W/"2"'})
+    assert listed.status_code == 200
+    assert listed.headers["etag"] == 'W/"3"'
+    missing = await client.put(
+        "/Patient/nobody", json={**patient, "id": "nobody"}, headers={"If-Match": "*"}
+    )
+    assert missing.status_code == 412
+
+
+async def test_if_none_match_star_creates_only(client: httpx.AsyncClient) -> None:
+    body = {**PATIENT, "id": "only-once"}
+    first = await client.put("/Patient/only-once", json=body, headers={"If-None-Match": "*"})
+    assert first.status_code == 201
+    again = await client.put("/Patient/only-once", json=body, headers={"If-None-Match": "*"})
+    assert again.status_code == 412
+
+
+async def test_head(client: httpx.AsyncClient, patient: dict[str, Any]) -> None:
+    head = await client.head(f"/Patient/{patient['id']}")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["etag"] == 'W/"1"'
+    assert (await client.head("/metadata")).status_code == 200
+    assert (await client.head("/Patient/nobody")).status_code == 404
+
+
+async def test_prefer_with_spaces(client: httpx.AsyncClient) -> None:
+    created = await client.post("/Patient", json=PATIENT, headers={"Prefer": "return = minimal"})
+    assert created.status_code == 201 and created.content == b""
+
+
+async def test_integers_past_64_bits_keep_their_text(client: httpx.AsyncClient) -> None:
+    big = b"123456789012345678901234567890"
+    observation = (
+        b'{"resourceType":"Observation","status":"final","code":{"text":"x"},'
+        b'"valueQuantity":{"value":' + big + b"}}"
+    )
+    created = await client.post("/Observation", content=observation)
+    assert created.status_code == 201
+    assert b'"value":' + big + b"}" in created.content
+    # An integer element still refuses a number that is not a 32-bit whole number.
+    patient = b'{"resourceType":"Patient","multipleBirthInteger":' + big + b"}"
+    assert (await client.post("/Patient", content=patient)).status_code == 400

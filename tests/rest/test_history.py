@@ -103,3 +103,20 @@ async def test_count_zero_and_cap(client: httpx.AsyncClient) -> None:
     await client.post("/Patient", json={"resourceType": "Patient"})
     counted = (await client.get("/Patient/_history?_count=0")).json()
     assert counted["total"] == 1 and counted["entry"] == []
+
+
+async def test_far_future_dates(client: httpx.AsyncClient) -> None:
+    await client.post("/Patient", json={"resourceType": "Patient"})
+    for params in ({"_since": "9999-12-31"}, {"_at": "9999-12-31"}, {"_at": "9999"}):
+        answer = await client.get("/Patient/_history", params=params)
+        assert answer.status_code == 200, params
+
+
+async def test_unknown_parameters_are_ignored_unless_strict(client: httpx.AsyncClient) -> None:
+    await client.post("/Patient", json={"resourceType": "Patient"})
+    lenient = await client.get("/Patient/_history", params={"_foo": "1"})
+    assert lenient.status_code == 200 and lenient.json()["total"] == 1
+    strict = await client.get(
+        "/Patient/_history", params={"_foo": "1"}, headers={"Prefer": "handling=strict"}
+    )
+    assert strict.status_code == 400
