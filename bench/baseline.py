@@ -36,6 +36,7 @@ T = TypeVar("T")
 MEDIA_TYPE = "application/fhir+json"
 # The same value fhirserver.config.Settings.sqlite_synchronous defaults to.
 SYNCHRONOUS = "NORMAL"
+BUSY_TIMEOUT_MS = 10_000
 # As many reader threads as SqliteStore opens by default.
 READERS = 4
 
@@ -51,7 +52,7 @@ class RowStore:
         self._reader_pool = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-reader")
 
     def _connect(self) -> sqlite3.Connection:
-        connection = connect(self.path, SYNCHRONOUS)
+        connection = connect(self.path, SYNCHRONOUS, BUSY_TIMEOUT_MS)
         self._connections.append(connection)
         return connection
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import uvicorn
+from starlette.applications import Starlette
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings
@@ -50,9 +51,9 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(app: Starlette, settings: Settings) -> None:
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -77,17 +78,22 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "serve":
-        settings = Settings.from_env().with_overrides(
-            host=args.host,
-            port=args.port,
-            base_path=args.base_path,
-            store=args.store,
-            public_url=args.public_url,
-            log_level=args.log_level,
-        )
-        asyncio.run(serve(settings))
+        try:
+            settings = Settings.from_env().with_overrides(
+                host=args.host,
+                port=args.port,
+                base_path=args.base_path,
+                store=args.store,
+                public_url=args.public_url,
+                log_level=args.log_level,
+            )
+            app = create_app(settings)
+        except ValueError as exc:
+            parser.error(str(exc))
+        asyncio.run(serve(app, settings))
 
 
 if __name__ == "__main__":

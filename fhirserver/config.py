@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -36,7 +37,7 @@ class Settings:
 
     @property
     def sqlite_path(self) -> str:
-        return self.store.removeprefix("sqlite:///").removeprefix("sqlite://")
+        return self.store.removeprefix("sqlite:///")
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -49,5 +50,10 @@ class Settings:
             raw = env.get(ENV_PREFIX + field.name.upper())
             if raw is None:
                 continue
-            values[field.name] = int(raw) if field.type == "int" else raw
+            if field.type != "int":
+                values[field.name] = raw
+            elif re.fullmatch(r"[0-9]{1,18}", raw.strip()):
+                values[field.name] = int(raw)
+            else:
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()} must be a whole number")
         return cls(**values)

@@ -42,8 +42,7 @@ async def history(
         assert resource_type is not None
         if await store.read(resource_type, resource_id) is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
-    versions = await store.history(replace(query, count=query.count + 1))
-    total = await store.history_count(query)
+    versions, total = await store.history(replace(query, count=query.count + 1))
     next_cursor = None
     if query.count and len(versions) > query.count:
         versions = versions[: query.count]

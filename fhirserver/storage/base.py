@@ -73,11 +73,10 @@ class Store(Protocol):
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
 
-    async def history(self, query: HistoryQuery) -> list[Version]:
-        """Matching versions, newest first, at most `query.count`."""
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+        """Matching versions, newest first, at most `query.count`, and how many match in
+        all (ignoring the cursor), both read from one snapshot."""
         ...
-
-    async def history_count(self, query: HistoryQuery) -> int: ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """Exclusive, atomic: commits on normal exit, rolls back on an exception."""

@@ -63,7 +63,7 @@ async def test_failed_unit_of_work_leaves_nothing(store: Store) -> None:
             assert await unit.read("Patient", "a") is not None
             raise RuntimeError("boom")
     assert await store.read("Patient", "a") is None
-    assert await store.history_count(HistoryQuery()) == 0
+    assert await store.history(HistoryQuery()) == ([], 0)
 
 
 async def test_unit_of_work_reads_its_own_writes(store: Store) -> None:
@@ -91,25 +91,27 @@ async def test_units_of_work_are_serialised(store: Store) -> None:
 async def test_change_log_order(store: Store) -> None:
     await put(store, version("a", 1), version("b", 1))
     await put(store, version("a", 2))
-    log = await store.history(HistoryQuery(count=10))
+    log, total = await store.history(HistoryQuery(count=10))
+    assert total == 3
     assert [(v.id, v.version) for v in log] == [("a", 2), ("b", 1), ("a", 1)]
     seqs = [v.seq for v in log]
     assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 3
-    older = await store.history(HistoryQuery(count=10, before_seq=seqs[0]))
+    older, total = await store.history(HistoryQuery(count=10, before_seq=seqs[0]))
+    assert total == 3
     assert [(v.id, v.version) for v in older] == [("b", 1), ("a", 1)]
 
 
 async def test_history_filters(store: Store) -> None:
     await put(store, version("a", 1, minutes=0), version("b", 1, minutes=5))
     await put(store, version("a", 2, minutes=10))
-    since = await store.history(HistoryQuery(since=T0 + timedelta(minutes=5)))
+    since, _ = await store.history(HistoryQuery(since=T0 + timedelta(minutes=5)))
     assert {(v.id, v.version) for v in since} == {("b", 1), ("a", 2)}
-    instance = await store.history(HistoryQuery(resource_type="Patient", id="a"))
+    instance, _ = await store.history(HistoryQuery(resource_type="Patient", id="a"))
     assert [v.version for v in instance] == [2, 1]
     window = (T0 + timedelta(minutes=6), T0 + timedelta(minutes=7))
-    at = await store.history(HistoryQuery(id="a", at=window))
+    at, _ = await store.history(HistoryQuery(id="a", at=window))
     assert [v.version for v in at] == [1]
-    assert await store.history_count(HistoryQuery(resource_type="Observation")) == 0
+    assert await store.history(HistoryQuery(resource_type="Observation")) == ([], 0)
 
 
 async def test_search_tokens_and_dates(store: Store) -> None:

@@ -44,12 +44,12 @@ CREATE INDEX IF NOT EXISTS token_index_by_resource ON token_index (type, id);
 VERSION_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"
 
 
-def connect(path: str, synchronous: str) -> sqlite3.Connection:
+def connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
     # isolation_level=None: transactions are begun and ended explicitly.
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={synchronous}")
-    connection.execute("PRAGMA busy_timeout=10000")
+    connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     connection.execute("PRAGMA foreign_keys=OFF")
     return connection
 

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fhirserver.errors import Unavailable
 from fhirserver.search.query import SearchQuery, TokenEntry
 from fhirserver.storage.base import HistoryQuery, UnitOfWork, Version, VersionConflict
 from fhirserver.storage.sqlite.schema import (
@@ -74,17 +75,26 @@ def _history_where(query: HistoryQuery) -> tuple[str, list[Any]]:
 
 
 class SqliteStore:
-    def __init__(self, path: str, synchronous: str = "NORMAL", readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "NORMAL",
+        readers: int = 4,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        if path == ":memory:" or path.startswith("file::memory:"):
+            # Every connection would open its own, empty, database.
+            raise ValueError("the SQLite store needs a file, not :memory:")
         self.path = path
         self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
         self._reader_count = readers
         self._connections: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(
             self._reader_count, thread_name_prefix="sqlite-reader"
@@ -104,7 +114,7 @@ class SqliteStore:
         self._connections.clear()
 
     def _connect(self) -> sqlite3.Connection:
-        connection = connect(self.path, self.synchronous)
+        connection = connect(self.path, self.synchronous, self.busy_timeout_ms)
         self._connections.append(connection)
         return connection
 
@@ -123,8 +133,17 @@ class SqliteStore:
         future = asyncio.get_running_loop().run_in_executor(
             self._writer_pool, lambda: job(self._writer)
         )
-        # Shielded: a cancelled request must not leave the writer mid-transaction.
-        return await asyncio.shield(future)
+        try:
+            # Shielded: a cancelled request must not leave the writer mid-transaction.
+            return await asyncio.shield(future)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                # Another process held the write lock past busy_timeout.
+                raise Unavailable(
+                    "The store is busy with another writer; try again",
+                    headers={"Retry-After": "1"},
+                ) from None
+            raise
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         row = await self._on_reader(lambda c: _read_current(c, resource_type, resource_id))
@@ -140,20 +159,30 @@ class SqliteStore:
         )
         return None if row is None else _version(row)
 
-    async def history(self, query: HistoryQuery) -> list[Version]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
         where, args = _history_where(query)
+        count_sql = f"SELECT count(*) FROM versions v WHERE {where}"
+        page_where, page_args = where, [*args, query.count]
         if query.before_seq is not None:
-            where += " AND v.seq < ?"
-            args.append(query.before_seq)
-        sql = f"SELECT {VERSION_COLUMNS} FROM versions v WHERE {where} ORDER BY v.seq DESC LIMIT ?"
-        rows = await self._on_reader(lambda c: c.execute(sql, [*args, query.count]).fetchall())
-        return [_version(row) for row in rows]
+            page_where += " AND v.seq < ?"
+            page_args.insert(-1, query.before_seq)
+        page_sql = (
+            f"SELECT {VERSION_COLUMNS} FROM versions v WHERE {page_where} "
+            "ORDER BY v.seq DESC LIMIT ?"
+        )
 
-    async def history_count(self, query: HistoryQuery) -> int:
-        where, args = _history_where(query)
-        sql = f"SELECT count(*) FROM versions v WHERE {where}"
-        count: int = await self._on_reader(lambda c: c.execute(sql, args).fetchone()[0])
-        return count
+        def job(connection: sqlite3.Connection) -> tuple[list[Row], int]:
+            # One read transaction: the page and the total come from the same snapshot.
+            connection.execute("BEGIN")
+            try:
+                rows = connection.execute(page_sql, page_args).fetchall()
+                total: int = connection.execute(count_sql, args).fetchone()[0]
+            finally:
+                connection.execute("COMMIT")
+            return rows, total
+
+        rows, total = await self._on_reader(job)
+        return [_version(row) for row in rows], total
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
@@ -211,14 +240,15 @@ class _SqliteUnitOfWork:
             return
         try:
             self._flush(connection)
+            connection.execute("COMMIT")
         except BaseException:
+            # A failed COMMIT can leave the transaction open; never keep the writer in it.
             self.rollback(connection)
             raise
-        connection.execute("COMMIT")
 
     def rollback(self, connection: sqlite3.Connection) -> None:
         self._pending.clear()
-        if self._begun and connection.in_transaction:
+        if connection.in_transaction:
             connection.execute("ROLLBACK")
 
 
