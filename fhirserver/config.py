@@ -23,6 +23,7 @@ class Settings:
     public_url: str = ""
     max_body_bytes: int = 16 * 1024 * 1024
     history_page_size: int = 50
+    search_page_size: int = 20
     max_page_size: int = 1000
     # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
     sqlite_synchronous: str = "NORMAL"

@@ -25,7 +25,7 @@ from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
 from fhirserver.search.extract import index_entries
-from fhirserver.search.parse import parse_query
+from fhirserver.search.parse import parse_criteria
 from fhirserver.storage.base import Store, UnitOfWork, Version
 
 Params = Sequence[tuple[str, str]]
@@ -206,7 +206,7 @@ async def conditional_delete(
 async def _match_one(
     unit: UnitOfWork, resource_type: str, criteria: Params, action: str
 ) -> Version | None:
-    matches = await unit.search(parse_query(resource_type, criteria), limit=2)
+    matches = await unit.search(parse_criteria(resource_type, criteria), limit=2)
     if len(matches) > 1:
         raise PreconditionFailed(
             f"Conditional {action}: the criteria match more than one {resource_type}"

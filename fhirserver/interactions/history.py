@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from fhirserver.errors import BadRequest, NotFound, NotSupported
 from fhirserver.resources import meta
-from fhirserver.search.parse import date_range
+from fhirserver.search.time import date_range
 from fhirserver.storage.base import HistoryQuery, Store, Version
 
 

@@ -8,10 +8,15 @@ from urllib.parse import urlencode
 import orjson
 from starlette.requests import Request
 
+from fhirserver.errors import Issue
 from fhirserver.interactions.history import HistoryPage
+from fhirserver.resources import codec
+from fhirserver.resources.elements import select_elements, summarize
 from fhirserver.resources.meta import format_instant
+from fhirserver.rest.errors import operation_outcome
 from fhirserver.rest.headers import etag
-from fhirserver.storage.base import Version
+from fhirserver.search.query import SearchQuery
+from fhirserver.storage.base import SearchResult, Version
 
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
 
@@ -52,3 +57,62 @@ def _history_entry(base_url: str, version: Version) -> dict[str, Any]:
         "lastModified": format_instant(version.last_updated),
     }
     return entry
+
+
+def searchset_bundle(
+    base_url: str,
+    path: str,
+    params: list[tuple[str, str]],
+    query: SearchQuery,
+    result: SearchResult,
+) -> dict[str, Any]:
+    """A searchset (search.html#return): matches, then includes, then what was ignored."""
+    kept = [(k, v) for k, v in params if k != "_cursor"]
+    link = f"{base_url}{path}"
+    links = [{"relation": "self", "url": _with_query(link, params)}]
+    if result.next_cursor is not None:
+        links.append(
+            {"relation": "next", "url": _with_query(link, [*kept, ("_cursor", result.next_cursor)])}
+        )
+    if result.previous_cursor is not None:
+        links.append(
+            {
+                "relation": "previous",
+                "url": _with_query(link, [*kept, ("_cursor", result.previous_cursor)]),
+            }
+        )
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        bundle["total"] = result.total
+    bundle["link"] = links
+    entries = [_search_entry(base_url, v, "match", query) for v in result.matches]
+    entries += [_search_entry(base_url, v, "include", query) for v in result.included]
+    if query.ignored:
+        outcome = operation_outcome(
+            [Issue(f"Ignored {text}", "not-supported", "warning") for text in query.ignored]
+        )
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _with_query(url: str, params: list[tuple[str, str]]) -> str:
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def _search_entry(base_url: str, version: Version, mode: str, query: SearchQuery) -> dict[str, Any]:
+    assert version.body is not None
+    resource: Any = orjson.Fragment(version.body)
+    if query.summary not in (None, "false") or query.elements:
+        shaped = codec.load_object(version.body)
+        if query.summary not in (None, "false"):
+            shaped = summarize(shaped, query.summary)
+        if query.elements:
+            shaped = select_elements(shaped, query.elements)
+        resource = shaped
+    return {
+        "fullUrl": f"{base_url}/{version.resource_type}/{version.id}",
+        "resource": resource,
+        "search": {"mode": mode},
+    }

@@ -8,15 +8,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhirserver.config import Settings
-from fhirserver.errors import Issue
+from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
+from fhirserver.interactions.search import search, system_types
 from fhirserver.resources import codec
 from fhirserver.rest import headers
-from fhirserver.rest.bundles import history_bundle
+from fhirserver.rest.bundles import history_bundle, searchset_bundle
 from fhirserver.rest.errors import operation_outcome
 from fhirserver.rest.negotiation import (
+    FORM,
     JSON_PATCH,
     RESOURCE_TYPES,
     Format,
@@ -184,3 +186,55 @@ def _delete_answer(request: Request, fmt: Format, tombstone: Version | None) -> 
     )
     outcome = operation_outcome([Issue(message, "informational", "information")])
     return fhir_response(outcome, fmt, 200, response_headers)
+
+
+async def search_type(request: Request, resource_type: str) -> Response:
+    return await _search(request, (resource_type,), await _search_params(request))
+
+
+async def search_system(request: Request) -> Response:
+    params = await _search_params(request)
+    types = system_types(params)
+    return await _search(request, types, [(k, v) for k, v in params if k != "_type"])
+
+
+async def search_compartment(
+    request: Request, compartment: str, owner_id: str, resource_type: str
+) -> Response:
+    params = await _search_params(request)
+    return await _search(request, (resource_type,), params, (compartment, owner_id))
+
+
+async def _search_params(request: Request) -> list[tuple[str, str]]:
+    params = list(request.query_params.multi_items())
+    if request.method == "POST":
+        # POST [type]/_search: parameters in a form body as well as in the URL.
+        require_content_type(request, frozenset({FORM}))
+        body = await read_body(request, _settings(request).max_body_bytes)
+        try:
+            params += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise BadRequest("The form body is not valid UTF-8") from None
+    return params
+
+
+async def _search(
+    request: Request,
+    types: tuple[str, ...],
+    params: list[tuple[str, str]],
+    compartment: tuple[str, str] | None = None,
+) -> Response:
+    fmt = response_format(request)
+    settings = _settings(request)
+    query, result = await search(
+        _store(request),
+        types,
+        params,
+        strict=headers.strict_handling(request),
+        default_count=settings.search_page_size,
+        max_count=settings.max_page_size,
+        compartment=compartment,
+    )
+    path = request.url.path.removeprefix(settings.base_path).removesuffix("/_search").rstrip("/")
+    visible = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    return fhir_response(searchset_bundle(base_url(request), path, visible, query, result), fmt)

@@ -19,15 +19,20 @@ from fhirserver.rest import endpoints
 Handler = Callable[..., Awaitable[Response]]
 Methods = dict[str, Handler]
 
+_BASE: Methods = {"GET": endpoints.search_system}
 _SYSTEM: dict[str, Methods] = {
     "metadata": {"GET": endpoints.capabilities},
     "_history": {"GET": endpoints.history_endpoint},
+    "_search": {"POST": endpoints.search_system},
 }
 _TYPE: Methods = {
+    "GET": endpoints.search_type,
     "POST": endpoints.create,
     "PUT": endpoints.conditional_update,
     "DELETE": endpoints.conditional_delete,
 }
+_TYPE_SEARCH: Methods = {"POST": endpoints.search_type}
+_COMPARTMENT: Methods = {"GET": endpoints.search_compartment}
 _TYPE_HISTORY: Methods = {"GET": endpoints.history_endpoint}
 _INSTANCE: Methods = {
     "GET": endpoints.read,
@@ -42,7 +47,7 @@ _VERSION: Methods = {"GET": endpoints.vread}
 def _resolve(segments: list[str]) -> tuple[Methods, list[str]]:
     """The methods allowed at a path, and the path arguments their handlers take."""
     if not segments:
-        return {}, []
+        return _BASE, []
     head, rest = segments[0], segments[1:]
     if head in _SYSTEM and not rest:
         return _SYSTEM[head], []
@@ -53,12 +58,16 @@ def _resolve(segments: list[str]) -> tuple[Methods, list[str]]:
             return _TYPE, [head]
         case ["_history"]:
             return _TYPE_HISTORY, [head]
+        case ["_search"]:
+            return _TYPE_SEARCH, [head]
         case [resource_id]:
             return _INSTANCE, [head, resource_id]
         case [resource_id, "_history"]:
             return _INSTANCE_HISTORY, [head, resource_id]
         case [resource_id, "_history", version_id]:
             return _VERSION, [head, resource_id, version_id]
+        case [resource_id, member_type] if is_resource_type(member_type):
+            return _COMPARTMENT, [head, resource_id, member_type]
     raise NotFound(f"No FHIR interaction lives at {'/'.join(segments)!r}")
 
 

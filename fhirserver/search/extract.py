@@ -1,40 +1,205 @@
-"""Index values extracted from a resource at write time, stored with it atomically."""
+"""Index values extracted from a resource at write time (R4 search.html#ptypes).
+
+Each applicable parameter's compiled expression yields FHIR values; each value becomes
+typed, normalized index entries by the parameter's type and the value's shape.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fhirserver.resources.codec import JSONObject
-from fhirserver.search.params import registry
-from fhirserver.search.query import TokenEntry
+from fhirserver.errors import FHIRError
+from fhirserver.search.params import SearchParam, compile_expression, registry
+from fhirserver.search.query import (
+    MAX_MICROS,
+    MIN_MICROS,
+    DateEntry,
+    IndexEntry,
+    NumberEntry,
+    ReferenceEntry,
+    StringEntry,
+    TokenEntry,
+    UriEntry,
+)
+from fhirserver.search.time import date_range, to_micros
 
-# Parameters indexed so far: those conditional interactions match on.
-INDEXED_TOKENS = ("identifier",)
+_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
+_ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
 
-def index_entries(resource: JSONObject) -> tuple[TokenEntry, ...]:
+def normalize(text: str) -> str:
+    """What string search compares (search.html#string): case and accents folded."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def index_entries(resource: dict[str, Any]) -> tuple[IndexEntry, ...]:
     resource_type = resource["resourceType"]
-    entries: list[TokenEntry] = []
-    for code in INDEXED_TOKENS:
-        param = registry().get(resource_type, code)
-        if param is None:
+    entries: list[IndexEntry] = []
+    for param, evaluate in registry().indexed(resource_type):
+        try:
+            values = evaluate(resource)
+        except Exception:
             continue
-        for path in param.paths(resource_type):
-            for value in _walk(resource, path):
-                if isinstance(value, dict) and ("system" in value or "value" in value):
-                    entries.append(TokenEntry(code, value.get("system"), value.get("value")))
+        if param.type == "composite":
+            entries.extend(_composite(resource_type, param, values))
+        else:
+            for value in values:
+                entries.extend(entries_for(param.type, param.code, value))
     return tuple(dict.fromkeys(entries))
 
 
-def _walk(node: Any, path: tuple[str, ...]) -> Iterator[Any]:
-    if not path:
-        yield node
+def _composite(resource_type: str, param: SearchParam, elements: list[Any]) -> Iterator[IndexEntry]:
+    for group, element in enumerate(elements):
+        for position, component in enumerate(param.components):
+            definition = registry().by_url(component.definition)
+            if definition is None:
+                continue
+            try:
+                values = compile_expression(component.expression)(element)
+            except Exception:
+                continue
+            for value in values:
+                yield from entries_for(definition.type, f"{param.code}#{position}", value, group)
+
+
+def entries_for(kind: str, code: str, value: Any, group: int | None = None) -> Iterator[IndexEntry]:
+    if kind == "string":
+        for text in _strings(value):
+            yield StringEntry(code, normalize(text), text, group)
+    elif kind == "token":
+        yield from _tokens(code, value, group)
+    elif kind == "date":
+        span = _date_span(value)
+        if span is not None:
+            yield DateEntry(code, *span, group)
+    elif kind in ("number", "quantity"):
+        yield from _numbers(code, value, group)
+    elif kind == "reference":
+        yield from _references(code, value, group)
+    elif kind == "uri" and isinstance(value, str):
+        yield UriEntry(code, value, group)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        parts: tuple[str, ...] = (
+            _NAME_PARTS if "family" in value or "given" in value else _ADDRESS_PARTS
+        )
+        for part in parts:
+            item = value.get(part)
+            for text in item if isinstance(item, list) else [item]:
+                if isinstance(text, str):
+                    yield text
+
+
+def _tokens(code: str, value: Any, group: int | None) -> Iterator[IndexEntry]:
+    if isinstance(value, bool):
+        yield TokenEntry(code, None, "true" if value else "false", group)
+    elif isinstance(value, str):
+        yield TokenEntry(code, None, value, group)
+    elif isinstance(value, dict):
+        codings = value.get("coding") if "coding" in value else [value]
+        for coding in codings if isinstance(codings, list) else []:
+            if not isinstance(coding, dict):
+                continue
+            token = coding.get("code", coding.get("value"))
+            system = coding.get("system")
+            if token is not None or system is not None:
+                yield TokenEntry(code, system, None if token is None else str(token), group)
+            if isinstance(coding.get("display"), str):
+                yield StringEntry(f"{code}:text", normalize(coding["display"]), coding["display"])
+        if isinstance(value.get("text"), str):
+            yield StringEntry(f"{code}:text", normalize(value["text"]), value["text"])
+        # Identifier.type + value, for :of-type (search.html#modifiers).
+        for coding in (value.get("type") or {}).get("coding", []) if "value" in value else []:
+            if isinstance(coding, dict) and "code" in coding:
+                of_type = f"{coding['code']}|{value['value']}"
+                yield TokenEntry(f"{code}:of-type", coding.get("system"), of_type, group)
+
+
+def _date_span(value: Any) -> tuple[int, int] | None:
+    try:
+        if isinstance(value, str):
+            low, high = date_range(value)
+            return to_micros(low), to_micros(high)
+        if isinstance(value, dict):
+            if "start" in value or "end" in value:
+                start = date_range(value["start"])[0] if "start" in value else None
+                end = date_range(value["end"])[1] if "end" in value else None
+                return (
+                    to_micros(start) if start else MIN_MICROS,
+                    to_micros(end) if end else MAX_MICROS,
+                )
+            events = [date_range(e) for e in value.get("event", []) if isinstance(e, str)]
+            if events:
+                return to_micros(min(e[0] for e in events)), to_micros(max(e[1] for e in events))
+    except (FHIRError, TypeError, KeyError):
+        return None
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _numbers(code: str, value: Any, group: int | None) -> Iterator[IndexEntry]:
+    number = _number(value)
+    if number is not None:
+        yield NumberEntry(code, number, number, group=group)
+    elif isinstance(value, dict) and ("low" in value or "high" in value):
+        low = _number((value.get("low") or {}).get("value"))
+        high = _number((value.get("high") or {}).get("value"))
+        units = value.get("low") or value.get("high") or {}
+        yield NumberEntry(
+            code,
+            low if low is not None else float("-inf"),
+            high if high is not None else float("inf"),
+            units.get("system"),
+            units.get("code"),
+            units.get("unit"),
+            group,
+        )
+    elif isinstance(value, dict):
+        number = _number(value.get("value"))
+        if number is not None:
+            unit_code = value.get("code", value.get("currency"))
+            yield NumberEntry(
+                code, number, number, value.get("system"), unit_code, value.get("unit"), group
+            )
+
+
+def _references(code: str, value: Any, group: int | None) -> Iterator[IndexEntry]:
+    if isinstance(value, str):
+        # canonical / uri: the version after | is not part of what is matched.
+        yield ReferenceEntry(code, None, None, value.split("|")[0], group)
         return
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk(item, path)
-    elif isinstance(node, dict) and path[0] in node:
-        child = node[path[0]]
-        for item in child if isinstance(child, list) else (child,):
-            yield from _walk(item, path[1:])
+    if not isinstance(value, dict):
+        return
+    reference = value.get("reference")
+    if isinstance(reference, str) and not reference.startswith("#"):
+        yield parse_reference(code, reference, group)
+    identifier = value.get("identifier")
+    if isinstance(identifier, dict):
+        yield from _tokens(f"{code}:identifier", identifier, group)
+
+
+def parse_reference(code: str, reference: str, group: int | None = None) -> ReferenceEntry:
+    """A relative `Type/id` (or `Type/id/_history/n`) is local; anything else, such as
+    an absolute URL to another server, is kept as a url."""
+    parts = reference.split("/")
+    if len(parts) == 4 and parts[2] == "_history":
+        parts = parts[:2]
+    if len(parts) == 2 and all(parts):
+        return ReferenceEntry(code, parts[0], parts[1], None, group)
+    return ReferenceEntry(code, None, None, reference, group)

@@ -1,139 +1,461 @@
-"""Query string -> SearchQuery (R4 search.html).
+"""Query string -> SearchQuery (R4 search.html), parsed once.
 
-Comma means OR, a repeated parameter means AND. Until full search lands, the
-parameters understood are `_id`, `identifier` (token) and `_lastUpdated` (date);
-anything else is refused with 400 rather than guessed at.
+Comma means OR, a repeated parameter means AND. Unknown or unsupported parameters are
+ignored and reported (lenient, the default) or refused with 400 (`strict`); a value that
+cannot be read (a date that is not a date, an unknown prefix) is always a 400.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 
 from fhirserver.errors import BadRequest, NotSupported
-from fhirserver.search.extract import INDEXED_TOKENS
-from fhirserver.search.params import registry
+from fhirserver.resources.definitions import is_resource_type
+from fhirserver.search.params import UNSUPPORTED, SearchParam, registry
 from fhirserver.search.query import (
     ID,
     LAST_UPDATED,
+    ChainPredicate,
+    CompositePredicate,
     DatePredicate,
+    HasPredicate,
+    IdPredicate,
+    Include,
+    LastUpdatedPredicate,
+    MissingPredicate,
+    NumberPredicate,
     Predicate,
+    ReferencePredicate,
     SearchQuery,
+    SortKey,
+    StringPredicate,
     TokenPredicate,
+    UriPredicate,
 )
+from fhirserver.search.time import date_range
 
-DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
-_DATE = re.compile(
-    r"(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
-    r"(T(?P<hour>\d{2}):(?P<minute>\d{2})(:(?P<second>\d{2})(?P<fraction>\.\d+)?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
-)
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # search.html: a server may refuse a query too costly to run; this bounds the SQL too.
 MAX_PREDICATES = 100
-# FHIR time zones run from -12:00 to +14:00.
-_ZONE_RANGE = (timedelta(hours=-12), timedelta(hours=14))
+MAX_CHAIN_DEPTH = 4
+DEFAULT_COUNT = 20
+MAX_COUNT = 1000
+SORTABLE = frozenset({"string", "token", "date", "number", "quantity", "reference", "uri"})
+RESULT_PARAMS = frozenset(
+    {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor"}
+)
+# Parameters about the shape of an HTTP answer, handled by the REST layer.
+FORMAT_PARAMS = frozenset({"_format", "_pretty"})
+SUMMARY_MODES = ("true", "text", "data", "count", "false")
+TOTAL_MODES = ("none", "estimate", "accurate")
 
 
-def parse_query(resource_type: str, params: Iterable[tuple[str, str]]) -> SearchQuery:
-    clauses = []
+@dataclass
+class _Builder:
+    resource_types: tuple[str, ...]
+    strict: bool
+    clauses: list[tuple[Predicate, ...]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    values: int = 0
+
+    def ignore(self, name: str, reason: str) -> None:
+        if self.strict:
+            raise NotSupported(f"Parameter {name!r}: {reason}", expression=name)
+        self.ignored.append(f"{name}: {reason}")
+
+
+def parse_search(
+    resource_types: tuple[str, ...],
+    params: Iterable[tuple[str, str]],
+    *,
+    strict: bool = False,
+    default_count: int = DEFAULT_COUNT,
+    max_count: int = MAX_COUNT,
+) -> SearchQuery:
+    builder = _Builder(resource_types, strict)
+    results: dict[str, list[str]] = {}
     for name, value in params:
-        if ":" in name:
-            raise NotSupported(f"Search modifiers are not supported yet: {name!r}", expression=name)
-        clauses.append(tuple(_predicate(resource_type, name, v) for v in split_or(value)))
-        if sum(map(len, clauses)) > MAX_PREDICATES:
-            raise BadRequest(f"Too many search criteria: at most {MAX_PREDICATES} values")
-    if not clauses:
-        raise BadRequest("A search with no criteria was given where criteria are required")
-    return SearchQuery(resource_type, tuple(clauses))
+        base = name.split(":")[0]
+        if base in RESULT_PARAMS:
+            results.setdefault(name, []).append(value)
+        elif name not in FORMAT_PARAMS:
+            _criterion(builder, name, value)
+    query = SearchQuery(
+        resource_types=resource_types,
+        clauses=tuple(builder.clauses),
+        count=default_count,
+    )
+    return _with_results(query, results, max_count, builder)
+
+
+def parse_criteria(resource_type: str, params: Iterable[tuple[str, str]]) -> SearchQuery:
+    """The criteria of a conditional interaction: strict, and never empty."""
+    query = parse_search((resource_type,), params, strict=True)
+    if not query.clauses:
+        raise BadRequest("A conditional interaction needs search criteria")
+    return query
+
+
+def _criterion(builder: _Builder, name: str, value: str) -> None:
+    predicates = []
+    for alternative in split_or(value):
+        predicate = _predicate(builder, builder.resource_types, name, alternative, 0)
+        if predicate is None:
+            return
+        predicates.append(predicate)
+    builder.values += len(predicates)
+    if builder.values > MAX_PREDICATES:
+        raise BadRequest(f"Too many search criteria: at most {MAX_PREDICATES} values")
+    if all(isinstance(p, IdPredicate) for p in predicates):
+        ids = tuple(i for p in predicates if isinstance(p, IdPredicate) for i in p.ids)
+        builder.clauses.append((IdPredicate(ids),))
+    else:
+        builder.clauses.append(tuple(predicates))
 
 
 def split_or(value: str) -> list[str]:
     """Split on unescaped commas; `\\,` is a literal comma (search.html#escaping)."""
     parts = [p.replace("\x00", ",") for p in value.replace("\\,", "\x00").split(",")]
     if any(p == "" for p in parts):
-        raise BadRequest(f"Empty value in search value {value!r}")
+        raise BadRequest(f"Empty value in search value {value!r:.80}")
     return parts
 
 
-def _predicate(resource_type: str, name: str, value: str) -> Predicate:
-    if name == ID:
-        return TokenPredicate(ID, None, value)
-    if name == LAST_UPDATED:
-        return parse_date(LAST_UPDATED, value)
-    if name in INDEXED_TOKENS and registry().get(resource_type, name) is not None:
-        return parse_token(name, value)
+def _param(resource_types: tuple[str, ...], code: str) -> SearchParam | None:
+    """The definition of `code` shared by all the types (their first one's)."""
+    found = [registry().get(t, code) for t in resource_types]
+    if not found or any(p is None for p in found):
+        return None
+    return found[0]
+
+
+def _predicate(
+    builder: _Builder, types: tuple[str, ...], name: str, value: str, depth: int
+) -> Predicate | None:
+    if depth > MAX_CHAIN_DEPTH:
+        raise BadRequest(f"Chains and _has nest at most {MAX_CHAIN_DEPTH} deep", expression=name)
+    if name.startswith("_has:"):
+        return _has(builder, types, name, value, depth)
+    if "." in name:
+        return _chain(builder, types, name, value, depth)
+    code, _, modifier = name.partition(":")
+    if code == ID and not modifier:
+        return IdPredicate((value,))
+    if code == LAST_UPDATED and not modifier:
+        prefix, text = _prefix(value, code)
+        low, high = date_range(text, code)
+        return LastUpdatedPredicate(prefix, low, high)
+    if code in UNSUPPORTED:
+        builder.ignore(name, UNSUPPORTED[code])
+        return None
+    param = _param(types, code)
+    if param is None:
+        builder.ignore(name, f"unknown search parameter for {'/'.join(types)}")
+        return None
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise BadRequest(f":missing takes true or false, not {value!r}", expression=name)
+        code, kind = _missing_param(param)
+        return MissingPredicate(code, value == "true", kind)
+    if modifier in ("in", "not-in"):
+        raise NotSupported(
+            f"The :{modifier} modifier (value sets) is not supported", expression=name
+        )
+    return _typed(param, param.type, code, modifier, value, name)
+
+
+def _missing_param(param: SearchParam) -> tuple[str, str]:
+    """Where a parameter's entries are: (code, type); a composite's under its first part."""
+    if param.type == "composite" and param.components:
+        first = registry().by_url(param.components[0].definition)
+        return f"{param.code}#0", first.type if first else "token"
+    return param.code, param.type
+
+
+def _typed(
+    param: SearchParam, kind: str, code: str, modifier: str, value: str, name: str
+) -> Predicate:
+    if kind == "string":
+        modes = {"": "start", "exact": "exact", "contains": "contains"}
+        if modifier not in modes:
+            raise _bad_modifier(name, modifier, kind)
+        return StringPredicate(code, _unescape(value), modes[modifier])
+    if kind == "token":
+        return _token(code, modifier, value, name)
+    if kind == "date":
+        _no_modifier(name, modifier, kind)
+        prefix, text = _prefix(value, name)
+        low, high = date_range(text, name)
+        return DatePredicate(code, prefix, low, high)
+    if kind in ("number", "quantity"):
+        _no_modifier(name, modifier, kind)
+        return _number(code, kind, value, name)
+    if kind == "reference":
+        return _reference(param, code, modifier, value, name)
+    if kind == "uri":
+        modes = {"": "exact", "below": "below", "above": "above"}
+        if modifier not in modes:
+            raise _bad_modifier(name, modifier, kind)
+        return UriPredicate(code, value, modes[modifier])
+    if kind == "composite":
+        _no_modifier(name, modifier, kind)
+        return _composite(param, value, name)
     raise NotSupported(
-        f"Search parameter {name!r} is not supported on {resource_type} yet", expression=name
+        f"Search parameter {name!r} of type {kind} is not supported", expression=name
     )
 
 
-def parse_token(param: str, value: str) -> TokenPredicate:
-    parts = value.replace("\\|", "\x00").split("|")
-    if len(parts) > 2:
-        raise BadRequest(f"Invalid token {value!r}: at most one '|' expected", expression=param)
-    parts = [p.replace("\x00", "|").replace("\\\\", "\\") for p in parts]
-    if len(parts) == 1:
-        return TokenPredicate(param, None, parts[0])
-    system, code = parts
-    return TokenPredicate(param, system, code or None)
-
-
-def parse_date(param: str, value: str) -> DatePredicate:
-    prefix, text = (value[:2], value[2:]) if value[:2].isalpha() else ("eq", value)
-    if prefix == "ap":
-        raise NotSupported("The 'ap' date prefix is not supported yet", expression=param)
-    if prefix not in DATE_PREFIXES:
-        raise BadRequest(f"Unknown search prefix {prefix!r} in {value!r}", expression=param)
-    low, high = date_range(text, param)
-    return DatePredicate(param, prefix, low, high)
-
-
-def date_range(text: str, param: str = "date") -> tuple[datetime, datetime]:
-    """The [low, high) range of instants a FHIR date/dateTime/instant value denotes.
-
-    Values without a time zone are taken as UTC.
-    """
-    match = _DATE.fullmatch(text)
-    if match is None:
-        raise BadRequest(f"Invalid date {text!r}", expression=param)
-    g = match.groupdict()
-    tz: timezone = UTC
-    if g["tz"] and g["tz"] != "Z":
-        sign = 1 if g["tz"][0] == "+" else -1
-        offset = sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][4:6]))
-        if not _ZONE_RANGE[0] <= offset <= _ZONE_RANGE[1] or int(g["tz"][4:6]) > 59:
-            raise BadRequest(f"Invalid time zone in {text!r}", expression=param)
-        tz = timezone(offset)
-    try:
-        low = datetime(
-            int(g["year"]),
-            int(g["month"] or 1),
-            int(g["day"] or 1),
-            int(g["hour"] or 0),
-            int(g["minute"] or 0),
-            int(g["second"] or 0),
-            int((g["fraction"] or ".0")[1:7].ljust(6, "0")),
-            tzinfo=tz,
+def _token(code: str, modifier: str, value: str, name: str) -> Predicate:
+    if modifier == "text":
+        return StringPredicate(f"{code}:text", _unescape(value), "start")
+    if modifier == "of-type":
+        parts = _split_bars(value)
+        if len(parts) != 3 or not all(parts[1:]):
+            raise BadRequest(f":of-type takes system|code|value, not {value!r}", expression=name)
+        return TokenPredicate(f"{code}:of-type", parts[0] or None, f"{parts[1]}|{parts[2]}")
+    if modifier in ("above", "below"):
+        raise NotSupported(
+            f"The :{modifier} modifier needs code system hierarchies, not supported on tokens",
+            expression=name,
         )
-    except ValueError as exc:
-        raise BadRequest(f"Invalid date {text!r}: {exc}", expression=param) from None
+    if modifier not in ("", "not"):
+        raise _bad_modifier(name, modifier, "token")
+    system, token = parse_token(value, name)
+    return TokenPredicate(code, system, token, negate=modifier == "not")
+
+
+def parse_token(value: str, name: str) -> tuple[str | None, str | None]:
+    parts = _split_bars(value)
+    if len(parts) > 2:
+        raise BadRequest(f"Invalid token {value!r}: at most one '|' expected", expression=name)
+    if len(parts) == 1:
+        return None, parts[0]
+    system, code = parts
+    return system, code or None
+
+
+def _reference(param: SearchParam, code: str, modifier: str, value: str, name: str) -> Predicate:
+    if modifier == "identifier":
+        system, token = parse_token(value, name)
+        return TokenPredicate(f"{code}:identifier", system, token)
+    if modifier and not is_resource_type(modifier):
+        raise _bad_modifier(name, modifier, "reference")
+    value = _unescape(value)
+    if value.startswith(("http://", "https://", "urn:")) and not modifier:
+        # An absolute reference, or a canonical URL with an optional |version.
+        return ReferencePredicate(code, None, None, value.split("|")[0])
+    parts = value.split("/")
+    if len(parts) == 4 and parts[2] == "_history":
+        parts = parts[:2]
+    if len(parts) == 2:
+        target_type, target_id = parts
+        if modifier and modifier != target_type:
+            raise BadRequest(f"{value!r} is not a {modifier}", expression=name)
+        if not is_resource_type(target_type):
+            raise BadRequest(f"Unknown resource type in reference {value!r}", expression=name)
+        return ReferencePredicate(code, target_type, target_id)
+    if len(parts) == 1:
+        return ReferencePredicate(code, modifier or None, value)
+    raise BadRequest(f"Invalid reference {value!r}", expression=name)
+
+
+def _number(code: str, kind: str, value: str, name: str) -> NumberPredicate:
+    prefix, text = _prefix(value, name)
+    system: str | None = None
+    unit: str | None = None
+    if kind == "quantity":
+        parts = _split_bars(text)
+        if len(parts) not in (1, 3):
+            raise BadRequest(f"A quantity is number|system|code, not {value!r}", expression=name)
+        if len(parts) == 3:
+            text, system, unit = parts[0], parts[1] or None, parts[2] or None
     try:
-        return low, _end_of_precision(low, g)
-    except (OverflowError, ValueError):
-        # The range of a value late in the year 9999 ends past what datetime holds.
-        return low, datetime.max.replace(tzinfo=UTC)
+        number = Decimal(text)
+    except InvalidOperation:
+        raise BadRequest(f"Invalid number {text!r}", expression=name) from None
+    if not number.is_finite():
+        raise BadRequest(f"Invalid number {text!r}", expression=name)
+    # The value's precision implies a range (search.html#number): 100 is [99.5, 100.5).
+    exponent = number.as_tuple().exponent
+    half = Decimal(5).scaleb(int(exponent) - 1)
+    return NumberPredicate(
+        code,
+        prefix,
+        float(number),
+        float(number - half),
+        float(number + half),
+        quantity=kind == "quantity",
+        system=system,
+        code=unit,
+    )
 
 
-def _end_of_precision(low: datetime, g: dict[str, str | None]) -> datetime:
-    if g["month"] is None:
-        return low.replace(year=low.year + 1)
-    if g["day"] is None:
-        return low.replace(year=low.year + low.month // 12, month=low.month % 12 + 1)
-    if g["hour"] is None:
-        return low + timedelta(days=1)
-    if g["second"] is None:
-        return low + timedelta(minutes=1)
-    if g["fraction"] is None:
-        return low + timedelta(seconds=1)
-    return low + timedelta(microseconds=10 ** (6 - len(g["fraction"][1:7])))
+def _composite(param: SearchParam, value: str, name: str) -> CompositePredicate:
+    values = value.split("$")
+    if len(values) != len(param.components):
+        raise BadRequest(
+            f"{param.code} takes {len(param.components)} values joined by '$'", expression=name
+        )
+    components = []
+    for position, (component, text) in enumerate(zip(param.components, values, strict=True)):
+        definition = registry().by_url(component.definition)
+        if definition is None:
+            raise NotSupported(f"Composite {param.code} has an unknown component", expression=name)
+        components.append(
+            _typed(definition, definition.type, f"{param.code}#{position}", "", text, name)
+        )
+    return CompositePredicate(param.code, tuple(components))
+
+
+def _chain(
+    builder: _Builder, types: tuple[str, ...], name: str, value: str, depth: int
+) -> Predicate | None:
+    head, _, rest = name.partition(".")
+    code, _, type_modifier = head.partition(":")
+    param = _param(types, code)
+    if param is None or param.type != "reference":
+        builder.ignore(name, f"{code!r} is not a reference parameter to chain through")
+        return None
+    if type_modifier and not is_resource_type(type_modifier):
+        raise _bad_modifier(name, type_modifier, "reference")
+    targets = (type_modifier,) if type_modifier else param.targets
+    inner_code = rest.split(".")[0].split(":")[0]
+    usable = tuple(
+        t
+        for t in targets
+        if inner_code in (ID, LAST_UPDATED)
+        or inner_code.startswith("_has")
+        or registry().get(t, inner_code) is not None
+    )
+    if not usable:
+        builder.ignore(name, f"no target of {code!r} has a parameter {inner_code!r}")
+        return None
+    inner = _predicate(builder, usable, rest, value, depth + 1)
+    return None if inner is None else ChainPredicate(code, usable, inner)
+
+
+def _has(
+    builder: _Builder, types: tuple[str, ...], name: str, value: str, depth: int
+) -> Predicate | None:
+    parts = name.split(":", 3)
+    if len(parts) != 4 or not all(parts):
+        raise BadRequest(f"_has takes _has:Type:param:criterion, not {name!r}", expression=name)
+    _, source_type, code, rest = parts
+    if not is_resource_type(source_type):
+        raise BadRequest(f"Unknown resource type {source_type!r} in _has", expression=name)
+    param = registry().get(source_type, code)
+    if param is None or param.type != "reference":
+        raise BadRequest(f"{source_type}.{code} is not a reference parameter", expression=name)
+    inner = _predicate(builder, (source_type,), rest, value, depth + 1)
+    return None if inner is None else HasPredicate(source_type, code, inner)
+
+
+def _prefix(value: str, name: str) -> tuple[str, str]:
+    if value[:2].isalpha() and value[:2].islower():
+        if value[:2] not in PREFIXES:
+            raise BadRequest(f"Unknown search prefix {value[:2]!r} in {value!r}", expression=name)
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _split_bars(value: str) -> list[str]:
+    parts = value.replace("\\|", "\x00").split("|")
+    return [p.replace("\x00", "|").replace("\\\\", "\\") for p in parts]
+
+
+def _unescape(value: str) -> str:
+    return value.replace("\\$", "$").replace("\\|", "|").replace("\\\\", "\\")
+
+
+def _no_modifier(name: str, modifier: str, kind: str) -> None:
+    if modifier:
+        raise _bad_modifier(name, modifier, kind)
+
+
+def _bad_modifier(name: str, modifier: str, kind: str) -> BadRequest:
+    return BadRequest(f"Modifier :{modifier} does not apply to a {kind} parameter", expression=name)
+
+
+def _with_results(
+    query: SearchQuery, results: dict[str, list[str]], max_count: int, builder: _Builder
+) -> SearchQuery:
+    sort: tuple[SortKey, ...] = ()
+    includes: list[Include] = []
+    count, total, summary, cursor = query.count, "none", None, None
+    elements: tuple[str, ...] = ()
+    for name, values in results.items():
+        base, _, modifier = name.partition(":")
+        value = values[-1]
+        if base == "_sort":
+            sort = _sort(query.resource_types, value)
+        elif base == "_count":
+            if not value.isascii() or not value.isdigit() or len(value) > 9:
+                raise BadRequest(
+                    f"_count must be a whole number, not {value!r:.40}", expression=name
+                )
+            count = min(int(value), max_count)
+        elif base in ("_include", "_revinclude"):
+            if modifier not in ("", "iterate", "recurse"):
+                raise _bad_modifier(name, modifier, base)
+            for item in values:
+                includes.append(_include(item, base == "_revinclude", bool(modifier), name))
+        elif base == "_summary":
+            if value not in SUMMARY_MODES:
+                raise BadRequest(
+                    f"_summary must be one of {', '.join(SUMMARY_MODES)}", expression=name
+                )
+            summary = value
+        elif base == "_elements":
+            elements = tuple(e.strip() for e in value.split(",") if e.strip())
+        elif base == "_total":
+            if value not in TOTAL_MODES:
+                raise BadRequest(f"_total must be one of {', '.join(TOTAL_MODES)}", expression=name)
+            total = value
+        elif base == "_cursor":
+            cursor = value
+    return replace(
+        query,
+        sort=sort,
+        count=count,
+        includes=tuple(includes),
+        total=total,
+        summary=summary,
+        elements=elements,
+        cursor=cursor,
+        ignored=tuple(builder.ignored),
+    )
+
+
+def _sort(types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
+    keys = []
+    for item in value.split(","):
+        item = item.strip()
+        descending = item.startswith("-")
+        code = item.lstrip("-")
+        kind = "special"
+        if code not in (ID, LAST_UPDATED):
+            param = _param(types, code)
+            if param is None or param.type not in SORTABLE:
+                raise BadRequest(f"Cannot sort by {code!r}", expression="_sort")
+            kind = param.type
+        keys.append(SortKey(code, descending, kind))
+    return tuple(keys)
+
+
+def _include(value: str, reverse: bool, iterate: bool, name: str) -> Include:
+    if value == "*":
+        return Include("*", "*", None, reverse, iterate)
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not is_resource_type(parts[0]):
+        raise BadRequest(f"{name} takes Type:param[:Target], not {value!r}", expression=name)
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and not is_resource_type(target):
+        raise BadRequest(f"Unknown target type {target!r} in {name}", expression=name)
+    if code != "*":
+        param = registry().get(source, code)
+        if param is None or param.type != "reference":
+            raise BadRequest(f"{source}:{code} is not a reference parameter", expression=name)
+    return Include(source, code, target, reverse, iterate)

@@ -1,32 +1,106 @@
-"""The one search representation every executor consumes.
+"""The one search representation every executor consumes (R4 search.html).
 
-A `SearchQuery` is an AND of OR-lists of predicates over one resource type. The
-storage backends compile it; nothing downstream re-reads the query string.
+Index entries are what a resource offers to search, extracted at write time; a
+`SearchQuery` is what a client asks, parsed once from the query string. The SQLite
+compiler, the MongoDB compiler and the in-memory matcher (`match.py`) all take these
+same types; nothing downstream re-reads a query string.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+
+# --- Index entries: values a resource offers, per search parameter -------------------
+# Composite parameters store one entry per component, under "code#0", "code#1", ...,
+# with a `group` number that ties the components of one element together.
+
+
+@dataclass(frozen=True, slots=True)
+class StringEntry:
+    param: str
+    # Case-folded, accents removed, whitespace collapsed: what default search compares.
+    normalized: str
+    exact: str
+    group: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TokenEntry:
-    """An index value of a token parameter, extracted at write time."""
-
     param: str
     system: str | None
     code: str | None
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DateEntry:
+    """[low, high) in microseconds since the epoch, UTC; open ends are MIN / MAX_MICROS."""
+
+    param: str
+    low: int
+    high: int
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NumberEntry:
+    """A number or quantity as the closed range [low, high] of values it stands for
+    (a point has low == high; a Range its bounds). Quantities also carry their units."""
+
+    param: str
+    low: float
+    high: float
+    system: str | None = None
+    code: str | None = None
+    unit: str | None = None
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceEntry:
+    """A local reference has a target type and id; any other (absolute, canonical) a url."""
+
+    param: str
+    target_type: str | None
+    target_id: str | None
+    url: str | None
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UriEntry:
+    param: str
+    value: str
+    group: int | None = None
+
+
+IndexEntry = StringEntry | TokenEntry | DateEntry | NumberEntry | ReferenceEntry | UriEntry
+
+MIN_MICROS = -(2**62)
+MAX_MICROS = 2**62
+
+# --- Predicates: one value of one parameter in a query -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StringPredicate:
+    """mode: "start" (default, on the normalized form), "exact", or "contains"."""
+
+    param: str
+    value: str
+    mode: str = "start"
 
 
 @dataclass(frozen=True, slots=True)
 class TokenPredicate:
-    """`[param]=[system]|[code]`: system None matches any system, "" only no system;
-    code None matches any code in the system."""
+    """`[system]|[code]`: system None matches any system, "" only none; code None any code.
+    `negate` is the :not modifier: no entry of the parameter matches."""
 
     param: str
     system: str | None
     code: str | None
+    negate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +113,155 @@ class DatePredicate:
     high: datetime
 
 
-Predicate = TokenPredicate | DatePredicate
+@dataclass(frozen=True, slots=True)
+class NumberPredicate:
+    """A number, or a quantity when system / code are given ("" code matches any unit).
 
-# Parameters every resource has and that are answered from stored columns, not the index.
+    [low, high) is the range the value's precision implies; `value` the number itself.
+    """
+
+    param: str
+    prefix: str
+    value: float
+    low: float
+    high: float
+    quantity: bool = False
+    system: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferencePredicate:
+    """A reference to `target_type`/`target_id` (either may be None: any), or to `url`."""
+
+    param: str
+    target_type: str | None
+    target_id: str | None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UriPredicate:
+    """mode: "exact", "below" (the value is a prefix of the stored uri), "above" (the
+    stored uri is a prefix of the value)."""
+
+    param: str
+    value: str
+    mode: str = "exact"
+
+
+@dataclass(frozen=True, slots=True)
+class MissingPredicate:
+    """`:missing=true` (no entry at all) or `:missing=false` (at least one); `kind` is
+    the parameter's type, which says where its entries are."""
+
+    param: str
+    missing: bool
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPredicate:
+    """`param(:Type).inner`: some target of the reference parameter matches `inner`."""
+
+    param: str
+    target_types: tuple[str, ...]
+    inner: Predicate
+
+
+@dataclass(frozen=True, slots=True)
+class HasPredicate:
+    """`_has:Type:param:inner`: some `source_type` resource whose reference parameter
+    `param` points here matches `inner`."""
+
+    source_type: str
+    param: str
+    inner: Predicate
+
+
+@dataclass(frozen=True, slots=True)
+class CompositePredicate:
+    """`a$b`: one element of the resource matches every component predicate, each on
+    the parameter "code#n"."""
+
+    param: str
+    components: tuple[Predicate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IdPredicate:
+    """`_id`."""
+
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LastUpdatedPredicate:
+    prefix: str
+    low: datetime
+    high: datetime
+
+
+Predicate = (
+    StringPredicate
+    | TokenPredicate
+    | DatePredicate
+    | NumberPredicate
+    | ReferencePredicate
+    | UriPredicate
+    | MissingPredicate
+    | ChainPredicate
+    | HasPredicate
+    | CompositePredicate
+    | IdPredicate
+    | LastUpdatedPredicate
+)
+
+# --- The query -----------------------------------------------------------------------
+
 ID = "_id"
 LAST_UPDATED = "_lastUpdated"
 
 
 @dataclass(frozen=True, slots=True)
+class SortKey:
+    """`param` is a search parameter code of type `kind`, or `_id` / `_lastUpdated`."""
+
+    param: str
+    descending: bool = False
+    kind: str = "special"
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    """`_include=Source:param(:Target)` or, when `reverse`, `_revinclude`; param "*" is
+    every reference parameter of the source type."""
+
+    source_type: str
+    param: str
+    target_type: str | None = None
+    reverse: bool = False
+    iterate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SearchQuery:
-    resource_type: str
-    clauses: tuple[tuple[Predicate, ...], ...]
+    """An AND of OR-lists of predicates over `resource_types` (one, or several for a
+    system search), plus what shapes the result."""
+
+    resource_types: tuple[str, ...]
+    clauses: tuple[tuple[Predicate, ...], ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = 20
+    includes: tuple[Include, ...] = ()
+    total: str = "none"
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
+    # Opaque keyset cursor of the page asked for, if not the first.
+    cursor: str | None = None
+    # Parameters ignored under lenient handling, to report back.
+    ignored: tuple[str, ...] = field(default=())
+
+    @property
+    def resource_type(self) -> str:
+        return self.resource_types[0]

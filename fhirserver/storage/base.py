@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from fhirserver.search.query import SearchQuery, TokenEntry
+from fhirserver.search.query import IndexEntry, SearchQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,18 @@ class HistoryQuery:
     before_seq: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One page of a search: the matches in order, what `_include` / `_revinclude`
+    brought in, the total if it was asked for or is known for free, and cursors."""
+
+    matches: list[Version]
+    included: list[Version]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
 class VersionConflict(Exception):
     """The version written is not the successor of the current one: another writer won."""
 
@@ -57,9 +69,11 @@ class UnitOfWork(Protocol):
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None: ...
 
-    async def search(self, query: SearchQuery, limit: int) -> list[Version]: ...
+    async def search(self, query: SearchQuery, limit: int) -> list[Version]:
+        """Matches of a query's criteria, unordered, at most `limit`."""
+        ...
 
-    async def write(self, version: Version, index: tuple[TokenEntry, ...]) -> None: ...
+    async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None: ...
 
 
 class Store(Protocol):
@@ -76,6 +90,10 @@ class Store(Protocol):
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
         """Matching versions, newest first, at most `query.count`, and how many match in
         all (ignoring the cursor), both read from one snapshot."""
+        ...
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """One page of matches, sorted, with includes; `query.cursor` names the page."""
         ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:

@@ -244,9 +244,9 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str | None]] = [
         "POST",
         "/Patient",
         _json(PATIENT),
-        {"If-None-Exist": "family=Doe"},
+        {"If-None-Exist": "nonsense=Doe"},
         400,
-        "family",
+        "nonsense",
     ),
     (
         "conditional update with malformed date",

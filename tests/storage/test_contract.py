@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fhirserver.search.query import DatePredicate, SearchQuery, TokenEntry, TokenPredicate
+from fhirserver.search.query import (
+    IdPredicate,
+    LastUpdatedPredicate,
+    Predicate,
+    SearchQuery,
+    TokenEntry,
+    TokenPredicate,
+)
 from fhirserver.storage.base import HistoryQuery, Store, Version, VersionConflict
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -70,7 +77,7 @@ async def test_unit_of_work_reads_its_own_writes(store: Store) -> None:
     async with store.unit_of_work() as unit:
         await unit.write(version("a", 1), (TokenEntry("identifier", "s", "1"),))
         found = await unit.search(
-            SearchQuery("Patient", ((TokenPredicate("identifier", "s", "1"),),)), limit=5
+            SearchQuery(("Patient",), ((TokenPredicate("identifier", "s", "1"),),)), limit=5
         )
         assert [v.id for v in found] == ["a"]
 
@@ -118,19 +125,19 @@ async def test_search_tokens_and_dates(store: Store) -> None:
     await put(store, version("a", 1, minutes=0), index=(TokenEntry("identifier", "s", "1"),))
     await put(store, version("b", 1, minutes=60), index=(TokenEntry("identifier", None, "1"),))
 
-    async def ids(*clauses: tuple[TokenPredicate | DatePredicate, ...]) -> list[str]:
+    async def ids(*clauses: tuple[Predicate, ...]) -> list[str]:
         async with store.unit_of_work() as unit:
-            return [v.id for v in await unit.search(SearchQuery("Patient", clauses), limit=10)]
+            return [v.id for v in await unit.search(SearchQuery(("Patient",), clauses), limit=10)]
 
     assert await ids((TokenPredicate("identifier", None, "1"),)) == ["a", "b"]
     assert await ids((TokenPredicate("identifier", "s", "1"),)) == ["a"]
     assert await ids((TokenPredicate("identifier", "", "1"),)) == ["b"]
     assert await ids((TokenPredicate("identifier", "s", None),)) == ["a"]
-    assert await ids((TokenPredicate("_id", None, "b"),)) == ["b"]
+    assert await ids((IdPredicate(("b",)),)) == ["b"]
     hour = (T0 + timedelta(minutes=30), T0 + timedelta(minutes=90))
-    assert await ids((DatePredicate("_lastUpdated", "eq", *hour),)) == ["b"]
-    assert await ids((DatePredicate("_lastUpdated", "lt", *hour),)) == ["a"]
-    assert await ids((DatePredicate("_lastUpdated", "ne", *hour),)) == ["a"]
+    assert await ids((LastUpdatedPredicate("eq", *hour),)) == ["b"]
+    assert await ids((LastUpdatedPredicate("lt", *hour),)) == ["a"]
+    assert await ids((LastUpdatedPredicate("ne", *hour),)) == ["a"]
     # AND of clauses, OR within one.
-    both = (TokenPredicate("_id", None, "a"), TokenPredicate("_id", None, "b"))
+    both = (IdPredicate(("a",)), IdPredicate(("b",)))
     assert await ids(both, (TokenPredicate("identifier", "s", "1"),)) == ["a"]

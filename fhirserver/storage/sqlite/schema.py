@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+
+from fhirserver.search.time import from_micros, to_micros
+
+__all__ = ["INDEX_TABLES", "SCHEMA", "VERSION_COLUMNS", "connect", "from_micros", "to_micros"]
+
+# Index entries of current, non-deleted versions, one table per parameter type. `grp`
+# ties the components of one composite element together (NULL elsewhere).
+INDEX_TABLES = {
+    "string": ("idx_string", ("norm", "exact")),
+    "token": ("idx_token", ("system", "code")),
+    "date": ("idx_date", ("low", "high")),
+    "number": ("idx_number", ("low", "high", "system", "code", "unit")),
+    "reference": ("idx_reference", ("target_type", "target_id", "url")),
+    "uri": ("idx_uri", ("value",)),
+}
 
 SCHEMA = """
 -- Every version of every resource. It is also the change log: `seq` increases with
@@ -29,16 +43,49 @@ CREATE TABLE IF NOT EXISTS resources (
     PRIMARY KEY (type, id)
 ) WITHOUT ROWID;
 
--- Token index values of current, non-deleted versions.
-CREATE TABLE IF NOT EXISTS token_index (
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    param TEXT NOT NULL,
-    system TEXT,
-    code TEXT
+CREATE TABLE IF NOT EXISTS idx_string (
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
+    norm TEXT NOT NULL, exact TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS token_index_by_value ON token_index (type, param, code, system);
-CREATE INDEX IF NOT EXISTS token_index_by_resource ON token_index (type, id);
+CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (type, param, norm);
+CREATE INDEX IF NOT EXISTS idx_string_resource ON idx_string (type, id, param);
+
+CREATE TABLE IF NOT EXISTS idx_token (
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
+    system TEXT, code TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_token_value ON idx_token (type, param, code, system);
+CREATE INDEX IF NOT EXISTS idx_token_resource ON idx_token (type, id, param);
+
+CREATE TABLE IF NOT EXISTS idx_date (
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
+    low INTEGER NOT NULL, high INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_date_value ON idx_date (type, param, low, high);
+CREATE INDEX IF NOT EXISTS idx_date_resource ON idx_date (type, id, param);
+
+CREATE TABLE IF NOT EXISTS idx_number (
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
+    low REAL NOT NULL, high REAL NOT NULL, system TEXT, code TEXT, unit TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (type, param, low, high);
+CREATE INDEX IF NOT EXISTS idx_number_resource ON idx_number (type, id, param);
+
+CREATE TABLE IF NOT EXISTS idx_reference (
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
+    target_type TEXT, target_id TEXT, url TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_reference_target
+    ON idx_reference (target_id, target_type, param, type);
+CREATE INDEX IF NOT EXISTS idx_reference_resource ON idx_reference (type, id, param);
+CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (url) WHERE url IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS idx_uri (
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (type, param, value);
+CREATE INDEX IF NOT EXISTS idx_uri_resource ON idx_uri (type, id, param);
 """
 
 VERSION_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"
@@ -52,12 +99,3 @@ def connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connec
     connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     connection.execute("PRAGMA foreign_keys=OFF")
     return connection
-
-
-def to_micros(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)

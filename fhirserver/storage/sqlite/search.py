@@ -1,80 +1,348 @@
-"""Compile a SearchQuery to SQL over the `resources` / `versions` / index tables."""
+"""Compile a SearchQuery to SQL over `resources`, `versions` and the index tables.
+
+Every predicate is compiled relative to a pair of SQL expressions naming the resource it
+is about (its type and id): the searched resource (`r.type`, `r.id`), the target of a
+chain, or the source of a `_has`. That is what lets chains and `_has` nest.
+Semantics follow R4 search.html; `match.py` implements the same in memory.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from fhirserver.errors import BadRequest
+from fhirserver.search.extract import normalize
 from fhirserver.search.query import (
-    ID,
-    LAST_UPDATED,
+    MAX_MICROS,
+    MIN_MICROS,
+    ChainPredicate,
+    CompositePredicate,
     DatePredicate,
+    HasPredicate,
+    IdPredicate,
+    LastUpdatedPredicate,
+    MissingPredicate,
+    NumberPredicate,
     Predicate,
+    ReferencePredicate,
     SearchQuery,
+    SortKey,
+    StringPredicate,
     TokenPredicate,
+    UriPredicate,
 )
-from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, to_micros
+from fhirserver.search.time import approximate_range, to_micros
+from fhirserver.storage.sqlite.schema import INDEX_TABLES, VERSION_COLUMNS
 
-# A point value t against the search range [low, high) (R4 search.html#prefix).
-_POINT_IN_RANGE = {
-    "eq": "({col} >= ? AND {col} < ?)",
-    "ne": "NOT ({col} >= ? AND {col} < ?)",
-    "gt": "{col} >= ?",
-    "sa": "{col} >= ?",
-    "ge": "{col} >= ?",
-    "lt": "{col} < ?",
-    "eb": "{col} < ?",
-    "le": "{col} < ?",
-}
+# Beyond every stored string: the upper bound of a prefix range.
+_STRING_END = "\U0010ffff"
+FROM_CURRENT = "resources r JOIN versions v ON v.seq = r.seq"
 
 
-def compile_search(query: SearchQuery, limit: int) -> tuple[str, list[Any]]:
-    where = ["r.type = ?", "v.body IS NOT NULL"]
-    args: list[Any] = [query.resource_type]
-    for clause in query.clauses:
-        parts = []
-        for predicate in clause:
-            sql, predicate_args = _predicate(predicate)
-            parts.append(sql)
-            args.extend(predicate_args)
-        where.append("(" + " OR ".join(parts) + ")")
+@dataclass
+class Compiler:
+    # Named parameters: placeholders stay right whatever order the SQL is built in.
+    args: dict[str, Any] = field(default_factory=dict)
+    aliases: int = 0
+
+    def arg(self, value: Any) -> str:
+        name = f"a{len(self.args)}"
+        self.args[name] = value
+        return f":{name}"
+
+    def alias(self, prefix: str) -> str:
+        self.aliases += 1
+        return f"{prefix}{self.aliases}"
+
+    # --- predicates -----------------------------------------------------------------
+
+    def where(self, query: SearchQuery) -> str:
+        types = ", ".join(self.arg(t) for t in query.resource_types)
+        conditions = [f"r.type IN ({types})", "v.body IS NOT NULL"]
+        for clause in query.clauses:
+            alternatives = [self.predicate(p, "r.type", "r.id", root=True) for p in clause]
+            conditions.append("(" + " OR ".join(alternatives) + ")")
+        return " AND ".join(conditions)
+
+    def predicate(self, p: Predicate, type_sql: str, id_sql: str, root: bool = False) -> str:
+        if isinstance(p, IdPredicate):
+            ids = ", ".join(self.arg(i) for i in p.ids)
+            test = f"{id_sql} IN ({ids})"
+            return test if root else f"({test} AND {self._exists_current(type_sql, id_sql)})"
+        if isinstance(p, LastUpdatedPredicate):
+            # An instant, stored to the microsecond: the range [t, t + 1).
+            column = "v.last_updated" if root else f"{self.alias('u')}v.last_updated"
+            test = self._date_test(column, f"({column} + 1)", p.prefix, p.low, p.high)
+            if root:
+                return test
+            alias = column.removesuffix("v.last_updated")
+            return (
+                f"EXISTS (SELECT 1 FROM resources {alias} JOIN versions {alias}v "
+                f"ON {alias}v.seq = {alias}.seq WHERE {alias}.type = {type_sql} "
+                f"AND {alias}.id = {id_sql} AND {test})"
+            )
+        if isinstance(p, MissingPredicate):
+            table = INDEX_TABLES[p.kind][0]
+            alias = self.alias("m")
+            exists = (
+                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = {type_sql} "
+                f"AND {alias}.id = {id_sql} AND {alias}.param = {self.arg(p.param)})"
+            )
+            return f"NOT {exists}" if p.missing else exists
+        if isinstance(p, ChainPredicate):
+            alias = self.alias("c")
+            targets = ", ".join(self.arg(t) for t in p.target_types)
+            inner = self.predicate(p.inner, f"{alias}.target_type", f"{alias}.target_id")
+            return (
+                f"EXISTS (SELECT 1 FROM idx_reference {alias} WHERE {alias}.type = {type_sql} "
+                f"AND {alias}.id = {id_sql} AND {alias}.param = {self.arg(p.param)} "
+                f"AND {alias}.target_type IN ({targets}) AND {inner})"
+            )
+        if isinstance(p, HasPredicate):
+            alias = self.alias("h")
+            inner = self.predicate(p.inner, f"{alias}.type", f"{alias}.id")
+            return (
+                f"EXISTS (SELECT 1 FROM idx_reference {alias} WHERE "
+                f"{alias}.target_id = {id_sql} AND {alias}.target_type = {type_sql} "
+                f"AND {alias}.param = {self.arg(p.param)} AND {alias}.type = "
+                f"{self.arg(p.source_type)} AND {inner})"
+            )
+        if isinstance(p, CompositePredicate):
+            return self._composite(p, type_sql, id_sql)
+        table, alias, condition = self.row(p)
+        exists = (
+            f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = {type_sql} "
+            f"AND {alias}.id = {id_sql} AND {condition})"
+        )
+        return f"NOT {exists}" if isinstance(p, TokenPredicate) and p.negate else exists
+
+    def _exists_current(self, type_sql: str, id_sql: str) -> str:
+        alias = self.alias("e")
+        return (
+            f"EXISTS (SELECT 1 FROM resources {alias} JOIN versions {alias}v "
+            f"ON {alias}v.seq = {alias}.seq WHERE {alias}.type = {type_sql} "
+            f"AND {alias}.id = {id_sql} AND {alias}v.body IS NOT NULL)"
+        )
+
+    def _composite(self, p: CompositePredicate, type_sql: str, id_sql: str) -> str:
+        # One element (grp) must satisfy every component.
+        first_table, first, first_condition = self.row(p.components[0])
+        nested = []
+        for component in p.components[1:]:
+            table, alias, condition = self.row(component)
+            nested.append(
+                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = {type_sql} "
+                f"AND {alias}.id = {id_sql} AND {alias}.grp = {first}.grp AND {condition})"
+            )
+        return (
+            f"EXISTS (SELECT 1 FROM {first_table} {first} WHERE {first}.type = {type_sql} "
+            f"AND {first}.id = {id_sql} AND {first_condition}"
+            + "".join(f" AND {n}" for n in nested)
+            + ")"
+        )
+
+    def row(self, p: Predicate) -> tuple[str, str, str]:
+        """(index table, its alias, the condition one of its rows must meet)."""
+        if isinstance(p, StringPredicate):
+            a = self.alias("s")
+            param = f"{a}.param = {self.arg(p.param)}"
+            if p.mode == "exact":
+                return "idx_string", a, f"{param} AND {a}.exact = {self.arg(p.value)}"
+            value = normalize(p.value)
+            if p.mode == "contains":
+                pattern = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                return (
+                    "idx_string",
+                    a,
+                    f"{param} AND {a}.norm LIKE {self.arg(pattern + '%')} ESCAPE '\\'",
+                )
+            return (
+                "idx_string",
+                a,
+                f"{param} AND {a}.norm >= {self.arg(value)} AND {a}.norm < "
+                f"{self.arg(value + _STRING_END)}",
+            )
+        if isinstance(p, TokenPredicate):
+            a = self.alias("t")
+            conditions = [f"{a}.param = {self.arg(p.param)}"]
+            if p.code is not None:
+                conditions.append(f"{a}.code = {self.arg(p.code)}")
+            if p.system == "":
+                conditions.append(f"{a}.system IS NULL")
+            elif p.system is not None:
+                conditions.append(f"{a}.system = {self.arg(p.system)}")
+            return "idx_token", a, " AND ".join(conditions)
+        if isinstance(p, DatePredicate):
+            a = self.alias("d")
+            test = self._date_test(f"{a}.low", f"{a}.high", p.prefix, p.low, p.high)
+            return "idx_date", a, f"{a}.param = {self.arg(p.param)} AND {test}"
+        if isinstance(p, NumberPredicate):
+            a = self.alias("n")
+            conditions = [f"{a}.param = {self.arg(p.param)}", self._number_test(a, p)]
+            if p.system is not None:
+                conditions.append(f"{a}.system = {self.arg(p.system)}")
+            if p.code is not None:
+                if p.system is not None:
+                    conditions.append(f"{a}.code = {self.arg(p.code)}")
+                else:
+                    # `[number]||[code]` matches the unit code or display (search.html#quantity)
+                    code = self.arg(p.code)
+                    conditions.append(f"({a}.code = {code} OR {a}.unit = {code})")
+            return "idx_number", a, " AND ".join(conditions)
+        if isinstance(p, ReferencePredicate):
+            a = self.alias("f")
+            conditions = [f"{a}.param = {self.arg(p.param)}"]
+            if p.url is not None:
+                conditions.append(f"{a}.url = {self.arg(p.url)}")
+            if p.target_id is not None:
+                conditions.append(f"{a}.target_id = {self.arg(p.target_id)}")
+            if p.target_type is not None:
+                conditions.append(f"{a}.target_type = {self.arg(p.target_type)}")
+            return "idx_reference", a, " AND ".join(conditions)
+        if isinstance(p, UriPredicate):
+            a = self.alias("u")
+            param = f"{a}.param = {self.arg(p.param)}"
+            if p.mode == "below":
+                condition = (
+                    f"{a}.value >= {self.arg(p.value)} AND {a}.value < "
+                    f"{self.arg(p.value + _STRING_END)}"
+                )
+            elif p.mode == "above":
+                condition = f"substr({self.arg(p.value)}, 1, length({a}.value)) = {a}.value"
+            else:
+                condition = f"{a}.value = {self.arg(p.value)}"
+            return "idx_uri", a, f"{param} AND {condition}"
+        raise TypeError(f"no index row for {p!r}")
+
+    def _date_test(self, low: str, high: str, prefix: str, lo: Any, hi: Any) -> str:
+        """Stored range [low, high) against the search range [lo, hi) (search.html#prefix)."""
+        L, H = to_micros(lo), to_micros(hi)
+        if prefix == "ap":
+            L, H = approximate_range(L, H)
+            return f"{low} < {self.arg(H)} AND {high} > {self.arg(L)}"
+        if prefix in ("eq", "ne"):
+            test = f"{low} >= {self.arg(L)} AND {high} <= {self.arg(H)}"
+            return test if prefix == "eq" else f"NOT ({test})"
+        column, operator, bound = {
+            "gt": (high, ">", H),
+            "ge": (high, ">", L),
+            "lt": (low, "<", L),
+            "le": (low, "<", H),
+            "sa": (low, ">=", H),
+            "eb": (high, "<=", L),
+        }[prefix]
+        return f"{column} {operator} {self.arg(bound)}"
+
+    def _number_test(self, a: str, p: NumberPredicate) -> str:
+        """Stored [low, high] against the value and its precision range [p.low, p.high)."""
+        value = p.value
+        if p.prefix == "eq":
+            return f"{a}.low >= {self.arg(p.low)} AND {a}.high < {self.arg(p.high)}"
+        if p.prefix == "ne":
+            return f"NOT ({a}.low >= {self.arg(p.low)} AND {a}.high < {self.arg(p.high)})"
+        if p.prefix == "ap":
+            margin = abs(value) * 0.1
+            return (
+                f"{a}.low <= {self.arg(value + margin)} AND {a}.high >= {self.arg(value - margin)}"
+            )
+        column, operator = {
+            "gt": ("high", ">"),
+            "ge": ("high", ">="),
+            "lt": ("low", "<"),
+            "le": ("low", "<="),
+            "sa": ("low", ">"),
+            "eb": ("high", "<"),
+        }[p.prefix]
+        return f"{a}.{column} {operator} {self.arg(value)}"
+
+    # --- sorting and paging -----------------------------------------------------------
+
+    def sort_expression(self, key: SortKey) -> str:
+        """One sortable value per resource; missing values sort last either way."""
+        if key.param == "_id":
+            return "r.id"
+        if key.param == "_lastUpdated":
+            return "v.last_updated"
+        table = INDEX_TABLES[key.kind][0]
+        column = {
+            "string": "norm",
+            "token": "code",
+            "reference": "coalesce(target_type || '/' || target_id, url)",
+            "uri": "value",
+        }.get(key.kind, "high" if key.descending else "low")
+        aggregate = "max" if key.descending else "min"
+        missing: Any
+        if key.kind in ("date",):
+            missing = MIN_MICROS if key.descending else MAX_MICROS
+        elif key.kind in ("number", "quantity"):
+            missing = -1e308 if key.descending else 1e308
+        else:
+            missing = "" if key.descending else _STRING_END
+        param = self.arg(key.param)
+        return (
+            f"coalesce((SELECT {aggregate}({column}) FROM {table} k WHERE k.type = r.type "
+            f"AND k.id = r.id AND k.param = {param}), {self.arg(missing)})"
+        )
+
+
+@dataclass(frozen=True)
+class CompiledSearch:
+    sql: str
+    args: dict[str, Any]
+    # How many sort-key columns precede the version columns in each row.
+    keys: int
+
+
+def compile_page(
+    query: SearchQuery, limit: int, after: list[Any] | None, backwards: bool
+) -> CompiledSearch:
+    """The matches of one page: sort keys (ending with type and id), then the version."""
+    compiler = Compiler()
+    keys = [*query.sort, SortKey("_type_"), SortKey("_id")]
+    expressions = [
+        "r.type" if key.param == "_type_" else compiler.sort_expression(key) for key in keys
+    ]
+    directions = [key.descending != backwards for key in keys]
+    where = compiler.where(query)
+    if after is not None:
+        if len(after) != len(keys):
+            raise BadRequest("The paging cursor does not fit this search", expression="_cursor")
+        where += " AND " + _after(compiler, expressions, directions, after)
+    columns = ", ".join(f"{e} AS k{n}" for n, e in enumerate(expressions))
+    order = ", ".join(f"k{n} {'DESC' if d else 'ASC'}" for n, d in enumerate(directions))
     sql = (
-        f"SELECT {VERSION_COLUMNS} FROM resources r JOIN versions v ON v.seq = r.seq "
-        f"WHERE {' AND '.join(where)} ORDER BY r.id LIMIT ?"
+        f"SELECT {columns}, {VERSION_COLUMNS} FROM {FROM_CURRENT} WHERE {where} "
+        f"ORDER BY {order} LIMIT {compiler.arg(limit)}"
     )
-    return sql, [*args, limit]
+    return CompiledSearch(sql, compiler.args, len(keys))
 
 
-def _predicate(predicate: Predicate) -> tuple[str, list[Any]]:
-    if isinstance(predicate, TokenPredicate):
-        if predicate.param == ID:
-            return "r.id = ?", [predicate.code]
-        return _token(predicate)
-    if predicate.param == LAST_UPDATED:
-        return _date_point("v.last_updated", predicate)
-    raise ValueError(f"no SQL for {predicate!r}")
+def _after(
+    compiler: Compiler, expressions: list[str], directions: list[bool], values: list[Any]
+) -> str:
+    """Rows strictly after `values` in the sort order: a keyset boundary."""
+    alternatives = []
+    for n in range(len(expressions)):
+        terms = []
+        for m in range(n + 1):
+            operator = "=" if m < n else ("<" if directions[m] else ">")
+            terms.append(f"{expressions[m]} {operator} {compiler.arg(values[m])}")
+        alternatives.append("(" + " AND ".join(terms) + ")")
+    return "(" + " OR ".join(alternatives) + ")"
 
 
-def _token(predicate: TokenPredicate) -> tuple[str, list[Any]]:
-    conditions = ["t.type = r.type", "t.id = r.id", "t.param = ?"]
-    args: list[Any] = [predicate.param]
-    if predicate.code is not None:
-        conditions.append("t.code = ?")
-        args.append(predicate.code)
-    if predicate.system == "":
-        conditions.append("t.system IS NULL")
-    elif predicate.system is not None:
-        conditions.append("t.system = ?")
-        args.append(predicate.system)
-    return f"EXISTS (SELECT 1 FROM token_index t WHERE {' AND '.join(conditions)})", args
+def compile_count(query: SearchQuery) -> tuple[str, dict[str, Any]]:
+    compiler = Compiler()
+    where = compiler.where(query)
+    return f"SELECT count(*) FROM {FROM_CURRENT} WHERE {where}", compiler.args
 
 
-def _date_point(column: str, predicate: DatePredicate) -> tuple[str, list[Any]]:
-    template = _POINT_IN_RANGE[predicate.prefix]
-    low, high = to_micros(predicate.low), to_micros(predicate.high)
-    if predicate.prefix in ("eq", "ne"):
-        args = [low, high]
-    elif predicate.prefix in ("gt", "sa", "le"):
-        args = [high]
-    else:
-        args = [low]
-    return template.format(col=column), args
+def compile_matches(query: SearchQuery, limit: int) -> tuple[str, dict[str, Any]]:
+    """Unsorted matches, for conditional interactions."""
+    compiler = Compiler()
+    where = compiler.where(query)
+    return (
+        f"SELECT {VERSION_COLUMNS} FROM {FROM_CURRENT} WHERE {where} LIMIT {compiler.arg(limit)}",
+        compiler.args,
+    )

@@ -18,8 +18,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fhirserver.errors import Unavailable
-from fhirserver.search.query import SearchQuery, TokenEntry
-from fhirserver.storage.base import HistoryQuery, UnitOfWork, Version, VersionConflict
+from fhirserver.search.cursor import decode_cursor, encode_cursor
+from fhirserver.search.query import IndexEntry, SearchQuery
+from fhirserver.storage.base import (
+    HistoryQuery,
+    SearchResult,
+    UnitOfWork,
+    Version,
+    VersionConflict,
+)
+from fhirserver.storage.sqlite.includes import find_includes
+from fhirserver.storage.sqlite.index import delete_entries, insert_entries
 from fhirserver.storage.sqlite.schema import (
     SCHEMA,
     VERSION_COLUMNS,
@@ -27,7 +36,7 @@ from fhirserver.storage.sqlite.schema import (
     from_micros,
     to_micros,
 )
-from fhirserver.storage.sqlite.search import compile_search
+from fhirserver.storage.sqlite.search import compile_count, compile_matches, compile_page
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -184,6 +193,43 @@ class SqliteStore:
         rows, total = await self._on_reader(job)
         return [_version(row) for row in rows], total
 
+    async def search(self, query: SearchQuery) -> SearchResult:
+        direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
+        backwards = direction == "before"
+        page = compile_page(query, query.count + 1, after, backwards)
+        count_sql, count_args = compile_count(query)
+
+        def job(connection: sqlite3.Connection) -> SearchResult:
+            # One read transaction: page, total and includes see the same snapshot.
+            connection.execute("BEGIN")
+            try:
+                rows = connection.execute(page.sql, page.args).fetchall()
+                more = len(rows) > query.count
+                rows = rows[: query.count]
+                if backwards:
+                    rows.reverse()
+                keys = [list(row[: page.keys]) for row in rows]
+                matches = [_version(row[page.keys :]) for row in rows]
+                total = None
+                if query.total != "none":
+                    total = connection.execute(count_sql, count_args).fetchone()[0]
+                elif after is None and not more:
+                    total = len(matches)
+                included = find_includes(connection, query.includes, matches)
+            finally:
+                connection.execute("COMMIT")
+            later = more if not backwards else after is not None
+            earlier = after is not None if not backwards else more
+            return SearchResult(
+                matches,
+                [_version(row) for row in included],
+                total,
+                encode_cursor("after", keys[-1]) if later and keys else None,
+                encode_cursor("before", keys[0]) if earlier and keys else None,
+            )
+
+        return await self._on_reader(job)
+
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         async with self._lock:
@@ -202,7 +248,7 @@ class _SqliteUnitOfWork:
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
         self._begun = False
-        self._pending: list[tuple[Version, tuple[TokenEntry, ...]]] = []
+        self._pending: list[tuple[Version, tuple[IndexEntry, ...]]] = []
 
     def _begin(self, connection: sqlite3.Connection) -> None:
         if not self._begun:
@@ -224,7 +270,7 @@ class _SqliteUnitOfWork:
         return None if row is None else _version(row)
 
     async def search(self, query: SearchQuery, limit: int) -> list[Version]:
-        sql, args = compile_search(query, limit)
+        sql, args = compile_matches(query, limit)
 
         def job(connection: sqlite3.Connection) -> list[Row]:
             self._flush(connection)
@@ -232,7 +278,7 @@ class _SqliteUnitOfWork:
 
         return [_version(row) for row in await self._store._on_writer(job)]
 
-    async def write(self, version: Version, index: tuple[TokenEntry, ...]) -> None:
+    async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
 
     def commit(self, connection: sqlite3.Connection) -> None:
@@ -252,7 +298,7 @@ class _SqliteUnitOfWork:
             connection.execute("ROLLBACK")
 
 
-def _write(connection: sqlite3.Connection, version: Version, index: tuple[TokenEntry, ...]) -> None:
+def _write(connection: sqlite3.Connection, version: Version, index: tuple[IndexEntry, ...]) -> None:
     key = (version.resource_type, version.id)
     current = connection.execute(
         "SELECT v.version FROM resources r JOIN versions v ON v.seq = r.seq "
@@ -270,9 +316,6 @@ def _write(connection: sqlite3.Connection, version: Version, index: tuple[TokenE
         "INSERT OR REPLACE INTO resources (type, id, seq) VALUES (?, ?, ?)", (*key, seq)
     )
     if current:
-        connection.execute("DELETE FROM token_index WHERE type = ? AND id = ?", key)
-    if version.body is not None and index:
-        connection.executemany(
-            "INSERT INTO token_index (type, id, param, system, code) VALUES (?, ?, ?, ?, ?)",
-            [(*key, entry.param, entry.system, entry.code) for entry in index],
-        )
+        delete_entries(connection, *key)
+    if version.body is not None:
+        insert_entries(connection, *key, index)

@@ -1,0 +1,69 @@
+"""search (R4 http.html#search, search.html): type, system and compartment searches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from fhirserver.errors import BadRequest, NotFound
+from fhirserver.resources import meta
+from fhirserver.resources.definitions import is_resource_type, resource_types
+from fhirserver.search.params import patient_compartment
+from fhirserver.search.parse import parse_search
+from fhirserver.search.query import IdPredicate, Predicate, ReferencePredicate, SearchQuery
+from fhirserver.storage.base import SearchResult, Store
+
+Params = Sequence[tuple[str, str]]
+
+
+async def search(
+    store: Store,
+    resource_types_searched: tuple[str, ...],
+    params: Params,
+    *,
+    strict: bool = False,
+    default_count: int = 20,
+    max_count: int = 1000,
+    compartment: tuple[str, str] | None = None,
+) -> tuple[SearchQuery, SearchResult]:
+    query = parse_search(
+        resource_types_searched,
+        params,
+        strict=strict,
+        default_count=default_count,
+        max_count=max_count,
+    )
+    if compartment is not None:
+        query = _in_compartment(query, *compartment)
+    if query.summary == "count":
+        query = replace(query, count=0, total="accurate", includes=())
+    return query, await store.search(query)
+
+
+def system_types(params: Params) -> tuple[str, ...]:
+    """The types a system-level search covers: `_type`, or every type."""
+    named = [t.strip() for name, value in params if name == "_type" for t in value.split(",")]
+    if not named:
+        return resource_types()
+    for name in named:
+        if not is_resource_type(name):
+            raise BadRequest(f"Unknown resource type {name!r} in _type", expression="_type")
+    return tuple(dict.fromkeys(named))
+
+
+def _in_compartment(query: SearchQuery, compartment: str, owner_id: str) -> SearchQuery:
+    """GET Patient/[id]/[type]: only resources in that patient's compartment
+    (the official Patient CompartmentDefinition)."""
+    if compartment != "Patient":
+        raise NotFound(f"Only the Patient compartment is supported, not {compartment!r}")
+    meta.check_id(owner_id)
+    resource_type = query.resource_type
+    params = patient_compartment().get(resource_type, ())
+    membership: list[Predicate] = [
+        ReferencePredicate(param, "Patient", owner_id) for param in params if param != "{def}"
+    ]
+    if resource_type == "Patient":
+        membership.append(IdPredicate((owner_id,)))
+    if not membership:
+        raise BadRequest(f"{resource_type} is not in the Patient compartment")
+    return replace(query, clauses=(tuple(membership), *query.clauses))

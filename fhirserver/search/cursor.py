@@ -1,0 +1,26 @@
+"""Opaque paging cursors (search.html#paging): the keyset position of a page boundary,
+the sort values and id of the last (or first) entry, in a URL-safe token."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from fhirserver.errors import BadRequest
+
+
+def encode_cursor(direction: str, values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([direction, *values])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, list[Any]]:
+    """("after" | "before", the boundary's key values)."""
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise BadRequest("Invalid paging cursor", expression="_cursor") from None
+    if not isinstance(decoded, list) or not decoded or decoded[0] not in ("after", "before"):
+        raise BadRequest("Invalid paging cursor", expression="_cursor")
+    return decoded[0], decoded[1:]

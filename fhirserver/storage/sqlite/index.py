@@ -1,0 +1,60 @@
+"""Index entries in and out of the SQLite index tables."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from fhirserver.search.query import (
+    DateEntry,
+    IndexEntry,
+    NumberEntry,
+    ReferenceEntry,
+    StringEntry,
+    TokenEntry,
+    UriEntry,
+)
+from fhirserver.storage.sqlite.schema import INDEX_TABLES
+
+_KIND = {
+    StringEntry: "string",
+    TokenEntry: "token",
+    DateEntry: "date",
+    NumberEntry: "number",
+    ReferenceEntry: "reference",
+    UriEntry: "uri",
+}
+_INSERTS = {
+    kind: (
+        f"INSERT INTO {table} (type, id, param, grp, {', '.join(columns)}) "
+        f"VALUES (?, ?, ?, ?{', ?' * len(columns)})",
+        columns,
+    )
+    for kind, (table, columns) in INDEX_TABLES.items()
+}
+_COLUMN_OF = {"norm": "normalized"}
+
+
+def delete_entries(connection: sqlite3.Connection, resource_type: str, resource_id: str) -> None:
+    for table, _ in INDEX_TABLES.values():
+        connection.execute(
+            f"DELETE FROM {table} WHERE type = ? AND id = ?", (resource_type, resource_id)
+        )
+
+
+def insert_entries(
+    connection: sqlite3.Connection,
+    resource_type: str,
+    resource_id: str,
+    entries: Iterable[IndexEntry],
+) -> None:
+    rows: dict[str, list[tuple[object, ...]]] = {}
+    for entry in entries:
+        kind = _KIND[type(entry)]
+        columns = _INSERTS[kind][1]
+        values = tuple(getattr(entry, _COLUMN_OF.get(c, c)) for c in columns)
+        rows.setdefault(kind, []).append(
+            (resource_type, resource_id, entry.param, entry.group, *values)
+        )
+    for kind, batch in rows.items():
+        connection.executemany(_INSERTS[kind][0], batch)
