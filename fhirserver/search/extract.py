@@ -59,7 +59,7 @@ def _composite(resource_type: str, param: SearchParam, elements: list[Any]) -> I
             if definition is None:
                 continue
             try:
-                values = compile_expression(component.expression)(element)
+                values = compile_expression(component.expression, relative=True)(element)
             except Exception:
                 continue
             for value in values:

@@ -19,6 +19,7 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from fhirserver.conformance import load_resources
+from fhirserver.resources.definitions import r4_schema
 
 # Parameters of every resource (R4 search.html#all) that are answered from stored
 # columns, not from an expression.
@@ -61,9 +62,12 @@ class SearchParam:
         for part in _split_union(self.expression):
             if self.base == ("Resource",) or self.base == ("DomainResource",):
                 part = re.sub(r"^(Resource|DomainResource)\.", f"{resource_type}.", part)
+            elif part[0].islower():
+                # A few official expressions are relative ("name | alias" on InsurancePlan).
+                part = f"{resource_type}.{part}"
             head = part.lstrip("(")
             if head == resource_type or head.startswith(resource_type + "."):
-                parts.append(rewrite(part))
+                parts.append(part)
         return " | ".join(parts) or None
 
 
@@ -90,10 +94,109 @@ def _split_union(expression: str) -> list[str]:
     return [part for part in parts if part]
 
 
+_STEP = re.compile(
+    r"\.(?:(?P<name>[A-Za-z]+)|ofType\((?P<type>[A-Za-z]+)\)"
+    r"|where\(reference\.startsWith\('(?P<target>[A-Za-z]+)/'\)\))"
+)
+Step = tuple[str, str]
+
+
 @cache
-def compile_expression(expression: str) -> Evaluator:
+def compile_expression(expression: str, relative: bool = False) -> Evaluator:
+    """A fast walk over the JSON for unions of plain paths (most parameters), else
+    fhirpathpy. A `relative` expression (a composite's component) starts at an element
+    rather than at a resource. tests/search/test_params.py holds the walk to fhirpathpy."""
+    expression = rewrite(expression)
+    parts = [f"Element.{part}" if relative else part for part in _split_union(expression)]
+    paths = [_plain_path(part) for part in parts]
+    if all(path is not None for path in paths):
+        return _Walker(tuple(p for p in paths if p is not None), relative)
+    return slow_expression(expression)
+
+
+def slow_expression(expression: str) -> Evaluator:
     evaluator: Evaluator = fhirpathpy.compile(expression, models["r4"])
     return evaluator
+
+
+def _plain_path(part: str) -> tuple[str, tuple[Step, ...]] | None:
+    """`Type.a.b`, with `.ofType(T)` and `.where(reference.startsWith('T/'))` steps."""
+    head = re.match(r"[A-Za-z]+", part)
+    if head is None:
+        return None
+    steps: list[Step] = []
+    position = head.end()
+    while position < len(part):
+        step = _STEP.match(part, position)
+        if step is None:
+            return None
+        kind = step.lastgroup
+        assert kind is not None
+        steps.append((kind, step.group(kind)))
+        position = step.end()
+    return head.group(), tuple(steps)
+
+
+class _Walker:
+    """Evaluates plain paths on FHIR JSON as FHIRPath would: lists flatten, and a name
+    also finds its choice forms (`value` finds `valueQuantity`)."""
+
+    def __init__(self, paths: tuple[tuple[str, tuple[Step, ...]], ...], relative: bool) -> None:
+        self.paths = paths
+        self.relative = relative
+
+    def __call__(self, resource: Any, *_: Any) -> list[Any]:
+        found: list[Any] = []
+        for resource_type, steps in self.paths:
+            if not self.relative and resource.get("resourceType") != resource_type:
+                continue
+            items: list[tuple[str, Any]] = [("", resource)]
+            for kind, value in steps:
+                items = _step(items, kind, value)
+            found.extend(item for _, item in items)
+        return found
+
+
+@cache
+def _choice_keys() -> frozenset[tuple[str, str]]:
+    """(element, JSON name) for every form of every choice element in R4, such as
+    ("value", "valueQuantity"); `subscriberId` is no form of `subscriber`, which exists."""
+    definitions = r4_schema()["definitions"]
+    suffixes = {name[0].upper() + name[1:] for name in definitions if "_" not in name}
+    found = set()
+    for definition in definitions.values():
+        properties = definition.get("properties", {})
+        for key in properties:
+            for cut in range(1, len(key)):
+                base, suffix = key[:cut], key[cut:]
+                if suffix in suffixes and base not in properties:
+                    found.add((base, key))
+    return frozenset(found)
+
+
+def _step(items: list[tuple[str, Any]], kind: str, value: str) -> list[tuple[str, Any]]:
+    """Each item is (the JSON key it came from, the value)."""
+    out: list[tuple[str, Any]] = []
+    if kind == "name":
+        choices = _choice_keys()
+        for _, node in items:
+            if not isinstance(node, dict):
+                continue
+            # An element and choice forms of the same name never stand side by side.
+            keys = [value] if value in node else [k for k in node if (value, k) in choices]
+            for key in keys:
+                child = node[key]
+                out.extend((key, c) for c in (child if isinstance(child, list) else [child]))
+    elif kind == "type":
+        suffix = value[0].upper() + value[1:]
+        out = [(key, node) for key, node in items if key.endswith(suffix)]
+    else:
+        out = [
+            (key, node)
+            for key, node in items
+            if isinstance(node, dict) and str(node.get("reference", "")).startswith(value + "/")
+        ]
+    return out
 
 
 class Registry:
