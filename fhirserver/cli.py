@@ -6,14 +6,17 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import uvicorn
 from starlette.applications import Starlette
 
-from fhirserver.app import create_app
+from fhirserver.app import create_app, open_store
 from fhirserver.config import Settings
+from fhirserver.interactions.reindex import reindex
+from fhirserver.storage.base import Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +31,40 @@ def _parser() -> argparse.ArgumentParser:
         "--public-url", help="public base URL behind a proxy (FHIRSERVER_PUBLIC_URL)"
     )
     serve.add_argument("--log-level", help="uvicorn log level (FHIRSERVER_LOG_LEVEL)")
+    reindex_command = commands.add_parser(
+        "reindex", help="rebuild the search index after search parameters changed"
+    )
+    reindex_command.add_argument("--store", help="SQLite file (FHIRSERVER_STORE)")
     return parser
+
+
+class ProgressBar:
+    """One line on stderr, redrawn: done/total, rate and time left."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = done / elapsed
+        left = (total - done) / rate if rate else 0.0
+        width = 30
+        filled = width * done // total if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} {rate:,.0f}/s, {left:,.0f}s left ")
+        sys.stderr.flush()
+
+
+async def run_reindex(store: Store, settings: Settings) -> int:
+    await store.open()
+    try:
+        done = await reindex(store, ProgressBar("reindex"))
+    finally:
+        await store.close()
+    sys.stderr.write("\n")
+    print(f"fhirserver: reindexed {done} resources in {settings.store}", flush=True)
+    return done
 
 
 class _Server(uvicorn.Server):
@@ -94,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as exc:
             parser.error(str(exc))
         asyncio.run(serve(app, settings))
+    elif args.command == "reindex":
+        try:
+            settings = Settings.from_env().with_overrides(store=args.store)
+            store = open_store(settings)
+        except ValueError as exc:
+            parser.error(str(exc))
+        asyncio.run(run_reindex(store, settings))
 
 
 if __name__ == "__main__":

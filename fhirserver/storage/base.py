@@ -75,6 +75,12 @@ class UnitOfWork(Protocol):
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None: ...
 
+    async def set_index(
+        self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
+    ) -> None:
+        """Replace the index entries of the current version (for a reindex)."""
+        ...
+
 
 class Store(Protocol):
     async def open(self) -> None: ...
@@ -94,6 +100,14 @@ class Store(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """One page of matches, sorted, with includes; `query.cursor` names the page."""
+        ...
+
+    async def scan(self, after: tuple[str, str] | None, limit: int) -> list[Version]:
+        """Current, non-deleted versions in (type, id) order, starting after `after`."""
+        ...
+
+    async def count(self) -> int:
+        """How many current, non-deleted resources there are."""
         ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:

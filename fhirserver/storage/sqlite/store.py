@@ -230,6 +230,27 @@ class SqliteStore:
 
         return await self._on_reader(job)
 
+    async def scan(self, after: tuple[str, str] | None, limit: int) -> list[Version]:
+        start = after or ("", "")
+        rows = await self._on_reader(
+            lambda c: c.execute(
+                f"SELECT {VERSION_COLUMNS} FROM resources r JOIN versions v ON v.seq = r.seq "
+                "WHERE (r.type, r.id) > (?, ?) AND v.body IS NOT NULL "
+                "ORDER BY r.type, r.id LIMIT ?",
+                (*start, limit),
+            ).fetchall()
+        )
+        return [_version(row) for row in rows]
+
+    async def count(self) -> int:
+        count: int = await self._on_reader(
+            lambda c: c.execute(
+                "SELECT count(*) FROM resources r JOIN versions v ON v.seq = r.seq "
+                "WHERE v.body IS NOT NULL"
+            ).fetchone()[0]
+        )
+        return count
+
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         async with self._lock:
@@ -280,6 +301,16 @@ class _SqliteUnitOfWork:
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
+
+    async def set_index(
+        self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
+    ) -> None:
+        def job(connection: sqlite3.Connection) -> None:
+            self._flush(connection)
+            delete_entries(connection, resource_type, resource_id)
+            insert_entries(connection, resource_type, resource_id, index)
+
+        await self._store._on_writer(job)
 
     def commit(self, connection: sqlite3.Connection) -> None:
         if not self._pending and not self._begun:

@@ -1,0 +1,32 @@
+"""Rebuild every index entry from the stored resources, after search parameter
+definitions or extraction change. Streams in batches: memory stays bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fhirserver.resources import codec
+from fhirserver.search.extract import index_entries
+from fhirserver.storage.base import Store
+
+BATCH = 500
+
+Progress = Callable[[int, int], None]
+
+
+async def reindex(store: Store, progress: Progress | None = None) -> int:
+    """Reindex every current resource; `progress(done, total)` after each batch."""
+    total = await store.count()
+    done = 0
+    after: tuple[str, str] | None = None
+    while batch := await store.scan(after, BATCH):
+        async with store.unit_of_work() as unit:
+            for version in batch:
+                assert version.body is not None
+                entries = index_entries(codec.load_object(version.body))
+                await unit.set_index(version.resource_type, version.id, entries)
+        done += len(batch)
+        after = (batch[-1].resource_type, batch[-1].id)
+        if progress is not None:
+            progress(done, total)
+    return done
