@@ -104,11 +104,16 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalUpdate": True,
         "conditionalDelete": "single",
         "searchInclude": ["*", *(f"{resource_type}:{code}" for code in refs)],
-        "searchRevInclude": sorted(
-            f"{source}:{code}"
-            for source in resource_types()
-            for code in _reference_params(source)
-            if resource_type in _targets(source, code)
-        ),
+        **_rev_includes(resource_type),
         "searchParam": search_params(resource_type),
     }
+
+
+def _rev_includes(resource_type: str) -> dict[str, list[str]]:
+    found = sorted(
+        f"{source}:{code}"
+        for source in resource_types()
+        for code in _reference_params(source)
+        if resource_type in _targets(source, code)
+    )
+    return {"searchRevInclude": found} if found else {}

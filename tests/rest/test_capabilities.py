@@ -34,7 +34,7 @@ def test_is_a_valid_r4_capability_statement(statement: dict[str, Any]) -> None:
     assert statement["patchFormat"] == ["application/json-patch+json"]
     rest = statement["rest"][0]
     assert [r["type"] for r in rest["resource"]] == list(resource_types())
-    assert {i["code"] for i in rest["interaction"]} == {"history-system"}
+    assert {i["code"] for i in rest["interaction"]} == {"history-system", "search-system"}
     assert statement["implementation"]["url"] == "http://testserver/fhir"
 
 
@@ -62,6 +62,7 @@ async def test_every_advertised_interaction_works(
     statuses["history-instance"] = (await client.get(f"{url}/{rid}/_history")).status_code
     statuses["history-type"] = (await client.get(f"{url}/_history")).status_code
     statuses["delete"] = (await client.delete(f"{url}/{rid}")).status_code
+    statuses["search-type"] = (await client.get(url, params={"_id": rid})).status_code
     assert set(statuses) == advertised
     assert all(status < 300 for status in statuses.values()), statuses
 
@@ -76,11 +77,29 @@ async def test_every_advertised_interaction_works(
         assert (await client.delete(f"{url}?_id=cond-1")).status_code == 204
 
 
-async def test_search_is_not_advertised_and_not_served(
+async def test_every_advertised_search_parameter_answers(
     client: httpx.AsyncClient, statement: dict[str, Any]
 ) -> None:
-    codes = {i["code"] for r in statement["rest"][0]["resource"] for i in r["interaction"]}
-    assert "search-type" not in codes
-    answer = await client.get("/Patient")
-    assert answer.status_code == 405
-    assert answer.json()["resourceType"] == "OperationOutcome"
+    """Each searchParam of every type, asked with :missing and sorted on, gives a searchset."""
+    failures = []
+    for entry in statement["rest"][0]["resource"]:
+        assert {"search-type"} <= {i["code"] for i in entry["interaction"]}
+        for param in entry["searchParam"]:
+            name = param["name"]
+            query = {name: "2020"} if name == "_lastUpdated" else {f"{name}:missing": "false"}
+            if name == "_id":
+                query = {"_id": "x"}
+            if param["type"] not in ("composite", "special"):
+                query["_sort"] = f"-{name}"
+            answer = await client.get(f"/{entry['type']}", params=query)
+            if answer.status_code != 200 or answer.json()["type"] != "searchset":
+                failures.append((entry["type"], name, answer.status_code))
+    assert failures == []
+
+
+def test_includes_are_advertised(statement: dict[str, Any]) -> None:
+    observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
+    assert "Observation:subject" in observation["searchInclude"]
+    patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
+    assert "Observation:subject" in patient["searchRevInclude"]
+    assert {p["name"] for p in patient["searchParam"]} >= {"name", "birthdate", "_id"}

@@ -6,7 +6,15 @@ import sqlite3
 
 from fhirserver.search.time import from_micros, to_micros
 
-__all__ = ["INDEX_TABLES", "SCHEMA", "VERSION_COLUMNS", "connect", "from_micros", "to_micros"]
+__all__ = [
+    "INDEX_TABLES",
+    "SCHEMA",
+    "VERSION_COLUMNS",
+    "connect",
+    "from_micros",
+    "table_of",
+    "to_micros",
+]
 
 # Index entries of current, non-deleted versions, one table per parameter type. `grp`
 # ties the components of one composite element together (NULL elsewhere).
@@ -18,6 +26,13 @@ INDEX_TABLES = {
     "reference": ("idx_reference", ("target_type", "target_id", "url")),
     "uri": ("idx_uri", ("value",)),
 }
+
+
+
+def table_of(kind: str) -> str:
+    """The index table of a parameter type; quantities live with numbers."""
+    return INDEX_TABLES["number" if kind == "quantity" else kind][0]
+
 
 SCHEMA = """
 -- Every version of every resource. It is also the change log: `seq` increases with

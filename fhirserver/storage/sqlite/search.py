@@ -33,7 +33,7 @@ from fhirserver.search.query import (
     UriPredicate,
 )
 from fhirserver.search.time import approximate_range, to_micros
-from fhirserver.storage.sqlite.schema import INDEX_TABLES, VERSION_COLUMNS
+from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, table_of
 
 # Beyond every stored string: the upper bound of a prefix range.
 _STRING_END = "\U0010ffff"
@@ -83,7 +83,7 @@ class Compiler:
                 f"AND {alias}.id = {id_sql} AND {test})"
             )
         if isinstance(p, MissingPredicate):
-            table = INDEX_TABLES[p.kind][0]
+            table = table_of(p.kind)
             alias = self.alias("m")
             exists = (
                 f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = {type_sql} "
@@ -264,7 +264,7 @@ class Compiler:
             return "r.id"
         if key.param == "_lastUpdated":
             return "v.last_updated"
-        table = INDEX_TABLES[key.kind][0]
+        table = table_of(key.kind)
         column = {
             "string": "norm",
             "token": "code",

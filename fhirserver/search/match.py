@@ -1,0 +1,323 @@
+"""Evaluate a SearchQuery against one resource in memory (R4 search.html).
+
+The same semantics as the SQLite compiler (`storage/sqlite/search.py`), over the index
+entries `extract.index_entries` gives the resource: a query is an AND of OR-lists of
+predicates (search.html#combining); each predicate asks whether some entry of its
+parameter matches (search.html#ptypes, #modifiers, #prefix), or, for `:not` and
+`:missing=true`, whether none does. Chains (search.html#chaining) need `resolve` to
+fetch a reference's target; `_has` (search.html#has) needs `referrers` to find the
+resources that point at this one. This is the oracle the backends are tested against,
+and what evaluates subscription criteria.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fhirserver.errors import FHIRError, NotSupported
+from fhirserver.search.extract import index_entries, normalize
+from fhirserver.search.query import (
+    ChainPredicate,
+    CompositePredicate,
+    DateEntry,
+    DatePredicate,
+    HasPredicate,
+    IdPredicate,
+    IndexEntry,
+    LastUpdatedPredicate,
+    MissingPredicate,
+    NumberEntry,
+    NumberPredicate,
+    Predicate,
+    ReferenceEntry,
+    ReferencePredicate,
+    SearchQuery,
+    StringEntry,
+    StringPredicate,
+    TokenEntry,
+    TokenPredicate,
+    UriEntry,
+    UriPredicate,
+)
+from fhirserver.search.time import approximate_range, date_range, to_micros
+
+Resource = dict[str, Any]
+# (target type, target id) -> the current target, or None when there is none.
+Resolve = Callable[[str, str], Resource | None]
+# (source type, reference parameter, target type, target id) -> the current resources of
+# the source type whose parameter refers to the target.
+Referrers = Callable[[str, str, str, str], list[Resource]]
+
+# --- One index entry against one predicate --------------------------------------------
+
+# The predicates that one index entry can meet on its own.
+RowPredicate = (
+    StringPredicate
+    | TokenPredicate
+    | DatePredicate
+    | NumberPredicate
+    | ReferencePredicate
+    | UriPredicate
+)
+
+
+def _string_matches(p: StringPredicate, entry: StringEntry) -> bool:
+    """search.html#string: starts with, or :exact / :contains, ignoring case and accents."""
+    if p.mode == "exact":
+        return entry.exact == p.value
+    if p.mode == "contains":
+        return normalize(p.value) in entry.normalized
+    return entry.normalized.startswith(normalize(p.value))
+
+
+def _token_matches(p: TokenPredicate, entry: TokenEntry) -> bool:
+    """search.html#token: `[code]`, `[system]|[code]`, `|[code]` (no system), `[system]|`."""
+    if p.code is not None and entry.code != p.code:
+        return False
+    if p.system == "":
+        return entry.system is None
+    return p.system is None or entry.system == p.system
+
+
+def _date_test(low: int, high: int, prefix: str, search_low: int, search_high: int) -> bool:
+    """Stored [low, high) against the search range [search_low, search_high), both in
+    microseconds (search.html#prefix): eq/ne compare containment, the others overlap."""
+    if prefix == "ap":
+        wide_low, wide_high = approximate_range(search_low, search_high)
+        return low < wide_high and high > wide_low
+    return _DATE_PREFIXES[prefix](low, high, search_low, search_high)
+
+
+_DATE_PREFIXES: dict[str, Callable[[int, int, int, int], bool]] = {
+    "eq": lambda low, high, lo, hi: low >= lo and high <= hi,
+    "ne": lambda low, high, lo, hi: not (low >= lo and high <= hi),
+    "gt": lambda low, high, lo, hi: high > hi,
+    "ge": lambda low, high, lo, hi: high > lo,
+    "lt": lambda low, high, lo, hi: low < lo,
+    "le": lambda low, high, lo, hi: low < hi,
+    "sa": lambda low, high, lo, hi: low >= hi,
+    "eb": lambda low, high, lo, hi: high <= lo,
+}
+
+
+def _micros_range(low: datetime, high: datetime) -> tuple[int, int]:
+    return to_micros(low), to_micros(high)
+
+
+def _date_matches(p: DatePredicate, entry: DateEntry) -> bool:
+    return _date_test(entry.low, entry.high, p.prefix, *_micros_range(p.low, p.high))
+
+
+def _in_precision(p: NumberPredicate, entry: NumberEntry) -> bool:
+    """search.html#number: the stored value lies within the range the search value's
+    precision implies ("100" is [99.5, 100.5))."""
+    return entry.low >= p.low and entry.high < p.high
+
+
+def _approximately(p: NumberPredicate, entry: NumberEntry) -> bool:
+    """`ap`: the stored range meets the value give or take 10% of it."""
+    margin = abs(p.value) * 0.1
+    return entry.low <= p.value + margin and entry.high >= p.value - margin
+
+
+_NUMBER_PREFIXES: dict[str, Callable[[NumberPredicate, NumberEntry], bool]] = {
+    "eq": _in_precision,
+    "ne": lambda p, e: not _in_precision(p, e),
+    "ap": _approximately,
+    "gt": lambda p, e: e.high > p.value,
+    "ge": lambda p, e: e.high >= p.value,
+    "lt": lambda p, e: e.low < p.value,
+    "le": lambda p, e: e.low <= p.value,
+    "sa": lambda p, e: e.low > p.value,
+    "eb": lambda p, e: e.high < p.value,
+}
+
+
+def _units_match(p: NumberPredicate, entry: NumberEntry) -> bool:
+    """search.html#quantity: `n|system|code` matches system and code; `n||code` the unit
+    code or its display."""
+    if p.system is not None and entry.system != p.system:
+        return False
+    if p.code is None:
+        return True
+    if p.system is not None:
+        return entry.code == p.code
+    return p.code in (entry.code, entry.unit)
+
+
+def _number_matches(p: NumberPredicate, entry: NumberEntry) -> bool:
+    return _NUMBER_PREFIXES[p.prefix](p, entry) and _units_match(p, entry)
+
+
+def _reference_matches(p: ReferencePredicate, entry: ReferenceEntry) -> bool:
+    """search.html#reference: each part the search gives (type, id, url) must agree."""
+    wanted = (
+        (p.url, entry.url),
+        (p.target_id, entry.target_id),
+        (p.target_type, entry.target_type),
+    )
+    return all(want is None or want == have for want, have in wanted)
+
+
+def _uri_matches(p: UriPredicate, entry: UriEntry) -> bool:
+    """search.html#uri: exact, or :below (a prefix of the stored uri) / :above (the
+    stored uri a prefix of the value)."""
+    if p.mode == "below":
+        return entry.value.startswith(p.value)
+    if p.mode == "above":
+        return p.value.startswith(entry.value)
+    return entry.value == p.value
+
+
+# Predicate type -> (the entry type it reads, the test of one such entry).
+_ROW_TESTS: dict[type[Any], tuple[type[Any], Callable[[Any, Any], bool]]] = {
+    StringPredicate: (StringEntry, _string_matches),
+    TokenPredicate: (TokenEntry, _token_matches),
+    DatePredicate: (DateEntry, _date_matches),
+    NumberPredicate: (NumberEntry, _number_matches),
+    ReferencePredicate: (ReferenceEntry, _reference_matches),
+    UriPredicate: (UriEntry, _uri_matches),
+}
+
+# A parameter type -> the entry type that holds its values (for :missing).
+_ENTRY_OF_KIND: dict[str, type[Any]] = {
+    "string": StringEntry,
+    "token": TokenEntry,
+    "date": DateEntry,
+    "number": NumberEntry,
+    "quantity": NumberEntry,
+    "reference": ReferenceEntry,
+    "uri": UriEntry,
+}
+
+
+def _row_matches(p: Predicate, entry: IndexEntry) -> bool:
+    """Whether one entry meets `p` (ignoring :not, which is about all the entries)."""
+    if not isinstance(p, RowPredicate):
+        raise TypeError(f"no index entry test for {p!r}")
+    entry_type, test = _ROW_TESTS[type(p)]
+    return isinstance(entry, entry_type) and entry.param == p.param and test(p, entry)
+
+
+def _composite_matches(p: CompositePredicate, entries: tuple[IndexEntry, ...]) -> bool:
+    """search.html#composite: one element (entry group) meets every component."""
+    first, *rest = p.components
+    groups = {entry.group for entry in entries if _row_matches(first, entry)}
+    if not rest:
+        return bool(groups)
+    return any(
+        group is not None
+        and all(any(e.group == group and _row_matches(c, e) for e in entries) for c in rest)
+        for group in groups
+    )
+
+
+def _last_updated(resource: Resource) -> tuple[int, int] | None:
+    """meta.lastUpdated as the instant it is, stored to the microsecond: [t, t + 1)."""
+    text = (resource.get("meta") or {}).get("lastUpdated")
+    if not isinstance(text, str):
+        return None
+    try:
+        low = to_micros(date_range(text)[0])
+    except FHIRError:
+        return None
+    return low, low + 1
+
+
+# --- A query against a resource -------------------------------------------------------
+
+
+@dataclass
+class _Matcher:
+    resolve: Resolve | None
+    referrers: Referrers | None
+    # id(resource) -> (resource, its entries): each resource is indexed once per call,
+    # and kept alive so that its id is not reused.
+    _entries: dict[int, tuple[Resource, tuple[IndexEntry, ...]]] = field(default_factory=dict)
+
+    def entries(self, resource: Resource) -> tuple[IndexEntry, ...]:
+        key = id(resource)
+        if key not in self._entries:
+            self._entries[key] = (resource, index_entries(resource))
+        return self._entries[key][1]
+
+    def predicate(self, p: Predicate, resource: Resource) -> bool:
+        if isinstance(p, IdPredicate):
+            return resource.get("id") in p.ids
+        if isinstance(p, LastUpdatedPredicate):
+            instant = _last_updated(resource)
+            return instant is not None and _date_test(
+                *instant, p.prefix, *_micros_range(p.low, p.high)
+            )
+        if isinstance(p, MissingPredicate):
+            kind = _ENTRY_OF_KIND[p.kind]
+            present = any(
+                isinstance(e, kind) and e.param == p.param for e in self.entries(resource)
+            )
+            return present != p.missing
+        if isinstance(p, ChainPredicate):
+            return any(self.predicate(p.inner, target) for target in self.targets(p, resource))
+        if isinstance(p, HasPredicate):
+            return any(self.predicate(p.inner, source) for source in self.sources(p, resource))
+        if isinstance(p, CompositePredicate):
+            return _composite_matches(p, self.entries(resource))
+        found = any(_row_matches(p, entry) for entry in self.entries(resource))
+        return not found if isinstance(p, TokenPredicate) and p.negate else found
+
+    def targets(self, p: ChainPredicate, resource: Resource) -> Iterable[Resource]:
+        """The existing targets, of the chain's types, of the reference parameter."""
+        assert self.resolve is not None
+        for entry in self.entries(resource):
+            if (
+                isinstance(entry, ReferenceEntry)
+                and entry.param == p.param
+                and entry.target_type in p.target_types
+                and entry.target_id is not None
+            ):
+                target = self.resolve(entry.target_type, entry.target_id)
+                if target is not None:
+                    yield target
+
+    def sources(self, p: HasPredicate, resource: Resource) -> list[Resource]:
+        assert self.referrers is not None
+        resource_type, resource_id = resource.get("resourceType"), resource.get("id")
+        if not isinstance(resource_type, str) or not isinstance(resource_id, str):
+            return []
+        return self.referrers(p.source_type, p.param, resource_type, resource_id)
+
+
+def _check_supported(
+    predicates: Iterable[Predicate], resolve: Resolve | None, referrers: Referrers | None
+) -> None:
+    """Refuse up front what cannot be evaluated, whatever the resource."""
+    for p in predicates:
+        if isinstance(p, ChainPredicate):
+            if resolve is None:
+                raise NotSupported(f"Chained search on {p.param!r} needs the referenced resources")
+            _check_supported((p.inner,), resolve, referrers)
+        elif isinstance(p, HasPredicate):
+            if referrers is None:
+                raise NotSupported(f"_has:{p.source_type}:{p.param} needs the referring resources")
+            _check_supported((p.inner,), resolve, referrers)
+
+
+def matches(
+    query: SearchQuery,
+    resource: Resource,
+    *,
+    resolve: Resolve | None = None,
+    referrers: Referrers | None = None,
+) -> bool:
+    """Whether `resource` is one of the matches of `query` (result parameters aside).
+
+    Raises NotSupported when the query chains without `resolve`, or has `_has` without
+    `referrers`.
+    """
+    _check_supported((p for clause in query.clauses for p in clause), resolve, referrers)
+    if resource.get("resourceType") not in query.resource_types:
+        return False
+    matcher = _Matcher(resolve, referrers)
+    return all(any(matcher.predicate(p, resource) for p in clause) for clause in query.clauses)
