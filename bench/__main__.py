@@ -1,9 +1,13 @@
-"""`python -m bench`: create and read throughput of fhirserver next to a bare baseline.
+"""`python -m bench`: REST throughput next to a bare baseline, then search latency.
 
-Both servers run at once as subprocesses on their own loopback ports (bench.servers),
+REST: both servers run at once as subprocesses on their own loopback ports (bench.servers),
 each with a fresh SQLite file; one after the other, each gets the same warm-up, then the
 same timed creates and reads (bench.measure, bench.load) of the same Patient
 (bench.patient). bench.report prints the figures.
+
+Search (bench.search_run): the Synthea sample loaded into a store (bench.synthea, cached
+between runs), six searches timed over HTTP next to hand-written SQL, and the plans of the
+SQL fhirserver compiles for them. BENCH_ONLY=rest or BENCH_ONLY=search runs one of the two.
 """
 
 from __future__ import annotations
@@ -15,19 +19,25 @@ import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from bench import servers
+from bench import search_run, servers, synthea
 from bench.load import LoadError
 from bench.measure import measure
 from bench.params import Params
 from bench.patient import PATIENT_JSON
 from bench.report import report
+from bench.search_bench import SearchError
+from bench.search_cases import FixtureError
 
 
-async def bench(params: Params) -> None:
+def _cancel_on_sigterm() -> None:
     # SIGTERM cancels the run like Ctrl-C does, so the servers are still stopped.
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+
+
+async def bench(params: Params) -> None:
+    _cancel_on_sigterm()
     print(
         f"bench: {params.creates} creates then {params.reads} reads of a "
         f"{len(PATIENT_JSON)}-byte Patient, {params.concurrency} concurrent clients, "
@@ -51,13 +61,28 @@ async def bench(params: Params) -> None:
     print("\n".join(report(ours_figures, baseline_figures)))
 
 
+async def search_bench(store: Path, params: Params) -> None:
+    _cancel_on_sigterm()
+    await search_run.run(store, params.search_requests)
+
+
 def main() -> None:
+    params = Params.from_env()
     try:
-        asyncio.run(bench(Params.from_env()))
-    except (servers.ServerStartError, LoadError) as error:
+        if params.runs("rest"):
+            asyncio.run(bench(params))
+        if params.runs("search"):
+            asyncio.run(search_bench(synthea.loaded_store(), params))
+    except (
+        servers.ServerStartError,
+        LoadError,
+        synthea.LoadFailed,
+        FixtureError,
+        SearchError,
+    ) as error:
         sys.exit(f"bench: {error}")
     except (KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit("bench: interrupted; both servers were stopped")
+        sys.exit("bench: interrupted; the servers were stopped")
 
 
 if __name__ == "__main__":

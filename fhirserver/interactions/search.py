@@ -25,6 +25,7 @@ async def search(
     default_count: int = 20,
     max_count: int = 1000,
     compartment: tuple[str, str] | None = None,
+    base_url: str = "",
 ) -> tuple[SearchQuery, SearchResult]:
     query = parse_search(
         resource_types_searched,
@@ -32,6 +33,7 @@ async def search(
         strict=strict,
         default_count=default_count,
         max_count=max_count,
+        base_url=base_url,
     )
     if compartment is not None:
         query = _in_compartment(query, *compartment)

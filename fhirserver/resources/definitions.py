@@ -75,4 +75,11 @@ def summary_elements(resource_type: str) -> frozenset[str]:
 def mandatory_elements(resource_type: str) -> frozenset[str]:
     """Top-level elements with a minimum cardinality of 1, per the R4 schema."""
     definition = r4_schema()["definitions"].get(resource_type, {})
-    return frozenset(definition.get("required", ())) - {"resourceType"}
+    required = set(definition.get("required", ())) - {"resourceType"}
+    # The schema leaves required primitives (Observation.status) out; the models know them.
+    model = r4b_model(resource_type)
+    if model is not None:
+        for name, info in model.model_fields.items():
+            if (info.json_schema_extra or {}).get("element_required"):
+                required.add(info.alias or name)
+    return frozenset(required)

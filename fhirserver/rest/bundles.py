@@ -67,6 +67,9 @@ def searchset_bundle(
     result: SearchResult,
 ) -> dict[str, Any]:
     """A searchset (search.html#return): matches, then includes, then what was ignored."""
+    # Links name only what the search used (search.html#return): not what it ignored.
+    unused = {name for name, _ in query.ignored}
+    params = [(k, v) for k, v in params if k not in unused]
     kept = [(k, v) for k, v in params if k != "_cursor"]
     link = f"{base_url}{path}"
     links = [{"relation": "self", "url": _with_query(link, params)}]
@@ -89,7 +92,10 @@ def searchset_bundle(
     entries += [_search_entry(base_url, v, "include", query) for v in result.included]
     if query.ignored:
         outcome = operation_outcome(
-            [Issue(f"Ignored {text}", "not-supported", "warning") for text in query.ignored]
+            [
+                Issue(f"Ignored {name}: {why}", "not-supported", "warning", name)
+                for name, why in query.ignored
+            ]
         )
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})
     if entries:

@@ -195,7 +195,8 @@ async def search_type(request: Request, resource_type: str) -> Response:
 async def search_system(request: Request) -> Response:
     params = await _search_params(request)
     types = system_types(params)
-    return await _search(request, types, [(k, v) for k, v in params if k != "_type"])
+    criteria = [(k, v) for k, v in params if k != "_type"]
+    return await _search(request, types, criteria, links=params)
 
 
 async def search_compartment(
@@ -223,7 +224,9 @@ async def _search(
     types: tuple[str, ...],
     params: list[tuple[str, str]],
     compartment: tuple[str, str] | None = None,
+    links: list[tuple[str, str]] | None = None,
 ) -> Response:
+    """`links`: the parameters to repeat in the Bundle's links, if not `params`."""
     fmt = response_format(request)
     settings = _settings(request)
     query, result = await search(
@@ -234,7 +237,8 @@ async def _search(
         default_count=settings.search_page_size,
         max_count=settings.max_page_size,
         compartment=compartment,
+        base_url=base_url(request),
     )
     path = request.url.path.removeprefix(settings.base_path).removesuffix("/_search").rstrip("/")
-    visible = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    visible = [(k, v) for k, v in links or params if k not in ("_format", "_pretty")]
     return fhir_response(searchset_bundle(base_url(request), path, visible, query, result), fmt)

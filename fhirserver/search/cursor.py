@@ -23,4 +23,7 @@ def decode_cursor(cursor: str) -> tuple[str, list[Any]]:
         raise BadRequest("Invalid paging cursor", expression="_cursor") from None
     if not isinstance(decoded, list) or not decoded or decoded[0] not in ("after", "before"):
         raise BadRequest("Invalid paging cursor", expression="_cursor")
-    return decoded[0], decoded[1:]
+    values = decoded[1:]
+    if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values):
+        raise BadRequest("Invalid paging cursor", expression="_cursor")
+    return decoded[0], values

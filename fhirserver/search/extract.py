@@ -47,7 +47,10 @@ def index_entries(resource: dict[str, Any]) -> tuple[IndexEntry, ...]:
         if param.type == "composite":
             entries.extend(_composite(resource_type, param, values))
         else:
+            family = (param.expression_for(resource_type) or "").endswith("name.family")
             for value in values:
+                if family and isinstance(value, str):
+                    value = {"family": value}
                 entries.extend(entries_for(param.type, param.code, value))
     return tuple(dict.fromkeys(entries))
 
@@ -96,6 +99,9 @@ def _strings(value: Any) -> Iterator[str]:
             for text in item if isinstance(item, list) else [item]:
                 if isinstance(text, str):
                     yield text
+                    if part == "family" and " " in text.strip():
+                        # Parts of a family name are searched one by one (search.html#string).
+                        yield from text.split()
 
 
 def _tokens(code: str, value: Any, group: int | None) -> Iterator[IndexEntry]:
@@ -116,8 +122,13 @@ def _tokens(code: str, value: Any, group: int | None) -> Iterator[IndexEntry]:
                 yield StringEntry(f"{code}:text", normalize(coding["display"]), coding["display"])
         if isinstance(value.get("text"), str):
             yield StringEntry(f"{code}:text", normalize(value["text"]), value["text"])
+        identifier_type = value.get("type") if "value" in value else None
+        if isinstance(identifier_type, dict) and isinstance(identifier_type.get("text"), str):
+            # :text also covers Identifier.type.text (search.html#modifiers).
+            text = identifier_type["text"]
+            yield StringEntry(f"{code}:text", normalize(text), text)
         # Identifier.type + value, for :of-type (search.html#modifiers).
-        for coding in (value.get("type") or {}).get("coding", []) if "value" in value else []:
+        for coding in (identifier_type or {}).get("coding", []):
             if isinstance(coding, dict) and "code" in coding:
                 of_type = f"{coding['code']}|{value['value']}"
                 yield TokenEntry(f"{code}:of-type", coding.get("system"), of_type, group)
@@ -181,8 +192,10 @@ def _numbers(code: str, value: Any, group: int | None) -> Iterator[IndexEntry]:
 
 def _references(code: str, value: Any, group: int | None) -> Iterator[IndexEntry]:
     if isinstance(value, str):
-        # canonical / uri: the version after | is not part of what is matched.
+        # A canonical: found by its url, and by url|version (search.html#versions).
         yield ReferenceEntry(code, None, None, value.split("|")[0], group)
+        if "|" in value:
+            yield ReferenceEntry(code, None, None, value, group)
         return
     if not isinstance(value, dict):
         return

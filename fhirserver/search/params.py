@@ -3,8 +3,9 @@
 Each parameter's FHIRPath expression is cut down to the parts about one resource type,
 rewritten where fhirpathpy cannot run it as written, and compiled once:
 - `(X as T)` and `X.as(T)` become `X.ofType(T)` (`as` over several items raises);
-- `X.where(resolve() is T)` becomes a test of the reference's type prefix, since
-  fhirpathpy has no `resolve()` and a search index must not fetch other resources.
+- `X.where(resolve() is T)` becomes a test of the reference's type (`T/id`, or an
+  absolute URL `.../T/id`), since fhirpathpy has no `resolve()` and an index must not
+  fetch other resources.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ class SearchParam:
 def rewrite(expression: str) -> str:
     expression = _AS_TYPE.sub(r"\1.ofType(\2)", expression)
     expression = _AS_FUNCTION.sub(r".ofType(\1)", expression)
-    return _RESOLVE_IS.sub(r".where(reference.startsWith('\1/'))", expression)
+    return _RESOLVE_IS.sub(
+        r".where(reference.startsWith('\1/') or reference.contains('/\1/'))", expression
+    )
 
 
 def _split_union(expression: str) -> list[str]:
@@ -95,8 +98,10 @@ def _split_union(expression: str) -> list[str]:
 
 
 _STEP = re.compile(
-    r"\.(?:(?P<name>[A-Za-z]+)|ofType\((?P<type>[A-Za-z]+)\)"
-    r"|where\(reference\.startsWith\('(?P<target>[A-Za-z]+)/'\)\))"
+    r"\.(?:ofType\((?P<type>[A-Za-z]+)\)"
+    r"|where\(reference\.startsWith\('(?P<target>[A-Za-z]+)/'\)"
+    r" or reference\.contains\('/(?P=target)/'\)\)"
+    r"|(?P<name>[A-Za-z]+)(?!\())"
 )
 Step = tuple[str, str]
 
@@ -191,11 +196,12 @@ def _step(items: list[tuple[str, Any]], kind: str, value: str) -> list[tuple[str
         suffix = value[0].upper() + value[1:]
         out = [(key, node) for key, node in items if key.endswith(suffix)]
     else:
-        out = [
-            (key, node)
-            for key, node in items
-            if isinstance(node, dict) and str(node.get("reference", "")).startswith(value + "/")
-        ]
+        for key, node in items:
+            reference = node.get("reference", "") if isinstance(node, dict) else ""
+            if isinstance(reference, str) and (
+                reference.startswith(value + "/") or f"/{value}/" in reference
+            ):
+                out.append((key, node))
     return out
 
 

@@ -40,6 +40,9 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # search.html: a server may refuse a query too costly to run; this bounds the SQL too.
 MAX_PREDICATES = 100
 MAX_CHAIN_DEPTH = 4
+# A bare id in a reference parameter with more target types than this is not also
+# looked for as absolute URLs on this server.
+MAX_URL_FORMS = 10
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
 SORTABLE = frozenset({"string", "token", "date", "number", "quantity", "reference", "uri"})
@@ -56,14 +59,18 @@ TOTAL_MODES = ("none", "estimate", "accurate")
 class _Builder:
     resource_types: tuple[str, ...]
     strict: bool
+    # This server's base URL: an absolute reference under it is a local one.
+    base_url: str = ""
     clauses: list[tuple[Predicate, ...]] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    # Why the parameter being parsed was dropped, if it was.
+    dropped: str | None = None
     values: int = 0
 
     def ignore(self, name: str, reason: str) -> None:
         if self.strict:
             raise NotSupported(f"Parameter {name!r}: {reason}", expression=name)
-        self.ignored.append(f"{name}: {reason}")
+        self.dropped = f"{name}: {reason}" if name else reason
 
 
 def parse_search(
@@ -73,8 +80,9 @@ def parse_search(
     strict: bool = False,
     default_count: int = DEFAULT_COUNT,
     max_count: int = MAX_COUNT,
+    base_url: str = "",
 ) -> SearchQuery:
-    builder = _Builder(resource_types, strict)
+    builder = _Builder(resource_types, strict, base_url.rstrip("/"))
     results: dict[str, list[str]] = {}
     for name, value in params:
         base = name.split(":")[0]
@@ -103,6 +111,8 @@ def _criterion(builder: _Builder, name: str, value: str) -> None:
     for alternative in split_or(value):
         predicate = _predicate(builder, builder.resource_types, name, alternative, 0)
         if predicate is None:
+            builder.ignored.append((name, builder.dropped or "not supported"))
+            builder.dropped = None
             return
         predicates.append(predicate)
     builder.values += len(predicates)
@@ -140,7 +150,9 @@ def _predicate(
         return _has(builder, types, name, value, depth)
     if "." in name:
         return _chain(builder, types, name, value, depth)
-    code, _, modifier = name.partition(":")
+    code, colon, modifier = name.partition(":")
+    if colon and not modifier:
+        raise BadRequest(f"Empty modifier in {name!r}", expression=name)
     if code == ID and not modifier:
         return IdPredicate((value,))
     if code == LAST_UPDATED and not modifier:
@@ -163,7 +175,7 @@ def _predicate(
         raise NotSupported(
             f"The :{modifier} modifier (value sets) is not supported", expression=name
         )
-    return _typed(param, param.type, code, modifier, value, name)
+    return _typed(param, param.type, code, modifier, value, name, builder.base_url)
 
 
 def _missing_param(param: SearchParam) -> tuple[str, str]:
@@ -175,7 +187,13 @@ def _missing_param(param: SearchParam) -> tuple[str, str]:
 
 
 def _typed(
-    param: SearchParam, kind: str, code: str, modifier: str, value: str, name: str
+    param: SearchParam,
+    kind: str,
+    code: str,
+    modifier: str,
+    value: str,
+    name: str,
+    base_url: str = "",
 ) -> Predicate:
     if kind == "string":
         modes = {"": "start", "exact": "exact", "contains": "contains"}
@@ -193,7 +211,7 @@ def _typed(
         _no_modifier(name, modifier, kind)
         return _number(code, kind, value, name)
     if kind == "reference":
-        return _reference(param, code, modifier, value, name)
+        return _reference(param, code, modifier, value, name, base_url)
     if kind == "uri":
         modes = {"": "exact", "below": "below", "above": "above"}
         if modifier not in modes:
@@ -236,16 +254,21 @@ def parse_token(value: str, name: str) -> tuple[str | None, str | None]:
     return system, code or None
 
 
-def _reference(param: SearchParam, code: str, modifier: str, value: str, name: str) -> Predicate:
+def _reference(
+    param: SearchParam, code: str, modifier: str, value: str, name: str, base_url: str
+) -> Predicate:
     if modifier == "identifier":
         system, token = parse_token(value, name)
         return TokenPredicate(f"{code}:identifier", system, token)
     if modifier and not is_resource_type(modifier):
         raise _bad_modifier(name, modifier, "reference")
     value = _unescape(value)
-    if value.startswith(("http://", "https://", "urn:")) and not modifier:
+    if base_url and value.startswith(base_url + "/"):
+        # An absolute URL on this server is the same as the relative reference.
+        value = value.removeprefix(base_url + "/")
+    elif value.startswith(("http://", "https://", "urn:")) and not modifier:
         # An absolute reference, or a canonical URL with an optional |version.
-        return ReferencePredicate(code, None, None, value.split("|")[0])
+        return ReferencePredicate(code, None, None, value)
     parts = value.split("/")
     if len(parts) == 4 and parts[2] == "_history":
         parts = parts[:2]
@@ -255,10 +278,22 @@ def _reference(param: SearchParam, code: str, modifier: str, value: str, name: s
             raise BadRequest(f"{value!r} is not a {modifier}", expression=name)
         if not is_resource_type(target_type):
             raise BadRequest(f"Unknown resource type in reference {value!r}", expression=name)
-        return ReferencePredicate(code, target_type, target_id)
+        return ReferencePredicate(
+            code, target_type, target_id, absolute=_on_server(base_url, [target_type], value)
+        )
     if len(parts) == 1:
-        return ReferencePredicate(code, modifier or None, value)
+        # A bare id: one of the parameter's target types, or the :Type modifier's.
+        types = [modifier] if modifier else list(param.targets)
+        only_type = types[0] if len(types) == 1 else None
+        absolute = _on_server(base_url, types, value) if len(types) <= MAX_URL_FORMS else ()
+        return ReferencePredicate(code, only_type, value, absolute=absolute)
     raise BadRequest(f"Invalid reference {value!r}", expression=name)
+
+
+def _on_server(base_url: str, types: list[str], value: str) -> tuple[str, ...]:
+    """`value` written as absolute URLs on this server, one per possible type."""
+    target_id = value.split("/")[-1]
+    return tuple(f"{base_url}/{t}/{target_id}" for t in types) if base_url else ()
 
 
 def _number(code: str, kind: str, value: str, name: str) -> NumberPredicate:

@@ -132,12 +132,17 @@ class NumberPredicate:
 
 @dataclass(frozen=True, slots=True)
 class ReferencePredicate:
-    """A reference to `target_type`/`target_id` (either may be None: any), or to `url`."""
+    """A reference to `target_type`/`target_id` (either may be None: any), or to `url`.
+
+    A stored reference equal to one of `absolute` also matches: the same local target
+    written as an absolute URL on this server (search.html#reference).
+    """
 
     param: str
     target_type: str | None
     target_id: str | None
     url: str | None = None
+    absolute: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +264,8 @@ class SearchQuery:
     elements: tuple[str, ...] = ()
     # Opaque keyset cursor of the page asked for, if not the first.
     cursor: str | None = None
-    # Parameters ignored under lenient handling, to report back.
-    ignored: tuple[str, ...] = field(default=())
+    # (parameter, why) for each one ignored under lenient handling, to report back.
+    ignored: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def resource_type(self) -> str:

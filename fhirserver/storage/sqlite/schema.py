@@ -28,13 +28,28 @@ INDEX_TABLES = {
 }
 
 
-
 def table_of(kind: str) -> str:
     """The index table of a parameter type; quantities live with numbers."""
     return INDEX_TABLES["number" if kind == "quantity" else kind][0]
 
 
 SCHEMA = """
+-- Index tables have one index by value (to find resources) and one by resource (to test
+-- or sort one resource), each covering the columns its lookups read: SQLite, which has
+-- no statistics before ANALYZE, then picks the right one for each use. Not the
+-- by-resource one of references: the by-target one must win for _has and _revinclude.
+DROP INDEX IF EXISTS idx_string_value;
+DROP INDEX IF EXISTS idx_token_value;
+DROP INDEX IF EXISTS idx_date_value;
+DROP INDEX IF EXISTS idx_number_value;
+DROP INDEX IF EXISTS idx_uri_value;
+DROP INDEX IF EXISTS idx_reference_target;
+DROP INDEX IF EXISTS idx_string_resource;
+DROP INDEX IF EXISTS idx_token_resource;
+DROP INDEX IF EXISTS idx_date_resource;
+DROP INDEX IF EXISTS idx_number_resource;
+DROP INDEX IF EXISTS idx_uri_resource;
+
 -- Every version of every resource. It is also the change log: `seq` increases with
 -- every write and is never reused (AUTOINCREMENT), so consumers can keep a cursor.
 CREATE TABLE IF NOT EXISTS versions (
@@ -62,36 +77,36 @@ CREATE TABLE IF NOT EXISTS idx_string (
     type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
     norm TEXT NOT NULL, exact TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (type, param, norm);
-CREATE INDEX IF NOT EXISTS idx_string_resource ON idx_string (type, id, param);
+CREATE INDEX IF NOT EXISTS idx_string_by_value ON idx_string (type, param, norm, id);
+CREATE INDEX IF NOT EXISTS idx_string_by_resource ON idx_string (type, id, param, norm);
 
 CREATE TABLE IF NOT EXISTS idx_token (
     type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
     system TEXT, code TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_token_value ON idx_token (type, param, code, system);
-CREATE INDEX IF NOT EXISTS idx_token_resource ON idx_token (type, id, param);
+CREATE INDEX IF NOT EXISTS idx_token_by_value ON idx_token (type, param, code, system, id);
+CREATE INDEX IF NOT EXISTS idx_token_by_resource ON idx_token (type, id, param, code, system);
 
 CREATE TABLE IF NOT EXISTS idx_date (
     type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
     low INTEGER NOT NULL, high INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS idx_date_value ON idx_date (type, param, low, high);
-CREATE INDEX IF NOT EXISTS idx_date_resource ON idx_date (type, id, param);
+CREATE INDEX IF NOT EXISTS idx_date_by_value ON idx_date (type, param, low, high, id);
+CREATE INDEX IF NOT EXISTS idx_date_by_resource ON idx_date (type, id, param, low, high);
 
 CREATE TABLE IF NOT EXISTS idx_number (
     type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
     low REAL NOT NULL, high REAL NOT NULL, system TEXT, code TEXT, unit TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (type, param, low, high);
-CREATE INDEX IF NOT EXISTS idx_number_resource ON idx_number (type, id, param);
+CREATE INDEX IF NOT EXISTS idx_number_by_value ON idx_number (type, param, low, high, id);
+CREATE INDEX IF NOT EXISTS idx_number_by_resource ON idx_number (type, id, param, low, high);
 
 CREATE TABLE IF NOT EXISTS idx_reference (
     type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
     target_type TEXT, target_id TEXT, url TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_reference_target
-    ON idx_reference (target_id, target_type, param, type);
+CREATE INDEX IF NOT EXISTS idx_reference_by_target
+    ON idx_reference (target_id, target_type, param, type, id);
 CREATE INDEX IF NOT EXISTS idx_reference_resource ON idx_reference (type, id, param);
 CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (url) WHERE url IS NOT NULL;
 
@@ -99,8 +114,8 @@ CREATE TABLE IF NOT EXISTS idx_uri (
     type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
     value TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (type, param, value);
-CREATE INDEX IF NOT EXISTS idx_uri_resource ON idx_uri (type, id, param);
+CREATE INDEX IF NOT EXISTS idx_uri_by_value ON idx_uri (type, param, value, id);
+CREATE INDEX IF NOT EXISTS idx_uri_by_resource ON idx_uri (type, id, param, value);
 """
 
 VERSION_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"

@@ -60,16 +60,33 @@ class Compiler:
     def where(self, query: SearchQuery) -> str:
         types = ", ".join(self.arg(t) for t in query.resource_types)
         conditions = [f"r.type IN ({types})", "v.body IS NOT NULL"]
+        driver = _driver(query)
         for clause in query.clauses:
+            if clause is driver:
+                # Start from the index: the ids with this value, not every resource.
+                conditions.append(f"r.id IN ({self._ids(clause[0], query.resource_type)})")
+                continue
             alternatives = [self.predicate(p, "r.type", "r.id", root=True) for p in clause]
             conditions.append("(" + " OR ".join(alternatives) + ")")
         return " AND ".join(conditions)
 
+    def _ids(self, p: Predicate, resource_type: str) -> str:
+        """The ids of `resource_type` resources with an index row matching `p`."""
+        if isinstance(p, ReferencePredicate) and p.absolute:
+            # Index lookups one by one, rather than one OR that no index serves whole.
+            forms = [ReferencePredicate(p.param, p.target_type, p.target_id)]
+            forms += [ReferencePredicate(p.param, None, None, url) for url in p.absolute]
+            return " UNION ".join(self._ids(form, resource_type) for form in forms)
+        table, alias, condition = self.row(p)
+        return (
+            f"SELECT {alias}.id FROM {table} {alias} WHERE "
+            f"{alias}.type = {self.arg(resource_type)} AND {condition}"
+        )
+
     def predicate(self, p: Predicate, type_sql: str, id_sql: str, root: bool = False) -> str:
         if isinstance(p, IdPredicate):
             ids = ", ".join(self.arg(i) for i in p.ids)
-            test = f"{id_sql} IN ({ids})"
-            return test if root else f"({test} AND {self._exists_current(type_sql, id_sql)})"
+            return f"{id_sql} IN ({ids})"
         if isinstance(p, LastUpdatedPredicate):
             # An instant, stored to the microsecond: the range [t, t + 1).
             column = "v.last_updated" if root else f"{self.alias('u')}v.last_updated"
@@ -94,10 +111,13 @@ class Compiler:
             alias = self.alias("c")
             targets = ", ".join(self.arg(t) for t in p.target_types)
             inner = self.predicate(p.inner, f"{alias}.target_type", f"{alias}.target_id")
+            # The target must exist now: a negated or :missing inner test alone would
+            # also hold for a deleted or dangling target.
+            exists = self._exists_current(f"{alias}.target_type", f"{alias}.target_id")
             return (
                 f"EXISTS (SELECT 1 FROM idx_reference {alias} WHERE {alias}.type = {type_sql} "
                 f"AND {alias}.id = {id_sql} AND {alias}.param = {self.arg(p.param)} "
-                f"AND {alias}.target_type IN ({targets}) AND {inner})"
+                f"AND {alias}.target_type IN ({targets}) AND {inner} AND {exists})"
             )
         if isinstance(p, HasPredicate):
             alias = self.alias("h")
@@ -192,14 +212,19 @@ class Compiler:
             return "idx_number", a, " AND ".join(conditions)
         if isinstance(p, ReferencePredicate):
             a = self.alias("f")
-            conditions = [f"{a}.param = {self.arg(p.param)}"]
+            local = []
             if p.url is not None:
-                conditions.append(f"{a}.url = {self.arg(p.url)}")
+                local.append(f"{a}.url = {self.arg(p.url)}")
             if p.target_id is not None:
-                conditions.append(f"{a}.target_id = {self.arg(p.target_id)}")
+                local.append(f"{a}.target_id = {self.arg(p.target_id)}")
             if p.target_type is not None:
-                conditions.append(f"{a}.target_type = {self.arg(p.target_type)}")
-            return "idx_reference", a, " AND ".join(conditions)
+                local.append(f"{a}.target_type = {self.arg(p.target_type)}")
+            target = " AND ".join(local) or "1 = 1"
+            if p.absolute:
+                # The same target written as an absolute URL on this server.
+                urls = ", ".join(self.arg(url) for url in p.absolute)
+                target = f"(({target}) OR {a}.url IN ({urls}))"
+            return "idx_reference", a, f"{a}.param = {self.arg(p.param)} AND {target}"
         if isinstance(p, UriPredicate):
             a = self.alias("u")
             param = f"{a}.param = {self.arg(p.param)}"
@@ -284,6 +309,28 @@ class Compiler:
             f"coalesce((SELECT {aggregate}({column}) FROM {table} k WHERE k.type = r.type "
             f"AND k.id = r.id AND k.param = {param}), {self.arg(missing)})"
         )
+
+
+def _driver(query: SearchQuery) -> tuple[Predicate, ...] | None:
+    """The clause to start a single-type search from: the one likeliest to have the
+    fewest index rows (a reference to one target, then an exact code, then a string or
+    uri). Without statistics SQLite cannot know; the others are tested per resource."""
+    if len(query.resource_types) != 1:
+        return None
+    ranked = []
+    for clause in query.clauses:
+        if len(clause) != 1:
+            continue
+        p = clause[0]
+        if isinstance(p, ReferencePredicate) and p.target_id is not None:
+            ranked.append((0, clause))
+        elif isinstance(p, TokenPredicate) and not p.negate and p.code is not None:
+            ranked.append((1, clause))
+        elif (isinstance(p, StringPredicate) and p.mode != "contains") or (
+            isinstance(p, UriPredicate) and p.mode == "exact"
+        ):
+            ranked.append((2, clause))
+    return min(ranked, key=lambda pair: pair[0])[1] if ranked else None
 
 
 @dataclass(frozen=True)

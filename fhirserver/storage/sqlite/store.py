@@ -116,6 +116,8 @@ class SqliteStore:
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
+        # Keeps planner statistics current (sqlite.org/lang_analyze.html#pragopt).
+        self._writer_pool.submit(lambda: self._writer.execute("PRAGMA optimize")).result()
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
         for connection in self._connections:
