@@ -32,8 +32,10 @@ _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "co
 
 def normalize(text: str) -> str:
     """What string search compares (search.html#string): case and accents folded."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+    # Decompose first: compatibility forms (U+210D, a double-struck H) become letters
+    # that case folding then knows.
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    return " ".join("".join(c for c in folded if not unicodedata.combining(c)).split())
 
 
 def index_entries(resource: dict[str, Any]) -> tuple[IndexEntry, ...]:

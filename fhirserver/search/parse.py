@@ -7,6 +7,7 @@ cannot be read (a date that is not a date, an unknown prefix) is always a 400.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
@@ -36,6 +37,7 @@ from fhirserver.search.query import (
 )
 from fhirserver.search.time import date_range
 
+_ESCAPE = re.compile(r"\\(.)")
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # search.html: a server may refuse a query too costly to run; this bounds the SQL too.
 MAX_PREDICATES = 100
@@ -126,10 +128,30 @@ def _criterion(builder: _Builder, name: str, value: str) -> None:
 
 
 def split_or(value: str) -> list[str]:
-    """Split on unescaped commas; `\\,` is a literal comma (search.html#escaping)."""
-    parts = [p.replace("\x00", ",") for p in value.replace("\\,", "\x00").split(",")]
+    """Split on unescaped commas (search.html#escaping); escapes stay for later."""
+    parts = split_escaped(value, ",")
     if any(p == "" for p in parts):
         raise BadRequest(f"Empty value in search value {value!r:.80}")
+    return parts
+
+
+def split_escaped(value: str, separator: str) -> list[str]:
+    """Split on `separator` where no backslash escapes it; `\\\\` is an escaped backslash.
+    The parts keep their escapes, which `_unescape` removes once a value is whole."""
+    parts, current, position = [], [], 0
+    while position < len(value):
+        char = value[position]
+        if char == "\\" and position + 1 < len(value):
+            current.append(value[position : position + 2])
+            position += 2
+            continue
+        if char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        position += 1
+    parts.append("".join(current))
     return parts
 
 
@@ -154,7 +176,7 @@ def _predicate(
     if colon and not modifier:
         raise BadRequest(f"Empty modifier in {name!r}", expression=name)
     if code == ID and not modifier:
-        return IdPredicate((value,))
+        return IdPredicate((_unescape(value),))
     if code == LAST_UPDATED and not modifier:
         prefix, text = _prefix(value, code)
         low, high = date_range(text, code)
@@ -216,7 +238,7 @@ def _typed(
         modes = {"": "exact", "below": "below", "above": "above"}
         if modifier not in modes:
             raise _bad_modifier(name, modifier, kind)
-        return UriPredicate(code, value, modes[modifier])
+        return UriPredicate(code, _unescape(value), modes[modifier])
     if kind == "composite":
         _no_modifier(name, modifier, kind)
         return _composite(param, value, name)
@@ -328,7 +350,7 @@ def _number(code: str, kind: str, value: str, name: str) -> NumberPredicate:
 
 
 def _composite(param: SearchParam, value: str, name: str) -> CompositePredicate:
-    values = value.split("$")
+    values = split_escaped(value, "$")
     if len(values) != len(param.components):
         raise BadRequest(
             f"{param.code} takes {len(param.components)} values joined by '$'", expression=name
@@ -396,12 +418,11 @@ def _prefix(value: str, name: str) -> tuple[str, str]:
 
 
 def _split_bars(value: str) -> list[str]:
-    parts = value.replace("\\|", "\x00").split("|")
-    return [p.replace("\x00", "|").replace("\\\\", "\\") for p in parts]
+    return [_unescape(part) for part in split_escaped(value, "|")]
 
 
 def _unescape(value: str) -> str:
-    return value.replace("\\$", "$").replace("\\|", "|").replace("\\\\", "\\")
+    return _ESCAPE.sub(r"\1", value)
 
 
 def _no_modifier(name: str, modifier: str, kind: str) -> None:
