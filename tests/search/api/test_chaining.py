@@ -8,76 +8,19 @@ from typing import Any
 import httpx
 import pytest
 
-Params = list[tuple[str, str]]
-
-
-# --- helpers ---------------------------------------------------------------------------
-
-
-async def create(client: httpx.AsyncClient, resource: dict[str, Any]) -> str:
-    answer = await client.post(f"/{resource['resourceType']}", json=resource)
-    assert answer.status_code == 201, answer.text
-    resource_id: str = answer.json()["id"]
-    return resource_id
-
-
-async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> str:
-    answer = await client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
-    assert answer.status_code in (200, 201), answer.text
-    return str(resource["id"])
-
-
-async def delete(client: httpx.AsyncClient, key: str) -> None:
-    assert (await client.delete(f"/{key}")).status_code == 204
-
-
-async def search(
-    client: httpx.AsyncClient, url: str, params: Params | None = None
-) -> dict[str, Any]:
-    # No params at all (not an empty list), or httpx drops the query of a paging link.
-    answer = await client.get(url, params=params or None)
-    assert answer.status_code == 200, answer.text
-    bundle: dict[str, Any] = answer.json()
-    assert bundle["type"] == "searchset"
-    return bundle
-
-
-def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
-    return sorted(
-        e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode
-    )
-
-
-def outcomes(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e for e in bundle.get("entry", []) if e["search"]["mode"] == "outcome"]
-
-
-async def matches(client: httpx.AsyncClient, url: str, params: Params) -> list[str]:
-    """The sorted ids of the matches; nothing may have been ignored."""
-    bundle = await search(client, url, params)
-    assert outcomes(bundle) == [], outcomes(bundle)
-    return ids(bundle)
-
-
-def ref(key: str) -> dict[str, str]:
-    return {"reference": key}
-
-
-def patient(family: str, **extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Patient", "name": [{"family": family}], **extra}
-
-
-def observation(code: str = "1234-5", **extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-        **extra,
-    }
-
-
-def encounter(**extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, **extra}
+from tests.search.api.search_helpers import (
+    create,
+    delete,
+    encounter,
+    fetch,
+    ids,
+    matches,
+    observation,
+    outcomes,
+    patient,
+    put,
+    ref,
+)
 
 
 def provenance(target: str, agent: str) -> dict[str, Any]:
@@ -250,7 +193,7 @@ async def test_chain_through_a_non_reference_is_ignored_or_refused(
     client: httpx.AsyncClient,
 ) -> None:
     await create(client, observation())
-    bundle = await search(client, "/Observation", [("code.name", "x")])
+    bundle = await fetch(client, "/Observation", [("code.name", "x")])
     assert len(outcomes(bundle)) == 1
     strict = await client.get(
         "/Observation", params={"code.name": "x"}, headers={"Prefer": "handling=strict"}
@@ -404,8 +347,8 @@ async def test_compartment_search_with_criteria(client: httpx.AsyncClient) -> No
 
 async def test_compartment_search_without_criteria(client: httpx.AsyncClient) -> None:
     made = await _compartment_data(client)
-    bundle = await search(client, "/Patient/123/Encounter", [])
-    assert ids(bundle) == sorted([made["visit"], made["visit2"]])
+    bundle = await fetch(client, "/Patient/123/Encounter", [])
+    assert sorted(ids(bundle)) == sorted([made["visit"], made["visit2"]])
     assert all(
         e["fullUrl"] == f"http://testserver/fhir/Encounter/{e['resource']['id']}"
         for e in bundle["entry"]
@@ -418,14 +361,14 @@ async def test_compartment_search_combines_with_result_parameters(
     client: httpx.AsyncClient,
 ) -> None:
     made = await _compartment_data(client)
-    bundle = await search(
+    bundle = await fetch(
         client,
         "/Patient/123/Observation",
         [("code", "glucose"), ("_include", "Observation:subject"), ("_count", "1")],
     )
     assert len(ids(bundle)) == 1
     next_url = next(item["url"] for item in bundle["link"] if item["relation"] == "next")
-    rest = await search(client, next_url)
+    rest = await fetch(client, next_url)
     assert sorted(ids(bundle) + ids(rest)) == sorted([made["glucose"], made["performed"]])
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, search_error, seed
+from tests.search.api.search_helpers import observation, search, search_error, seed, seeded
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -32,22 +32,14 @@ def mmhg(value: float) -> dict[str, Any]:
 
 
 def lab(oid: str, code: str, value: float) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "code": {"coding": [{"system": LOINC, "code": code}]},
-        "valueQuantity": mmol(value),
-    }
+    return observation(code, id=oid, valueQuantity=mmol(value))
 
 
 def blood_pressure(oid: str, systolic: float, diastolic: float) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
-        "component": [
+    return observation(
+        "85354-9",
+        id=oid,
+        component=[
             {
                 "code": {"coding": [{"system": LOINC, "code": SYSTOLIC}]},
                 "valueQuantity": mmhg(systolic),
@@ -57,7 +49,7 @@ def blood_pressure(oid: str, systolic: float, diastolic: float) -> dict[str, Any
                 "valueQuantity": mmhg(diastolic),
             },
         ],
-    }
+    )
 
 
 OBSERVATIONS = [
@@ -72,10 +64,7 @@ OBSERVATIONS = [
 ]
 
 
-@pytest.fixture
-async def observations(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, OBSERVATIONS)
-    return client
+observations = seeded(OBSERVATIONS)
 
 
 @pytest.mark.parametrize(
@@ -153,13 +142,8 @@ async def test_code_value_concept(client: httpx.AsyncClient) -> None:
     snomed = "http://snomed.info/sct"
 
     def coded(oid: str, code: str, value: str) -> dict[str, Any]:
-        return {
-            "resourceType": "Observation",
-            "id": oid,
-            "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": code}]},
-            "valueCodeableConcept": {"coding": [{"system": snomed, "code": value}]},
-        }
+        concept = {"coding": [{"system": snomed, "code": value}]}
+        return observation(code, id=oid, valueCodeableConcept=concept)
 
     await seed(
         client,

@@ -15,23 +15,25 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import ids, search, search_error, seed
-
-
-def patient(pid: str, birth_date: str | None) -> dict[str, Any]:
-    resource: dict[str, Any] = {"resourceType": "Patient", "id": pid}
-    if birth_date is not None:
-        resource["birthDate"] = birth_date
-    return resource
-
+from tests.search.api.search_helpers import (
+    ids,
+    observation,
+    patient,
+    search,
+    search_error,
+    searchset,
+    seed,
+    seeded,
+)
 
 BIRTHS = [
-    patient("y1990", "1990"),
-    patient("m1990-06", "1990-06"),
-    patient("d1990-06-15", "1990-06-15"),
-    patient("d1991-01-01", "1991-01-01"),
-    patient("unknown", None),
+    patient(id="y1990", birth="1990"),
+    patient(id="m1990-06", birth="1990-06"),
+    patient(id="d1990-06-15", birth="1990-06-15"),
+    patient(id="d1991-01-01", birth="1991-01-01"),
+    patient(id="unknown"),
 ]
+births = seeded(BIRTHS)
 
 
 @pytest.mark.parametrize(
@@ -54,20 +56,13 @@ BIRTHS = [
     ],
 )
 async def test_precision_of_search_value_against_date(
-    client: httpx.AsyncClient, value: str, expected: set[str]
+    births: httpx.AsyncClient, value: str, expected: set[str]
 ) -> None:
-    await seed(client, BIRTHS)
-    assert await search(client, "Patient", {"birthdate": value}) == expected
+    assert await search(births, "Patient", {"birthdate": value}) == expected
 
 
 def effective(oid: str, **value: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-        **value,
-    }
+    return observation("29463-7", id=oid, **value)
 
 
 # Observation.effective[x]: dateTime, instant, Period and Timing behind one `date`.
@@ -90,10 +85,7 @@ EFFECTIVE = [
 WITH_VALUE = {o["id"] for o in EFFECTIVE} - {"none"}
 
 
-@pytest.fixture
-async def observations(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, EFFECTIVE)
-    return client
+observations = seeded(EFFECTIVE)
 
 
 @pytest.mark.parametrize(
@@ -243,24 +235,15 @@ async def test_repeated_parameter_is_and(observations: httpx.AsyncClient) -> Non
     assert await search(observations, "Observation", disjoint) == set()
 
 
-async def test_date_parameter_on_a_plain_date_with_prefixes(client: httpx.AsyncClient) -> None:
-    await seed(client, BIRTHS)
-    assert await search(client, "Patient", {"birthdate": "lt1990-06-15"}) == {
-        "y1990",
-        "m1990-06",
-    }
-    assert await search(client, "Patient", {"birthdate": "gt1990-06-15"}) == {
-        "y1990",
-        "m1990-06",
-        "d1991-01-01",
-    }
-    assert await search(client, "Patient", {"birthdate": "sa1990"}) == {"d1991-01-01"}
-    assert await search(client, "Patient", {"birthdate": "eb1991"}) == {
-        "y1990",
-        "m1990-06",
-        "d1990-06-15",
-    }
-    assert await search(client, "Patient", {"birthdate": "ne1990"}) == {"d1991-01-01"}
+async def test_date_parameter_on_a_plain_date_with_prefixes(births: httpx.AsyncClient) -> None:
+    for value, expected in (
+        ("lt1990-06-15", {"y1990", "m1990-06"}),
+        ("gt1990-06-15", {"y1990", "m1990-06", "d1991-01-01"}),
+        ("sa1990", {"d1991-01-01"}),
+        ("eb1991", {"y1990", "m1990-06", "d1990-06-15"}),
+        ("ne1990", {"d1991-01-01"}),
+    ):
+        assert await search(births, "Patient", {"birthdate": value}) == expected, value
 
 
 @pytest.mark.parametrize(
@@ -293,8 +276,6 @@ async def test_percent_encoded_colons(observations: httpx.AsyncClient) -> None:
     """search.html#date: "Some user agents may escape the : characters in the URL, and
     servers SHALL handle this correctly"."""
     answer = await observations.get("/Observation?date=2021-03-10T10%3A30%3A00Z")
-    assert answer.status_code == 200, answer.text
-    assert ids(answer.json()) == {"dt", "instant"}
+    assert set(ids(searchset(answer))) == {"dt", "instant"}
     answer = await observations.get("/Observation?date=ge2021-03-10T23%3A30%3A00%2B02%3A00")
-    assert answer.status_code == 200, answer.text
-    assert ids(answer.json()) == WITH_VALUE - {"timing", "old", "dt", "instant"}
+    assert set(ids(searchset(answer))) == WITH_VALUE - {"timing", "old", "dt", "instant"}

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, search_error, seed
+from tests.search.api.search_helpers import observation as loinc_observation
+from tests.search.api.search_helpers import risk, search, search_error, seed, seeded
 
 PATIENTS = [
     {
@@ -41,10 +42,7 @@ PATIENTS = [
 ALL = {"full", "partial", "empty"}
 
 
-@pytest.fixture
-async def patients(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, PATIENTS)
-    return client
+patients = seeded(PATIENTS)
 
 
 @pytest.mark.parametrize(
@@ -74,13 +72,7 @@ async def test_missing_on_patient(
 
 
 def observation(oid: str, **value: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
-        **value,
-    }
+    return loinc_observation("2345-7", id=oid, **value)
 
 
 @pytest.mark.parametrize(
@@ -118,26 +110,9 @@ def observation(oid: str, **value: Any) -> dict[str, Any]:
             "RiskAssessment",
             "probability",
             [
-                {
-                    "resourceType": "RiskAssessment",
-                    "id": "with",
-                    "status": "final",
-                    "subject": {"reference": "Patient/p1"},
-                    "prediction": [{"probabilityDecimal": 0.3}],
-                },
-                {
-                    "resourceType": "RiskAssessment",
-                    "id": "qualitative",
-                    "status": "final",
-                    "subject": {"reference": "Patient/p1"},
-                    "prediction": [{"qualitativeRisk": {"text": "low"}}],
-                },
-                {
-                    "resourceType": "RiskAssessment",
-                    "id": "without",
-                    "status": "final",
-                    "subject": {"reference": "Patient/p1"},
-                },
+                risk("with", probabilityDecimal=0.3),
+                risk("qualitative", qualitativeRisk={"text": "low"}),
+                risk("without"),
             ],
             {"with"},
         ),

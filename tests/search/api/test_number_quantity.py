@@ -14,21 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, search_error, seed
+from tests.search.api.search_helpers import observation, risk, search, search_error, seed, seeded
 
 UCUM = "http://unitsofmeasure.org"
-
-
-def risk(rid: str, **prediction: Any) -> dict[str, Any]:
-    resource: dict[str, Any] = {
-        "resourceType": "RiskAssessment",
-        "id": rid,
-        "status": "final",
-        "subject": {"reference": "Patient/p1"},
-    }
-    if prediction:
-        resource["prediction"] = [prediction]
-    return resource
 
 
 RISKS = [
@@ -43,10 +31,7 @@ RISKS = [
 WITH_VALUE = {r["id"] for r in RISKS} - {"none"}
 
 
-@pytest.fixture
-async def risks(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, RISKS)
-    return client
+risks = seeded(RISKS)
 
 
 @pytest.mark.parametrize(
@@ -130,33 +115,20 @@ async def test_number_on_integers(client: httpx.AsyncClient) -> None:
         client,
         [sequence("s99", 99), sequence("s100", 100), sequence("s101", 101), sequence("s2", 5, 100)],
     )
-    assert await search(client, "MolecularSequence", {"variant-start": "100"}) == {"s100", "s2"}
-    assert await search(client, "MolecularSequence", {"variant-start": "100.0"}) == {
-        "s100",
-        "s2",
-    }
-    assert await search(client, "MolecularSequence", {"variant-start": "100.5"}) == set()
-    assert await search(client, "MolecularSequence", {"variant-start": "gt99"}) == {
-        "s100",
-        "s101",
-        "s2",
-    }
-    assert await search(client, "MolecularSequence", {"variant-start": "lt100"}) == {"s99", "s2"}
-    assert await search(client, "MolecularSequence", {"variant-start": "ne100"}) == {
-        "s99",
-        "s101",
-        "s2",
-    }
+    for value, expected in (
+        ("100", {"s100", "s2"}),
+        ("100.0", {"s100", "s2"}),
+        ("100.5", set()),
+        ("gt99", {"s100", "s101", "s2"}),
+        ("lt100", {"s99", "s2"}),
+        ("ne100", {"s99", "s101", "s2"}),
+    ):
+        got = await search(client, "MolecularSequence", {"variant-start": value})
+        assert got == expected, value
 
 
 def quantity(oid: str, value: float, **units: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
-        "valueQuantity": {"value": value, **units},
-    }
+    return observation("2345-7", id=oid, valueQuantity={"value": value, **units})
 
 
 QUANTITIES = [
@@ -166,20 +138,11 @@ QUANTITIES = [
     quantity("ucum-g", 5.4, unit="g", system=UCUM, code="g"),
     quantity("ucum-mg-7", 7.0, unit="mg", system=UCUM, code="mg"),
     quantity("ucum-mg-542", 5.42, unit="mg", system=UCUM, code="mg"),
-    {
-        "resourceType": "Observation",
-        "id": "string-value",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
-        "valueString": "5.4 mg",
-    },
+    observation("2345-7", id="string-value", valueString="5.4 mg"),
 ]
 
 
-@pytest.fixture
-async def quantities(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, QUANTITIES)
-    return client
+quantities = seeded(QUANTITIES)
 
 
 @pytest.mark.parametrize(

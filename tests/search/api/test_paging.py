@@ -14,43 +14,21 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.search.api.search_helpers import (
+    create,
+    fetch,
+    ids,
+    link,
+    patient,
+    resources_of,
+    risk,
+)
+
 Params = list[tuple[str, str]]
 PAGE = 7
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-async def create(client: httpx.AsyncClient, resource: dict[str, Any]) -> str:
-    answer = await client.post(f"/{resource['resourceType']}", json=resource)
-    assert answer.status_code == 201, answer.text
-    resource_id: str = answer.json()["id"]
-    return resource_id
-
-
-async def fetch(
-    client: httpx.AsyncClient, url: str, params: Params | None = None
-) -> dict[str, Any]:
-    # params=None, never []: httpx would drop the query of a paging link.
-    answer = await client.get(url, params=params or None)
-    assert answer.status_code == 200, answer.text
-    bundle: dict[str, Any] = answer.json()
-    assert bundle["type"] == "searchset"
-    return bundle
-
-
-def matches(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
-
-
-def page_ids(bundle: dict[str, Any]) -> list[str]:
-    return [resource["id"] for resource in matches(bundle)]
-
-
-def link(bundle: dict[str, Any], relation: str) -> str | None:
-    found = [item["url"] for item in bundle.get("link", []) if item["relation"] == relation]
-    assert len(found) <= 1
-    return found[0] if found else None
 
 
 async def walk(client: httpx.AsyncClient, url: str, params: Params) -> list[dict[str, Any]]:
@@ -60,13 +38,6 @@ async def walk(client: httpx.AsyncClient, url: str, params: Params) -> list[dict
         pages.append(await fetch(client, next_url))
         assert len(pages) < 1000, "paging does not end"
     return pages
-
-
-def patient(family: str, birth: str | None = None) -> dict[str, Any]:
-    resource: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": family}]}
-    if birth is not None:
-        resource["birthDate"] = birth
-    return resource
 
 
 def cursor(*values: Any) -> str:
@@ -82,8 +53,8 @@ async def test_walking_every_page_sees_each_resource_once_in_order(
     created = sorted([await create(client, patient(f"P{n}")) for n in range(60)])
     await create(client, {"resourceType": "Organization", "name": "not a patient"})
     pages = await walk(client, "/Patient", [("_count", str(PAGE))])
-    assert [len(page_ids(p)) for p in pages] == [7] * 8 + [4]
-    seen = [i for p in pages for i in page_ids(p)]
+    assert [len(ids(p)) for p in pages] == [7] * 8 + [4]
+    seen = [i for p in pages for i in ids(p)]
     # Without _sort the order is by id.
     assert seen == created
     assert link(pages[0], "previous") is None
@@ -98,34 +69,34 @@ async def test_previous_after_next_returns_the_same_page(client: httpx.AsyncClie
         previous_url = link(pages[number], "previous")
         assert previous_url is not None
         back = await fetch(client, previous_url)
-        assert page_ids(back) == page_ids(pages[number - 1]), number
+        assert ids(back) == ids(pages[number - 1]), number
         assert (link(back, "previous") is None) == (number == 1)
         # And forward again from the page reached backwards.
         forward_url = link(back, "next")
         assert forward_url is not None
-        assert page_ids(await fetch(client, forward_url)) == page_ids(pages[number])
+        assert ids(await fetch(client, forward_url)) == ids(pages[number])
     # Walking all the way back from the last page with `previous`.
     backwards = [pages[-1]]
     while (previous_url := link(backwards[-1], "previous")) is not None:
         backwards.append(await fetch(client, previous_url))
         assert len(backwards) <= len(pages)
-    assert [page_ids(p) for p in reversed(backwards)] == [page_ids(p) for p in pages]
-    assert [i for p in pages for i in page_ids(p)] == created
+    assert [ids(p) for p in reversed(backwards)] == [ids(p) for p in pages]
+    assert [i for p in pages for i in ids(p)] == created
 
 
 async def test_paging_with_a_descending_sort_key(client: httpx.AsyncClient) -> None:
     births: dict[str, str | None] = {}
     # 40 distinct dates, 15 sharing 5 dates (ties straddle page boundaries), 5 with none.
     for n in range(40):
-        births[await create(client, patient("D", f"{1950 + n}-03-01"))] = f"{1950 + n}-03-01"
+        births[await create(client, patient("D", birth=f"{1950 + n}-03-01"))] = f"{1950 + n}-03-01"
     for n in range(15):
         day = f"{1960 + n % 5}-03-01"
-        births[await create(client, patient("T", day))] = day
+        births[await create(client, patient("T", birth=day))] = day
     for _ in range(5):
         births[await create(client, patient("N"))] = None
 
     pages = await walk(client, "/Patient", [("_sort", "-birthdate"), ("_count", str(PAGE))])
-    seen = [i for p in pages for i in page_ids(p)]
+    seen = [i for p in pages for i in ids(p)]
     assert sorted(seen) == sorted(births)
     assert len(seen) == len(set(seen))
     # Exact order of the sort key; the order within a tie is the server's to choose.
@@ -136,22 +107,22 @@ async def test_paging_with_a_descending_sort_key(client: httpx.AsyncClient) -> N
     ]
     assert [set(group) for _, group in groupby(seen, key=births.__getitem__)] == expected_groups
     # The birthDate each page shows is the one sorted on.
-    assert [r.get("birthDate") for p in pages for r in matches(p)] == [births[i] for i in seen]
+    assert [r.get("birthDate") for p in pages for r in resources_of(p)] == [births[i] for i in seen]
 
     # Previous undoes next here too.
     for number in range(1, len(pages)):
         previous_url = link(pages[number], "previous")
         assert previous_url is not None
-        assert page_ids(await fetch(client, previous_url)) == page_ids(pages[number - 1])
+        assert ids(await fetch(client, previous_url)) == ids(pages[number - 1])
 
 
 async def test_paging_with_several_sort_keys(client: httpx.AsyncClient) -> None:
     rows = []
     for n in range(24):
         family, birth = f"F{n % 3}", f"{1980 + n % 4}-01-01"
-        rows.append((family, birth, await create(client, patient(family, birth))))
+        rows.append((family, birth, await create(client, patient(family, birth=birth))))
     pages = await walk(client, "/Patient", [("_sort", "family,-birthdate,_id"), ("_count", "5")])
-    seen = [i for p in pages for i in page_ids(p)]
+    seen = [i for p in pages for i in ids(p)]
     expected = [i for _, _, i in sorted(rows, key=lambda r: (r[0], -int(r[1][:4]), r[2]))]
     assert seen == expected
 
@@ -166,16 +137,9 @@ async def test_paging_string_and_number_keys_with_ties_and_missing_values(
     probabilities: dict[str, float | None] = {}
     for n in range(21):
         family = None if n % 7 == 0 else f"Fam{n % 4}"
-        resource = patient(family) if family else {"resourceType": "Patient"}
-        families[await create(client, resource)] = family
+        families[await create(client, patient(family))] = family
         probability = None if n % 5 == 0 else [0.1, 0.25, 0.5][n % 3]
-        assessment: dict[str, Any] = {
-            "resourceType": "RiskAssessment",
-            "status": "final",
-            "subject": {"reference": f"Patient/{subject}"},
-        }
-        if probability is not None:
-            assessment["prediction"] = [{"probabilityDecimal": probability}]
+        assessment = risk(subject=f"Patient/{subject}", probabilityDecimal=probability)
         probabilities[await create(client, assessment)] = probability
     families[subject] = "Risky"
     sign = "-" if descending else ""
@@ -184,7 +148,7 @@ async def test_paging_string_and_number_keys_with_ties_and_missing_values(
         ("/RiskAssessment", "probability", probabilities),
     ):
         pages = await walk(client, url, [("_sort", f"{sign}{key}"), ("_count", "2")])
-        seen = [i for p in pages for i in page_ids(p)]
+        seen = [i for p in pages for i in ids(p)]
         assert sorted(seen) == sorted(values), key
         assert len(seen) == len(set(seen)), key
         present = sorted((v for v in values.values() if v is not None), reverse=descending)
@@ -205,7 +169,7 @@ async def test_paging_a_system_search_keeps_its_types(client: httpx.AsyncClient)
             client, {"resourceType": "Encounter", "status": "planned", "class": {"code": "AMB"}}
         )
     pages = await walk(client, "/", [("_type", "Basic,Patient"), ("_count", "3")])
-    seen = [f"{r['resourceType']}/{r['id']}" for p in pages for r in matches(p)]
+    seen = [f"{r['resourceType']}/{r['id']}" for p in pages for r in resources_of(p)]
     assert sorted(seen) == sorted(wanted)
     assert len(seen) == len(set(seen))
 
@@ -261,12 +225,12 @@ class Writer:
 
 
 def check_walk(pages: list[dict[str, Any]], originals: list[str], writer: Writer) -> None:
-    seen = [i for p in pages for i in page_ids(p)]
+    seen = [i for p in pages for i in ids(p)]
     for number, page in enumerate(pages):
-        ids = page_ids(page)
-        assert len(ids) == len(set(ids)), f"page {number} repeats an entry"
-        assert all(r["resourceType"] == "Patient" for r in matches(page))
-        assert len(ids) <= PAGE
+        on_page = ids(page)
+        assert len(on_page) == len(set(on_page)), f"page {number} repeats an entry"
+        assert all(r["resourceType"] == "Patient" for r in resources_of(page))
+        assert len(on_page) <= PAGE
     counts = Counter(seen)
     assert [i for i, n in counts.items() if n > 1] == [], "seen twice"
     # Every resource that existed throughout the walk is seen exactly once.
@@ -274,13 +238,13 @@ def check_walk(pages: list[dict[str, Any]], originals: list[str], writer: Writer
     # Created during the walk: at most once (checked above), and a deleted one only on a
     # page fetched before its deletion.
     for number, page in enumerate(pages):
-        for resource_id in page_ids(page):
+        for resource_id in ids(page):
             if resource_id in writer.deleted:
                 assert number < writer.deleted[resource_id], resource_id
     assert set(seen) <= set(originals) | set(writer.created)
     # An original updated before it was reached is shown as updated.
     for number, page in enumerate(pages):
-        for resource in matches(page):
+        for resource in resources_of(page):
             fetched_after_update = writer.updated.get(resource["id"], len(pages)) < number + 1
             assert (resource["meta"]["versionId"] == "2") == fetched_after_update, resource["id"]
             assert (resource.get("active") is True) == fetched_after_update
@@ -291,7 +255,7 @@ async def test_walk_while_other_clients_write_between_pages(
     client: httpx.AsyncClient, sort: str | None
 ) -> None:
     originals = sorted(
-        [await create(client, patient(f"O{n}", f"{1940 + n}-01-01")) for n in range(60)]
+        [await create(client, patient(f"O{n}", birth=f"{1940 + n}-01-01")) for n in range(60)]
     )
     writer = Writer(client, originals)
     handoff: asyncio.Queue[int | None] = asyncio.Queue()
@@ -314,7 +278,7 @@ async def test_walk_while_other_clients_write_between_pages(
 
     async def other_client() -> None:
         while (fetched := await handoff.get()) is not None:
-            seen = [i for p in pages for i in page_ids(p)]
+            seen = [i for p in pages for i in ids(p)]
             await writer.write(fetched, seen)
             await done.put(None)
 
@@ -323,21 +287,21 @@ async def test_walk_while_other_clients_write_between_pages(
     check_walk(pages, originals, writer)
     # The walk did meet the writes: originals updated before they were reached, and
     # resources created during the walk.
-    versions = Counter(r["meta"]["versionId"] for p in pages for r in matches(p))
+    versions = Counter(r["meta"]["versionId"] for p in pages for r in resources_of(p))
     assert versions["2"] >= 8
-    assert {i for p in pages for i in page_ids(p)} & set(writer.created)
+    assert {i for p in pages for i in ids(p)} & set(writer.created)
     if sort is None:
         # By id, and the originals among them still in id order.
-        seen = [i for p in pages for i in page_ids(p)]
+        seen = [i for p in pages for i in ids(p)]
         assert seen == sorted(seen)
     else:
-        births = [r.get("birthDate") for p in pages for r in matches(p)]
+        births = [r.get("birthDate") for p in pages for r in resources_of(p)]
         # Descending, the ones without a birthDate (those created during the walk) last.
         assert births == sorted(births, key=lambda b: b or "", reverse=True)
     # Afterwards a fresh walk sees exactly what is left.
     final = await walk(client, "/Patient", [("_count", str(PAGE))])
     left = sorted(set(originals) | set(writer.created) - set(writer.deleted))
-    assert [i for p in final for i in page_ids(p)] == left
+    assert [i for p in final for i in ids(p)] == left
 
 
 async def test_walk_with_writes_running_concurrently(client: httpx.AsyncClient) -> None:
@@ -347,17 +311,17 @@ async def test_walk_with_writes_running_concurrently(client: httpx.AsyncClient) 
     params = [("_count", str(PAGE))]
     pages = [await fetch(client, "/Patient", params)]
     while (next_url := link(pages[-1], "next")) is not None:
-        seen = [i for p in pages for i in page_ids(p)]
+        seen = [i for p in pages for i in ids(p)]
         # Deleted / updated before this page: count it as fetched after them.
         page, _ = await asyncio.gather(fetch(client, next_url), writer.write(len(pages), seen))
         pages.append(page)
-    seen = [i for p in pages for i in page_ids(p)]
+    seen = [i for p in pages for i in ids(p)]
     assert len(seen) == len(set(seen))
     assert sorted(i for i in seen if i in set(originals)) == originals
     assert set(seen) <= set(originals) | set(writer.created)
     for number, page in enumerate(pages):
-        assert len(page_ids(page)) == len(set(page_ids(page)))
-        for resource_id in page_ids(page):
+        assert len(ids(page)) == len(set(ids(page)))
+        for resource_id in ids(page):
             if resource_id in writer.deleted:
                 # Deleted while this page was fetched at the latest.
                 assert number <= writer.deleted[resource_id], resource_id
@@ -393,7 +357,7 @@ async def test_tampered_cursor_is_400(client: httpx.AsyncClient, value: str) -> 
 
 async def test_truncated_and_foreign_cursors_are_400(client: httpx.AsyncClient) -> None:
     for n in range(3):
-        await create(client, patient(f"P{n}", "2000-01-01"))
+        await create(client, patient(f"P{n}", birth="2000-01-01"))
     first = await fetch(client, "/Patient", [("_count", "1")])
     next_url = link(first, "next")
     assert next_url is not None

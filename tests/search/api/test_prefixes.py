@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, search_error, seed
+from tests.search.api.search_helpers import observation as loinc_observation
+from tests.search.api.search_helpers import risk, search, search_error, seed, seeded
 
 UCUM = "http://unitsofmeasure.org"
-CODE = {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
 
 
 def observation(oid: str, **value: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": oid, "status": "final", "code": CODE, **value}
+    return loinc_observation("2345-7", id=oid, **value)
 
 
 # Against the search value 2020-06-15, the range [2020-06-15, 2020-06-16).
@@ -41,6 +41,7 @@ DATES = [
     observation("undated"),
 ]
 DATED = {o["id"] for o in DATES} - {"undated"}
+dates = seeded(DATES)
 
 DATE_EXPECTED = {
     "eq": {"same-day", "within"},
@@ -57,25 +58,13 @@ DATE_EXPECTED = {
 
 
 @pytest.mark.parametrize("prefix", list(DATE_EXPECTED))
-async def test_every_prefix_on_dates(client: httpx.AsyncClient, prefix: str) -> None:
-    await seed(client, DATES)
-    got = await search(client, "Observation", {"date": f"{prefix}2020-06-15"})
+async def test_every_prefix_on_dates(dates: httpx.AsyncClient, prefix: str) -> None:
+    got = await search(dates, "Observation", {"date": f"{prefix}2020-06-15"})
     assert got == DATE_EXPECTED[prefix]
 
 
-async def test_no_prefix_is_eq(client: httpx.AsyncClient) -> None:
-    await seed(client, DATES)
-    assert await search(client, "Observation", {"date": "2020-06-15"}) == DATE_EXPECTED["eq"]
-
-
-def risk(rid: str, **prediction: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "RiskAssessment",
-        "id": rid,
-        "status": "final",
-        "subject": {"reference": "Patient/p1"},
-        "prediction": [prediction],
-    }
+async def test_no_prefix_is_eq(dates: httpx.AsyncClient) -> None:
+    assert await search(dates, "Observation", {"date": "2020-06-15"}) == DATE_EXPECTED["eq"]
 
 
 # Against the search value 0.5: eq/ne use [0.45, 0.55), the others exactly 0.5.
@@ -87,6 +76,7 @@ NUMBERS = [
     risk("n090", probabilityDecimal=0.9),
     risk("range", probabilityRange={"low": {"value": 0.4}, "high": {"value": 0.6}}),
 ]
+numbers = seeded(NUMBERS)
 NUMBER_EXPECTED = {
     "eq": {"n050", "n052"},
     "ne": {"n020", "n058", "n090", "range"},
@@ -101,9 +91,8 @@ NUMBER_EXPECTED = {
 
 
 @pytest.mark.parametrize("prefix", list(NUMBER_EXPECTED))
-async def test_every_prefix_on_numbers(client: httpx.AsyncClient, prefix: str) -> None:
-    await seed(client, NUMBERS)
-    got = await search(client, "RiskAssessment", {"probability": f"{prefix}0.5"})
+async def test_every_prefix_on_numbers(numbers: httpx.AsyncClient, prefix: str) -> None:
+    got = await search(numbers, "RiskAssessment", {"probability": f"{prefix}0.5"})
     assert got == NUMBER_EXPECTED[prefix]
 
 
@@ -121,6 +110,7 @@ QUANTITIES = [
     quantity("q6.0", 6.0),
     quantity("q5.4-g", 5.4, "g"),
 ]
+quantities = seeded(QUANTITIES)
 QUANTITY_EXPECTED = {
     "eq": {"q5.4", "q5.42"},
     "ne": {"q5.0", "q6.0"},
@@ -135,9 +125,8 @@ QUANTITY_EXPECTED = {
 
 
 @pytest.mark.parametrize("prefix", list(QUANTITY_EXPECTED))
-async def test_every_prefix_on_quantities(client: httpx.AsyncClient, prefix: str) -> None:
-    await seed(client, QUANTITIES)
-    got = await search(client, "Observation", {"value-quantity": f"{prefix}5.4|{UCUM}|mg"})
+async def test_every_prefix_on_quantities(quantities: httpx.AsyncClient, prefix: str) -> None:
+    got = await search(quantities, "Observation", {"value-quantity": f"{prefix}5.4|{UCUM}|mg"})
     assert got == QUANTITY_EXPECTED[prefix]
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, search_error, seed
+from tests.search.api.search_helpers import build, search, search_error, seed, seeded
+from tests.search.api.search_helpers import observation as loinc_observation
 
 # The test client's base: http://testserver/fhir (tests/conftest.py).
 BASE = "http://testserver/fhir"
@@ -23,13 +24,7 @@ MRN = "http://acme.org/mrn"
 
 
 def observation(oid: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-        **extra,
-    }
+    return loinc_observation("29463-7", id=oid, **extra)
 
 
 OBSERVATIONS = [
@@ -56,10 +51,7 @@ OBSERVATIONS = [
 ]
 
 
-@pytest.fixture
-async def observations(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, OBSERVATIONS)
-    return client
+observations = seeded(OBSERVATIONS)
 
 
 @pytest.mark.parametrize(
@@ -210,14 +202,7 @@ DISCHARGE = "http://example.org/fhir/Questionnaire/discharge"
 
 
 def response(rid: str, questionnaire: str | None) -> dict[str, Any]:
-    resource: dict[str, Any] = {
-        "resourceType": "QuestionnaireResponse",
-        "id": rid,
-        "status": "completed",
-    }
-    if questionnaire is not None:
-        resource["questionnaire"] = questionnaire
-    return resource
+    return build("QuestionnaireResponse", id=rid, status="completed", questionnaire=questionnaire)
 
 
 RESPONSES = [
@@ -229,10 +214,7 @@ RESPONSES = [
 ]
 
 
-@pytest.fixture
-async def responses(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, RESPONSES)
-    return client
+responses = seeded(RESPONSES)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,24 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
+from tests.search.api.search_helpers import (
+    create,
+    delete,
+    encounter,
+    entries,
+    fetch,
+    ids,
+    link,
+    observation,
+    patient,
+    put,
+    ref,
+    resources_of,
+    risk,
+    searchset,
+    seed,
+)
+
 BASE = "http://testserver/fhir"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SUBSETTED = "SUBSETTED"
@@ -21,60 +39,15 @@ Params = list[tuple[str, str]]
 # --- helpers ---------------------------------------------------------------------------
 
 
-async def create(client: httpx.AsyncClient, resource: dict[str, Any]) -> str:
-    answer = await client.post(f"/{resource['resourceType']}", json=resource)
-    assert answer.status_code == 201, answer.text
-    resource_id: str = answer.json()["id"]
-    return resource_id
-
-
-async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> str:
-    answer = await client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
-    assert answer.status_code in (200, 201), answer.text
-    return str(resource["id"])
-
-
-async def delete(client: httpx.AsyncClient, key: str) -> None:
-    assert (await client.delete(f"/{key}")).status_code == 204
-
-
-async def search(
-    client: httpx.AsyncClient, url: str, params: Params | None = None, **kwargs: Any
-) -> dict[str, Any]:
-    answer = await client.get(url, params=params, **kwargs)
-    assert answer.status_code == 200, answer.text
-    bundle: dict[str, Any] = answer.json()
-    assert bundle["resourceType"] == "Bundle"
-    assert bundle["type"] == "searchset"
-    return bundle
-
-
 async def post_search(
     client: httpx.AsyncClient, url: str, body: Params, params: Params | None = None
 ) -> dict[str, Any]:
     answer = await client.post(url, params=params, content=urlencode(body), headers=FORM)
-    assert answer.status_code == 200, answer.text
-    bundle: dict[str, Any] = answer.json()
-    assert bundle["type"] == "searchset"
-    return bundle
-
-
-def entries(bundle: dict[str, Any], mode: str) -> list[dict[str, Any]]:
-    return [e for e in bundle.get("entry", []) if e["search"]["mode"] == mode]
-
-
-def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
-    return [e["resource"]["id"] for e in entries(bundle, mode)]
+    return searchset(answer)
 
 
 def keys(bundle: dict[str, Any], mode: str = "match") -> list[str]:
-    return [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in entries(bundle, mode)]
-
-
-def link(bundle: dict[str, Any], relation: str) -> str | None:
-    found = [item["url"] for item in bundle.get("link", []) if item["relation"] == relation]
-    assert len(found) <= 1, bundle["link"]
-    return found[0] if found else None
+    return [f"{r['resourceType']}/{r['id']}" for r in resources_of(bundle, mode)]
 
 
 def query_of(url: str) -> tuple[str, list[tuple[str, str]]]:
@@ -90,40 +63,19 @@ def tags(resource: dict[str, Any]) -> list[str]:
     return [tag.get("code", "") for tag in resource.get("meta", {}).get("tag", [])]
 
 
-def patient(
-    family: str | None = None,
-    *,
-    given: str | None = None,
-    gender: str | None = None,
-    birth: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    resource: dict[str, Any] = {"resourceType": "Patient", **extra}
-    if family is not None or given is not None:
-        name: dict[str, Any] = {}
-        if family is not None:
-            name["family"] = family
-        if given is not None:
-            name["given"] = [given]
-        resource["name"] = [name]
-    if gender is not None:
-        resource["gender"] = gender
-    if birth is not None:
-        resource["birthDate"] = birth
+async def sort_both_ways(
+    client: httpx.AsyncClient, url: str, key: str
+) -> tuple[list[str], list[str]]:
+    """The ids of the matches sorted on `key`, ascending, then descending (`-key`)."""
+    ascending = await fetch(client, url, [("_sort", key)])
+    descending = await fetch(client, url, [("_sort", f"-{key}")])
+    return ids(ascending), ids(descending)
+
+
+async def the_match(client: httpx.AsyncClient, url: str, params: Params) -> dict[str, Any]:
+    """The one resource the search matches."""
+    [resource] = resources_of(await fetch(client, url, params))
     return resource
-
-
-def observation(code: str = "1234-5", **extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-        **extra,
-    }
-
-
-def ref(key: str) -> dict[str, str]:
-    return {"reference": key}
 
 
 # --- _sort -----------------------------------------------------------------------------
@@ -134,10 +86,10 @@ async def test_sort_string_ascending_descending_missing_last(client: httpx.Async
     nameless = await create(client, patient(gender="male"))
     adams = await create(client, patient("Adams"))
     cole = await create(client, patient("Cole"))
-    ascending = await search(client, "/Patient", [("_sort", "family")])
-    assert ids(ascending) == [adams, baker, cole, nameless]
-    descending = await search(client, "/Patient", [("_sort", "-family")])
-    assert ids(descending) == [cole, baker, adams, nameless]
+    assert await sort_both_ways(client, "/Patient", "family") == (
+        [adams, baker, cole, nameless],
+        [cole, baker, adams, nameless],
+    )
 
 
 async def test_sort_date_ascending_descending_missing_last(client: httpx.AsyncClient) -> None:
@@ -145,10 +97,10 @@ async def test_sort_date_ascending_descending_missing_last(client: httpx.AsyncCl
     unknown = await create(client, patient("NoBirthDate"))
     oldest = await create(client, patient(birth="1970-01-01"))
     youngest = await create(client, patient(birth="2001-12-31"))
-    ascending = await search(client, "/Patient", [("_sort", "birthdate")])
-    assert ids(ascending) == [oldest, middle, youngest, unknown]
-    descending = await search(client, "/Patient", [("_sort", "-birthdate")])
-    assert ids(descending) == [youngest, middle, oldest, unknown]
+    assert await sort_both_ways(client, "/Patient", "birthdate") == (
+        [oldest, middle, youngest, unknown],
+        [youngest, middle, oldest, unknown],
+    )
 
 
 async def test_sort_token_ascending_descending_missing_last(client: httpx.AsyncClient) -> None:
@@ -156,40 +108,35 @@ async def test_sort_token_ascending_descending_missing_last(client: httpx.AsyncC
     female = await create(client, patient(gender="female"))
     unknown_gender = await create(client, patient("Ungendered"))
     male = await create(client, patient(gender="male"))
-    ascending = await search(client, "/Patient", [("_sort", "gender")])
-    assert ids(ascending) == [female, male, other, unknown_gender]
-    descending = await search(client, "/Patient", [("_sort", "-gender")])
-    assert ids(descending) == [other, male, female, unknown_gender]
+    assert await sort_both_ways(client, "/Patient", "gender") == (
+        [female, male, other, unknown_gender],
+        [other, male, female, unknown_gender],
+    )
 
 
 async def test_sort_number_ascending_descending_missing_last(client: httpx.AsyncClient) -> None:
     subject = await create(client, patient("Risky"))
 
     def assessment(probability: float | None) -> dict[str, Any]:
-        resource: dict[str, Any] = {
-            "resourceType": "RiskAssessment",
-            "status": "final",
-            "subject": ref(f"Patient/{subject}"),
-        }
-        if probability is not None:
-            resource["prediction"] = [{"probabilityDecimal": probability}]
-        return resource
+        return risk(subject=f"Patient/{subject}", probabilityDecimal=probability)
 
     half = await create(client, assessment(0.5))
     none = await create(client, assessment(None))
     small = await create(client, assessment(0.05))
     large = await create(client, assessment(0.9))
-    ascending = await search(client, "/RiskAssessment", [("_sort", "probability")])
-    assert ids(ascending) == [small, half, large, none]
-    descending = await search(client, "/RiskAssessment", [("_sort", "-probability")])
-    assert ids(descending) == [large, half, small, none]
+    assert await sort_both_ways(client, "/RiskAssessment", "probability") == (
+        [small, half, large, none],
+        [large, half, small, none],
+    )
 
 
 async def test_sort_by_id(client: httpx.AsyncClient) -> None:
     for resource_id in ("b-2", "c-3", "a-1"):
         await put(client, patient(id=resource_id))
-    assert ids(await search(client, "/Patient", [("_sort", "_id")])) == ["a-1", "b-2", "c-3"]
-    assert ids(await search(client, "/Patient", [("_sort", "-_id")])) == ["c-3", "b-2", "a-1"]
+    assert await sort_both_ways(client, "/Patient", "_id") == (
+        ["a-1", "b-2", "c-3"],
+        ["c-3", "b-2", "a-1"],
+    )
 
 
 async def test_sort_by_last_updated(client: httpx.AsyncClient) -> None:
@@ -198,10 +145,10 @@ async def test_sort_by_last_updated(client: httpx.AsyncClient) -> None:
     third = await create(client, patient("Third"))
     # An update makes the first the most recently changed.
     await put(client, patient("First again", id=first))
-    ascending = await search(client, "/Patient", [("_sort", "_lastUpdated")])
-    assert ids(ascending) == [second, third, first]
-    descending = await search(client, "/Patient", [("_sort", "-_lastUpdated")])
-    assert ids(descending) == [first, third, second]
+    assert await sort_both_ways(client, "/Patient", "_lastUpdated") == (
+        [second, third, first],
+        [first, third, second],
+    )
 
 
 async def test_sort_several_keys(client: httpx.AsyncClient) -> None:
@@ -211,9 +158,9 @@ async def test_sort_several_keys(client: httpx.AsyncClient) -> None:
     m_1985_brown = await create(client, patient("Brown", gender="male", birth="1985-06-15"))
     m_unborn = await create(client, patient("Able", gender="male"))
     m_1985_able = await create(client, patient("Able", gender="male", birth="1985-06-15"))
-    bundle = await search(client, "/Patient", [("_sort", "gender,-birthdate,family")])
+    bundle = await fetch(client, "/Patient", [("_sort", "gender,-birthdate,family")])
     assert ids(bundle) == [f_1990_adams, f_1990_young, f_1980, m_1985_able, m_1985_brown, m_unborn]
-    bundle = await search(client, "/Patient", [("_sort", "-gender,family,birthdate")])
+    bundle = await fetch(client, "/Patient", [("_sort", "-gender,family,birthdate")])
     assert ids(bundle) == [m_1985_able, m_unborn, m_1985_brown, f_1990_adams, f_1990_young, f_1980]
 
 
@@ -229,18 +176,18 @@ async def test_sort_by_unknown_parameter_is_refused(client: httpx.AsyncClient) -
 
 async def test_count_default_is_20(client: httpx.AsyncClient) -> None:
     created = sorted([await create(client, patient("Many")) for _ in range(25)])
-    first = await search(client, "/Patient")
+    first = await fetch(client, "/Patient")
     assert len(ids(first)) == 20
     next_url = link(first, "next")
     assert next_url is not None
-    second = await search(client, next_url)
+    second = await fetch(client, next_url)
     assert link(second, "next") is None
     assert sorted(ids(first) + ids(second)) == created
 
 
 async def test_count_smaller_page(client: httpx.AsyncClient) -> None:
     created = sorted([await create(client, patient("Few")) for _ in range(5)])
-    page = await search(client, "/Patient", [("_count", "3")])
+    page = await fetch(client, "/Patient", [("_count", "3")])
     assert ids(page) == created[:3]
     assert link(page, "next") is not None
 
@@ -248,9 +195,9 @@ async def test_count_smaller_page(client: httpx.AsyncClient) -> None:
 async def test_count_zero_returns_no_entries(client: httpx.AsyncClient) -> None:
     for _ in range(3):
         await create(client, patient("Zero"))
-    page = await search(client, "/Patient", [("_count", "0")])
+    page = await fetch(client, "/Patient", [("_count", "0")])
     assert "entry" not in page
-    counted = await search(client, "/Patient", [("_count", "0"), ("_total", "accurate")])
+    counted = await fetch(client, "/Patient", [("_count", "0"), ("_total", "accurate")])
     assert "entry" not in counted
     assert counted["total"] == 3
 
@@ -262,11 +209,11 @@ async def test_count_above_the_maximum_is_capped_at_1000(client: httpx.AsyncClie
             for _ in range(1001)
         ]
     )
-    page = await search(client, "/Basic", [("_count", "5000")])
+    page = await fetch(client, "/Basic", [("_count", "5000")])
     assert ids(page) == created[:1000]
     next_url = link(page, "next")
     assert next_url is not None
-    rest = await search(client, next_url)
+    rest = await fetch(client, next_url)
     assert ids(rest) == created[1000:]
     assert link(rest, "next") is None
 
@@ -290,16 +237,16 @@ async def test_include_type_param_and_target(client: httpx.AsyncClient) -> None:
     also_person = await create(client, observation(subject=ref(f"Patient/{person}")))
     about_nobody = await create(client, observation())
 
-    bundle = await search(client, "/Observation", [("_include", "Observation:subject")])
+    bundle = await fetch(client, "/Observation", [("_include", "Observation:subject")])
     assert sorted(ids(bundle)) == sorted([about_person, about_group, also_person, about_nobody])
     # The patient two matches refer to is included once.
     assert sorted(keys(bundle, "include")) == sorted([f"Patient/{person}", f"Group/{group}"])
 
-    typed = await search(client, "/Observation", [("_include", "Observation:subject:Patient")])
+    typed = await fetch(client, "/Observation", [("_include", "Observation:subject:Patient")])
     assert sorted(ids(typed)) == sorted([about_person, about_group, also_person, about_nobody])
     assert keys(typed, "include") == [f"Patient/{person}"]
 
-    only_group = await search(
+    only_group = await fetch(
         client, "/Observation", [("_id", about_group), ("_include", "Observation:subject:Patient")]
     )
     assert ids(only_group) == [about_group]
@@ -309,7 +256,7 @@ async def test_include_type_param_and_target(client: httpx.AsyncClient) -> None:
 async def test_include_entries_are_marked_and_have_full_urls(client: httpx.AsyncClient) -> None:
     person = await create(client, patient("Marked"))
     obs = await create(client, observation(subject=ref(f"Patient/{person}")))
-    bundle = await search(client, "/Observation", [("_include", "Observation:subject")])
+    bundle = await fetch(client, "/Observation", [("_include", "Observation:subject")])
     assert [(e["fullUrl"], e["search"]["mode"]) for e in bundle["entry"]] == [
         (f"{BASE}/Observation/{obs}", "match"),
         (f"{BASE}/Patient/{person}", "include"),
@@ -320,15 +267,7 @@ async def test_include_entries_are_marked_and_have_full_urls(client: httpx.Async
 async def test_include_wildcard(client: httpx.AsyncClient) -> None:
     person = await create(client, patient("Wild"))
     doctor = await create(client, {"resourceType": "Practitioner"})
-    visit = await create(
-        client,
-        {
-            "resourceType": "Encounter",
-            "status": "finished",
-            "class": {"code": "AMB"},
-            "subject": ref(f"Patient/{person}"),
-        },
-    )
+    visit = await create(client, encounter(subject=ref(f"Patient/{person}")))
     obs = await create(
         client,
         observation(
@@ -340,24 +279,16 @@ async def test_include_wildcard(client: httpx.AsyncClient) -> None:
     await create(client, observation(code="other"))
     expected = sorted([f"Patient/{person}", f"Practitioner/{doctor}", f"Encounter/{visit}"])
     for value in ("*", "Observation:*"):
-        bundle = await search(client, "/Observation", [("_id", obs), ("_include", value)])
+        bundle = await fetch(client, "/Observation", [("_id", obs), ("_include", value)])
         assert ids(bundle) == [obs]
         assert sorted(keys(bundle, "include")) == expected, value
 
 
 async def test_include_iterate_follows_included_resources(client: httpx.AsyncClient) -> None:
     person = await create(client, patient("Iterated"))
-    visit = await create(
-        client,
-        {
-            "resourceType": "Encounter",
-            "status": "finished",
-            "class": {"code": "AMB"},
-            "subject": ref(f"Patient/{person}"),
-        },
-    )
+    visit = await create(client, encounter(subject=ref(f"Patient/{person}")))
     obs = await create(client, observation(encounter=ref(f"Encounter/{visit}")))
-    iterated = await search(
+    iterated = await fetch(
         client,
         "/Observation",
         [("_include", "Observation:encounter"), ("_include:iterate", "Encounter:subject")],
@@ -365,7 +296,7 @@ async def test_include_iterate_follows_included_resources(client: httpx.AsyncCli
     assert ids(iterated) == [obs]
     assert sorted(keys(iterated, "include")) == sorted([f"Encounter/{visit}", f"Patient/{person}"])
     # Without :iterate an include applies to the matches only, none of which is an Encounter.
-    flat = await search(
+    flat = await fetch(
         client,
         "/Observation",
         [("_include", "Observation:encounter"), ("_include", "Encounter:subject")],
@@ -400,7 +331,7 @@ async def test_include_iterate_medication_request(client: httpx.AsyncClient) -> 
             "subject": ref(f"Patient/{person}"),
         },
     )
-    bundle = await search(
+    bundle = await fetch(
         client,
         "/MedicationRequest",
         [
@@ -412,7 +343,7 @@ async def test_include_iterate_medication_request(client: httpx.AsyncClient) -> 
     assert sorted(keys(bundle, "include")) == sorted(
         [f"Medication/{drug}", f"Organization/{maker}"]
     )
-    no_iterate = await search(
+    no_iterate = await fetch(
         client, "/MedicationRequest", [("_include", "MedicationRequest:medication")]
     )
     assert keys(no_iterate, "include") == [f"Medication/{drug}"]
@@ -426,12 +357,12 @@ async def test_include_iterate_within_one_type(client: httpx.AsyncClient) -> Non
     await put(
         client, patient("First", id="p1", link=[{"other": ref("Patient/p2"), "type": "seealso"}])
     )
-    iterated = await search(
+    iterated = await fetch(
         client, "/Patient", [("_id", "p1"), ("_include:iterate", "Patient:link")]
     )
     assert ids(iterated) == ["p1"]
     assert ids(iterated, "include") == ["p2", "p3"]
-    once = await search(client, "/Patient", [("_id", "p1"), ("_include", "Patient:link")])
+    once = await fetch(client, "/Patient", [("_id", "p1"), ("_include", "Patient:link")])
     assert ids(once, "include") == ["p2"]
 
 
@@ -445,7 +376,7 @@ async def test_revinclude(client: httpx.AsyncClient) -> None:
     await delete(client, f"Observation/{gone}")
     await create(client, {"resourceType": "Basic", "code": {"text": "x"}})
 
-    bundle = await search(
+    bundle = await fetch(
         client, "/Patient", [("_id", alice), ("_revinclude", "Observation:subject")]
     )
     assert ids(bundle) == [alice]
@@ -467,7 +398,7 @@ async def test_revinclude_iterate(client: httpx.AsyncClient) -> None:
             "agent": [{"who": {"display": "someone"}}],
         },
     )
-    bundle = await search(
+    bundle = await fetch(
         client,
         "/Patient",
         [
@@ -488,11 +419,11 @@ async def test_no_duplicates_between_matches_and_includes(client: httpx.AsyncCli
         client,
         patient("Linking", link=[{"other": ref(f"Patient/{second}"), "type": "seealso"}]),
     )
-    both = await search(client, "/Patient", [("_include", "Patient:link")])
+    both = await fetch(client, "/Patient", [("_include", "Patient:link")])
     assert sorted(ids(both)) == sorted([first, second])
     assert keys(both, "include") == []
     assert len(both["entry"]) == 2
-    one = await search(client, "/Patient", [("_id", first), ("_include", "Patient:link")])
+    one = await fetch(client, "/Patient", [("_id", first), ("_include", "Patient:link")])
     assert ids(one) == [first]
     assert keys(one, "include") == [f"Patient/{second}"]
     # Referred to twice (subject and performer) by two matches: included once.
@@ -501,7 +432,7 @@ async def test_no_duplicates_between_matches_and_includes(client: httpx.AsyncCli
         observation(subject=ref(f"Patient/{first}"), performer=[ref(f"Patient/{first}")]),
     )
     await create(client, observation(subject=ref(f"Patient/{first}")))
-    observations = await search(client, "/Observation", [("_include", "*")])
+    observations = await fetch(client, "/Observation", [("_include", "*")])
     assert len(ids(observations)) == 2
     assert keys(observations, "include") == [f"Patient/{first}"]
 
@@ -510,7 +441,7 @@ async def test_include_skips_deleted_targets(client: httpx.AsyncClient) -> None:
     person = await create(client, patient("Deleted"))
     obs = await create(client, observation(subject=ref(f"Patient/{person}")))
     await delete(client, f"Patient/{person}")
-    bundle = await search(client, "/Observation", [("_include", "Observation:subject")])
+    bundle = await fetch(client, "/Observation", [("_include", "Observation:subject")])
     assert ids(bundle) == [obs]
     assert keys(bundle, "include") == []
 
@@ -548,43 +479,16 @@ async def test_summary_modes(client: httpx.AsyncClient) -> None:
     await create(client, patient("Other"))
     criteria = [("family", "Summary")]
 
-    summary = await search(client, "/Patient", [*criteria, ("_summary", "true")])
-    [resource] = [e["resource"] for e in entries(summary, "match")]
-    assert resource["id"] == pid
-    assert set(resource) == {"resourceType", "id", "meta", "name", "gender"}
-    assert SUBSETTED in tags(resource)
-
-    text = await search(client, "/Patient", [*criteria, ("_summary", "text")])
-    [resource] = [e["resource"] for e in entries(text, "match")]
-    assert set(resource) == {"resourceType", "id", "meta", "text"}
-    assert SUBSETTED in tags(resource)
-
-    data = await search(client, "/Patient", [*criteria, ("_summary", "data")])
-    [resource] = [e["resource"] for e in entries(data, "match")]
-    assert set(resource) == {
-        "resourceType",
-        "id",
-        "meta",
-        "name",
-        "gender",
-        "maritalStatus",
-        "contact",
-    }
-    assert SUBSETTED in tags(resource)
-
-    full = await search(client, "/Patient", [*criteria, ("_summary", "false")])
-    [resource] = [e["resource"] for e in entries(full, "match")]
-    assert set(resource) == {
-        "resourceType",
-        "id",
-        "meta",
-        "text",
-        "name",
-        "gender",
-        "maritalStatus",
-        "contact",
-    }
-    assert SUBSETTED not in tags(resource)
+    for mode, elements, subsetted in (
+        ("true", {"name", "gender"}, True),
+        ("text", {"text"}, True),
+        ("data", {"name", "gender", "maritalStatus", "contact"}, True),
+        ("false", {"text", "name", "gender", "maritalStatus", "contact"}, False),
+    ):
+        resource = await the_match(client, "/Patient", [*criteria, ("_summary", mode)])
+        assert resource["id"] == pid, mode
+        assert set(resource) == {"resourceType", "id", "meta", *elements}, mode
+        assert (SUBSETTED in tags(resource)) is subsetted, mode
 
 
 async def test_summary_count_returns_total_and_no_entries(client: httpx.AsyncClient) -> None:
@@ -592,7 +496,7 @@ async def test_summary_count_returns_total_and_no_entries(client: httpx.AsyncCli
     await create(client, patient("Counted"))
     await create(client, patient("Uncounted"))
     await create(client, observation(subject=ref(f"Patient/{person}")))
-    bundle = await search(
+    bundle = await fetch(
         client,
         "/Patient",
         [("family", "Counted"), ("_summary", "count"), ("_revinclude", "Observation:subject")],
@@ -606,8 +510,7 @@ async def test_summary_text_keeps_mandatory_elements(client: httpx.AsyncClient) 
     """search.html#summary: `text` is the text, id, meta and top-level mandatory elements:
     Observation.status (1..1) and Observation.code (1..1)."""
     obs = await create(client, observation(text=NARRATIVE, issued="2020-01-01T00:00:00Z"))
-    bundle = await search(client, "/Observation", [("_summary", "text")])
-    [resource] = [e["resource"] for e in entries(bundle, "match")]
+    resource = await the_match(client, "/Observation", [("_summary", "text")])
     assert resource["id"] == obs
     assert set(resource) == {"resourceType", "id", "meta", "text", "status", "code"}
     assert SUBSETTED in tags(resource)
@@ -619,8 +522,7 @@ async def test_invalid_summary_is_refused(client: httpx.AsyncClient) -> None:
 
 async def test_elements_subsets_and_tags(client: httpx.AsyncClient) -> None:
     pid = await create(client, _full_patient())
-    bundle = await search(client, "/Patient", [("_elements", "name,maritalStatus")])
-    [resource] = [e["resource"] for e in entries(bundle, "match")]
+    resource = await the_match(client, "/Patient", [("_elements", "name,maritalStatus")])
     assert resource["id"] == pid
     assert set(resource) == {"resourceType", "id", "meta", "name", "maritalStatus"}
     assert resource["name"] == [{"family": "Summary"}]
@@ -634,8 +536,7 @@ async def test_elements_keeps_mandatory_elements(client: httpx.AsyncClient) -> N
     await create(
         client, observation(subject=ref(f"Patient/{person}"), issued="2020-01-01T00:00:00Z")
     )
-    bundle = await search(client, "/Observation", [("_elements", "subject")])
-    [resource] = [e["resource"] for e in entries(bundle, "match")]
+    resource = await the_match(client, "/Observation", [("_elements", "subject")])
     assert set(resource) == {"resourceType", "id", "meta", "subject", "status", "code"}
     assert SUBSETTED in tags(resource)
 
@@ -650,21 +551,21 @@ async def test_total_modes(client: httpx.AsyncClient) -> None:
     await create(client, observation(subject=ref(f"Patient/{person}")))
     criteria = [("family", "Totalled"), ("_count", "2")]
 
-    accurate = await search(client, "/Patient", [*criteria, ("_total", "accurate")])
+    accurate = await fetch(client, "/Patient", [*criteria, ("_total", "accurate")])
     assert accurate["total"] == 5
     assert len(ids(accurate)) == 2
     # Every page gives the total of the whole search.
     next_url = link(accurate, "next")
     assert next_url is not None
-    assert (await search(client, next_url))["total"] == 5
+    assert (await fetch(client, next_url))["total"] == 5
     # With 5 matches any estimate worth the name is exact.
-    estimate = await search(client, "/Patient", [*criteria, ("_total", "estimate")])
+    estimate = await fetch(client, "/Patient", [*criteria, ("_total", "estimate")])
     assert estimate["total"] == 5
     # `none`: no need to count; a total given anyway must still be right.
-    none = await search(client, "/Patient", [*criteria, ("_total", "none")])
+    none = await fetch(client, "/Patient", [*criteria, ("_total", "none")])
     assert none.get("total") in (None, 5)
     # The total counts matches, never included resources.
-    with_includes = await search(
+    with_includes = await fetch(
         client,
         "/Patient",
         [("family", "Totalled"), ("_total", "accurate"), ("_revinclude", "Observation:subject")],
@@ -685,7 +586,7 @@ async def test_searchset_bundle_shape_and_links(client: httpx.AsyncClient) -> No
     created = sorted([await create(client, patient("Shape")) for _ in range(5)])
     await create(client, patient("Other"))
 
-    first = await search(client, "/Patient", [("family", "Shape"), ("_count", "2")])
+    first = await fetch(client, "/Patient", [("family", "Shape"), ("_count", "2")])
     assert first["type"] == "searchset"
     assert [
         (e["fullUrl"], e["resource"]["resourceType"], e["resource"]["id"], e["search"])
@@ -701,12 +602,12 @@ async def test_searchset_bundle_shape_and_links(client: httpx.AsyncClient) -> No
     assert next_base == f"{BASE}/Patient"
     assert ("family", "Shape") in next_params and ("_count", "2") in next_params
 
-    second = await search(client, next_url)
+    second = await fetch(client, next_url)
     assert ids(second) == created[2:4]
     assert link(second, "previous") is not None
     third_url = link(second, "next")
     assert third_url is not None
-    third = await search(client, third_url)
+    third = await fetch(client, third_url)
     assert ids(third) == created[4:]
     assert link(third, "next") is None
     assert link(third, "previous") is not None
@@ -714,7 +615,7 @@ async def test_searchset_bundle_shape_and_links(client: httpx.AsyncClient) -> No
 
 async def test_empty_result(client: httpx.AsyncClient) -> None:
     await create(client, patient("Someone"))
-    bundle = await search(client, "/Patient", [("family", "Nobody")])
+    bundle = await fetch(client, "/Patient", [("family", "Nobody")])
     assert bundle.get("entry", []) == []
     assert bundle.get("total") in (None, 0)
     assert link(bundle, "next") is None
@@ -723,7 +624,7 @@ async def test_empty_result(client: httpx.AsyncClient) -> None:
 async def test_unknown_parameter_is_ignored_and_reported(client: httpx.AsyncClient) -> None:
     smith = await create(client, patient("Smith"))
     await create(client, patient("Jones"))
-    bundle = await search(client, "/Patient", [("family", "Smith"), ("no-such-param", "1")])
+    bundle = await fetch(client, "/Patient", [("family", "Smith"), ("no-such-param", "1")])
     assert ids(bundle) == [smith]
     outcomes = entries(bundle, "outcome")
     assert len(outcomes) == 1
@@ -733,7 +634,7 @@ async def test_unknown_parameter_is_ignored_and_reported(client: httpx.AsyncClie
     assert outcome["issue"][0]["severity"] in ("warning", "information")
     assert "no-such-param" in outcome["issue"][0]["diagnostics"]
     # The ignored parameter does not filter: without it, the same match.
-    lenient = await search(
+    lenient = await fetch(
         client,
         "/Patient",
         [("family", "Smith"), ("no-such-param", "1")],
@@ -746,7 +647,7 @@ async def test_self_link_holds_only_the_parameters_used(client: httpx.AsyncClien
     """search.html: the self link is the server's statement of the search it ran; it
     SHALL hold the parameters actually used, not an ignored one."""
     await create(client, patient("Smith"))
-    bundle = await search(client, "/Patient", [("family", "Smith"), ("no-such-param", "1")])
+    bundle = await fetch(client, "/Patient", [("family", "Smith"), ("no-such-param", "1")])
     self_url = link(bundle, "self")
     assert self_url is not None
     assert query_of(self_url) == (f"{BASE}/Patient", [("family", "Smith")])
@@ -764,13 +665,19 @@ async def test_strict_handling_refuses_unknown_parameter(client: httpx.AsyncClie
     assert outcome["resourceType"] == "OperationOutcome"
     assert "no-such-param" in outcome["issue"][0]["diagnostics"]
     # Strict with only known parameters still searches.
-    bundle = await search(
+    bundle = await fetch(
         client, "/Patient", [("family", "Smith")], headers={"Prefer": "handling=strict"}
     )
     assert len(ids(bundle)) == 1
 
 
 # --- Ways in -----------------------------------------------------------------------------
+
+# A Patient and an Organization with the same id.
+SHARED_ID = [
+    patient("Shared", id="shared-1"),
+    {"resourceType": "Organization", "id": "shared-1", "name": "Shared"},
+]
 
 
 async def test_post_type_search_with_form_body(client: httpx.AsyncClient) -> None:
@@ -786,7 +693,7 @@ async def test_post_type_search_with_form_body(client: httpx.AsyncClient) -> Non
     )
     assert ids(combined) == [smith_f]
     # Same answer as the GET.
-    got = await search(client, "/Patient", [("family", "Smith"), ("gender", "female")])
+    got = await fetch(client, "/Patient", [("family", "Smith"), ("gender", "female")])
     assert ids(got) == ids(combined)
     # The links a POST search gives can be followed with GET.
     paged = await post_search(client, "/Patient/_search", [("family", "Smith"), ("_count", "1")])
@@ -795,48 +702,43 @@ async def test_post_type_search_with_form_body(client: httpx.AsyncClient) -> Non
     assert query_of(first_url) == (f"{BASE}/Patient", [("_count", "1"), ("family", "Smith")])
     next_url = link(paged, "next")
     assert next_url is not None
-    rest = await search(client, next_url)
+    rest = await fetch(client, next_url)
     assert sorted(ids(paged) + ids(rest)) == sorted([smith_f, smith_m])
 
 
 async def test_system_search_with_type_and_id(client: httpx.AsyncClient) -> None:
-    await put(client, patient("Shared", id="shared-1"))
-    await put(client, {"resourceType": "Organization", "id": "shared-1", "name": "Shared"})
+    await seed(client, SHARED_ID)
     obs = await create(client, observation())
     await create(client, observation())
     await create(client, patient("Someone"))
 
-    typed = await search(
-        client, "/", [("_type", "Patient,Observation"), ("_id", f"shared-1,{obs}")]
-    )
+    typed = await fetch(client, "/", [("_type", "Patient,Observation"), ("_id", f"shared-1,{obs}")])
     assert sorted(keys(typed)) == sorted(["Patient/shared-1", f"Observation/{obs}"])
     assert {e["fullUrl"] for e in typed["entry"]} == {
         f"{BASE}/Patient/shared-1",
         f"{BASE}/Observation/{obs}",
     }
     # Without _type: every type.
-    untyped = await search(client, "/", [("_id", "shared-1")])
+    untyped = await fetch(client, "/", [("_id", "shared-1")])
     assert sorted(keys(untyped)) == ["Organization/shared-1", "Patient/shared-1"]
-    only_patients = await search(client, "/", [("_type", "Patient"), ("_id", "shared-1")])
+    only_patients = await fetch(client, "/", [("_type", "Patient"), ("_id", "shared-1")])
     assert keys(only_patients) == ["Patient/shared-1"]
 
 
 async def test_system_search_self_link_keeps_type(client: httpx.AsyncClient) -> None:
     """The self link states the search that ran: without its _type it would be another
     search, over every type."""
-    await put(client, patient("Shared", id="shared-1"))
-    await put(client, {"resourceType": "Organization", "id": "shared-1", "name": "Shared"})
-    bundle = await search(client, "/", [("_type", "Patient"), ("_id", "shared-1")])
+    await seed(client, SHARED_ID)
+    bundle = await fetch(client, "/", [("_type", "Patient"), ("_id", "shared-1")])
     assert keys(bundle) == ["Patient/shared-1"]
     self_url = link(bundle, "self")
     assert self_url is not None
     assert query_of(self_url) == (BASE, [("_id", "shared-1"), ("_type", "Patient")])
-    assert keys(await search(client, self_url)) == ["Patient/shared-1"]
+    assert keys(await fetch(client, self_url)) == ["Patient/shared-1"]
 
 
 async def test_post_system_search(client: httpx.AsyncClient) -> None:
-    await put(client, patient("Shared", id="shared-1"))
-    await put(client, {"resourceType": "Organization", "id": "shared-1", "name": "Shared"})
+    await seed(client, SHARED_ID)
     obs = await create(client, observation())
     bundle = await post_search(
         client, "/_search", [("_type", "Patient,Observation"), ("_id", f"shared-1,{obs}")]

@@ -14,14 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, seed
+from tests.search.api.search_helpers import build, search, seed, seeded
 
 
 def patient(pid: str, *names: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    resource: dict[str, Any] = {"resourceType": "Patient", "id": pid, **extra}
-    if names:
-        resource["name"] = list(names)
-    return resource
+    return build("Patient", id=pid, **extra, name=list(names) or None)
 
 
 NAMES = [
@@ -37,10 +34,7 @@ NAMES = [
 ]
 
 
-@pytest.fixture
-async def names(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, NAMES)
-    return client
+names = seeded(NAMES)
 
 
 @pytest.mark.parametrize(

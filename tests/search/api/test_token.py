@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, search_error, seed
+from tests.search.api.search_helpers import search, search_error, seed, seeded
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -59,10 +59,7 @@ OBSERVATIONS = [
 ALL_OBSERVATIONS = {o["id"] for o in OBSERVATIONS}
 
 
-@pytest.fixture
-async def observations(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, OBSERVATIONS)
-    return client
+observations = seeded(OBSERVATIONS)
 
 
 @pytest.mark.parametrize(
@@ -212,10 +209,7 @@ PATIENTS = [
 ALL_PATIENTS = {p["id"] for p in PATIENTS}
 
 
-@pytest.fixture
-async def patients(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, PATIENTS)
-    return client
+patients = seeded(PATIENTS)
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search.api.conftest import search, search_error, seed
+from tests.search.api.search_helpers import build, search, search_error, seed, seeded
 
 
 def value_set(vid: str, url: str | None) -> dict[str, Any]:
-    resource: dict[str, Any] = {"resourceType": "ValueSet", "id": vid, "status": "active"}
-    if url is not None:
-        resource["url"] = url
-    return resource
+    return build("ValueSet", id=vid, status="active", url=url)
 
 
 VALUE_SETS = [
@@ -34,10 +31,7 @@ VALUE_SETS = [
 ]
 
 
-@pytest.fixture
-async def value_sets(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await seed(client, VALUE_SETS)
-    return client
+value_sets = seeded(VALUE_SETS)
 
 
 @pytest.mark.parametrize(
