@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from fhirserver.errors import FHIRError
@@ -49,12 +50,19 @@ def index_entries(resource: dict[str, Any]) -> tuple[IndexEntry, ...]:
         if param.type == "composite":
             entries.extend(_composite(resource_type, param, values))
         else:
-            family = (param.expression_for(resource_type) or "").endswith("name.family")
+            family = _is_family(resource_type, param.code)
             for value in values:
                 if family and isinstance(value, str):
                     value = {"family": value}
                 entries.extend(entries_for(param.type, param.code, value))
     return tuple(dict.fromkeys(entries))
+
+
+@cache
+def _is_family(resource_type: str, code: str) -> bool:
+    """Whether a parameter is a HumanName.family, whose parts are searched one by one."""
+    param = registry().get(resource_type, code)
+    return param is not None and (param.expression_for(resource_type) or "").endswith("name.family")
 
 
 def _composite(resource_type: str, param: SearchParam, elements: list[Any]) -> Iterator[IndexEntry]:

@@ -6,8 +6,8 @@ predicates (search.html#combining); each predicate asks whether some entry of it
 parameter matches (search.html#ptypes, #modifiers, #prefix), or, for `:not` and
 `:missing=true`, whether none does. Chains (search.html#chaining) need `resolve` to
 fetch a reference's target; `_has` (search.html#has) needs `referrers` to find the
-resources that point at this one. This is the oracle the backends are tested against,
-and what evaluates subscription criteria.
+resources that point at this one. It is the oracle the backends are tested against,
+and evaluates criteria (such as a subscription's) on one resource without a store.
 """
 
 from __future__ import annotations
@@ -153,13 +153,15 @@ def _number_matches(p: NumberPredicate, entry: NumberEntry) -> bool:
 
 
 def _reference_matches(p: ReferencePredicate, entry: ReferenceEntry) -> bool:
-    """search.html#reference: each part the search gives (type, id, url) must agree."""
+    """search.html#reference: each part the search gives (type, id, url) must agree, or
+    the stored reference is the same target as an absolute URL on this server."""
     wanted = (
         (p.url, entry.url),
         (p.target_id, entry.target_id),
         (p.target_type, entry.target_type),
     )
-    return all(want is None or want == have for want, have in wanted)
+    local = all(want is None or want == have for want, have in wanted)
+    return local or entry.url in p.absolute
 
 
 def _uri_matches(p: UriPredicate, entry: UriEntry) -> bool:
@@ -215,6 +217,13 @@ def _composite_matches(p: CompositePredicate, entries: tuple[IndexEntry, ...]) -
     )
 
 
+def _missing_matches(p: MissingPredicate, entries: tuple[IndexEntry, ...]) -> bool:
+    """search.html#modifiers: `:missing=true` when the parameter has no value at all."""
+    kind = _ENTRY_OF_KIND[p.kind]
+    present = any(isinstance(entry, kind) and entry.param == p.param for entry in entries)
+    return present != p.missing
+
+
 def _last_updated(resource: Resource) -> tuple[int, int] | None:
     """meta.lastUpdated as the instant it is, stored to the microsecond: [t, t + 1)."""
     text = (resource.get("meta") or {}).get("lastUpdated")
@@ -236,7 +245,9 @@ class _Matcher:
     referrers: Referrers | None
     # id(resource) -> (resource, its entries): each resource is indexed once per call,
     # and kept alive so that its id is not reused.
-    _entries: dict[int, tuple[Resource, tuple[IndexEntry, ...]]] = field(default_factory=dict)
+    _entries: dict[int, tuple[Resource, tuple[IndexEntry, ...]]] = field(
+        default_factory=dict, init=False
+    )
 
     def entries(self, resource: Resource) -> tuple[IndexEntry, ...]:
         key = id(resource)
@@ -253,11 +264,7 @@ class _Matcher:
                 *instant, p.prefix, *_micros_range(p.low, p.high)
             )
         if isinstance(p, MissingPredicate):
-            kind = _ENTRY_OF_KIND[p.kind]
-            present = any(
-                isinstance(e, kind) and e.param == p.param for e in self.entries(resource)
-            )
-            return present != p.missing
+            return _missing_matches(p, self.entries(resource))
         if isinstance(p, ChainPredicate):
             return any(self.predicate(p.inner, target) for target in self.targets(p, resource))
         if isinstance(p, HasPredicate):
