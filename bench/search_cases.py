@@ -96,10 +96,10 @@ OBSERVATION_BY_PATIENT = Case(
             SELECT f.id FROM idx_reference f INDEXED BY idx_reference_by_target
             WHERE f.target_id = :patient AND f.target_type = 'Patient'
               AND f.param = 'patient' AND f.type = 'Observation'
-              AND EXISTS (SELECT 1 FROM idx_token t INDEXED BY idx_token_by_resource
+              AND EXISTS (SELECT 1 FROM idx_token t NOT INDEXED
                           WHERE t.type = 'Observation' AND t.id = f.id AND t.param = 'code'
                             AND t.code = :code AND t.system = :system)
-              AND EXISTS (SELECT 1 FROM idx_date d INDEXED BY idx_date_by_resource
+              AND EXISTS (SELECT 1 FROM idx_date d NOT INDEXED
                           WHERE d.type = 'Observation' AND d.id = f.id AND d.param = 'date'
                             AND d.high > :since))
         ORDER BY r.id LIMIT 20""",
@@ -133,7 +133,7 @@ ENCOUNTERS_LATEST = Case(
         JOIN idx_reference f INDEXED BY idx_reference_by_target ON f.type = r.type AND f.id = r.id
         WHERE f.target_id = :patient AND f.target_type = 'Patient' AND f.param = 'patient'
           AND f.type = 'Encounter' AND r.type = 'Encounter' AND v.body IS NOT NULL
-        ORDER BY (SELECT max(k.high) FROM idx_date k INDEXED BY idx_date_by_resource
+        ORDER BY (SELECT max(k.high) FROM idx_date k NOT INDEXED
                   WHERE k.type = 'Encounter' AND k.id = r.id AND k.param = 'date') DESC, r.id
         LIMIT 10""",
     floor_args=lambda f, n: {"patient": f.patient(n)},
@@ -156,7 +156,7 @@ CONDITIONS_WITH_SUBJECT = Case(
         SELECT r.type, r.id, v.body FROM resources r JOIN versions v ON v.seq = r.seq
         WHERE r.type = 'Patient' AND v.body IS NOT NULL AND r.id IN (
             SELECT f.target_id
-            FROM page p CROSS JOIN idx_reference f INDEXED BY idx_reference_resource
+            FROM page p CROSS JOIN idx_reference f NOT INDEXED
             WHERE f.type = 'Condition' AND f.id = p.id AND f.param = 'subject'
               AND f.target_type = 'Patient')""",
     floor_args=lambda f, n: {"code": SNOMED_CONDITION},
@@ -169,7 +169,7 @@ PATIENTS_HAVING = Case(
     floor_sql=f"""{_BODIES}
         WHERE r.type = 'Patient' AND v.body IS NOT NULL AND r.id IN (
             SELECT f.target_id FROM idx_token t INDEXED BY idx_token_by_value
-            CROSS JOIN idx_reference f INDEXED BY idx_reference_resource
+            CROSS JOIN idx_reference f NOT INDEXED
               ON f.type = 'Observation' AND f.id = t.id AND f.param = 'patient'
             WHERE t.type = 'Observation' AND t.param = 'code' AND t.code = :code
               AND f.target_type = 'Patient')
@@ -188,7 +188,7 @@ OBSERVATIONS_OF_OLDER = Case(
             WHERE d.type = 'Patient' AND d.param = 'birthdate' AND d.low < :before)
         {_BODIES}
         WHERE r.type = 'Observation' AND v.body IS NOT NULL AND EXISTS (
-            SELECT 1 FROM idx_reference c INDEXED BY idx_reference_resource
+            SELECT 1 FROM idx_reference c NOT INDEXED
             WHERE c.type = 'Observation' AND c.id = r.id AND c.param = 'subject'
               AND c.target_type = 'Patient' AND c.target_id IN older)
         ORDER BY r.id LIMIT 50""",

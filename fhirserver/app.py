@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
 from fhirserver.config import Settings
+from fhirserver.interactions.reindex import reindex
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.routes import routes
 from fhirserver.storage.base import Store
 from fhirserver.storage.sqlite import SqliteStore
+
+logger = logging.getLogger("fhirserver")
 
 
 def open_store(settings: Settings) -> Store:
@@ -25,6 +29,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await chosen.open()
+        if chosen.index_outdated:
+            logger.warning("search index tables were upgraded; rebuilding them")
+            await reindex(chosen)
         try:
             yield
         finally:

@@ -83,6 +83,9 @@ class UnitOfWork(Protocol):
 
 
 class Store(Protocol):
+    # True after open() when the search index must be rebuilt (an upgraded file).
+    index_outdated: bool
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -225,8 +225,8 @@ def test_selective_criteria_start_from_an_index(database: sqlite3.Connection, sh
 # (idx_reference_resource serves writes and forward _include, not these searches.)
 RELIED_ON = (
     "idx_reference_by_target",
-    "idx_token_by_resource",
-    "idx_date_by_resource",
+    "idx_token_by_value",
+    "idx_string_by_value",
 )
 
 

@@ -26,8 +26,8 @@ _KIND = {
 }
 _INSERTS = {
     kind: (
-        f"INSERT INTO {table} (type, id, param, grp, {', '.join(columns)}) "
-        f"VALUES (?, ?, ?, ?{', ?' * len(columns)})",
+        f"INSERT INTO {table} (type, id, param, n, grp, {', '.join(columns)}) "
+        f"VALUES (?, ?, ?, ?, ?{', ?' * len(columns)})",
         columns,
     )
     for kind, (table, columns) in INDEX_TABLES.items()
@@ -49,12 +49,13 @@ def insert_entries(
     entries: Iterable[IndexEntry],
 ) -> None:
     rows: dict[str, list[tuple[object, ...]]] = {}
-    for entry in entries:
+    # n numbers the entries of one resource: with (type, id, param) it is the key.
+    for n, entry in enumerate(entries):
         kind = _KIND[type(entry)]
         columns = _INSERTS[kind][1]
         values = tuple(getattr(entry, _COLUMN_OF.get(c, c)) for c in columns)
         rows.setdefault(kind, []).append(
-            (resource_type, resource_id, entry.param, entry.group, *values)
+            (resource_type, resource_id, entry.param, n, entry.group, *values)
         )
     for kind, batch in rows.items():
         connection.executemany(_INSERTS[kind][0], batch)

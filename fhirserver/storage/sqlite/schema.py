@@ -8,9 +8,9 @@ from fhirserver.search.time import from_micros, to_micros
 
 __all__ = [
     "INDEX_TABLES",
-    "SCHEMA",
     "VERSION_COLUMNS",
     "connect",
+    "create_schema",
     "from_micros",
     "table_of",
     "to_micros",
@@ -33,23 +33,11 @@ def table_of(kind: str) -> str:
     return INDEX_TABLES["number" if kind == "quantity" else kind][0]
 
 
-SCHEMA = """
--- Index tables have one index by value (to find resources) and one by resource (to test
--- or sort one resource), each covering the columns its lookups read: SQLite, which has
--- no statistics before ANALYZE, then picks the right one for each use. Not the
--- by-resource one of references: the by-target one must win for _has and _revinclude.
-DROP INDEX IF EXISTS idx_string_value;
-DROP INDEX IF EXISTS idx_token_value;
-DROP INDEX IF EXISTS idx_date_value;
-DROP INDEX IF EXISTS idx_number_value;
-DROP INDEX IF EXISTS idx_uri_value;
-DROP INDEX IF EXISTS idx_reference_target;
-DROP INDEX IF EXISTS idx_string_resource;
-DROP INDEX IF EXISTS idx_token_resource;
-DROP INDEX IF EXISTS idx_date_resource;
-DROP INDEX IF EXISTS idx_number_resource;
-DROP INDEX IF EXISTS idx_uri_resource;
+# Bumped when the tables change; an older file gets fresh (empty) index tables, and the
+# app rebuilds their content from the stored resources at start-up.
+SCHEMA_VERSION = 3
 
+SCHEMA = """
 -- Every version of every resource. It is also the change log: `seq` increases with
 -- every write and is never reused (AUTOINCREMENT), so consumers can keep a cursor.
 CREATE TABLE IF NOT EXISTS versions (
@@ -72,51 +60,75 @@ CREATE TABLE IF NOT EXISTS resources (
     seq INTEGER NOT NULL REFERENCES versions (seq),
     PRIMARY KEY (type, id)
 ) WITHOUT ROWID;
+"""
 
+# Index tables: clustered by resource (the primary key: type, id, param, then the
+# entry's number n), which serves per-resource tests and sorting; a secondary index by
+# value finds resources (and carries the key, so it covers id). Two B-trees an entry.
+INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS idx_string (
-    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
-    norm TEXT NOT NULL, exact TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_string_by_value ON idx_string (type, param, norm, id);
-CREATE INDEX IF NOT EXISTS idx_string_by_resource ON idx_string (type, id, param, norm);
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, n INTEGER NOT NULL,
+    grp INTEGER, norm TEXT NOT NULL, exact TEXT NOT NULL,
+    PRIMARY KEY (type, id, param, n)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_string_by_value ON idx_string (type, param, norm);
 
 CREATE TABLE IF NOT EXISTS idx_token (
-    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
-    system TEXT, code TEXT
-);
-CREATE INDEX IF NOT EXISTS idx_token_by_value ON idx_token (type, param, code, system, id);
-CREATE INDEX IF NOT EXISTS idx_token_by_resource ON idx_token (type, id, param, code, system);
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, n INTEGER NOT NULL,
+    grp INTEGER, system TEXT, code TEXT,
+    PRIMARY KEY (type, id, param, n)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_token_by_value ON idx_token (type, param, code, system);
 
 CREATE TABLE IF NOT EXISTS idx_date (
-    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
-    low INTEGER NOT NULL, high INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_date_by_value ON idx_date (type, param, low, high, id);
-CREATE INDEX IF NOT EXISTS idx_date_by_resource ON idx_date (type, id, param, low, high);
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, n INTEGER NOT NULL,
+    grp INTEGER, low INTEGER NOT NULL, high INTEGER NOT NULL,
+    PRIMARY KEY (type, id, param, n)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_date_by_value ON idx_date (type, param, low, high);
 
 CREATE TABLE IF NOT EXISTS idx_number (
-    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
-    low REAL NOT NULL, high REAL NOT NULL, system TEXT, code TEXT, unit TEXT
-);
-CREATE INDEX IF NOT EXISTS idx_number_by_value ON idx_number (type, param, low, high, id);
-CREATE INDEX IF NOT EXISTS idx_number_by_resource ON idx_number (type, id, param, low, high);
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, n INTEGER NOT NULL,
+    grp INTEGER, low REAL NOT NULL, high REAL NOT NULL, system TEXT, code TEXT, unit TEXT,
+    PRIMARY KEY (type, id, param, n)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_number_by_value ON idx_number (type, param, low, high);
 
 CREATE TABLE IF NOT EXISTS idx_reference (
-    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
-    target_type TEXT, target_id TEXT, url TEXT
-);
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, n INTEGER NOT NULL,
+    grp INTEGER, target_type TEXT, target_id TEXT, url TEXT,
+    PRIMARY KEY (type, id, param, n)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_reference_by_target
-    ON idx_reference (target_id, target_type, param, type, id);
-CREATE INDEX IF NOT EXISTS idx_reference_resource ON idx_reference (type, id, param);
-CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (url) WHERE url IS NOT NULL;
+    ON idx_reference (target_id, target_type, param, type);
+CREATE INDEX IF NOT EXISTS idx_reference_by_url ON idx_reference (url) WHERE url IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS idx_uri (
-    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER,
-    value TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_uri_by_value ON idx_uri (type, param, value, id);
-CREATE INDEX IF NOT EXISTS idx_uri_by_resource ON idx_uri (type, id, param, value);
+    type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, n INTEGER NOT NULL,
+    grp INTEGER, value TEXT NOT NULL,
+    PRIMARY KEY (type, id, param, n)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_uri_by_value ON idx_uri (type, param, value);
 """
+
+# Tables of earlier schema versions, dropped when a file is upgraded.
+_OLD_INDEX_TABLES = ("token_index",)
+
+
+def create_schema(connection: sqlite3.Connection) -> bool:
+    """Create or upgrade the tables; True if the index tables were replaced on a file
+    that holds resources, so that their entries must be rebuilt."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    connection.executescript(SCHEMA)
+    stale = version != SCHEMA_VERSION
+    if stale:
+        for table in (*_OLD_INDEX_TABLES, *(t for t, _ in INDEX_TABLES.values())):
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
+    connection.executescript(INDEX_SCHEMA)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    has_resources = connection.execute("SELECT 1 FROM resources LIMIT 1").fetchone()
+    return stale and has_resources is not None
+
 
 VERSION_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"
 
@@ -127,5 +139,8 @@ def connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connec
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    # A 16 MiB page cache per connection (the default is 2): hot index pages stay in memory.
+    connection.execute("PRAGMA cache_size=-16384")
+    connection.execute("PRAGMA temp_store=MEMORY")
     connection.execute("PRAGMA foreign_keys=OFF")
     return connection

@@ -35,6 +35,10 @@ from fhirserver.search.query import (
 from fhirserver.search.time import approximate_range, to_micros
 from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, table_of
 
+# A test of one resource's entries reads them by the primary key (type, id, param, n).
+# Without statistics SQLite would often take the by-value index, which has more of the
+# tested columns, and read every entry with that value instead.
+_BY_RESOURCE = "NOT INDEXED"
 # Beyond every stored string: the upper bound of a prefix range.
 _STRING_END = "\U0010ffff"
 FROM_CURRENT = "resources r JOIN versions v ON v.seq = r.seq"
@@ -103,8 +107,8 @@ class Compiler:
             table = table_of(p.kind)
             alias = self.alias("m")
             exists = (
-                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = {type_sql} "
-                f"AND {alias}.id = {id_sql} AND {alias}.param = {self.arg(p.param)})"
+                f"EXISTS (SELECT 1 FROM {table} {alias} {_BY_RESOURCE} WHERE {alias}.type = "
+                f"{type_sql} AND {alias}.id = {id_sql} AND +{alias}.param = {self.arg(p.param)})"
             )
             return f"NOT {exists}" if p.missing else exists
         if isinstance(p, ChainPredicate):
@@ -121,7 +125,11 @@ class Compiler:
             )
         if isinstance(p, HasPredicate):
             alias = self.alias("h")
-            inner = self.predicate(p.inner, f"{alias}.type", f"{alias}.id")
+            if _selective(p.inner) is not None:
+                # The referring resources with that value, looked up once.
+                inner = f"{alias}.id IN ({self._ids(p.inner, p.source_type)})"
+            else:
+                inner = self.predicate(p.inner, f"{alias}.type", f"{alias}.id")
             return (
                 f"EXISTS (SELECT 1 FROM idx_reference {alias} WHERE "
                 f"{alias}.target_id = {id_sql} AND {alias}.target_type = {type_sql} "
@@ -130,10 +138,10 @@ class Compiler:
             )
         if isinstance(p, CompositePredicate):
             return self._composite(p, type_sql, id_sql)
-        table, alias, condition = self.row(p)
+        table, alias, condition = self.probe_row(p)
         exists = (
-            f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = {type_sql} "
-            f"AND {alias}.id = {id_sql} AND {condition})"
+            f"EXISTS (SELECT 1 FROM {table} {alias} {_BY_RESOURCE} WHERE {alias}.type = "
+            f"{type_sql} AND {alias}.id = {id_sql} AND {condition})"
         )
         return f"NOT {exists}" if isinstance(p, TokenPredicate) and p.negate else exists
 
@@ -147,20 +155,27 @@ class Compiler:
 
     def _composite(self, p: CompositePredicate, type_sql: str, id_sql: str) -> str:
         # One element (grp) must satisfy every component.
-        first_table, first, first_condition = self.row(p.components[0])
+        first_table, first, first_condition = self.probe_row(p.components[0])
         nested = []
         for component in p.components[1:]:
-            table, alias, condition = self.row(component)
+            table, alias, condition = self.probe_row(component)
             nested.append(
-                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = {type_sql} "
-                f"AND {alias}.id = {id_sql} AND {alias}.grp = {first}.grp AND {condition})"
+                f"EXISTS (SELECT 1 FROM {table} {alias} {_BY_RESOURCE} WHERE {alias}.type = "
+                f"{type_sql} AND {alias}.id = {id_sql} AND {alias}.grp = {first}.grp "
+                f"AND {condition})"
             )
         return (
-            f"EXISTS (SELECT 1 FROM {first_table} {first} WHERE {first}.type = {type_sql} "
-            f"AND {first}.id = {id_sql} AND {first_condition}"
+            f"EXISTS (SELECT 1 FROM {first_table} {first} {_BY_RESOURCE} WHERE {first}.type = "
+            f"{type_sql} AND {first}.id = {id_sql} AND {first_condition}"
             + "".join(f" AND {n}" for n in nested)
             + ")"
         )
+
+    def probe_row(self, p: Predicate) -> tuple[str, str, str]:
+        """`row` for testing one resource's entries: `+param` keeps the by-value index
+        from looking better to SQLite than the primary key (type, id, param, n)."""
+        table, alias, condition = self.row(p)
+        return table, alias, condition.replace(f"{alias}.param =", f"+{alias}.param =", 1)
 
     def row(self, p: Predicate) -> tuple[str, str, str]:
         """(index table, its alias, the condition one of its rows must meet)."""
@@ -306,9 +321,24 @@ class Compiler:
             missing = "" if key.descending else _STRING_END
         param = self.arg(key.param)
         return (
-            f"coalesce((SELECT {aggregate}({column}) FROM {table} k WHERE k.type = r.type "
-            f"AND k.id = r.id AND k.param = {param}), {self.arg(missing)})"
+            f"coalesce((SELECT {aggregate}({column}) FROM {table} k {_BY_RESOURCE} "
+            f"WHERE k.type = r.type "
+            f"AND k.id = r.id AND +k.param = {param}), {self.arg(missing)})"
         )
+
+
+def _selective(p: Predicate) -> int | None:
+    """How likely a predicate's index rows are to be few (0 likeliest), or None when
+    they are not few enough to start from."""
+    if isinstance(p, ReferencePredicate) and p.target_id is not None:
+        return 0
+    if isinstance(p, TokenPredicate) and not p.negate and p.code is not None:
+        return 1
+    if (isinstance(p, StringPredicate) and p.mode != "contains") or (
+        isinstance(p, UriPredicate) and p.mode == "exact"
+    ):
+        return 2
+    return None
 
 
 def _driver(query: SearchQuery) -> tuple[Predicate, ...] | None:
@@ -317,19 +347,11 @@ def _driver(query: SearchQuery) -> tuple[Predicate, ...] | None:
     uri). Without statistics SQLite cannot know; the others are tested per resource."""
     if len(query.resource_types) != 1:
         return None
-    ranked = []
-    for clause in query.clauses:
-        if len(clause) != 1:
-            continue
-        p = clause[0]
-        if isinstance(p, ReferencePredicate) and p.target_id is not None:
-            ranked.append((0, clause))
-        elif isinstance(p, TokenPredicate) and not p.negate and p.code is not None:
-            ranked.append((1, clause))
-        elif (isinstance(p, StringPredicate) and p.mode != "contains") or (
-            isinstance(p, UriPredicate) and p.mode == "exact"
-        ):
-            ranked.append((2, clause))
+    ranked = [
+        (rank, clause)
+        for clause in query.clauses
+        if len(clause) == 1 and (rank := _selective(clause[0])) is not None
+    ]
     return min(ranked, key=lambda pair: pair[0])[1] if ranked else None
 
 

@@ -30,9 +30,9 @@ from fhirserver.storage.base import (
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
 from fhirserver.storage.sqlite.schema import (
-    SCHEMA,
     VERSION_COLUMNS,
     connect,
+    create_schema,
     from_micros,
     to_micros,
 )
@@ -101,6 +101,7 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = asyncio.Lock()
+        self.index_outdated = False
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,8 @@ class SqliteStore:
         )
         loop = asyncio.get_running_loop()
         self._writer = await loop.run_in_executor(self._writer_pool, self._connect)
-        await self._on_writer(lambda c: c.executescript(SCHEMA))
+        # Set when an upgraded file's index must be rebuilt (the app runs a reindex).
+        self.index_outdated = await self._on_writer(create_schema)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._shutdown)
