@@ -88,3 +88,22 @@ async def test_the_store_is_a_wal_file(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_an_older_file_gets_fresh_index_tables(tmp_path: Path) -> None:
+    path = tmp_path / "f.sqlite"
+    store = SqliteStore(str(path))
+    await store.open()
+    assert store.index_outdated is False
+    async with store.unit_of_work() as unit:
+        await unit.write(Version("Patient", "a", 1, NOW, "POST", b"{}"), ())
+    await store.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 1")
+    upgraded = SqliteStore(str(path))
+    await upgraded.open()
+    try:
+        assert upgraded.index_outdated is True
+        assert await upgraded.read("Patient", "a") is not None
+    finally:
+        await upgraded.close()
