@@ -101,6 +101,7 @@ _STEP = re.compile(
     r"\.(?:ofType\((?P<type>[A-Za-z]+)\)"
     r"|where\(reference\.startsWith\('(?P<target>[A-Za-z]+)/'\)"
     r" or reference\.contains\('/(?P=target)/'\)\)"
+    r"|(?P<equals>where\((?P<field>[A-Za-z]+) ?= ?'(?P<literal>[^']*)'\))"
     r"|(?P<name>[A-Za-z]+)(?!\())"
 )
 Step = tuple[str, str]
@@ -125,7 +126,8 @@ def slow_expression(expression: str) -> Evaluator:
 
 
 def _plain_path(part: str) -> tuple[str, tuple[Step, ...]] | None:
-    """`Type.a.b`, with `.ofType(T)` and `.where(reference.startsWith('T/'))` steps."""
+    """`Type.a.b`, with `.ofType(T)`, `.where(field='text')` and the rewritten
+    `.where(reference...)` reference-type steps."""
     head = re.match(r"[A-Za-z]+", part)
     if head is None:
         return None
@@ -137,7 +139,8 @@ def _plain_path(part: str) -> tuple[str, tuple[Step, ...]] | None:
             return None
         kind = step.lastgroup
         assert kind is not None
-        steps.append((kind, step.group(kind)))
+        value = f"{step.group('field')}={step.group('literal')}" if kind == "equals" else None
+        steps.append((kind, value or step.group(kind)))
         position = step.end()
     return head.group(), tuple(steps)
 
@@ -195,6 +198,14 @@ def _step(items: list[tuple[str, Any]], kind: str, value: str) -> list[tuple[str
     elif kind == "type":
         suffix = value[0].upper() + value[1:]
         out = [(key, node) for key, node in items if key.endswith(suffix)]
+    elif kind == "equals":
+        # .where(system='phone'): elements whose field holds that string.
+        field, _, literal = value.partition("=")
+        out = [
+            (key, node)
+            for key, node in items
+            if isinstance(node, dict) and node.get(field) == literal
+        ]
     else:
         for key, node in items:
             reference = node.get("reference", "") if isinstance(node, dict) else ""
