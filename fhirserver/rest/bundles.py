@@ -6,7 +6,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from starlette.requests import Request
 
 from fhirserver.errors import Issue
 from fhirserver.interactions.history import HistoryPage
@@ -21,21 +20,31 @@ from fhirserver.storage.base import SearchResult, Version
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
 
 
-def history_bundle(request: Request, base_url: str, page: HistoryPage) -> dict[str, Any]:
-    # Links are built on base_url, which is the public one behind a proxy.
-    path = request.url.path.removeprefix(request.app.state.settings.base_path)
-    links = [{"relation": "self", "url": f"{base_url}{path}?{request.url.query}".rstrip("?")}]
-    if page.next_cursor is not None:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
-        query = urlencode([*params, ("_cursor", page.next_cursor)])
-        links.append({"relation": "next", "url": f"{base_url}{path}?{query}"})
+def history_bundle(
+    base_url: str, path: str, params: list[tuple[str, str]], page: HistoryPage
+) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
         "type": "history",
         "total": page.total,
-        "link": links,
+        "link": _links(f"{base_url}{path}", params, page.next_cursor, None),
         "entry": [_history_entry(base_url, version) for version in page.versions],
     }
+
+
+def _links(
+    url: str, params: list[tuple[str, str]], next_cursor: str | None, previous: str | None
+) -> list[dict[str, str]]:
+    """self, next and previous (bundle.html#paging). `url` is built on the public base
+    URL behind a proxy; paging repeats the parameters with another `_cursor`."""
+    kept = [(k, v) for k, v in params if k != "_cursor"]
+    links = [{"relation": "self", "url": _with_query(url, params)}]
+    for relation, cursor in (("next", next_cursor), ("previous", previous)):
+        if cursor is not None:
+            links.append(
+                {"relation": relation, "url": _with_query(url, [*kept, ("_cursor", cursor)])}
+            )
+    return links
 
 
 def _history_entry(base_url: str, version: Version) -> dict[str, Any]:
@@ -69,25 +78,11 @@ def searchset_bundle(
     """A searchset (search.html#return): matches, then includes, then what was ignored."""
     # Links name only what the search used (search.html#return): not what it ignored.
     unused = {name for name, _ in query.ignored}
-    params = [(k, v) for k, v in params if k not in unused]
-    kept = [(k, v) for k, v in params if k != "_cursor"]
-    link = f"{base_url}{path}"
-    links = [{"relation": "self", "url": _with_query(link, params)}]
-    if result.next_cursor is not None:
-        links.append(
-            {"relation": "next", "url": _with_query(link, [*kept, ("_cursor", result.next_cursor)])}
-        )
-    if result.previous_cursor is not None:
-        links.append(
-            {
-                "relation": "previous",
-                "url": _with_query(link, [*kept, ("_cursor", result.previous_cursor)]),
-            }
-        )
+    used = [(k, v) for k, v in params if k not in unused]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
         bundle["total"] = result.total
-    bundle["link"] = links
+    bundle["link"] = _links(f"{base_url}{path}", used, result.next_cursor, result.previous_cursor)
     entries = [_search_entry(base_url, v, "match", query) for v in result.matches]
     entries += [_search_entry(base_url, v, "include", query) for v in result.included]
     if query.ignored:

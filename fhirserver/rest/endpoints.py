@@ -154,7 +154,8 @@ async def history_endpoint(
         max_page_size=settings.max_page_size,
         strict=headers.strict_handling(request),
     )
-    return fhir_response(history_bundle(request, base_url(request), page), fmt)
+    bundle = history_bundle(base_url(request), _path(request), _link_params(request), page)
+    return fhir_response(bundle, fmt)
 
 
 def _write_answer(request: Request, fmt: Format, result: crud.WriteResult, verb: str) -> Response:
@@ -239,6 +240,19 @@ async def _search(
         compartment=compartment,
         base_url=base_url(request),
     )
-    path = request.url.path.removeprefix(settings.base_path).removesuffix("/_search").rstrip("/")
-    visible = [(k, v) for k, v in links or params if k not in ("_format", "_pretty")]
+    path = _path(request).removesuffix("/_search")
+    visible = _link_params(request, links or params)
     return fhir_response(searchset_bundle(base_url(request), path, visible, query, result), fmt)
+
+
+def _path(request: Request) -> str:
+    """The request's path under the FHIR base, for links on the public base URL."""
+    return request.url.path.removeprefix(_settings(request).base_path).rstrip("/")
+
+
+def _link_params(
+    request: Request, params: list[tuple[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """The parameters a Bundle's links repeat: all but the answer's format."""
+    given = request.query_params.multi_items() if params is None else params
+    return [(k, v) for k, v in given if k not in ("_format", "_pretty")]
