@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhirserver.search.parse import parse_search
+from fhirserver.search.time import from_micros
 from fhirserver.storage.base import Version
 from fhirserver.storage.sqlite.includes import find_includes
-from fhirserver.storage.sqlite.schema import INDEX_TABLES, from_micros
+from fhirserver.storage.sqlite.schema import INDEX_TABLES
 from fhirserver.storage.sqlite.search import compile_page
 
 TABLES = frozenset({"resources", "versions", *(table for table, _ in INDEX_TABLES.values())})

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fhirserver.storage.sqlite.schema import to_micros
+from fhirserver.search.time import to_micros
 
 Params = list[tuple[str, str]]
 Args = dict[str, Any]

@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from fhirserver.search.time import from_micros, to_micros
-
-__all__ = [
-    "INDEX_TABLES",
-    "VERSION_COLUMNS",
-    "connect",
-    "create_schema",
-    "from_micros",
-    "table_of",
-    "to_micros",
-]
-
 # Index entries of current, non-deleted versions, one table per parameter type. `grp`
 # ties the components of one composite element together (NULL elsewhere).
 INDEX_TABLES = {

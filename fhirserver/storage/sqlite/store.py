@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from fhirserver.errors import Unavailable
 from fhirserver.search.cursor import decode_cursor, encode_cursor
 from fhirserver.search.query import IndexEntry, SearchQuery
+from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import (
     HistoryQuery,
     SearchResult,
@@ -29,13 +30,7 @@ from fhirserver.storage.base import (
 )
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
-from fhirserver.storage.sqlite.schema import (
-    VERSION_COLUMNS,
-    connect,
-    create_schema,
-    from_micros,
-    to_micros,
-)
+from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, connect, create_schema
 from fhirserver.storage.sqlite.search import compile_count, compile_matches, compile_page
 
 T = TypeVar("T")
