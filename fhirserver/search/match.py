@@ -34,6 +34,7 @@ from fhirserver.search.query import (
     Predicate,
     ReferenceEntry,
     ReferencePredicate,
+    RowPredicate,
     SearchQuery,
     StringEntry,
     StringPredicate,
@@ -52,17 +53,6 @@ Resolve = Callable[[str, str], Resource | None]
 Referrers = Callable[[str, str, str, str], list[Resource]]
 
 # --- One index entry against one predicate --------------------------------------------
-
-# The predicates that one index entry can meet on its own.
-RowPredicate = (
-    StringPredicate
-    | TokenPredicate
-    | DatePredicate
-    | NumberPredicate
-    | ReferencePredicate
-    | UriPredicate
-)
-
 
 def _string_matches(p: StringPredicate, entry: StringEntry) -> bool:
     """search.html#string: starts with, or :exact / :contains, ignoring case and accents."""

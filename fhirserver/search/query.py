@@ -207,13 +207,18 @@ class LastUpdatedPredicate:
     high: datetime
 
 
-Predicate = (
+# The predicates one index entry can meet on its own.
+RowPredicate = (
     StringPredicate
     | TokenPredicate
     | DatePredicate
     | NumberPredicate
     | ReferencePredicate
     | UriPredicate
+)
+
+Predicate = (
+    RowPredicate
     | MissingPredicate
     | ChainPredicate
     | HasPredicate
