@@ -54,6 +54,7 @@ Referrers = Callable[[str, str, str, str], list[Resource]]
 
 # --- One index entry against one predicate --------------------------------------------
 
+
 def _string_matches(p: StringPredicate, entry: StringEntry) -> bool:
     """search.html#string: starts with, or :exact / :contains, ignoring case and accents."""
     if p.mode == "exact":

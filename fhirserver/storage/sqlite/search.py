@@ -35,10 +35,6 @@ from fhirserver.search.query import (
 from fhirserver.search.time import approximate_range, to_micros
 from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, table_of
 
-# A test of one resource's entries reads them by the primary key (type, id, param, n).
-# Without statistics SQLite would often take the by-value index, which has more of the
-# tested columns, and read every entry with that value instead.
-_BY_RESOURCE = "NOT INDEXED"
 # Beyond every stored string: the upper bound of a prefix range.
 _STRING_END = "\U0010ffff"
 FROM_CURRENT = "resources r JOIN versions v ON v.seq = r.seq"
@@ -107,7 +103,7 @@ class Compiler:
             table = table_of(p.kind)
             alias = self.alias("m")
             exists = (
-                f"EXISTS (SELECT 1 FROM {table} {alias} {_BY_RESOURCE} WHERE {alias}.type = "
+                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
                 f"{type_sql} AND {alias}.id = {id_sql} AND +{alias}.param = {self.arg(p.param)})"
             )
             return f"NOT {exists}" if p.missing else exists
@@ -140,7 +136,7 @@ class Compiler:
             return self._composite(p, type_sql, id_sql)
         table, alias, condition = self.probe_row(p)
         exists = (
-            f"EXISTS (SELECT 1 FROM {table} {alias} {_BY_RESOURCE} WHERE {alias}.type = "
+            f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
             f"{type_sql} AND {alias}.id = {id_sql} AND {condition})"
         )
         return f"NOT {exists}" if isinstance(p, TokenPredicate) and p.negate else exists
@@ -160,12 +156,12 @@ class Compiler:
         for component in p.components[1:]:
             table, alias, condition = self.probe_row(component)
             nested.append(
-                f"EXISTS (SELECT 1 FROM {table} {alias} {_BY_RESOURCE} WHERE {alias}.type = "
+                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
                 f"{type_sql} AND {alias}.id = {id_sql} AND {alias}.grp = {first}.grp "
                 f"AND {condition})"
             )
         return (
-            f"EXISTS (SELECT 1 FROM {first_table} {first} {_BY_RESOURCE} WHERE {first}.type = "
+            f"EXISTS (SELECT 1 FROM {first_table} {first} WHERE {first}.type = "
             f"{type_sql} AND {first}.id = {id_sql} AND {first_condition}"
             + "".join(f" AND {n}" for n in nested)
             + ")"
@@ -321,7 +317,7 @@ class Compiler:
             missing = "" if key.descending else _STRING_END
         param = self.arg(key.param)
         return (
-            f"coalesce((SELECT {aggregate}({column}) FROM {table} k {_BY_RESOURCE} "
+            f"coalesce((SELECT {aggregate}({column}) FROM {table} k "
             f"WHERE k.type = r.type "
             f"AND k.id = r.id AND +k.param = {param}), {self.arg(missing)})"
         )
