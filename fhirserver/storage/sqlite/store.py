@@ -196,7 +196,6 @@ class SqliteStore:
         direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
         backwards = direction == "before"
         page = compile_page(query, query.count + 1, after, backwards)
-        count_sql, count_args = compile_count(query)
 
         def job(connection: sqlite3.Connection) -> SearchResult:
             # One read transaction: page, total and includes see the same snapshot.
@@ -211,7 +210,7 @@ class SqliteStore:
                 matches = [_version(row[page.keys :]) for row in rows]
                 total = None
                 if query.total != "none":
-                    total = connection.execute(count_sql, count_args).fetchone()[0]
+                    total = connection.execute(*compile_count(query)).fetchone()[0]
                 elif after is None and not more:
                     total = len(matches)
                 included = find_includes(connection, query.includes, matches)
