@@ -26,7 +26,8 @@ from fhirserver.rest.negotiation import (
     require_content_type,
     response_format,
 )
-from fhirserver.rest.responses import FORMAT_PARAMS, fhir_response, shaped_resource, write_response
+from fhirserver.rest.responses import SHAPE_PARAMS, fhir_response, shaped_resource, write_response
+from fhirserver.search.parse import FORMAT_PARAMS
 from fhirserver.storage.base import Store, Version
 
 
@@ -48,7 +49,7 @@ def base_url(request: Request) -> str:
 
 
 def _criteria(request: Request) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in request.query_params.multi_items() if k not in FORMAT_PARAMS]
+    return [(k, v) for k, v in request.query_params.multi_items() if k not in SHAPE_PARAMS]
 
 
 async def _resource_body(request: Request) -> codec.JSONObject:
@@ -255,4 +256,4 @@ def _link_params(
 ) -> list[tuple[str, str]]:
     """The parameters a Bundle's links repeat: all but the answer's format."""
     given = request.query_params.multi_items() if params is None else params
-    return [(k, v) for k, v in given if k not in ("_format", "_pretty")]
+    return [(k, v) for k, v in given if k not in FORMAT_PARAMS]

@@ -51,7 +51,7 @@ SORTABLE = frozenset({"string", "token", "date", "number", "quantity", "referenc
 RESULT_PARAMS = frozenset(
     {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor"}
 )
-# Parameters about the shape of an HTTP answer, handled by the REST layer.
+# Parameters about the format of an HTTP answer, handled by the REST layer.
 FORMAT_PARAMS = frozenset({"_format", "_pretty"})
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 TOTAL_MODES = ("none", "estimate", "accurate")
