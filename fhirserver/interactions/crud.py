@@ -6,7 +6,8 @@ write itself see one consistent store, so two clients cannot both win a race.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,9 +27,11 @@ from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
 from fhirserver.search.extract import index_entries
 from fhirserver.search.parse import parse_criteria
-from fhirserver.storage.base import Store, UnitOfWork, Version
+from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
 
 Params = Sequence[tuple[str, str]]
+# Applies a patch to a resource's JSON: the result, or Unprocessable.
+Patcher = Callable[[JSONObject], Any]
 
 
 ANY: Literal["*"] = "*"
@@ -45,6 +48,29 @@ class Preconditions:
 
 NO_PRECONDITIONS = Preconditions()
 
+# A version ETag as clients send it: W/"3", "3" or 3.
+ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*')
+
+
+def _versions(header: str, raw: str | None) -> frozenset[int] | Literal["*"] | None:
+    if raw is None:
+        return None
+    if raw.strip() == "*":
+        return ANY
+    versions = set()
+    for tag in raw.split(","):
+        match = ETAG.fullmatch(tag)
+        if match is None:
+            raise BadRequest(f'{header} must list version ETags such as W/"3", not {raw!r:.60}')
+        versions.add(int(match.group(1)))
+    return frozenset(versions)
+
+
+def parse_preconditions(if_match: str | None, if_none_match: str | None) -> Preconditions:
+    """From If-Match / If-None-Match headers, or a Bundle entry's request.ifMatch /
+    request.ifNoneMatch, which carry the same values."""
+    return Preconditions(_versions("If-Match", if_match), _versions("If-None-Match", if_none_match))
+
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
@@ -53,7 +79,7 @@ class WriteResult:
     created: bool
 
 
-async def read(store: Store, resource_type: str, resource_id: str) -> Version:
+async def read(store: Reader, resource_type: str, resource_id: str) -> Version:
     current = await store.read(resource_type, meta.check_id(resource_id))
     if current is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
@@ -62,7 +88,7 @@ async def read(store: Store, resource_type: str, resource_id: str) -> Version:
     return current
 
 
-async def vread(store: Store, resource_type: str, resource_id: str, version_id: str) -> Version:
+async def vread(store: Reader, resource_type: str, resource_id: str, version_id: str) -> Version:
     number = meta.whole_number(version_id)
     if number is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
@@ -78,14 +104,13 @@ async def create(
     store: Store, resource_type: str, resource: JSONObject, if_none_exist: Params | None = None
 ) -> WriteResult:
     validate(resource, resource_type)
-    # R4 http.html#create: an id in the body is ignored; the server assigns one.
-    resource_id = meta.new_id()
     async with store.unit_of_work() as unit:
         if if_none_exist is not None:
-            existing = await _match_one(unit, resource_type, if_none_exist, "create")
+            existing = await match_one(unit, resource_type, if_none_exist, "create")
             if existing is not None:
                 return WriteResult(existing, created=False)
-        return await _write(unit, resource, resource_id, None, "POST")
+        # R4 http.html#create: an id in the body is ignored; the server assigns one.
+        return await write_new(unit, resource, meta.new_id())
 
 
 async def update(
@@ -97,18 +122,9 @@ async def update(
 ) -> WriteResult:
     meta.check_id(resource_id)
     validate(resource, resource_type)
-    body_id = resource.get("id")
-    if body_id is None:
-        raise BadRequest("The resource must carry its id for an update", expression="id")
-    if body_id != resource_id:
-        raise BadRequest(
-            f"The id in the body ({body_id!r}) does not match the URL ({resource_id!r})",
-            expression="id",
-        )
+    check_body_id(resource, resource_id)
     async with store.unit_of_work() as unit:
-        current = await unit.read(resource_type, resource_id)
-        _check_preconditions(current, preconditions)
-        return await _write(unit, resource, resource_id, current, "PUT")
+        return await update_in(unit, resource, resource_id, preconditions)
 
 
 async def conditional_update(
@@ -119,26 +135,9 @@ async def conditional_update(
     preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
     validate(resource, resource_type)
-    body_id = resource.get("id")
     async with store.unit_of_work() as unit:
-        match = await _match_one(unit, resource_type, criteria, "update")
-        if match is None:
-            # No match: a create, or an update-as-create when the body names its id.
-            resource_id = meta.check_id(body_id) if isinstance(body_id, str) else meta.new_id()
-            current = await unit.read(resource_type, resource_id) if body_id else None
-            if current is not None and not current.deleted:
-                raise PreconditionFailed(
-                    f"{resource_type}/{resource_id} exists but does not match the criteria"
-                )
-        else:
-            if body_id is not None and body_id != match.id:
-                raise BadRequest(
-                    f"The id in the body ({body_id!r}) is not the matched resource ({match.id!r})",
-                    expression="id",
-                )
-            resource_id, current = match.id, match
-        _check_preconditions(current, preconditions)
-        return await _write(unit, resource, resource_id, current, "PUT")
+        resource_id = await conditional_update_id(unit, resource_type, criteria, resource)
+        return await update_in(unit, resource, resource_id, preconditions)
 
 
 async def patch(
@@ -149,31 +148,9 @@ async def patch(
     preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
     meta.check_id(resource_id)
-    patch_document = _json_patch(operations)
+    patcher = json_patch(operations)
     async with store.unit_of_work() as unit:
-        current = await unit.read(resource_type, resource_id)
-        if current is None:
-            raise NotFound(f"{resource_type}/{resource_id} is not known")
-        if current.deleted:
-            raise Gone(f"{resource_type}/{resource_id} was deleted")
-        _check_preconditions(current, preconditions)
-        assert current.body is not None
-        try:
-            patched = patch_document.apply(codec.load_object(current.body))
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-            raise Unprocessable(f"The patch cannot be applied: {exc}") from None
-        if not isinstance(patched, dict):
-            raise Unprocessable("The patch does not leave a resource")
-        if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
-            raise Unprocessable("A patch may not change the resource's type or id")
-        try:
-            validate(patched, resource_type)
-        except FHIRError as exc:
-            # R4 http.html#patch: a patch whose result is not valid is unprocessable.
-            raise Unprocessable(
-                f"The patched resource is not valid: {exc}", issues=exc.issues
-            ) from None
-        return await _write(unit, patched, resource_id, current, "PATCH")
+        return await patch_in(unit, resource_type, resource_id, patcher, preconditions)
 
 
 async def delete(
@@ -185,9 +162,7 @@ async def delete(
     """Delete; the tombstone version, or None when there was nothing to delete."""
     meta.check_id(resource_id)
     async with store.unit_of_work() as unit:
-        current = await unit.read(resource_type, resource_id)
-        _check_preconditions(current, preconditions)
-        return await _tombstone(unit, current)
+        return await delete_in(unit, resource_type, resource_id, preconditions)
 
 
 async def conditional_delete(
@@ -198,15 +173,104 @@ async def conditional_delete(
 ) -> Version | None:
     """Conditional delete, `single` mode: several matches are refused with 412."""
     async with store.unit_of_work() as unit:
-        match = await _match_one(unit, resource_type, criteria, "delete")
+        match = await match_one(unit, resource_type, criteria, "delete")
         _check_preconditions(match, preconditions)
         return await _tombstone(unit, match)
 
 
-async def _match_one(
+# The steps below run inside a caller's unit of work: one interaction's, or a
+# whole transaction Bundle's. Resources reaching them are already validated.
+
+
+def check_body_id(resource: JSONObject, resource_id: str) -> None:
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest("The resource must carry its id for an update", expression="id")
+    if body_id != resource_id:
+        raise BadRequest(
+            f"The id in the body ({body_id!r}) does not match the URL ({resource_id!r})",
+            expression="id",
+        )
+
+
+async def conditional_update_id(
+    unit: UnitOfWork, resource_type: str, criteria: Params, resource: JSONObject
+) -> str:
+    """The id a conditional update writes to (R4 http.html#cond-update): the single
+    match; or, with no match, the body's id or a new one."""
+    body_id = resource.get("id")
+    match = await match_one(unit, resource_type, criteria, "update")
+    if match is None:
+        if not isinstance(body_id, str):
+            return meta.new_id()
+        current = await unit.read(resource_type, meta.check_id(body_id))
+        if current is not None and not current.deleted:
+            raise PreconditionFailed(
+                f"{resource_type}/{body_id} exists but does not match the criteria"
+            )
+        return body_id
+    if body_id is not None and body_id != match.id:
+        raise BadRequest(
+            f"The id in the body ({body_id!r}) is not the matched resource ({match.id!r})",
+            expression="id",
+        )
+    return match.id
+
+
+async def write_new(unit: UnitOfWork, resource: JSONObject, resource_id: str) -> WriteResult:
+    """A create with an id already chosen."""
+    return await _write(unit, resource, resource_id, None, "POST")
+
+
+async def update_in(
+    unit: UnitOfWork, resource: JSONObject, resource_id: str, preconditions: Preconditions
+) -> WriteResult:
+    current = await unit.read(resource["resourceType"], resource_id)
+    _check_preconditions(current, preconditions)
+    return await _write(unit, resource, resource_id, current, "PUT")
+
+
+async def patch_in(
+    unit: UnitOfWork,
+    resource_type: str,
+    resource_id: str,
+    patcher: Patcher,
+    preconditions: Preconditions,
+) -> WriteResult:
+    current = await unit.read(resource_type, resource_id)
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if current.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    _check_preconditions(current, preconditions)
+    assert current.body is not None
+    patched = patcher(codec.load_object(current.body))
+    if not isinstance(patched, dict):
+        raise Unprocessable("The patch does not leave a resource")
+    if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
+        raise Unprocessable("A patch may not change the resource's type or id")
+    try:
+        validate(patched, resource_type)
+    except FHIRError as exc:
+        # R4 http.html#patch: a patch whose result is not valid is unprocessable.
+        raise Unprocessable(
+            f"The patched resource is not valid: {exc}", issues=exc.issues
+        ) from None
+    return await _write(unit, patched, resource_id, current, "PATCH")
+
+
+async def delete_in(
+    unit: UnitOfWork, resource_type: str, resource_id: str, preconditions: Preconditions
+) -> Version | None:
+    current = await unit.read(resource_type, resource_id)
+    _check_preconditions(current, preconditions)
+    return await _tombstone(unit, current)
+
+
+async def match_one(
     unit: UnitOfWork, resource_type: str, criteria: Params, action: str
 ) -> Version | None:
-    matches = await unit.search(parse_criteria(resource_type, criteria), limit=2)
+    matches = await unit.match(parse_criteria(resource_type, criteria), limit=2)
     if len(matches) > 1:
         raise PreconditionFailed(
             f"Conditional {action}: the criteria match more than one {resource_type}"
@@ -250,10 +314,19 @@ async def _tombstone(unit: UnitOfWork, current: Version | None) -> Version | Non
     return tombstone
 
 
-def _json_patch(operations: Any) -> jsonpatch.JsonPatch:
+def json_patch(operations: Any) -> Patcher:
+    """A JSON Patch document (RFC 6902), checked now and applied later."""
     if not isinstance(operations, list):
         raise BadRequest("A JSON Patch document must be a JSON array of operations")
     try:
-        return jsonpatch.JsonPatch(operations)
+        document = jsonpatch.JsonPatch(operations)
     except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
         raise BadRequest(f"Invalid JSON Patch document: {exc}") from None
+
+    def apply(resource: JSONObject) -> Any:
+        try:
+            return document.apply(resource)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise Unprocessable(f"The patch cannot be applied: {exc}") from None
+
+    return apply

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from fhirserver.errors import BadRequest, NotFound, NotSupported
 from fhirserver.resources import meta
 from fhirserver.search.time import date_range
-from fhirserver.storage.base import HistoryQuery, Store, Version
+from fhirserver.storage.base import HistoryQuery, Reader, Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class HistoryPage:
 
 
 async def history(
-    store: Store,
+    store: Reader,
     params: Sequence[tuple[str, str]],
     *,
     resource_type: str | None = None,

@@ -11,13 +11,13 @@ from fhirserver.resources.definitions import is_resource_type, resource_types
 from fhirserver.search.params import patient_compartment
 from fhirserver.search.parse import parse_search
 from fhirserver.search.query import IdPredicate, Predicate, ReferencePredicate, SearchQuery
-from fhirserver.storage.base import SearchResult, Store
+from fhirserver.storage.base import Reader, SearchResult
 
 Params = Sequence[tuple[str, str]]
 
 
 async def search(
-    store: Store,
+    store: Reader,
     resource_types_searched: tuple[str, ...],
     params: Params,
     *,

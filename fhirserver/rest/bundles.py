@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 
 from fhirserver.errors import Issue
+from fhirserver.interactions.bundle import EntryResult
 from fhirserver.interactions.history import HistoryPage
 from fhirserver.resources import codec
 from fhirserver.resources.elements import select_elements, summarize
 from fhirserver.resources.meta import format_instant
 from fhirserver.rest.errors import operation_outcome
 from fhirserver.rest.headers import etag
+from fhirserver.search.parse import FORMAT_PARAMS
 from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import SearchResult, Version
 
@@ -117,3 +120,63 @@ def _search_entry(base_url: str, version: Version, mode: str, query: SearchQuery
         "resource": resource,
         "search": {"mode": mode},
     }
+
+
+def response_bundle(
+    kind: str, base_url: str, results: list[EntryResult], preference: str
+) -> dict[str, Any]:
+    """A batch-response or transaction-response (R4 http.html#transaction-response):
+    one entry per request entry, in request order; resources as Prefer: return= asks."""
+    return {
+        "resourceType": "Bundle",
+        "type": f"{kind}-response",
+        "entry": [_response_entry(base_url, result, preference) for result in results],
+    }
+
+
+def _response_entry(base_url: str, result: EntryResult, preference: str) -> dict[str, Any]:
+    status = f"{result.status} {HTTPStatus(result.status).phrase}"
+    response: dict[str, Any] = {"status": status}
+    entry: dict[str, Any] = {}
+    if result.error is not None:
+        response["outcome"] = operation_outcome(result.error.issues)
+        return {"response": response}
+    method = result.entry.method if result.entry else "GET"
+    version = result.version
+    if version is not None:
+        reference = f"{version.resource_type}/{version.id}"
+        entry["fullUrl"] = f"{base_url}/{reference}"
+        if method != "GET" and method != "HEAD" and not version.deleted:
+            response["location"] = f"{reference}/_history/{version.version}"
+        response["etag"] = etag(version.version)
+        response["lastModified"] = format_instant(version.last_updated)
+    resource = _response_resource(base_url, result, preference)
+    if resource is not None and method != "HEAD":
+        entry["resource"] = resource
+    if method not in ("GET", "HEAD") and preference == "OperationOutcome":
+        message = f"{method} {result.entry.url if result.entry else ''}: {status}"
+        response["outcome"] = operation_outcome([Issue(message, "informational", "information")])
+    entry["response"] = response
+    return entry
+
+
+def _response_resource(base_url: str, result: EntryResult, preference: str) -> Any:
+    if result.search is not None and result.entry is not None:
+        query, found = result.search
+        path, params = _entry_path(result.entry.url, result.entry.params)
+        return searchset_bundle(base_url, path, params, query, found)
+    if result.history is not None and result.entry is not None:
+        path, params = _entry_path(result.entry.url, result.entry.params)
+        return history_bundle(base_url, path, params, result.history)
+    version = result.version
+    if version is None or version.body is None or result.status == 304:
+        return None
+    reading = result.entry is None or result.entry.method in ("GET", "HEAD")
+    if reading or preference == "representation":
+        return orjson.Fragment(version.body)
+    return None
+
+
+def _entry_path(url: str, params: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    path = "/" + urlsplit(url).path.strip("/").removesuffix("/_search")
+    return path.rstrip("/"), [(k, v) for k, v in params if k not in FORMAT_PARAMS]

@@ -10,12 +10,13 @@ from starlette.responses import Response
 from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
+from fhirserver.interactions.bundle import ReadOptions, process
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
 from fhirserver.interactions.search import search, system_types
 from fhirserver.resources import codec
 from fhirserver.rest import headers
-from fhirserver.rest.bundles import history_bundle, searchset_bundle
+from fhirserver.rest.bundles import history_bundle, response_bundle, searchset_bundle
 from fhirserver.rest.errors import operation_outcome
 from fhirserver.rest.negotiation import (
     FORM,
@@ -139,6 +140,30 @@ async def conditional_delete(request: Request, resource_type: str) -> Response:
         _store(request), resource_type, _criteria(request), headers.preconditions(request)
     )
     return _delete_answer(request, fmt, tombstone)
+
+
+async def bundle(request: Request) -> Response:
+    """POST [base] with a batch or transaction Bundle (R4 http.html#transaction)."""
+    fmt = response_format(request)
+    body = await _resource_body(request)
+    validate_type = body.get("resourceType")
+    if validate_type != "Bundle":
+        raise BadRequest(
+            f"POST to the base takes a Bundle, not {validate_type!r}", expression="resourceType"
+        )
+    settings = _settings(request)
+    options = ReadOptions(
+        base_url=base_url(request),
+        strict=headers.strict_handling(request),
+        search_page_size=settings.search_page_size,
+        history_page_size=settings.history_page_size,
+        max_page_size=settings.max_page_size,
+    )
+    results = await process(_store(request), body, options)
+    answer = response_bundle(
+        str(body["type"]), base_url(request), results, headers.return_preference(request)
+    )
+    return fhir_response(answer, fmt)
 
 
 async def history_endpoint(

@@ -3,18 +3,14 @@ Last-Modified, Prefer (R4 http.html#versioning, #cread, #ops)."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Literal
 
 from starlette.requests import Request
 
-from fhirserver.errors import BadRequest
-from fhirserver.interactions.crud import ANY, Preconditions
+from fhirserver.interactions.crud import ETAG, Preconditions, parse_preconditions
 from fhirserver.storage.base import Version
 
-_ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*')
 RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
 
 
@@ -30,24 +26,11 @@ def version_headers(version: Version) -> dict[str, str]:
     return {"ETag": etag(version.version), "Last-Modified": http_date(version.last_updated)}
 
 
-def _versions(request: Request, header: str) -> frozenset[int] | Literal["*"] | None:
-    raw = request.headers.get(header)
-    if raw is None:
-        return None
-    if raw.strip() == "*":
-        return ANY
-    versions = set()
-    for tag in raw.split(","):
-        match = _ETAG.fullmatch(tag)
-        if match is None:
-            raise BadRequest(f'{header} must list version ETags such as W/"3", not {raw!r:.60}')
-        versions.add(int(match.group(1)))
-    return frozenset(versions)
-
-
 def preconditions(request: Request) -> Preconditions:
     """If-Match / If-None-Match of a write request."""
-    return Preconditions(_versions(request, "if-match"), _versions(request, "if-none-match"))
+    return parse_preconditions(
+        request.headers.get("if-match"), request.headers.get("if-none-match")
+    )
 
 
 def not_modified(request: Request, version: Version) -> bool:
@@ -56,7 +39,7 @@ def not_modified(request: Request, version: Version) -> bool:
     if none_match is not None:
         tags = [tag.strip() for tag in none_match.split(",")]
         return "*" in tags or any(
-            (m := _ETAG.fullmatch(tag)) is not None and int(m.group(1)) == version.version
+            (m := ETAG.fullmatch(tag)) is not None and int(m.group(1)) == version.version
             for tag in tags
         )
     since = request.headers.get("if-modified-since")

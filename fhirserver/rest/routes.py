@@ -13,68 +13,48 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fhirserver.errors import MethodNotAllowed, NotFound
-from fhirserver.resources.definitions import is_resource_type
+from fhirserver.interactions.paths import Kind, Target, parse_path
 from fhirserver.rest import endpoints
 
 Handler = Callable[..., Awaitable[Response]]
 Methods = dict[str, Handler]
 
-_BASE: Methods = {"GET": endpoints.search_system}
-_SYSTEM: dict[str, Methods] = {
+_METHODS: dict[Kind, Methods] = {
+    "system": {"GET": endpoints.search_system, "POST": endpoints.bundle},
     "metadata": {"GET": endpoints.capabilities},
-    "_history": {"GET": endpoints.history_endpoint},
-    "_search": {"POST": endpoints.search_system},
+    "system-history": {"GET": endpoints.history_endpoint},
+    "system-search": {"POST": endpoints.search_system},
+    "type": {
+        "GET": endpoints.search_type,
+        "POST": endpoints.create,
+        "PUT": endpoints.conditional_update,
+        "DELETE": endpoints.conditional_delete,
+    },
+    "type-history": {"GET": endpoints.history_endpoint},
+    "type-search": {"POST": endpoints.search_type},
+    "instance": {
+        "GET": endpoints.read,
+        "PUT": endpoints.update,
+        "PATCH": endpoints.patch,
+        "DELETE": endpoints.delete,
+    },
+    "instance-history": {"GET": endpoints.history_endpoint},
+    "version": {"GET": endpoints.vread},
+    "compartment": {"GET": endpoints.search_compartment},
 }
-_TYPE: Methods = {
-    "GET": endpoints.search_type,
-    "POST": endpoints.create,
-    "PUT": endpoints.conditional_update,
-    "DELETE": endpoints.conditional_delete,
-}
-_TYPE_SEARCH: Methods = {"POST": endpoints.search_type}
-_COMPARTMENT: Methods = {"GET": endpoints.search_compartment}
-_TYPE_HISTORY: Methods = {"GET": endpoints.history_endpoint}
-_INSTANCE: Methods = {
-    "GET": endpoints.read,
-    "PUT": endpoints.update,
-    "PATCH": endpoints.patch,
-    "DELETE": endpoints.delete,
-}
-_INSTANCE_HISTORY: Methods = {"GET": endpoints.history_endpoint}
-_VERSION: Methods = {"GET": endpoints.vread}
 
 
-def _resolve(segments: list[str]) -> tuple[Methods, list[str]]:
-    """The methods allowed at a path, and the path arguments their handlers take."""
-    if not segments:
-        return _BASE, []
-    head, rest = segments[0], segments[1:]
-    if head in _SYSTEM and not rest:
-        return _SYSTEM[head], []
-    if not is_resource_type(head):
-        raise NotFound(f"Unknown resource type or path {head!r}")
-    match rest:
-        case []:
-            return _TYPE, [head]
-        case ["_history"]:
-            return _TYPE_HISTORY, [head]
-        case ["_search"]:
-            return _TYPE_SEARCH, [head]
-        case [resource_id]:
-            return _INSTANCE, [head, resource_id]
-        case [resource_id, "_history"]:
-            return _INSTANCE_HISTORY, [head, resource_id]
-        case [resource_id, "_history", version_id]:
-            return _VERSION, [head, resource_id, version_id]
-        case [resource_id, member_type] if is_resource_type(member_type):
-            return _COMPARTMENT, [head, resource_id, member_type]
-    raise NotFound(f"No FHIR interaction lives at {'/'.join(segments)!r}")
+def _arguments(target: Target) -> list[str]:
+    """The path arguments a handler takes, in order."""
+    values = (target.resource_type, target.id, target.version, target.member_type)
+    return [value for value in values if value is not None]
 
 
 async def dispatch(request: Request) -> Response:
     # From the raw path: the route's pattern would let a trailing newline slip past.
     path = request.scope["path"].removeprefix(request.app.state.settings.base_path)
-    methods, arguments = _resolve([s for s in path.split("/") if s])
+    target = parse_path(path)
+    methods, arguments = _METHODS[target.kind], _arguments(target)
     if request.method == "HEAD" and "GET" in methods:
         answer = await methods["GET"](request, *arguments)
         return Response(status_code=answer.status_code, headers=answer.headers)

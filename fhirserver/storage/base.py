@@ -64,31 +64,8 @@ class VersionConflict(Exception):
     """The version written is not the successor of the current one: another writer won."""
 
 
-class UnitOfWork(Protocol):
-    """Reads and writes that commit together; reads see the unit's own writes."""
-
-    async def read(self, resource_type: str, resource_id: str) -> Version | None: ...
-
-    async def search(self, query: SearchQuery, limit: int) -> list[Version]:
-        """Matches of a query's criteria, unordered, at most `limit`."""
-        ...
-
-    async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None: ...
-
-    async def set_index(
-        self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
-    ) -> None:
-        """Replace the index entries of the current version (for a reindex)."""
-        ...
-
-
-class Store(Protocol):
-    # True after open() when the search index must be rebuilt (an upgraded file).
-    index_outdated: bool
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
+class Reader(Protocol):
+    """What can be read: from the store, or inside a unit of work (seeing its writes)."""
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         """The current version (possibly a deletion), or None if the resource never existed."""
@@ -104,6 +81,31 @@ class Store(Protocol):
     async def search(self, query: SearchQuery) -> SearchResult:
         """One page of matches, sorted, with includes; `query.cursor` names the page."""
         ...
+
+
+class UnitOfWork(Reader, Protocol):
+    """Reads and writes that commit together; reads see the unit's own writes."""
+
+    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
+        """Matches of a query's criteria, unordered, at most `limit`."""
+        ...
+
+    async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None: ...
+
+    async def set_index(
+        self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
+    ) -> None:
+        """Replace the index entries of the current version (for a reindex)."""
+        ...
+
+
+class Store(Reader, Protocol):
+    # True after open() when the search index must be rebuilt (an upgraded file).
+    index_outdated: bool
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
     async def scan(self, after: tuple[str, str] | None, limit: int) -> list[Version]:
         """Current, non-deleted versions in (type, id) order, starting after `after`."""

@@ -76,7 +76,7 @@ async def test_failed_unit_of_work_leaves_nothing(store: Store) -> None:
 async def test_unit_of_work_reads_its_own_writes(store: Store) -> None:
     async with store.unit_of_work() as unit:
         await unit.write(version("a", 1), (TokenEntry("identifier", "s", "1"),))
-        found = await unit.search(
+        found = await unit.match(
             SearchQuery(("Patient",), ((TokenPredicate("identifier", "s", "1"),),)), limit=5
         )
         assert [v.id for v in found] == ["a"]
@@ -127,7 +127,7 @@ async def test_search_tokens_and_dates(store: Store) -> None:
 
     async def ids(*clauses: tuple[Predicate, ...]) -> list[str]:
         async with store.unit_of_work() as unit:
-            return [v.id for v in await unit.search(SearchQuery(("Patient",), clauses), limit=10)]
+            return [v.id for v in await unit.match(SearchQuery(("Patient",), clauses), limit=10)]
 
     assert await ids((TokenPredicate("identifier", None, "1"),)) == ["a", "b"]
     assert await ids((TokenPredicate("identifier", "s", "1"),)) == ["a"]

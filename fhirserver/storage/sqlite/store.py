@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,6 +76,77 @@ def _history_where(query: HistoryQuery) -> tuple[str, list[Any]]:
         )
         args.extend([high, low])
     return " AND ".join(where), args
+
+
+@contextmanager
+def _snapshot(connection: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, so that several statements see the same data; inside a
+    unit of work the unit's own transaction already is one."""
+    if connection.in_transaction:
+        yield
+        return
+    connection.execute("BEGIN")
+    try:
+        yield
+    finally:
+        connection.execute("COMMIT")
+
+
+def _vread(
+    connection: sqlite3.Connection, resource_type: str, resource_id: str, version: int
+) -> Version | None:
+    row = connection.execute(
+        f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.type = ? AND v.id = ? AND v.version = ?",
+        (resource_type, resource_id, version),
+    ).fetchone()
+    return None if row is None else _version(row)
+
+
+def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[Version], int]:
+    where, args = _history_where(query)
+    page_where, page_args = where, [*args, query.count]
+    if query.before_seq is not None:
+        page_where += " AND v.seq < ?"
+        page_args.insert(-1, query.before_seq)
+    with _snapshot(connection):
+        rows = connection.execute(
+            f"SELECT {VERSION_COLUMNS} FROM versions v WHERE {page_where} "
+            "ORDER BY v.seq DESC LIMIT ?",
+            page_args,
+        ).fetchall()
+        total: int = connection.execute(
+            f"SELECT count(*) FROM versions v WHERE {where}", args
+        ).fetchone()[0]
+    return [_version(row) for row in rows], total
+
+
+def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
+    direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
+    backwards = direction == "before"
+    page = compile_page(query, query.count + 1, after, backwards)
+    with _snapshot(connection):
+        rows = connection.execute(page.sql, page.args).fetchall()
+        more = len(rows) > query.count
+        rows = rows[: query.count]
+        if backwards:
+            rows.reverse()
+        keys = [list(row[: page.keys]) for row in rows]
+        matches = [_version(row[page.keys :]) for row in rows]
+        total = None
+        if query.total != "none":
+            total = connection.execute(*compile_count(query)).fetchone()[0]
+        elif after is None and not more:
+            total = len(matches)
+        included = find_includes(connection, query.includes, matches)
+    later = more if not backwards else after is not None
+    earlier = after is not None if not backwards else more
+    return SearchResult(
+        matches,
+        [_version(row) for row in included],
+        total,
+        encode_cursor("after", keys[-1]) if later and keys else None,
+        encode_cursor("before", keys[0]) if earlier and keys else None,
+    )
 
 
 class SqliteStore:
@@ -158,75 +229,13 @@ class SqliteStore:
         return None if row is None else _version(row)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
-        row = await self._on_reader(
-            lambda c: c.execute(
-                f"SELECT {VERSION_COLUMNS} FROM versions v "
-                "WHERE v.type = ? AND v.id = ? AND v.version = ?",
-                (resource_type, resource_id, version),
-            ).fetchone()
-        )
-        return None if row is None else _version(row)
+        return await self._on_reader(lambda c: _vread(c, resource_type, resource_id, version))
 
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
-        where, args = _history_where(query)
-        count_sql = f"SELECT count(*) FROM versions v WHERE {where}"
-        page_where, page_args = where, [*args, query.count]
-        if query.before_seq is not None:
-            page_where += " AND v.seq < ?"
-            page_args.insert(-1, query.before_seq)
-        page_sql = (
-            f"SELECT {VERSION_COLUMNS} FROM versions v WHERE {page_where} "
-            "ORDER BY v.seq DESC LIMIT ?"
-        )
-
-        def job(connection: sqlite3.Connection) -> tuple[list[Row], int]:
-            # One read transaction: the page and the total come from the same snapshot.
-            connection.execute("BEGIN")
-            try:
-                rows = connection.execute(page_sql, page_args).fetchall()
-                total: int = connection.execute(count_sql, args).fetchone()[0]
-            finally:
-                connection.execute("COMMIT")
-            return rows, total
-
-        rows, total = await self._on_reader(job)
-        return [_version(row) for row in rows], total
+        return await self._on_reader(lambda c: _history(c, query))
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
-        backwards = direction == "before"
-        page = compile_page(query, query.count + 1, after, backwards)
-
-        def job(connection: sqlite3.Connection) -> SearchResult:
-            # One read transaction: page, total and includes see the same snapshot.
-            connection.execute("BEGIN")
-            try:
-                rows = connection.execute(page.sql, page.args).fetchall()
-                more = len(rows) > query.count
-                rows = rows[: query.count]
-                if backwards:
-                    rows.reverse()
-                keys = [list(row[: page.keys]) for row in rows]
-                matches = [_version(row[page.keys :]) for row in rows]
-                total = None
-                if query.total != "none":
-                    total = connection.execute(*compile_count(query)).fetchone()[0]
-                elif after is None and not more:
-                    total = len(matches)
-                included = find_includes(connection, query.includes, matches)
-            finally:
-                connection.execute("COMMIT")
-            later = more if not backwards else after is not None
-            earlier = after is not None if not backwards else more
-            return SearchResult(
-                matches,
-                [_version(row) for row in included],
-                total,
-                encode_cursor("after", keys[-1]) if later and keys else None,
-                encode_cursor("before", keys[0]) if earlier and keys else None,
-            )
-
-        return await self._on_reader(job)
+        return await self._on_reader(lambda c: _search(c, query))
 
     async def scan(self, after: tuple[str, str] | None, limit: int) -> list[Version]:
         start = after or ("", "")
@@ -280,22 +289,32 @@ class _SqliteUnitOfWork:
         for version, index in pending:
             _write(connection, version, index)
 
-    async def read(self, resource_type: str, resource_id: str) -> Version | None:
-        def job(connection: sqlite3.Connection) -> Row | None:
-            self._flush(connection)
-            return _read_current(connection, resource_type, resource_id)
+    async def _after_flush(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a job on the writer once the buffered writes are in, so it sees them."""
 
-        row = await self._store._on_writer(job)
+        def flushed(connection: sqlite3.Connection) -> T:
+            self._flush(connection)
+            return job(connection)
+
+        return await self._store._on_writer(flushed)
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        row = await self._after_flush(lambda c: _read_current(c, resource_type, resource_id))
         return None if row is None else _version(row)
 
-    async def search(self, query: SearchQuery, limit: int) -> list[Version]:
+    async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
+        return await self._after_flush(lambda c: _vread(c, resource_type, resource_id, version))
+
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+        return await self._after_flush(lambda c: _history(c, query))
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        return await self._after_flush(lambda c: _search(c, query))
+
+    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         sql, args = compile_matches(query, limit)
-
-        def job(connection: sqlite3.Connection) -> list[Row]:
-            self._flush(connection)
-            return connection.execute(sql, args).fetchall()
-
-        return [_version(row) for row in await self._store._on_writer(job)]
+        rows = await self._after_flush(lambda c: c.execute(sql, args).fetchall())
+        return [_version(row) for row in rows]
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
@@ -304,11 +323,10 @@ class _SqliteUnitOfWork:
         self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
     ) -> None:
         def job(connection: sqlite3.Connection) -> None:
-            self._flush(connection)
             delete_entries(connection, resource_type, resource_id)
             insert_entries(connection, resource_type, resource_id, index)
 
-        await self._store._on_writer(job)
+        await self._after_flush(job)
 
     def commit(self, connection: sqlite3.Connection) -> None:
         if not self._pending and not self._begun:
