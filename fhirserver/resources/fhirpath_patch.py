@@ -1,0 +1,570 @@
+"""FHIRPath Patch (R4 fhirpatch.html): apply a Parameters resource of patch operations.
+
+Each `operation` parameter names a FHIRPath expression and what to do there: add, insert,
+delete, replace or move. FHIRPath engines (fhirpathpy) return values, but a patch needs
+places, so a small evaluator here resolves the subset of FHIRPath that clients send to
+locations (the containing object, the element name, the list position):
+
+    Patient.name               the resource-type prefix may be left out
+    Patient.name[1].given[0]   an indexer after any step
+    Patient.name.first()       first() and last()
+    Patient.identifier.where(system = 'x' and value = 'y')
+                               equality of a (dotted) element with a string, boolean or
+                               integer literal, terms joined by `and`
+    Observation.value          a choice element: matches valueQuantity, valueString, ...
+
+Anything else is refused with NotSupported rather than guessed at.
+
+Each located element carries its R4 schema definition (Patient, HumanName, Patient_Contact,
+the resourceType of a contained resource), read off the shipped R4 JSON Schema (loaded on
+first use, not at import) as the path is walked. So `add` knows the element it adds: it
+appends to a list already there, creates a one-item list for an absent repeating element
+(Patient.identifier) and sets a single value otherwise; a choice name (Observation `value`)
+becomes name + the value's type (valueQuantity); a name the parent's definition lacks is
+refused. An anonymous type sent as parts (Patient.contact) gets its repeating elements as
+lists the same way. Where no definition is known (a resourceType the schema lacks), the
+value is set as given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fhirserver.errors import BadRequest, NotSupported, Unprocessable
+from fhirserver.resources.codec import JSONObject
+
+_NEEDS = {
+    "add": ("name", "value"),
+    "insert": ("value", "index"),
+    "delete": (),
+    "replace": ("value",),
+    "move": ("source", "destination"),
+}
+_PARTS = frozenset({"type", "path", "name", "value", "index", "source", "destination"})
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>[0-9]+)"
+    r"|(?P<ident>[A-Za-z][A-Za-z0-9_]*)|(?P<punct>[.\[\]()=]))"
+)
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+Literal = str | bool | int
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Index:
+    position: int
+
+
+@dataclass(frozen=True)
+class _Function:
+    name: str  # first | last
+
+
+@dataclass(frozen=True)
+class _Where:
+    terms: tuple[tuple[tuple[str, ...], Literal], ...]
+
+
+_Step = _Field | _Index | _Function | _Where
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One element the path selected, and where it lives so that it can be changed."""
+
+    value: Any
+    parent: _Node | None = None  # None for the resource itself
+    key: str = ""
+    index: int | None = None  # its position when `parent.value[key]` is a JSON array
+    choice: str | None = None  # "value" when `key` is "valueQuantity" reached as `value`
+    definition: str | None = None  # its R4 schema definition, None where unknown
+
+
+@dataclass(frozen=True)
+class _Anonymous:
+    """An anonymous type sent as parts: each element name with the values given for it."""
+
+    elements: dict[str, list[Any]]
+
+
+def apply_fhirpath_patch(resource: JSONObject, parameters: JSONObject) -> JSONObject:
+    """Returns a new dict; never mutates `resource`."""
+    if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
+        raise BadRequest("A FHIRPath Patch body must be a Parameters resource")
+    operations = parameters.get("parameter", [])
+    if not isinstance(operations, list):
+        raise BadRequest("Parameters.parameter must be a JSON array")
+    checked = [_Operation.read(number, entry) for number, entry in enumerate(operations, 1)]
+    result: JSONObject = _copy(resource)
+    for operation in checked:
+        _apply(result, operation)
+    return result
+
+
+class _Operation:
+    """One `operation` parameter, its parts checked before anything is changed."""
+
+    def __init__(self, number: int, parameter: Any) -> None:
+        self.number = number  # counted from 1, as the messages say
+        self.type = self.path = ""
+        self.parts: dict[str, JSONObject] = {}
+        if not isinstance(parameter, dict) or parameter.get("name") != "operation":
+            raise self.bad("each parameter must be named 'operation'")
+        parts = parameter.get("part")
+        for part in parts if isinstance(parts, list) else ():
+            name = part.get("name") if isinstance(part, dict) else None
+            if not isinstance(name, str):
+                raise self.bad("a part has no name")
+            if name not in _PARTS:
+                raise self.bad(f"unknown part {name!r}; known: {', '.join(sorted(_PARTS))}")
+            if name in self.parts:
+                raise self.bad(f"part {name!r} is given more than once")
+            self.parts[name] = part
+
+    @classmethod
+    def read(cls, number: int, parameter: Any) -> _Operation:
+        operation = cls(number, parameter)
+        operation.type = operation.string("type")
+        if operation.type not in _NEEDS:
+            raise operation.bad(f"type must be one of {', '.join(_NEEDS)}, not {operation.type!r}")
+        operation.path = operation.string("path")
+        if not operation.path.strip():
+            raise operation.bad("path is empty")
+        for name in _NEEDS[operation.type]:
+            if name not in operation.parts:
+                raise operation.bad(f"{operation.type} needs a {name!r} part")
+        for name in ("index", "source", "destination"):
+            if name in operation.parts:
+                operation.integer(name)
+        if operation.type == "add" and not _NAME.fullmatch(operation.string("name")):
+            raise operation.bad(f"name {operation.string('name')!r} is not an element name")
+        if "value" in operation.parts:
+            operation.value()
+        return operation
+
+    def _primitive(self, name: str) -> Any:
+        part = self.parts.get(name)
+        if part is None:
+            raise self.bad(f"{self.type or 'the operation'} needs a {name!r} part")
+        return _part_value(part, self)[0]
+
+    def string(self, name: str) -> str:
+        value = self._primitive(name)
+        if not isinstance(value, str):
+            raise self.bad(f"{name} must be a string, not {value!r:.40}")
+        return value
+
+    def integer(self, name: str) -> int:
+        value = self._primitive(name)
+        # bool is an int in Python, but a valueBoolean is no valueInteger.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.bad(f"{name} must be an integer, not {value!r:.40}")
+        return value
+
+    def value(self) -> tuple[Any, str | None]:
+        return _part_value(self.parts["value"], self)
+
+    def _says(self, detail: str) -> str:
+        return f"FHIRPath Patch operation {self.number} (counting from 1): {detail}"
+
+    def bad(self, detail: str) -> BadRequest:
+        return BadRequest(self._says(detail), expression=f"Parameters.parameter[{self.number - 1}]")
+
+    def unprocessable(self, detail: str) -> Unprocessable:
+        detail = f"{self.type} path {self.path!r} {detail}"
+        return Unprocessable(self._says(detail), expression=self.path)
+
+    def unsupported(self, reason: str) -> NotSupported:
+        detail = f"path {self.path!r} is outside the FHIRPath subset supported here: {reason}"
+        return NotSupported(self._says(detail), expression=self.path)
+
+
+def _part_value(part: JSONObject, operation: _Operation) -> tuple[Any, str | None]:
+    """A part's content and, for value[x], its type name ("HumanName" for valueHumanName).
+
+    Nested parts give an _Anonymous, which _shape turns into JSON once the definition of
+    the element it becomes is known.
+    """
+    typed = [key for key in part if key.startswith("value") and key[5:6].isupper()]
+    if len(typed) > 1:
+        raise operation.bad(f"part {part.get('name')!r} has more than one value[x]")
+    if typed:
+        return _copy(part[typed[0]]), typed[0][5:]
+    if isinstance(part.get("resource"), dict):
+        return _copy(part["resource"]), None
+    nested = part.get("part")
+    if not isinstance(nested, list) or not nested:
+        raise operation.bad(f"part {part.get('name')!r} has no value[x], resource or parts")
+    grouped: dict[str, list[Any]] = {}
+    for child in nested:
+        name = child.get("name") if isinstance(child, dict) else None
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise operation.bad(f"a part inside {part.get('name')!r} has no element name")
+        grouped.setdefault(name, []).append(_part_value(child, operation)[0])
+    return _Anonymous(grouped), None
+
+
+def _shape(value: Any, definition: str | None) -> Any:
+    """JSON for a value; an anonymous type's repeating elements become lists."""
+    if not isinstance(value, _Anonymous):
+        return value
+    elements = _elements(definition) if definition else {}
+    shaped: JSONObject = {}
+    for name, values in value.elements.items():
+        is_array, target = elements.get(name, (False, None))
+        items = [_shape(item, target) for item in values]
+        # Where the definition is unknown, a name given more than once repeats.
+        shaped[name] = items if is_array or len(items) > 1 else items[0]
+    return shaped
+
+
+def _properties(definition: str) -> dict[str, Any]:
+    """The properties of an R4 schema definition; {} for a primitive or an unknown name."""
+    # Imported here: definitions imports the R4B models, which a patch module need not load.
+    from fhirserver.resources.definitions import r4_schema
+
+    properties: dict[str, Any] = (
+        r4_schema()["definitions"].get(definition, {}).get("properties", {})
+    )
+    return properties
+
+
+@cache
+def _elements(definition: str) -> dict[str, tuple[bool, str | None]]:
+    """Each element of an R4 schema definition: is it an array, and its definition.
+
+    Read as structure._plan reads them; {} for a primitive or a name the schema lacks.
+    """
+    elements: dict[str, tuple[bool, str | None]] = {}
+    for name, element in _properties(definition).items():
+        is_array = element.get("type") == "array"
+        ref = (element.get("items", {}) if is_array else element).get("$ref")
+        # Inline primitives (valueString, the code enums) name no definition.
+        elements[name] = (is_array, ref.rsplit("/", 1)[1] if ref else None)
+    return elements
+
+
+@cache
+def _choice(definition: str, name: str) -> frozenset[str]:
+    """The keys of choice element name[x] (valueQuantity, valueString, ...) in a definition.
+
+    The schema does not mark choices; its keys for one share one description, which tells
+    Observation.effective[x] from, say, participantEffectiveDescription beside
+    participantEffective[x] in ResearchElementDefinition.
+    """
+    properties = _properties(definition)
+    if name in properties:
+        return frozenset()
+    keys = [key for key in properties if key.startswith(name) and key[len(name) :][:1].isupper()]
+    shared = Counter(properties[key].get("description") for key in keys)
+    return frozenset(key for key in keys if shared[properties[key].get("description")] > 1)
+
+
+def _definition(parent: str | None, key: str, value: Any) -> str | None:
+    """The definition of `value`, found as element `key` of a `parent` definition."""
+    target = _elements(parent).get(key, (False, None))[1] if parent else None
+    if target == "ResourceList":  # contained, Bundle.entry.resource: the resource says
+        kind = value.get("resourceType") if isinstance(value, dict) else None
+        return kind if isinstance(kind, str) else None
+    return target
+
+
+def _copy(value: Any) -> Any:
+    # Not copy.deepcopy: a codec.Decimal must stay itself, with its text.
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+def _apply(resource: JSONObject, operation: _Operation) -> None:
+    nodes = _evaluate(resource, _parse(operation), operation)
+    if operation.type == "delete":
+        # The spec deletes "if found": a path that selects nothing is not an error.
+        if nodes:
+            _delete(_single(nodes, operation))
+    elif operation.type in ("insert", "move"):
+        _reorder(nodes, operation)
+    elif operation.type == "replace":
+        node = _single(nodes, operation)
+        value, value_type = operation.value()
+        _replace(node, _shape(value, node.definition), value_type)
+    else:
+        _add(_single(nodes, operation), operation)
+
+
+def _single(nodes: list[_Node], operation: _Operation) -> _Node:
+    if not nodes:
+        raise operation.unprocessable("selects nothing")
+    if len(nodes) > 1:
+        raise operation.unprocessable(f"selects {len(nodes)} elements, not one")
+    if nodes[0].parent is None and operation.type != "add":
+        raise operation.unprocessable("selects the resource itself")
+    return nodes[0]
+
+
+def _add(target: _Node, operation: _Operation) -> None:
+    name, (value, value_type) = operation.string("name"), operation.value()
+    container = target.value
+    if not isinstance(container, dict):
+        raise operation.unprocessable(f"selects a primitive value, which cannot hold {name!r}")
+    parent = target.definition
+    elements = _elements(parent) if parent else {}
+    key, choice = name, frozenset[str]()
+    if parent and elements and name not in elements:
+        # A choice element is named without its type: the value part's type completes it.
+        choice = _choice(parent, name)
+        if not choice:
+            raise operation.unprocessable(f"adds {name!r}, which {parent} has no element for")
+        key = name + (value_type or "")
+        if key not in choice:
+            allowed = ", ".join(sorted(choice))
+            raise operation.unprocessable(f"adds {key!r}; {parent}.{name}[x] is one of {allowed}")
+    taken = sorted(choice & container.keys())
+    if taken:
+        raise operation.unprocessable(f"already has {taken[0]!r}; replace changes it")
+    repeats, definition = elements.get(key, (False, None))
+    value = _shape(value, definition)
+    existing = container.get(key)
+    if isinstance(existing, list):
+        _edit_list(container, key, lambda items, twin: items.append(None if twin else value))
+    elif existing is None:
+        container[key] = [value] if repeats else value
+    else:
+        raise operation.unprocessable(f"already has {key!r}; replace changes it")
+
+
+def _replace(node: _Node, value: Any, value_type: str | None) -> None:
+    assert node.parent is not None
+    container = node.parent.value
+    if node.index is not None:
+        container[node.key][node.index] = value
+    elif node.choice and value_type:
+        # Replacing a valueQuantity with a valueString renames the choice element.
+        del container[node.key]
+        container[node.choice + value_type] = value
+    else:
+        container[node.key] = value
+
+
+def _delete(node: _Node) -> None:
+    assert node.parent is not None
+    container, key, index = node.parent.value, node.key, node.index
+    if index is None:
+        del container[key]
+        container.pop("_" + key, None)
+    else:
+        _edit_list(container, key, lambda items, twin: items.pop(index))
+    # FHIR JSON has no empty objects: take out what the deletion left empty, up to the root.
+    if not container and node.parent.parent is not None:
+        _delete(node.parent)
+
+
+def _reorder(nodes: list[_Node], operation: _Operation) -> None:
+    """insert and move: the path names one whole list; the parts name positions in it."""
+    if not nodes:
+        raise operation.unprocessable("selects no list (add creates one)")
+    first = nodes[0]
+    container = first.parent.value if first.parent is not None else None
+    items = container.get(first.key) if isinstance(container, dict) else None
+    if (
+        container is None
+        or not isinstance(items, list)
+        or len(items) != len(nodes)
+        or any(node.parent is not first.parent or node.key != first.key for node in nodes)
+    ):
+        raise operation.unprocessable("does not select one whole list")
+    size = len(items)
+
+    def position(name: str, limit: int) -> int:
+        value = operation.integer(name)
+        if not 0 <= value <= limit:
+            raise operation.bad(f"{name} {value} is outside 0..{limit} (the list has {size})")
+        return value
+
+    if operation.type == "insert":
+        at, value = position("index", size), _shape(operation.value()[0], first.definition)
+        _edit_list(
+            container, first.key, lambda items, twin: items.insert(at, None if twin else value)
+        )
+    else:
+        source, destination = position("source", size - 1), position("destination", size - 1)
+        _edit_list(
+            container, first.key, lambda items, _: items.insert(destination, items.pop(source))
+        )
+
+
+def _edit_list(container: JSONObject, key: str, edit: Callable[[list[Any], bool], Any]) -> None:
+    """Change a list, and its `_key` twin too where a primitive list keeps extensions there."""
+    items = container[key]
+    twin = container.get("_" + key)
+    aligned = twin if isinstance(twin, list) and len(twin) == len(items) else None
+    edit(items, False)
+    if aligned is not None:
+        edit(aligned, True)
+    # FHIR JSON has no empty arrays, and a twin of nothing but nulls says nothing.
+    if not items:
+        del container[key]
+    if aligned is not None and all(entry is None for entry in aligned):
+        del container["_" + key]
+
+
+# -- the path language ------------------------------------------------------------------
+
+
+def _parse(operation: _Operation) -> list[_Step]:
+    path = operation.path
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    while path[position:].strip():
+        match = _TOKEN.match(path, position)
+        if match is None or match.lastgroup is None:
+            raise operation.unsupported(f"cannot read {path[position:].strip()[:12]!r}")
+        tokens.append((match.lastgroup, match.group(match.lastgroup)))
+        position = match.end()
+    tokens.append(("end", ""))
+    cursor = 0
+
+    def peek() -> str:
+        return tokens[cursor][1]
+
+    def take(kind: str, text: str | None = None) -> str:
+        nonlocal cursor
+        got_kind, got = tokens[cursor]
+        if got_kind != kind or text not in (None, got):
+            wanted = repr(text) if text is not None else "a name" if kind == "ident" else kind
+            raise operation.unsupported(f"expected {wanted} at {got or 'the end'!r}")
+        cursor += 1
+        return got
+
+    def number() -> int:
+        text = take("number")
+        # R4 integers are 32-bit; and int() refuses text thousands of digits long.
+        if len(text) > 10:
+            raise operation.unsupported(f"{text[:10]}... is past any R4 integer")
+        return int(text)
+
+    def literal() -> Literal:
+        kind, text = tokens[cursor]
+        if kind == "string":
+            take(kind)
+            return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", _unescape, text[1:-1])
+        if kind == "number":
+            return number()
+        if text in ("true", "false"):
+            return take(kind) == "true"
+        raise operation.unsupported(f"{text or 'the end'!r} is not a string, boolean or integer")
+
+    def where() -> _Where:
+        terms = []
+        while True:
+            names = [take("ident")]
+            while peek() == ".":
+                take("punct", ".")
+                names.append(take("ident"))
+            take("punct", "=")
+            terms.append((tuple(names), literal()))
+            if peek() != "and":
+                return _Where(tuple(terms))
+            take("ident", "and")
+
+    steps: list[_Step] = []
+    while True:
+        name = take("ident")
+        if peek() != "(":
+            steps.append(_Field(name))
+        elif name in ("first", "last"):
+            take("punct", "(")
+            take("punct", ")")
+            steps.append(_Function(name))
+        elif name == "where":
+            take("punct", "(")
+            steps.append(where())
+            take("punct", ")")
+        else:
+            raise operation.unsupported(f"{name}() is not one of first(), last(), where()")
+        while peek() == "[":
+            take("punct", "[")
+            steps.append(_Index(number()))
+            take("punct", "]")
+        if tokens[cursor][0] == "end":
+            return steps
+        take("punct", ".")
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if len(code) == 5:
+        return chr(int(code[1:], 16))
+    return _ESCAPES.get(code, code)
+
+
+def _evaluate(resource: JSONObject, steps: list[_Step], operation: _Operation) -> list[_Node]:
+    kind = resource.get("resourceType")
+    nodes = [_Node(resource, definition=kind if isinstance(kind, str) else None)]
+    if steps[0] == _Field(str(resource.get("resourceType"))):
+        steps = steps[1:]
+    for step in steps:
+        if isinstance(step, _Field):
+            nodes = [child for node in nodes for child in _children(node, step.name, operation)]
+        elif isinstance(step, _Index):
+            nodes = nodes[step.position : step.position + 1]
+        elif isinstance(step, _Function):
+            nodes = nodes[:1] if step.name == "first" else nodes[-1:]
+        else:
+            nodes = [node for node in nodes if _matches(node, step, operation)]
+    return nodes
+
+
+def _children(node: _Node, name: str, operation: _Operation) -> list[_Node]:
+    value = node.value
+    if not isinstance(value, dict):
+        # A primitive's id and extensions live in its `_name` twin, which is not modelled.
+        if name in ("id", "extension"):
+            raise operation.unsupported("the id or extension of a primitive value")
+        return []
+    if name == "resourceType":
+        return []
+    if name in value:
+        keys, choice = [name], None
+    elif node.definition and _elements(node.definition):
+        keys, choice = [key for key in value if key in _choice(node.definition, name)], name
+    else:
+        keys = [key for key in value if key.startswith(name) and key[len(name) :][:1].isupper()]
+        choice = name
+    children = []
+    for key in keys:
+        item = value[key]
+        entries = enumerate(item) if isinstance(item, list) else [(None, item)]
+        children += [
+            _Node(entry, node, key, i, choice, _definition(node.definition, key, entry))
+            for i, entry in entries
+        ]
+    return children
+
+
+def _matches(node: _Node, where: _Where, operation: _Operation) -> bool:
+    for names, expected in where.terms:
+        found = [node]
+        for name in names:
+            found = [child for item in found for child in _children(item, name, operation)]
+        # FHIRPath `=` compares whole collections: two codes are not `= 'x'`, nor is none.
+        if len(found) != 1 or not _equal(found[0].value, expected):
+            return False
+    return True
+
+
+def _equal(value: Any, expected: Literal) -> bool:
+    return isinstance(value, bool) == isinstance(expected, bool) and value == expected
