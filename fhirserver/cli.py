@@ -1,9 +1,11 @@
-"""`fhirserver` command line: `fhirserver serve` runs the server."""
+"""`fhirserver` command line: `serve` runs the server, `import` loads files, `reindex`
+rebuilds the search index."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -14,6 +16,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from fhirserver.app import create_app, open_store
+from fhirserver.bulk.importer import import_files
+from fhirserver.bulk.prepare import Problem
 from fhirserver.config import Settings
 from fhirserver.interactions.reindex import reindex
 from fhirserver.storage.base import Store
@@ -35,6 +39,21 @@ def _parser() -> argparse.ArgumentParser:
         "reindex", help="rebuild the search index after search parameters changed"
     )
     reindex_command.add_argument("--store", help="SQLite file (FHIRSERVER_STORE)")
+    import_command = commands.add_parser(
+        "import",
+        help="load Bundle (.json) and NDJSON (.ndjson, .jsonl) files or directories",
+    )
+    import_command.add_argument("paths", nargs="+", metavar="PATH")
+    import_command.add_argument("--store", help="SQLite file (FHIRSERVER_STORE)")
+    import_command.add_argument(
+        "--strict", action="store_true", help="stop at the first bad line or entry"
+    )
+    import_command.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes that parse and validate (default: one per core; 0: none)",
+    )
     return parser
 
 
@@ -54,6 +73,55 @@ class ProgressBar:
         bar = "#" * filled + "-" * (width - filled)
         sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} {rate:,.0f}/s, {left:,.0f}s left ")
         sys.stderr.flush()
+
+
+class ImportProgress:
+    """One line on stderr, redrawn: share of the input read, resources written, rate
+    and time left."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int, written: int) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        share = done / total if total else 1.0
+        left = elapsed / share - elapsed if share else 0.0
+        filled = int(30 * share)
+        sys.stderr.write(
+            f"\rimport [{'#' * filled}{'-' * (30 - filled)}] {share:4.0%} {written:,} resources,"
+            f" {written / elapsed:,.0f}/s, {left:,.0f}s left "
+        )
+        sys.stderr.flush()
+
+
+async def run_import(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    """The exit status: 0 when everything was written, 1 when anything was not."""
+
+    def report_problem(problem: Problem) -> None:
+        sys.stderr.write(f"\nfhirserver import: {problem.where}: {problem.message}\n")
+
+    started = time.monotonic()
+    await store.open()
+    try:
+        report = await import_files(
+            store,
+            args.paths,
+            strict=args.strict,
+            workers=args.workers,
+            progress=ImportProgress() if sys.stderr.isatty() else None,
+            on_problem=report_problem,
+        )
+    finally:
+        await store.close()
+    seconds = time.monotonic() - started
+    sys.stderr.write("\n" if sys.stderr.isatty() else "")
+    print(
+        f"fhirserver: imported {report.written} resources from {report.files} files in"
+        f" {seconds:.1f}s ({report.written / max(seconds, 1e-9):,.0f}/s);"
+        f" {len(report.problems)} problems{' (stopped: --strict)' if report.stopped else ''}",
+        flush=True,
+    )
+    return 1 if report.problems else 0
 
 
 async def run_reindex(store: Store, settings: Settings) -> int:
@@ -137,6 +205,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as exc:
             parser.error(str(exc))
         asyncio.run(run_reindex(store, settings))
+    elif args.command == "import":
+        try:
+            settings = Settings.from_env().with_overrides(store=args.store)
+            store = open_store(settings)
+        except ValueError as exc:
+            parser.error(str(exc))
+        try:
+            sys.exit(asyncio.run(run_import(store, settings, args)))
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
 
 
 if __name__ == "__main__":

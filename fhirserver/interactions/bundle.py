@@ -44,7 +44,7 @@ from fhirserver.resources.references import is_placeholder, references, rewrite_
 from fhirserver.resources.validate import validate
 from fhirserver.search.match import matches
 from fhirserver.search.parse import parse_criteria
-from fhirserver.search.query import SearchQuery
+from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.storage.base import Reader, SearchResult, Store, UnitOfWork, Version
 
 Params = list[tuple[str, str]]
@@ -79,11 +79,18 @@ class Entry:
     preconditions: crud.Preconditions = crud.NO_PRECONDITIONS
     if_none_exist: Params | None = None
     patcher: crud.Patcher | None = None
+    # A FHIRPath Patch's Parameters: its values may link to other entries too.
+    patch_parameters: JSONObject | None = None
     # The resource this entry writes or reads, once known.
     resource_id: str | None = None
     # A create whose ifNoneExist matched: the stored match, or an earlier entry's create.
     existing: Version | None = None
     same_as: Entry | None = None
+    # The current version of what the entry updates, patches or deletes.
+    current: Version | None = None
+    # The resource's index entries, if worked out beforehand (by an import's worker
+    # process); dropped when the transaction rewrites one of its references.
+    search_index: tuple[IndexEntry, ...] | None = None
 
     @property
     def resource_type(self) -> str:
@@ -125,11 +132,13 @@ async def process(store: Store, bundle: JSONObject, options: ReadOptions) -> lis
     return await batch(store, raw_entries, options)
 
 
-def read_entries(raw_entries: list[Any], base_url: str) -> list[Entry]:
+def read_entries(raw_entries: list[Any], base_url: str, validated: bool = False) -> list[Entry]:
+    """The entries of a transaction; `validated` when their resources were already
+    checked (by `fhirserver import`'s worker processes)."""
     entries = []
     for index, raw in enumerate(raw_entries):
         try:
-            entries.append(read_entry(index, raw, base_url))
+            entries.append(read_entry(index, raw, base_url, validated))
         except FHIRError as exc:
             raise _at(exc, index) from None
     return entries
@@ -152,16 +161,26 @@ async def batch(store: Store, raw_entries: list[Any], options: ReadOptions) -> l
             entries.append(read_entry(index, raw, options.base_url))
         except FHIRError as exc:
             results[index] = EntryResult(None, exc.status, error=exc)
-    for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-        try:
-            async with store.unit_of_work() as unit:
-                results.update(await _run(unit, [entry], options))
-        except FHIRError as exc:
-            results[entry.index] = EntryResult(entry, exc.status, error=exc)
+    for result in await batch_entries(store, entries, options):
+        results[result.entry.index if result.entry else -1] = result
     return [results[index] for index in range(len(raw_entries))]
 
 
-def read_entry(index: int, raw: Any, base_url: str) -> Entry:
+async def batch_entries(
+    store: Store, entries: list[Entry], options: ReadOptions
+) -> list[EntryResult]:
+    """Entries run one by one, each in its own unit of work, in the transaction order."""
+    results = []
+    for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+        try:
+            async with store.unit_of_work() as unit:
+                results.append((await _run(unit, [entry], options))[entry.index])
+        except FHIRError as exc:
+            results.append(EntryResult(entry, exc.status, error=exc))
+    return results
+
+
+def read_entry(index: int, raw: Any, base_url: str, validated: bool = False) -> Entry:
     """Parse and check one entry: its request, and its resource validated."""
     if not isinstance(raw, dict):
         raise BadRequest("A Bundle entry must be an object")
@@ -189,7 +208,7 @@ def read_entry(index: int, raw: Any, base_url: str) -> Entry:
     if_none_exist = _string(request, "ifNoneExist")
     if if_none_exist is not None:
         entry.if_none_exist = parse_qsl(if_none_exist.split("?")[-1], keep_blank_values=True)
-    _check_request(entry, raw.get("resource"))
+    _check_request(entry, raw.get("resource"), validated)
     return entry
 
 
@@ -202,7 +221,7 @@ def _string(request: JSONObject, key: str) -> str | None:
 
 def _split_url(url: str, base_url: str) -> tuple[str, Params]:
     """request.url: relative to the base, or absolute on this server's base."""
-    if "://" in url:
+    if urlsplit(url).scheme:
         if not base_url or not url.startswith(base_url + "/"):
             raise BadRequest(f"request.url {url!r} is not on this server", expression="request.url")
         url = url[len(base_url) :]
@@ -210,7 +229,7 @@ def _split_url(url: str, base_url: str) -> tuple[str, Params]:
     return parts.path, parse_qsl(parts.query, keep_blank_values=True)
 
 
-def _check_request(entry: Entry, resource: Any) -> None:
+def _check_request(entry: Entry, resource: Any, validated: bool) -> None:
     """What each method needs (R4 http.html#transaction), and the resource validated."""
     kind, conditional = entry.target.kind, bool(entry.params)
     method = entry.method
@@ -229,12 +248,15 @@ def _check_request(entry: Entry, resource: Any) -> None:
     if method in ("POST", "PUT"):
         if not isinstance(resource, dict):
             raise BadRequest(f"A {method} entry needs a resource", expression="resource")
-        validate(resource, entry.resource_type)
+        if not validated:
+            validate(resource, entry.resource_type)
         if method == "PUT" and kind == "instance":
             crud.check_body_id(resource, entry.target.id or "")
         entry.resource = resource
     elif method == "PATCH":
         entry.patcher = _patcher(resource)
+        if resource.get("resourceType") == "Parameters":
+            entry.patch_parameters = resource
 
 
 def _patcher(resource: Any) -> crud.Patcher:
@@ -277,9 +299,11 @@ async def _run(
         await _guarded(entry, _resolve(unit, entry, ordered))
     targets = _targets(ordered)
     for entry in ordered:
-        if entry.resource is not None:
-            await _guarded(entry, _rewrite(unit, entry, targets, ordered))
+        for document in (entry.resource, entry.patch_parameters):
+            if document is not None:
+                await _guarded(entry, _rewrite(unit, entry, document, targets, ordered))
     _check_overlaps(ordered)
+    await _read_current(unit, ordered)
     results: dict[int, EntryResult] = {}
     for entry in ordered:
         results[entry.index] = await _guarded(entry, _execute(unit, entry, results, options))
@@ -317,9 +341,13 @@ async def _resolve(unit: UnitOfWork, entry: Entry, entries: list[Entry]) -> None
         entry.resource_id = target.id
     elif method == "POST":
         if entry.if_none_exist is not None:
-            entry.existing = await crud.match_one(
-                unit, entry.resource_type, entry.if_none_exist, "create"
-            )
+            query = parse_criteria(entry.resource_type, entry.if_none_exist)
+            found = await _stored_matches(unit, query, entries)
+            if len(found) > 1:
+                raise PreconditionFailed(
+                    f"Conditional create: ifNoneExist matches more than one {entry.resource_type}"
+                )
+            entry.existing = found[0] if found else None
             if entry.existing is None:
                 entry.same_as = _created_earlier(entry, entries)
         entry.resource_id = (
@@ -341,6 +369,20 @@ async def _resolve(unit: UnitOfWork, entry: Entry, entries: list[Entry]) -> None
         entry.resource_id = match.id if match else None
     if entry.resource is not None and entry.resource_id is not None:
         entry.resource["id"] = entry.resource_id
+
+
+async def _stored_matches(
+    unit: UnitOfWork, query: SearchQuery, entries: list[Entry]
+) -> list[Version]:
+    """Up to two stored matches, leaving out what this Bundle deletes: its DELETEs
+    come first (R4 http.html#trules), so later lookups must not find their targets."""
+    deleted = {
+        (entry.resource_type, entry.resource_id)
+        for entry in entries
+        if entry.method == "DELETE" and entry.resource_id is not None
+    }
+    found = await unit.match(query, limit=2 + len(deleted))
+    return [v for v in found if (v.resource_type, v.id) not in deleted][:2]
 
 
 def _created_earlier(entry: Entry, entries: list[Entry]) -> Entry | None:
@@ -388,11 +430,15 @@ def _targets(entries: list[Entry]) -> dict[str, str]:
 
 
 async def _rewrite(
-    unit: UnitOfWork, entry: Entry, targets: dict[str, str], entries: list[Entry]
+    unit: UnitOfWork,
+    entry: Entry,
+    document: JSONObject,
+    targets: dict[str, str],
+    entries: list[Entry],
 ) -> None:
-    assert entry.resource is not None
-    rewrite_references(entry.resource, targets.get)
-    for reference in references(entry.resource):
+    if rewrite_references(document, targets.get):
+        entry.search_index = None
+    for reference in references(document):
         value: str = reference["reference"]
         if is_placeholder(value):
             raise BadRequest(
@@ -401,6 +447,7 @@ async def _rewrite(
             )
         if "?" in value and not value.startswith(("#", "http:", "https:")):
             reference["reference"] = await _conditional_reference(unit, value, entries)
+            entry.search_index = None
 
 
 async def _conditional_reference(unit: UnitOfWork, value: str, entries: list[Entry]) -> str:
@@ -412,7 +459,7 @@ async def _conditional_reference(unit: UnitOfWork, value: str, entries: list[Ent
         query = parse_criteria(resource_type, criteria)
     except FHIRError as exc:
         raise BadRequest(f"Conditional reference {value!r}: {exc}") from None
-    found = {version.id for version in await unit.match(query, limit=2)}
+    found = {version.id for version in await _stored_matches(unit, query, entries)}
     found |= {
         other.resource_id
         for other in _creates(entries)
@@ -441,6 +488,19 @@ def _check_overlaps(entries: list[Entry]) -> None:
         seen[key] = entry
 
 
+async def _read_current(unit: UnitOfWork, entries: list[Entry]) -> None:
+    """The current versions of everything updated, patched or deleted, in one read: no
+    entry writes a resource another one reads (see _check_overlaps)."""
+    updating = [
+        entry
+        for entry in entries
+        if entry.method in ("PUT", "PATCH", "DELETE") and entry.resource_id is not None
+    ]
+    found = await unit.read_many([(e.resource_type, e.resource_id or "") for e in updating])
+    for entry in updating:
+        entry.current = found.get((entry.resource_type, entry.resource_id or ""))
+
+
 async def _execute(
     unit: UnitOfWork, entry: Entry, done: dict[int, EntryResult], options: ReadOptions
 ) -> EntryResult:
@@ -449,11 +509,7 @@ async def _execute(
         return await _read(unit, entry, options)
     resource_id = entry.resource_id
     if method == "DELETE":
-        tombstone = None
-        if resource_id is not None:
-            tombstone = await crud.delete_in(
-                unit, entry.resource_type, resource_id, entry.preconditions
-            )
+        tombstone = await crud.delete_in(unit, entry.current, entry.preconditions)
         return EntryResult(entry, 204, tombstone)
     if entry.existing is not None:
         return EntryResult(entry, 200, entry.existing)
@@ -463,14 +519,26 @@ async def _execute(
     if method == "PATCH":
         assert entry.patcher is not None
         written = await crud.patch_in(
-            unit, entry.resource_type, resource_id, entry.patcher, entry.preconditions
+            unit,
+            entry.resource_type,
+            resource_id,
+            entry.current,
+            entry.patcher,
+            entry.preconditions,
         )
     elif method == "POST":
         assert entry.resource is not None
-        written = await crud.write_new(unit, entry.resource, resource_id)
+        written = await crud.write_new(unit, entry.resource, resource_id, entry.search_index)
     else:
         assert entry.resource is not None
-        written = await crud.update_in(unit, entry.resource, resource_id, entry.preconditions)
+        written = await crud.update_in(
+            unit,
+            entry.resource,
+            resource_id,
+            entry.current,
+            entry.preconditions,
+            entry.search_index,
+        )
     return EntryResult(entry, 201 if written.created else 200, written.version, written.created)
 
 

@@ -27,6 +27,7 @@ from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
 from fhirserver.search.extract import index_entries
 from fhirserver.search.parse import parse_criteria
+from fhirserver.search.query import IndexEntry
 from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
 
 Params = Sequence[tuple[str, str]]
@@ -124,7 +125,8 @@ async def update(
     validate(resource, resource_type)
     check_body_id(resource, resource_id)
     async with store.unit_of_work() as unit:
-        return await update_in(unit, resource, resource_id, preconditions)
+        current = await unit.read(resource_type, resource_id)
+        return await update_in(unit, resource, resource_id, current, preconditions)
 
 
 async def conditional_update(
@@ -137,7 +139,8 @@ async def conditional_update(
     validate(resource, resource_type)
     async with store.unit_of_work() as unit:
         resource_id = await conditional_update_id(unit, resource_type, criteria, resource)
-        return await update_in(unit, resource, resource_id, preconditions)
+        current = await unit.read(resource_type, resource_id)
+        return await update_in(unit, resource, resource_id, current, preconditions)
 
 
 async def patch(
@@ -150,7 +153,8 @@ async def patch(
     meta.check_id(resource_id)
     patcher = json_patch(operations)
     async with store.unit_of_work() as unit:
-        return await patch_in(unit, resource_type, resource_id, patcher, preconditions)
+        current = await unit.read(resource_type, resource_id)
+        return await patch_in(unit, resource_type, resource_id, current, patcher, preconditions)
 
 
 async def delete(
@@ -162,7 +166,8 @@ async def delete(
     """Delete; the tombstone version, or None when there was nothing to delete."""
     meta.check_id(resource_id)
     async with store.unit_of_work() as unit:
-        return await delete_in(unit, resource_type, resource_id, preconditions)
+        current = await unit.read(resource_type, resource_id)
+        return await delete_in(unit, current, preconditions)
 
 
 async def conditional_delete(
@@ -217,27 +222,38 @@ async def conditional_update_id(
     return match.id
 
 
-async def write_new(unit: UnitOfWork, resource: JSONObject, resource_id: str) -> WriteResult:
-    """A create with an id already chosen."""
-    return await _write(unit, resource, resource_id, None, "POST")
+async def write_new(
+    unit: UnitOfWork,
+    resource: JSONObject,
+    resource_id: str,
+    index: tuple[IndexEntry, ...] | None = None,
+) -> WriteResult:
+    """A create with an id already chosen. `index`: the resource's index entries, when
+    the caller has them already."""
+    return await _write(unit, resource, resource_id, None, "POST", index)
 
 
 async def update_in(
-    unit: UnitOfWork, resource: JSONObject, resource_id: str, preconditions: Preconditions
+    unit: UnitOfWork,
+    resource: JSONObject,
+    resource_id: str,
+    current: Version | None,
+    preconditions: Preconditions,
+    index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
-    current = await unit.read(resource["resourceType"], resource_id)
+    """`current`: the resource's current version as read in this unit, if any."""
     _check_preconditions(current, preconditions)
-    return await _write(unit, resource, resource_id, current, "PUT")
+    return await _write(unit, resource, resource_id, current, "PUT", index)
 
 
 async def patch_in(
     unit: UnitOfWork,
     resource_type: str,
     resource_id: str,
+    current: Version | None,
     patcher: Patcher,
     preconditions: Preconditions,
 ) -> WriteResult:
-    current = await unit.read(resource_type, resource_id)
     if current is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known")
     if current.deleted:
@@ -260,9 +276,8 @@ async def patch_in(
 
 
 async def delete_in(
-    unit: UnitOfWork, resource_type: str, resource_id: str, preconditions: Preconditions
+    unit: UnitOfWork, current: Version | None, preconditions: Preconditions
 ) -> Version | None:
-    current = await unit.read(resource_type, resource_id)
     _check_preconditions(current, preconditions)
     return await _tombstone(unit, current)
 
@@ -292,7 +307,12 @@ def _check_preconditions(current: Version | None, preconditions: Preconditions) 
 
 
 async def _write(
-    unit: UnitOfWork, resource: JSONObject, resource_id: str, current: Version | None, method: str
+    unit: UnitOfWork,
+    resource: JSONObject,
+    resource_id: str,
+    current: Version | None,
+    method: str,
+    index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
     number = current.version + 1 if current is not None else 1
     moment = meta.now()
@@ -300,7 +320,8 @@ async def _write(
     version = Version(
         stored["resourceType"], resource_id, number, moment, method, codec.dumps(stored)
     )
-    await unit.write(version, index_entries(stored))
+    # Index entries depend on neither id, version nor lastUpdated: those are columns.
+    await unit.write(version, index_entries(stored) if index is None else index)
     return WriteResult(version, created=current is None or current.deleted)
 
 

@@ -13,8 +13,6 @@ from typing import Any
 
 from fhirserver.resources.codec import JSONObject
 
-PLACEHOLDER = re.compile(r"urn:(?:uuid|oid):[^\s\"'<>#]+")
-
 
 def references(value: Any) -> Iterator[JSONObject]:
     """Every Reference-like object (one with a string `reference`) in `value`, depth first;
@@ -31,19 +29,42 @@ def references(value: Any) -> Iterator[JSONObject]:
                 yield from references(child)
 
 
-def rewrite_references(resource: JSONObject, new_target: Callable[[str], str | None]) -> None:
-    """Replace, in place, each reference for which `new_target` gives a new value; and
-    the same URLs where the narrative links to them."""
-    replaced: dict[str, str] = {}
-    for reference in references(resource):
-        old = reference["reference"]
-        new = new_target(old)
-        if new is not None:
-            reference["reference"] = new
-            replaced[old] = new
+def rewrite_references(resource: JSONObject, new_target: Callable[[str], str | None]) -> bool:
+    """Replace, in place, each link for which `new_target` gives a new value; whether
+    anything changed. Links are Reference.reference, elements of uri-like types (those
+    named `url`, and the uri, url, oid, uuid and canonical choices of `value[x]`), and
+    the narrative's `href` and `src` attributes (R4 bundle.html#references)."""
+    changed = _rewrite(resource, new_target)
     text = resource.get("text")
-    if replaced and isinstance(text, dict) and isinstance(text.get("div"), str):
-        text["div"] = PLACEHOLDER.sub(lambda m: replaced.get(m.group(0), m.group(0)), text["div"])
+    if isinstance(text, dict) and isinstance(text.get("div"), str):
+        div = _LINK.sub(
+            lambda m: f"{m.group(1)}{new_target(m.group(2)) or m.group(2)}{m.group(3)}",
+            text["div"],
+        )
+        changed = changed or div != text["div"]
+        text["div"] = div
+    return changed
+
+
+_URI_KEYS = frozenset({"reference", "url", "valueUri", "valueUrl", "valueOid", "valueUuid"})
+_LINK = re.compile(r"""((?:href|src)\s*=\s*")([^"]*)(")""")
+
+
+def _rewrite(value: Any, new_target: Callable[[str], str | None]) -> bool:
+    changed = False
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if isinstance(child, str):
+                if key in _URI_KEYS and (new := new_target(child)) is not None:
+                    value[key] = new
+                    changed = True
+            elif isinstance(child, dict | list):
+                changed = _rewrite(child, new_target) or changed
+    elif isinstance(value, list):
+        for child in value:
+            if isinstance(child, dict | list):
+                changed = _rewrite(child, new_target) or changed
+    return changed
 
 
 def is_placeholder(reference: str) -> bool:

@@ -7,6 +7,7 @@ commit together or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,6 +86,10 @@ class Reader(Protocol):
 
 class UnitOfWork(Reader, Protocol):
     """Reads and writes that commit together; reads see the unit's own writes."""
+
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        """The current versions of these (type, id) pairs; absent ones are left out."""
+        ...
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         """Matches of a query's criteria, unordered, at most `limit`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -34,6 +34,8 @@ from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, connect, create_sc
 from fhirserver.storage.sqlite.search import compile_count, compile_matches, compile_page
 
 T = TypeVar("T")
+# Keys looked up per statement by read_many: well inside SQLite's 32,766 variables.
+_KEYS_PER_QUERY = 500
 Row = tuple[Any, ...]
 
 
@@ -310,6 +312,25 @@ class _SqliteUnitOfWork:
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await self._after_flush(lambda c: _search(c, query))
+
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        def job(connection: sqlite3.Connection) -> list[Row]:
+            rows: list[Row] = []
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                batch = keys[start : start + _KEYS_PER_QUERY]
+                rows += connection.execute(
+                    f"WITH k (type, id) AS (VALUES {', '.join(['(?, ?)'] * len(batch))}) "
+                    f"SELECT {VERSION_COLUMNS} FROM k "
+                    "JOIN resources r ON r.type = k.type AND r.id = k.id "
+                    "JOIN versions v ON v.seq = r.seq",
+                    [part for key in batch for part in key],
+                ).fetchall()
+            return rows
+
+        if not keys:
+            return {}
+        versions = [_version(row) for row in await self._after_flush(job)]
+        return {(v.resource_type, v.id): v for v in versions}
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         sql, args = compile_matches(query, limit)
