@@ -39,7 +39,6 @@ from fhirserver.interactions.paths import Target, parse_path
 from fhirserver.interactions.search import search, system_types
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
-from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
 from fhirserver.resources.references import is_placeholder, references, rewrite_references
 from fhirserver.resources.validate import validate
 from fhirserver.search.match import matches
@@ -274,8 +273,7 @@ def _patcher(resource: Any) -> crud.Patcher:
             raise BadRequest(f"The Binary's data is not JSON: {exc}") from None
         return crud.json_patch(operations)
     if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
-        validate(resource, "Parameters")
-        return lambda current: apply_fhirpath_patch(current, resource)
+        return crud.fhirpath_patch(resource)
     raise BadRequest(
         "A PATCH entry needs a Binary (JSON Patch) or Parameters (FHIRPath Patch) resource",
         expression="resource",

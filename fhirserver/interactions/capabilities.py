@@ -27,7 +27,7 @@ TYPE_INTERACTIONS = (
     "history-type",
     "create",
 )
-SYSTEM_INTERACTIONS = ("history-system", "search-system")
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
 # What search.html#all defines for every resource, answered from columns.
 _COLUMN_PARAMS = (
     ("_id", "token", "Logical id of the resource"),

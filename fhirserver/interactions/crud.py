@@ -24,6 +24,7 @@ from fhirserver.errors import (
 )
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
 from fhirserver.resources.validate import validate
 from fhirserver.search.extract import index_entries
 from fhirserver.search.parse import parse_criteria
@@ -147,11 +148,11 @@ async def patch(
     store: Store,
     resource_type: str,
     resource_id: str,
-    operations: Any,
+    patcher: Patcher,
     preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
+    """`patcher`: from json_patch() or fhirpath_patch()."""
     meta.check_id(resource_id)
-    patcher = json_patch(operations)
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
         return await patch_in(unit, resource_type, resource_id, current, patcher, preconditions)
@@ -351,3 +352,9 @@ def json_patch(operations: Any) -> Patcher:
             raise Unprocessable(f"The patch cannot be applied: {exc}") from None
 
     return apply
+
+
+def fhirpath_patch(parameters: JSONObject) -> Patcher:
+    """A FHIRPath Patch (R4 fhirpatch.html): a Parameters resource, checked now."""
+    validate(parameters, "Parameters")
+    return lambda resource: apply_fhirpath_patch(resource, parameters)

@@ -23,6 +23,7 @@ from fhirserver.rest.negotiation import (
     JSON_PATCH,
     RESOURCE_TYPES,
     Format,
+    media_type,
     read_body,
     require_content_type,
     response_format,
@@ -118,10 +119,17 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
 
 async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = response_format(request)
-    require_content_type(request, frozenset({JSON_PATCH}))
-    operations = codec.loads(await read_body(request, _settings(request).max_body_bytes))
+    # R4 http.html#patch: JSON Patch, or FHIRPath Patch as a Parameters resource.
+    require_content_type(request, frozenset({JSON_PATCH, *RESOURCE_TYPES}))
+    body = codec.loads(await read_body(request, _settings(request).max_body_bytes))
+    if media_type(request) == JSON_PATCH:
+        patcher = crud.json_patch(body)
+    elif isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        patcher = crud.fhirpath_patch(body)
+    else:
+        raise BadRequest("A FHIRPath Patch must be a Parameters resource")
     result = await crud.patch(
-        _store(request), resource_type, resource_id, operations, headers.preconditions(request)
+        _store(request), resource_type, resource_id, patcher, headers.preconditions(request)
     )
     return _write_answer(request, fmt, result, "Patched")
 

@@ -66,10 +66,14 @@ def _is_r4(media_range: str) -> bool:
     return True
 
 
+def media_type(request: Request) -> str:
+    """The request's Content-Type without its parameters, lower case."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def require_content_type(request: Request, allowed: frozenset[str]) -> None:
     raw = request.headers.get("content-type")
-    media_type = (raw or "").split(";")[0].strip().lower()
-    if media_type not in allowed or not _is_r4(raw or ""):
+    if media_type(request) not in allowed or not _is_r4(raw or ""):
         expected = " or ".join(sorted(allowed))
         raise UnsupportedMediaType(f"Content-Type {raw!r} is not supported here; send {expected}")
 

@@ -216,11 +216,21 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str | None]] = [
         None,
     ),
     (
-        "patch with resource content type",
+        # application/fhir+json announces a FHIRPath Patch, which is a Parameters resource.
+        "JSON Patch array sent as a FHIRPath Patch",
         "PATCH",
         "/Patient/{id}",
         _json([{"op": "remove", "path": "/name"}]),
         {},
+        400,
+        None,
+    ),
+    (
+        "patch with an unknown content type",
+        "PATCH",
+        "/Patient/{id}",
+        b'[{"op": "remove", "path": "/name"}]',
+        {"Content-Type": "text/plain"},
         415,
         None,
     ),

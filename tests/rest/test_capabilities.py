@@ -31,10 +31,15 @@ def test_is_a_valid_r4_capability_statement(statement: dict[str, Any]) -> None:
     assert validate(statement, "CapabilityStatement") == "CapabilityStatement"
     assert statement["fhirVersion"] == "4.0.1"
     assert "application/fhir+json" in statement["format"]
-    assert statement["patchFormat"] == ["application/json-patch+json"]
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
     rest = statement["rest"][0]
     assert [r["type"] for r in rest["resource"]] == list(resource_types())
-    assert {i["code"] for i in rest["interaction"]} == {"history-system", "search-system"}
+    assert {i["code"] for i in rest["interaction"]} == {
+        "transaction",
+        "batch",
+        "history-system",
+        "search-system",
+    }
     assert statement["implementation"]["url"] == "http://testserver/fhir"
 
 
@@ -103,3 +108,18 @@ def test_includes_are_advertised(statement: dict[str, Any]) -> None:
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert "Observation:subject" in patient["searchRevInclude"]
     assert {p["name"] for p in patient["searchParam"]} >= {"name", "birthdate", "_id"}
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+async def test_advertised_bundle_interactions_work(client: httpx.AsyncClient, kind: str) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {"resource": SAMPLES["Patient"], "request": {"method": "POST", "url": "Patient"}}
+        ],
+    }
+    answer = await client.post("", json=bundle)
+    assert answer.status_code == 200
+    assert answer.json()["type"] == f"{kind}-response"
+    assert answer.json()["entry"][0]["response"]["status"] == "201 Created"
