@@ -16,7 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from fhirserver.app import create_app, open_store
-from fhirserver.bulk.importer import import_files
+from fhirserver.bulk.importer import WorkerDied, import_files
 from fhirserver.bulk.prepare import Problem
 from fhirserver.config import Settings
 from fhirserver.interactions.reindex import reindex
@@ -76,21 +76,28 @@ class ProgressBar:
 
 
 class ImportProgress:
-    """One line on stderr, redrawn: share of the input read, resources written, rate
-    and time left."""
+    """Share of the input read, resources written, rate and time left: one line redrawn
+    on a terminal; otherwise (a log) a new line every few seconds."""
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, interval: float = 5.0) -> None:
+        self.started = self.shown = time.monotonic()
+        self.interval = interval
+        self.redraw = sys.stderr.isatty()
 
     def __call__(self, done: int, total: int, written: int) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        moment = time.monotonic()
+        if not self.redraw and moment - self.shown < self.interval and done < total:
+            return
+        self.shown = moment
+        elapsed = max(moment - self.started, 1e-9)
         share = done / total if total else 1.0
         left = elapsed / share - elapsed if share else 0.0
         filled = int(30 * share)
-        sys.stderr.write(
-            f"\rimport [{'#' * filled}{'-' * (30 - filled)}] {share:4.0%} {written:,} resources,"
-            f" {written / elapsed:,.0f}/s, {left:,.0f}s left "
+        line = (
+            f"import [{'#' * filled}{'-' * (30 - filled)}] {share:4.0%} {written:,} resources,"
+            f" {written / elapsed:,.0f}/s, {left:,.0f}s left"
         )
+        sys.stderr.write(f"\r{line} " if self.redraw else f"{line}\n")
         sys.stderr.flush()
 
 
@@ -108,7 +115,7 @@ async def run_import(store: Store, settings: Settings, args: argparse.Namespace)
             args.paths,
             strict=args.strict,
             workers=args.workers,
-            progress=ImportProgress() if sys.stderr.isatty() else None,
+            progress=ImportProgress(),
             on_problem=report_problem,
         )
     finally:
@@ -215,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(asyncio.run(run_import(store, settings, args)))
         except FileNotFoundError as exc:
             parser.error(str(exc))
+        except WorkerDied as exc:
+            sys.exit(f"fhirserver import: {exc}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import asyncio
 import multiprocessing
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,9 +108,20 @@ async def _prepared(
             continue
         pending.append(loop.run_in_executor(pool, prepare, chunk))
         if len(pending) >= window:
-            yield await pending.popleft()
+            yield await _result(pending.popleft())
     while pending:
-        yield await pending.popleft()
+        yield await _result(pending.popleft())
+
+
+async def _result(future: asyncio.Future[Prepared]) -> Prepared:
+    try:
+        return await future
+    except BrokenExecutor:
+        raise WorkerDied("a worker process died; what was written so far is kept") from None
+
+
+class WorkerDied(Exception):
+    """A worker process ended abruptly (killed, or out of memory)."""
 
 
 async def _write(store: Store, prepared: Prepared) -> tuple[int, list[Problem]]:

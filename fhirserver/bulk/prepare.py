@@ -68,10 +68,14 @@ class Prepared:
 
 
 def prepare(chunk: Chunk) -> Prepared:
-    """Never raises for bad input: everything wrong is a Problem."""
-    if chunk.kind == "ndjson":
-        return _prepare_lines(chunk)
-    return _prepare_bundle(chunk)
+    """Never raises: everything wrong with the input is a Problem."""
+    try:
+        if chunk.kind == "ndjson":
+            return _prepare_lines(chunk)
+        return _prepare_bundle(chunk)
+    except (OSError, RecursionError, MemoryError) as exc:
+        # The file vanished or changed under us, or is beyond what can be parsed.
+        return Prepared(chunk, "independent", problems=[Problem(chunk.path, repr(exc))])
 
 
 def _prepare_lines(chunk: Chunk) -> Prepared:
@@ -96,7 +100,7 @@ def _prepare_bundle(chunk: Chunk) -> Prepared:
     prepared = Prepared(chunk, "independent")
     try:
         document = codec.load_object(Path(chunk.path).read_bytes(), "A Bundle file")
-    except (FHIRError, OSError) as exc:
+    except FHIRError as exc:
         prepared.problems.append(Problem(chunk.path, str(exc)))
         return prepared
     if document.get("resourceType") != "Bundle":

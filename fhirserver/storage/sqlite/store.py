@@ -288,8 +288,15 @@ class _SqliteUnitOfWork:
     def _flush(self, connection: sqlite3.Connection) -> None:
         self._begin(connection)
         pending, self._pending = self._pending, []
+        # The index rows of each resource's last write, inserted together at the end.
+        indexes: dict[tuple[str, str], tuple[IndexEntry, ...]] = {}
         for version, index in pending:
-            _write(connection, version, index)
+            _write(connection, version)
+            key = (version.resource_type, version.id)
+            indexes.pop(key, None)
+            if version.body is not None:
+                indexes[key] = index
+        insert_entries(connection, ((*key, index) for key, index in indexes.items()))
 
     async def _after_flush(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run a job on the writer once the buffered writes are in, so it sees them."""
@@ -345,7 +352,7 @@ class _SqliteUnitOfWork:
     ) -> None:
         def job(connection: sqlite3.Connection) -> None:
             delete_entries(connection, resource_type, resource_id)
-            insert_entries(connection, resource_type, resource_id, index)
+            insert_entries(connection, [(resource_type, resource_id, index)])
 
         await self._after_flush(job)
 
@@ -366,7 +373,8 @@ class _SqliteUnitOfWork:
             connection.execute("ROLLBACK")
 
 
-def _write(connection: sqlite3.Connection, version: Version, index: tuple[IndexEntry, ...]) -> None:
+def _write(connection: sqlite3.Connection, version: Version) -> None:
+    """The version, and the resource pointed at it; its index entries are the caller's."""
     key = (version.resource_type, version.id)
     current = connection.execute(
         "SELECT v.version FROM resources r JOIN versions v ON v.seq = r.seq "
@@ -385,5 +393,3 @@ def _write(connection: sqlite3.Connection, version: Version, index: tuple[IndexE
     )
     if current:
         delete_entries(connection, *key)
-    if version.body is not None:
-        insert_entries(connection, *key, index)
