@@ -188,6 +188,15 @@ async def serve(app: Starlette, settings: Settings) -> None:
         sys.exit(1)
 
 
+def _store_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Settings, Store]:
+    """The settings and (unopened) store a command's --store and the environment name."""
+    try:
+        settings = Settings.from_env().with_overrides(store=args.store)
+        return settings, open_store(settings)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -206,18 +215,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(str(exc))
         asyncio.run(serve(app, settings))
     elif args.command == "reindex":
-        try:
-            settings = Settings.from_env().with_overrides(store=args.store)
-            store = open_store(settings)
-        except ValueError as exc:
-            parser.error(str(exc))
+        settings, store = _store_of(args, parser)
         asyncio.run(run_reindex(store, settings))
     elif args.command == "import":
-        try:
-            settings = Settings.from_env().with_overrides(store=args.store)
-            store = open_store(settings)
-        except ValueError as exc:
-            parser.error(str(exc))
+        settings, store = _store_of(args, parser)
         try:
             sys.exit(asyncio.run(run_import(store, settings, args)))
         except FileNotFoundError as exc:

@@ -11,24 +11,10 @@ from typing import Any
 
 import httpx
 
+from tests.rest.bundle_helpers import entry
+
 SYS = "urn:example:mrn"
 ORG_SYS = "http://example.org/org-ids"
-
-
-def entry(
-    method: str,
-    url: str,
-    resource: dict[str, Any] | None = None,
-    full_url: str | None = None,
-    **request: str,
-) -> dict[str, Any]:
-    built: dict[str, Any] = {}
-    if full_url is not None:
-        built["fullUrl"] = full_url
-    if resource is not None:
-        built["resource"] = resource
-    built["request"] = {"method": method, "url": url, **request}
-    return built
 
 
 async def batch(client: httpx.AsyncClient, *entries: dict[str, Any]) -> list[dict[str, Any]]:

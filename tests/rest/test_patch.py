@@ -3,29 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from tests.conftest import FHIR_JSON
+from tests.rest.bundle_helpers import fhirpath_replace
 
 JSON_PATCH = "application/json-patch+json"
-
-
-def _replace_birth_date(value: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Parameters",
-        "parameter": [
-            {
-                "name": "operation",
-                "part": [
-                    {"name": "type", "valueCode": "replace"},
-                    {"name": "path", "valueString": "Patient.birthDate"},
-                    {"name": "value", "valueDate": value},
-                ],
-            }
-        ],
-    }
 
 
 async def _patient(client: httpx.AsyncClient) -> str:
@@ -41,7 +24,7 @@ async def test_fhirpath_patch_replaces_an_element(client: httpx.AsyncClient) -> 
     resource_id = await _patient(client)
     answer = await client.patch(
         f"/Patient/{resource_id}",
-        json=_replace_birth_date("1980-02-03"),
+        json=fhirpath_replace("Patient.birthDate", valueDate="1980-02-03"),
         headers={"Content-Type": FHIR_JSON},
     )
     assert answer.status_code == 200
@@ -80,7 +63,7 @@ async def test_a_fhirpath_patch_leaving_an_invalid_resource_is_unprocessable(
     resource_id = await _patient(client)
     answer = await client.patch(
         f"/Patient/{resource_id}",
-        json=_replace_birth_date("not-a-date"),
+        json=fhirpath_replace("Patient.birthDate", valueDate="not-a-date"),
         headers={"Content-Type": FHIR_JSON},
     )
     assert answer.status_code in (400, 422)

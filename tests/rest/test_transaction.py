@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from fhirserver.config import Settings
+from tests.rest.bundle_helpers import entry, fhirpath_replace
 
 Dump = Callable[[], list[tuple[Any, ...]]]
 
@@ -42,22 +43,6 @@ def settings(tmp_path: Path) -> Settings:
 
 def uuid(n: int) -> str:
     return UUID.format(n)
-
-
-def entry(
-    method: str,
-    url: str,
-    resource: dict[str, Any] | None = None,
-    full_url: str | None = None,
-    **request: str,
-) -> dict[str, Any]:
-    built: dict[str, Any] = {}
-    if full_url is not None:
-        built["fullUrl"] = full_url
-    if resource is not None:
-        built["resource"] = resource
-    built["request"] = {"method": method, "url": url, **request}
-    return built
 
 
 def bundle(*entries: dict[str, Any], kind: str = "transaction") -> dict[str, Any]:
@@ -726,19 +711,7 @@ async def test_patch_entry_with_a_json_patch_binary(client: httpx.AsyncClient) -
 
 async def test_patch_entry_with_a_fhirpath_patch(client: httpx.AsyncClient) -> None:
     await put(client, patient("FP", id="fp", birthDate="1970-01-01"))
-    parameters = {
-        "resourceType": "Parameters",
-        "parameter": [
-            {
-                "name": "operation",
-                "part": [
-                    {"name": "type", "valueCode": "replace"},
-                    {"name": "path", "valueString": "Patient.birthDate"},
-                    {"name": "value", "valueDate": "1990-05-17"},
-                ],
-            }
-        ],
-    }
+    parameters = fhirpath_replace("Patient.birthDate", valueDate="1990-05-17")
     answer = await transact(client, entry("PATCH", "Patient/fp", parameters))
     (item,) = response_entries(answer)
     assert code(item) == 200
@@ -753,19 +726,7 @@ async def test_a_fhirpath_patch_may_reference_a_resource_created_in_the_bundle(
     other (http.html#trules): it is stored as the new Organization's id."""
     await put(client, organization("old", id="org-old"))
     await put(client, patient("FP2", id="fp2", managingOrganization=ref("Organization/org-old")))
-    parameters = {
-        "resourceType": "Parameters",
-        "parameter": [
-            {
-                "name": "operation",
-                "part": [
-                    {"name": "type", "valueCode": "replace"},
-                    {"name": "path", "valueString": "Patient.managingOrganization"},
-                    {"name": "value", "valueReference": ref(uuid(80))},
-                ],
-            }
-        ],
-    }
+    parameters = fhirpath_replace("Patient.managingOrganization", valueReference=ref(uuid(80)))
     answer = await transact(
         client,
         entry("POST", "Organization", organization("new"), uuid(80)),
