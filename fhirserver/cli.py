@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from fhirserver.app import create_app, open_store
 from fhirserver.bulk.importer import WorkerDied, import_files
 from fhirserver.bulk.prepare import Problem
+from fhirserver.bulk.sources import input_files
 from fhirserver.config import Settings
 from fhirserver.interactions.reindex import reindex
 from fhirserver.storage.base import Store
@@ -220,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "import":
         settings, store = _store_of(args, parser)
         try:
+            # Before the store is opened, so that a typo creates no empty store file.
+            input_files(args.paths)
             sys.exit(asyncio.run(run_import(store, settings, args)))
         except FileNotFoundError as exc:
             parser.error(str(exc))

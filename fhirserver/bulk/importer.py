@@ -22,13 +22,7 @@ from pathlib import Path
 from fhirserver.bulk.prepare import Prepared, Problem, prepare
 from fhirserver.bulk.sources import Chunk, chunks, input_files
 from fhirserver.errors import FHIRError
-from fhirserver.interactions.bundle import (
-    EntryResult,
-    ReadOptions,
-    batch_entries,
-    read_entries,
-    transaction,
-)
+from fhirserver.interactions.bundle import ReadOptions, read_entries, transaction
 from fhirserver.storage.base import Store
 
 # Called with (bytes read, bytes in all, resources written) after each chunk.
@@ -65,7 +59,7 @@ async def import_files(
         async for prepared in _prepared(_all_chunks(files), pool, max(workers, 1) * 2):
             if strict:
                 prepared.cut_at_first_problem()
-            written, failed = await _write(store, prepared)
+            written, failed = await _write(store, prepared, strict)
             report.written += written
             for problem in [*prepared.problems, *failed]:
                 report.problems.append(problem)
@@ -124,7 +118,7 @@ class WorkerDied(Exception):
     """A worker process ended abruptly (killed, or out of memory)."""
 
 
-async def _write(store: Store, prepared: Prepared) -> tuple[int, list[Problem]]:
+async def _write(store: Store, prepared: Prepared, strict: bool) -> tuple[int, list[Problem]]:
     """Entries written, and the problems met writing."""
     if not prepared.entries:
         return 0, []
@@ -137,17 +131,16 @@ async def _write(store: Store, prepared: Prepared) -> tuple[int, list[Problem]]:
     except FHIRError as exc:
         if prepared.mode == "transaction":
             return 0, [Problem(prepared.chunk.path, str(exc))]
-    # One entry spoiled the chunk's unit of work: write the others one by one.
-    results = await batch_entries(
-        store, read_entries(prepared.entries, "", validated=True), _OPTIONS
-    )
-    return _count(results, prepared.places)
-
-
-def _count(results: list[EntryResult], places: list[str]) -> tuple[int, list[Problem]]:
-    problems = [
-        Problem(places[result.entry.index], str(result.error))
-        for result in results
-        if result.error is not None and result.entry is not None
-    ]
-    return len(results) - len(problems), problems
+    # One entry spoiled the chunk's unit of work: write them one by one, in input order
+    # (the failed attempt changed the entries, so they are read afresh), and under
+    # --strict stop at the first that fails.
+    written, problems = 0, []
+    for raw, place in zip(prepared.entries, prepared.places, strict=True):
+        try:
+            await transaction(store, read_entries([raw], "", validated=True), _OPTIONS)
+            written += 1
+        except FHIRError as exc:
+            problems.append(Problem(place, str(exc).removeprefix("Bundle.entry[0]: ")))
+            if strict:
+                break
+    return written, problems

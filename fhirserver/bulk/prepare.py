@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fhirserver.bulk.sources import Chunk
-from fhirserver.errors import FHIRError
+from fhirserver.errors import BadRequest, FHIRError
 from fhirserver.interactions.bundle import read_entry
 from fhirserver.resources import codec
 from fhirserver.resources.codec import JSONObject
@@ -88,23 +88,23 @@ def _prepare_lines(chunk: Chunk) -> Prepared:
             continue
         where = f"{chunk.path} line {number}"
         try:
-            resource = codec.load_object(line, "An NDJSON line")
+            raw = _stored_as_is(codec.load_object(line, "The line"), None)
         except FHIRError as exc:
             prepared.problems.append(Problem(where, str(exc), number))
             continue
-        _add(prepared, _stored_as_is(resource, None), where, number)
+        _add(prepared, raw, where, number)
     return prepared
 
 
 def _prepare_bundle(chunk: Chunk) -> Prepared:
     prepared = Prepared(chunk, "independent")
     try:
-        document = codec.load_object(Path(chunk.path).read_bytes(), "A Bundle file")
+        document = codec.load_object(Path(chunk.path).read_bytes(), "The file")
+        if document.get("resourceType") != "Bundle":
+            _add(prepared, _stored_as_is(document, None), chunk.path, 0)
+            return prepared
     except FHIRError as exc:
         prepared.problems.append(Problem(chunk.path, str(exc)))
-        return prepared
-    if document.get("resourceType") != "Bundle":
-        _add(prepared, _stored_as_is(document, None), chunk.path, 0)
         return prepared
     kind = document.get("type")
     raw_entries = document.get("entry", [])
@@ -113,10 +113,17 @@ def _prepare_bundle(chunk: Chunk) -> Prepared:
         return prepared
     if kind == "transaction":
         prepared.mode = "transaction"
-    entries = [_entry_of(kind, raw) for raw in raw_entries]
+    entries: list[Any] = []
+    for index, raw in enumerate(raw_entries):
+        try:
+            entries.append(_entry_of(kind, raw))
+        except FHIRError as exc:
+            prepared.problems.append(Problem(f"{chunk.path} entry {index}", str(exc), index))
+            entries.append(None)
     _keep_ids(entries)
     for index, raw in enumerate(entries):
-        _add(prepared, raw, f"{chunk.path} entry {index}", index)
+        if raw is not None:
+            _add(prepared, raw, f"{chunk.path} entry {index}", index)
     if prepared.mode == "transaction" and prepared.problems:
         # A transaction is all or nothing: one bad entry and none is written.
         prepared.entries, prepared.places, prepared.positions, prepared.indexes = [], [], [], []
@@ -130,13 +137,15 @@ def _entry_of(kind: Any, raw: Any) -> Any:
         return raw
     resource = raw.get("resource")
     if not isinstance(resource, dict):
-        return raw
+        raise BadRequest("The entry has no resource", expression="resource")
     full_url = raw.get("fullUrl")
     return _stored_as_is(resource, full_url if isinstance(full_url, str) else None)
 
 
 def _stored_as_is(resource: JSONObject, full_url: str | None) -> JSONObject:
     resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise BadRequest("The resource has no resourceType", expression="resourceType")
     resource_id = resource.get("id")
     entry: JSONObject = {"resource": resource}
     if full_url is not None:

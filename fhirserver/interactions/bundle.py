@@ -152,7 +152,8 @@ async def transaction(
 
 
 async def batch(store: Store, raw_entries: list[Any], options: ReadOptions) -> list[EntryResult]:
-    """Each entry alone, in the transaction order; a failure is that entry's answer."""
+    """Each entry alone, in its own unit of work, in the transaction order; a failure
+    is that entry's answer."""
     results: dict[int, EntryResult] = {}
     entries: list[Entry] = []
     for index, raw in enumerate(raw_entries):
@@ -160,23 +161,13 @@ async def batch(store: Store, raw_entries: list[Any], options: ReadOptions) -> l
             entries.append(read_entry(index, raw, options.base_url))
         except FHIRError as exc:
             results[index] = EntryResult(None, exc.status, error=exc)
-    for result in await batch_entries(store, entries, options):
-        results[result.entry.index if result.entry else -1] = result
-    return [results[index] for index in range(len(raw_entries))]
-
-
-async def batch_entries(
-    store: Store, entries: list[Entry], options: ReadOptions
-) -> list[EntryResult]:
-    """Entries run one by one, each in its own unit of work, in the transaction order."""
-    results = []
     for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
         try:
             async with store.unit_of_work() as unit:
-                results.append((await _run(unit, [entry], options))[entry.index])
+                results.update(await _run(unit, [entry], options))
         except FHIRError as exc:
-            results.append(EntryResult(entry, exc.status, error=exc))
-    return results
+            results[entry.index] = EntryResult(entry, exc.status, error=exc)
+    return [results[index] for index in range(len(raw_entries))]
 
 
 def read_entry(index: int, raw: Any, base_url: str, validated: bool = False) -> Entry:

@@ -47,7 +47,7 @@ _decoder = json.JSONDecoder(
 )
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, what: str = "Request body") -> Any:
     """Parse JSON text; raise BadRequest (400) with the position of a syntax error."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -55,13 +55,13 @@ def loads(data: bytes | str) -> Any:
     except RecursionError:
         raise BadRequest(f"JSON nested more than {MAX_DEPTH} levels deep") from None
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"Request body is not valid UTF-8: {exc.reason}") from None
+        raise BadRequest(f"{what} is not valid UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(
-            f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except ValueError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
     if _too_deep(value):
         raise BadRequest(f"JSON nested more than {MAX_DEPTH} levels deep")
     return value
@@ -82,7 +82,7 @@ def _too_deep(value: Any) -> bool:
 
 
 def load_object(data: bytes | str, what: str = "Request body") -> JSONObject:
-    value = loads(data)
+    value = loads(data, what)
     if not isinstance(value, dict):
         raise BadRequest(f"{what} must be a JSON object")
     return value
