@@ -56,7 +56,7 @@ async def import_files(
     done = 0
     pool = _pool(workers)
     try:
-        async for prepared in _prepared(_all_chunks(files), pool, max(workers, 1) * 2):
+        async for prepared in _prepared(_all_chunks(files), pool, workers + 1):
             if strict:
                 prepared.cut_at_first_problem()
             written, failed = await _write(store, prepared, strict)

@@ -130,5 +130,9 @@ def connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connec
     # A 16 MiB page cache per connection (the default is 2): hot index pages stay in memory.
     connection.execute("PRAGMA cache_size=-16384")
     connection.execute("PRAGMA temp_store=MEMORY")
+    # Checkpoint the WAL every ~40 MB rather than 4: each checkpoint syncs the file, and
+    # with index inserts scattered over the B-trees a bulk load otherwise spends a third
+    # of its time in them.
+    connection.execute("PRAGMA wal_autocheckpoint=10000")
     connection.execute("PRAGMA foreign_keys=OFF")
     return connection
