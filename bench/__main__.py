@@ -7,7 +7,11 @@ same timed creates and reads (bench.measure, bench.load) of the same Patient
 
 Search (bench.search_run): the Synthea sample loaded into a store (bench.synthea, cached
 between runs), six searches timed over HTTP next to hand-written SQL, and the plans of the
-SQL fhirserver compiles for them. BENCH_ONLY=rest or BENCH_ONLY=search runs one of the two.
+SQL fhirserver compiles for them.
+
+Load (bench.load_bench): the Synthea Bundles bulk-loaded over HTTP and by `fhirserver
+import`, next to a bare executemany, with peak memory, and an import of a 10x NDJSON set.
+BENCH_ONLY=rest, search or load runs one of the three.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from bench import search_run, servers, synthea
+from bench import load_bench, search_run, servers, synthea
 from bench.load import LoadError
+from bench.load_data import LoadBenchError
 from bench.measure import measure
 from bench.params import Params
 from bench.patient import PATIENT_JSON
@@ -66,6 +71,11 @@ async def search_bench(store: Path, params: Params) -> None:
     await search_run.run(store, params.search_requests)
 
 
+async def bulk_load_bench(params: Params) -> None:
+    _cancel_on_sigterm()
+    await load_bench.run(params)
+
+
 def main() -> None:
     params = Params.from_env()
     try:
@@ -73,16 +83,19 @@ def main() -> None:
             asyncio.run(bench(params))
         if params.runs("search"):
             asyncio.run(search_bench(synthea.loaded_store(), params))
+        if params.runs("load"):
+            asyncio.run(bulk_load_bench(params))
     except (
         servers.ServerStartError,
         LoadError,
         synthea.LoadFailed,
         FixtureError,
         SearchError,
+        LoadBenchError,
     ) as error:
         sys.exit(f"bench: {error}")
     except (KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit("bench: interrupted; the servers were stopped")
+        sys.exit("bench: interrupted; the servers and imports were stopped")
 
 
 if __name__ == "__main__":

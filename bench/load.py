@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -49,6 +50,14 @@ async def _run(base_url: str, count: int, concurrency: int, send: Send) -> Rate:
             for number in numbers:
                 await send(http, number)
 
+    return Rate(count, await run_concurrently(worker, concurrency))
+
+
+async def run_concurrently(
+    worker: Callable[[], Coroutine[Any, Any, None]], concurrency: int
+) -> float:
+    """Seconds taken by `concurrency` copies of `worker`; the first failure cancels
+    the others and is raised."""
     started = time.perf_counter()
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
@@ -57,7 +66,7 @@ async def _run(base_url: str, count: int, concurrency: int, send: Send) -> Rate:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-    return Rate(count, time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def _check(response: httpx.Response, expected: int) -> None:

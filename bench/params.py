@@ -1,11 +1,13 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest or BENCH_ONLY=search runs only that benchmark (both run by default)."""
+BENCH_ONLY=rest, search or load runs only that benchmark (all three run by default)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+PARTS = ("rest", "search", "load")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +19,13 @@ class Params:
     warmup: int = 200
     # Timed requests per search in the search benchmark, sent one after the other.
     search_requests: int = 40
+    # Bulk loading: clients POSTing the Synthea Bundles at once over HTTP.
+    load_concurrency: int = 4
+    # Bulk loading: `fhirserver import --workers`; None leaves the CLI's default (one per core).
+    import_workers: int | None = None
+    # Bulk loading: copies of the Synthea data in the NDJSON set that shows import memory
+    # does not grow with the input.
+    load_scale: int = 10
     only: str | None = None
 
     @classmethod
@@ -27,6 +36,9 @@ class Params:
             reads=_count("BENCH_READS", defaults.reads),
             concurrency=_count("BENCH_CONCURRENCY", defaults.concurrency),
             search_requests=_count("BENCH_SEARCH_REQUESTS", defaults.search_requests),
+            load_concurrency=_count("BENCH_LOAD_CONCURRENCY", defaults.load_concurrency),
+            import_workers=_workers("BENCH_IMPORT_WORKERS"),
+            load_scale=_count("BENCH_LOAD_SCALE", defaults.load_scale),
             only=_only(),
         )
 
@@ -36,8 +48,8 @@ class Params:
 
 def _only() -> str | None:
     raw = os.environ.get("BENCH_ONLY") or None
-    if raw not in (None, "rest", "search"):
-        raise SystemExit(f"bench: BENCH_ONLY must be rest or search, not {raw!r}")
+    if raw is not None and raw not in PARTS:
+        raise SystemExit(f"bench: BENCH_ONLY must be one of {', '.join(PARTS)}, not {raw!r}")
     return raw
 
 
@@ -47,4 +59,14 @@ def _count(name: str, default: int) -> int:
         return default
     if not raw.isdigit() or int(raw) < 1:
         raise SystemExit(f"bench: {name} must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
+def _workers(name: str) -> int | None:
+    # 0 is meaningful here: the import then parses and validates in its own process.
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise SystemExit(f"bench: {name} must be a whole number, not {raw!r}")
     return int(raw)

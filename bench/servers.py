@@ -64,10 +64,10 @@ async def running(name: str, command: list[str]) -> AsyncIterator[Server]:
             raise ServerStartError(f"{name} did not announce a loopback URL: {line!r}")
         yield Server(found.group(0), process.pid)
     finally:
-        await _stop(process)
+        await stop(process)
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.terminate()
         try:
