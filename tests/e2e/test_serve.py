@@ -340,3 +340,54 @@ async def test_concurrent_if_match_updates(launch: Launch, tmp_path: Path) -> No
             assert current.json()["name"] == winner.json()["name"]
             history = await http.get(f"/Patient/{resource_id}/_history")
             assert history.json()["total"] == 2
+
+
+async def test_concurrent_transactions_create_one_resource(launch: Launch, tmp_path: Path) -> None:
+    """R4 http.html#trules: a transaction's conditional create is looked up inside its
+    unit of work. Two server processes on one store, racing transactions with the same
+    ifNoneExist, end with exactly one Organization."""
+    store = tmp_path / "fhir.sqlite"
+    servers = [launch(store=store), launch(store=store)]
+    identifier = {"system": "urn:example:org", "value": "RACE"}
+
+    def transaction(n: int) -> dict[str, Any]:
+        organization = {"resourceType": "Organization", "identifier": [identifier]}
+        patient = {
+            "resourceType": "Patient",
+            "name": [{"family": f"Racer{n}"}],
+            "managingOrganization": {"reference": "urn:uuid:0f0f0f0f-0000-4000-8000-000000000001"},
+        }
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:0f0f0f0f-0000-4000-8000-000000000001",
+                    "resource": organization,
+                    "request": {
+                        "method": "POST",
+                        "url": "Organization",
+                        "ifNoneExist": "identifier=urn:example:org|RACE",
+                    },
+                },
+                {"resource": patient, "request": {"method": "POST", "url": "Patient"}},
+            ],
+        }
+
+    clients = [
+        httpx.AsyncClient(base_url=s.base, headers=HEADERS, timeout=HTTP_TIMEOUT) for s in servers
+    ]
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(clients[n % 2].post("", json=transaction(n)) for n in range(12))),
+            timeout=HTTP_TIMEOUT * 2,
+        )
+        assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers]
+        organizations = (await clients[0].get("/Organization")).json()
+        assert organizations["total"] == 1
+        only = organizations["entry"][0]["resource"]["id"]
+        patients = (await clients[1].get("/Patient", params={"organization": only})).json()
+        assert patients["total"] == 12
+    finally:
+        for client in clients:
+            await client.aclose()
