@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# The identifier system of the test patients.
+SYS = "urn:example:mrn"
+
+
+def patient(value: str, **extra: Any) -> dict[str, Any]:
+    """A Patient with identifier SYS|value."""
+    return {"resourceType": "Patient", "identifier": [{"system": SYS, "value": value}], **extra}
+
 
 def entry(
     method: str,

@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.rest.bundle_helpers import entry
+from tests.rest.bundle_helpers import SYS, entry, patient
 
-SYS = "urn:example:mrn"
 ORG_SYS = "http://example.org/org-ids"
 
 
@@ -28,10 +27,6 @@ async def batch(client: httpx.AsyncClient, *entries: dict[str, Any]) -> list[dic
     items: list[dict[str, Any]] = body["entry"]
     assert len(items) == len(entries)
     return items
-
-
-def patient(value: str, **extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Patient", "identifier": [{"system": SYS, "value": value}], **extra}
 
 
 def organization(value: str, **extra: Any) -> dict[str, Any]:

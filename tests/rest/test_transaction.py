@@ -20,13 +20,12 @@ import httpx
 import pytest
 
 from fhirserver.config import Settings
-from tests.rest.bundle_helpers import entry, fhirpath_replace
+from tests.rest.bundle_helpers import SYS, entry, fhirpath_replace, patient
 
 Dump = Callable[[], list[tuple[Any, ...]]]
 
 # Patient identifiers: a URN system, so request.url queries hold no "://" (see
 # test_request_url_queries_may_hold_url_valued_parameters for that case).
-SYS = "urn:example:mrn"
 URL_SYS = "http://example.org/mrn"
 ORG_SYS = "http://example.org/org-ids"
 UUID = "urn:uuid:6f1c0c4e-8d3a-4b5e-9f7a-{:012d}"
@@ -54,10 +53,6 @@ async def transact(
 ) -> httpx.Response:
     headers = {"Prefer": prefer} if prefer else {}
     return await client.post("", json=bundle(*entries), headers=headers)
-
-
-def patient(value: str, **extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Patient", "identifier": [{"system": SYS, "value": value}], **extra}
 
 
 def organization(value: str, **extra: Any) -> dict[str, Any]:
