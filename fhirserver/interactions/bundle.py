@@ -36,7 +36,7 @@ from fhirserver.errors import (
 from fhirserver.interactions import crud
 from fhirserver.interactions.history import HistoryPage, history
 from fhirserver.interactions.paths import Target, parse_path
-from fhirserver.interactions.search import search, system_types
+from fhirserver.interactions.search import search, system_scope
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import is_placeholder, references, rewrite_references
@@ -71,6 +71,8 @@ class Entry:
     index: int
     method: str
     url: str
+    # request.url's path relative to the base, and what it names.
+    path: str
     target: Target
     params: Params
     resource: JSONObject | None = None
@@ -109,7 +111,6 @@ class EntryResult:
     entry: Entry | None
     status: int
     version: Version | None = None
-    created: bool = False
     search: tuple[SearchQuery, SearchResult] | None = None
     history: HistoryPage | None = None
     error: FHIRError | None = None
@@ -188,6 +189,7 @@ def read_entry(index: int, raw: Any, base_url: str, validated: bool = False) -> 
         index,
         method,
         url,
+        path,
         parse_path(path),
         params,
         full_url=full_url if isinstance(full_url, str) else None,
@@ -197,7 +199,7 @@ def read_entry(index: int, raw: Any, base_url: str, validated: bool = False) -> 
     )
     if_none_exist = _string(request, "ifNoneExist")
     if if_none_exist is not None:
-        entry.if_none_exist = parse_qsl(if_none_exist.split("?")[-1], keep_blank_values=True)
+        entry.if_none_exist = crud.if_none_exist_criteria(if_none_exist)
     _check_request(entry, raw.get("resource"), validated)
     return entry
 
@@ -528,7 +530,7 @@ async def _execute(
             entry.preconditions,
             entry.search_index,
         )
-    return EntryResult(entry, 201 if written.created else 200, written.version, written.created)
+    return EntryResult(entry, 201 if written.created else 200, written.version)
 
 
 async def _read(reader: Reader, entry: Entry, options: ReadOptions) -> EntryResult:
@@ -574,8 +576,7 @@ async def _read(reader: Reader, entry: Entry, options: ReadOptions) -> EntryResu
 def _search_scope(entry: Entry) -> tuple[tuple[str, ...], Params, tuple[str, str] | None]:
     target = entry.target
     if target.kind == "system":
-        criteria = [(k, v) for k, v in entry.params if k != "_type"]
-        return system_types(entry.params), criteria, None
+        return (*system_scope(entry.params), None)
     if target.kind == "compartment":
         assert target.member_type and target.resource_type and target.id
         return (target.member_type,), entry.params, (target.resource_type, target.id)

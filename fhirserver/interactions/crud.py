@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import jsonpatch
 import jsonpointer
@@ -66,6 +67,12 @@ def _versions(header: str, raw: str | None) -> frozenset[int] | Literal["*"] | N
             raise BadRequest(f'{header} must list version ETags such as W/"3", not {raw!r:.60}')
         versions.add(int(match.group(1)))
     return frozenset(versions)
+
+
+def if_none_exist_criteria(text: str) -> list[tuple[str, str]]:
+    """If-None-Exist (header or request.ifNoneExist): the query part of a search URL
+    (R4 http.html#ccreate), with or without the `Type?` in front."""
+    return parse_qsl(text.split("?")[-1], keep_blank_values=True)
 
 
 def parse_preconditions(if_match: str | None, if_none_match: str | None) -> Preconditions:

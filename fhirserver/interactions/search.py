@@ -42,6 +42,11 @@ async def search(
     return query, await store.search(query)
 
 
+def system_scope(params: Params) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """A system-level search's types (`_type`, or every type) and its other criteria."""
+    return system_types(params), [(k, v) for k, v in params if k != "_type"]
+
+
 def system_types(params: Params) -> tuple[str, ...]:
     """The types a system-level search covers: `_type`, or every type."""
     named = [t.strip() for name, value in params if name == "_type" for t in value.split(",")]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
 
 from fhirserver.errors import Issue
-from fhirserver.interactions.bundle import EntryResult
+from fhirserver.interactions.bundle import Entry, EntryResult
 from fhirserver.interactions.history import HistoryPage
 from fhirserver.resources import codec
 from fhirserver.resources.elements import select_elements, summarize
@@ -163,10 +163,10 @@ def _response_entry(base_url: str, result: EntryResult, preference: str) -> dict
 def _response_resource(base_url: str, result: EntryResult, preference: str) -> Any:
     if result.search is not None and result.entry is not None:
         query, found = result.search
-        path, params = _entry_path(result.entry.url, result.entry.params)
+        path, params = _entry_path(result.entry)
         return searchset_bundle(base_url, path, params, query, found)
     if result.history is not None and result.entry is not None:
-        path, params = _entry_path(result.entry.url, result.entry.params)
+        path, params = _entry_path(result.entry)
         return history_bundle(base_url, path, params, result.history)
     version = result.version
     if version is None or version.body is None or result.status == 304:
@@ -177,6 +177,8 @@ def _response_resource(base_url: str, result: EntryResult, preference: str) -> A
     return None
 
 
-def _entry_path(url: str, params: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
-    path = "/" + urlsplit(url).path.strip("/").removesuffix("/_search")
-    return path.rstrip("/"), [(k, v) for k, v in params if k not in FORMAT_PARAMS]
+def _entry_path(entry: Entry) -> tuple[str, list[tuple[str, str]]]:
+    """A GET entry's path under the base and its parameters, for the links of the
+    Bundle it answers with."""
+    path = "/" + entry.path.strip("/")
+    return path.rstrip("/"), [(k, v) for k, v in entry.params if k not in FORMAT_PARAMS]

@@ -13,7 +13,7 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.bundle import ReadOptions, process
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
-from fhirserver.interactions.search import search, system_types
+from fhirserver.interactions.search import search, system_scope
 from fhirserver.resources import codec
 from fhirserver.rest import headers
 from fhirserver.rest.bundles import history_bundle, response_bundle, searchset_bundle
@@ -94,7 +94,7 @@ async def create(request: Request, resource_type: str) -> Response:
     criteria = None
     if if_none_exist is not None:
         # R4 http.html#ccreate: the header holds the query part of a search URL.
-        criteria = parse_qsl(if_none_exist.split("?")[-1], keep_blank_values=True)
+        criteria = crud.if_none_exist_criteria(if_none_exist)
     result = await crud.create(_store(request), resource_type, resource, criteria)
     return _write_answer(request, fmt, result, "Created")
 
@@ -229,8 +229,7 @@ async def search_type(request: Request, resource_type: str) -> Response:
 
 async def search_system(request: Request) -> Response:
     params = await _search_params(request)
-    types = system_types(params)
-    criteria = [(k, v) for k, v in params if k != "_type"]
+    types, criteria = system_scope(params)
     return await _search(request, types, criteria, links=params)
 
 

@@ -921,3 +921,19 @@ async def test_request_url_on_this_server_is_accepted(client: httpx.AsyncClient)
     (item,) = response_entries(answer)
     assert code(item) == 201
     await read(client, f"Patient/{located_id(item)}")
+
+
+async def test_a_get_entry_on_the_absolute_base_url_links_to_the_same_search(
+    client: httpx.AsyncClient,
+) -> None:
+    """request.url may be absolute on this server (http.html#transaction); the searchset
+    it answers with links to that search, not to the base path twice."""
+    await put(client, patient("ABS", id="abs"))
+    answer = await transact(
+        client, entry("GET", f"http://testserver/fhir/Patient?identifier={SYS}|ABS")
+    )
+    (item,) = response_entries(answer)
+    searchset = item["resource"]
+    assert [e["resource"]["id"] for e in searchset["entry"]] == ["abs"]
+    (self_link,) = [link["url"] for link in searchset["link"] if link["relation"] == "self"]
+    assert self_link.startswith("http://testserver/fhir/Patient?")
