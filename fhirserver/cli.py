@@ -59,33 +59,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class ProgressBar:
-    """One line on stderr, redrawn: done/total, rate and time left."""
+    """Share done, resources so far, rate and time left, on stderr: one line redrawn on
+    a terminal; otherwise (a log) a new line every few seconds."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, interval: float = 5.0) -> None:
         self.label = label
-        self.started = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = done / elapsed
-        left = (total - done) / rate if rate else 0.0
-        width = 30
-        filled = width * done // total if total else width
-        bar = "#" * filled + "-" * (width - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} {rate:,.0f}/s, {left:,.0f}s left ")
-        sys.stderr.flush()
-
-
-class ImportProgress:
-    """Share of the input read, resources written, rate and time left: one line redrawn
-    on a terminal; otherwise (a log) a new line every few seconds."""
-
-    def __init__(self, interval: float = 5.0) -> None:
         self.started = self.shown = time.monotonic()
         self.interval = interval
         self.redraw = sys.stderr.isatty()
 
-    def __call__(self, done: int, total: int, written: int) -> None:
+    def __call__(self, done: int, total: int, resources: int | None = None) -> None:
+        """`resources`: how many so far, when `done` / `total` count something else
+        (an import counts bytes read)."""
         moment = time.monotonic()
         if not self.redraw and moment - self.shown < self.interval and done < total:
             return
@@ -93,10 +78,11 @@ class ImportProgress:
         elapsed = max(moment - self.started, 1e-9)
         share = done / total if total else 1.0
         left = elapsed / share - elapsed if share else 0.0
+        count = done if resources is None else resources
         filled = int(30 * share)
         line = (
-            f"import [{'#' * filled}{'-' * (30 - filled)}] {share:4.0%} {written:,} resources,"
-            f" {written / elapsed:,.0f}/s, {left:,.0f}s left"
+            f"{self.label} [{'#' * filled}{'-' * (30 - filled)}] {share:4.0%} {count:,} resources,"
+            f" {count / elapsed:,.0f}/s, {left:,.0f}s left"
         )
         sys.stderr.write(f"\r{line} " if self.redraw else f"{line}\n")
         sys.stderr.flush()
@@ -116,7 +102,7 @@ async def run_import(store: Store, settings: Settings, args: argparse.Namespace)
             args.paths,
             strict=args.strict,
             workers=args.workers,
-            progress=ImportProgress(),
+            progress=ProgressBar("import"),
             on_problem=report_problem,
         )
     finally:

@@ -32,7 +32,7 @@ def references(value: Any) -> Iterator[JSONObject]:
 def rewrite_references(resource: JSONObject, new_target: Callable[[str], str | None]) -> bool:
     """Replace, in place, each link for which `new_target` gives a new value; whether
     anything changed. Links are Reference.reference, elements of uri-like types (those
-    named `url`, and the uri, url, oid, uuid and canonical choices of `value[x]`), and
+    named `url`, and the uri, url, oid and uuid choices of `value[x]`), and
     the narrative's `href` and `src` attributes (R4 bundle.html#references)."""
     changed = _rewrite(resource, new_target)
     text = resource.get("text")
