@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from fhirserver.search.query import IndexEntry, SearchQuery
@@ -49,6 +49,12 @@ class HistoryQuery:
     before_seq: int | None = None
 
 
+# `_include` / `_revinclude` (search.html#include): rounds of :iterate, and resources
+# included per page. Enough for real graphs, and bounded.
+MAX_INCLUDE_ROUNDS = 4
+MAX_INCLUDED = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     """One page of a search: the matches in order, what `_include` / `_revinclude`
@@ -59,6 +65,25 @@ class SearchResult:
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Work to do later, kept in the store so that it survives restarts: a retry, a
+    no-show check, an export. `key` is unique within `kind`; putting a job with the same
+    kind and key again replaces it, so recording an intent twice does it once.
+
+    A worker claims a due job with a lease (`owner`, `lease_until`); if the worker dies,
+    the lease runs out and another worker claims it (DESIGN.md "Scale-out")."""
+
+    kind: str
+    key: str
+    due: datetime
+    # What the job needs, as JSON; never a secret.
+    payload: bytes = b"{}"
+    attempts: int = 0
+    owner: str | None = None
+    lease_until: datetime | None = None
 
 
 class VersionConflict(Exception):
@@ -103,6 +128,14 @@ class UnitOfWork(Reader, Protocol):
         """Replace the index entries of the current version (for a reindex)."""
         ...
 
+    async def put_job(self, job: Job) -> None:
+        """Record a job with the unit's writes (replacing one of the same kind and key)."""
+        ...
+
+    async def drop_job(self, kind: str, key: str) -> None:
+        """Forget a job, if there is one, with the unit's writes."""
+        ...
+
 
 class Store(Reader, Protocol):
     # True after open() when the search index must be rebuilt (an upgraded file).
@@ -122,4 +155,28 @@ class Store(Reader, Protocol):
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """Exclusive, atomic: commits on normal exit, rolls back on an exception."""
+        ...
+
+    async def changes(self, after_seq: int, limit: int) -> list[Version]:
+        """The change log: versions with a sequence number above `after_seq`, in order,
+        at most `limit`. A consumer that keeps the last number it handled misses
+        nothing: a number becomes visible only after every lower one has."""
+        ...
+
+    async def claim_job(
+        self, kinds: Sequence[str], owner: str, now: datetime, lease: timedelta
+    ) -> Job | None:
+        """Lease the job of one of `kinds` that has been due longest (`due <= now`) and
+        that nobody holds, or whose lease ran out; None if there is none. Two owners
+        never hold the same job at the same time."""
+        ...
+
+    async def finish_job(self, job: Job) -> bool:
+        """Remove a claimed job; False (and nothing done) if the lease was lost, or the
+        job was replaced by a newer put_job since it was claimed."""
+        ...
+
+    async def retry_job(self, job: Job, due: datetime) -> bool:
+        """Give a claimed job back, due again at `due`, with one more attempt counted;
+        False (and nothing done) if the lease was lost or the job was replaced."""
         ...

@@ -8,12 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhirserver.search.query import Include
-from fhirserver.storage.base import Version
+from fhirserver.storage.base import MAX_INCLUDE_ROUNDS, MAX_INCLUDED, Version
 from fhirserver.storage.sqlite.schema import VERSION_COLUMNS
-
-# Rounds of :iterate, and included resources per page: enough for real graphs, bounded.
-MAX_ROUNDS = 4
-MAX_INCLUDED = 1000
 
 Key = tuple[str, str]
 
@@ -26,7 +22,7 @@ def find_includes(
     seen: set[Key] = {(m.resource_type, m.id) for m in matches}
     frontier = sorted(seen)
     found: list[tuple[Any, ...]] = []
-    for round_number in range(MAX_ROUNDS):
+    for round_number in range(MAX_INCLUDE_ROUNDS):
         active = [i for i in includes if round_number == 0 or i.iterate]
         if not active or not frontier:
             break

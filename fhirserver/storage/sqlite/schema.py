@@ -48,6 +48,22 @@ CREATE TABLE IF NOT EXISTS resources (
     seq INTEGER NOT NULL REFERENCES versions (seq),
     PRIMARY KEY (type, id)
 ) WITHOUT ROWID;
+
+-- Work to do later, leased to one worker at a time (DESIGN.md "Scale-out"). Here, not
+-- with the index tables: its rows are the only record of the work, so upgrades keep it.
+CREATE TABLE IF NOT EXISTS jobs (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    due INTEGER NOT NULL,           -- microseconds since 1970-01-01T00:00:00Z
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    owner TEXT,                     -- with lease_until, NULL while nobody holds the job
+    lease_until INTEGER,
+    PRIMARY KEY (kind, key)
+);
+-- A claim walks the due jobs from the oldest and stops at the first one it may take:
+-- jobs not due yet are never read, and held ones are few (one per busy worker).
+CREATE INDEX IF NOT EXISTS jobs_by_due ON jobs (due);
 """
 
 # Index tables: clustered by resource (the primary key: type, id, param, then the

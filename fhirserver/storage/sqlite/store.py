@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import (
     HistoryQuery,
+    Job,
     SearchResult,
     UnitOfWork,
     Version,
@@ -30,6 +32,7 @@ from fhirserver.storage.base import (
 )
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
+from fhirserver.storage.sqlite.jobs import claim, finish, retry, write_jobs
 from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, connect, create_schema
 from fhirserver.storage.sqlite.search import compile_count, compile_matches, compile_page
 
@@ -260,6 +263,34 @@ class SqliteStore:
         )
         return count
 
+    async def changes(self, after_seq: int, limit: int) -> list[Version]:
+        # Write transactions take turns (BEGIN IMMEDIATE) and a seq is drawn inside one,
+        # so a seq commits only after every lower one has: a reader skips none.
+        rows = await self._on_reader(
+            lambda c: c.execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.seq > ? ORDER BY v.seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        )
+        return [_version(row) for row in rows]
+
+    async def claim_job(
+        self, kinds: Sequence[str], owner: str, now: datetime, lease: timedelta
+    ) -> Job | None:
+        return await self._between_units(lambda c: claim(c, kinds, owner, now, lease))
+
+    async def finish_job(self, job: Job) -> bool:
+        return await self._between_units(lambda c: finish(c, job))
+
+    async def retry_job(self, job: Job, due: datetime) -> bool:
+        return await self._between_units(lambda c: retry(c, job, due))
+
+    async def _between_units(self, statement: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a statement on the writer while no unit of work is open: inside one it
+        would join the unit's transaction, and vanish if the unit rolled back."""
+        async with self._lock:
+            return await self._on_writer(statement)
+
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         async with self._lock:
@@ -279,6 +310,8 @@ class _SqliteUnitOfWork:
         self._store = store
         self._begun = False
         self._pending: list[tuple[Version, tuple[IndexEntry, ...]]] = []
+        # Jobs to put, or to drop (None), by (kind, key): the last call for a key wins.
+        self._jobs: dict[tuple[str, str], Job | None] = {}
 
     def _begin(self, connection: sqlite3.Connection) -> None:
         if not self._begun:
@@ -297,6 +330,9 @@ class _SqliteUnitOfWork:
             if version.body is not None:
                 indexes[key] = index
         insert_entries(connection, ((*key, index) for key, index in indexes.items()))
+        if self._jobs:
+            jobs, self._jobs = self._jobs, {}
+            write_jobs(connection, jobs)
 
     async def _after_flush(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run a job on the writer once the buffered writes are in, so it sees them."""
@@ -356,8 +392,14 @@ class _SqliteUnitOfWork:
 
         await self._after_flush(job)
 
+    async def put_job(self, job: Job) -> None:
+        self._jobs[job.kind, job.key] = job
+
+    async def drop_job(self, kind: str, key: str) -> None:
+        self._jobs[kind, key] = None
+
     def commit(self, connection: sqlite3.Connection) -> None:
-        if not self._pending and not self._begun:
+        if not self._pending and not self._jobs and not self._begun:
             return
         try:
             self._flush(connection)
@@ -369,6 +411,7 @@ class _SqliteUnitOfWork:
 
     def rollback(self, connection: sqlite3.Connection) -> None:
         self._pending.clear()
+        self._jobs.clear()
         if connection.in_transaction:
             connection.execute("ROLLBACK")
 
