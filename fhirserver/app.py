@@ -19,6 +19,15 @@ logger = logging.getLogger("fhirserver")
 
 
 def open_store(settings: Settings) -> Store:
+    """The (unopened) store the settings name."""
+    if settings.mongodb:
+        try:
+            from fhirserver.storage.mongo import MongoStore
+        except ImportError:
+            raise ValueError(
+                "a mongodb:// store needs PyMongo: pip install 'fhirserver[mongo]'"
+            ) from None
+        return MongoStore(settings.store)
     return SqliteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
 
 

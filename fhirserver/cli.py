@@ -23,6 +23,8 @@ from fhirserver.config import Settings
 from fhirserver.interactions.reindex import reindex
 from fhirserver.storage.base import Store
 
+STORE_HELP = "SQLite file, or mongodb:// connection string (FHIRSERVER_STORE)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fhirserver", description="FHIR R4 (4.0.1) server")
@@ -31,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (FHIRSERVER_HOST)")
     serve.add_argument("--port", type=int, help="port; 0 picks a free one (FHIRSERVER_PORT)")
     serve.add_argument("--base-path", help="FHIR base path, '' for root (FHIRSERVER_BASE_PATH)")
-    serve.add_argument("--store", help="SQLite file (FHIRSERVER_STORE)")
+    serve.add_argument("--store", help=STORE_HELP)
     serve.add_argument(
         "--public-url", help="public base URL behind a proxy (FHIRSERVER_PUBLIC_URL)"
     )
@@ -39,13 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     reindex_command = commands.add_parser(
         "reindex", help="rebuild the search index after search parameters changed"
     )
-    reindex_command.add_argument("--store", help="SQLite file (FHIRSERVER_STORE)")
+    reindex_command.add_argument("--store", help=STORE_HELP)
     import_command = commands.add_parser(
         "import",
         help="load Bundle (.json) and NDJSON (.ndjson, .jsonl) files or directories",
     )
     import_command.add_argument("paths", nargs="+", metavar="PATH")
-    import_command.add_argument("--store", help="SQLite file (FHIRSERVER_STORE)")
+    import_command.add_argument("--store", help=STORE_HELP)
     import_command.add_argument(
         "--strict", action="store_true", help="stop at the first bad line or entry"
     )
@@ -125,7 +127,7 @@ async def run_reindex(store: Store, settings: Settings) -> int:
     finally:
         await store.close()
     sys.stderr.write("\n")
-    print(f"fhirserver: reindexed {done} resources in {settings.store}", flush=True)
+    print(f"fhirserver: reindexed {done} resources in {settings.store_label}", flush=True)
     return done
 
 
@@ -167,7 +169,7 @@ async def serve(app: Starlette, settings: Settings) -> None:
         host = f"[{host}]" if ":" in host else host
         print(
             f"fhirserver: FHIR R4 at http://{host}:{port}{settings.base_path}"
-            f" (store {settings.store})",
+            f" (store {settings.store_label})",
             flush=True,
         )
     await task

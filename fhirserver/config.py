@@ -17,7 +17,8 @@ class Settings:
     port: int = 8080
     # Path prefix of the FHIR base URL; "" serves FHIR at the root.
     base_path: str = "/fhir"
-    # A SQLite file path (or sqlite:///path).
+    # A SQLite file path (or sqlite:///path), or a MongoDB connection string
+    # (mongodb://host/database?replicaSet=...; mongodb+srv:// too).
     store: str = "./data/fhir.sqlite"
     # Public base URL for fullUrl / Location when behind a proxy; derived from the request if unset.
     public_url: str = ""
@@ -39,6 +40,15 @@ class Settings:
     @property
     def sqlite_path(self) -> str:
         return self.store.removeprefix("sqlite:///")
+
+    @property
+    def mongodb(self) -> bool:
+        return self.store.startswith(("mongodb://", "mongodb+srv://"))
+
+    @property
+    def store_label(self) -> str:
+        """The store as it may be shown in output and logs: without a password."""
+        return re.sub(r"^(mongodb(?:\+srv)?://[^:@/]*):[^@/]*@", r"\1:***@", self.store)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

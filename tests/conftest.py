@@ -1,8 +1,8 @@
-"""Shared fixtures: the ASGI app in-process over httpx, on a real SQLite file."""
+"""Shared fixtures: the ASGI app in-process over httpx, on a real SQLite file, or on
+every backend (tests/backends.py) in the suites that override `backend`."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import pytest
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings
+from tests.backends import Backend, make_backend
 
 FHIR_JSON = "application/fhir+json"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -22,9 +23,31 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(store=str(tmp_path / "fhir.sqlite"), max_body_bytes=64 * 1024)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests.backends import skip_mongomock_limits
+
+    skip_mongomock_limits(items)
+
+
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+def backend() -> str:
+    """The store the app runs on. The storage contract's suites (storage, search,
+    REST and Bundles) parametrise this over every backend in their conftest."""
+    return "sqlite"
+
+
+@pytest.fixture
+def test_backend(backend: str, settings: Settings) -> Iterator[Backend]:
+    chosen = make_backend(backend, Path(settings.sqlite_path))
+    try:
+        yield chosen
+    finally:
+        chosen.cleanup()
+
+
+@pytest.fixture
+async def client(settings: Settings, test_backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, store=test_backend.store)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -35,22 +58,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield http
 
 
-def store_dump(settings: Settings) -> list[tuple[Any, ...]]:
-    """Every row of every table, for byte-for-byte before/after comparisons."""
-    with sqlite3.connect(settings.sqlite_path) as connection:
-        tables = [
-            row[0]
-            for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
-        return [
-            (table, *row)
-            for table in tables
-            for row in connection.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
-        ]
-
-
 @pytest.fixture
-def dump(settings: Settings) -> Iterator[Any]:
-    yield lambda: store_dump(settings)
+def dump(test_backend: Backend) -> Iterator[Any]:
+    """Every stored row or document of the backend the app runs on."""
+    yield test_backend.dump

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from fhirserver.app import open_store
 from fhirserver.cli import main
 from fhirserver.config import Settings
+from fhirserver.storage.mongo import MongoStore
+from fhirserver.storage.sqlite import SqliteStore
 
 
 @pytest.mark.parametrize(
@@ -41,3 +44,26 @@ def test_environment_and_flags() -> None:
     # SQLAlchemy's form: three slashes before a relative path, four before an absolute one.
     assert Settings(store="sqlite:///data/x.sqlite").sqlite_path == "data/x.sqlite"
     assert Settings(store="sqlite:////tmp/x.sqlite").sqlite_path == "/tmp/x.sqlite"
+
+
+def test_a_mongodb_url_selects_the_mongodb_store() -> None:
+    settings = Settings(store="mongodb://db1,db2/fhir?replicaSet=rs0")
+    store = open_store(settings)
+    assert isinstance(store, MongoStore) and store.url == settings.store
+    assert isinstance(open_store(Settings(store="mongodb+srv://cluster.example/")), MongoStore)
+    assert isinstance(open_store(Settings(store="data/x.sqlite")), SqliteStore)
+
+
+@pytest.mark.parametrize(
+    ("store", "shown"),
+    [
+        ("mongodb://app:s3cr%2Ft@db1:27017,db2/fhir?replicaSet=rs0", "mongodb://app:***@db1"),
+        ("mongodb+srv://app:pw@cluster.example/fhir", "mongodb+srv://app:***@cluster.example"),
+        ("mongodb://db1/fhir", "mongodb://db1/fhir"),
+        ("data/fhir.sqlite", "data/fhir.sqlite"),
+    ],
+)
+def test_the_store_is_shown_without_its_password(store: str, shown: str) -> None:
+    label = Settings(store=store).store_label
+    assert label.startswith(shown)
+    assert "s3cr" not in label and ":pw@" not in label

@@ -1,11 +1,12 @@
-"""The SQLite store against the in-memory matcher (R4 search.html#ptypes, #modifiers,
+"""Every store (SQLite, and the MongoDB store on mongomock or a real server: see
+tests/backends.py) against the in-memory matcher (R4 search.html#ptypes, #modifiers,
 #prefix, #chaining, #has, #composite, #escaping, #combining, #all).
 
 Generated Patients (names, gender, birthDate, active, identifiers, city) and Observations
 (codes, status, a quantity or a string value, an effective dateTime or Period, a subject
 reference: relative, absolute on this server, dangling or to a deleted Patient, and
 coded components) are written through the real update/delete path (`crud`) into a fresh
-SQLite file. Generated query strings over string (:exact, :contains), token (:not,
+store. Generated query strings over string (:exact, :contains), token (:not,
 system|code forms), date (every prefix but `ap`, every precision, time zones), quantity
 (every prefix, units), reference, :missing, composite, _id, _lastUpdated, chains and
 _has are parsed with `parse_search`; for every query the ids `store.search` returns must
@@ -44,7 +45,8 @@ from fhirserver.search.match import matches
 from fhirserver.search.parse import parse_search
 from fhirserver.search.query import ReferenceEntry
 from fhirserver.search.time import date_range
-from fhirserver.storage.sqlite import SqliteStore
+from fhirserver.storage.base import Store
+from tests.backends import BACKENDS, make_backend
 
 MAX_EXAMPLES = 400
 
@@ -619,7 +621,7 @@ class Stored:
         return [r for (t, _), r in self.resources.items() if t == resource_type]
 
 
-async def _write(store: SqliteStore, scenario: Scenario) -> Stored:
+async def _write(store: Store, scenario: Scenario) -> Stored:
     stored = Stored()
 
     async def put(resource: Resource) -> None:
@@ -646,7 +648,7 @@ class Answer:
 
     resource_type: str
     params: Params
-    sqlite: set[str]
+    store: set[str]
     matcher: set[str]
     candidates: int
 
@@ -657,14 +659,15 @@ class Answer:
 
     def __str__(self) -> str:
         return (
-            f"{self.resource_type}?{self.params}: SQLite {sorted(self.sqlite)}, "
+            f"{self.resource_type}?{self.params}: store {sorted(self.store)}, "
             f"matcher {sorted(self.matcher)}"
         )
 
 
-async def _search_both(path: Path, scenario: Scenario) -> tuple[list[Answer], Stored]:
-    """Write the scenario into a fresh store at `path`; run each query on both sides."""
-    store = SqliteStore(str(path))
+async def _search_both(backend: str, path: Path, scenario: Scenario) -> tuple[list[Answer], Stored]:
+    """Write the scenario into a fresh store; run each query on both sides."""
+    chosen = make_backend(backend, path)
+    store = chosen.store
     await store.open()
     try:
         stored = await _write(store, scenario)
@@ -679,25 +682,31 @@ async def _search_both(path: Path, scenario: Scenario) -> tuple[list[Answer], St
                 for resource in candidates
                 if matches(query, resource, resolve=stored.resolve, referrers=stored.referrers)
             }
-            sqlite = {version.id for version in result.matches}
-            answers.append(Answer(resource_type, params, sqlite, from_matcher, len(candidates)))
+            found = {version.id for version in result.matches}
+            answers.append(Answer(resource_type, params, found, from_matcher, len(candidates)))
         return answers, stored
     finally:
         await store.close()
+        chosen.cleanup()
 
 
 SearchBoth = Callable[[Scenario], tuple[list[Answer], Stored]]
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def search_both(tmp_path: Path) -> Iterator[SearchBoth]:
+def search_both(backend: str, tmp_path: Path) -> Iterator[SearchBoth]:
     """Runs a scenario on a fresh store (removed after it) on one event loop, shared by
     all the examples of a test."""
     with asyncio.Runner() as loop:
 
         def run(scenario: Scenario) -> tuple[list[Answer], Stored]:
             with tempfile.TemporaryDirectory(dir=tmp_path) as directory:
-                return loop.run(_search_both(Path(directory) / "s.sqlite", scenario))
+                return loop.run(_search_both(backend, Path(directory) / "s.sqlite", scenario))
 
         yield run
 
@@ -709,11 +718,11 @@ def search_both(tmp_path: Path) -> Iterator[SearchBoth]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(scenario=scenarios())
-def test_sqlite_search_agrees_with_the_matcher(search_both: SearchBoth, scenario: Scenario) -> None:
+def test_store_search_agrees_with_the_matcher(search_both: SearchBoth, scenario: Scenario) -> None:
     answers, stored = search_both(scenario)
     for answer in answers:
         event(f"{answer.resource_type}: {answer.share()}")
-    disagreements = [str(a) for a in answers if a.sqlite != a.matcher]
+    disagreements = [str(a) for a in answers if a.store != a.matcher]
     if disagreements:
         note(f"resources: {json.dumps(list(stored.resources.values()))}")
     assert not disagreements, "\n".join(disagreements)
@@ -724,7 +733,7 @@ def test_sqlite_search_agrees_with_the_matcher(search_both: SearchBoth, scenario
 
 def _agreed(search_both: SearchBoth, scenario: Scenario) -> list[set[str]]:
     answers, _ = search_both(scenario)
-    assert all(a.sqlite == a.matcher for a in answers), "\n".join(map(str, answers))
+    assert all(a.store == a.matcher for a in answers), "\n".join(map(str, answers))
     return [a.matcher for a in answers]
 
 

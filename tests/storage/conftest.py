@@ -8,14 +8,20 @@ from pathlib import Path
 import pytest
 
 from fhirserver.storage.base import Store
-from fhirserver.storage.sqlite import SqliteStore
+from tests.backends import BACKENDS, make_backend
 
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: Store = SqliteStore(str(tmp_path / "store.sqlite"))
-    await backend.open()
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
+    chosen = make_backend(backend, tmp_path / "store.sqlite")
+    await chosen.store.open()
     try:
-        yield backend
+        yield chosen.store
     finally:
-        await backend.close()
+        await chosen.store.close()
+        chosen.cleanup()

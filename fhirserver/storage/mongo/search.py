@@ -1,0 +1,286 @@
+"""Compile a SearchQuery to MongoDB filter documents and a page pipeline.
+
+A row predicate is one `$elemMatch` on the index array of its type: every condition
+must hold for the same index element, as one SQLite row must meet them. Chains and
+`_has` run as sub-queries first; the keys they find feed the outer filter's `$in`.
+Semantics follow R4 search.html; `match.py` implements the same in memory and
+`storage/sqlite/search.py` in SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fhirserver.errors import BadRequest
+from fhirserver.search.extract import normalize
+from fhirserver.search.query import (
+    ChainPredicate,
+    CompositePredicate,
+    DatePredicate,
+    HasPredicate,
+    IdPredicate,
+    LastUpdatedPredicate,
+    MissingPredicate,
+    NumberPredicate,
+    Predicate,
+    ReferencePredicate,
+    RowPredicate,
+    SearchQuery,
+    SortKey,
+    StringPredicate,
+    TokenPredicate,
+    UriPredicate,
+)
+from fhirserver.search.time import approximate_range, to_micros
+from fhirserver.storage.mongo.documents import (
+    ARRAY_OF_KIND,
+    INDEX_FIELDS,
+    STRING_END,
+    Document,
+    missing_sort_value,
+    resource_key,
+)
+
+# Runs a sub-query: (filter, projection) -> the matching `resources` documents.
+Finder = Callable[[Document, Document], Awaitable[list[Document]]]
+
+# What a page or an include reads of a document: not the index, except references.
+VERSION_PROJECTION: Document = {field: 0 for field in INDEX_FIELDS if field != "ref"}
+NOTHING: Document = {"_id": {"$in": []}}
+
+
+def current(resource_types: tuple[str, ...] | list[str]) -> Document:
+    """Resources of these types that exist now (not deleted)."""
+    types = list(resource_types)
+    return {"type": types[0] if len(types) == 1 else {"$in": types}, "body": {"$ne": None}}
+
+
+class Compiler:
+    def __init__(self, find: Finder) -> None:
+        self._find = find
+
+    async def filter(self, query: SearchQuery) -> Document:
+        conditions = [current(query.resource_types)]
+        for clause in query.clauses:
+            alternatives = [await self.predicate(p) for p in clause]
+            conditions.append(alternatives[0] if len(alternatives) == 1 else {"$or": alternatives})
+        return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+    async def predicate(self, p: Predicate) -> Document:
+        """A condition on a `resources` document that holds when `p` holds for it."""
+        if isinstance(p, IdPredicate):
+            return {"id": {"$in": list(p.ids)}}
+        if isinstance(p, LastUpdatedPredicate):
+            # An instant, stored to the microsecond: the range [lu, lu + 1).
+            low, high = to_micros(p.low), to_micros(p.high)
+            return _range("lu", "lu", p.prefix, low, high, instant=True)
+        if isinstance(p, MissingPredicate):
+            field = f"{ARRAY_OF_KIND[p.kind]}.p"
+            return {field: {"$ne": p.param}} if p.missing else {field: p.param}
+        if isinstance(p, ChainPredicate):
+            # The targets that exist now and match: a deleted or dangling target matches
+            # nothing, even under a negated inner test.
+            inner = await self.predicate(p.inner)
+            targets = await self._find(
+                {"$and": [current(p.target_types), inner]}, {"type": 1, "id": 1}
+            )
+            if not targets:
+                return NOTHING
+            by_type: dict[str, list[str]] = {}
+            for target in targets:
+                by_type.setdefault(target["type"], []).append(target["id"])
+            pointing = [{"tt": t, "ti": {"$in": ids}} for t, ids in sorted(by_type.items())]
+            condition: Document = {"p": p.param}
+            condition.update(pointing[0] if len(pointing) == 1 else {"$or": pointing})
+            return {"ref": {"$elemMatch": condition}}
+        if isinstance(p, HasPredicate):
+            inner = await self.predicate(p.inner)
+            sources = await self._find(
+                {"$and": [current([p.source_type]), inner, {"ref.p": p.param}]}, {"ref": 1}
+            )
+            keys = {
+                resource_key(entry["tt"], entry["ti"])
+                for source in sources
+                for entry in source["ref"]
+                if entry["p"] == p.param and entry["tt"] is not None and entry["ti"] is not None
+            }
+            return {"_id": {"$in": sorted(keys)}} if keys else NOTHING
+        if isinstance(p, CompositePredicate):
+            # One element of the composite must satisfy every component.
+            group: Document = {"p": p.param}
+            for component in p.components:
+                if not isinstance(component, RowPredicate):
+                    raise TypeError(f"composite component {component!r}")
+                _, element = self.element(component)
+                group[f"c{component.param.rsplit('#', 1)[1]}"] = {"$elemMatch": element}
+            return {"comp": {"$elemMatch": group}}
+        array, element = self.element(p)
+        match = {"$elemMatch": element}
+        if isinstance(p, TokenPredicate) and p.negate:
+            return {array: {"$not": match}}
+        return {array: match}
+
+    def element(self, p: RowPredicate) -> tuple[str, Document]:
+        """(index array, the condition one of its elements must meet)."""
+        if isinstance(p, StringPredicate):
+            if p.mode == "exact":
+                return "str", {"p": p.param, "e": p.value}
+            value = normalize(p.value)
+            if p.mode == "contains":
+                return "str", {"p": p.param, "n": {"$regex": re.escape(value)}}
+            return "str", {"p": p.param, "n": {"$gte": value, "$lt": value + STRING_END}}
+        if isinstance(p, TokenPredicate):
+            token: Document = {"p": p.param}
+            if p.code is not None:
+                token["c"] = p.code
+            if p.system == "":
+                token["s"] = None
+            elif p.system is not None:
+                token["s"] = p.system
+            return "tok", token
+        if isinstance(p, DatePredicate):
+            test = _range("lo", "hi", p.prefix, to_micros(p.low), to_micros(p.high))
+            return "date", {"p": p.param, **test}
+        if isinstance(p, NumberPredicate):
+            conditions = [{"p": p.param}, _number_test(p)]
+            if p.system is not None:
+                conditions.append({"s": p.system})
+            if p.code is not None:
+                if p.system is not None:
+                    conditions.append({"c": p.code})
+                else:
+                    # `[number]||[code]` matches the unit code or display (search.html#quantity)
+                    conditions.append({"$or": [{"c": p.code}, {"u": p.code}]})
+            return "num", {"$and": conditions}
+        if isinstance(p, ReferencePredicate):
+            local: Document = {}
+            if p.url is not None:
+                local["u"] = p.url
+            if p.target_id is not None:
+                local["ti"] = p.target_id
+            if p.target_type is not None:
+                local["tt"] = p.target_type
+            if p.absolute:
+                # The same target written as an absolute URL on this server.
+                return "ref", {"p": p.param, "$or": [local, {"u": {"$in": list(p.absolute)}}]}
+            return "ref", {"p": p.param, **local}
+        if isinstance(p, UriPredicate):
+            if p.mode == "below":
+                uri: Any = {"$gte": p.value, "$lt": p.value + STRING_END}
+            elif p.mode == "above":
+                # The stored uri is a prefix of the value: one of its prefixes.
+                uri = {"$in": [p.value[:n] for n in range(1, len(p.value) + 1)]}
+            else:
+                uri = p.value
+            return "uri", {"p": p.param, "v": uri}
+        raise TypeError(f"no index element for {p!r}")
+
+
+def _range(low: str, high: str, prefix: str, lo: int, hi: int, instant: bool = False) -> Document:
+    """Stored range [low, high) against the search range [lo, hi) (search.html#prefix).
+    For an `instant` the range is [low, low + 1): a test `high > x` is `low >= x`."""
+
+    def above(bound: int) -> Document:  # high > bound
+        return {low: {"$gte": bound}} if instant else {high: {"$gt": bound}}
+
+    def at_most(bound: int) -> Document:  # high <= bound
+        return {low: {"$lt": bound}} if instant else {high: {"$lte": bound}}
+
+    if prefix == "ap":
+        lo, hi = approximate_range(lo, hi)
+        return {"$and": [{low: {"$lt": hi}}, above(lo)]}
+    if prefix == "eq":
+        return {"$and": [{low: {"$gte": lo}}, at_most(hi)]}
+    if prefix == "ne":
+        return {"$or": [{low: {"$lt": lo}}, above(hi)]}
+    if prefix == "gt":
+        return above(hi)
+    if prefix == "ge":
+        return above(lo)
+    if prefix == "lt":
+        return {low: {"$lt": lo}}
+    if prefix == "le":
+        return {low: {"$lt": hi}}
+    if prefix == "sa":
+        return {low: {"$gte": hi}}
+    return at_most(lo)  # eb
+
+
+def _number_test(p: NumberPredicate) -> Document:
+    """Stored [lo, hi] against the value and its precision range [p.low, p.high)."""
+    if p.prefix == "eq":
+        return {"lo": {"$gte": p.low}, "hi": {"$lt": p.high}}
+    if p.prefix == "ne":
+        return {"$or": [{"lo": {"$lt": p.low}}, {"hi": {"$gte": p.high}}]}
+    if p.prefix == "ap":
+        margin = abs(p.value) * 0.1
+        return {"lo": {"$lte": p.value + margin}, "hi": {"$gte": p.value - margin}}
+    field, operator = {
+        "gt": ("hi", "$gt"),
+        "ge": ("hi", "$gte"),
+        "lt": ("lo", "$lt"),
+        "le": ("lo", "$lte"),
+        "sa": ("lo", "$gt"),
+        "eb": ("hi", "$lt"),
+    }[p.prefix]
+    return {field: {operator: p.value}}
+
+
+# --- sorting and paging ---------------------------------------------------------------
+
+
+def sort_fields(query: SearchQuery) -> tuple[list[tuple[str, Any]], list[bool]]:
+    """The page's sort keys as (field, expression computing it, or None for a stored
+    field), ending with type and id, and whether each runs descending. A field sorted
+    on already is not repeated: its first direction decides."""
+    keys = [*query.sort, SortKey("_type_"), SortKey("_id")]
+    fields: list[tuple[str, Any]] = []
+    descending: list[bool] = []
+    for n, key in enumerate(keys):
+        stored = {"_type_": "type", "_id": "id", "_lastUpdated": "lu"}.get(key.param)
+        if stored is not None:
+            if any(name == stored for name, _ in fields):
+                continue
+            fields.append((stored, None))
+        else:
+            direction = "d" if key.descending else "a"
+            missing = missing_sort_value(key.kind, key.descending)
+            fields.append((f"k{n}", {"$ifNull": [f"$sort.{key.param}.{direction}", missing]}))
+        descending.append(key.descending)
+    return fields, descending
+
+
+def page_pipeline(
+    where: Document, query: SearchQuery, limit: int, after: list[Any] | None, backwards: bool
+) -> tuple[list[Document], list[str]]:
+    """The aggregation of one page, and the fields of its keyset position."""
+    fields, descending = sort_fields(query)
+    directions = [d != backwards for d in descending]
+    pipeline: list[Document] = [{"$match": where}]
+    computed = {name: expression for name, expression in fields if expression is not None}
+    if computed:
+        pipeline.append({"$addFields": computed})
+    names = [name for name, _ in fields]
+    if after is not None:
+        if len(after) != len(names):
+            raise BadRequest("The paging cursor does not fit this search", expression="_cursor")
+        pipeline.append({"$match": _after(names, directions, after)})
+    pipeline.append(
+        {"$sort": {name: -1 if d else 1 for name, d in zip(names, directions, strict=True)}}
+    )
+    pipeline.append({"$limit": limit})
+    projection = dict(VERSION_PROJECTION)
+    pipeline.append({"$project": projection})
+    return pipeline, names
+
+
+def _after(names: list[str], directions: list[bool], values: list[Any]) -> Document:
+    """Documents strictly after `values` in the sort order: a keyset boundary."""
+    alternatives = []
+    for n in range(len(names)):
+        terms: Document = {names[m]: values[m] for m in range(n)}
+        terms[names[n]] = {"$lt" if directions[n] else "$gt": values[n]}
+        alternatives.append(terms)
+    return {"$or": alternatives}

@@ -1,0 +1,192 @@
+"""What only the MongoDB store does (DESIGN.md "The storage contract"; PyMongo's
+transactions guide): waiting for the change counter's write lock, retrying a commit
+whose outcome is unknown, refusing writes on a standalone server, and answering 503
+when the database cannot be reached. MongoDB's failures are injected into the mongomock
+adapter as PyMongo raises them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pymongo.errors import AutoReconnect, OperationFailure
+
+from fhirserver.app import create_app
+from fhirserver.config import Settings
+from fhirserver.errors import Unavailable
+from fhirserver.search.query import TokenEntry
+from fhirserver.storage.base import HistoryQuery, Version
+from fhirserver.storage.mongo import MongoStore
+from fhirserver.storage.mongo.documents import LAYOUT_VERSION
+from tests.mongomock_async import AsyncMockClient, AsyncMockCollection, MockSession
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def conflict(label: str) -> OperationFailure:
+    return OperationFailure("WriteConflict", 112, {"errorLabels": [label]})
+
+
+@pytest.fixture
+def client() -> AsyncMockClient:
+    return AsyncMockClient()
+
+
+@pytest.fixture
+async def store(client: AsyncMockClient) -> AsyncIterator[MongoStore]:
+    opened = MongoStore("mongodb://mock/fhirserver", client=client, lock_timeout=0.5)  # type: ignore[arg-type]
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def put(store: MongoStore, rid: str = "a") -> None:
+    async with store.unit_of_work() as unit:
+        await unit.write(Version("Patient", rid, 1, T0, "POST", b"{}"), ())
+
+
+def fail_counter_updates(monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) -> None:
+    """The next find-and-modify calls on `counters` raise these, in order."""
+    original = AsyncMockCollection.find_one_and_update
+
+    async def flaky(self: AsyncMockCollection, *args: Any, **kwargs: Any) -> Any:
+        if self.sync.name == "counters" and errors:
+            raise errors.pop(0)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncMockCollection, "find_one_and_update", flaky)
+
+
+async def test_a_unit_waits_while_another_holds_the_counter(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[Exception] = [conflict("TransientTransactionError") for _ in range(3)]
+    fail_counter_updates(monkeypatch, errors)
+    await put(store)
+    assert errors == []
+    stored = await store.read("Patient", "a")
+    assert stored is not None and stored.seq == 1
+
+
+async def test_a_unit_gives_up_with_503_after_the_lock_timeout(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail_counter_updates(monkeypatch, [conflict("TransientTransactionError")] * 10_000)
+    with pytest.raises(Unavailable) as refused:
+        await put(store)
+    assert refused.value.headers == {"Retry-After": "1"}
+    assert await store.read("Patient", "a") is None
+
+
+async def test_an_error_that_is_not_transient_is_not_retried(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[Exception] = [OperationFailure("not authorized", 13), conflict("x")]
+    fail_counter_updates(monkeypatch, errors)
+    with pytest.raises(OperationFailure):
+        await put(store)
+    assert len(errors) == 1
+
+
+async def test_a_commit_with_an_unknown_outcome_is_committed_again(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = MockSession.commit_transaction
+    attempts: list[int] = []
+
+    async def unknown_once(self: MockSession) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise conflict("UnknownTransactionCommitResult")
+        await original(self)
+
+    monkeypatch.setattr(MockSession, "commit_transaction", unknown_once)
+    await put(store)
+    assert len(attempts) == 2
+    assert await store.read("Patient", "a") is not None
+
+
+async def test_a_transient_error_inside_a_unit_rolls_back_and_answers_503(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lost(self: AsyncMockCollection, *args: Any, **kwargs: Any) -> Any:
+        raise conflict("TransientTransactionError")
+
+    with pytest.raises(Unavailable):
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", "a", 1, T0, "POST", b"{}"), ())
+            # Reading flushes the first write into the transaction.
+            assert await unit.read("Patient", "a") is not None
+            monkeypatch.setattr(AsyncMockCollection, "bulk_write", lost)
+            await unit.write(Version("Patient", "a", 2, T0, "PUT", b"{}"), ())
+            await unit.read("Patient", "a")
+    monkeypatch.undo()
+    assert await store.read("Patient", "a") is None
+    assert await store.history(HistoryQuery()) == ([], 0)
+
+
+async def test_an_unreachable_database_answers_503(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(self: AsyncMockCollection, *args: Any, **kwargs: Any) -> Any:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(AsyncMockCollection, "find_one", unreachable)
+    with pytest.raises(Unavailable, match="cannot be reached"):
+        await store.read("Patient", "a")
+
+
+async def test_an_outdated_layout_asks_for_a_reindex(client: AsyncMockClient) -> None:
+    first = MongoStore("mongodb://mock/fhirserver", client=client)  # type: ignore[arg-type]
+    await first.open()
+    async with first.unit_of_work() as unit:
+        entry = TokenEntry("identifier", "s", "1")
+        await unit.write(Version("Patient", "a", 1, T0, "POST", b"{}"), (entry,))
+    assert first.index_outdated is False
+    client.sync["fhirserver"]["counters"].update_one(
+        {"_id": "layout"}, {"$set": {"version": LAYOUT_VERSION - 1}}
+    )
+    again = MongoStore("mongodb://mock/fhirserver", client=client)  # type: ignore[arg-type]
+    await again.open()
+    assert again.index_outdated is True
+
+
+# --- a standalone server --------------------------------------------------------------
+
+
+class StandaloneClient(AsyncMockClient):
+    def __init__(self) -> None:
+        super().__init__()
+
+        class Admin:
+            async def command(self, name: str) -> dict[str, Any]:
+                return {"isWritablePrimary": True}
+
+        self.admin = Admin()  # type: ignore[assignment]
+
+
+async def test_a_standalone_server_serves_reads_and_refuses_writes_over_http(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MongoStore("mongodb://mock/fhirserver", client=StandaloneClient())  # type: ignore[arg-type]
+    app = create_app(Settings(store=str(tmp_path / "unused.sqlite")), store=store)
+    async with app.router.lifespan_context(app):
+        assert "replica set" in caplog.text
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as http:
+            metadata = await http.get("/metadata")
+            assert metadata.status_code == 200
+            assert (await http.get("/Patient/a")).status_code == 404
+            created = await http.post(
+                "/Patient",
+                json={"resourceType": "Patient"},
+                headers={"Content-Type": "application/fhir+json"},
+            )
+            assert created.status_code == 503, created.text
+            outcome = created.json()
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert "replica set" in outcome["issue"][0]["diagnostics"]
+            assert (await http.get("/Patient")).json()["total"] == 0
