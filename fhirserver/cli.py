@@ -20,6 +20,7 @@ from fhirserver.bulk.importer import WorkerDied, import_files
 from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.config import Settings
+from fhirserver.errors import Unavailable
 from fhirserver.interactions.reindex import reindex
 from fhirserver.storage.base import Store
 
@@ -152,6 +153,15 @@ class _Server(uvicorn.Server):
 
 
 async def serve(app: Starlette, settings: Settings) -> None:
+    # Open the store once before listening, so that an unreachable database is one
+    # line on stderr rather than uvicorn's start-up traceback.
+    store: Store = app.state.store
+    try:
+        await store.open()
+    except (Unavailable, OSError) as exc:
+        print(f"fhirserver: the store cannot be opened: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    await store.close()
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -67,3 +67,15 @@ def test_the_store_is_shown_without_its_password(store: str, shown: str) -> None
     label = Settings(store=store).store_label
     assert label.startswith(shown)
     assert "s3cr" not in label and ":pw@" not in label
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "mongodb://app:s3cret@127.0.0.1:1/fhir?serverSelectionTimeoutMS=200"
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", "0", "--store", url])
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("fhirserver: the store cannot be opened: MongoDB cannot be used")
+    assert "Traceback" not in error and "s3cret" not in error

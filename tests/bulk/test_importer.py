@@ -26,7 +26,9 @@ from fhirserver.bulk import sources
 from fhirserver.bulk.importer import ImportReport, import_files
 from fhirserver.bulk.prepare import Problem
 from fhirserver.config import Settings
+from fhirserver.storage.base import Store
 from fhirserver.storage.sqlite import SqliteStore
+from tests.backends import BACKENDS, make_backend
 
 CURRENT_SQL = (
     "SELECT count(*) FROM resources r JOIN versions v ON v.seq = r.seq WHERE v.body IS NOT NULL"
@@ -75,7 +77,7 @@ def current_ids(rows: Rows) -> list[str]:
     ]
 
 
-async def body(store: SqliteStore, resource_type: str, resource_id: str) -> Any:
+async def body(store: Store, resource_type: str, resource_id: str) -> Any:
     version = await store.read(resource_type, resource_id)
     assert version is not None and version.body is not None, f"{resource_type}/{resource_id}"
     return json.loads(version.body, parse_float=str)
@@ -215,6 +217,32 @@ async def test_importing_twice_makes_no_copies(
     patient = await body(store, "Patient", PATIENT_UUID)
     assert patient["meta"]["versionId"] == "2"
     assert patient["managingOrganization"] == {"reference": f"Organization/{organization_id}"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_importing_twice_into_every_backend(
+    backend: str, sample: list[Path], tmp_path: Path
+) -> None:
+    """The same import on each store: kept ids, one conditional Organization, and the
+    second run updating in place."""
+    chosen = make_backend(backend, tmp_path / "import.sqlite")
+    store = chosen.store
+    await store.open()
+    try:
+        for run in (1, 2):
+            report = await import_files(store, [str(path) for path in sample])
+            assert report.problems == [] and report.written == 9
+            current = await store.scan(None, 100)
+            assert len(current) == 9 and await store.count() == 9
+            assert {v.version for v in current if v.resource_type != "Organization"} == {run}
+        [organization] = [v for v in current if v.resource_type == "Organization"]
+        patient = await body(store, "Patient", PATIENT_UUID)
+        assert patient["managingOrganization"] == {"reference": f"Organization/{organization.id}"}
+        observation = await body(store, "Observation", OBSERVATION_UUID)
+        assert observation["encounter"] == {"reference": f"Encounter/{ENCOUNTER_UUID}"}
+    finally:
+        await store.close()
+        chosen.cleanup()
 
 
 async def test_bad_line_is_reported_and_the_rest_written(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -207,6 +208,17 @@ class MongoStore:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except PyMongoError as exc:
+            if self._given_client is None and hasattr(self, "_client"):
+                await self._client.close()
+            # The driver names hosts, not passwords; the URL's password is scrubbed anyway.
+            password = re.match(r"mongodb(?:\+srv)?://[^:@/]*:([^@/]+)@", self.url)
+            reason = str(exc) if password is None else str(exc).replace(password[1], "***")
+            raise Unavailable(f"MongoDB cannot be used: {reason}") from None
+
+    async def _open(self) -> None:
         self._client: AsyncMongoClient[Document] = self._given_client or AsyncMongoClient(
             self.url, tz_aware=True, connect=False
         )
