@@ -1,0 +1,1 @@
+"""Telehealth: virtual visits kept in step with Appointment and Encounter state."""

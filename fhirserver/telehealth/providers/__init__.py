@@ -1,0 +1,1 @@
+"""Video providers behind one protocol: rooms, participant tokens, webhooks."""
