@@ -23,6 +23,7 @@ from fhirserver.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from fhirserver.interactions import rules
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
@@ -323,6 +324,11 @@ async def _write(
     index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
     number = current.version + 1 if current is not None else 1
+    rule = rules.rule_for(str(resource["resourceType"]))
+    if rule is not None:
+        amended = await rule(unit, _content(current), resource)
+        if amended is not None and amended is not resource:
+            resource, index = amended, None
     moment = meta.now()
     stored = meta.stamp(resource, resource_id, number, moment)
     version = Version(
@@ -336,11 +342,20 @@ async def _write(
 async def _tombstone(unit: UnitOfWork, current: Version | None) -> Version | None:
     if current is None or current.deleted:
         return None
+    rule = rules.rule_for(current.resource_type)
+    if rule is not None:
+        await rule(unit, _content(current), None)
     tombstone = Version(
         current.resource_type, current.id, current.version + 1, meta.now(), "DELETE", None
     )
     await unit.write(tombstone, ())
     return tombstone
+
+
+def _content(version: Version | None) -> JSONObject | None:
+    if version is None or version.body is None:
+        return None
+    return codec.load_object(version.body)
 
 
 def json_patch(operations: Any) -> Patcher:

@@ -1,0 +1,105 @@
+"""Runs the store's jobs (DESIGN.md "Side effects and external calls"): the intents that
+units of work recorded with their state changes, acted on after commit.
+
+A runner claims one due job at a time with a lease, so several server processes can
+run side by side and a dead one's job passes to another when its lease runs out. A
+handler must be idempotent: a job can run twice (a lease ran out mid-run), never zero
+times. A handler that raises TryLater, or fails unexpectedly, has its job retried with
+exponential backoff; after MAX_ATTEMPTS the job is dropped with an error in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from fhirserver.storage.base import Job, Store
+
+logger = logging.getLogger("fhirserver.jobs")
+
+Handler = Callable[[Job], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+MAX_ATTEMPTS = 12
+# The lease outlives any one run: a provider call times out well before it.
+LEASE = timedelta(seconds=60)
+
+
+class TryLater(Exception):
+    """The job could not be done now (an outage): run it again after a backoff."""
+
+
+def backoff(attempts: int) -> timedelta:
+    """1 s, 2 s, 4 s ... capped at 5 minutes."""
+    return timedelta(seconds=min(2**attempts, 300))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: Store,
+        handlers: Mapping[str, Handler],
+        clock: Clock = utc_now,
+        idle_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.handlers = dict(handlers)
+        self.clock = clock
+        self.idle_seconds = idle_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due jobs now rather than after the idle pause (after a commit)."""
+        self._wake.set()
+
+    async def run_due(self) -> int:
+        """Run every job due now, one by one; how many ran."""
+        ran = 0
+        while True:
+            now = self.clock()
+            job = await self.store.claim_job(list(self.handlers), self.owner, now, LEASE)
+            if job is None:
+                return ran
+            await self._run(job)
+            ran += 1
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await self.handlers[job.kind](job)
+        except TryLater as exc:
+            await self._retry(job, str(exc))
+        except Exception:
+            logger.exception("job %s/%s failed", job.kind, job.key)
+            await self._retry(job, "failed")
+        else:
+            await self.store.finish_job(job)
+
+    async def _retry(self, job: Job, why: str) -> None:
+        if job.attempts + 1 >= MAX_ATTEMPTS:
+            logger.error("job %s/%s given up after %d attempts", job.kind, job.key, MAX_ATTEMPTS)
+            await self.store.finish_job(job)
+            return
+        logger.warning("job %s/%s will be retried: %s", job.kind, job.key, why)
+        await self.store.retry_job(job, self.clock() + backoff(job.attempts))
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_due()
+            except Exception:
+                # The store was unavailable: the jobs are still there for the next round.
+                logger.exception("running jobs failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.idle_seconds)
