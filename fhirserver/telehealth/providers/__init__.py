@@ -1,1 +1,36 @@
 """Video providers behind one protocol: rooms, participant tokens, webhooks."""
+
+from fhirserver.telehealth.providers.base import (
+    EventKind,
+    ParticipantRole,
+    ParticipantToken,
+    ProviderError,
+    ProviderUnavailable,
+    Room,
+    RoomEvent,
+    VideoProvider,
+    VideoProviderError,
+    WebhookRejected,
+)
+from fhirserver.telehealth.providers.hms import HmsConfig, HmsProvider
+from fhirserver.telehealth.providers.jitsi import JitsiConfig, JitsiProvider
+from fhirserver.telehealth.providers.livekit import LiveKitConfig, LiveKitProvider
+
+__all__ = [
+    "EventKind",
+    "HmsConfig",
+    "HmsProvider",
+    "JitsiConfig",
+    "JitsiProvider",
+    "LiveKitConfig",
+    "LiveKitProvider",
+    "ParticipantRole",
+    "ParticipantToken",
+    "ProviderError",
+    "ProviderUnavailable",
+    "Room",
+    "RoomEvent",
+    "VideoProvider",
+    "VideoProviderError",
+    "WebhookRejected",
+]

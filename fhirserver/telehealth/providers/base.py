@@ -1,0 +1,195 @@
+"""The `VideoProvider` protocol, its data types and its errors.
+
+One protocol for every video vendor (Jitsi, LiveKit, 100ms). The lifecycle code calls it
+only after the state change that asked for a room has committed (DESIGN.md "Side effects
+and external calls"), so every call is built to be retried:
+
+- `create_room(key)` is idempotent on `key`: the room name is derived from the key
+  (deterministically), and the provider's own "create returns the existing room"
+  behaviour does the rest. Creating twice yields the same room, never two.
+- `close_room(room)` is idempotent: closing a room that is already closed, or that never
+  materialised at the provider, is success.
+- `participant_token(...)` is synchronous in every provider: all three sign their
+  tokens locally (HS256 JWTs) and need no network call.
+- `parse_webhook(headers, body)` verifies authenticity before it looks at the body and
+  raises `WebhookRejected` for anything it cannot verify; it never returns events from
+  an unverified request.
+
+Errors: `ProviderUnavailable` (an outage: connection error, timeout, 408, 429, 5xx —
+retry with backoff) and `ProviderError` (a refusal retrying cannot fix: bad credentials,
+bad request). Both are `FHIRError`s (502 / 503), so an operation that lets them through
+answers with an OperationOutcome. No message ever contains a secret, a token or an API
+key; config objects keep their credentials out of `repr()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal, Protocol, runtime_checkable
+
+from fhirserver.errors import FHIRError
+
+ParticipantRole = Literal["host", "guest"]
+EventKind = Literal["participant-joined", "participant-left", "room-ended"]
+ROLES: tuple[ParticipantRole, ...] = ("host", "guest")
+
+
+class VideoProviderError(FHIRError):
+    """Base of the provider errors. The message is safe to show and to log."""
+
+    status, code = 502, "exception"
+
+
+class ProviderError(VideoProviderError):
+    """The provider refused the request and retrying will not help (4xx other than 408/429:
+    bad credentials, bad request, unknown template...)."""
+
+    status, code = 502, "exception"
+
+    def __init__(self, diagnostics: str, *, provider_status: int | None = None) -> None:
+        super().__init__(diagnostics)
+        self.provider_status = provider_status
+
+
+class ProviderUnavailable(VideoProviderError):
+    """The provider could not be reached or is overloaded (connection error, timeout, 408,
+    429, 5xx). Retryable; `retry_after` is the provider's hint in seconds, if it gave one."""
+
+    status, code = 503, "transient"
+
+    def __init__(
+        self,
+        diagnostics: str,
+        *,
+        provider_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+        super().__init__(diagnostics, headers=headers)
+        self.provider_status = provider_status
+        self.retry_after = retry_after
+
+
+class WebhookRejected(VideoProviderError):
+    """A webhook request that could not be verified (missing or wrong signature / secret,
+    expired token, body altered after signing) or whose body is not a valid event, or a
+    provider that has no webhooks. Nothing from such a request may be recorded."""
+
+    status, code = 401, "security"
+
+
+@dataclass(frozen=True)
+class Room:
+    """A room at a provider, as `create_room` returned it.
+
+    `room_id` is what the provider's APIs and webhooks call the room (LiveKit and Jitsi: the
+    room name; 100ms: the room id it assigned). `join_url` is the guest entry point without
+    any credential of ours; for the Jitsi no-account mode and 100ms Prebuilt links it is
+    itself enough to join (see those modules). `extra` holds what the provider needs later
+    (100ms room codes, the LiveKit room sid); room codes are bearer credentials, so keep
+    `extra` server-side: do not copy it into resources or logs. Persist a room with
+    `to_dict()` and restore it with `from_dict()`.
+    """
+
+    provider: str
+    room_id: str
+    name: str
+    join_url: str
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "provider": self.provider,
+            "room_id": self.room_id,
+            "name": self.name,
+            "join_url": self.join_url,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Room:
+        extra = data.get("extra") or {}
+        if not isinstance(extra, Mapping):
+            raise ValueError("Room.extra must be a mapping")
+        values = {k: data.get(k) for k in ("provider", "room_id", "name", "join_url")}
+        if not all(isinstance(v, str) for v in values.values()):
+            raise ValueError("Room needs provider, room_id, name and join_url strings")
+        return cls(
+            provider=str(values["provider"]),
+            room_id=str(values["room_id"]),
+            name=str(values["name"]),
+            join_url=str(values["join_url"]),
+            extra={str(k): str(v) for k, v in extra.items()},
+        )
+
+
+@dataclass(frozen=True)
+class ParticipantToken:
+    """What a participant needs to join: the signed token (None where the provider has no
+    tokens: the Jitsi no-account mode), a browser URL that carries it, the role the token
+    grants, and when it stops admitting (None: the URL never expires by itself)."""
+
+    token: str | None = field(repr=False)
+    join_url: str = field(repr=False)
+    role: ParticipantRole
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """One verified event from a provider webhook.
+
+    `participant_identity` is the identity we put into the participant's token (LiveKit
+    identity, 100ms user_id, Jitsi context.user.id) when the provider reports it;
+    `participant_sid` is the provider's id for that one connection (pairs a join with its
+    leave); `event_id` is the provider's id for the delivery, for de-duplication (webhooks
+    are delivered at least once, and a captured one can be replayed).
+    """
+
+    provider: str
+    kind: EventKind
+    room_id: str
+    at: datetime
+    participant_identity: str | None = None
+    participant_display: str | None = None
+    participant_sid: str | None = None
+    event_id: str | None = None
+
+
+@runtime_checkable
+class VideoProvider(Protocol):
+    """A video vendor. Implementations: `JitsiProvider`, `LiveKitProvider`, `HmsProvider`."""
+
+    #: "jitsi" | "livekit" | "100ms" — also `Room.provider` of the rooms it creates.
+    name: str
+
+    async def create_room(self, key: str, max_participants: int | None = None) -> Room:
+        """Provision (or find) the room for `key`, e.g. an Appointment id. Idempotent."""
+        ...
+
+    async def close_room(self, room: Room) -> None:
+        """End the room and stop it admitting anyone. Idempotent."""
+        ...
+
+    def participant_token(
+        self,
+        room: Room,
+        identity: str,
+        display: str,
+        role: ParticipantRole,
+        ttl: timedelta,
+    ) -> ParticipantToken:
+        """Sign a token for one participant (no network call). `identity` is a stable,
+        non-PII id such as "Patient/123"; `display` is the name shown in the room."""
+        ...
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[RoomEvent]:
+        """Verify a webhook request, then translate it into events (possibly none: events
+        we do not track are verified and ignored). Raises `WebhookRejected`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the HTTP client if the provider created it (an injected one is left open)."""
+        ...
