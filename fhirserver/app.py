@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from starlette.applications import Starlette
 
 from fhirserver.config import Settings
+from fhirserver.interactions import rules
 from fhirserver.interactions.reindex import reindex
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.routes import routes
 from fhirserver.storage.base import Store
 from fhirserver.storage.sqlite import SqliteStore
+from fhirserver.telehealth.rules import write_rules
 
 logger = logging.getLogger("fhirserver")
 
@@ -34,6 +37,7 @@ def open_store(settings: Settings) -> Store:
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     chosen = store or open_store(settings)
+    rules.install(write_rules(timedelta(minutes=settings.no_show_grace_minutes)))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -29,6 +29,9 @@ class Settings:
     # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
     sqlite_synchronous: str = "NORMAL"
     log_level: str = "warning"
+    # Telehealth: minutes after a virtual Appointment's start with nobody joined before
+    # it becomes a no-show.
+    no_show_grace_minutes: int = 15
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()

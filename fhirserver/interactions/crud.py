@@ -326,8 +326,9 @@ async def _write(
     number = current.version + 1 if current is not None else 1
     rule = rules.rule_for(str(resource["resourceType"]))
     if rule is not None:
-        amended = await rule(unit, _content(current), resource)
-        if amended is not None and amended is not resource:
+        # The rule sees the resource as it will be stored: under its id.
+        amended = await rule(unit, _content(current), {**resource, "id": resource_id})
+        if amended is not None:
             resource, index = amended, None
     moment = meta.now()
     stored = meta.stamp(resource, resource_id, number, moment)

@@ -33,7 +33,8 @@ async def patient_rule(
 
 
 @pytest.fixture(autouse=True)
-def installed() -> Iterator[None]:
+def installed(client: httpx.AsyncClient) -> Iterator[None]:
+    """After the app is made: the app installs its own rules."""
     seen.clear()
     rules.install({"Patient": patient_rule})
     yield

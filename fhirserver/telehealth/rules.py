@@ -1,0 +1,64 @@
+"""The telehealth lifecycle as write rules: every write of an Appointment or Encounter,
+from REST or a Bundle, is checked against `lifecycle.py` inside its unit of work, and
+the side effects its transition implies are recorded there as jobs. They commit with
+the state change or not at all, and run after commit (DESIGN.md "Side effects").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from fhirserver.interactions.rules import WriteRule
+from fhirserver.resources.codec import JSONObject
+from fhirserver.storage.base import Job, UnitOfWork
+from fhirserver.telehealth import lifecycle
+from fhirserver.telehealth.virtual import is_virtual
+
+# Job kinds, one per effect; the key is the resource id, so recording an effect again
+# replaces the pending job rather than adding a second.
+PROVISION = "telehealth.provision-room"
+DISPOSE = "telehealth.dispose-room"
+CLOSE = "telehealth.close-visit"
+NO_SHOW = "telehealth.no-show-check"
+
+
+def effect_job(effect: lifecycle.Effect, now: datetime) -> Job:
+    if isinstance(effect, lifecycle.ProvisionRoom):
+        return Job(PROVISION, effect.appointment_id, now)
+    if isinstance(effect, lifecycle.DisposeRoom):
+        return Job(DISPOSE, effect.appointment_id, now)
+    if isinstance(effect, lifecycle.CloseVisit):
+        return Job(CLOSE, effect.encounter_id, now)
+    return Job(NO_SHOW, effect.appointment_id, effect.at)
+
+
+async def _record(unit: UnitOfWork, effects: tuple[lifecycle.Effect, ...]) -> None:
+    now = datetime.now(UTC)
+    for effect in effects:
+        await unit.put_job(effect_job(effect, now))
+
+
+def write_rules(no_show_grace: timedelta) -> Mapping[str, WriteRule]:
+    async def appointment(
+        unit: UnitOfWork, current: JSONObject | None, new: JSONObject | None
+    ) -> JSONObject | None:
+        if new is None:
+            # A deleted virtual Appointment keeps no room.
+            if current is not None and is_virtual(current):
+                await unit.put_job(Job(DISPOSE, str(current["id"]), datetime.now(UTC)))
+            return None
+        checked = lifecycle.check_appointment(current, new, no_show_grace=no_show_grace)
+        await _record(unit, checked.effects)
+        return checked.resource
+
+    async def encounter(
+        unit: UnitOfWork, current: JSONObject | None, new: JSONObject | None
+    ) -> JSONObject | None:
+        if new is None:
+            return None
+        checked = lifecycle.check_encounter(current, new, now=datetime.now(UTC))
+        await _record(unit, checked.effects)
+        return checked.resource
+
+    return {"Appointment": appointment, "Encounter": encounter}
