@@ -97,10 +97,9 @@ class AsyncMockCursor:
     def __init__(self, documents: Any) -> None:
         self._documents = documents
 
-    def sort(self, key: Any, direction: int | None = None) -> AsyncMockCursor:
-        self._documents = (
-            self._documents.sort(key, direction) if direction else (self._documents.sort(key))
-        )
+    def sort(self, key: Any, direction: int = 1) -> AsyncMockCursor:
+        # As PyMongo: a field and a direction, or a list of (field, direction) pairs.
+        self._documents = self._documents.sort(key, direction if isinstance(key, str) else None)
         return self
 
     def limit(self, count: int) -> AsyncMockCursor:

@@ -36,6 +36,8 @@ import pytest
 import yaml
 from pymongo.uri_parser import parse_uri
 
+from tests.test_packaging import build_wheel
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -419,25 +421,7 @@ def test_image_build_stage_makes_a_complete_wheel(tmp_path: Path) -> None:
                 target = workdir / dest / origin.name if dest.endswith("/") else workdir / dest
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, target)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(tmp_path / "wheels"),
-            str(workdir),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    (wheel,) = (tmp_path / "wheels").glob("fhirserver-*.whl")
+    wheel = build_wheel(workdir, tmp_path / "wheels")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     # The package as it is in the repository, and the conformance folders where the

@@ -26,8 +26,9 @@ print(json.dumps({
 """
 
 
-def test_installed_wheel_carries_its_data(tmp_path: Path) -> None:
-    subprocess.run(
+def build_wheel(source: Path, wheel_dir: Path) -> Path:
+    """The project's wheel, built from `source` without fetching anything."""
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -37,13 +38,20 @@ def test_installed_wheel_carries_its_data(tmp_path: Path) -> None:
             "--no-deps",
             "--no-build-isolation",
             "--wheel-dir",
-            str(tmp_path),
-            str(ROOT),
+            str(wheel_dir),
+            str(source),
         ],
-        check=True,
         capture_output=True,
+        text=True,
+        check=False,
     )
-    (wheel,) = tmp_path.glob("fhirserver-*.whl")
+    assert result.returncode == 0, result.stderr
+    (wheel,) = wheel_dir.glob("fhirserver-*.whl")
+    return wheel
+
+
+def test_installed_wheel_carries_its_data(tmp_path: Path) -> None:
+    wheel = build_wheel(ROOT, tmp_path)
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)

@@ -90,6 +90,16 @@ class UriEntry(_Entry):
 
 IndexEntry = StringEntry | TokenEntry | DateEntry | NumberEntry | ReferenceEntry | UriEntry
 
+# The parameter type of the entries of each class (quantities are NumberEntry too).
+ENTRY_KIND: dict[type, str] = {
+    StringEntry: "string",
+    TokenEntry: "token",
+    DateEntry: "date",
+    NumberEntry: "number",
+    ReferenceEntry: "reference",
+    UriEntry: "uri",
+}
+
 MIN_MICROS = -(2**62)
 MAX_MICROS = 2**62
 

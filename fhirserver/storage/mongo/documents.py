@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fhirserver.search.query import (
+    ENTRY_KIND,
     MAX_MICROS,
     MIN_MICROS,
     DateEntry,
@@ -22,7 +23,6 @@ from fhirserver.search.query import (
     ReferenceEntry,
     StringEntry,
     TokenEntry,
-    UriEntry,
 )
 from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import Job, Version
@@ -37,26 +37,18 @@ LAYOUT_VERSION = 1
 STRING_END = "\U0010ffff"
 
 # The array of each parameter type, and the element fields that hold its values.
-ARRAYS: Mapping[type, tuple[str, tuple[tuple[str, str], ...]]] = {
-    StringEntry: ("str", (("n", "normalized"), ("e", "exact"))),
-    TokenEntry: ("tok", (("s", "system"), ("c", "code"))),
-    DateEntry: ("date", (("lo", "low"), ("hi", "high"))),
-    NumberEntry: (
+ARRAYS: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "string": ("str", (("n", "normalized"), ("e", "exact"))),
+    "token": ("tok", (("s", "system"), ("c", "code"))),
+    "date": ("date", (("lo", "low"), ("hi", "high"))),
+    "number": (
         "num",
         (("lo", "low"), ("hi", "high"), ("s", "system"), ("c", "code"), ("u", "unit")),
     ),
-    ReferenceEntry: ("ref", (("tt", "target_type"), ("ti", "target_id"), ("u", "url"))),
-    UriEntry: ("uri", (("v", "value"),)),
+    "reference": ("ref", (("tt", "target_type"), ("ti", "target_id"), ("u", "url"))),
+    "uri": ("uri", (("v", "value"),)),
 }
-ARRAY_OF_KIND = {
-    "string": "str",
-    "token": "tok",
-    "date": "date",
-    "number": "num",
-    "quantity": "num",
-    "reference": "ref",
-    "uri": "uri",
-}
+ARRAY_OF_KIND = {kind: array for kind, (array, _) in ARRAYS.items()} | {"quantity": "num"}
 INDEX_FIELDS = (*(array for array, _ in ARRAYS.values()), "comp", "sort")
 
 # (collection, keys, options): a few compound multikey indexes per parameter type
@@ -135,7 +127,7 @@ def index_fields(entries: Iterable[IndexEntry]) -> Document:
     groups: dict[tuple[str, int], Document] = {}
     sort: dict[str, list[Any]] = {}
     for entry in entries:
-        array, fields = ARRAYS[type(entry)]
+        array, fields = ARRAYS[ENTRY_KIND[type(entry)]]
         element: Document = {"p": entry.param}
         element.update((name, getattr(entry, attribute)) for name, attribute in fields)
         arrays[array].append(element)

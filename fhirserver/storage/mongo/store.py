@@ -101,9 +101,13 @@ class _Reads:
         self._db = database
         self._session = session
 
+    async def _ready(self) -> None:
+        """Before every read: a unit of work sends its buffered writes, to read them."""
+
     async def _find(
         self, collection: str, where: Document, projection: Document | None = None
     ) -> list[Document]:
+        await self._ready()
         cursor = self._db[collection].find(where, projection, session=self._session)
         return await cursor.to_list(None)
 
@@ -111,6 +115,7 @@ class _Reads:
         return await self._find("resources", where, projection)
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        await self._ready()
         document = await self._db.resources.find_one(
             {"type": resource_type, "id": resource_id},
             READ_PROJECTION,
@@ -119,6 +124,7 @@ class _Reads:
         return None if document is None else version_of(document)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
+        await self._ready()
         document = await self._db.versions.find_one(
             {"type": resource_type, "id": resource_id, "version": version},
             session=self._session,
@@ -126,6 +132,7 @@ class _Reads:
         return None if document is None else version_of(document)
 
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+        await self._ready()
         where: Document = {}
         if query.resource_type is not None:
             where["type"] = query.resource_type
@@ -152,6 +159,7 @@ class _Reads:
         return [version_of(d) for d in documents], total
 
     async def search(self, query: SearchQuery) -> SearchResult:
+        await self._ready()
         direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
         backwards = direction == "before"
         where = await Compiler(self._find_resources).filter(query)
@@ -187,6 +195,7 @@ class _Reads:
         return {(v.resource_type, v.id): v for v in versions}
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
+        await self._ready()
         where = await Compiler(self._find_resources).filter(query)
         cursor = self._db.resources.find(where, READ_PROJECTION, session=self._session)
         return [version_of(document) for document in await cursor.limit(limit).to_list(None)]
@@ -446,31 +455,8 @@ class _MongoUnitOfWork(_Reads):
             session=self.session,
         )
 
-    async def _find(
-        self, collection: str, where: Document, projection: Document | None = None
-    ) -> list[Document]:
+    async def _ready(self) -> None:
         await self._flush()
-        return await super()._find(collection, where, projection)
-
-    async def read(self, resource_type: str, resource_id: str) -> Version | None:
-        await self._flush()
-        return await super().read(resource_type, resource_id)
-
-    async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
-        await self._flush()
-        return await super().vread(resource_type, resource_id, version)
-
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
-        await self._flush()
-        return await super().history(query)
-
-    async def search(self, query: SearchQuery) -> SearchResult:
-        await self._flush()
-        return await super().search(query)
-
-    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
-        await self._flush()
-        return await super().match(query, limit)
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))

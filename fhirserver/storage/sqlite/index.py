@@ -5,25 +5,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from fhirserver.search.query import (
-    DateEntry,
-    IndexEntry,
-    NumberEntry,
-    ReferenceEntry,
-    StringEntry,
-    TokenEntry,
-    UriEntry,
-)
+from fhirserver.search.query import ENTRY_KIND, IndexEntry
 from fhirserver.storage.sqlite.schema import INDEX_TABLES
 
-_KIND = {
-    StringEntry: "string",
-    TokenEntry: "token",
-    DateEntry: "date",
-    NumberEntry: "number",
-    ReferenceEntry: "reference",
-    UriEntry: "uri",
-}
 _INSERTS = {
     kind: (
         f"INSERT INTO {table} (type, id, param, n, grp, {', '.join(columns)}) "
@@ -52,7 +36,7 @@ def insert_entries(
     for resource_type, resource_id, entries in resources:
         # n numbers the entries of one resource: with (type, id, param) it is the key.
         for n, entry in enumerate(entries):
-            kind = _KIND[type(entry)]
+            kind = ENTRY_KIND[type(entry)]
             columns = _INSERTS[kind][1]
             values = tuple(getattr(entry, _COLUMN_OF.get(c, c)) for c in columns)
             rows.setdefault(kind, []).append(

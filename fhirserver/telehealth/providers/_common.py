@@ -77,27 +77,19 @@ def check_time_claims(claims: Mapping[str, Any], now: datetime, leeway: int) -> 
             raise WebhookRejected(f"webhook token {name} is not valid")
 
 
-def check_role(role: str) -> ParticipantRole:
-    if role == "host":
-        return "host"
-    if role == "guest":
-        return "guest"
-    raise ValueError(f"role must be one of {', '.join(ROLES)}")
-
-
-def check_ttl(ttl: timedelta) -> None:
-    if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
-        raise ValueError(f"ttl must be positive and at most {MAX_TOKEN_TTL}")
-
-
-def check_room(room: Room, provider: str) -> None:
+def check_token_request(
+    room: Room, provider: str, identity: str, role: str, ttl: timedelta
+) -> ParticipantRole:
+    """What every provider's participant_token checks first; the role, typed."""
     if room.provider != provider:
         raise ValueError(f"a {room.provider} room cannot be used with the {provider} provider")
-
-
-def check_identity(identity: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not identity or not identity.strip():
         raise ValueError("identity must not be empty")
+    if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
+        raise ValueError(f"ttl must be positive and at most {MAX_TOKEN_TTL}")
+    return "host" if role == "host" else "guest"
 
 
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

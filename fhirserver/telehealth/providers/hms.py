@@ -146,10 +146,7 @@ class HmsProvider:
         role: ParticipantRole,
         ttl: timedelta,
     ) -> ParticipantToken:
-        common.check_room(room, self.name)
-        role = common.check_role(role)
-        common.check_identity(identity)
-        common.check_ttl(ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl)
         role_name = self._role_name(role)
         claims = self._claims("app", ttl)
         claims.update(room_id=room.room_id, user_id=identity, role=role_name)

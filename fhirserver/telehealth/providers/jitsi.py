@@ -136,10 +136,7 @@ class JitsiProvider:
         role: ParticipantRole,
         ttl: timedelta,
     ) -> ParticipantToken:
-        common.check_room(room, self.name)
-        role = common.check_role(role)
-        common.check_identity(identity)
-        common.check_ttl(ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl)
         url = self._room_url(room.name)
         if self._key is None:
             # Jitsi's URL-hash config overrides (userInfo.displayName) prefill the name.

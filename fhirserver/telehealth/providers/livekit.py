@@ -143,10 +143,7 @@ class LiveKitProvider:
         role: ParticipantRole,
         ttl: timedelta,
     ) -> ParticipantToken:
-        common.check_room(room, self.name)
-        role = common.check_role(role)
-        common.check_identity(identity)
-        common.check_ttl(ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl)
         grant = {
             "room": room.name,
             "roomJoin": True,
