@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +13,16 @@ from starlette.applications import Starlette
 
 from fhirserver.config import Settings
 from fhirserver.interactions import rules
+from fhirserver.interactions.jobs import JobRunner
 from fhirserver.interactions.reindex import reindex
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
+from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.storage.base import Store
 from fhirserver.storage.sqlite import SqliteStore
+from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
+from fhirserver.telehealth.setup import make_provider, make_visits
 
 logger = logging.getLogger("fhirserver")
 
@@ -34,10 +40,20 @@ def open_store(settings: Settings) -> Store:
     return SqliteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    provider: VideoProvider | None = None,
+) -> Starlette:
+    """`provider` replaces the configured video provider (tests: mock transports)."""
     settings = settings or Settings.from_env()
     chosen = store or open_store(settings)
-    rules.install(write_rules(timedelta(minutes=settings.no_show_grace_minutes)))
+    video = provider or make_provider(settings)
+    visits = make_visits(settings, chosen, video)
+    jobs = JobRunner(chosen, visits.handlers())
+    rules.install(
+        write_rules(timedelta(minutes=settings.no_show_grace_minutes), settings.video_provider)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -45,9 +61,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if chosen.index_outdated:
             logger.warning("search index tables were upgraded; rebuilding them")
             await reindex(chosen)
+        worker = asyncio.create_task(jobs.run_forever()) if settings.run_jobs else None
         try:
             yield
         finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            await video.aclose()
             await chosen.close()
 
     app = Starlette(
@@ -57,4 +79,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app.state.settings = settings
     app.state.store = chosen
+    app.state.visits = visits
+    app.state.jobs = jobs
+    # Join by code: per client address and per code (a guessing client changes codes;
+    # a code under attack is guessed from many addresses).
+    per_minute = settings.join_rate_per_minute
+    app.state.join_limits = (
+        RateLimit(per_minute, burst=per_minute),
+        RateLimit(per_minute, burst=per_minute),
+    )
     return app

@@ -5,10 +5,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 ENV_PREFIX = "FHIRSERVER_"
+_FLAGS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 @dataclass(frozen=True)
@@ -32,17 +42,55 @@ class Settings:
     # Telehealth: minutes after a virtual Appointment's start with nobody joined before
     # it becomes a no-show.
     no_show_grace_minutes: int = 15
+    # Telehealth: the join page admits from this many minutes before the start.
+    join_early_minutes: int = 15
+    # Telehealth: how long a participant token admits (providers with tokens).
+    join_token_minutes: int = 10
+    # Telehealth: $start-virtual-visit needs the patient's telehealth Consent.
+    require_consent: bool = False
+    # Telehealth: the video provider, jitsi | livekit | 100ms. Jitsi with no app secret
+    # uses a public instance with no account (README "Telehealth").
+    video_provider: str = "jitsi"
+    jitsi_domain: str = "meet.jit.si"
+    jitsi_app_id: str = ""
+    jitsi_app_secret: str = field(default="", repr=False)
+    jitsi_webhook_secret: str = field(default="", repr=False)
+    livekit_url: str = ""
+    livekit_api_key: str = field(default="", repr=False)
+    livekit_api_secret: str = field(default="", repr=False)
+    hms_access_key: str = field(default="", repr=False)
+    hms_app_secret: str = field(default="", repr=False)
+    hms_prebuilt_domain: str = ""
+    hms_template_id: str = ""
+    hms_webhook_secret: str = field(default="", repr=False)
+    # Requests per minute the public join endpoint allows per client and per code.
+    join_rate_per_minute: int = 10
+    # Run the store's jobs (room provisioning, no-show checks) in this process.
+    run_jobs: bool = True
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
         base = "" if base in ("", "/") else "/" + base.strip("/")
         object.__setattr__(self, "base_path", base)
+        if self.video_provider not in ("jitsi", "livekit", "100ms"):
+            raise ValueError(
+                f"video_provider must be jitsi, livekit or 100ms, not {self.video_provider!r}"
+            )
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
 
     @property
     def sqlite_path(self) -> str:
         return self.store.removeprefix("sqlite:///")
+
+    @property
+    def origin(self) -> str:
+        """Scheme, host and port the server is reached at, for links outside the FHIR base
+        (the telehealth join page): from `public_url` without the base path, if set."""
+        if not self.public_url:
+            return f"http://{self.host}:{self.port}"
+        url = self.public_url.rstrip("/")
+        return url.removesuffix(self.base_path) if self.base_path else url
 
     @property
     def mongodb(self) -> bool:
@@ -60,14 +108,20 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
+        for field_ in fields(cls):
+            raw = env.get(ENV_PREFIX + field_.name.upper())
             if raw is None:
                 continue
-            if field.type != "int":
-                values[field.name] = raw
-            elif re.fullmatch(r"[0-9]{1,18}", raw.strip()):
-                values[field.name] = int(raw)
+            name = ENV_PREFIX + field_.name.upper()
+            if field_.type == "int":
+                if not re.fullmatch(r"[0-9]{1,18}", raw.strip()):
+                    raise ValueError(f"{name} must be a whole number")
+                values[field_.name] = int(raw)
+            elif field_.type == "bool":
+                flag = raw.strip().lower()
+                if flag not in _FLAGS:
+                    raise ValueError(f"{name} must be true or false")
+                values[field_.name] = _FLAGS[flag]
             else:
-                raise ValueError(f"{ENV_PREFIX}{field.name.upper()} must be a whole number")
+                values[field_.name] = raw
         return cls(**values)

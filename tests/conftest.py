@@ -20,7 +20,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(store=str(tmp_path / "fhir.sqlite"), max_body_bytes=64 * 1024)
+    # Jobs run when a test says so (`app.state.jobs.run_due()`), not behind its back.
+    return Settings(store=str(tmp_path / "fhir.sqlite"), max_body_bytes=64 * 1024, run_jobs=False)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -34,6 +34,7 @@ def load(name: str) -> dict[str, Any]:
 def test_the_folder_holds_our_resources() -> None:
     assert [path.name for path in FILES] == [
         "CodeSystem-consent-category.json",
+        "CodeSystem-telehealth-event.json",
         "CodeSystem-virtual-service-type.json",
         "OperationDefinition-Appointment-start-virtual-visit.json",
         "OperationDefinition-end-virtual-visit.json",

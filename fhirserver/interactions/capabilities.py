@@ -12,6 +12,7 @@ from typing import Any
 
 from fhirserver import FHIR_VERSION, __version__
 from fhirserver.conformance import load_resources
+from fhirserver.interactions.operations import instance_operations
 from fhirserver.resources.definitions import resource_types
 from fhirserver.resources.meta import format_instant, now
 from fhirserver.search.params import registry
@@ -106,7 +107,16 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "searchInclude": ["*", *(f"{resource_type}:{code}" for code in refs)],
         **_rev_includes(resource_type),
         "searchParam": search_params(resource_type),
+        **_operations(resource_type),
     }
+
+
+def _operations(resource_type: str) -> dict[str, list[dict[str, str]]]:
+    found = [
+        {"name": str(op["code"]), "definition": str(op["url"])}
+        for op in instance_operations(resource_type)
+    ]
+    return {"operation": found} if found else {}
 
 
 def _rev_includes(resource_type: str) -> dict[str, list[str]]:

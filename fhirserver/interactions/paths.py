@@ -24,6 +24,7 @@ Kind = Literal[
     "instance-history",
     "version",
     "compartment",
+    "instance-operation",
 ]
 
 _SYSTEM: dict[str, Kind] = {
@@ -43,6 +44,8 @@ class Target:
     id: str | None = None
     version: str | None = None
     member_type: str | None = None
+    # The operation's code, without the `$`, for an instance-operation.
+    operation: str | None = None
 
 
 def parse_path(path: str) -> Target:
@@ -68,6 +71,8 @@ def parse_path(path: str) -> Target:
             return Target("instance-history", head, resource_id)
         case [resource_id, "_history", version]:
             return Target("version", head, resource_id, version)
+        case [resource_id, operation] if operation.startswith("$") and len(operation) > 1:
+            return Target("instance-operation", head, resource_id, operation=operation[1:])
         case [resource_id, member_type] if is_resource_type(member_type):
             return Target("compartment", head, resource_id, member_type=member_type)
     raise NotFound(f"No FHIR interaction lives at {path!r}")

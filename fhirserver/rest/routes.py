@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fhirserver.errors import MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints
+from fhirserver.rest import endpoints, telehealth
 
 Handler = Callable[..., Awaitable[Response]]
 Methods = dict[str, Handler]
@@ -41,12 +41,20 @@ _METHODS: dict[Kind, Methods] = {
     "instance-history": {"GET": endpoints.history_endpoint},
     "version": {"GET": endpoints.vread},
     "compartment": {"GET": endpoints.search_compartment},
+    # Ours all affect state: POST only (R4 operations.html#executing).
+    "instance-operation": {"POST": telehealth.operation},
 }
 
 
 def _arguments(target: Target) -> list[str]:
     """The path arguments a handler takes, in order."""
-    values = (target.resource_type, target.id, target.version, target.member_type)
+    values = (
+        target.resource_type,
+        target.id,
+        target.version,
+        target.member_type,
+        target.operation,
+    )
     return [value for value in values if value is not None]
 
 
@@ -79,6 +87,8 @@ _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 def routes(base_path: str) -> list[Route]:
     return [
+        # First: with FHIR at the root ("" base path) they would fall to the dispatcher.
+        *telehealth.telehealth_routes(),
         Route(base_path + "/{path:path}", dispatch, methods=_ALL_METHODS),
         Route(base_path or "/", dispatch, methods=_ALL_METHODS),
         Route("/{path:path}", not_found, methods=_ALL_METHODS),

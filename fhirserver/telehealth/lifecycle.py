@@ -223,8 +223,8 @@ def check_appointment(
     effects: list[Effect] = []
     if status in ROOM_STATUSES and not had_room:
         effects.append(ProvisionRoom(_id(resource)))
-    start = _instant(resource.get("start"))
-    moved = old is None or _instant(old.get("start")) != start
+    start = instant(resource.get("start"))
+    moved = old is None or instant(old.get("start")) != start
     if status == "booked" and start is not None and (not had_room or moved):
         effects.append(ScheduleNoShowCheck(_id(resource), start + no_show_grace))
     if status in _ENDED and was_virtual and before in ROOM_STATUSES | {"fulfilled"}:
@@ -277,28 +277,28 @@ def is_startable(appointment: JSONObject, encounter: JSONObject | None = None) -
     Encounter must be virtual and not ended.
     """
     if appointment.get("resourceType") != "Appointment":
-        raise _rule("$start-virtual-visit needs an Appointment", "Appointment")
+        raise business_rule("$start-virtual-visit needs an Appointment", "Appointment")
     name = f"Appointment/{appointment.get('id')}"
     if not is_virtual(appointment):
-        raise _rule(
+        raise business_rule(
             f"{name} is not a virtual Appointment: it has no virtual-service extension",
             "Appointment.extension",
         )
     status = appointment.get("status")
     if status not in STARTABLE:
-        raise _rule(
+        raise business_rule(
             f"{name} is {status}: a visit starts from booked, arrived, checked-in or fulfilled",
             "Appointment.status",
         )
     if encounter is None:
         return
     if not is_vr(encounter):
-        raise _rule(
+        raise business_rule(
             f"{name} already has Encounter/{encounter.get('id')}, which is not virtual",
             "Encounter.class",
         )
     if encounter.get("status") in _FINAL_ENCOUNTER:
-        raise _rule(
+        raise business_rule(
             f"The visit of {name} has ended: Encounter/{encounter.get('id')} is "
             f"{encounter.get('status')}",
             "Encounter.status",
@@ -346,7 +346,7 @@ def end_visit(encounter: JSONObject, now: datetime) -> JSONObject:
     participant period closed at it. Idempotent on a finished Encounter; 422 for one that
     is not virtual or whose status cannot become finished (e.g. cancelled, planned)."""
     if not is_vr(encounter):
-        raise _rule(
+        raise business_rule(
             f"Encounter/{encounter.get('id')} is not a virtual visit (class is not VR)",
             "Encounter.class",
         )
@@ -371,7 +371,7 @@ def participant_joined(
     """
     _need_someone(who, display)
     if encounter.get("status") in _FINAL_ENCOUNTER:
-        raise _rule(
+        raise business_rule(
             f"Encounter/{encounter.get('id')} is {encounter.get('status')}: nobody can join it",
             "Encounter.status",
         )
@@ -410,7 +410,7 @@ def patient_arrived(appointment: JSONObject) -> JSONObject:
     if status in {"arrived", "checked-in", "fulfilled"}:
         return dict(appointment)
     if status != "booked":
-        raise _rule(
+        raise business_rule(
             f"Appointment/{appointment.get('id')} is {status}: its patient cannot join",
             "Appointment.status",
         )
@@ -422,7 +422,7 @@ def no_show_due(
 ) -> bool:
     """Whether the no-show job should mark this Appointment `noshow` now: virtual, still
     booked (a patient who joined made it arrived), and `start` + grace has passed."""
-    start = _instant(appointment.get("start"))
+    start = instant(appointment.get("start"))
     return (
         is_virtual(appointment)
         and appointment.get("status") == "booked"
@@ -448,13 +448,13 @@ def _keep_server_parts(old: JSONObject | None, new: JSONObject) -> JSONObject:
         meeting_code=stored.meeting_code if stored else None,
     )
     if kept.is_empty():
-        raise _rule(
+        raise business_rule(
             "The virtual-service extension needs a channelType (or another sub-extension of "
             "the client's): address, sessionKey and meetingCode are set by the server",
             "Appointment.extension",
         )
     if stored is not None and _has_room(stored) and _channel(kept) != _channel(stored):
-        raise _rule(
+        raise business_rule(
             "The virtual visit's channelType cannot change once its room is provisioned: "
             "cancel this Appointment and book another",
             "Appointment.extension",
@@ -541,10 +541,10 @@ def _since(old: JSONObject) -> datetime | None:
     Encounter's period (for a planned Encounter that is the plan, not a status change)."""
     history = old.get("statusHistory")
     if isinstance(history, list) and history and isinstance(history[-1], dict):
-        return _instant((history[-1].get("period") or {}).get("end"))
+        return instant((history[-1].get("period") or {}).get("end"))
     if old.get("status") in {"planned", "unknown"}:
         return None
-    return _instant((old.get("period") or {}).get("start"))
+    return instant((old.get("period") or {}).get("start"))
 
 
 def _participant(who: str | None, display: str | None) -> JSONObject:
@@ -601,7 +601,7 @@ def _need_someone(who: str | None, display: str | None) -> None:
 def _status(resource: JSONObject, kind: str, known: tuple[str, ...]) -> str:
     status = resource.get("status")
     if status not in known:
-        raise _rule(f"{kind}.status must be one of {', '.join(known)}", f"{kind}.status")
+        raise business_rule(f"{kind}.status must be one of {', '.join(known)}", f"{kind}.status")
     return str(status)
 
 
@@ -610,10 +610,12 @@ def _refused(
 ) -> Unprocessable:
     allowed = sorted(table.get(before, frozenset()))
     then = f"from {before} it can become {', '.join(allowed)}" if allowed else "it is final"
-    return _rule(f"A virtual {kind} cannot go from {before} to {after}: {then}", f"{kind}.status")
+    return business_rule(
+        f"A virtual {kind} cannot go from {before} to {after}: {then}", f"{kind}.status"
+    )
 
 
-def _rule(diagnostics: str, expression: str) -> Unprocessable:
+def business_rule(diagnostics: str, expression: str) -> Unprocessable:
     return Unprocessable(
         diagnostics, issues=[Issue(diagnostics, "business-rule", "error", expression)]
     )
@@ -626,7 +628,7 @@ def _id(resource: JSONObject) -> str:
     return resource_id
 
 
-def _instant(value: object) -> datetime | None:
+def instant(value: object) -> datetime | None:
     """The first instant a dateTime denotes (None for none, or one that is no dateTime)."""
     if not isinstance(value, str):
         return None

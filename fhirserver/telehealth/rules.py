@@ -6,14 +6,16 @@ the state change or not at all, and run after commit (DESIGN.md "Side effects").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 
 from fhirserver.interactions.rules import WriteRule
 from fhirserver.resources.codec import JSONObject
 from fhirserver.storage.base import Job, UnitOfWork
 from fhirserver.telehealth import lifecycle
-from fhirserver.telehealth.virtual import is_virtual
+from fhirserver.telehealth.virtual import is_virtual, provider_name, virtual_service
 
 # Job kinds, one per effect; the key is the resource id, so recording an effect again
 # replaces the pending job rather than adding a second.
@@ -21,6 +23,19 @@ PROVISION = "telehealth.provision-room"
 DISPOSE = "telehealth.dispose-room"
 CLOSE = "telehealth.close-visit"
 NO_SHOW = "telehealth.no-show-check"
+
+# Set while the server writes an Appointment's room (address, sessionKey, meetingCode),
+# which a client's write may not set (lifecycle.check_appointment, `server_write`).
+_server_write: ContextVar[bool] = ContextVar("telehealth_server_write", default=False)
+
+
+@contextmanager
+def server_write() -> Iterator[None]:
+    token = _server_write.set(True)
+    try:
+        yield
+    finally:
+        _server_write.reset(token)
 
 
 def effect_job(effect: lifecycle.Effect, now: datetime) -> Job:
@@ -39,7 +54,21 @@ async def _record(unit: UnitOfWork, effects: tuple[lifecycle.Effect, ...]) -> No
         await unit.put_job(effect_job(effect, now))
 
 
-def write_rules(no_show_grace: timedelta) -> Mapping[str, WriteRule]:
+def _check_channel(appointment: JSONObject, served: str) -> None:
+    """A room is about to be provisioned: its channel must be the configured provider's."""
+    service = virtual_service(appointment)
+    name = provider_name(service)
+    coding = service.channel_type if service is not None else None
+    if coding is None or name == served:
+        return
+    text = (
+        f"channelType {coding.code!r} is not served here: this server's video provider is "
+        f"{served} (leave channelType out for the default)"
+    )
+    raise lifecycle.business_rule(text, "Appointment.extension")
+
+
+def write_rules(no_show_grace: timedelta, provider: str) -> Mapping[str, WriteRule]:
     async def appointment(
         unit: UnitOfWork, current: JSONObject | None, new: JSONObject | None
     ) -> JSONObject | None:
@@ -48,7 +77,11 @@ def write_rules(no_show_grace: timedelta) -> Mapping[str, WriteRule]:
             if current is not None and is_virtual(current):
                 await unit.put_job(Job(DISPOSE, str(current["id"]), datetime.now(UTC)))
             return None
-        checked = lifecycle.check_appointment(current, new, no_show_grace=no_show_grace)
+        checked = lifecycle.check_appointment(
+            current, new, no_show_grace=no_show_grace, server_write=_server_write.get()
+        )
+        if any(isinstance(e, lifecycle.ProvisionRoom) for e in checked.effects):
+            _check_channel(checked.resource, provider)
         await _record(unit, checked.effects)
         return checked.resource
 

@@ -7,6 +7,8 @@ and external calls"), so every call is built to be retried:
 - `create_room(key)` is idempotent on `key`: the room name is derived from the key
   (deterministically), and the provider's own "create returns the existing room"
   behaviour does the rest. Creating twice yields the same room, never two.
+- `room(room_id)` rebuilds a `Room` from the id the server stored; it makes no network
+  call where the provider needs none (Jitsi, LiveKit).
 - `close_room(room)` is idempotent: closing a room that is already closed, or that never
   materialised at the provider, is success.
 - `participant_token(...)` is synchronous in every provider: all three sign their
@@ -167,6 +169,11 @@ class VideoProvider(Protocol):
 
     async def create_room(self, key: str, max_participants: int | None = None) -> Room:
         """Provision (or find) the room for `key`, e.g. an Appointment id. Idempotent."""
+        ...
+
+    async def room(self, room_id: str) -> Room:
+        """The Room behind a `room_id` that `create_room` returned, possibly in another
+        process or before a restart (the id is all the server keeps). Creates nothing."""
         ...
 
     async def close_room(self, room: Room) -> None:

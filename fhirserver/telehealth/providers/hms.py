@@ -234,6 +234,12 @@ class HmsProvider:
         room_id = common.text_field(data, "id")
         if room_id is None:
             raise ProviderError("100ms create room: response has no room id")
+        return await self._with_codes(room_id, name)
+
+    async def room(self, room_id: str) -> Room:
+        return await self._with_codes(room_id, room_id)
+
+    async def _with_codes(self, room_id: str, name: str) -> Room:
         codes = await self._room_codes(room_id)
         guest = codes.get(_CODE + self.config.guest_role)
         if guest is None:

@@ -120,8 +120,12 @@ class JitsiProvider:
     async def create_room(self, key: str, max_participants: int | None = None) -> Room:
         # Jitsi creates the room on first join; nothing to call. max_participants is a
         # server-wide setting (muc_max_occupants) in Jitsi, not a per-room one.
-        name = common.room_name(self.config.room_prefix, key, self._room_secret)
-        return Room(provider=self.name, room_id=name, name=name, join_url=self._room_url(name))
+        return await self.room(common.room_name(self.config.room_prefix, key, self._room_secret))
+
+    async def room(self, room_id: str) -> Room:
+        return Room(
+            provider=self.name, room_id=room_id, name=room_id, join_url=self._room_url(room_id)
+        )
 
     async def close_room(self, room: Room) -> None:
         # Nothing to end remotely: the room disappears when its last participant leaves, and

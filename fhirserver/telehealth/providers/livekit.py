@@ -211,6 +211,9 @@ class LiveKitProvider:
             raise ProviderError("LiveKit CreateRoom returned a different room")
         return self._room(name, common.text_field(data, "sid"))
 
+    async def room(self, room_id: str) -> Room:
+        return self._room(room_id, None)
+
     async def close_room(self, room: Room) -> None:
         response = await self._call("DeleteRoom", room.name, {"room": room.name})
         if response.is_success or response.status_code == 404:

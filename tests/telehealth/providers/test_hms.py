@@ -488,3 +488,15 @@ def test_config_is_checked() -> None:
             prebuilt_domain=PREBUILT,
             webhook_url="https://x.example/hook",
         )
+
+
+async def test_room_from_its_id_after_a_restart(fake: FakeHms, provider: HmsProvider) -> None:
+    room = await provider.create_room("appt-1")
+    again = await make(fake).room(room.room_id)
+    assert (again.room_id, again.join_url, again.extra) == (room.room_id, room.join_url, room.extra)
+    assert len(fake.rooms) == 1
+
+
+async def test_room_from_an_unknown_id_is_a_provider_error(provider: HmsProvider) -> None:
+    with pytest.raises(ProviderError):
+        await provider.room("ffffffffffffffffffffffff")

@@ -288,3 +288,10 @@ async def test_no_secret_in_reprs_or_error_messages(provider: JitsiProvider) -> 
     assert issued.token is not None
     assert_no_secrets(texts, [SECRET, HOOK_SECRET, room_secret, issued.token])
     assert APP_ID in repr(config)
+
+
+async def test_room_from_its_name_is_the_same_room() -> None:
+    # No-account mode: a random secret per process, so the stored name is what finds it.
+    first = await JitsiProvider(JitsiConfig()).create_room("appt-1")
+    again = await JitsiProvider(JitsiConfig()).room(first.room_id)
+    assert again == first

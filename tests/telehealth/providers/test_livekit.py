@@ -487,3 +487,13 @@ async def test_aclose_leaves_an_injected_client_open(fake: FakeLiveKit) -> None:
     await owned.aclose()
     assert owned._http.is_closed
     await http.aclose()
+
+
+async def test_room_from_its_name_needs_no_call(
+    fake: FakeLiveKit, provider: LiveKitProvider
+) -> None:
+    room = await provider.create_room("appt-1")
+    calls = len(fake.calls)
+    again = await make(fake).room(room.room_id)
+    assert (again.room_id, again.name, again.join_url) == (room.room_id, room.name, room.join_url)
+    assert len(fake.calls) == calls

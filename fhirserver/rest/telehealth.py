@@ -1,0 +1,170 @@
+"""Telehealth over HTTP: the virtual-visit operations under the FHIR base, and outside it
+the public join page (`/join/{code}`) and the providers' webhooks
+(`/telehealth/webhooks/{provider}`)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from fhirserver.errors import BadRequest, FHIRError, NotFound
+from fhirserver.interactions.operations import definition, input_parameters
+from fhirserver.resources import codec
+from fhirserver.resources.meta import format_instant
+from fhirserver.rest.negotiation import (
+    RESOURCE_TYPES,
+    read_body,
+    require_content_type,
+    response_format,
+)
+from fhirserver.rest.ratelimit import RateLimit
+from fhirserver.rest.responses import fhir_response
+from fhirserver.telehealth import codes
+from fhirserver.telehealth.virtual import local_reference
+from fhirserver.telehealth.visits import Joined, StartedVisit, Visits
+
+# A display name on the join page: enough for any real name, small enough to log.
+MAX_NAME = 80
+
+
+class TooManyRequests(FHIRError):
+    status, code = 429, "throttled"
+
+
+def _visits(request: Request) -> Visits:
+    visits: Visits = request.app.state.visits
+    return visits
+
+
+async def operation(request: Request, resource_type: str, resource_id: str, code: str) -> Response:
+    """POST [type]/[id]/$[code] (R4 operations.html#executing): a Parameters body, or
+    none when every input is optional."""
+    fmt = response_format(request)
+    spec = definition(resource_type, code)
+    raw = await read_body(request, request.app.state.settings.max_body_bytes)
+    body = None
+    if raw.strip():
+        require_content_type(request, RESOURCE_TYPES)
+        body = codec.load_object(raw)
+    given = input_parameters(spec, body)
+    visits = _visits(request)
+    if code == "start-virtual-visit":
+        practitioner = _reference(given.get("practitioner"))
+        display = given.get("display", [None])[0]
+        started = await visits.start(resource_id, practitioner, display)
+        return fhir_response(_started_parameters(started), fmt)
+    encounter = await visits.end(resource_type, resource_id)
+    return fhir_response(encounter, fmt)
+
+
+def _reference(values: list[Any] | None) -> str | None:
+    if not values:
+        return None
+    reference = local_reference(values[0])
+    if reference is None or reference.split("/")[0] not in ("Practitioner", "PractitionerRole"):
+        raise BadRequest(
+            "practitioner must reference a Practitioner or PractitionerRole as Type/id",
+            expression="Parameters.parameter.where(name = 'practitioner')",
+        )
+    return reference
+
+
+def _started_parameters(started: StartedVisit) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": "encounter", "resource": started.encounter},
+        {"name": "hostUrl", "valueUrl": started.host.join_url},
+    ]
+    if started.host.token is not None:
+        parameters.append({"name": "hostToken", "valueString": started.host.token})
+    parameters += [
+        {"name": "patientUrl", "valueUrl": started.patient_url},
+        {"name": "meetingCode", "valueString": started.meeting_code},
+    ]
+    if started.host.expires_at is not None:
+        parameters.append(
+            {"name": "expires", "valueInstant": format_instant(started.host.expires_at)}
+        )
+    return {"resourceType": "Parameters", "parameter": parameters}
+
+
+# -- join by code ---------------------------------------------------------------------------
+
+
+def _page() -> str:
+    return resources.files("fhirserver.rest").joinpath("join.html").read_text()
+
+
+async def join_page(request: Request) -> Response:
+    """The page a patient opens (the Appointment's address): name, then the waiting room,
+    then the call. The code in the path, if any, is only filled into the form."""
+    return HTMLResponse(_page(), headers={"Cache-Control": "no-store"})
+
+
+async def join(request: Request) -> Response:
+    """POST /join/{code} with {"name": ...} (JSON or a form): 429 past the rate limit, the
+    same 404 for every code that does not admit now, else the waiting room or the call."""
+    typed = request.path_params["code"]
+    limits: tuple[RateLimit, RateLimit] = request.app.state.join_limits
+    client = request.client.host if request.client else "unknown"
+    code = codes.normalize(typed) or typed[:32]
+    for limit, key in zip(limits, (client, code), strict=True):
+        wait = limit.take(key)
+        if wait:
+            raise TooManyRequests(
+                "Too many attempts: wait before trying again",
+                headers={"Retry-After": RateLimit.retry_after(wait)},
+            )
+    name = await _display_name(request)
+    joined = await _visits(request).join(typed, name)
+    return JSONResponse(_joined(joined), headers={"Cache-Control": "no-store"})
+
+
+async def _display_name(request: Request) -> str:
+    raw = await read_body(request, 4096)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    name: Any = None
+    if content_type == "application/x-www-form-urlencoded":
+        name = (await request.form()).get("name")
+    elif raw.strip():
+        data = codec.loads(raw)
+        name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME:
+        raise BadRequest(f"Give the name to show in the visit (1 to {MAX_NAME} characters)")
+    return " ".join(name.split())
+
+
+def _joined(joined: Joined) -> dict[str, Any]:
+    if joined.waiting or joined.token is None:
+        return {"status": "waiting", "start": joined.start}
+    answer: dict[str, Any] = {"status": "ready", "url": joined.token.join_url}
+    if joined.token.token is not None:
+        answer["token"] = joined.token.token
+    if joined.token.expires_at is not None:
+        answer["expires"] = format_instant(joined.token.expires_at)
+    return answer
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+
+async def webhook(request: Request) -> Response:
+    """A provider's event delivery: verified by the provider (401 if not), then recorded."""
+    visits = _visits(request)
+    if request.path_params["provider"] != visits.provider.name:
+        raise NotFound(f"No webhook for {request.path_params['provider']!r} here")
+    body = await read_body(request, 256 * 1024)
+    recorded = await visits.webhook(request.headers, body)
+    return JSONResponse({"recorded": recorded})
+
+
+def telehealth_routes() -> list[Route]:
+    return [
+        Route("/join", join_page, methods=["GET"]),
+        Route("/join/{code}", join_page, methods=["GET"]),
+        Route("/join/{code}", join, methods=["POST"]),
+        Route("/telehealth/webhooks/{provider}", webhook, methods=["POST"]),
+    ]

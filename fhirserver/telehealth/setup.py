@@ -1,0 +1,61 @@
+"""The video provider and the visit service the settings describe."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+
+from fhirserver.config import Settings
+from fhirserver.storage.base import Store
+from fhirserver.telehealth.providers import (
+    HmsConfig,
+    HmsProvider,
+    JitsiConfig,
+    JitsiProvider,
+    LiveKitConfig,
+    LiveKitProvider,
+    VideoProvider,
+)
+from fhirserver.telehealth.visits import Visits, VisitSettings
+
+
+def make_provider(settings: Settings, http: httpx.AsyncClient | None = None) -> VideoProvider:
+    """The configured provider; `http` replaces its HTTP client (tests: a mock transport).
+    Raises ValueError naming the setting that is missing or wrong."""
+    if settings.video_provider == "livekit":
+        livekit = LiveKitConfig(
+            url=settings.livekit_url,
+            api_key=settings.livekit_api_key,
+            api_secret=settings.livekit_api_secret,
+        )
+        return LiveKitProvider(livekit, http=http)
+    if settings.video_provider == "100ms":
+        webhook_url = f"{settings.origin}/telehealth/webhooks/100ms"
+        hms = HmsConfig(
+            access_key=settings.hms_access_key,
+            app_secret=settings.hms_app_secret,
+            prebuilt_domain=settings.hms_prebuilt_domain,
+            template_id=settings.hms_template_id or None,
+            webhook_secret=settings.hms_webhook_secret or None,
+            webhook_url=webhook_url if settings.hms_webhook_secret else None,
+        )
+        return HmsProvider(hms, http=http)
+    jitsi = JitsiConfig(
+        domain=settings.jitsi_domain,
+        app_id=settings.jitsi_app_id or None,
+        app_secret=settings.jitsi_app_secret or None,
+        webhook_secret=settings.jitsi_webhook_secret or None,
+    )
+    return JitsiProvider(jitsi)
+
+
+def make_visits(settings: Settings, store: Store, provider: VideoProvider) -> Visits:
+    visit_settings = VisitSettings(
+        no_show_grace=timedelta(minutes=settings.no_show_grace_minutes),
+        join_early=timedelta(minutes=settings.join_early_minutes),
+        token_ttl=timedelta(minutes=settings.join_token_minutes),
+        require_consent=settings.require_consent,
+        join_base=f"{settings.origin}/join",
+    )
+    return Visits(store, provider, visit_settings)
