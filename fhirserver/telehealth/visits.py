@@ -132,7 +132,7 @@ class Visits:
     async def dispose(self, job: Job) -> None:
         """Close the room of an Appointment that will not take place (or was deleted)."""
         appointment = await _content(self.store, "Appointment", job.key, deleted_ok=True)
-        await self._close_room_of(appointment, job.key)
+        await self._close_room_of(appointment)
 
     async def close(self, job: Job) -> None:
         """Close the room of a virtual Encounter that ended."""
@@ -144,7 +144,7 @@ class Visits:
                 appointment = await _content(
                     self.store, "Appointment", appointment_id, deleted_ok=True
                 )
-                await self._close_room_of(appointment, job.key)
+                await self._close_room_of(appointment, encounter)
 
     async def no_show(self, job: Job) -> None:
         """Mark a still-booked virtual Appointment `noshow` once start + grace has passed;
@@ -160,14 +160,16 @@ class Visits:
             await _save(unit, {**appointment, "status": "noshow"}, current)
             await _audit(unit, "no-show", now, _about(appointment))
 
-    async def _close_room_of(self, appointment: JSONObject | None, why: str) -> None:
+    async def _close_room_of(
+        self, appointment: JSONObject | None, encounter: JSONObject | None = None
+    ) -> None:
         room_id = _room_id(appointment) if appointment is not None else None
         if room_id is None or appointment is None:
             return
         room = Room(self.provider.name, room_id, room_id, "")
         await self._call(self.provider.close_room(room))
         async with self.store.unit_of_work() as unit:
-            await _audit(unit, "room-closed", self.clock(), _about(appointment))
+            await _audit(unit, "room-closed", self.clock(), _about(appointment, encounter))
 
     async def _call(self, call: Any) -> Any:
         """A provider call from a job: an outage is TryLater (retried with backoff)."""

@@ -1,0 +1,60 @@
+"""The app with its telehealth parts reachable: the Starlette app (for its job runner and
+visit service), an HTTP client at the server's root, and a LiveKit provider on a fake
+RoomService that can be told to fail (tests/telehealth/providers/test_livekit.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from fhirserver.app import create_app
+from fhirserver.config import Settings
+from fhirserver.telehealth.providers import LiveKitConfig, LiveKitProvider, VideoProvider
+from tests.backends import Backend
+from tests.telehealth.providers.helpers import client, clock
+from tests.telehealth.providers.test_livekit import API_KEY, SECRET, URL, FakeLiveKit
+
+
+@pytest.fixture
+def fake_livekit() -> FakeLiveKit:
+    return FakeLiveKit()
+
+
+@pytest.fixture
+def livekit(fake_livekit: FakeLiveKit) -> LiveKitProvider:
+    config = LiveKitConfig(url=URL, api_key=API_KEY, api_secret=SECRET)
+    return LiveKitProvider(config, http=client(fake_livekit), clock=clock)
+
+
+@pytest.fixture
+def provider(livekit: LiveKitProvider) -> VideoProvider:
+    """The provider the app runs with; a test module may override it."""
+    return livekit
+
+
+@pytest.fixture
+def telehealth_settings(settings: Settings) -> Settings:
+    return settings.with_overrides(video_provider="livekit")
+
+
+@pytest.fixture
+async def app(
+    telehealth_settings: Settings, test_backend: Backend, provider: VideoProvider
+) -> AsyncIterator[Starlette]:
+    app = create_app(telehealth_settings, store=test_backend.store, provider=provider)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def http(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    headers: dict[str, Any] = {"Content-Type": "application/fhir+json"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers
+    ) as http:
+        yield http
