@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -16,6 +17,7 @@ from fhirserver.interactions.operations import definition, input_parameters
 from fhirserver.resources import codec
 from fhirserver.resources.meta import format_instant
 from fhirserver.rest.negotiation import (
+    FORM,
     RESOURCE_TYPES,
     read_body,
     require_content_type,
@@ -127,8 +129,8 @@ async def _display_name(request: Request) -> str:
     raw = await read_body(request, 4096)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     name: Any = None
-    if content_type == "application/x-www-form-urlencoded":
-        name = (await request.form()).get("name")
+    if content_type == FORM:
+        name = dict(parse_qsl(raw.decode("utf-8", "replace"))).get("name")
     elif raw.strip():
         data = codec.loads(raw)
         name = data.get("name") if isinstance(data, dict) else None

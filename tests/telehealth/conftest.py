@@ -1,6 +1,9 @@
 """The app with its telehealth parts reachable: the Starlette app (for its job runner and
 visit service), an HTTP client at the server's root, and a LiveKit provider on a fake
-RoomService that can be told to fail (tests/telehealth/providers/test_livekit.py)."""
+RoomService that can be told to fail (tests/telehealth/providers/test_livekit.py).
+
+Telehealth writes through the store protocol (units of work, jobs, searches by meeting
+code and session key), so its suites run on every backend too."""
 
 from __future__ import annotations
 
@@ -14,9 +17,14 @@ from starlette.applications import Starlette
 from fhirserver.app import create_app
 from fhirserver.config import Settings
 from fhirserver.telehealth.providers import LiveKitConfig, LiveKitProvider, VideoProvider
-from tests.backends import Backend
+from tests.backends import BACKENDS, Backend
 from tests.telehealth.providers.helpers import client, clock
 from tests.telehealth.providers.test_livekit import API_KEY, SECRET, URL, FakeLiveKit
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture

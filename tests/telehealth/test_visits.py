@@ -81,7 +81,7 @@ def outputs(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 async def events(http: httpx.AsyncClient, about: str) -> list[str]:
-    found = await search(http, f"AuditEvent?entity={about}&_sort=date&_count=100")
+    found = await search(http, f"AuditEvent?entity={about}&_sort=_lastUpdated&_count=100")
     return [event["subtype"][0]["code"] for event in found]
 
 
@@ -105,7 +105,9 @@ async def test_booking_provisions_a_room_with_a_join_address_and_meeting_code(
     assert len(fake_livekit.calls) == 1
 
 
-async def test_a_client_cannot_set_or_drop_the_room(http: httpx.AsyncClient, app: Starlette) -> None:
+async def test_a_client_cannot_set_or_drop_the_room(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
     booked = await book(http, app)
     stripped = {k: v for k, v in booked.items() if k != "extension"}
     updated = await http.put(f"{FHIR}/Appointment/{booked['id']}", json=stripped)
@@ -201,7 +203,9 @@ async def test_a_visit_called_off_disposes_the_room(
     booked = await book(http, app)
     code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
     called_off = {**booked, "status": status}
-    assert (await http.put(f"{FHIR}/Appointment/{booked['id']}", json=called_off)).status_code == 200
+    assert (
+        await http.put(f"{FHIR}/Appointment/{booked['id']}", json=called_off)
+    ).status_code == 200
     await app.state.jobs.run_due()
     assert fake_livekit.rooms == {}
     assert (await http.post(f"/join/{code}", json={"name": "Pat"})).status_code == 404
@@ -333,12 +337,15 @@ async def test_a_provisioning_outage_is_retried_with_backoff(
 async def test_a_restart_between_booking_and_provisioning_provisions_once(
     settings: Settings, test_backend: Backend, provider: Any, fake_livekit: FakeLiveKit
 ) -> None:
-    first = create_app(settings.with_overrides(video_provider="livekit"), test_backend.store, provider)
-    async with first.router.lifespan_context(first):
-        async with _client(first) as http:
-            created = (await http.post(f"{FHIR}/Appointment", json=appointment())).json()
-            # The process dies after the commit, before any job ran.
-    second = create_app(settings.with_overrides(video_provider="livekit"), test_backend.store, provider)
+    first = create_app(
+        settings.with_overrides(video_provider="livekit"), test_backend.store, provider
+    )
+    async with first.router.lifespan_context(first), _client(first) as http:
+        created = (await http.post(f"{FHIR}/Appointment", json=appointment())).json()
+        # The process dies after the commit, before any job ran.
+    second = create_app(
+        settings.with_overrides(video_provider="livekit"), test_backend.store, provider
+    )
     async with second.router.lifespan_context(second):
         # The job was claimed by a process that died mid-run: its lease runs out.
         claimed = await test_backend.store.claim_job(
@@ -393,3 +400,55 @@ def _job(kind: str, key: str) -> Any:
     from fhirserver.storage.base import Job
 
     return Job(kind, key, datetime.now(UTC))
+
+
+def consent(patient: str = "Patient/p1", **changes: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "treatment",
+                }
+            ]
+        },
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://fhirserver.dev/fhir/CodeSystem/consent-category",
+                        "code": "telehealth",
+                    }
+                ]
+            }
+        ],
+        "patient": {"reference": patient},
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+    }
+    return {**resource, **changes}
+
+
+async def test_with_require_consent_a_visit_needs_the_patients_telehealth_consent(
+    settings: Settings, test_backend: Backend, provider: Any
+) -> None:
+    app = create_app(
+        settings.with_overrides(video_provider="livekit", require_consent=True),
+        test_backend.store,
+        provider,
+    )
+    async with app.router.lifespan_context(app), _client(app) as http:
+        booked = await book(http, app)
+        for wrong in (consent("Patient/other"), consent(status="inactive")):
+            assert (await http.post(f"{FHIR}/Consent", json=wrong)).status_code == 201
+        refused = await start(http, booked["id"])
+        assert refused.status_code == 422, refused.text
+        assert "Consent" in refused.json()["issue"][0]["diagnostics"]
+        assert await search(http, "Encounter") == []
+        assert (await http.post(f"{FHIR}/Consent", json=consent())).status_code == 201
+        assert (await start(http, booked["id"])).status_code == 200

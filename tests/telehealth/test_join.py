@@ -1,0 +1,76 @@
+"""Join by code, the public endpoint outside the FHIR base (issue 6 "Join by code"):
+the page, the one answer for every code that does not admit, and the rate limits per
+client and per code that make guessing a 48-bit code hopeless."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from fhirserver.config import Settings
+from fhirserver.rest.ratelimit import RateLimit
+from fhirserver.telehealth.virtual import virtual_service
+from tests.telehealth.test_visits import book, read
+
+
+@pytest.fixture
+def telehealth_settings(settings: Settings) -> Settings:
+    return settings.with_overrides(video_provider="livekit", join_rate_per_minute=5)
+
+
+async def test_the_page_is_html_with_the_form(http: httpx.AsyncClient) -> None:
+    for path in ("/join", "/join/K7PX3MWQ9C"):
+        page = await http.get(path)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "<form" in page.text and 'name="name"' in page.text
+
+
+async def test_guessing_codes_from_one_client_is_throttled(http: httpx.AsyncClient) -> None:
+    answers = [
+        await http.post(f"/join/{guess}", json={"name": "Mallory"})
+        for guess in (
+            "ABCDEFGHJK",
+            "BCDEFGHJKM",
+            "CDEFGHJKMN",
+            "DEFGHJKMNP",
+            "EFGHJKMNPQ",
+            "FGHJKMNPQR",
+        )
+    ]
+    assert [a.status_code for a in answers] == [404] * 5 + [429]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert answers[-1].json()["issue"][0]["code"] == "throttled"
+
+
+async def test_one_code_tried_from_many_clients_is_throttled(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    booked = await book(http, app)
+    code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
+    statuses = []
+    for client in range(6):
+        transport = httpx.ASGITransport(app=app, client=(f"10.0.0.{client}", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+            statuses.append((await other.post(f"/join/{code}", json={"name": "Pat"})).status_code)
+    assert statuses == [200] * 5 + [429]
+
+
+async def test_a_form_post_works_and_a_missing_name_is_400(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    app.state.join_limits = (RateLimit(60, 60), RateLimit(60, 60))
+    booked = await book(http, app)
+    code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    form = await http.post(f"/join/{code}", content=b"name=+Pat+++Doe+", headers=form_type)
+    assert form.status_code == 200 and form.json()["status"] == "waiting"
+    for body in ({}, {"name": ""}, {"name": "x" * 81}, {"name": 3}):
+        assert (await http.post(f"/join/{code}", json=body)).status_code == 400
+    assert (await http.post(f"/join/{code}", content=b"{not json")).status_code == 400
+    waiting = [
+        e for e in (await http.get("/fhir/AuditEvent?subtype=patient-waiting")).json()["entry"]
+    ]
+    assert waiting[0]["resource"]["agent"][0]["who"]["display"] == "Pat Doe"
+    assert (await read(http, "Appointment", booked["id"]))["status"] == "arrived"

@@ -1,0 +1,110 @@
+"""Provider webhooks to participant periods and AuditEvents (issue 6 "Tracking"; R4
+encounter.html Encounter.participant.period, auditevent.html): a verified event is
+recorded once, a forged or altered one is rejected with 401 and records nothing. LiveKit
+signs its deliveries (a JWT carrying the body's sha256)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+
+from fhirserver.telehealth.virtual import virtual_service
+from tests.telehealth.providers.helpers import NOW
+from tests.telehealth.providers.test_livekit import signed
+from tests.telehealth.test_visits import book, events, outputs, read, start
+
+HOOK = "/telehealth/webhooks/livekit"
+
+
+def event(kind: str, room: str, event_id: str, identity: str = "Practitioner/d1") -> bytes:
+    data: dict[str, Any] = {
+        "event": kind,
+        "id": event_id,
+        "room": {"name": room},
+        "createdAt": str(int(NOW.timestamp())),
+    }
+    if kind != "room_finished":
+        data["participant"] = {"identity": identity, "name": "Dr One", "sid": "PA_1"}
+    return json.dumps(data).encode()
+
+
+async def visit(http: httpx.AsyncClient, app: Starlette) -> tuple[str, dict[str, Any]]:
+    booked = await book(http, app)
+    encounter = outputs((await start(http, booked["id"])).json())["encounter"]
+    room = virtual_service(booked).session_key  # type: ignore[union-attr]
+    assert room is not None
+    return room, encounter
+
+
+async def deliver(http: httpx.AsyncClient, body: bytes, **headers: str) -> httpx.Response:
+    return await http.post(HOOK, content=body, headers=headers or signed(body))
+
+
+async def test_join_and_leave_become_a_participant_period_and_audit_events(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, encounter = await visit(http, app)
+    joined = await deliver(http, event("participant_joined", room, "EV_1"))
+    assert joined.status_code == 200 and joined.json() == {"recorded": 1}
+    left = await deliver(http, event("participant_left", room, "EV_2"))
+    assert left.json() == {"recorded": 1}
+    stored = await read(http, "Encounter", encounter["id"])
+    periods = [
+        p["period"]
+        for p in stored["participant"]
+        if p.get("individual", {}).get("reference") == "Practitioner/d1"
+    ]
+    assert periods and periods[0]["start"] <= periods[0]["end"]
+    recorded = await events(http, f"Encounter/{encounter['id']}")
+    assert recorded[-2:] == ["participant-joined", "participant-left"]
+
+
+async def test_a_replayed_delivery_is_recorded_once(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, encounter = await visit(http, app)
+    body = event("participant_joined", room, "EV_1")
+    assert (await deliver(http, body)).json() == {"recorded": 1}
+    assert (await deliver(http, body)).json() == {"recorded": 0}
+    recorded = await events(http, f"Encounter/{encounter['id']}")
+    assert recorded.count("participant-joined") == 1
+
+
+async def test_forged_or_altered_deliveries_are_rejected_and_record_nothing(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, encounter = await visit(http, app)
+    body = event("participant_joined", room, "EV_1")
+    before = await read(http, "Encounter", encounter["id"])
+    audit = await events(http, f"Encounter/{encounter['id']}")
+    forged = signed(body, secret="not-the-api-secret-0123456789abcdef")
+    altered = signed(event("participant_joined", room, "EV_0"))
+    for headers in (forged, altered, {"Content-Type": "application/webhook+json"}):
+        answer = await deliver(http, body, **headers)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["resourceType"] == "OperationOutcome"
+    assert (await read(http, "Encounter", encounter["id"]))["meta"] == before["meta"]
+    assert await events(http, f"Encounter/{encounter['id']}") == audit
+
+
+async def test_the_room_ending_at_the_provider_finishes_the_visit(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, encounter = await visit(http, app)
+    assert (await deliver(http, event("room_finished", room, "EV_9"))).json() == {"recorded": 1}
+    stored = await read(http, "Encounter", encounter["id"])
+    assert stored["status"] == "finished" and "end" in stored["period"]
+
+
+async def test_events_for_unknown_rooms_or_other_providers_are_dropped(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    _, encounter = await visit(http, app)
+    unknown = await deliver(http, event("participant_joined", "visit-unknown", "EV_1"))
+    assert unknown.json() == {"recorded": 0}
+    other = await http.post("/telehealth/webhooks/100ms", content=b"{}")
+    assert other.status_code == 404
+    assert "participant-joined" not in await events(http, f"Encounter/{encounter['id']}")
