@@ -79,3 +79,31 @@ def test_an_unreachable_database_is_one_line_without_its_password(
     error = capsys.readouterr().err
     assert error.startswith("fhirserver: the store cannot be opened: MongoDB cannot be used")
     assert "Traceback" not in error and "s3cret" not in error
+
+
+def test_telehealth_settings_from_the_environment_keep_secrets_out_of_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "FHIRSERVER_REQUIRE_CONSENT": "true",
+            "FHIRSERVER_VIDEO_PROVIDER": "livekit",
+            "FHIRSERVER_LIVEKIT_API_SECRET": "very-secret-value",
+        }
+    )
+    assert settings.require_consent is True and settings.video_provider == "livekit"
+    assert "very-secret-value" not in repr(settings)
+    with pytest.raises(ValueError, match="FHIRSERVER_REQUIRE_CONSENT"):
+        Settings.from_env({"FHIRSERVER_REQUIRE_CONSENT": "maybe"})
+    with pytest.raises(ValueError, match="video_provider"):
+        Settings(video_provider="skype")
+
+
+@pytest.mark.parametrize(
+    ("public_url", "origin"),
+    [
+        ("", "http://127.0.0.1:8080"),
+        ("https://clinic.example/fhir", "https://clinic.example"),
+        ("https://clinic.example/api/fhir/", "https://clinic.example/api"),
+    ],
+)
+def test_the_origin_of_links_outside_the_fhir_base(public_url: str, origin: str) -> None:
+    assert Settings(public_url=public_url).origin == origin

@@ -20,9 +20,22 @@ from fhirserver.telehealth.providers import (
 from fhirserver.telehealth.visits import Visits, VisitSettings
 
 
+_PREFIXES = {"jitsi": "JITSI", "livekit": "LIVEKIT", "100ms": "HMS"}
+
+
 def make_provider(settings: Settings, http: httpx.AsyncClient | None = None) -> VideoProvider:
     """The configured provider; `http` replaces its HTTP client (tests: a mock transport).
-    Raises ValueError naming the setting that is missing or wrong."""
+    Raises ValueError naming the settings to look at."""
+    try:
+        return _provider(settings, http)
+    except ValueError as exc:
+        prefix = _PREFIXES[settings.video_provider]
+        raise ValueError(
+            f"{exc} (set FHIRSERVER_{prefix}_* or change FHIRSERVER_VIDEO_PROVIDER)"
+        ) from None
+
+
+def _provider(settings: Settings, http: httpx.AsyncClient | None) -> VideoProvider:
     if settings.video_provider == "livekit":
         livekit = LiveKitConfig(
             url=settings.livekit_url,
