@@ -64,7 +64,7 @@ class Settings:
     hms_template_id: str = ""
     hms_webhook_secret: str = field(default="", repr=False)
     # Requests per minute the public join endpoint allows per client and per code.
-    join_rate_per_minute: int = 10
+    join_rate_per_minute: int = 20
     # Run the store's jobs (room provisioning, no-show checks) in this process.
     run_jobs: bool = True
 
