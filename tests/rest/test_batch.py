@@ -163,6 +163,20 @@ async def test_a_malformed_entry_fails_alone(client: httpx.AsyncClient) -> None:
     assert await search_ids(client, "Patient") == [location_id(items[3])]
 
 
+async def test_an_operation_entry_fails_alone_and_runs_nothing(client: httpx.AsyncClient) -> None:
+    # Before the fix a GET of Appointment/x/$start-virtual-visit ran as a search.
+    items = await batch(
+        client,
+        entry("GET", "Appointment/a1/$start-virtual-visit"),
+        entry("POST", "Appointment/a1/$start-virtual-visit", {"resourceType": "Parameters"}),
+        entry("POST", "Patient", patient("FINE")),
+    )
+    for item in items[:2]:
+        assert_failed(item, 400)
+        assert "operations" in item["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert code(items[2]) == 201
+
+
 async def test_a_failed_batch_entry_does_not_undo_the_others(
     client: httpx.AsyncClient,
 ) -> None:
