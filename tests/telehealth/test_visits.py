@@ -51,6 +51,12 @@ async def book(http: httpx.AsyncClient, app: Starlette, **kwargs: Any) -> dict[s
     return await read(http, "Appointment", created.json()["id"])
 
 
+def meeting_code(appointment: dict[str, Any]) -> str:
+    service = virtual_service(appointment)
+    assert service is not None and service.meeting_code is not None
+    return service.meeting_code
+
+
 async def read(http: httpx.AsyncClient, kind: str, resource_id: str) -> dict[str, Any]:
     response = await http.get(f"{FHIR}/{kind}/{resource_id}")
     assert response.status_code == 200, response.text
@@ -119,7 +125,7 @@ async def test_the_patient_waits_then_joins_once_the_visit_starts(
     http: httpx.AsyncClient, app: Starlette
 ) -> None:
     booked = await book(http, app)
-    code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
+    code = meeting_code(booked)
     waiting = await http.post(f"/join/{code}", json={"name": "Pat Doe"})
     assert waiting.status_code == 200, waiting.text
     assert waiting.json() == {"status": "waiting", "start": booked["start"]}
@@ -159,7 +165,7 @@ async def test_ending_the_visit_closes_the_room_and_the_code(
     http: httpx.AsyncClient, app: Starlette, fake_livekit: FakeLiveKit
 ) -> None:
     booked = await book(http, app)
-    code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
+    code = meeting_code(booked)
     encounter = outputs((await start(http, booked["id"])).json())["encounter"]
     await http.post(f"/join/{code}", json={"name": "Pat Doe"})
     ended = await http.post(f"{FHIR}/Encounter/{encounter['id']}/$end-virtual-visit")
@@ -201,7 +207,7 @@ async def test_a_visit_called_off_disposes_the_room(
     http: httpx.AsyncClient, app: Starlette, fake_livekit: FakeLiveKit, status: str
 ) -> None:
     booked = await book(http, app)
-    code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
+    code = meeting_code(booked)
     called_off = {**booked, "status": status}
     assert (
         await http.put(f"{FHIR}/Appointment/{booked['id']}", json=called_off)
@@ -226,7 +232,7 @@ async def test_nobody_joins_within_the_grace_period_makes_a_no_show(
 
 async def test_a_patient_who_joined_is_no_no_show(http: httpx.AsyncClient, app: Starlette) -> None:
     booked = await book(http, app, start=datetime.now(UTC) - timedelta(minutes=1))
-    code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
+    code = meeting_code(booked)
     assert (await http.post(f"/join/{code}", json={"name": "Pat"})).status_code == 200
     later = datetime.now(UTC) + timedelta(minutes=15)
     app.state.jobs.clock = app.state.visits.clock = lambda: later
@@ -238,7 +244,7 @@ async def test_the_code_opens_only_inside_the_visit_window(
     http: httpx.AsyncClient, app: Starlette
 ) -> None:
     booked = await book(http, app, start=datetime.now(UTC) + timedelta(hours=2))
-    code = virtual_service(booked).meeting_code  # type: ignore[union-attr]
+    code = meeting_code(booked)
     early = await http.post(f"/join/{code}", json={"name": "Pat"})
     unknown = await http.post("/join/ABCDEFGHJK", json={"name": "Pat"})
     assert early.status_code == 404 and early.json() == unknown.json()
