@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 ENV_PREFIX = "FHIRSERVER_"
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _FLAGS = {
     "1": True,
     "true": True,
@@ -86,9 +87,12 @@ class Settings:
     @property
     def origin(self) -> str:
         """Scheme, host and port the server is reached at, for links outside the FHIR base
-        (the telehealth join page): from `public_url` without the base path, if set."""
+        (the telehealth join page): from `public_url` without the base path, if set. A
+        wildcard bind address is no address to link to: loopback stands in (set
+        `public_url` when others must follow the links)."""
         if not self.public_url:
-            return f"http://{self.host}:{self.port}"
+            host = "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+            return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         url = self.public_url.rstrip("/")
         return url.removesuffix(self.base_path) if self.base_path else url
 

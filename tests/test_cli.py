@@ -107,3 +107,9 @@ def test_telehealth_settings_from_the_environment_keep_secrets_out_of_repr() -> 
 )
 def test_the_origin_of_links_outside_the_fhir_base(public_url: str, origin: str) -> None:
     assert Settings(public_url=public_url).origin == origin
+
+
+def test_a_wildcard_or_ipv6_bind_address_still_makes_a_valid_origin() -> None:
+    assert Settings(host="0.0.0.0").origin == "http://127.0.0.1:8080"
+    assert Settings(host="::").origin == "http://127.0.0.1:8080"
+    assert Settings(host="::1", port=9000).origin == "http://[::1]:9000"

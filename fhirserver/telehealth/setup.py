@@ -19,7 +19,6 @@ from fhirserver.telehealth.providers import (
 )
 from fhirserver.telehealth.visits import Visits, VisitSettings
 
-
 _PREFIXES = {"jitsi": "JITSI", "livekit": "LIVEKIT", "100ms": "HMS"}
 
 

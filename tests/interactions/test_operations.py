@@ -49,7 +49,9 @@ def test_inputs_by_name() -> None:
         parameters({"name": "room", "valueString": "x"}),  # not an input
         parameters({"name": "encounter", "resource": ENCOUNTER}),  # an output
         parameters({"name": "display", "valueInteger": 3}),  # wrong type
-        parameters({"name": "display", "valueString": "a"}, {"name": "display", "valueString": "b"}),
+        parameters(
+            {"name": "display", "valueString": "a"}, {"name": "display", "valueString": "b"}
+        ),
         parameters({"name": "display"}),  # no value
         {"resourceType": "Patient"},  # not Parameters
     ],
