@@ -73,6 +73,8 @@ class Settings:
         base = self.base_path.strip()
         base = "" if base in ("", "/") else "/" + base.strip("/")
         object.__setattr__(self, "base_path", base)
+        if self.join_rate_per_minute < 1:
+            raise ValueError("join_rate_per_minute must be at least 1")
         if self.video_provider not in ("jitsi", "livekit", "100ms"):
             raise ValueError(
                 f"video_provider must be jitsi, livekit or 100ms, not {self.video_provider!r}"

@@ -113,3 +113,8 @@ def test_a_wildcard_or_ipv6_bind_address_still_makes_a_valid_origin() -> None:
     assert Settings(host="0.0.0.0").origin == "http://127.0.0.1:8080"
     assert Settings(host="::").origin == "http://127.0.0.1:8080"
     assert Settings(host="::1", port=9000).origin == "http://[::1]:9000"
+
+
+def test_a_join_rate_of_zero_is_refused_at_start_up() -> None:
+    with pytest.raises(ValueError, match="join_rate_per_minute"):
+        Settings.from_env({"FHIRSERVER_JOIN_RATE_PER_MINUTE": "0"})

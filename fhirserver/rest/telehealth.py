@@ -4,6 +4,7 @@ the public join page (`/join/{code}`) and the providers' webhooks
 
 from __future__ import annotations
 
+import ipaddress
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,10 +28,13 @@ from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.responses import fhir_response
 from fhirserver.telehealth import codes
 from fhirserver.telehealth.virtual import local_reference
-from fhirserver.telehealth.visits import Joined, StartedVisit, Visits
-
-# A display name on the join page: enough for any real name, small enough to log.
-MAX_NAME = 80
+from fhirserver.telehealth.visits import (
+    MAX_DISPLAY,
+    Joined,
+    StartedVisit,
+    Visits,
+    clean_display,
+)
 
 
 class TooManyRequests(FHIRError):
@@ -59,8 +63,19 @@ async def operation(request: Request, resource_type: str, resource_id: str, code
         display = given.get("display", [None])[0]
         started = await visits.start(resource_id, practitioner, display)
         return fhir_response(_started_parameters(started), fmt)
-    encounter = await visits.end(resource_type, resource_id)
+    encounter = await visits.end(resource_type, resource_id, _text(given.get("reason")))
     return fhir_response(encounter, fmt)
+
+
+def _text(values: list[Any] | None) -> str | None:
+    """A CodeableConcept input as text: its text, else its codings' displays or codes."""
+    concept = values[0] if values else None
+    if not isinstance(concept, dict):
+        return None
+    if isinstance(concept.get("text"), str):
+        return str(concept["text"])
+    codings = [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    return "; ".join(str(c.get("display") or c.get("code")) for c in codings) or None
 
 
 def _reference(values: list[Any] | None) -> str | None:
@@ -111,7 +126,7 @@ async def join(request: Request) -> Response:
     same 404 for every code that does not admit now, else the waiting room or the call."""
     typed = request.path_params["code"]
     limits: tuple[RateLimit, RateLimit] = request.app.state.join_limits
-    client = request.client.host if request.client else "unknown"
+    client = _client_key(request)
     code = codes.normalize(typed) or typed[:32]
     for limit, key in zip(limits, (client, code), strict=True):
         wait = limit.take(key)
@@ -125,6 +140,19 @@ async def join(request: Request) -> Response:
     return JSONResponse(_joined(joined), headers={"Cache-Control": "no-store"})
 
 
+def _client_key(request: Request) -> str:
+    """Whom the per-client limit counts: the address, or for IPv6 its /64, which one
+    subscriber usually holds whole (else each of its 2^64 addresses gets a fresh limit)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
+
+
 async def _display_name(request: Request) -> str:
     raw = await read_body(request, 4096)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
@@ -134,9 +162,12 @@ async def _display_name(request: Request) -> str:
     elif raw.strip():
         data = codec.loads(raw)
         name = data.get("name") if isinstance(data, dict) else None
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME:
-        raise BadRequest(f"Give the name to show in the visit (1 to {MAX_NAME} characters)")
-    return " ".join(name.split())
+    cleaned = clean_display(name) if isinstance(name, str) else None
+    if cleaned is None:
+        raise BadRequest(
+            f"Give the name to show in the visit (1 to {MAX_DISPLAY} characters of text)"
+        )
+    return cleaned
 
 
 def _joined(joined: Joined) -> dict[str, Any]:

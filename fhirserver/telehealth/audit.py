@@ -51,9 +51,11 @@ def audit_event(
     who: str | None = None,
     display: str | None = None,
     delivery: str | None = None,
+    outcome: str | None = None,
 ) -> JSONObject:
     """An AuditEvent for `subtype` at `at`; `about`: "Appointment/1", "Encounter/2",
-    "Patient/3"...; `who`/`display`: the person acting (a reference, a name, or both)."""
+    "Patient/3"...; `who`/`display`: the person acting (a reference, a name, or both);
+    `outcome`: a reason given for the event (AuditEvent.outcomeDesc)."""
     if subtype not in _DISPLAYS:
         raise ValueError(f"Unknown telehealth event {subtype!r}")
     agent: JSONObject = {"requestor": who is not None or display is not None}
@@ -66,7 +68,7 @@ def audit_event(
     entities: list[JSONObject] = [{"what": {"reference": reference}} for reference in about]
     if delivery is not None:
         entities.append({"type": _DELIVERY_TYPE, "name": delivery})
-    return {
+    event: JSONObject = {
         "resourceType": "AuditEvent",
         "type": {"system": EVENT_SYSTEM, "code": "virtual-visit", "display": "Virtual visit"},
         "subtype": [{"system": EVENT_SYSTEM, "code": subtype, "display": _DISPLAYS[subtype]}],
@@ -77,3 +79,6 @@ def audit_event(
         "source": {"observer": {"display": "fhirserver"}, "type": [_SOURCE_TYPE]},
         "entity": entities,
     }
+    if outcome:
+        event["outcomeDesc"] = outcome
+    return event

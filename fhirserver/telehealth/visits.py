@@ -10,6 +10,8 @@ room, one Encounter and one meeting code.
 
 from __future__ import annotations
 
+import logging
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -41,6 +43,7 @@ from fhirserver.telehealth.virtual import (
     with_virtual_service,
 )
 
+logger = logging.getLogger("fhirserver.telehealth")
 Clock = Callable[[], datetime]
 # Appointment statuses in which a meeting code admits (inside the time window).
 _JOINABLE = frozenset({"booked", "arrived", "checked-in", "fulfilled"})
@@ -196,12 +199,40 @@ class Visits:
             room = await self.provider.room(room_id)
         else:
             room = await self.provider.create_room(appointment_id, _max(appointment))
+        try:
+            appointment, visit = await self._start_in_unit(
+                appointment_id, room, practitioner, display
+            )
+        except Exception:
+            if room_id is None:
+                await self._drop_unused_room(appointment_id, room)
+            raise
+        stored_room = _room_id(appointment)
+        if stored_room is not None and stored_room != room.room_id:
+            room = await self.provider.room(stored_room)
+        service = virtual_service(appointment)
+        code = service.meeting_code if service is not None else None
+        assert code is not None  # assigned above, in this unit or before
+        host = self.provider.participant_token(
+            room,
+            practitioner or f"host-{uuid.uuid4().hex[:12]}",
+            display or "Clinician",
+            "host",
+            self.settings.token_ttl,
+        )
+        return StartedVisit(visit, host, self.join_url(code), code)
+
+    async def _start_in_unit(
+        self, appointment_id: str, room: Room, practitioner: str | None, display: str | None
+    ) -> tuple[JSONObject, JSONObject]:
         now = self.clock()
         async with self.store.unit_of_work() as unit:
-            current = await unit.read("Appointment", appointment_id)
+            # Read again: the Appointment may have changed while the provider answered.
+            current: Version | None = await crud.read(unit, "Appointment", appointment_id)
             appointment = _load(current) or {}
             encounter_version = await _visit_encounter_version(unit, appointment_id)
             encounter = _load(encounter_version)
+            lifecycle.is_startable(appointment, encounter)
             if _room_id(appointment) is None:
                 appointment = await self._assign_room(unit, appointment, current, room)
                 current = await unit.read("Appointment", appointment_id)
@@ -219,31 +250,27 @@ class Visits:
             elif visit != encounter:
                 visit = await _save(unit, visit, encounter_version)
             if encounter is None or encounter.get("status") != "in-progress":
-                await _audit(
-                    unit,
-                    "visit-started",
-                    now,
-                    _about(appointment, visit),
-                    who=practitioner,
-                    display=display,
-                )
-        stored_room = _room_id(appointment)
-        if stored_room is not None and stored_room != room.room_id:
-            room = await self.provider.room(stored_room)
-        service = virtual_service(appointment)
-        code = service.meeting_code if service is not None else None
-        assert code is not None  # assigned above, in this unit or before
-        host = self.provider.participant_token(
-            room,
-            practitioner or f"host-{uuid.uuid4().hex[:12]}",
-            display or "Clinician",
-            "host",
-            self.settings.token_ttl,
-        )
-        return StartedVisit(visit, host, self.join_url(code), code)
+                about = _about(appointment, visit)
+                await _audit(unit, "visit-started", now, about, who=practitioner, display=display)
+        return appointment, visit
 
-    async def end(self, resource_type: str, resource_id: str) -> JSONObject:
-        """Finish the visit's Encounter (of an Encounter, or of an Appointment's visit)."""
+    async def _drop_unused_room(self, appointment_id: str, room: Room) -> None:
+        """Close a room made for a start that failed, unless the Appointment holds it
+        (another start got it in): it would stay open at the provider with nothing to
+        close it. Best effort: the start's own error is what the caller gets."""
+        appointment = await _content(self.store, "Appointment", appointment_id)
+        if appointment is not None and _room_id(appointment) == room.room_id:
+            return
+        try:
+            await self.provider.close_room(room)
+        except Exception:
+            logger.warning("room of Appointment/%s left open at the provider", appointment_id)
+
+    async def end(
+        self, resource_type: str, resource_id: str, reason: str | None = None
+    ) -> JSONObject:
+        """Finish the visit's Encounter (of an Encounter, or of an Appointment's visit);
+        `reason`, the operation's input as text, goes into the AuditEvent."""
         now = self.clock()
         async with self.store.unit_of_work() as unit:
             current: Version | None
@@ -263,7 +290,8 @@ class Visits:
             if ended == encounter:
                 return encounter
             stored = await _save(unit, ended, current)
-            await _audit(unit, "visit-ended", now, _about_encounter(stored))
+            about = _about_encounter(stored)
+            await _audit(unit, "visit-ended", now, about, outcome=reason)
             return stored
 
     async def _check_consent(self, appointment: JSONObject) -> None:
@@ -294,7 +322,10 @@ class Visits:
         code = codes.normalize(typed_code)
         if code is None:
             raise NotOpen()
+        # The room first, outside the unit (for 100ms a network call): a provider outage
+        # must not leave a join recorded for someone who got no token.
         now = self.clock()
+        room = await self._room_to_join(code, now)
         async with self.store.unit_of_work() as unit:
             found = await _find(unit, "Appointment", [("meeting-code", code)], 1)
             current = found[0] if found else None
@@ -309,33 +340,43 @@ class Visits:
             arrived = lifecycle.patient_arrived(appointment)
             if arrived != appointment:
                 await _save(unit, arrived, current)
-                await _audit(
-                    unit, "patient-waiting", now, _about(appointment), who=patient, display=display
-                )
-            started = encounter is not None and encounter.get("status") == "in-progress"
+                about = _about(appointment)
+                await _audit(unit, "patient-waiting", now, about, who=patient, display=display)
+            # Started, with the room in hand (else the next poll admits).
+            started = (
+                encounter is not None
+                and encounter.get("status") == "in-progress"
+                and room is not None
+                and room.room_id == _room_id(appointment)
+            )
             if encounter is not None and started:
                 joined = lifecycle.participant_joined(encounter, patient, display, now)
                 if joined != encounter:
                     await _save(unit, joined, encounter_version)
+                    about = _about(appointment, encounter)
                     await _audit(
-                        unit,
-                        "participant-joined",
-                        now,
-                        _about(appointment, encounter),
-                        who=patient,
-                        display=display,
+                        unit, "participant-joined", now, about, who=patient, display=display
                     )
-        if not started:
+        if not started or room is None:
             start = appointment.get("start")
             return Joined(str(appointment["id"]), True, start if isinstance(start, str) else None)
-        room_id = _room_id(appointment)
-        assert room_id is not None  # a joinable Appointment has its room
-        room = await self.provider.room(room_id)
         identity = patient or f"guest-{uuid.uuid4().hex[:12]}"
         token = self.provider.participant_token(
             room, identity, display, "guest", self.settings.token_ttl
         )
         return Joined(str(appointment["id"]), False, token=token)
+
+    async def _room_to_join(self, code: str, now: datetime) -> Room | None:
+        """The room of the visit this code opens, if it admits now and has started."""
+        found = await _find(self.store, "Appointment", [("meeting-code", code)], 1)
+        seen = _load(found[0]) if found else None
+        if seen is None or not self._admits(seen, now):
+            return None
+        encounter = await _visit_encounter(self.store, str(seen["id"]))
+        room_id = _room_id(seen)
+        if encounter is None or encounter.get("status") != "in-progress" or room_id is None:
+            return None
+        return await self.provider.room(room_id)
 
     def _admits(self, appointment: JSONObject, now: datetime) -> bool:
         if not is_virtual(appointment) or appointment.get("status") not in _JOINABLE:
@@ -372,7 +413,9 @@ class Visits:
         if encounter is None or encounter.get("status") in _ENDED_ENCOUNTER:
             return 0
         who = local_reference({"reference": event.participant_identity})
-        display = event.participant_display or (None if who else event.participant_identity)
+        display = clean_display(event.participant_display) or (
+            None if who else clean_display(event.participant_identity)
+        )
         if event.kind == "room-ended":
             if encounter.get("status") != "in-progress":
                 return 0
@@ -386,8 +429,9 @@ class Visits:
         else:
             updated = lifecycle.participant_left(encounter, who, display, event.at)
             subtype = "participant-left"
-        if updated != encounter:
-            await _save(unit, updated, current)
+        if updated == encounter:
+            return 0  # a delivery repeated, or an event the record already shows
+        await _save(unit, updated, current)
         await _audit(
             unit,
             subtype,
@@ -424,8 +468,35 @@ class Visits:
 async def _find(
     reader: Reader, resource_type: str, criteria: list[tuple[str, str]], limit: int
 ) -> list[Version]:
-    query = parse_search((resource_type,), [*criteria, ("_count", str(limit))], strict=True)
+    """Search with exact values: `\\ , | $` in them are escaped (R4 search.html#escaping),
+    so a value from outside (a webhook's room name) cannot add search syntax."""
+    escaped = [(name, _escape(value)) for name, value in criteria]
+    query = parse_search((resource_type,), [*escaped, ("_count", str(limit))], strict=True)
     return (await reader.search(query)).matches
+
+
+def _escape(value: str) -> str:
+    for special in ("\\", ",", "|", "$"):
+        value = value.replace(special, "\\" + special)
+    return value
+
+
+#: The longest display name the server records for a participant.
+MAX_DISPLAY = 80
+
+
+def clean_display(text: str | None) -> str | None:
+    """A participant's display name as recorded: whitespace collapsed; None when empty,
+    over MAX_DISPLAY characters, or holding control characters or lone surrogates
+    (not text: they cannot be stored as JSON)."""
+    if text is None:
+        return None
+    name = " ".join(text.split())
+    if not name or len(name) > MAX_DISPLAY:
+        return None
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return None
+    return name
 
 
 async def _unused_code(reader: Reader) -> str:
@@ -476,8 +547,11 @@ async def _audit(
     who: str | None = None,
     display: str | None = None,
     delivery: str | None = None,
+    outcome: str | None = None,
 ) -> None:
-    event = audit_event(subtype, at, about, who=who, display=display, delivery=delivery)
+    event = audit_event(
+        subtype, at, about, who=who, display=display, delivery=delivery, outcome=outcome
+    )
     await crud.write_new(unit, event, meta.new_id())
 
 

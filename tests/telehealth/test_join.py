@@ -4,13 +4,16 @@ client and per code that make guessing a 48-bit code hopeless."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from starlette.applications import Starlette
 
 from fhirserver.config import Settings
 from fhirserver.rest.ratelimit import RateLimit
-from tests.telehealth.test_visits import book, meeting_code, read
+from fhirserver.telehealth.providers import ProviderUnavailable
+from tests.telehealth.test_visits import book, meeting_code, outputs, read, start
 
 
 @pytest.fixture
@@ -73,3 +76,40 @@ async def test_a_form_post_works_and_a_missing_name_is_400(
     ]
     assert waiting[0]["resource"]["agent"][0]["who"]["display"] == "Pat Doe"
     assert (await read(http, "Appointment", booked["id"]))["status"] == "arrived"
+
+
+async def test_a_name_that_is_not_text_is_400_not_500(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    booked = await book(http, app)
+    code = meeting_code(booked)
+    for raw in (b'{"name":"\\ud800"}', b'{"name":"Pat\\u0000"}'):
+        answer = await http.post(f"/join/{code}", content=raw)
+        assert answer.status_code == 400, answer.text
+    assert (await read(http, "Appointment", booked["id"]))["status"] == "booked"
+
+
+async def test_addresses_of_one_ipv6_64_share_one_limit(app: Starlette) -> None:
+    statuses = []
+    for host in range(6):
+        transport = httpx.ASGITransport(app=app, client=(f"2001:db8::{host:x}", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+            answer = await other.post("/join/ABCDEFGHJK", json={"name": "Mallory"})
+            statuses.append(answer.status_code)
+    assert statuses == [404] * 5 + [429]
+
+
+async def test_a_provider_outage_at_join_records_no_join(
+    http: httpx.AsyncClient, app: Starlette, fake_livekit: Any
+) -> None:
+    booked = await book(http, app)
+    encounter = outputs((await start(http, booked["id"])).json())["encounter"]
+
+    async def down(room_id: str) -> Any:
+        raise ProviderUnavailable("LiveKit is down")
+
+    app.state.visits.provider.room = down
+    answer = await http.post(f"/join/{meeting_code(booked)}", json={"name": "Pat"})
+    assert answer.status_code == 503
+    stored = await read(http, "Encounter", encounter["id"])
+    assert not [p for p in stored.get("participant", []) if "period" in p]

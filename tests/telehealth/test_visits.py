@@ -458,3 +458,46 @@ async def test_with_require_consent_a_visit_needs_the_patients_telehealth_consen
         assert await search(http, "Encounter") == []
         assert (await http.post(f"{FHIR}/Consent", json=consent())).status_code == 201
         assert (await start(http, booked["id"])).status_code == 200
+
+
+async def test_end_records_the_reason_given(http: httpx.AsyncClient, app: Starlette) -> None:
+    booked = await book(http, app)
+    encounter = outputs((await start(http, booked["id"])).json())["encounter"]
+    reason = {"name": "reason", "valueCodeableConcept": {"text": "connection lost"}}
+    ended = await http.post(
+        f"{FHIR}/Encounter/{encounter['id']}/$end-virtual-visit",
+        json={"resourceType": "Parameters", "parameter": [reason]},
+    )
+    assert ended.status_code == 200, ended.text
+    found = await search(http, f"AuditEvent?subtype=visit-ended&entity=Encounter/{encounter['id']}")
+    assert [event.get("outcomeDesc") for event in found] == ["connection lost"]
+
+
+@pytest.mark.parametrize("meanwhile", ["delete", "cancel"])
+async def test_a_start_that_loses_a_race_leaves_no_room_behind(
+    http: httpx.AsyncClient, app: Starlette, fake_livekit: FakeLiveKit, meanwhile: str
+) -> None:
+    created = (await http.post(f"{FHIR}/Appointment", json=appointment())).json()
+    provider = app.state.visits.provider
+    create_room, release = provider.create_room, asyncio.Event()
+
+    async def slow_create(key: str, max_participants: int | None = None) -> Any:
+        room = await create_room(key, max_participants)
+        await release.wait()
+        return room
+
+    provider.create_room = slow_create
+    starting = asyncio.create_task(start(http, created["id"]))
+    await asyncio.sleep(0.05)
+    path = f"{FHIR}/Appointment/{created['id']}"
+    if meanwhile == "delete":
+        assert (await http.delete(path)).status_code == 204
+    else:
+        cancelled = {**created, "status": "cancelled"}
+        assert (await http.put(path, json=cancelled)).status_code == 200
+    release.set()
+    answer = await starting
+    assert answer.status_code == (410 if meanwhile == "delete" else 422), answer.text
+    assert answer.json()["resourceType"] == "OperationOutcome"
+    assert fake_livekit.rooms == {}
+    assert await search(http, "Encounter") == []

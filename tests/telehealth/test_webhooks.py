@@ -108,3 +108,40 @@ async def test_events_for_unknown_rooms_or_other_providers_are_dropped(
     other = await http.post("/telehealth/webhooks/100ms", content=b"{}")
     assert other.status_code == 404
     assert "participant-joined" not in await events(http, f"Encounter/{encounter['id']}")
+
+
+async def test_a_replayed_delivery_without_an_id_records_nothing_new(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, encounter = await visit(http, app)
+    data = json.loads(event("participant_joined", room, "EV_1"))
+    del data["id"]
+    body = json.dumps(data).encode()
+    assert (await deliver(http, body)).json() == {"recorded": 1}
+    assert (await deliver(http, body)).json() == {"recorded": 0}
+    assert (await events(http, f"Encounter/{encounter['id']}")).count("participant-joined") == 1
+
+
+async def test_a_room_name_with_search_syntax_matches_no_visit(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, encounter = await visit(http, app)
+    for name in (f"{room},x", f"x,{room}", "[t]", f"{room}|"):
+        answer = await deliver(http, event("participant_joined", name, f"EV_{name}"))
+        assert answer.json() == {"recorded": 0}, name
+    assert "participant-joined" not in await events(http, f"Encounter/{encounter['id']}")
+
+
+async def test_odd_event_times_and_names_are_refused_or_dropped_never_500(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, _ = await visit(http, app)
+    for when in ("²", "9" * 5000, "9999-12-31T23:59:59-14:00"):
+        data = json.loads(event("participant_joined", room, f"EV_{when[:3]}"))
+        data["createdAt"] = when
+        answer = await deliver(http, json.dumps(data).encode())
+        assert answer.status_code in (200, 401), answer.text
+    odd = json.loads(event("participant_left", room, "EV_odd", identity="guest-1"))
+    odd["participant"]["name"] = "\ud800"
+    answer = await deliver(http, json.dumps(odd).encode())
+    assert answer.status_code == 200 and answer.json() == {"recorded": 0}

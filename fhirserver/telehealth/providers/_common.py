@@ -135,8 +135,10 @@ def parse_time(value: object) -> datetime | None:
     int64) or an ISO 8601 string. None when absent or unreadable."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        digits = value.strip().lstrip("-")
+        if digits.isascii() and digits.isdigit() and len(digits) <= 20:
+            value = int(value)
     if isinstance(value, int | float):
         if value <= 0:
             return None
@@ -147,9 +149,10 @@ def parse_time(value: object) -> datetime | None:
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
-        except ValueError:
+            # In UTC now: an extreme offset near year 1 or 9999 cannot be shown in UTC.
+            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return None
 
 
