@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import pytest
-
 from fhirserver.storage.base import Store
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.sqlite import SqliteStore
@@ -28,10 +26,6 @@ from tests.mongomock_async import AsyncMockClient
 
 MONGODB_URL = os.environ.get("FHIRSERVER_TEST_MONGODB_URL", "")
 BACKENDS = ["sqlite", "mongomock", *(["mongodb"] if MONGODB_URL else [])]
-
-# Tests that cannot run on mongomock, by test name (the part before any "["), with the
-# reason, which lies outside our code. Everything else runs on mongomock too.
-MONGOMOCK_LIMITS: dict[str, str] = {}
 
 Rows = list[tuple[Any, ...]]
 
@@ -106,14 +100,3 @@ def _mongo_dump(database: Any) -> Rows:
 
 def _first(item: tuple[str, Any]) -> str:
     return item[0]
-
-
-def skip_mongomock_limits(items: list[pytest.Item]) -> None:
-    """Skip, with its reason, each listed test on the mongomock backend."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("backend") != "mongomock":
-            continue
-        reason = MONGOMOCK_LIMITS.get(item.name.split("[", 1)[0])
-        if reason is not None:
-            item.add_marker(pytest.mark.skip(reason=f"mongomock: {reason}"))

@@ -24,12 +24,6 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(store=str(tmp_path / "fhir.sqlite"), max_body_bytes=64 * 1024, run_jobs=False)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    from tests.backends import skip_mongomock_limits
-
-    skip_mongomock_limits(items)
-
-
 @pytest.fixture
 def backend() -> str:
     """The store the app runs on. The storage contract's suites (storage, search,

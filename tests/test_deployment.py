@@ -313,7 +313,10 @@ console.log(JSON.stringify({calls, code}));
     return behaviour
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="no node to run the script with")
+@pytest.mark.skipif(
+    shutil.which("node") is None,
+    reason="node is not installed here (it runs mongosh's healthcheck script)",
+)
 def test_mongo_healthcheck_initiates_once_and_waits_for_the_primary() -> None:
     name, host, port = replica_set()
     primary = {"isWritablePrimary": True, "setName": name}
