@@ -16,6 +16,7 @@ from fhirserver.conformance import load_resources
 from fhirserver.errors import BadRequest, NotFound
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.definitions import is_resource_type
+from fhirserver.resources.references import local_reference
 from fhirserver.resources.validate import validate
 
 
@@ -81,4 +82,13 @@ def _value(spec: Mapping[str, Any], parameter: JSONObject, where: str) -> Any:
     expected = "resource" if is_resource_type(kind) else f"value{kind[:1].upper()}{kind[1:]}"
     if present != [expected]:
         raise BadRequest(f"{spec['name']!r} takes {expected}", expression=where)
-    return parameter[expected]
+    value = parameter[expected]
+    targets = [str(p).rsplit("/", 1)[-1] for p in spec.get("targetProfile") or []]
+    if kind == "Reference" and targets:
+        reference = local_reference(value)
+        if reference is None or reference.split("/")[0] not in targets:
+            raise BadRequest(
+                f"{spec['name']!r} must reference a {' or '.join(targets)} as Type/id",
+                expression=where,
+            )
+    return value

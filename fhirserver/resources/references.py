@@ -29,6 +29,21 @@ def references(value: Any) -> Iterator[JSONObject]:
                 yield from references(child)
 
 
+def local_reference(reference: Any) -> str | None:
+    """`Type/id` of a literal reference, relative or absolute (version stripped); None for
+    anything else (contained `#x`, `urn:` placeholders, a missing reference)."""
+    if isinstance(reference, dict):
+        reference = reference.get("reference")
+    if not isinstance(reference, str) or reference.startswith(("#", "urn:")):
+        return None
+    parts = reference.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2 or not parts[-2] or not parts[-1] or not parts[-2][0].isupper():
+        return None
+    return f"{parts[-2]}/{parts[-1]}"
+
+
 def rewrite_references(resource: JSONObject, new_target: Callable[[str], str | None]) -> bool:
     """Replace, in place, each link for which `new_target` gives a new value; whether
     anything changed. Links are Reference.reference, elements of uri-like types (those

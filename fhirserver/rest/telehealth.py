@@ -17,6 +17,7 @@ from fhirserver.errors import BadRequest, FHIRError, NotFound
 from fhirserver.interactions.operations import definition, input_parameters
 from fhirserver.resources import codec
 from fhirserver.resources.meta import format_instant
+from fhirserver.resources.references import local_reference
 from fhirserver.rest.negotiation import (
     FORM,
     RESOURCE_TYPES,
@@ -27,7 +28,6 @@ from fhirserver.rest.negotiation import (
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.responses import fhir_response
 from fhirserver.telehealth import codes
-from fhirserver.telehealth.virtual import local_reference
 from fhirserver.telehealth.visits import (
     MAX_DISPLAY,
     Joined,
@@ -79,15 +79,8 @@ def _text(values: list[Any] | None) -> str | None:
 
 
 def _reference(values: list[Any] | None) -> str | None:
-    if not values:
-        return None
-    reference = local_reference(values[0])
-    if reference is None or reference.split("/")[0] not in ("Practitioner", "PractitionerRole"):
-        raise BadRequest(
-            "practitioner must reference a Practitioner or PractitionerRole as Type/id",
-            expression="Parameters.parameter.where(name = 'practitioner')",
-        )
-    return reference
+    """A Reference input, its target already checked against the definition."""
+    return local_reference(values[0]) if values else None
 
 
 def _started_parameters(started: StartedVisit) -> dict[str, Any]:

@@ -88,13 +88,13 @@ from typing import NamedTuple
 from fhirserver.errors import FHIRError, Issue, Unprocessable
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.meta import format_instant
+from fhirserver.resources.references import local_reference
 from fhirserver.search.time import date_range
 from fhirserver.telehealth.virtual import (
     PARTICIPANT_ACTOR_URL,
     VR_CLASS,
     VirtualService,
     is_virtual,
-    local_reference,
     patient_reference,
     virtual_service,
     with_virtual_service,

@@ -36,6 +36,7 @@ from typing import Any
 
 from fhirserver.errors import FHIRError, Issue, Unprocessable
 from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.references import local_reference
 from fhirserver.search.time import date_range
 
 #: The base of every canonical URL the server defines (StructureDefinition, CodeSystem,
@@ -259,21 +260,6 @@ def with_virtual_service(resource: JSONObject, service: VirtualService | None) -
     else:
         updated.pop("extension", None)
     return updated
-
-
-def local_reference(reference: Any) -> str | None:
-    """`Type/id` of a literal reference, relative or absolute (version stripped); None for
-    anything else (contained `#x`, `urn:` placeholders, a missing reference)."""
-    if isinstance(reference, dict):
-        reference = reference.get("reference")
-    if not isinstance(reference, str) or reference.startswith(("#", "urn:")):
-        return None
-    parts = reference.split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    if len(parts) < 2 or not parts[-2] or not parts[-1] or not parts[-2][0].isupper():
-        return None
-    return f"{parts[-2]}/{parts[-1]}"
 
 
 def patient_reference(appointment: JSONObject) -> str | None:

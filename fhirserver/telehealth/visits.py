@@ -23,6 +23,7 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.jobs import Handler, TryLater
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.references import local_reference
 from fhirserver.search.parse import parse_search
 from fhirserver.storage.base import Job, Reader, Store, UnitOfWork, Version
 from fhirserver.telehealth import codes, lifecycle, rules
@@ -37,7 +38,6 @@ from fhirserver.telehealth.providers import (
 from fhirserver.telehealth.virtual import (
     consent_permits_visit,
     is_virtual,
-    local_reference,
     patient_reference,
     virtual_service,
     with_virtual_service,

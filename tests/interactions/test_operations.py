@@ -53,6 +53,9 @@ def test_inputs_by_name() -> None:
             {"name": "display", "valueString": "a"}, {"name": "display", "valueString": "b"}
         ),
         parameters({"name": "display"}),  # no value
+        # not a target the definition's targetProfile allows
+        parameters({"name": "practitioner", "valueReference": {"reference": "Patient/1"}}),
+        parameters({"name": "practitioner", "valueReference": {"reference": "#contained"}}),
         {"resourceType": "Patient"},  # not Parameters
     ],
 )

@@ -26,7 +26,6 @@ from fhirserver.telehealth.virtual import (
     channel_type,
     consent_permits_visit,
     is_virtual,
-    local_reference,
     patient_reference,
     provider_name,
     virtual_service,
@@ -250,24 +249,6 @@ def test_vr_class_is_the_v3_act_code() -> None:
     }
     assert VR_CLASS.matches({"system": VR_CLASS.system, "code": "VR"})
     assert not VR_CLASS.matches({"system": VR_CLASS.system, "code": "AMB"})
-
-
-@pytest.mark.parametrize(
-    ("reference", "local"),
-    [
-        ("Patient/p1", "Patient/p1"),
-        ({"reference": "Patient/p1", "display": "Ann"}, "Patient/p1"),
-        ("https://fhir.example/r4/Patient/p1", "Patient/p1"),
-        ("Patient/p1/_history/3", "Patient/p1"),
-        ("#contained", None),
-        ("urn:uuid:0b5e8a36-9d2f-4d8e-9b43-1c2f1a7d2b11", None),
-        ({"display": "Ann"}, None),
-        ("p1", None),
-        (None, None),
-    ],
-)
-def test_local_reference(reference: Any, local: str | None) -> None:
-    assert local_reference(reference) == local
 
 
 def test_patient_reference_is_the_patient_participant() -> None:
