@@ -32,6 +32,19 @@ MAX_TOKEN_TTL = timedelta(hours=24)
 _SCRUBBED = "***"
 
 
+class HttpClient:
+    """What the REST providers (LiveKit, 100ms) share: one httpx client, closed by
+    `aclose` only if the provider made it (a test's mock transport is left alone)."""
+
+    def __init__(self, timeout: float, http: httpx.AsyncClient | None) -> None:
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

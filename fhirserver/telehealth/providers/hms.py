@@ -102,7 +102,7 @@ class HmsConfig:
         common.check_prefix(self.room_prefix)
 
 
-class HmsProvider:
+class HmsProvider(common.HttpClient):
     """100ms behind the `VideoProvider` protocol (see the module docstring)."""
 
     name = "100ms"
@@ -114,12 +114,11 @@ class HmsProvider:
         http: httpx.AsyncClient | None = None,
         clock: common.Clock = common.utcnow,
     ) -> None:
+        super().__init__(config.timeout, http)
         self.config = config
         self._key = common.oct_key(config.app_secret, "app_secret")
         self._clock = clock
         self._base = config.api_base.rstrip("/")
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(config.timeout))
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -329,7 +328,3 @@ class HmsProvider:
                 event_id=event_id,
             )
         ]
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()

@@ -102,7 +102,7 @@ class LiveKitConfig:
         return self._with_scheme("wss", "ws")
 
 
-class LiveKitProvider:
+class LiveKitProvider(common.HttpClient):
     """LiveKit behind the `VideoProvider` protocol (see the module docstring)."""
 
     name = "livekit"
@@ -114,11 +114,10 @@ class LiveKitProvider:
         http: httpx.AsyncClient | None = None,
         clock: common.Clock = common.utcnow,
     ) -> None:
+        super().__init__(config.timeout, http)
         self.config = config
         self._key = common.oct_key(config.api_secret, "api_secret")
         self._clock = clock
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(config.timeout))
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -272,7 +271,3 @@ class LiveKitProvider:
                 event_id=event_id,
             )
         ]
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
