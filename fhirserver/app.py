@@ -11,10 +11,11 @@ from datetime import timedelta
 
 from starlette.applications import Starlette
 
+from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
-from fhirserver.interactions import rules
 from fhirserver.interactions.jobs import JobRunner
 from fhirserver.interactions.reindex import reindex
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
@@ -44,16 +45,17 @@ def create_app(
     settings: Settings | None = None,
     store: Store | None = None,
     provider: VideoProvider | None = None,
+    clock: Clock = system_clock,
 ) -> Starlette:
-    """`provider` replaces the configured video provider (tests: mock transports)."""
+    """`provider` replaces the configured video provider (tests: mock transports);
+    `clock` is the one source of time for everything the app does."""
     settings = settings or Settings.from_env()
     chosen = store or open_store(settings)
-    video = provider or make_provider(settings)
-    visits = make_visits(settings, chosen, video)
-    jobs = JobRunner(chosen, visits.handlers())
-    rules.install(
-        write_rules(timedelta(minutes=settings.no_show_grace_minutes), settings.video_provider)
-    )
+    video = provider or make_provider(settings, clock=clock)
+    grace = timedelta(minutes=settings.no_show_grace_minutes)
+    writes = WriteContext(write_rules(grace, settings.video_provider), clock)
+    visits = make_visits(settings, chosen, video, writes)
+    jobs = JobRunner(chosen, visits.handlers(), clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,6 +81,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.store = chosen
+    app.state.writes = writes
     app.state.visits = visits
     app.state.jobs = jobs
     # Join by code: per client address and per code (a guessing client changes codes;

@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import fhirserver, json
 from fhirserver.conformance import data_dir
+from fhirserver.clock import system_clock
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.search.params import registry
 print(json.dumps({
     "package": fhirserver.__file__,
     "searchparams": str(data_dir("searchparams")),
-    "types": len(capability_statement("http://x")["rest"][0]["resource"]),
+    "types": len(capability_statement("http://x", system_clock())["rest"][0]["resource"]),
     "identifier": registry().get("Patient", "identifier") is not None,
 }))
 """

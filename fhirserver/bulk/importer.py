@@ -23,11 +23,15 @@ from fhirserver.bulk.prepare import Prepared, Problem, prepare
 from fhirserver.bulk.sources import Chunk, chunks, input_files
 from fhirserver.errors import FHIRError
 from fhirserver.interactions.bundle import ReadOptions, read_entries, transaction
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.storage.base import Store
 
 # Called with (bytes read, bytes in all, resources written) after each chunk.
 Progress = Callable[[int, int, int], None]
 _OPTIONS = ReadOptions()
+# An import loads records as they are: no feature's write rules run (telehealth does not
+# provision rooms for imported Appointments), and lastUpdated is the system clock's.
+AS_RECORDED = WriteContext()
 
 
 @dataclass(slots=True)
@@ -48,6 +52,7 @@ async def import_files(
     workers: int = 0,
     progress: Progress | None = None,
     on_problem: Callable[[Problem], None] | None = None,
+    context: WriteContext = AS_RECORDED,
 ) -> ImportReport:
     """`workers`: processes to parse and validate in; 0 does it in this process."""
     files = input_files(paths)
@@ -59,7 +64,7 @@ async def import_files(
         async for prepared in _prepared(_all_chunks(files), pool, workers + 1):
             if strict:
                 prepared.cut_at_first_problem()
-            written, failed = await _write(store, prepared, strict)
+            written, failed = await _write(store, context, prepared, strict)
             report.written += written
             for problem in [*prepared.problems, *failed]:
                 report.problems.append(problem)
@@ -118,7 +123,9 @@ class WorkerDied(Exception):
     """A worker process ended abruptly (killed, or out of memory)."""
 
 
-async def _write(store: Store, prepared: Prepared, strict: bool) -> tuple[int, list[Problem]]:
+async def _write(
+    store: Store, context: WriteContext, prepared: Prepared, strict: bool
+) -> tuple[int, list[Problem]]:
     """Entries written, and the problems met writing."""
     if not prepared.entries:
         return 0, []
@@ -126,7 +133,7 @@ async def _write(store: Store, prepared: Prepared, strict: bool) -> tuple[int, l
     for entry, search_index in zip(entries, prepared.indexes, strict=True):
         entry.search_index = search_index
     try:
-        results = await transaction(store, entries, _OPTIONS)
+        results = await transaction(store, context, entries, _OPTIONS)
         return len(results), []
     except FHIRError as exc:
         if prepared.mode == "transaction":
@@ -137,7 +144,7 @@ async def _write(store: Store, prepared: Prepared, strict: bool) -> tuple[int, l
     written, problems = 0, []
     for raw, place in zip(prepared.entries, prepared.places, strict=True):
         try:
-            await transaction(store, read_entries([raw], "", validated=True), _OPTIONS)
+            await transaction(store, context, read_entries([raw], "", validated=True), _OPTIONS)
             written += 1
         except FHIRError as exc:
             problems.append(Problem(place, str(exc).removeprefix("Bundle.entry[0]: ")))

@@ -36,6 +36,7 @@ from fhirserver.errors import (
 from fhirserver.interactions import crud
 from fhirserver.interactions.history import HistoryPage, history
 from fhirserver.interactions.paths import Target, parse_path
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search, system_scope
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
@@ -116,7 +117,9 @@ class EntryResult:
     error: FHIRError | None = None
 
 
-async def process(store: Store, bundle: JSONObject, options: ReadOptions) -> list[EntryResult]:
+async def process(
+    store: Store, context: WriteContext, bundle: JSONObject, options: ReadOptions
+) -> list[EntryResult]:
     """Run a batch or transaction Bundle; the results in request order."""
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
@@ -128,8 +131,9 @@ async def process(store: Store, bundle: JSONObject, options: ReadOptions) -> lis
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be a list", expression="Bundle.entry")
     if kind == "transaction":
-        return await transaction(store, read_entries(raw_entries, options.base_url), options)
-    return await batch(store, raw_entries, options)
+        entries = read_entries(raw_entries, options.base_url)
+        return await transaction(store, context, entries, options)
+    return await batch(store, context, raw_entries, options)
 
 
 def read_entries(raw_entries: list[Any], base_url: str, validated: bool = False) -> list[Entry]:
@@ -145,14 +149,16 @@ def read_entries(raw_entries: list[Any], base_url: str, validated: bool = False)
 
 
 async def transaction(
-    store: Store, entries: list[Entry], options: ReadOptions
+    store: Store, context: WriteContext, entries: list[Entry], options: ReadOptions
 ) -> list[EntryResult]:
     async with store.unit_of_work() as unit:
-        results = await _run(unit, entries, options)
+        results = await _run(unit, context, entries, options)
     return [results[entry.index] for entry in entries]
 
 
-async def batch(store: Store, raw_entries: list[Any], options: ReadOptions) -> list[EntryResult]:
+async def batch(
+    store: Store, context: WriteContext, raw_entries: list[Any], options: ReadOptions
+) -> list[EntryResult]:
     """Each entry alone, in its own unit of work, in the transaction order; a failure
     is that entry's answer."""
     results: dict[int, EntryResult] = {}
@@ -165,7 +171,7 @@ async def batch(store: Store, raw_entries: list[Any], options: ReadOptions) -> l
     for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
         try:
             async with store.unit_of_work() as unit:
-                results.update(await _run(unit, [entry], options))
+                results.update(await _run(unit, context, [entry], options))
         except FHIRError as exc:
             results[entry.index] = EntryResult(entry, exc.status, error=exc)
     return [results[index] for index in range(len(raw_entries))]
@@ -287,7 +293,7 @@ def _base64(data: Any) -> bytes:
 
 
 async def _run(
-    unit: UnitOfWork, entries: list[Entry], options: ReadOptions
+    unit: UnitOfWork, context: WriteContext, entries: list[Entry], options: ReadOptions
 ) -> dict[int, EntryResult]:
     ordered = sorted(entries, key=lambda e: _ORDER[e.method])
     for entry in ordered:
@@ -301,7 +307,8 @@ async def _run(
     await _read_current(unit, ordered)
     results: dict[int, EntryResult] = {}
     for entry in ordered:
-        results[entry.index] = await _guarded(entry, _execute(unit, entry, results, options))
+        step = _execute(unit, context, entry, results, options)
+        results[entry.index] = await _guarded(entry, step)
     return results
 
 
@@ -497,14 +504,18 @@ async def _read_current(unit: UnitOfWork, entries: list[Entry]) -> None:
 
 
 async def _execute(
-    unit: UnitOfWork, entry: Entry, done: dict[int, EntryResult], options: ReadOptions
+    unit: UnitOfWork,
+    context: WriteContext,
+    entry: Entry,
+    done: dict[int, EntryResult],
+    options: ReadOptions,
 ) -> EntryResult:
     method = entry.method
     if method in ("GET", "HEAD"):
         return await _read(unit, entry, options)
     resource_id = entry.resource_id
     if method == "DELETE":
-        tombstone = await crud.delete_in(unit, entry.current, entry.preconditions)
+        tombstone = await crud.delete_in(unit, context, entry.current, entry.preconditions)
         return EntryResult(entry, 204, tombstone)
     if entry.existing is not None:
         return EntryResult(entry, 200, entry.existing)
@@ -515,6 +526,7 @@ async def _execute(
         assert entry.patcher is not None
         written = await crud.patch_in(
             unit,
+            context,
             entry.resource_type,
             resource_id,
             entry.current,
@@ -523,11 +535,14 @@ async def _execute(
         )
     elif method == "POST":
         assert entry.resource is not None
-        written = await crud.write_new(unit, entry.resource, resource_id, entry.search_index)
+        written = await crud.write_new(
+            unit, context, entry.resource, resource_id, entry.search_index
+        )
     else:
         assert entry.resource is not None
         written = await crud.update_in(
             unit,
+            context,
             entry.resource,
             resource_id,
             entry.current,

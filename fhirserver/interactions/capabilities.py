@@ -7,6 +7,7 @@ advertised that answers 501.
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -14,7 +15,7 @@ from fhirserver import FHIR_VERSION, __version__
 from fhirserver.conformance import load_resources
 from fhirserver.interactions.operations import instance_operations
 from fhirserver.resources.definitions import resource_types
-from fhirserver.resources.meta import format_instant, now
+from fhirserver.resources.meta import format_instant
 from fhirserver.search.params import registry
 
 TYPE_INTERACTIONS = (
@@ -44,9 +45,9 @@ def _base() -> dict[str, Any]:
     raise RuntimeError("capability/ holds no CapabilityStatement")
 
 
-def capability_statement(base_url: str) -> dict[str, Any]:
+def capability_statement(base_url: str, now: datetime) -> dict[str, Any]:
     statement = copy.deepcopy(_base())
-    statement["date"] = format_instant(now())
+    statement["date"] = format_instant(now)
     statement["fhirVersion"] = FHIR_VERSION
     statement["software"] = {"name": "fhirserver", "version": __version__}
     statement["implementation"] = {"description": "fhirserver", "url": base_url}

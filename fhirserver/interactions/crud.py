@@ -23,7 +23,7 @@ from fhirserver.errors import (
     PreconditionFailed,
     Unprocessable,
 )
-from fhirserver.interactions import rules
+from fhirserver.interactions.rules import Change, WriteContext
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
@@ -111,7 +111,11 @@ async def vread(store: Reader, resource_type: str, resource_id: str, version_id:
 
 
 async def create(
-    store: Store, resource_type: str, resource: JSONObject, if_none_exist: Params | None = None
+    store: Store,
+    context: WriteContext,
+    resource_type: str,
+    resource: JSONObject,
+    if_none_exist: Params | None = None,
 ) -> WriteResult:
     validate(resource, resource_type)
     async with store.unit_of_work() as unit:
@@ -120,11 +124,12 @@ async def create(
             if existing is not None:
                 return WriteResult(existing, created=False)
         # R4 http.html#create: an id in the body is ignored; the server assigns one.
-        return await write_new(unit, resource, meta.new_id())
+        return await write_new(unit, context, resource, meta.new_id())
 
 
 async def update(
     store: Store,
+    context: WriteContext,
     resource_type: str,
     resource_id: str,
     resource: JSONObject,
@@ -135,11 +140,12 @@ async def update(
     check_body_id(resource, resource_id)
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
-        return await update_in(unit, resource, resource_id, current, preconditions)
+        return await update_in(unit, context, resource, resource_id, current, preconditions)
 
 
 async def conditional_update(
     store: Store,
+    context: WriteContext,
     resource_type: str,
     criteria: Params,
     resource: JSONObject,
@@ -149,11 +155,12 @@ async def conditional_update(
     async with store.unit_of_work() as unit:
         resource_id = await conditional_update_id(unit, resource_type, criteria, resource)
         current = await unit.read(resource_type, resource_id)
-        return await update_in(unit, resource, resource_id, current, preconditions)
+        return await update_in(unit, context, resource, resource_id, current, preconditions)
 
 
 async def patch(
     store: Store,
+    context: WriteContext,
     resource_type: str,
     resource_id: str,
     patcher: Patcher,
@@ -163,11 +170,14 @@ async def patch(
     meta.check_id(resource_id)
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
-        return await patch_in(unit, resource_type, resource_id, current, patcher, preconditions)
+        return await patch_in(
+            unit, context, resource_type, resource_id, current, patcher, preconditions
+        )
 
 
 async def delete(
     store: Store,
+    context: WriteContext,
     resource_type: str,
     resource_id: str,
     preconditions: Preconditions = NO_PRECONDITIONS,
@@ -176,11 +186,12 @@ async def delete(
     meta.check_id(resource_id)
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
-        return await delete_in(unit, current, preconditions)
+        return await delete_in(unit, context, current, preconditions)
 
 
 async def conditional_delete(
     store: Store,
+    context: WriteContext,
     resource_type: str,
     criteria: Params,
     preconditions: Preconditions = NO_PRECONDITIONS,
@@ -189,7 +200,7 @@ async def conditional_delete(
     async with store.unit_of_work() as unit:
         match = await match_one(unit, resource_type, criteria, "delete")
         _check_preconditions(match, preconditions)
-        return await _tombstone(unit, match)
+        return await _tombstone(unit, context, match)
 
 
 # The steps below run inside a caller's unit of work: one interaction's, or a
@@ -233,17 +244,19 @@ async def conditional_update_id(
 
 async def write_new(
     unit: UnitOfWork,
+    context: WriteContext,
     resource: JSONObject,
     resource_id: str,
     index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
     """A create with an id already chosen. `index`: the resource's index entries, when
     the caller has them already."""
-    return await _write(unit, resource, resource_id, None, "POST", index)
+    return await _write(unit, context, resource, resource_id, None, "POST", index)
 
 
 async def update_in(
     unit: UnitOfWork,
+    context: WriteContext,
     resource: JSONObject,
     resource_id: str,
     current: Version | None,
@@ -252,11 +265,12 @@ async def update_in(
 ) -> WriteResult:
     """`current`: the resource's current version as read in this unit, if any."""
     _check_preconditions(current, preconditions)
-    return await _write(unit, resource, resource_id, current, "PUT", index)
+    return await _write(unit, context, resource, resource_id, current, "PUT", index)
 
 
 async def patch_in(
     unit: UnitOfWork,
+    context: WriteContext,
     resource_type: str,
     resource_id: str,
     current: Version | None,
@@ -281,14 +295,17 @@ async def patch_in(
         raise Unprocessable(
             f"The patched resource is not valid: {exc}", issues=exc.issues
         ) from None
-    return await _write(unit, patched, resource_id, current, "PATCH")
+    return await _write(unit, context, patched, resource_id, current, "PATCH")
 
 
 async def delete_in(
-    unit: UnitOfWork, current: Version | None, preconditions: Preconditions
+    unit: UnitOfWork,
+    context: WriteContext,
+    current: Version | None,
+    preconditions: Preconditions,
 ) -> Version | None:
     _check_preconditions(current, preconditions)
-    return await _tombstone(unit, current)
+    return await _tombstone(unit, context, current)
 
 
 async def match_one(
@@ -317,6 +334,7 @@ def _check_preconditions(current: Version | None, preconditions: Preconditions) 
 
 async def _write(
     unit: UnitOfWork,
+    context: WriteContext,
     resource: JSONObject,
     resource_id: str,
     current: Version | None,
@@ -324,13 +342,14 @@ async def _write(
     index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
     number = current.version + 1 if current is not None else 1
-    rule = rules.rule_for(str(resource["resourceType"]))
+    moment = context.clock()
+    rule = context.rule_for(str(resource["resourceType"]))
     if rule is not None:
         # The rule sees the resource as it will be stored: under its id.
-        amended = await rule(unit, _content(current), {**resource, "id": resource_id})
+        new = {**resource, "id": resource_id}
+        amended = await rule(Change(unit, _content(current), new, context.actor, moment))
         if amended is not None:
             resource, index = amended, None
-    moment = meta.now()
     stored = meta.stamp(resource, resource_id, number, moment)
     version = Version(
         stored["resourceType"], resource_id, number, moment, method, codec.dumps(stored)
@@ -340,14 +359,17 @@ async def _write(
     return WriteResult(version, created=current is None or current.deleted)
 
 
-async def _tombstone(unit: UnitOfWork, current: Version | None) -> Version | None:
+async def _tombstone(
+    unit: UnitOfWork, context: WriteContext, current: Version | None
+) -> Version | None:
     if current is None or current.deleted:
         return None
-    rule = rules.rule_for(current.resource_type)
+    moment = context.clock()
+    rule = context.rule_for(current.resource_type)
     if rule is not None:
-        await rule(unit, _content(current), None)
+        await rule(Change(unit, _content(current), None, context.actor, moment))
     tombstone = Version(
-        current.resource_type, current.id, current.version + 1, meta.now(), "DELETE", None
+        current.resource_type, current.id, current.version + 1, moment, "DELETE", None
     )
     await unit.write(tombstone, ())
     return tombstone

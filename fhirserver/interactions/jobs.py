@@ -17,14 +17,14 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from fhirserver.clock import Clock
 from fhirserver.storage.base import Job, Store
 
 logger = logging.getLogger("fhirserver.jobs")
 
 Handler = Callable[[Job], Awaitable[None]]
-Clock = Callable[[], datetime]
 
 MAX_ATTEMPTS = 12
 # The lease outlives any one run: a provider call times out well before it.
@@ -40,16 +40,12 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2**attempts, 300))
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class JobRunner:
     def __init__(
         self,
         store: Store,
         handlers: Mapping[str, Handler],
-        clock: Clock = utc_now,
+        clock: Clock,
         idle_seconds: float = 1.0,
     ) -> None:
         self.store = store

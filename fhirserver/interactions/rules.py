@@ -1,32 +1,66 @@
 """Rules a write must meet beyond validation, owned by the features that need them
-(telehealth's Appointment and Encounter lifecycle).
+(telehealth's Appointment and Encounter lifecycle), and the context every write runs in.
 
 A rule runs inside the write's unit of work, for every create, update, patch and
-delete of its resource type, from REST and from Bundles alike. It sees the current
-content (None if there is none) and the new one (None for a delete); it may refuse
-with a FHIRError (nothing is written), return amended content, and record jobs in the
-unit, so that the intent of a side effect commits with the state change.
+delete of its resource type, from REST and from Bundles alike. It sees a `Change`: the
+current content (None if there is none), the new one (None for a delete), who writes
+and when. It may refuse with a FHIRError (nothing is written), return amended content,
+and record jobs in the unit, so that the intent of a side effect commits with the state
+change (DESIGN.md "Side effects and external calls").
+
+Nothing here is global: the app builds one `WriteContext` with its rules and clock and
+passes it to every write, so two apps in one process keep their own rules.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
 
+from fhirserver.clock import Clock, system_clock
 from fhirserver.resources.codec import JSONObject
 from fhirserver.storage.base import UnitOfWork
 
-WriteRule = Callable[
-    [UnitOfWork, JSONObject | None, JSONObject | None], Awaitable[JSONObject | None]
-]
 
-_rules: dict[str, WriteRule] = {}
+class Actor(enum.Enum):
+    """Who writes: a client through the API, or the server itself (a job acting on a
+    side effect), which may set what clients may not, such as a visit's room."""
 
-
-def install(rules: Mapping[str, WriteRule]) -> None:
-    """Make these the rules, by resource type (the app does this at start-up)."""
-    _rules.clear()
-    _rules.update(rules)
+    CLIENT = "client"
+    SERVER = "server"
 
 
-def rule_for(resource_type: str) -> WriteRule | None:
-    return _rules.get(resource_type)
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One write as a rule sees it, inside its unit of work."""
+
+    unit: UnitOfWork
+    current: JSONObject | None
+    new: JSONObject | None
+    actor: Actor
+    now: datetime
+
+
+WriteRule = Callable[[Change], Awaitable[JSONObject | None]]
+
+NO_RULES: Mapping[str, WriteRule] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """What every write needs besides its data: the rules by resource type, the clock
+    (`meta.lastUpdated`, the rules' `now`) and who writes."""
+
+    rules: Mapping[str, WriteRule] = field(default_factory=lambda: NO_RULES)
+    clock: Clock = system_clock
+    actor: Actor = Actor.CLIENT
+
+    def rule_for(self, resource_type: str) -> WriteRule | None:
+        return self.rules.get(resource_type)
+
+    def as_server(self) -> WriteContext:
+        """The same context for a write the server makes on its own account."""
+        return replace(self, actor=Actor.SERVER)

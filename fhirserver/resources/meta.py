@@ -28,10 +28,6 @@ def check_id(resource_id: str) -> str:
     return resource_id
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 def format_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 

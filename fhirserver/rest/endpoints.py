@@ -13,6 +13,7 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.bundle import ReadOptions, process
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search, system_scope
 from fhirserver.resources import codec
 from fhirserver.rest import headers
@@ -43,6 +44,12 @@ def _store(request: Request) -> Store:
     return store
 
 
+def _writes(request: Request) -> WriteContext:
+    """The app's write rules and clock, for a client's write."""
+    context: WriteContext = request.app.state.writes
+    return context
+
+
 def base_url(request: Request) -> str:
     settings = _settings(request)
     if settings.public_url:
@@ -65,7 +72,7 @@ def _location(request: Request, version: Version) -> str:
 
 async def capabilities(request: Request) -> Response:
     fmt = response_format(request)
-    return fhir_response(capability_statement(base_url(request)), fmt)
+    return fhir_response(capability_statement(base_url(request), _writes(request).clock()), fmt)
 
 
 async def read(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -95,7 +102,7 @@ async def create(request: Request, resource_type: str) -> Response:
     if if_none_exist is not None:
         # R4 http.html#ccreate: the header holds the query part of a search URL.
         criteria = crud.if_none_exist_criteria(if_none_exist)
-    result = await crud.create(_store(request), resource_type, resource, criteria)
+    result = await crud.create(_store(request), _writes(request), resource_type, resource, criteria)
     return _write_answer(request, fmt, result, "Created")
 
 
@@ -103,7 +110,12 @@ async def update(request: Request, resource_type: str, resource_id: str) -> Resp
     fmt = response_format(request)
     resource = await _resource_body(request)
     result = await crud.update(
-        _store(request), resource_type, resource_id, resource, headers.preconditions(request)
+        _store(request),
+        _writes(request),
+        resource_type,
+        resource_id,
+        resource,
+        headers.preconditions(request),
     )
     return _write_answer(request, fmt, result, "Updated")
 
@@ -112,7 +124,12 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
     resource = await _resource_body(request)
     result = await crud.conditional_update(
-        _store(request), resource_type, _criteria(request), resource, headers.preconditions(request)
+        _store(request),
+        _writes(request),
+        resource_type,
+        _criteria(request),
+        resource,
+        headers.preconditions(request),
     )
     return _write_answer(request, fmt, result, "Updated")
 
@@ -129,7 +146,12 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
     else:
         raise BadRequest("A FHIRPath Patch must be a Parameters resource")
     result = await crud.patch(
-        _store(request), resource_type, resource_id, patcher, headers.preconditions(request)
+        _store(request),
+        _writes(request),
+        resource_type,
+        resource_id,
+        patcher,
+        headers.preconditions(request),
     )
     return _write_answer(request, fmt, result, "Patched")
 
@@ -137,7 +159,11 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
 async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = response_format(request)
     tombstone = await crud.delete(
-        _store(request), resource_type, resource_id, headers.preconditions(request)
+        _store(request),
+        _writes(request),
+        resource_type,
+        resource_id,
+        headers.preconditions(request),
     )
     return _delete_answer(request, fmt, tombstone)
 
@@ -145,7 +171,11 @@ async def delete(request: Request, resource_type: str, resource_id: str) -> Resp
 async def conditional_delete(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
     tombstone = await crud.conditional_delete(
-        _store(request), resource_type, _criteria(request), headers.preconditions(request)
+        _store(request),
+        _writes(request),
+        resource_type,
+        _criteria(request),
+        headers.preconditions(request),
     )
     return _delete_answer(request, fmt, tombstone)
 
@@ -167,7 +197,7 @@ async def bundle(request: Request) -> Response:
         history_page_size=settings.history_page_size,
         max_page_size=settings.max_page_size,
     )
-    results = await process(_store(request), body, options)
+    results = await process(_store(request), _writes(request), body, options)
     answer = response_bundle(
         str(body["type"]), base_url(request), results, headers.return_preference(request)
     )

@@ -6,12 +6,10 @@ the state change or not at all, and run after commit (DESIGN.md "Side effects").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
-from fhirserver.interactions.rules import WriteRule
+from fhirserver.interactions.rules import Actor, Change, WriteRule
 from fhirserver.resources.codec import JSONObject
 from fhirserver.storage.base import Job, UnitOfWork
 from fhirserver.telehealth import lifecycle
@@ -24,19 +22,6 @@ DISPOSE = "telehealth.dispose-room"
 CLOSE = "telehealth.close-visit"
 NO_SHOW = "telehealth.no-show-check"
 
-# Set while the server writes an Appointment's room (address, sessionKey, meetingCode),
-# which a client's write may not set (lifecycle.check_appointment, `server_write`).
-_server_write: ContextVar[bool] = ContextVar("telehealth_server_write", default=False)
-
-
-@contextmanager
-def server_write() -> Iterator[None]:
-    token = _server_write.set(True)
-    try:
-        yield
-    finally:
-        _server_write.reset(token)
-
 
 def effect_job(effect: lifecycle.Effect, now: datetime) -> Job:
     if isinstance(effect, lifecycle.ProvisionRoom):
@@ -48,8 +33,7 @@ def effect_job(effect: lifecycle.Effect, now: datetime) -> Job:
     return Job(NO_SHOW, effect.appointment_id, effect.at)
 
 
-async def _record(unit: UnitOfWork, effects: tuple[lifecycle.Effect, ...]) -> None:
-    now = datetime.now(UTC)
+async def _record(unit: UnitOfWork, effects: tuple[lifecycle.Effect, ...], now: datetime) -> None:
     for effect in effects:
         await unit.put_job(effect_job(effect, now))
 
@@ -69,29 +53,30 @@ def _check_channel(appointment: JSONObject, served: str) -> None:
 
 
 def write_rules(no_show_grace: timedelta, provider: str) -> Mapping[str, WriteRule]:
-    async def appointment(
-        unit: UnitOfWork, current: JSONObject | None, new: JSONObject | None
-    ) -> JSONObject | None:
+    async def appointment(change: Change) -> JSONObject | None:
+        current, new = change.current, change.new
         if new is None:
             # A deleted virtual Appointment keeps no room.
             if current is not None and is_virtual(current):
-                await unit.put_job(Job(DISPOSE, str(current["id"]), datetime.now(UTC)))
+                await change.unit.put_job(Job(DISPOSE, str(current["id"]), change.now))
             return None
+        # Only the server writes an Appointment's room (address, sessionKey, meetingCode).
         checked = lifecycle.check_appointment(
-            current, new, no_show_grace=no_show_grace, server_write=_server_write.get()
+            current,
+            new,
+            no_show_grace=no_show_grace,
+            server_write=change.actor is Actor.SERVER,
         )
         if any(isinstance(e, lifecycle.ProvisionRoom) for e in checked.effects):
             _check_channel(checked.resource, provider)
-        await _record(unit, checked.effects)
+        await _record(change.unit, checked.effects, change.now)
         return checked.resource
 
-    async def encounter(
-        unit: UnitOfWork, current: JSONObject | None, new: JSONObject | None
-    ) -> JSONObject | None:
-        if new is None:
+    async def encounter(change: Change) -> JSONObject | None:
+        if change.new is None:
             return None
-        checked = lifecycle.check_encounter(current, new, now=datetime.now(UTC))
-        await _record(unit, checked.effects)
+        checked = lifecycle.check_encounter(change.current, change.new, now=change.now)
+        await _record(change.unit, checked.effects, change.now)
         return checked.resource
 
     return {"Appointment": appointment, "Encounter": encounter}

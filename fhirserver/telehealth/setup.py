@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import httpx
 
+from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.storage.base import Store
 from fhirserver.telehealth.providers import (
     HmsConfig,
@@ -22,11 +24,13 @@ from fhirserver.telehealth.visits import Visits, VisitSettings
 _PREFIXES = {"jitsi": "JITSI", "livekit": "LIVEKIT", "100ms": "HMS"}
 
 
-def make_provider(settings: Settings, http: httpx.AsyncClient | None = None) -> VideoProvider:
+def make_provider(
+    settings: Settings, http: httpx.AsyncClient | None = None, clock: Clock = system_clock
+) -> VideoProvider:
     """The configured provider; `http` replaces its HTTP client (tests: a mock transport).
     Raises ValueError naming the settings to look at."""
     try:
-        return _provider(settings, http)
+        return _provider(settings, http, clock)
     except ValueError as exc:
         prefix = _PREFIXES[settings.video_provider]
         raise ValueError(
@@ -34,14 +38,14 @@ def make_provider(settings: Settings, http: httpx.AsyncClient | None = None) -> 
         ) from None
 
 
-def _provider(settings: Settings, http: httpx.AsyncClient | None) -> VideoProvider:
+def _provider(settings: Settings, http: httpx.AsyncClient | None, clock: Clock) -> VideoProvider:
     if settings.video_provider == "livekit":
         livekit = LiveKitConfig(
             url=settings.livekit_url,
             api_key=settings.livekit_api_key,
             api_secret=settings.livekit_api_secret,
         )
-        return LiveKitProvider(livekit, http=http)
+        return LiveKitProvider(livekit, http=http, clock=clock)
     if settings.video_provider == "100ms":
         webhook_url = f"{settings.origin}/telehealth/webhooks/100ms"
         hms = HmsConfig(
@@ -52,17 +56,19 @@ def _provider(settings: Settings, http: httpx.AsyncClient | None) -> VideoProvid
             webhook_secret=settings.hms_webhook_secret or None,
             webhook_url=webhook_url if settings.hms_webhook_secret else None,
         )
-        return HmsProvider(hms, http=http)
+        return HmsProvider(hms, http=http, clock=clock)
     jitsi = JitsiConfig(
         domain=settings.jitsi_domain,
         app_id=settings.jitsi_app_id or None,
         app_secret=settings.jitsi_app_secret or None,
         webhook_secret=settings.jitsi_webhook_secret or None,
     )
-    return JitsiProvider(jitsi)
+    return JitsiProvider(jitsi, clock=clock)
 
 
-def make_visits(settings: Settings, store: Store, provider: VideoProvider) -> Visits:
+def make_visits(
+    settings: Settings, store: Store, provider: VideoProvider, writes: WriteContext
+) -> Visits:
     visit_settings = VisitSettings(
         no_show_grace=timedelta(minutes=settings.no_show_grace_minutes),
         join_early=timedelta(minutes=settings.join_early_minutes),
@@ -70,4 +76,4 @@ def make_visits(settings: Settings, store: Store, provider: VideoProvider) -> Vi
         require_consent=settings.require_consent,
         join_base=f"{settings.origin}/join",
     )
-    return Visits(store, provider, visit_settings)
+    return Visits(store, provider, writes, visit_settings)

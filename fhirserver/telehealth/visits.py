@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import unicodedata
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fhirserver.errors import Gone, NotFound
 from fhirserver.interactions import crud
 from fhirserver.interactions.jobs import Handler, TryLater
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import local_reference
@@ -44,14 +45,9 @@ from fhirserver.telehealth.virtual import (
 )
 
 logger = logging.getLogger("fhirserver.telehealth")
-Clock = Callable[[], datetime]
 # Appointment statuses in which a meeting code admits (inside the time window).
 _JOINABLE = frozenset({"booked", "arrived", "checked-in", "fulfilled"})
 _ENDED_ENCOUNTER = frozenset({"finished", "cancelled", "entered-in-error"})
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -95,13 +91,16 @@ class Visits:
         self,
         store: Store,
         provider: VideoProvider,
+        writes: WriteContext,
         settings: VisitSettings | None = None,
-        clock: Clock = utc_now,
     ) -> None:
+        """`writes`: the app's write rules and its clock, which the visit's own
+        decisions (join windows, no-shows, token lifetimes) read too."""
         self.store = store
         self.provider = provider
+        self.writes = writes
+        self.clock = writes.clock
         self.settings = settings or VisitSettings()
-        self.clock = clock
 
     def handlers(self) -> Mapping[str, Handler]:
         return {
@@ -160,8 +159,8 @@ class Visits:
                 appointment, now, self.settings.no_show_grace
             ):
                 return
-            await _save(unit, {**appointment, "status": "noshow"}, current)
-            await _audit(unit, "no-show", now, _about(appointment))
+            await _save(unit, self.writes, {**appointment, "status": "noshow"}, current)
+            await _audit(unit, self.writes, "no-show", now, _about(appointment))
 
     async def _close_room_of(
         self, appointment: JSONObject | None, encounter: JSONObject | None = None
@@ -172,7 +171,9 @@ class Visits:
         room = Room(self.provider.name, room_id, room_id, "")
         await self._call(self.provider.close_room(room))
         async with self.store.unit_of_work() as unit:
-            await _audit(unit, "room-closed", self.clock(), _about(appointment, encounter))
+            await _audit(
+                unit, self.writes, "room-closed", self.clock(), _about(appointment, encounter)
+            )
 
     async def _call(self, call: Any) -> Any:
         """A provider call from a job: an outage is TryLater (retried with backoff)."""
@@ -244,14 +245,22 @@ class Visits:
                 practitioner_display=display,
             )
             if started != appointment:
-                await _save(unit, started, current)
+                await _save(unit, self.writes, started, current)
             if encounter is None:
-                visit = await _create(unit, visit)
+                visit = await _create(unit, self.writes, visit)
             elif visit != encounter:
-                visit = await _save(unit, visit, encounter_version)
+                visit = await _save(unit, self.writes, visit, encounter_version)
             if encounter is None or encounter.get("status") != "in-progress":
                 about = _about(appointment, visit)
-                await _audit(unit, "visit-started", now, about, who=practitioner, display=display)
+                await _audit(
+                    unit,
+                    self.writes,
+                    "visit-started",
+                    now,
+                    about,
+                    who=practitioner,
+                    display=display,
+                )
         return appointment, visit
 
     async def _drop_unused_room(self, appointment_id: str, room: Room) -> None:
@@ -289,9 +298,9 @@ class Visits:
             ended = lifecycle.end_visit(encounter, now)
             if ended == encounter:
                 return encounter
-            stored = await _save(unit, ended, current)
+            stored = await _save(unit, self.writes, ended, current)
             about = _about_encounter(stored)
-            await _audit(unit, "visit-ended", now, about, outcome=reason)
+            await _audit(unit, self.writes, "visit-ended", now, about, outcome=reason)
             return stored
 
     async def _check_consent(self, appointment: JSONObject) -> None:
@@ -339,9 +348,11 @@ class Visits:
             patient = patient_reference(appointment)
             arrived = lifecycle.patient_arrived(appointment)
             if arrived != appointment:
-                await _save(unit, arrived, current)
+                await _save(unit, self.writes, arrived, current)
                 about = _about(appointment)
-                await _audit(unit, "patient-waiting", now, about, who=patient, display=display)
+                await _audit(
+                    unit, self.writes, "patient-waiting", now, about, who=patient, display=display
+                )
             # Started, with the room in hand (else the next poll admits).
             started = (
                 encounter is not None
@@ -352,10 +363,16 @@ class Visits:
             if encounter is not None and started:
                 joined = lifecycle.participant_joined(encounter, patient, display, now)
                 if joined != encounter:
-                    await _save(unit, joined, encounter_version)
+                    await _save(unit, self.writes, joined, encounter_version)
                     about = _about(appointment, encounter)
                     await _audit(
-                        unit, "participant-joined", now, about, who=patient, display=display
+                        unit,
+                        self.writes,
+                        "participant-joined",
+                        now,
+                        about,
+                        who=patient,
+                        display=display,
                     )
         if not started or room is None:
             start = appointment.get("start")
@@ -431,9 +448,10 @@ class Visits:
             subtype = "participant-left"
         if updated == encounter:
             return 0  # a delivery repeated, or an event the record already shows
-        await _save(unit, updated, current)
+        await _save(unit, self.writes, updated, current)
         await _audit(
             unit,
+            self.writes,
             subtype,
             event.at,
             _about(appointment, encounter),
@@ -459,9 +477,8 @@ class Visits:
                 service, address=self.join_url(code), session_key=room.room_id, meeting_code=code
             ),
         )
-        with rules.server_write():
-            stored = await _save(unit, updated, current)
-        await _audit(unit, "room-provisioned", self.clock(), _about(stored))
+        stored = await _save(unit, self.writes.as_server(), updated, current)
+        await _audit(unit, self.writes, "room-provisioned", self.clock(), _about(stored))
         return stored
 
 
@@ -524,22 +541,27 @@ async def _content(
     return _load(current)
 
 
-async def _save(unit: UnitOfWork, resource: JSONObject, current: Version | None) -> JSONObject:
+async def _save(
+    unit: UnitOfWork, writes: WriteContext, resource: JSONObject, current: Version | None
+) -> JSONObject:
     if current is None:
         raise Gone(f"{resource.get('resourceType')}/{resource.get('id')} is gone")
-    result = await crud.update_in(unit, resource, current.id, current, crud.NO_PRECONDITIONS)
+    result = await crud.update_in(
+        unit, writes, resource, current.id, current, crud.NO_PRECONDITIONS
+    )
     assert result.version.body is not None
     return codec.load_object(result.version.body)
 
 
-async def _create(unit: UnitOfWork, resource: JSONObject) -> JSONObject:
-    result = await crud.write_new(unit, resource, meta.new_id())
+async def _create(unit: UnitOfWork, writes: WriteContext, resource: JSONObject) -> JSONObject:
+    result = await crud.write_new(unit, writes, resource, meta.new_id())
     assert result.version.body is not None
     return codec.load_object(result.version.body)
 
 
 async def _audit(
     unit: UnitOfWork,
+    writes: WriteContext,
     subtype: str,
     at: datetime,
     about: list[str],
@@ -552,7 +574,7 @@ async def _audit(
     event = audit_event(
         subtype, at, about, who=who, display=display, delivery=delivery, outcome=outcome
     )
-    await crud.write_new(unit, event, meta.new_id())
+    await crud.write_new(unit, writes, event, meta.new_id())
 
 
 def _about(appointment: JSONObject, encounter: JSONObject | None = None) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fhirserver.interactions import crud
 from fhirserver.interactions.reindex import reindex
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.storage.sqlite.schema import INDEX_TABLES
@@ -34,11 +35,12 @@ async def test_reindex_rebuilds_what_was_lost(tmp_path: Path) -> None:
         for n in range(1201):  # more than two batches
             await crud.update(
                 store,
+                WriteContext(),
                 "Patient",
                 f"p{n}",
                 {"resourceType": "Patient", "id": f"p{n}", "name": [{"family": f"Fam{n % 3}"}]},
             )
-        await crud.delete(store, "Patient", "p0")
+        await crud.delete(store, WriteContext(), "Patient", "p0")
         assert len(await _names(store, "fam1")) == 400
         _wipe_index(path)
         assert await _names(store, "fam1") == []

@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from fhirserver.interactions import crud
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.search.extract import index_entries
 from fhirserver.search.match import matches
 from fhirserver.search.parse import parse_search
@@ -625,7 +626,9 @@ async def _write(store: Store, scenario: Scenario) -> Stored:
     stored = Stored()
 
     async def put(resource: Resource) -> None:
-        result = await crud.update(store, resource["resourceType"], resource["id"], resource)
+        result = await crud.update(
+            store, WriteContext(), resource["resourceType"], resource["id"], resource
+        )
         assert result.version.body is not None
         body = json.loads(result.version.body)
         stored.resources[(body["resourceType"], body["id"])] = body
@@ -635,7 +638,7 @@ async def _write(store: Store, scenario: Scenario) -> Stored:
             await put(earlier)
         await put(patient)
         if deleted:
-            await crud.delete(store, "Patient", patient["id"])
+            await crud.delete(store, WriteContext(), "Patient", patient["id"])
             del stored.resources[("Patient", patient["id"])]
     for observation in scenario.observations:
         await put(observation)

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from fhirserver.interactions import crud
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.search.parse import parse_search
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.storage.sqlite.schema import INDEX_TABLES
@@ -98,7 +99,9 @@ async def database(tmp_path: Path) -> AsyncIterator[sqlite3.Connection]:
     await store.open()
     try:
         for resource in (PATIENT, ENCOUNTER, OBSERVATION, CONDITION):
-            await crud.update(store, resource["resourceType"], resource["id"], dict(resource))
+            await crud.update(
+                store, WriteContext(), resource["resourceType"], resource["id"], dict(resource)
+            )
     finally:
         await store.close()
     # No statement cache: a cached EXPLAIN would go on showing a plan made before an index

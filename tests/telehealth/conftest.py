@@ -18,6 +18,7 @@ from fhirserver.app import create_app
 from fhirserver.config import Settings
 from fhirserver.telehealth.providers import LiveKitConfig, LiveKitProvider, VideoProvider
 from tests.backends import BACKENDS, Backend
+from tests.clock import MovableClock
 from tests.telehealth.providers.helpers import client, clock
 from tests.telehealth.providers.test_livekit import API_KEY, SECRET, URL, FakeLiveKit
 
@@ -50,10 +51,20 @@ def telehealth_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
+def app_clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
 async def app(
-    telehealth_settings: Settings, test_backend: Backend, provider: VideoProvider
+    telehealth_settings: Settings,
+    test_backend: Backend,
+    provider: VideoProvider,
+    app_clock: MovableClock,
 ) -> AsyncIterator[Starlette]:
-    app = create_app(telehealth_settings, store=test_backend.store, provider=provider)
+    app = create_app(
+        telehealth_settings, store=test_backend.store, provider=provider, clock=app_clock
+    )
     async with app.router.lifespan_context(app):
         yield app
 

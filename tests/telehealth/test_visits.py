@@ -23,6 +23,7 @@ from fhirserver.telehealth.virtual import (
     with_virtual_service,
 )
 from tests.backends import Backend
+from tests.clock import MovableClock
 from tests.telehealth.providers.test_livekit import FakeLiveKit, twirp
 
 FHIR = "/fhir"
@@ -219,23 +220,25 @@ async def test_a_visit_called_off_disposes_the_room(
 
 
 async def test_nobody_joins_within_the_grace_period_makes_a_no_show(
-    http: httpx.AsyncClient, app: Starlette, fake_livekit: FakeLiveKit
+    http: httpx.AsyncClient, app: Starlette, fake_livekit: FakeLiveKit, app_clock: MovableClock
 ) -> None:
     booked = await book(http, app, start=datetime.now(UTC) - timedelta(minutes=1))
     later = datetime.now(UTC) + timedelta(minutes=15)
-    app.state.jobs.clock = app.state.visits.clock = lambda: later
+    app_clock.move_to(later)
     await app.state.jobs.run_due()
     assert (await read(http, "Appointment", booked["id"]))["status"] == "noshow"
     assert fake_livekit.rooms == {}
     assert "no-show" in await events(http, f"Appointment/{booked['id']}")
 
 
-async def test_a_patient_who_joined_is_no_no_show(http: httpx.AsyncClient, app: Starlette) -> None:
+async def test_a_patient_who_joined_is_no_no_show(
+    http: httpx.AsyncClient, app: Starlette, app_clock: MovableClock
+) -> None:
     booked = await book(http, app, start=datetime.now(UTC) - timedelta(minutes=1))
     code = meeting_code(booked)
     assert (await http.post(f"/join/{code}", json={"name": "Pat"})).status_code == 200
     later = datetime.now(UTC) + timedelta(minutes=15)
-    app.state.jobs.clock = app.state.visits.clock = lambda: later
+    app_clock.move_to(later)
     await app.state.jobs.run_due()
     assert (await read(http, "Appointment", booked["id"]))["status"] == "arrived"
 
@@ -326,14 +329,14 @@ async def test_a_provider_outage_leaves_no_half_state_and_a_retry_succeeds(
 
 
 async def test_a_provisioning_outage_is_retried_with_backoff(
-    http: httpx.AsyncClient, app: Starlette, fake_livekit: FakeLiveKit
+    http: httpx.AsyncClient, app: Starlette, fake_livekit: FakeLiveKit, app_clock: MovableClock
 ) -> None:
     created = (await http.post(f"{FHIR}/Appointment", json=appointment())).json()
     fake_livekit.fail = [httpx.ConnectError("refused")]
     await app.state.jobs.run_due()
     assert virtual_service(await read(http, "Appointment", created["id"])).session_key is None  # type: ignore[union-attr]
     soon = datetime.now(UTC) + timedelta(seconds=5)
-    app.state.jobs.clock = lambda: soon
+    app_clock.move_to(soon)
     await app.state.jobs.run_due()
     provisioned = await read(http, "Appointment", created["id"])
     assert virtual_service(provisioned).meeting_code is not None  # type: ignore[union-attr]
@@ -349,8 +352,12 @@ async def test_a_restart_between_booking_and_provisioning_provisions_once(
     async with first.router.lifespan_context(first), _client(first) as http:
         created = (await http.post(f"{FHIR}/Appointment", json=appointment())).json()
         # The process dies after the commit, before any job ran.
+    second_clock = MovableClock()
     second = create_app(
-        settings.with_overrides(video_provider="livekit"), test_backend.store, provider
+        settings.with_overrides(video_provider="livekit"),
+        test_backend.store,
+        provider,
+        clock=second_clock,
     )
     async with second.router.lifespan_context(second):
         # The job was claimed by a process that died mid-run: its lease runs out.
@@ -360,7 +367,7 @@ async def test_a_restart_between_booking_and_provisioning_provisions_once(
         assert claimed is not None
         await provider.create_room(created["id"])  # it had reached the provider
         later = datetime.now(UTC) + timedelta(minutes=2)
-        second.state.jobs.clock = lambda: later
+        second_clock.move_to(later)
         await second.state.jobs.run_due()
         await second.state.jobs.run_due()
         async with _client(second) as http:
