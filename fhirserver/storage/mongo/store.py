@@ -31,7 +31,6 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from fhirserver.errors import Unavailable
-from fhirserver.search.cursor import decode_cursor, encode_cursor
 from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.search.time import to_micros
 from fhirserver.storage.base import HistoryQuery, Job, SearchResult, Version, VersionConflict
@@ -51,6 +50,7 @@ from fhirserver.storage.mongo.documents import (
 )
 from fhirserver.storage.mongo.includes import find_includes
 from fhirserver.storage.mongo.search import Compiler, page_pipeline
+from fhirserver.storage.paging import PageRequest
 
 logger = logging.getLogger("fhirserver.storage.mongo")
 
@@ -160,31 +160,20 @@ class _Reads:
 
     async def search(self, query: SearchQuery) -> SearchResult:
         await self._ready()
-        direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
-        backwards = direction == "before"
+        request = PageRequest.of(query)
         where = await Compiler(self._find_resources).filter(query)
-        pipeline, names = page_pipeline(where, query, query.count + 1, after, backwards)
+        pipeline, names = page_pipeline(
+            where, query, request.limit, request.after, request.backwards
+        )
         cursor = await self._db.resources.aggregate(pipeline, session=self._session)
         documents = await cursor.to_list(None)
-        more = len(documents) > query.count
-        documents = documents[: query.count]
-        if backwards:
-            documents.reverse()
-        keys = [[document[name] for name in names] for document in documents]
+        page = request.page(documents, lambda document: [document[name] for name in names])
         total = None
-        if query.total != "none":
+        if request.counts_total:
             total = await self._db.resources.count_documents(where, session=self._session)
-        elif after is None and not more:
-            total = len(documents)
-        included = await find_includes(self._find_resources, query.includes, documents)
-        later = more if not backwards else after is not None
-        earlier = after is not None if not backwards else more
-        return SearchResult(
-            [version_of(d) for d in documents],
-            [version_of(d) for d in included],
-            total,
-            encode_cursor("after", keys[-1]) if later and keys else None,
-            encode_cursor("before", keys[0]) if earlier and keys else None,
+        included = await find_includes(self._find_resources, query.includes, page.rows)
+        return page.result(
+            [version_of(d) for d in page.rows], [version_of(d) for d in included], total
         )
 
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fhirserver.errors import Unavailable
-from fhirserver.search.cursor import decode_cursor, encode_cursor
 from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import (
@@ -30,6 +29,7 @@ from fhirserver.storage.base import (
     Version,
     VersionConflict,
 )
+from fhirserver.storage.paging import PageRequest
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
 from fhirserver.storage.sqlite.jobs import claim, finish, retry, write_jobs
@@ -126,32 +126,17 @@ def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[
 
 
 def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
-    direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
-    backwards = direction == "before"
-    page = compile_page(query, query.count + 1, after, backwards)
+    request = PageRequest.of(query)
+    compiled = compile_page(query, request.limit, request.after, request.backwards)
     with _snapshot(connection):
-        rows = connection.execute(page.sql, page.args).fetchall()
-        more = len(rows) > query.count
-        rows = rows[: query.count]
-        if backwards:
-            rows.reverse()
-        keys = [list(row[: page.keys]) for row in rows]
-        matches = [_version(row[page.keys :]) for row in rows]
+        rows = connection.execute(compiled.sql, compiled.args).fetchall()
+        page = request.page(rows, lambda row: list(row[: compiled.keys]))
+        matches = [_version(row[compiled.keys :]) for row in page.rows]
         total = None
-        if query.total != "none":
+        if request.counts_total:
             total = connection.execute(*compile_count(query)).fetchone()[0]
-        elif after is None and not more:
-            total = len(matches)
         included = find_includes(connection, query.includes, matches)
-    later = more if not backwards else after is not None
-    earlier = after is not None if not backwards else more
-    return SearchResult(
-        matches,
-        [_version(row) for row in included],
-        total,
-        encode_cursor("after", keys[-1]) if later and keys else None,
-        encode_cursor("before", keys[0]) if earlier and keys else None,
-    )
+    return page.result(matches, [_version(row) for row in included], total)
 
 
 class SqliteStore:
