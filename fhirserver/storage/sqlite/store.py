@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from fhirserver.errors import Unavailable
 from fhirserver.search.query import IndexEntry, SearchQuery
-from fhirserver.search.time import from_micros, to_micros
+from fhirserver.search.time import to_micros
 from fhirserver.storage.base import (
     HistoryQuery,
     Job,
@@ -33,20 +33,18 @@ from fhirserver.storage.paging import PageRequest
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
 from fhirserver.storage.sqlite.jobs import claim, finish, retry, write_jobs
-from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, connect, create_schema
+from fhirserver.storage.sqlite.schema import (
+    VERSION_COLUMNS,
+    connect,
+    create_schema,
+    version_of,
+)
 from fhirserver.storage.sqlite.search import compile_count, compile_matches, compile_page
 
 T = TypeVar("T")
 # Keys looked up per statement by read_many: well inside SQLite's 32,766 variables.
 _KEYS_PER_QUERY = 500
 Row = tuple[Any, ...]
-
-
-def _version(row: Row) -> Version:
-    seq, resource_type, resource_id, version, last_updated, method, body = row
-    return Version(
-        resource_type, resource_id, version, from_micros(last_updated), method, body, seq
-    )
 
 
 def _read_current(
@@ -104,7 +102,7 @@ def _vread(
         f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.type = ? AND v.id = ? AND v.version = ?",
         (resource_type, resource_id, version),
     ).fetchone()
-    return None if row is None else _version(row)
+    return None if row is None else version_of(row)
 
 
 def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[Version], int]:
@@ -122,7 +120,7 @@ def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[
         total: int = connection.execute(
             f"SELECT count(*) FROM versions v WHERE {where}", args
         ).fetchone()[0]
-    return [_version(row) for row in rows], total
+    return [version_of(row) for row in rows], total
 
 
 def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
@@ -131,12 +129,12 @@ def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
     with _snapshot(connection):
         rows = connection.execute(compiled.sql, compiled.args).fetchall()
         page = request.page(rows, lambda row: list(row[: compiled.keys]))
-        matches = [_version(row[compiled.keys :]) for row in page.rows]
+        matches = [version_of(row[compiled.keys :]) for row in page.rows]
         total = None
         if request.counts_total:
             total = connection.execute(*compile_count(query)).fetchone()[0]
         included = find_includes(connection, query.includes, matches)
-    return page.result(matches, [_version(row) for row in included], total)
+    return page.result(matches, included, total)
 
 
 class SqliteStore:
@@ -216,7 +214,7 @@ class SqliteStore:
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         row = await self._on_reader(lambda c: _read_current(c, resource_type, resource_id))
-        return None if row is None else _version(row)
+        return None if row is None else version_of(row)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._on_reader(lambda c: _vread(c, resource_type, resource_id, version))
@@ -237,7 +235,7 @@ class SqliteStore:
                 (*start, limit),
             ).fetchall()
         )
-        return [_version(row) for row in rows]
+        return [version_of(row) for row in rows]
 
     async def count(self) -> int:
         count: int = await self._on_reader(
@@ -257,7 +255,7 @@ class SqliteStore:
                 (after_seq, limit),
             ).fetchall()
         )
-        return [_version(row) for row in rows]
+        return [version_of(row) for row in rows]
 
     async def claim_job(
         self, kinds: Sequence[str], owner: str, now: datetime, lease: timedelta
@@ -330,7 +328,7 @@ class _SqliteUnitOfWork:
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         row = await self._after_flush(lambda c: _read_current(c, resource_type, resource_id))
-        return None if row is None else _version(row)
+        return None if row is None else version_of(row)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._after_flush(lambda c: _vread(c, resource_type, resource_id, version))
@@ -357,13 +355,13 @@ class _SqliteUnitOfWork:
 
         if not keys:
             return {}
-        versions = [_version(row) for row in await self._after_flush(job)]
+        versions = [version_of(row) for row in await self._after_flush(job)]
         return {(v.resource_type, v.id): v for v in versions}
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         sql, args = compile_matches(query, limit)
         rows = await self._after_flush(lambda c: c.execute(sql, args).fetchall())
-        return [_version(row) for row in rows]
+        return [version_of(row) for row in rows]
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
