@@ -26,10 +26,14 @@ N = TypeVar("N", int, float)
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """`stored.<stored> <operator> searched.<searched>`."""
+    """`stored.<stored> <operator> searched.<searched>`, with the operator for a date
+    and the one for a number. They differ where the ends do: a stored date's high end
+    is excluded and a stored number's included, and a number's ordering prefixes
+    compare with the value, a single point."""
 
     stored: End
-    operator: Operator
+    date: Operator
+    number: Operator
     searched: End
 
 
@@ -40,38 +44,26 @@ class Prefix:
     negated: bool = False
 
 
-def _all(*comparisons: tuple[End, Operator, End]) -> tuple[Comparison, ...]:
+def _all(*comparisons: tuple[End, Operator, Operator, End]) -> tuple[Comparison, ...]:
     return tuple(Comparison(*comparison) for comparison in comparisons)
 
 
-# eq: the stored range lies within the searched one; gt / lt: some of it lies after /
-# before; sa / eb: all of it does; ap: it overlaps the widened range.
-_DATE_EQ = _all(("low", ">=", "low"), ("high", "<=", "high"))
-DATE_PREFIXES: Mapping[str, Prefix] = {
-    "eq": Prefix(_DATE_EQ),
-    "ne": Prefix(_DATE_EQ, negated=True),
-    "gt": Prefix(_all(("high", ">", "high"))),
-    "ge": Prefix(_all(("high", ">", "low"))),
-    "lt": Prefix(_all(("low", "<", "low"))),
-    "le": Prefix(_all(("low", "<", "high"))),
-    "sa": Prefix(_all(("low", ">=", "high"))),
-    "eb": Prefix(_all(("high", "<=", "low"))),
-    "ap": Prefix(_all(("low", "<", "high"), ("high", ">", "low"))),
-}
-
-# The same shape over closed stored ranges; for the ordering prefixes the searched range
-# is the value alone, so `low` and `high` on the searched side are both the value.
-_NUMBER_EQ = _all(("low", ">=", "low"), ("high", "<", "high"))
-NUMBER_PREFIXES: Mapping[str, Prefix] = {
-    "eq": Prefix(_NUMBER_EQ),
-    "ne": Prefix(_NUMBER_EQ, negated=True),
-    "gt": Prefix(_all(("high", ">", "high"))),
-    "ge": Prefix(_all(("high", ">=", "low"))),
-    "lt": Prefix(_all(("low", "<", "low"))),
-    "le": Prefix(_all(("low", "<=", "high"))),
-    "sa": Prefix(_all(("low", ">", "high"))),
-    "eb": Prefix(_all(("high", "<", "low"))),
-    "ap": Prefix(_all(("low", "<=", "high"), ("high", ">=", "low"))),
+# Each comparison: (stored end, date operator, number operator, searched end).
+_EQ = _all(("low", ">=", ">=", "low"), ("high", "<=", "<", "high"))
+PREFIXES: Mapping[str, Prefix] = {
+    # The stored range lies within the searched one.
+    "eq": Prefix(_EQ),
+    "ne": Prefix(_EQ, negated=True),
+    # Some of the stored range lies after (gt, ge) or before (lt, le) the searched one.
+    "gt": Prefix(_all(("high", ">", ">", "high"))),
+    "ge": Prefix(_all(("high", ">", ">=", "low"))),
+    "lt": Prefix(_all(("low", "<", "<", "low"))),
+    "le": Prefix(_all(("low", "<", "<=", "high"))),
+    # All of the stored range lies after (sa) or before (eb) the searched one.
+    "sa": Prefix(_all(("low", ">=", ">", "high"))),
+    "eb": Prefix(_all(("high", "<=", "<", "low"))),
+    # The stored range meets the widened searched one.
+    "ap": Prefix(_all(("low", "<", "<=", "high"), ("high", ">", ">=", "low"))),
 }
 
 
@@ -84,19 +76,11 @@ class Condition(Generic[N]):
     negated: bool
 
 
-def _condition(prefix: Prefix, low: N, high: N) -> Condition[N]:
-    searched = {"low": low, "high": high}
-    return Condition(
-        tuple((c.stored, c.operator, searched[c.searched]) for c in prefix.comparisons),
-        prefix.negated,
-    )
-
-
 def date_condition(prefix: str, low: int, high: int) -> Condition[int]:
     """A date prefix against the searched range [low, high), in microseconds."""
     if prefix == "ap":
         low, high = approximate_range(low, high)
-    return _condition(DATE_PREFIXES[prefix], low, high)
+    return _condition(prefix, False, low, high)
 
 
 def number_condition(prefix: str, value: float, low: float, high: float) -> Condition[float]:
@@ -107,4 +91,13 @@ def number_condition(prefix: str, value: float, low: float, high: float) -> Cond
         low, high = value - margin, value + margin
     elif prefix not in ("eq", "ne"):
         low = high = value
-    return _condition(NUMBER_PREFIXES[prefix], low, high)
+    return _condition(prefix, True, low, high)
+
+
+def _condition(prefix: str, number: bool, low: N, high: N) -> Condition[N]:
+    entry = PREFIXES[prefix]
+    searched = {"low": low, "high": high}
+    terms = tuple(
+        (c.stored, c.number if number else c.date, searched[c.searched]) for c in entry.comparisons
+    )
+    return Condition(terms, entry.negated)
