@@ -1,6 +1,7 @@
 """The one table of prefix meanings (search/prefixes.py, R4 search.html#prefix). Each
 evaluator's reading of it is tested through searches: tests/search/test_match.py in
-memory, tests/search/api/test_prefixes.py and the differential test on every backend."""
+memory, tests/search/api/test_prefixes.py (hence this module's name) and the
+differential test on every backend."""
 
 from __future__ import annotations
 

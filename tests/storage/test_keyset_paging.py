@@ -1,6 +1,8 @@
 """The backend-neutral part of keyset paging (storage/paging.py, R4 search.html#paging):
 one row read past the page, a backwards page turned round, the free total and the
-cursors either side. The backends' paging is tested end to end in tests/search/api."""
+cursors either side. The backends' paging is tested end to end in tests/search/api
+(whose test_paging.py takes this module's natural name: test modules share one
+namespace, there being no packages under tests/)."""
 
 from __future__ import annotations
 
