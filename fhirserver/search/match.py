@@ -12,6 +12,7 @@ and evaluates criteria (such as a subscription's) on one resource without a stor
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 from fhirserver.errors import FHIRError, NotSupported
 from fhirserver.search.extract import index_entries, normalize
+from fhirserver.search.prefixes import Condition, date_condition, number_condition
 from fhirserver.search.query import (
     ChainPredicate,
     CompositePredicate,
@@ -43,7 +45,7 @@ from fhirserver.search.query import (
     UriEntry,
     UriPredicate,
 )
-from fhirserver.search.time import approximate_range, date_range, to_micros
+from fhirserver.search.time import date_range, to_micros
 
 Resource = dict[str, Any]
 # (target type, target id) -> the current target, or None when there is none.
@@ -73,25 +75,20 @@ def _token_matches(p: TokenPredicate, entry: TokenEntry) -> bool:
     return p.system is None or entry.system == p.system
 
 
-def _date_test(low: int, high: int, prefix: str, search_low: int, search_high: int) -> bool:
-    """Stored [low, high) against the search range [search_low, search_high), both in
-    microseconds (search.html#prefix): eq/ne compare containment, the others overlap."""
-    if prefix == "ap":
-        wide_low, wide_high = approximate_range(search_low, search_high)
-        return low < wide_high and high > wide_low
-    return _DATE_PREFIXES[prefix](low, high, search_low, search_high)
-
-
-_DATE_PREFIXES: dict[str, Callable[[int, int, int, int], bool]] = {
-    "eq": lambda low, high, lo, hi: low >= lo and high <= hi,
-    "ne": lambda low, high, lo, hi: not (low >= lo and high <= hi),
-    "gt": lambda low, high, lo, hi: high > hi,
-    "ge": lambda low, high, lo, hi: high > lo,
-    "lt": lambda low, high, lo, hi: low < lo,
-    "le": lambda low, high, lo, hi: low < hi,
-    "sa": lambda low, high, lo, hi: low >= hi,
-    "eb": lambda low, high, lo, hi: high <= lo,
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
+
+
+def _holds(condition: Condition[Any], low: float, high: float) -> bool:
+    """Whether the stored range from `low` to `high` meets a prefix's condition
+    (search.html#prefix; the meaning of each prefix is in `prefixes.py`)."""
+    stored = {"low": low, "high": high}
+    held = all(_COMPARE[op](stored[end], bound) for end, op, bound in condition.terms)
+    return not held if condition.negated else held
 
 
 def _micros_range(low: datetime, high: datetime) -> tuple[int, int]:
@@ -99,32 +96,7 @@ def _micros_range(low: datetime, high: datetime) -> tuple[int, int]:
 
 
 def _date_matches(p: DatePredicate, entry: DateEntry) -> bool:
-    return _date_test(entry.low, entry.high, p.prefix, *_micros_range(p.low, p.high))
-
-
-def _in_precision(p: NumberPredicate, entry: NumberEntry) -> bool:
-    """search.html#number: the stored value lies within the range the search value's
-    precision implies ("100" is [99.5, 100.5))."""
-    return entry.low >= p.low and entry.high < p.high
-
-
-def _approximately(p: NumberPredicate, entry: NumberEntry) -> bool:
-    """`ap`: the stored range meets the value give or take 10% of it."""
-    margin = abs(p.value) * 0.1
-    return entry.low <= p.value + margin and entry.high >= p.value - margin
-
-
-_NUMBER_PREFIXES: dict[str, Callable[[NumberPredicate, NumberEntry], bool]] = {
-    "eq": _in_precision,
-    "ne": lambda p, e: not _in_precision(p, e),
-    "ap": _approximately,
-    "gt": lambda p, e: e.high > p.value,
-    "ge": lambda p, e: e.high >= p.value,
-    "lt": lambda p, e: e.low < p.value,
-    "le": lambda p, e: e.low <= p.value,
-    "sa": lambda p, e: e.low > p.value,
-    "eb": lambda p, e: e.high < p.value,
-}
+    return _holds(date_condition(p.prefix, *_micros_range(p.low, p.high)), entry.low, entry.high)
 
 
 def _units_match(p: NumberPredicate, entry: NumberEntry) -> bool:
@@ -140,7 +112,8 @@ def _units_match(p: NumberPredicate, entry: NumberEntry) -> bool:
 
 
 def _number_matches(p: NumberPredicate, entry: NumberEntry) -> bool:
-    return _NUMBER_PREFIXES[p.prefix](p, entry) and _units_match(p, entry)
+    condition = number_condition(p.prefix, p.value, p.low, p.high)
+    return _holds(condition, entry.low, entry.high) and _units_match(p, entry)
 
 
 def _reference_matches(p: ReferencePredicate, entry: ReferenceEntry) -> bool:
@@ -251,9 +224,9 @@ class _Matcher:
             return resource.get("id") in p.ids
         if isinstance(p, LastUpdatedPredicate):
             instant = _last_updated(resource)
-            return instant is not None and _date_test(
-                *instant, p.prefix, *_micros_range(p.low, p.high)
-            )
+            if instant is None:
+                return False
+            return _holds(date_condition(p.prefix, *_micros_range(p.low, p.high)), *instant)
         if isinstance(p, MissingPredicate):
             return _missing_matches(p, self.entries(resource))
         if isinstance(p, ChainPredicate):

@@ -49,12 +49,6 @@ class HistoryQuery:
     before_seq: int | None = None
 
 
-# `_include` / `_revinclude` (search.html#include): rounds of :iterate, and resources
-# included per page. Enough for real graphs, and bounded.
-MAX_INCLUDE_ROUNDS = 4
-MAX_INCLUDED = 1000
-
-
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     """One page of a search: the matches in order, what `_include` / `_revinclude`

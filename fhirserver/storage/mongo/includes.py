@@ -1,14 +1,15 @@
 """`_include` and `_revinclude` (R4 search.html#include) over the embedded `ref` arrays:
-the resources a page of matches refers to, or is referred to by, followed again for
-`:iterate`."""
+the MongoDB lookups the shared rounds (`storage/includes.py`) ask for. An include
+reads the references of the documents in hand; a reverse include queries for the
+documents whose references point at them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from fhirserver.search.query import Include
-from fhirserver.storage.base import MAX_INCLUDE_ROUNDS, MAX_INCLUDED
-from fhirserver.storage.mongo.documents import Document, keys_filter, resource_key
+from fhirserver.storage.includes import Key, follow_includes
+from fhirserver.storage.mongo.documents import Document, keys_filter
 from fhirserver.storage.mongo.search import VERSION_PROJECTION, Finder
 
 
@@ -16,37 +17,27 @@ async def find_includes(
     find: Finder, includes: Sequence[Include], matches: Sequence[Document]
 ) -> list[Document]:
     """The included documents, in (type, id) order per round; `matches` carry `ref`."""
-    if not includes or not matches:
-        return []
-    seen = {match["_id"] for match in matches}
-    frontier = list(matches)
-    found: list[Document] = []
-    for round_number in range(MAX_INCLUDE_ROUNDS):
-        active = [i for i in includes if round_number == 0 or i.iterate]
-        if not active or not frontier:
-            break
-        keys: set[str] = set()
-        for include in active:
-            if include.reverse:
-                keys.update(await _referrers(find, include, frontier))
-            else:
-                keys.update(_targets(include, frontier))
-        new = sorted(keys - seen)[: MAX_INCLUDED - len(found)]
-        seen.update(new)
-        # "Type/id" sorts as (type, id): no type name holds a character below "/".
-        frontier = sorted(
-            await find(
-                {"$and": [keys_filter(_pair(key) for key in new), {"body": {"$ne": None}}]},
-                VERSION_PROJECTION,
-            ),
-            key=lambda document: str(document["_id"]),
+
+    async def reach(include: Include, frontier: list[Document]) -> set[Key]:
+        if include.reverse:
+            return await _referrers(find, include, frontier)
+        return _targets(include, frontier)
+
+    async def load(keys: list[Key]) -> list[Document]:
+        documents = await find(
+            {"$and": [keys_filter(keys), {"body": {"$ne": None}}]}, VERSION_PROJECTION
         )
-        found.extend(frontier)
-    return found
+        return sorted(documents, key=_key)
+
+    return await follow_includes(includes, matches, _key, reach, load)
 
 
-def _targets(include: Include, frontier: list[Document]) -> set[str]:
-    found: set[str] = set()
+def _key(document: Document) -> Key:
+    return document["type"], document["id"]
+
+
+def _targets(include: Include, frontier: list[Document]) -> set[Key]:
+    found: set[Key] = set()
     for document in frontier:
         if include.source_type not in ("*", document["type"]):
             continue
@@ -57,11 +48,11 @@ def _targets(include: Include, frontier: list[Document]) -> set[str]:
                 continue
             if include.target_type not in (None, entry["tt"]):
                 continue
-            found.add(resource_key(entry["tt"], entry["ti"]))
+            found.add((entry["tt"], entry["ti"]))
     return found
 
 
-async def _referrers(find: Finder, include: Include, frontier: list[Document]) -> set[str]:
+async def _referrers(find: Finder, include: Include, frontier: list[Document]) -> set[Key]:
     by_type: dict[str, list[str]] = {}
     for document in frontier:
         if include.target_type in (None, document["type"]):
@@ -75,9 +66,4 @@ async def _referrers(find: Finder, include: Include, frontier: list[Document]) -
     where: Document = {"ref": {"$elemMatch": element}, "body": {"$ne": None}}
     if include.source_type != "*":
         where["type"] = include.source_type
-    return {str(document["_id"]) for document in await find(where, {"_id": 1})}
-
-
-def _pair(key: str) -> tuple[str, str]:
-    resource_type, resource_id = key.split("/", 1)
-    return resource_type, resource_id
+    return {_key(document) for document in await find(where, {"type": 1, "id": 1})}

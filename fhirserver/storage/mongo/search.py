@@ -15,6 +15,13 @@ from typing import Any
 
 from fhirserver.errors import BadRequest
 from fhirserver.search.extract import normalize
+from fhirserver.search.prefixes import (
+    Condition,
+    End,
+    Operator,
+    date_condition,
+    number_condition,
+)
 from fhirserver.search.query import (
     ChainPredicate,
     CompositePredicate,
@@ -33,7 +40,7 @@ from fhirserver.search.query import (
     TokenPredicate,
     UriPredicate,
 )
-from fhirserver.search.time import approximate_range, to_micros
+from fhirserver.search.time import to_micros
 from fhirserver.storage.mongo.documents import (
     ARRAY_OF_KIND,
     INDEX_FIELDS,
@@ -74,8 +81,8 @@ class Compiler:
             return {"id": {"$in": list(p.ids)}}
         if isinstance(p, LastUpdatedPredicate):
             # An instant, stored to the microsecond: the range [lu, lu + 1).
-            low, high = to_micros(p.low), to_micros(p.high)
-            return _range("lu", "lu", p.prefix, low, high, instant=True)
+            updated = date_condition(p.prefix, to_micros(p.low), to_micros(p.high))
+            return _condition("lu", "lu", updated, instant=True)
         if isinstance(p, MissingPredicate):
             field = f"{ARRAY_OF_KIND[p.kind]}.p"
             return {field: {"$ne": p.param}} if p.missing else {field: p.param}
@@ -141,10 +148,11 @@ class Compiler:
                 token["s"] = p.system
             return "tok", token
         if isinstance(p, DatePredicate):
-            test = _range("lo", "hi", p.prefix, to_micros(p.low), to_micros(p.high))
-            return "date", {"p": p.param, **test}
+            condition = date_condition(p.prefix, to_micros(p.low), to_micros(p.high))
+            return "date", {"p": p.param, **_condition("lo", "hi", condition)}
         if isinstance(p, NumberPredicate):
-            conditions = [{"p": p.param}, _number_test(p)]
+            test = number_condition(p.prefix, p.value, p.low, p.high)
+            conditions = [{"p": p.param}, _condition("lo", "hi", test)]
             if p.system is not None:
                 conditions.append({"s": p.system})
             if p.code is not None:
@@ -178,54 +186,35 @@ class Compiler:
         raise TypeError(f"no index element for {p!r}")
 
 
-def _range(low: str, high: str, prefix: str, lo: int, hi: int, instant: bool = False) -> Document:
-    """Stored range [low, high) against the search range [lo, hi) (search.html#prefix).
-    For an `instant` the range is [low, low + 1): a test `high > x` is `low >= x`."""
-
-    def above(bound: int) -> Document:  # high > bound
-        return {low: {"$gte": bound}} if instant else {high: {"$gt": bound}}
-
-    def at_most(bound: int) -> Document:  # high <= bound
-        return {low: {"$lt": bound}} if instant else {high: {"$lte": bound}}
-
-    if prefix == "ap":
-        lo, hi = approximate_range(lo, hi)
-        return {"$and": [{low: {"$lt": hi}}, above(lo)]}
-    if prefix == "eq":
-        return {"$and": [{low: {"$gte": lo}}, at_most(hi)]}
-    if prefix == "ne":
-        return {"$or": [{low: {"$lt": lo}}, above(hi)]}
-    if prefix == "gt":
-        return above(hi)
-    if prefix == "ge":
-        return above(lo)
-    if prefix == "lt":
-        return {low: {"$lt": lo}}
-    if prefix == "le":
-        return {low: {"$lt": hi}}
-    if prefix == "sa":
-        return {low: {"$gte": hi}}
-    return at_most(lo)  # eb
+_OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
+# What fails when a comparison does not hold: a `ne` is one of its comparisons failing.
+_COMPLEMENT: dict[Operator, Operator] = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+# An instant is the range [t, t + 1) of whole microseconds, with only `t` stored: a
+# comparison of its high end `t + 1` is one of `t`, as (operator, shift of the bound).
+_INSTANT_HIGH: dict[Operator, tuple[str, int]] = {
+    ">": ("$gte", 0),
+    ">=": ("$gte", -1),
+    "<": ("$lt", -1),
+    "<=": ("$lt", 0),
+}
 
 
-def _number_test(p: NumberPredicate) -> Document:
-    """Stored [lo, hi] against the value and its precision range [p.low, p.high)."""
-    if p.prefix == "eq":
-        return {"lo": {"$gte": p.low}, "hi": {"$lt": p.high}}
-    if p.prefix == "ne":
-        return {"$or": [{"lo": {"$lt": p.low}}, {"hi": {"$gte": p.high}}]}
-    if p.prefix == "ap":
-        margin = abs(p.value) * 0.1
-        return {"lo": {"$lte": p.value + margin}, "hi": {"$gte": p.value - margin}}
-    field, operator = {
-        "gt": ("hi", "$gt"),
-        "ge": ("hi", "$gte"),
-        "lt": ("lo", "$lt"),
-        "le": ("lo", "$lte"),
-        "sa": ("lo", "$gt"),
-        "eb": ("hi", "$lt"),
-    }[p.prefix]
-    return {field: {operator: p.value}}
+def _condition(low: str, high: str, condition: Condition[Any], instant: bool = False) -> Document:
+    """A prefix's condition (search.html#prefix, `search/prefixes.py`) on the stored range
+    in the fields `low` and `high`; an `instant` stores only `low`."""
+
+    def compare(end: End, operator: Operator, bound: Any) -> Document:
+        if end == "high" and instant:
+            mongo_operator, shift = _INSTANT_HIGH[operator]
+            return {low: {mongo_operator: bound + shift}}
+        return {low if end == "low" else high: {_OPERATORS[operator]: bound}}
+
+    if condition.negated:
+        failures = [compare(end, _COMPLEMENT[op], bound) for end, op, bound in condition.terms]
+        return failures[0] if len(failures) == 1 else {"$or": failures}
+    tests = [compare(*term) for term in condition.terms]
+    # $and, not one document: two tests can be on the same field (an instant's).
+    return tests[0] if len(tests) == 1 else {"$and": tests}
 
 
 # --- sorting and paging ---------------------------------------------------------------

@@ -1,40 +1,49 @@
-"""`_include` and `_revinclude` (R4 search.html#include): the resources a page of matches
-refers to, or is referred to by, followed again for `:iterate`."""
+"""`_include` and `_revinclude` (R4 search.html#include) over `idx_reference`: the
+SQLite lookups the shared rounds (`storage/includes.py`) ask for, run in the search's
+own read transaction on its connection's thread."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from fhirserver.search.query import Include
-from fhirserver.storage.base import MAX_INCLUDE_ROUNDS, MAX_INCLUDED, Version
-from fhirserver.storage.sqlite.schema import VERSION_COLUMNS
+from fhirserver.storage.base import Version
+from fhirserver.storage.includes import Key, follow_includes
+from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, version_of
 
-Key = tuple[str, str]
+T = TypeVar("T")
 
 
 def find_includes(
     connection: sqlite3.Connection, includes: Sequence[Include], matches: Sequence[Version]
-) -> list[tuple[Any, ...]]:
-    if not includes or not matches:
-        return []
-    seen: set[Key] = {(m.resource_type, m.id) for m in matches}
-    frontier = sorted(seen)
-    found: list[tuple[Any, ...]] = []
-    for round_number in range(MAX_INCLUDE_ROUNDS):
-        active = [i for i in includes if round_number == 0 or i.iterate]
-        if not active or not frontier:
-            break
-        keys: set[Key] = set()
-        for include in active:
-            keys.update(_targets(connection, include, frontier))
-        new = sorted(keys - seen)[: MAX_INCLUDED - len(found)]
-        seen.update(new)
-        rows = _current(connection, new)
-        found.extend(rows)
-        frontier = [(row[1], row[2]) for row in rows]
-    return found
+) -> list[Version]:
+    async def reach(include: Include, frontier: list[Version]) -> set[Key]:
+        return _targets(connection, include, [_key(version) for version in frontier])
+
+    async def load(keys: list[Key]) -> list[Version]:
+        return _current(connection, keys)
+
+    return _completed(follow_includes(includes, matches, _key, reach, load))
+
+
+def _completed(rounds: Coroutine[Any, Any, T]) -> T:
+    """The result of the shared rounds, run to their end on this thread. The lookups
+    they await are the plain calls above, so they never suspend: one step runs them
+    through, without an event loop (the reader threads have none), and inside the
+    search's snapshot."""
+    try:
+        rounds.send(None)
+    except StopIteration as finished:
+        result: T = finished.value
+        return result
+    rounds.close()
+    raise RuntimeError("the include rounds suspended; the SQLite lookups never should")
+
+
+def _key(version: Version) -> Key:
+    return version.resource_type, version.id
 
 
 def _targets(connection: sqlite3.Connection, include: Include, frontier: list[Key]) -> set[Key]:
@@ -72,7 +81,8 @@ def _targets(connection: sqlite3.Connection, include: Include, frontier: list[Ke
     return found
 
 
-def _current(connection: sqlite3.Connection, keys: list[Key]) -> list[tuple[Any, ...]]:
+def _current(connection: sqlite3.Connection, keys: list[Key]) -> list[Version]:
+    """The current, not deleted, versions of these resources, in (type, id) order."""
     rows: list[tuple[Any, ...]] = []
     for resource_type in sorted({t for t, _ in keys}):
         ids = [i for t, i in keys if t == resource_type]
@@ -86,7 +96,7 @@ def _current(connection: sqlite3.Connection, keys: list[Key]) -> list[tuple[Any,
                     [resource_type, *chunk],
                 ).fetchall()
             )
-    return rows
+    return [version_of(row) for row in rows]
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:

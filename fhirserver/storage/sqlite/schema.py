@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
+
+from fhirserver.search.time import from_micros
+from fhirserver.storage.base import Version
 
 # Index entries of current, non-deleted versions, one table per parameter type. `grp`
 # ties the components of one composite element together (NULL elsewhere).
@@ -135,6 +139,14 @@ def create_schema(connection: sqlite3.Connection) -> bool:
 
 
 VERSION_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"
+
+
+def version_of(row: tuple[Any, ...]) -> Version:
+    """The Version in a row that starts with VERSION_COLUMNS."""
+    seq, resource_type, resource_id, version, last_updated, method, body = row
+    return Version(
+        resource_type, resource_id, version, from_micros(last_updated), method, body, seq
+    )
 
 
 def connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:

@@ -9,10 +9,12 @@ Semantics follow R4 search.html; `match.py` implements the same in memory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fhirserver.errors import BadRequest
 from fhirserver.search.extract import normalize
+from fhirserver.search.prefixes import Condition, date_condition, number_condition
 from fhirserver.search.query import (
     MAX_MICROS,
     MIN_MICROS,
@@ -32,7 +34,7 @@ from fhirserver.search.query import (
     TokenPredicate,
     UriPredicate,
 )
-from fhirserver.search.time import approximate_range, to_micros
+from fhirserver.search.time import to_micros
 from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, table_of
 
 # Beyond every stored string: the upper bound of a prefix range.
@@ -251,46 +253,22 @@ class Compiler:
             return "idx_uri", a, f"{param} AND {condition}"
         raise TypeError(f"no index row for {p!r}")
 
-    def _date_test(self, low: str, high: str, prefix: str, lo: Any, hi: Any) -> str:
-        """Stored range [low, high) against the search range [lo, hi) (search.html#prefix)."""
-        L, H = to_micros(lo), to_micros(hi)
-        if prefix == "ap":
-            L, H = approximate_range(L, H)
-            return f"{low} < {self.arg(H)} AND {high} > {self.arg(L)}"
-        if prefix in ("eq", "ne"):
-            test = f"{low} >= {self.arg(L)} AND {high} <= {self.arg(H)}"
-            return test if prefix == "eq" else f"NOT ({test})"
-        column, operator, bound = {
-            "gt": (high, ">", H),
-            "ge": (high, ">", L),
-            "lt": (low, "<", L),
-            "le": (low, "<", H),
-            "sa": (low, ">=", H),
-            "eb": (high, "<=", L),
-        }[prefix]
-        return f"{column} {operator} {self.arg(bound)}"
+    def _date_test(self, low: str, high: str, prefix: str, lo: datetime, hi: datetime) -> str:
+        """Stored range [low, high) against the search range [lo, hi)."""
+        return self._condition(low, high, date_condition(prefix, to_micros(lo), to_micros(hi)))
 
     def _number_test(self, a: str, p: NumberPredicate) -> str:
         """Stored [low, high] against the value and its precision range [p.low, p.high)."""
-        value = p.value
-        if p.prefix == "eq":
-            return f"{a}.low >= {self.arg(p.low)} AND {a}.high < {self.arg(p.high)}"
-        if p.prefix == "ne":
-            return f"NOT ({a}.low >= {self.arg(p.low)} AND {a}.high < {self.arg(p.high)})"
-        if p.prefix == "ap":
-            margin = abs(value) * 0.1
-            return (
-                f"{a}.low <= {self.arg(value + margin)} AND {a}.high >= {self.arg(value - margin)}"
-            )
-        column, operator = {
-            "gt": ("high", ">"),
-            "ge": ("high", ">="),
-            "lt": ("low", "<"),
-            "le": ("low", "<="),
-            "sa": ("low", ">"),
-            "eb": ("high", "<"),
-        }[p.prefix]
-        return f"{a}.{column} {operator} {self.arg(value)}"
+        condition = number_condition(p.prefix, p.value, p.low, p.high)
+        return self._condition(f"{a}.low", f"{a}.high", condition)
+
+    def _condition(self, low: str, high: str, condition: Condition[Any]) -> str:
+        """A prefix's condition (search.html#prefix, `search/prefixes.py`) on the stored
+        range between the SQL expressions `low` and `high`."""
+        columns = {"low": low, "high": high}
+        terms = [f"{columns[end]} {op} {self.arg(bound)}" for end, op, bound in condition.terms]
+        test = " AND ".join(terms)
+        return f"NOT ({test})" if condition.negated else test
 
     # --- sorting and paging -----------------------------------------------------------
 

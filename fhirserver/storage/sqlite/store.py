@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fhirserver.errors import Unavailable
-from fhirserver.search.cursor import decode_cursor, encode_cursor
 from fhirserver.search.query import IndexEntry, SearchQuery
-from fhirserver.search.time import from_micros, to_micros
+from fhirserver.search.time import to_micros
 from fhirserver.storage.base import (
     HistoryQuery,
     Job,
@@ -30,23 +29,22 @@ from fhirserver.storage.base import (
     Version,
     VersionConflict,
 )
+from fhirserver.storage.paging import PageRequest
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
 from fhirserver.storage.sqlite.jobs import claim, finish, retry, write_jobs
-from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, connect, create_schema
+from fhirserver.storage.sqlite.schema import (
+    VERSION_COLUMNS,
+    connect,
+    create_schema,
+    version_of,
+)
 from fhirserver.storage.sqlite.search import compile_count, compile_matches, compile_page
 
 T = TypeVar("T")
 # Keys looked up per statement by read_many: well inside SQLite's 32,766 variables.
 _KEYS_PER_QUERY = 500
 Row = tuple[Any, ...]
-
-
-def _version(row: Row) -> Version:
-    seq, resource_type, resource_id, version, last_updated, method, body = row
-    return Version(
-        resource_type, resource_id, version, from_micros(last_updated), method, body, seq
-    )
 
 
 def _read_current(
@@ -104,7 +102,7 @@ def _vread(
         f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.type = ? AND v.id = ? AND v.version = ?",
         (resource_type, resource_id, version),
     ).fetchone()
-    return None if row is None else _version(row)
+    return None if row is None else version_of(row)
 
 
 def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[Version], int]:
@@ -122,36 +120,21 @@ def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[
         total: int = connection.execute(
             f"SELECT count(*) FROM versions v WHERE {where}", args
         ).fetchone()[0]
-    return [_version(row) for row in rows], total
+    return [version_of(row) for row in rows], total
 
 
 def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
-    direction, after = decode_cursor(query.cursor) if query.cursor else ("after", None)
-    backwards = direction == "before"
-    page = compile_page(query, query.count + 1, after, backwards)
+    request = PageRequest.of(query)
+    compiled = compile_page(query, request.limit, request.after, request.backwards)
     with _snapshot(connection):
-        rows = connection.execute(page.sql, page.args).fetchall()
-        more = len(rows) > query.count
-        rows = rows[: query.count]
-        if backwards:
-            rows.reverse()
-        keys = [list(row[: page.keys]) for row in rows]
-        matches = [_version(row[page.keys :]) for row in rows]
+        rows = connection.execute(compiled.sql, compiled.args).fetchall()
+        page = request.page(rows, lambda row: list(row[: compiled.keys]))
+        matches = [version_of(row[compiled.keys :]) for row in page.rows]
         total = None
-        if query.total != "none":
+        if request.counts_total:
             total = connection.execute(*compile_count(query)).fetchone()[0]
-        elif after is None and not more:
-            total = len(matches)
         included = find_includes(connection, query.includes, matches)
-    later = more if not backwards else after is not None
-    earlier = after is not None if not backwards else more
-    return SearchResult(
-        matches,
-        [_version(row) for row in included],
-        total,
-        encode_cursor("after", keys[-1]) if later and keys else None,
-        encode_cursor("before", keys[0]) if earlier and keys else None,
-    )
+    return page.result(matches, included, total)
 
 
 class SqliteStore:
@@ -231,7 +214,7 @@ class SqliteStore:
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         row = await self._on_reader(lambda c: _read_current(c, resource_type, resource_id))
-        return None if row is None else _version(row)
+        return None if row is None else version_of(row)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._on_reader(lambda c: _vread(c, resource_type, resource_id, version))
@@ -252,7 +235,7 @@ class SqliteStore:
                 (*start, limit),
             ).fetchall()
         )
-        return [_version(row) for row in rows]
+        return [version_of(row) for row in rows]
 
     async def count(self) -> int:
         count: int = await self._on_reader(
@@ -272,7 +255,7 @@ class SqliteStore:
                 (after_seq, limit),
             ).fetchall()
         )
-        return [_version(row) for row in rows]
+        return [version_of(row) for row in rows]
 
     async def claim_job(
         self, kinds: Sequence[str], owner: str, now: datetime, lease: timedelta
@@ -345,7 +328,7 @@ class _SqliteUnitOfWork:
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         row = await self._after_flush(lambda c: _read_current(c, resource_type, resource_id))
-        return None if row is None else _version(row)
+        return None if row is None else version_of(row)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._after_flush(lambda c: _vread(c, resource_type, resource_id, version))
@@ -372,13 +355,13 @@ class _SqliteUnitOfWork:
 
         if not keys:
             return {}
-        versions = [_version(row) for row in await self._after_flush(job)]
+        versions = [version_of(row) for row in await self._after_flush(job)]
         return {(v.resource_type, v.id): v for v in versions}
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         sql, args = compile_matches(query, limit)
         rows = await self._after_flush(lambda c: c.execute(sql, args).fetchall())
-        return [_version(row) for row in rows]
+        return [version_of(row) for row in rows]
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
