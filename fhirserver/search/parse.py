@@ -7,13 +7,13 @@ cannot be read (a date that is not a date, an unknown prefix) is always a 400.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
 from fhirserver.errors import BadRequest, NotSupported
 from fhirserver.resources.definitions import is_resource_type
+from fhirserver.search.escaping import split_bars, split_escaped, split_or, unescape
 from fhirserver.search.params import UNSUPPORTED, SearchParam, registry
 from fhirserver.search.query import (
     ID,
@@ -37,7 +37,6 @@ from fhirserver.search.query import (
 )
 from fhirserver.search.time import date_range
 
-_ESCAPE = re.compile(r"\\(.)")
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # search.html: a server may refuse a query too costly to run; this bounds the SQL too.
 MAX_PREDICATES = 100
@@ -127,34 +126,6 @@ def _criterion(builder: _Builder, name: str, value: str) -> None:
         builder.clauses.append(tuple(predicates))
 
 
-def split_or(value: str) -> list[str]:
-    """Split on unescaped commas (search.html#escaping); escapes stay for later."""
-    parts = split_escaped(value, ",")
-    if any(p == "" for p in parts):
-        raise BadRequest(f"Empty value in search value {value!r:.80}")
-    return parts
-
-
-def split_escaped(value: str, separator: str) -> list[str]:
-    """Split on `separator` where no backslash escapes it; `\\\\` is an escaped backslash.
-    The parts keep their escapes, which `_unescape` removes once a value is whole."""
-    parts, current, position = [], [], 0
-    while position < len(value):
-        char = value[position]
-        if char == "\\" and position + 1 < len(value):
-            current.append(value[position : position + 2])
-            position += 2
-            continue
-        if char == separator:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        position += 1
-    parts.append("".join(current))
-    return parts
-
-
 def _param(resource_types: tuple[str, ...], code: str) -> SearchParam | None:
     """The definition of `code` shared by all the types (their first one's)."""
     found = [registry().get(t, code) for t in resource_types]
@@ -176,7 +147,7 @@ def _predicate(
     if colon and not modifier:
         raise BadRequest(f"Empty modifier in {name!r}", expression=name)
     if code == ID and not modifier:
-        return IdPredicate((_unescape(value),))
+        return IdPredicate((unescape(value),))
     if code == LAST_UPDATED and not modifier:
         prefix, text = _prefix(value, code)
         low, high = date_range(text, code)
@@ -221,7 +192,7 @@ def _typed(
         modes = {"": "start", "exact": "exact", "contains": "contains"}
         if modifier not in modes:
             raise _bad_modifier(name, modifier, kind)
-        return StringPredicate(code, _unescape(value), modes[modifier])
+        return StringPredicate(code, unescape(value), modes[modifier])
     if kind == "token":
         return _token(code, modifier, value, name)
     if kind == "date":
@@ -238,7 +209,7 @@ def _typed(
         modes = {"": "exact", "below": "below", "above": "above"}
         if modifier not in modes:
             raise _bad_modifier(name, modifier, kind)
-        return UriPredicate(code, _unescape(value), modes[modifier])
+        return UriPredicate(code, unescape(value), modes[modifier])
     if kind == "composite":
         _no_modifier(name, modifier, kind)
         return _composite(param, value, name)
@@ -249,9 +220,9 @@ def _typed(
 
 def _token(code: str, modifier: str, value: str, name: str) -> Predicate:
     if modifier == "text":
-        return StringPredicate(f"{code}:text", _unescape(value), "start")
+        return StringPredicate(f"{code}:text", unescape(value), "start")
     if modifier == "of-type":
-        parts = _split_bars(value)
+        parts = split_bars(value)
         if len(parts) != 3 or not all(parts[1:]):
             raise BadRequest(f":of-type takes system|code|value, not {value!r}", expression=name)
         return TokenPredicate(f"{code}:of-type", parts[0] or None, f"{parts[1]}|{parts[2]}")
@@ -267,7 +238,7 @@ def _token(code: str, modifier: str, value: str, name: str) -> Predicate:
 
 
 def parse_token(value: str, name: str) -> tuple[str | None, str | None]:
-    parts = _split_bars(value)
+    parts = split_bars(value)
     if len(parts) > 2:
         raise BadRequest(f"Invalid token {value!r}: at most one '|' expected", expression=name)
     if len(parts) == 1:
@@ -284,7 +255,7 @@ def _reference(
         return TokenPredicate(f"{code}:identifier", system, token)
     if modifier and not is_resource_type(modifier):
         raise _bad_modifier(name, modifier, "reference")
-    value = _unescape(value)
+    value = unescape(value)
     if base_url and value.startswith(base_url + "/"):
         # An absolute URL on this server is the same as the relative reference.
         value = value.removeprefix(base_url + "/")
@@ -323,7 +294,7 @@ def _number(code: str, kind: str, value: str, name: str) -> NumberPredicate:
     system: str | None = None
     unit: str | None = None
     if kind == "quantity":
-        parts = _split_bars(text)
+        parts = split_bars(text)
         if len(parts) not in (1, 3):
             raise BadRequest(f"A quantity is number|system|code, not {value!r}", expression=name)
         if len(parts) == 3:
@@ -415,14 +386,6 @@ def _prefix(value: str, name: str) -> tuple[str, str]:
             raise BadRequest(f"Unknown search prefix {value[:2]!r} in {value!r}", expression=name)
         return value[:2], value[2:]
     return "eq", value
-
-
-def _split_bars(value: str) -> list[str]:
-    return [_unescape(part) for part in split_escaped(value, "|")]
-
-
-def _unescape(value: str) -> str:
-    return _ESCAPE.sub(r"\1", value)
 
 
 def _no_modifier(name: str, modifier: str, kind: str) -> None:
