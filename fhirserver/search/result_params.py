@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from fhirserver.errors import BadRequest
 from fhirserver.resources.definitions import is_resource_type
+from fhirserver.resources.elements import SUMMARY_MODES
 from fhirserver.search.params import bad_modifier, registry
 from fhirserver.search.query import ID, LAST_UPDATED, Include, SearchQuery, SortKey
 
@@ -26,7 +27,6 @@ RESULT_PARAMS = frozenset(
 # Parameters about the format of an HTTP answer (R4 http.html#parameters), handled by
 # the REST layer: neither criteria nor result parameters.
 FORMAT_PARAMS = frozenset({"_format", "_pretty"})
-SUMMARY_MODES = ("true", "text", "data", "count", "false")
 TOTAL_MODES = ("none", "estimate", "accurate")
 
 
