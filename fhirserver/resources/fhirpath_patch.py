@@ -29,14 +29,13 @@ value is set as given.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from fhirserver.errors import BadRequest, NotSupported, Unprocessable
 from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.schema import choice_keys, definition_of, elements
 
 _NEEDS = {
     "add": ("name", "value"),
@@ -219,65 +218,14 @@ def _shape(value: Any, definition: str | None) -> Any:
     """JSON for a value; an anonymous type's repeating elements become lists."""
     if not isinstance(value, _Anonymous):
         return value
-    elements = _elements(definition) if definition else {}
+    listed = elements(definition) if definition else {}
     shaped: JSONObject = {}
     for name, values in value.elements.items():
-        is_array, target = elements.get(name, (False, None))
-        items = [_shape(item, target) for item in values]
+        element = listed.get(name)
+        items = [_shape(item, element.definition if element else None) for item in values]
         # Where the definition is unknown, a name given more than once repeats.
-        shaped[name] = items if is_array or len(items) > 1 else items[0]
+        shaped[name] = items if (element and element.is_array) or len(items) > 1 else items[0]
     return shaped
-
-
-def _properties(definition: str) -> dict[str, Any]:
-    """The properties of an R4 schema definition; {} for a primitive or an unknown name."""
-    # Imported here: definitions imports the R4B models, which a patch module need not load.
-    from fhirserver.resources.definitions import r4_schema
-
-    properties: dict[str, Any] = (
-        r4_schema()["definitions"].get(definition, {}).get("properties", {})
-    )
-    return properties
-
-
-@cache
-def _elements(definition: str) -> dict[str, tuple[bool, str | None]]:
-    """Each element of an R4 schema definition: is it an array, and its definition.
-
-    Read as structure._plan reads them; {} for a primitive or a name the schema lacks.
-    """
-    elements: dict[str, tuple[bool, str | None]] = {}
-    for name, element in _properties(definition).items():
-        is_array = element.get("type") == "array"
-        ref = (element.get("items", {}) if is_array else element).get("$ref")
-        # Inline primitives (valueString, the code enums) name no definition.
-        elements[name] = (is_array, ref.rsplit("/", 1)[1] if ref else None)
-    return elements
-
-
-@cache
-def _choice(definition: str, name: str) -> frozenset[str]:
-    """The keys of choice element name[x] (valueQuantity, valueString, ...) in a definition.
-
-    The schema does not mark choices; its keys for one share one description, which tells
-    Observation.effective[x] from, say, participantEffectiveDescription beside
-    participantEffective[x] in ResearchElementDefinition.
-    """
-    properties = _properties(definition)
-    if name in properties:
-        return frozenset()
-    keys = [key for key in properties if key.startswith(name) and key[len(name) :][:1].isupper()]
-    shared = Counter(properties[key].get("description") for key in keys)
-    return frozenset(key for key in keys if shared[properties[key].get("description")] > 1)
-
-
-def _definition(parent: str | None, key: str, value: Any) -> str | None:
-    """The definition of `value`, found as element `key` of a `parent` definition."""
-    target = _elements(parent).get(key, (False, None))[1] if parent else None
-    if target == "ResourceList":  # contained, Bundle.entry.resource: the resource says
-        kind = value.get("resourceType") if isinstance(value, dict) else None
-        return kind if isinstance(kind, str) else None
-    return target
 
 
 def _copy(value: Any) -> Any:
@@ -321,11 +269,11 @@ def _add(target: _Node, operation: _Operation) -> None:
     if not isinstance(container, dict):
         raise operation.unprocessable(f"selects a primitive value, which cannot hold {name!r}")
     parent = target.definition
-    elements = _elements(parent) if parent else {}
+    listed = elements(parent) if parent else {}
     key, choice = name, frozenset[str]()
-    if parent and elements and name not in elements:
+    if parent and listed and name not in listed:
         # A choice element is named without its type: the value part's type completes it.
-        choice = _choice(parent, name)
+        choice = choice_keys(parent, name)
         if not choice:
             raise operation.unprocessable(f"adds {name!r}, which {parent} has no element for")
         key = name + (value_type or "")
@@ -335,8 +283,9 @@ def _add(target: _Node, operation: _Operation) -> None:
     taken = sorted(choice & container.keys())
     if taken:
         raise operation.unprocessable(f"already has {taken[0]!r}; replace changes it")
-    repeats, definition = elements.get(key, (False, None))
-    value = _shape(value, definition)
+    element = listed.get(key)
+    repeats = element is not None and element.is_array
+    value = _shape(value, element.definition if element else None)
     existing = container.get(key)
     if isinstance(existing, list):
         _edit_list(container, key, lambda items, twin: items.append(None if twin else value))
@@ -539,8 +488,8 @@ def _children(node: _Node, name: str, operation: _Operation) -> list[_Node]:
         return []
     if name in value:
         keys, choice = [name], None
-    elif node.definition and _elements(node.definition):
-        keys, choice = [key for key in value if key in _choice(node.definition, name)], name
+    elif node.definition and elements(node.definition):
+        keys, choice = [key for key in value if key in choice_keys(node.definition, name)], name
     else:
         keys = [key for key in value if key.startswith(name) and key[len(name) :][:1].isupper()]
         choice = name
@@ -549,7 +498,7 @@ def _children(node: _Node, name: str, operation: _Operation) -> list[_Node]:
         item = value[key]
         entries = enumerate(item) if isinstance(item, list) else [(None, item)]
         children += [
-            _Node(entry, node, key, i, choice, _definition(node.definition, key, entry))
+            _Node(entry, node, key, i, choice, definition_of(node.definition, key, entry))
             for i, entry in entries
         ]
     return children

@@ -21,7 +21,7 @@ from fhirpathpy.models import models
 
 from fhirserver.conformance import load_resources
 from fhirserver.errors import BadRequest
-from fhirserver.resources.definitions import r4_schema
+from fhirserver.resources.schema import r4_schema
 
 # Parameters of every resource (R4 search.html#all) that are answered from stored
 # columns, not from an expression.
