@@ -13,19 +13,24 @@ every element at any depth, including contained and nested resources:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from fhirserver.errors import Issue
 from fhirserver.resources.definitions import is_resource_type, r4b_model
 from fhirserver.resources.schema import RESOURCE_LIST, elements, primitive_kind
 
-_KIND_CHECKS = {
-    "boolean": lambda v: isinstance(v, bool),
-    "decimal": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-}
+# Whether a JSON value has each primitive kind (bool is an int in Python, not in JSON).
+_KIND_CHECKS: Mapping[str, Callable[[Any], bool]] = MappingProxyType(
+    {
+        "boolean": lambda v: isinstance(v, bool),
+        "decimal": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "string": lambda v: isinstance(v, str),
+    }
+)
 
 
 @dataclass
