@@ -1,4 +1,4 @@
-"""The official R4 JSON Schema (R4 json.html, fhir.schema.json), read one way.
+"""The official R4 JSON Schema (R4 json.html#schema, fhir.schema.json), read one way.
 
 Shipped gzipped beside this module and loaded on first use, not at import. Its
 `definitions` name every resource, data type and backbone element (Patient, HumanName,

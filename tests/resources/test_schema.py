@@ -1,4 +1,4 @@
-"""The R4 JSON Schema read one way (R4 json.html, fhir.schema.json): element cardinality
+"""The R4 JSON Schema read one way (R4 json.html#schema): element cardinality
 and types, primitive kinds, choice elements, and the definition of a nested resource."""
 
 from __future__ import annotations
