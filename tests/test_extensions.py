@@ -16,7 +16,7 @@ from fhir.resources.R4B.operationdefinition import OperationDefinition
 from fhir.resources.R4B.structuredefinition import StructureDefinition
 
 from fhirserver.conformance import data_dir, load_resources
-from fhirserver.resources.definitions import r4_schema
+from fhirserver.resources.schema import r4_schema
 from fhirserver.resources.validate import validate
 from fhirserver.telehealth import virtual
 

@@ -1,21 +1,18 @@
 """What the server knows about each R4 resource type.
 
 The list of types and the structure of those that fhir.resources' R4B models do not
-describe faithfully come from the official R4 JSON Schema, shipped gzipped beside
-this module. Everything else comes from the R4B models.
+describe faithfully come from the official R4 JSON Schema (`schema.py`). Everything
+else comes from the R4B models.
 """
 
 from __future__ import annotations
 
-import gzip
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 
-SCHEMA_PATH = Path(__file__).with_name("fhir.schema.json.gz")
+from fhirserver.resources.schema import r4_schema
 
 # R4B (4.3.0) rebuilt these two resources with different elements; their R4B models
 # would reject valid R4 content, so they are validated against the R4 schema instead.
@@ -23,12 +20,6 @@ RESTRUCTURED_IN_R4B = frozenset({"Evidence", "EvidenceVariable"})
 
 # Always part of a summary (R4 search.html#summary): the resource's identity.
 ALWAYS_SUMMARY = ("resourceType", "id", "meta")
-
-
-@cache
-def r4_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = orjson.loads(gzip.decompress(SCHEMA_PATH.read_bytes()))
-    return schema
 
 
 @cache

@@ -16,7 +16,9 @@ SUBSETTED = {
     "code": "SUBSETTED",
     "display": "Resource encoded in summary mode",
 }
-SUMMARY_MODES = ("true", "false", "text", "data", "count")
+# The `_summary` values, in the order search.html#summary lists them (error messages
+# name them so). `count` applies to searches only.
+SUMMARY_MODES = ("true", "text", "data", "count", "false")
 
 
 def summarize(resource: JSONObject, mode: str) -> JSONObject:

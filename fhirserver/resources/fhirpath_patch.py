@@ -1,94 +1,43 @@
 """FHIRPath Patch (R4 fhirpatch.html): apply a Parameters resource of patch operations.
 
-Each `operation` parameter names a FHIRPath expression and what to do there: add, insert,
-delete, replace or move. FHIRPath engines (fhirpathpy) return values, but a patch needs
-places, so a small evaluator here resolves the subset of FHIRPath that clients send to
-locations (the containing object, the element name, the list position):
+Each `operation` parameter names a FHIRPath path and what to do there: add, insert,
+delete, replace or move. Every operation's parts are checked before anything changes;
+then each path is resolved to places by `fhirpath_locate.py` (the FHIRPath subset patch
+paths use), and the operations are applied in order to a copy of the resource.
 
-    Patient.name               the resource-type prefix may be left out
-    Patient.name[1].given[0]   an indexer after any step
-    Patient.name.first()       first() and last()
-    Patient.identifier.where(system = 'x' and value = 'y')
-                               equality of a (dotted) element with a string, boolean or
-                               integer literal, terms joined by `and`
-    Observation.value          a choice element: matches valueQuantity, valueString, ...
-
-Anything else is refused with NotSupported rather than guessed at.
-
-Each located element carries its R4 schema definition (Patient, HumanName, Patient_Contact,
-the resourceType of a contained resource), read off the shipped R4 JSON Schema (loaded on
-first use, not at import) as the path is walked. So `add` knows the element it adds: it
-appends to a list already there, creates a one-item list for an absent repeating element
-(Patient.identifier) and sets a single value otherwise; a choice name (Observation `value`)
-becomes name + the value's type (valueQuantity); a name the parent's definition lacks is
-refused. An anonymous type sent as parts (Patient.contact) gets its repeating elements as
-lists the same way. Where no definition is known (a resourceType the schema lacks), the
-value is set as given.
+Each located element carries its R4 schema definition (`schema.py`). So `add` knows the
+element it adds: it appends to a list already there, creates a one-item list for an
+absent repeating element (Patient.identifier) and sets a single value otherwise; a choice
+name (Observation `value`) becomes name + the value's type (valueQuantity); a name the
+parent's definition lacks is refused. An anonymous type sent as parts (Patient.contact)
+gets its repeating elements as lists the same way. Where no definition is known (a
+resourceType the schema lacks), the value is set as given.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 from fhirserver.errors import BadRequest, NotSupported, Unprocessable
 from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.fhirpath_locate import Node, UnsupportedPath, locate
+from fhirserver.resources.schema import choice_keys, elements
 
-_NEEDS = {
-    "add": ("name", "value"),
-    "insert": ("value", "index"),
-    "delete": (),
-    "replace": ("value",),
-    "move": ("source", "destination"),
-}
+_NEEDS = MappingProxyType(
+    {
+        "add": ("name", "value"),
+        "insert": ("value", "index"),
+        "delete": (),
+        "replace": ("value",),
+        "move": ("source", "destination"),
+    }
+)
 _PARTS = frozenset({"type", "path", "name", "value", "index", "source", "destination"})
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
-_TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>[0-9]+)"
-    r"|(?P<ident>[A-Za-z][A-Za-z0-9_]*)|(?P<punct>[.\[\]()=]))"
-)
-_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
-
-Literal = str | bool | int
-
-
-@dataclass(frozen=True)
-class _Field:
-    name: str
-
-
-@dataclass(frozen=True)
-class _Index:
-    position: int
-
-
-@dataclass(frozen=True)
-class _Function:
-    name: str  # first | last
-
-
-@dataclass(frozen=True)
-class _Where:
-    terms: tuple[tuple[tuple[str, ...], Literal], ...]
-
-
-_Step = _Field | _Index | _Function | _Where
-
-
-@dataclass(frozen=True)
-class _Node:
-    """One element the path selected, and where it lives so that it can be changed."""
-
-    value: Any
-    parent: _Node | None = None  # None for the resource itself
-    key: str = ""
-    index: int | None = None  # its position when `parent.value[key]` is a JSON array
-    choice: str | None = None  # "value" when `key` is "valueQuantity" reached as `value`
-    definition: str | None = None  # its R4 schema definition, None where unknown
 
 
 @dataclass(frozen=True)
@@ -185,9 +134,8 @@ class _Operation:
         detail = f"{self.type} path {self.path!r} {detail}"
         return Unprocessable(self._says(detail), expression=self.path)
 
-    def unsupported(self, reason: str) -> NotSupported:
-        detail = f"path {self.path!r} is outside the FHIRPath subset supported here: {reason}"
-        return NotSupported(self._says(detail), expression=self.path)
+    def unsupported(self, error: UnsupportedPath) -> NotSupported:
+        return NotSupported(self._says(error.detail), expression=self.path)
 
 
 def _part_value(part: JSONObject, operation: _Operation) -> tuple[Any, str | None]:
@@ -219,65 +167,14 @@ def _shape(value: Any, definition: str | None) -> Any:
     """JSON for a value; an anonymous type's repeating elements become lists."""
     if not isinstance(value, _Anonymous):
         return value
-    elements = _elements(definition) if definition else {}
+    listed = elements(definition) if definition else {}
     shaped: JSONObject = {}
     for name, values in value.elements.items():
-        is_array, target = elements.get(name, (False, None))
-        items = [_shape(item, target) for item in values]
+        element = listed.get(name)
+        items = [_shape(item, element.definition if element else None) for item in values]
         # Where the definition is unknown, a name given more than once repeats.
-        shaped[name] = items if is_array or len(items) > 1 else items[0]
+        shaped[name] = items if (element and element.is_array) or len(items) > 1 else items[0]
     return shaped
-
-
-def _properties(definition: str) -> dict[str, Any]:
-    """The properties of an R4 schema definition; {} for a primitive or an unknown name."""
-    # Imported here: definitions imports the R4B models, which a patch module need not load.
-    from fhirserver.resources.definitions import r4_schema
-
-    properties: dict[str, Any] = (
-        r4_schema()["definitions"].get(definition, {}).get("properties", {})
-    )
-    return properties
-
-
-@cache
-def _elements(definition: str) -> dict[str, tuple[bool, str | None]]:
-    """Each element of an R4 schema definition: is it an array, and its definition.
-
-    Read as structure._plan reads them; {} for a primitive or a name the schema lacks.
-    """
-    elements: dict[str, tuple[bool, str | None]] = {}
-    for name, element in _properties(definition).items():
-        is_array = element.get("type") == "array"
-        ref = (element.get("items", {}) if is_array else element).get("$ref")
-        # Inline primitives (valueString, the code enums) name no definition.
-        elements[name] = (is_array, ref.rsplit("/", 1)[1] if ref else None)
-    return elements
-
-
-@cache
-def _choice(definition: str, name: str) -> frozenset[str]:
-    """The keys of choice element name[x] (valueQuantity, valueString, ...) in a definition.
-
-    The schema does not mark choices; its keys for one share one description, which tells
-    Observation.effective[x] from, say, participantEffectiveDescription beside
-    participantEffective[x] in ResearchElementDefinition.
-    """
-    properties = _properties(definition)
-    if name in properties:
-        return frozenset()
-    keys = [key for key in properties if key.startswith(name) and key[len(name) :][:1].isupper()]
-    shared = Counter(properties[key].get("description") for key in keys)
-    return frozenset(key for key in keys if shared[properties[key].get("description")] > 1)
-
-
-def _definition(parent: str | None, key: str, value: Any) -> str | None:
-    """The definition of `value`, found as element `key` of a `parent` definition."""
-    target = _elements(parent).get(key, (False, None))[1] if parent else None
-    if target == "ResourceList":  # contained, Bundle.entry.resource: the resource says
-        kind = value.get("resourceType") if isinstance(value, dict) else None
-        return kind if isinstance(kind, str) else None
-    return target
 
 
 def _copy(value: Any) -> Any:
@@ -290,7 +187,10 @@ def _copy(value: Any) -> Any:
 
 
 def _apply(resource: JSONObject, operation: _Operation) -> None:
-    nodes = _evaluate(resource, _parse(operation), operation)
+    try:
+        nodes = locate(resource, operation.path)
+    except UnsupportedPath as error:
+        raise operation.unsupported(error) from None
     if operation.type == "delete":
         # The spec deletes "if found": a path that selects nothing is not an error.
         if nodes:
@@ -305,7 +205,7 @@ def _apply(resource: JSONObject, operation: _Operation) -> None:
         _add(_single(nodes, operation), operation)
 
 
-def _single(nodes: list[_Node], operation: _Operation) -> _Node:
+def _single(nodes: list[Node], operation: _Operation) -> Node:
     if not nodes:
         raise operation.unprocessable("selects nothing")
     if len(nodes) > 1:
@@ -315,17 +215,17 @@ def _single(nodes: list[_Node], operation: _Operation) -> _Node:
     return nodes[0]
 
 
-def _add(target: _Node, operation: _Operation) -> None:
+def _add(target: Node, operation: _Operation) -> None:
     name, (value, value_type) = operation.string("name"), operation.value()
     container = target.value
     if not isinstance(container, dict):
         raise operation.unprocessable(f"selects a primitive value, which cannot hold {name!r}")
     parent = target.definition
-    elements = _elements(parent) if parent else {}
+    listed = elements(parent) if parent else {}
     key, choice = name, frozenset[str]()
-    if parent and elements and name not in elements:
+    if parent and listed and name not in listed:
         # A choice element is named without its type: the value part's type completes it.
-        choice = _choice(parent, name)
+        choice = choice_keys(parent, name)
         if not choice:
             raise operation.unprocessable(f"adds {name!r}, which {parent} has no element for")
         key = name + (value_type or "")
@@ -335,8 +235,9 @@ def _add(target: _Node, operation: _Operation) -> None:
     taken = sorted(choice & container.keys())
     if taken:
         raise operation.unprocessable(f"already has {taken[0]!r}; replace changes it")
-    repeats, definition = elements.get(key, (False, None))
-    value = _shape(value, definition)
+    element = listed.get(key)
+    repeats = element is not None and element.is_array
+    value = _shape(value, element.definition if element else None)
     existing = container.get(key)
     if isinstance(existing, list):
         _edit_list(container, key, lambda items, twin: items.append(None if twin else value))
@@ -346,7 +247,7 @@ def _add(target: _Node, operation: _Operation) -> None:
         raise operation.unprocessable(f"already has {key!r}; replace changes it")
 
 
-def _replace(node: _Node, value: Any, value_type: str | None) -> None:
+def _replace(node: Node, value: Any, value_type: str | None) -> None:
     assert node.parent is not None
     container = node.parent.value
     if node.index is not None:
@@ -359,7 +260,7 @@ def _replace(node: _Node, value: Any, value_type: str | None) -> None:
         container[node.key] = value
 
 
-def _delete(node: _Node) -> None:
+def _delete(node: Node) -> None:
     assert node.parent is not None
     container, key, index = node.parent.value, node.key, node.index
     if index is None:
@@ -372,7 +273,7 @@ def _delete(node: _Node) -> None:
         _delete(node.parent)
 
 
-def _reorder(nodes: list[_Node], operation: _Operation) -> None:
+def _reorder(nodes: list[Node], operation: _Operation) -> None:
     """insert and move: the path names one whole list; the parts name positions in it."""
     if not nodes:
         raise operation.unprocessable("selects no list (add creates one)")
@@ -419,152 +320,3 @@ def _edit_list(container: JSONObject, key: str, edit: Callable[[list[Any], bool]
         del container[key]
     if aligned is not None and all(entry is None for entry in aligned):
         del container["_" + key]
-
-
-# -- the path language ------------------------------------------------------------------
-
-
-def _parse(operation: _Operation) -> list[_Step]:
-    path = operation.path
-    tokens: list[tuple[str, str]] = []
-    position = 0
-    while path[position:].strip():
-        match = _TOKEN.match(path, position)
-        if match is None or match.lastgroup is None:
-            raise operation.unsupported(f"cannot read {path[position:].strip()[:12]!r}")
-        tokens.append((match.lastgroup, match.group(match.lastgroup)))
-        position = match.end()
-    tokens.append(("end", ""))
-    cursor = 0
-
-    def peek() -> str:
-        return tokens[cursor][1]
-
-    def take(kind: str, text: str | None = None) -> str:
-        nonlocal cursor
-        got_kind, got = tokens[cursor]
-        if got_kind != kind or text not in (None, got):
-            wanted = repr(text) if text is not None else "a name" if kind == "ident" else kind
-            raise operation.unsupported(f"expected {wanted} at {got or 'the end'!r}")
-        cursor += 1
-        return got
-
-    def number() -> int:
-        text = take("number")
-        # R4 integers are 32-bit; and int() refuses text thousands of digits long.
-        if len(text) > 10:
-            raise operation.unsupported(f"{text[:10]}... is past any R4 integer")
-        return int(text)
-
-    def literal() -> Literal:
-        kind, text = tokens[cursor]
-        if kind == "string":
-            take(kind)
-            return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", _unescape, text[1:-1])
-        if kind == "number":
-            return number()
-        if text in ("true", "false"):
-            return take(kind) == "true"
-        raise operation.unsupported(f"{text or 'the end'!r} is not a string, boolean or integer")
-
-    def where() -> _Where:
-        terms = []
-        while True:
-            names = [take("ident")]
-            while peek() == ".":
-                take("punct", ".")
-                names.append(take("ident"))
-            take("punct", "=")
-            terms.append((tuple(names), literal()))
-            if peek() != "and":
-                return _Where(tuple(terms))
-            take("ident", "and")
-
-    steps: list[_Step] = []
-    while True:
-        name = take("ident")
-        if peek() != "(":
-            steps.append(_Field(name))
-        elif name in ("first", "last"):
-            take("punct", "(")
-            take("punct", ")")
-            steps.append(_Function(name))
-        elif name == "where":
-            take("punct", "(")
-            steps.append(where())
-            take("punct", ")")
-        else:
-            raise operation.unsupported(f"{name}() is not one of first(), last(), where()")
-        while peek() == "[":
-            take("punct", "[")
-            steps.append(_Index(number()))
-            take("punct", "]")
-        if tokens[cursor][0] == "end":
-            return steps
-        take("punct", ".")
-
-
-def _unescape(match: re.Match[str]) -> str:
-    code = match.group(1)
-    if len(code) == 5:
-        return chr(int(code[1:], 16))
-    return _ESCAPES.get(code, code)
-
-
-def _evaluate(resource: JSONObject, steps: list[_Step], operation: _Operation) -> list[_Node]:
-    kind = resource.get("resourceType")
-    nodes = [_Node(resource, definition=kind if isinstance(kind, str) else None)]
-    if steps[0] == _Field(str(resource.get("resourceType"))):
-        steps = steps[1:]
-    for step in steps:
-        if isinstance(step, _Field):
-            nodes = [child for node in nodes for child in _children(node, step.name, operation)]
-        elif isinstance(step, _Index):
-            nodes = nodes[step.position : step.position + 1]
-        elif isinstance(step, _Function):
-            nodes = nodes[:1] if step.name == "first" else nodes[-1:]
-        else:
-            nodes = [node for node in nodes if _matches(node, step, operation)]
-    return nodes
-
-
-def _children(node: _Node, name: str, operation: _Operation) -> list[_Node]:
-    value = node.value
-    if not isinstance(value, dict):
-        # A primitive's id and extensions live in its `_name` twin, which is not modelled.
-        if name in ("id", "extension"):
-            raise operation.unsupported("the id or extension of a primitive value")
-        return []
-    if name == "resourceType":
-        return []
-    if name in value:
-        keys, choice = [name], None
-    elif node.definition and _elements(node.definition):
-        keys, choice = [key for key in value if key in _choice(node.definition, name)], name
-    else:
-        keys = [key for key in value if key.startswith(name) and key[len(name) :][:1].isupper()]
-        choice = name
-    children = []
-    for key in keys:
-        item = value[key]
-        entries = enumerate(item) if isinstance(item, list) else [(None, item)]
-        children += [
-            _Node(entry, node, key, i, choice, _definition(node.definition, key, entry))
-            for i, entry in entries
-        ]
-    return children
-
-
-def _matches(node: _Node, where: _Where, operation: _Operation) -> bool:
-    for names, expected in where.terms:
-        found = [node]
-        for name in names:
-            found = [child for item in found for child in _children(item, name, operation)]
-        # FHIRPath `=` compares whole collections: two codes are not `= 'x'`, nor is none.
-        if len(found) != 1 or not _equal(found[0].value, expected):
-            return False
-    return True
-
-
-def _equal(value: Any, expected: Literal) -> bool:
-    return isinstance(value, bool) == isinstance(expected, bool) and value == expected

@@ -13,21 +13,24 @@ every element at any depth, including contained and nested resources:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 from fhirserver.errors import Issue
-from fhirserver.resources.definitions import is_resource_type, r4_schema, r4b_model
+from fhirserver.resources.definitions import is_resource_type, r4b_model
+from fhirserver.resources.schema import RESOURCE_LIST, elements, primitive_kind
 
-_RESOURCE = "ResourceList"
-_INTEGER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt"})
-_KIND_CHECKS = {
-    "boolean": lambda v: isinstance(v, bool),
-    "decimal": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-}
+# Whether a JSON value has each primitive kind (bool is an int in Python, not in JSON).
+_KIND_CHECKS: Mapping[str, Callable[[Any], bool]] = MappingProxyType(
+    {
+        "boolean": lambda v: isinstance(v, bool),
+        "decimal": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "string": lambda v: isinstance(v, str),
+    }
+)
 
 
 @dataclass
@@ -35,38 +38,6 @@ class StructureReport:
     issues: list[Issue] = field(default_factory=list)
     # Nested resource types the R4B models cannot check (R4-only or reshaped in R4B).
     needs_schema: bool = False
-
-
-@cache
-def _plan(definition: str) -> dict[str, tuple[bool, str]]:
-    """For each property of a complex definition: (is it an array, what it holds)."""
-    properties = r4_schema()["definitions"][definition].get("properties", {})
-    plan = {}
-    for name, schema in properties.items():
-        is_array = schema.get("type") == "array"
-        target = schema.get("items", {}) if is_array else schema
-        ref = target.get("$ref")
-        plan[name] = (is_array, ref.rsplit("/", 1)[1] if ref else _inline_kind(target))
-    return plan
-
-
-def _inline_kind(schema: dict[str, Any]) -> str:
-    """Choice elements (valueBoolean, ...) spell their primitive inline, not as a $ref."""
-    json_type = schema.get("type", "string")
-    if json_type == "number":
-        return "decimal" if "\\." in schema.get("pattern", "\\.") else "integer"
-    return "boolean" if json_type == "boolean" else "string"
-
-
-@cache
-def _primitive_kind(definition: str) -> str | None:
-    """The JSON kind of a primitive definition; None for a complex one."""
-    schema = r4_schema()["definitions"][definition]
-    if "properties" in schema:
-        return None
-    if definition in _INTEGER_TYPES:
-        return "integer"
-    return {"boolean": "boolean", "number": "decimal"}.get(schema.get("type", ""), "string")
 
 
 def check_structure(resource_type: str, resource: dict[str, Any]) -> StructureReport:
@@ -78,14 +49,14 @@ def check_structure(resource_type: str, resource: dict[str, Any]) -> StructureRe
 def _check_object(
     definition: str, value: dict[str, Any], path: str, report: StructureReport
 ) -> None:
-    plan = _plan(definition)
+    listed = elements(definition)
     for name, item in value.items():
         where = f"{path}.{name}"
-        entry = plan.get(name)
-        if entry is None:
+        element = listed.get(name)
+        if element is None:
             report.issues.append(Issue("Unknown element in R4", "structure", expression=where))
             continue
-        is_array, target = entry
+        is_array, target = element.is_array, element.target
         if item is None:
             report.issues.append(Issue("null is not a value", "structure", expression=where))
         elif not is_array:
@@ -110,10 +81,10 @@ def _check_object(
 
 
 def _check_value(target: str, value: Any, path: str, report: StructureReport) -> None:
-    if target == _RESOURCE:
+    if target == RESOURCE_LIST:
         _check_resource(value, path, report)
         return
-    kind = _primitive_kind(target) if target not in _KIND_CHECKS else target
+    kind = primitive_kind(target) if target not in _KIND_CHECKS else target
     if kind is None:
         if not isinstance(value, dict):
             report.issues.append(

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from fhirserver.errors import BadRequest, FHIRError, Issue, Unprocessable
 from fhirserver.resources.codec import JSONObject
-from fhirserver.resources.definitions import is_resource_type, r4_schema, r4b_model
+from fhirserver.resources.definitions import is_resource_type, r4b_model
+from fhirserver.resources.schema import r4_schema
 from fhirserver.resources.structure import check_structure
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

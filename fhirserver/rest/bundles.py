@@ -16,8 +16,8 @@ from fhirserver.resources.elements import select_elements, summarize
 from fhirserver.resources.meta import format_instant
 from fhirserver.rest.errors import operation_outcome
 from fhirserver.rest.headers import etag
-from fhirserver.search.parse import FORMAT_PARAMS
 from fhirserver.search.query import SearchQuery
+from fhirserver.search.result_params import FORMAT_PARAMS
 from fhirserver.storage.base import SearchResult, Version
 
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}

@@ -30,7 +30,7 @@ from fhirserver.rest.negotiation import (
     response_format,
 )
 from fhirserver.rest.responses import SHAPE_PARAMS, fhir_response, shaped_resource, write_response
-from fhirserver.search.parse import FORMAT_PARAMS
+from fhirserver.search.result_params import FORMAT_PARAMS
 from fhirserver.storage.base import Store, Version
 
 

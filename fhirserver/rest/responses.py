@@ -12,7 +12,7 @@ from fhirserver.resources import codec
 from fhirserver.resources.elements import SUMMARY_MODES, select_elements, summarize
 from fhirserver.rest.errors import operation_outcome
 from fhirserver.rest.negotiation import Format
-from fhirserver.search.parse import FORMAT_PARAMS
+from fhirserver.search.result_params import FORMAT_PARAMS
 
 # Parameters about the shape of the answer, never search or history criteria.
 SHAPE_PARAMS = frozenset({*FORMAT_PARAMS, "_summary", "_elements"})

@@ -20,7 +20,8 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from fhirserver.conformance import load_resources
-from fhirserver.resources.definitions import r4_schema
+from fhirserver.errors import BadRequest
+from fhirserver.resources.schema import r4_schema
 
 # Parameters of every resource (R4 search.html#all) that are answered from stored
 # columns, not from an expression.
@@ -227,6 +228,14 @@ class Registry:
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         return self.for_type(resource_type).get(code)
 
+    def shared(self, resource_types: tuple[str, ...], code: str) -> SearchParam | None:
+        """The definition of `code` when every one of the types has one (the first's):
+        a system search may use only the parameters all its types share."""
+        found = [self.get(t, code) for t in resource_types]
+        if not found or any(p is None for p in found):
+            return None
+        return found[0]
+
     def by_url(self, url: str) -> SearchParam | None:
         return self._by_url.get(url)
 
@@ -250,6 +259,11 @@ class Registry:
             if expression is not None:
                 found.append((param, compile_expression(expression)))
         return tuple(found)
+
+
+def bad_modifier(name: str, modifier: str, kind: str) -> BadRequest:
+    """A modifier that parameters of `kind` do not take (search.html#modifiers)."""
+    return BadRequest(f"Modifier :{modifier} does not apply to a {kind} parameter", expression=name)
 
 
 @cache

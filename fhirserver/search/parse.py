@@ -1,20 +1,23 @@
-"""Query string -> SearchQuery (R4 search.html), parsed once.
+"""Query string -> SearchQuery (R4 search.html), parsed once: the criteria.
 
-Comma means OR, a repeated parameter means AND. Unknown or unsupported parameters are
-ignored and reported (lenient, the default) or refused with 400 (`strict`); a value that
-cannot be read (a date that is not a date, an unknown prefix) is always a 400.
+Each criterion becomes predicates (#ptypes, #modifiers, #prefix, #chaining, #has);
+comma means OR, a repeated parameter means AND (#combining). Result parameters
+(`_sort`, `_count`, ...) are read by `result_params.py`, escapes by `escaping.py`.
+Unknown or unsupported parameters are ignored and reported (lenient, the default) or
+refused with 400 (`strict`); a value that cannot be read (a date that is not a date, an
+unknown prefix) is always a 400.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from fhirserver.errors import BadRequest, NotSupported
 from fhirserver.resources.definitions import is_resource_type
-from fhirserver.search.params import UNSUPPORTED, SearchParam, registry
+from fhirserver.search.escaping import split_bars, split_escaped, split_or, unescape
+from fhirserver.search.params import UNSUPPORTED, SearchParam, bad_modifier, registry
 from fhirserver.search.query import (
     ID,
     LAST_UPDATED,
@@ -23,21 +26,25 @@ from fhirserver.search.query import (
     DatePredicate,
     HasPredicate,
     IdPredicate,
-    Include,
     LastUpdatedPredicate,
     MissingPredicate,
     NumberPredicate,
     Predicate,
     ReferencePredicate,
     SearchQuery,
-    SortKey,
     StringPredicate,
     TokenPredicate,
     UriPredicate,
 )
+from fhirserver.search.result_params import (
+    DEFAULT_COUNT,
+    FORMAT_PARAMS,
+    MAX_COUNT,
+    RESULT_PARAMS,
+    with_results,
+)
 from fhirserver.search.time import date_range
 
-_ESCAPE = re.compile(r"\\(.)")
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # search.html: a server may refuse a query too costly to run; this bounds the SQL too.
 MAX_PREDICATES = 100
@@ -45,16 +52,6 @@ MAX_CHAIN_DEPTH = 4
 # A bare id in a reference parameter with more target types than this is not also
 # looked for as absolute URLs on this server.
 MAX_URL_FORMS = 10
-DEFAULT_COUNT = 20
-MAX_COUNT = 1000
-SORTABLE = frozenset({"string", "token", "date", "number", "quantity", "reference", "uri"})
-RESULT_PARAMS = frozenset(
-    {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor"}
-)
-# Parameters about the format of an HTTP answer, handled by the REST layer.
-FORMAT_PARAMS = frozenset({"_format", "_pretty"})
-SUMMARY_MODES = ("true", "text", "data", "count", "false")
-TOTAL_MODES = ("none", "estimate", "accurate")
 
 
 @dataclass
@@ -96,8 +93,9 @@ def parse_search(
         resource_types=resource_types,
         clauses=tuple(builder.clauses),
         count=default_count,
+        ignored=tuple(builder.ignored),
     )
-    return _with_results(query, results, max_count, builder)
+    return with_results(query, results, max_count)
 
 
 def parse_criteria(resource_type: str, params: Iterable[tuple[str, str]]) -> SearchQuery:
@@ -127,42 +125,6 @@ def _criterion(builder: _Builder, name: str, value: str) -> None:
         builder.clauses.append(tuple(predicates))
 
 
-def split_or(value: str) -> list[str]:
-    """Split on unescaped commas (search.html#escaping); escapes stay for later."""
-    parts = split_escaped(value, ",")
-    if any(p == "" for p in parts):
-        raise BadRequest(f"Empty value in search value {value!r:.80}")
-    return parts
-
-
-def split_escaped(value: str, separator: str) -> list[str]:
-    """Split on `separator` where no backslash escapes it; `\\\\` is an escaped backslash.
-    The parts keep their escapes, which `_unescape` removes once a value is whole."""
-    parts, current, position = [], [], 0
-    while position < len(value):
-        char = value[position]
-        if char == "\\" and position + 1 < len(value):
-            current.append(value[position : position + 2])
-            position += 2
-            continue
-        if char == separator:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        position += 1
-    parts.append("".join(current))
-    return parts
-
-
-def _param(resource_types: tuple[str, ...], code: str) -> SearchParam | None:
-    """The definition of `code` shared by all the types (their first one's)."""
-    found = [registry().get(t, code) for t in resource_types]
-    if not found or any(p is None for p in found):
-        return None
-    return found[0]
-
-
 def _predicate(
     builder: _Builder, types: tuple[str, ...], name: str, value: str, depth: int
 ) -> Predicate | None:
@@ -176,7 +138,7 @@ def _predicate(
     if colon and not modifier:
         raise BadRequest(f"Empty modifier in {name!r}", expression=name)
     if code == ID and not modifier:
-        return IdPredicate((_unescape(value),))
+        return IdPredicate((unescape(value),))
     if code == LAST_UPDATED and not modifier:
         prefix, text = _prefix(value, code)
         low, high = date_range(text, code)
@@ -184,7 +146,7 @@ def _predicate(
     if code in UNSUPPORTED:
         builder.ignore(name, UNSUPPORTED[code])
         return None
-    param = _param(types, code)
+    param = registry().shared(types, code)
     if param is None:
         builder.ignore(name, f"unknown search parameter for {'/'.join(types)}")
         return None
@@ -220,8 +182,8 @@ def _typed(
     if kind == "string":
         modes = {"": "start", "exact": "exact", "contains": "contains"}
         if modifier not in modes:
-            raise _bad_modifier(name, modifier, kind)
-        return StringPredicate(code, _unescape(value), modes[modifier])
+            raise bad_modifier(name, modifier, kind)
+        return StringPredicate(code, unescape(value), modes[modifier])
     if kind == "token":
         return _token(code, modifier, value, name)
     if kind == "date":
@@ -237,8 +199,8 @@ def _typed(
     if kind == "uri":
         modes = {"": "exact", "below": "below", "above": "above"}
         if modifier not in modes:
-            raise _bad_modifier(name, modifier, kind)
-        return UriPredicate(code, _unescape(value), modes[modifier])
+            raise bad_modifier(name, modifier, kind)
+        return UriPredicate(code, unescape(value), modes[modifier])
     if kind == "composite":
         _no_modifier(name, modifier, kind)
         return _composite(param, value, name)
@@ -249,9 +211,9 @@ def _typed(
 
 def _token(code: str, modifier: str, value: str, name: str) -> Predicate:
     if modifier == "text":
-        return StringPredicate(f"{code}:text", _unescape(value), "start")
+        return StringPredicate(f"{code}:text", unescape(value), "start")
     if modifier == "of-type":
-        parts = _split_bars(value)
+        parts = split_bars(value)
         if len(parts) != 3 or not all(parts[1:]):
             raise BadRequest(f":of-type takes system|code|value, not {value!r}", expression=name)
         return TokenPredicate(f"{code}:of-type", parts[0] or None, f"{parts[1]}|{parts[2]}")
@@ -261,13 +223,13 @@ def _token(code: str, modifier: str, value: str, name: str) -> Predicate:
             expression=name,
         )
     if modifier not in ("", "not"):
-        raise _bad_modifier(name, modifier, "token")
+        raise bad_modifier(name, modifier, "token")
     system, token = parse_token(value, name)
     return TokenPredicate(code, system, token, negate=modifier == "not")
 
 
 def parse_token(value: str, name: str) -> tuple[str | None, str | None]:
-    parts = _split_bars(value)
+    parts = split_bars(value)
     if len(parts) > 2:
         raise BadRequest(f"Invalid token {value!r}: at most one '|' expected", expression=name)
     if len(parts) == 1:
@@ -283,8 +245,8 @@ def _reference(
         system, token = parse_token(value, name)
         return TokenPredicate(f"{code}:identifier", system, token)
     if modifier and not is_resource_type(modifier):
-        raise _bad_modifier(name, modifier, "reference")
-    value = _unescape(value)
+        raise bad_modifier(name, modifier, "reference")
+    value = unescape(value)
     if base_url and value.startswith(base_url + "/"):
         # An absolute URL on this server is the same as the relative reference.
         value = value.removeprefix(base_url + "/")
@@ -323,7 +285,7 @@ def _number(code: str, kind: str, value: str, name: str) -> NumberPredicate:
     system: str | None = None
     unit: str | None = None
     if kind == "quantity":
-        parts = _split_bars(text)
+        parts = split_bars(text)
         if len(parts) not in (1, 3):
             raise BadRequest(f"A quantity is number|system|code, not {value!r}", expression=name)
         if len(parts) == 3:
@@ -371,12 +333,12 @@ def _chain(
 ) -> Predicate | None:
     head, _, rest = name.partition(".")
     code, _, type_modifier = head.partition(":")
-    param = _param(types, code)
+    param = registry().shared(types, code)
     if param is None or param.type != "reference":
         builder.ignore(name, f"{code!r} is not a reference parameter to chain through")
         return None
     if type_modifier and not is_resource_type(type_modifier):
-        raise _bad_modifier(name, type_modifier, "reference")
+        raise bad_modifier(name, type_modifier, "reference")
     targets = (type_modifier,) if type_modifier else param.targets
     inner_code = rest.split(".")[0].split(":")[0]
     usable = tuple(
@@ -417,101 +379,6 @@ def _prefix(value: str, name: str) -> tuple[str, str]:
     return "eq", value
 
 
-def _split_bars(value: str) -> list[str]:
-    return [_unescape(part) for part in split_escaped(value, "|")]
-
-
-def _unescape(value: str) -> str:
-    return _ESCAPE.sub(r"\1", value)
-
-
 def _no_modifier(name: str, modifier: str, kind: str) -> None:
     if modifier:
-        raise _bad_modifier(name, modifier, kind)
-
-
-def _bad_modifier(name: str, modifier: str, kind: str) -> BadRequest:
-    return BadRequest(f"Modifier :{modifier} does not apply to a {kind} parameter", expression=name)
-
-
-def _with_results(
-    query: SearchQuery, results: dict[str, list[str]], max_count: int, builder: _Builder
-) -> SearchQuery:
-    sort: tuple[SortKey, ...] = ()
-    includes: list[Include] = []
-    count, total, summary, cursor = query.count, "none", None, None
-    elements: tuple[str, ...] = ()
-    for name, values in results.items():
-        base, _, modifier = name.partition(":")
-        value = values[-1]
-        if base == "_sort":
-            sort = _sort(query.resource_types, value)
-        elif base == "_count":
-            if not value.isascii() or not value.isdigit() or len(value) > 9:
-                raise BadRequest(
-                    f"_count must be a whole number, not {value!r:.40}", expression=name
-                )
-            count = min(int(value), max_count)
-        elif base in ("_include", "_revinclude"):
-            if modifier not in ("", "iterate", "recurse"):
-                raise _bad_modifier(name, modifier, base)
-            for item in values:
-                includes.append(_include(item, base == "_revinclude", bool(modifier), name))
-        elif base == "_summary":
-            if value not in SUMMARY_MODES:
-                raise BadRequest(
-                    f"_summary must be one of {', '.join(SUMMARY_MODES)}", expression=name
-                )
-            summary = value
-        elif base == "_elements":
-            elements = tuple(e.strip() for e in value.split(",") if e.strip())
-        elif base == "_total":
-            if value not in TOTAL_MODES:
-                raise BadRequest(f"_total must be one of {', '.join(TOTAL_MODES)}", expression=name)
-            total = value
-        elif base == "_cursor":
-            cursor = value
-    return replace(
-        query,
-        sort=sort,
-        count=count,
-        includes=tuple(includes),
-        total=total,
-        summary=summary,
-        elements=elements,
-        cursor=cursor,
-        ignored=tuple(builder.ignored),
-    )
-
-
-def _sort(types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
-    keys = []
-    for item in value.split(","):
-        item = item.strip()
-        descending = item.startswith("-")
-        code = item.lstrip("-")
-        kind = "special"
-        if code not in (ID, LAST_UPDATED):
-            param = _param(types, code)
-            if param is None or param.type not in SORTABLE:
-                raise BadRequest(f"Cannot sort by {code!r}", expression="_sort")
-            kind = param.type
-        keys.append(SortKey(code, descending, kind))
-    return tuple(keys)
-
-
-def _include(value: str, reverse: bool, iterate: bool, name: str) -> Include:
-    if value == "*":
-        return Include("*", "*", None, reverse, iterate)
-    parts = value.split(":")
-    if len(parts) not in (2, 3) or not is_resource_type(parts[0]):
-        raise BadRequest(f"{name} takes Type:param[:Target], not {value!r}", expression=name)
-    source, code = parts[0], parts[1]
-    target = parts[2] if len(parts) == 3 else None
-    if target is not None and not is_resource_type(target):
-        raise BadRequest(f"Unknown target type {target!r} in {name}", expression=name)
-    if code != "*":
-        param = registry().get(source, code)
-        if param is None or param.type != "reference":
-            raise BadRequest(f"{source}:{code} is not a reference parameter", expression=name)
-    return Include(source, code, target, reverse, iterate)
+        raise bad_modifier(name, modifier, kind)

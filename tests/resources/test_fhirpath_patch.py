@@ -8,40 +8,18 @@ written here as FHIR JSON.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 
-from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unprocessable
+from fhirserver.errors import BadRequest, FHIRError, Unprocessable
 from fhirserver.resources import codec
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
-
-
-def op(kind: str, path: str, **parts: JSONObject) -> JSONObject:
-    """One `operation` parameter; each keyword becomes a part, e.g. value={"valueDate": ...}."""
-    return {
-        "name": "operation",
-        "part": [
-            {"name": "type", "valueCode": kind},
-            {"name": "path", "valueString": path},
-            *({"name": name, **content} for name, content in parts.items()),
-        ],
-    }
-
-
-def patch(resource: JSONObject, *operations: JSONObject) -> JSONObject:
-    return apply_fhirpath_patch(
-        resource, {"resourceType": "Parameters", "parameter": [*operations]}
-    )
+from tests.resources.patch_helpers import PETER, op, patch, patient
 
 
 def identifiers(*values: str) -> list[JSONObject]:
     return [{"system": "http://example.org", "value": value} for value in values]
-
-
-def patient(**elements: Any) -> JSONObject:
-    return {"resourceType": "Patient", **elements}
 
 
 CONTACT = {"name": {"text": "a name"}, "gender": "male"}
@@ -409,60 +387,7 @@ def test_consecutive_operations() -> None:
     ]
 
 
-# -- the path subset ----------------------------------------------------------------------
-
-PETER = patient(
-    name=[
-        {"use": "official", "family": "Chalmers", "given": ["Peter", "James"]},
-        {"use": "usual", "given": ["Jim"]},
-    ],
-    identifier=[
-        {"system": "urn:a", "value": "1"},
-        {"system": "urn:b", "value": "1"},
-        {"system": "urn:b", "value": "2"},
-    ],
-    communication=[
-        {"language": {"text": "French"}, "preferred": False},
-        {"language": {"text": "English"}, "preferred": True},
-    ],
-)
-
-
-@pytest.mark.parametrize(
-    ("path", "expected_given"),
-    [
-        ("Patient.name[1].given[0]", [["Peter", "James"], ["Jimmy"]]),
-        ("Patient.name.last().given", [["Peter", "James"], ["Jimmy"]]),
-        ("Patient.name.first().given.last()", [["Peter", "Jimmy"], ["Jim"]]),
-        ("Patient.name.where(use = 'usual').given.first()", [["Peter", "James"], ["Jimmy"]]),
-        ("name.given[1]", [["Peter", "Jimmy"], ["Jim"]]),
-    ],
-)
-def test_paths_select_one_element(path: str, expected_given: list[list[str]]) -> None:
-    result = patch(PETER, op("replace", path, value={"valueString": "Jimmy"}))
-    assert [name["given"] for name in result["name"]] == expected_given
-
-
-def test_where_with_and_selects_by_two_elements() -> None:
-    result = patch(
-        PETER, op("delete", "Patient.identifier.where(system = 'urn:b' and value = '1')")
-    )
-    assert result["identifier"] == [
-        {"system": "urn:a", "value": "1"},
-        {"system": "urn:b", "value": "2"},
-    ]
-
-
-def test_where_with_a_boolean_literal() -> None:
-    result = patch(
-        PETER,
-        op(
-            "replace",
-            "Patient.communication.where(preferred = true).language.text",
-            value={"valueString": "Anglais"},
-        ),
-    )
-    assert [c["language"]["text"] for c in result["communication"]] == ["French", "Anglais"]
+# -- operations at the places paths select (paths alone: test_fhirpath_locate.py) --------
 
 
 def test_delete_of_nothing_changes_nothing() -> None:
@@ -681,30 +606,6 @@ def test_paths_that_miss_their_target_are_422(operation: JSONObject, says: str) 
         patch(PETER, operation)
     assert caught.value.status == 422
     assert caught.value.issues[0].expression == operation["part"][1]["valueString"]
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "Patient.name.exists()",
-        "Patient.name.where(use != 'usual')",
-        "Patient.name.where(use = 'usual' or use = 'official')",
-        "Patient.name | Patient.identifier",
-        "Patient.name[-1]",
-        "Patient.name.where(use = %usual)",
-        "Patient.name.where($this.use = 'usual')",
-        "Patient.birthDate.extension",
-        "Patient._birthDate",
-        "Patient.name.given.where(length() = 5)",
-        "Patient..name",
-        "Patient.name[0",
-    ],
-)
-def test_paths_outside_the_subset_are_refused_by_name(path: str) -> None:
-    resource = patient(birthDate="1920-01-01", name=[{"use": "usual", "given": ["Jim"]}])
-    with pytest.raises(NotSupported) as caught:
-        patch(resource, op("delete", path))
-    assert repr(path) in str(caught.value)
 
 
 @pytest.mark.parametrize(
