@@ -20,7 +20,6 @@ from typing import Any
 
 from fhirserver.errors import Gone, NotFound
 from fhirserver.interactions import crud
-from fhirserver.interactions.jobs import Handler, TryLater
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
@@ -43,6 +42,7 @@ from fhirserver.telehealth.virtual import (
     virtual_service,
     with_virtual_service,
 )
+from fhirserver.worker import Handler, TryLater
 
 logger = logging.getLogger("fhirserver.telehealth")
 # Appointment statuses in which a meeting code admits (inside the time window).
