@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from fhirserver.interactions import crud
-from fhirserver.interactions.reindex import reindex
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search
+from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.storage.sqlite.schema import INDEX_TABLES
 
