@@ -18,8 +18,6 @@ entry's failure is its own response. Responses come back in request order.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +33,18 @@ from fhirserver.errors import (
 )
 from fhirserver.interactions import crud
 from fhirserver.interactions.history import HistoryPage, history
+from fhirserver.interactions.patches import Patcher, entry_patcher
 from fhirserver.interactions.paths import Target, parse_path
+from fhirserver.interactions.preconditions import (
+    NO_PRECONDITIONS,
+    Preconditions,
+    check_body_id,
+    if_none_exist_criteria,
+    parse_preconditions,
+)
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search, system_scope
-from fhirserver.resources import codec, meta
+from fhirserver.resources import meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import is_placeholder, references, rewrite_references
 from fhirserver.resources.validate import validate
@@ -51,7 +57,6 @@ Params = list[tuple[str, str]]
 
 # R4 http.html#trules: the order a transaction's entries are processed in.
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_JSON_PATCH = "application/json-patch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +83,9 @@ class Entry:
     params: Params
     resource: JSONObject | None = None
     full_url: str | None = None
-    preconditions: crud.Preconditions = crud.NO_PRECONDITIONS
+    preconditions: Preconditions = NO_PRECONDITIONS
     if_none_exist: Params | None = None
-    patcher: crud.Patcher | None = None
+    patcher: Patcher | None = None
     # A FHIRPath Patch's Parameters: its values may link to other entries too.
     patch_parameters: JSONObject | None = None
     # The resource this entry writes or reads, once known.
@@ -199,13 +204,13 @@ def read_entry(index: int, raw: Any, base_url: str, validated: bool = False) -> 
         parse_path(path),
         params,
         full_url=full_url if isinstance(full_url, str) else None,
-        preconditions=crud.parse_preconditions(
+        preconditions=parse_preconditions(
             _string(request, "ifMatch"), _string(request, "ifNoneMatch")
         ),
     )
     if_none_exist = _string(request, "ifNoneExist")
     if if_none_exist is not None:
-        entry.if_none_exist = crud.if_none_exist_criteria(if_none_exist)
+        entry.if_none_exist = if_none_exist_criteria(if_none_exist)
     _check_request(entry, raw.get("resource"), validated)
     return entry
 
@@ -253,43 +258,12 @@ def _check_request(entry: Entry, resource: Any, validated: bool) -> None:
         if not validated:
             validate(resource, entry.resource_type)
         if method == "PUT" and kind == "instance":
-            crud.check_body_id(resource, entry.target.id or "")
+            check_body_id(resource, entry.target.id or "")
         entry.resource = resource
     elif method == "PATCH":
-        entry.patcher = _patcher(resource)
+        entry.patcher = entry_patcher(resource)
         if resource.get("resourceType") == "Parameters":
             entry.patch_parameters = resource
-
-
-def _patcher(resource: Any) -> crud.Patcher:
-    """A PATCH entry's body: a Binary holding a JSON Patch, or a Parameters holding a
-    FHIRPath Patch (R4 http.html#patch)."""
-    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
-        if resource.get("contentType") != _JSON_PATCH:
-            raise BadRequest(
-                f"A Binary patch must have contentType {_JSON_PATCH}",
-                expression="resource.contentType",
-            )
-        try:
-            operations = codec.loads(_base64(resource.get("data")))
-        except FHIRError as exc:
-            raise BadRequest(f"The Binary's data is not JSON: {exc}") from None
-        return crud.json_patch(operations)
-    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
-        return crud.fhirpath_patch(resource)
-    raise BadRequest(
-        "A PATCH entry needs a Binary (JSON Patch) or Parameters (FHIRPath Patch) resource",
-        expression="resource",
-    )
-
-
-def _base64(data: Any) -> bytes:
-    if not isinstance(data, str):
-        raise BadRequest("The Binary has no data", expression="resource.data")
-    try:
-        return base64.b64decode(data, validate=True)
-    except binascii.Error:
-        raise BadRequest("The Binary's data is not base64", expression="resource.data") from None
 
 
 async def _run(
@@ -558,8 +532,7 @@ async def _read(reader: Reader, entry: Entry, options: ReadOptions) -> EntryResu
         assert target.resource_type is not None and target.id is not None
         version = await crud.read(reader, target.resource_type, target.id)
         # request.ifNoneMatch on a read: 304 when the client's copy is current.
-        held = entry.preconditions.if_none_match
-        unchanged = held is not None and (held == crud.ANY or version.version in held)
+        unchanged = entry.preconditions.none_match(version.version)
         return EntryResult(entry, 304 if unchanged else 200, version)
     if target.kind == "version":
         assert target.resource_type and target.id and target.version

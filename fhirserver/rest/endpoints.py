@@ -13,6 +13,8 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.bundle import ReadOptions, process
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
+from fhirserver.interactions.patches import fhirpath_patch, json_patch
+from fhirserver.interactions.preconditions import if_none_exist_criteria
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search, system_scope
 from fhirserver.resources import codec
@@ -101,7 +103,7 @@ async def create(request: Request, resource_type: str) -> Response:
     criteria = None
     if if_none_exist is not None:
         # R4 http.html#ccreate: the header holds the query part of a search URL.
-        criteria = crud.if_none_exist_criteria(if_none_exist)
+        criteria = if_none_exist_criteria(if_none_exist)
     result = await crud.create(_store(request), _writes(request), resource_type, resource, criteria)
     return _write_answer(request, fmt, result, "Created")
 
@@ -140,9 +142,9 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
     require_content_type(request, frozenset({JSON_PATCH, *RESOURCE_TYPES}))
     body = codec.loads(await read_body(request, _settings(request).max_body_bytes))
     if media_type(request) == JSON_PATCH:
-        patcher = crud.json_patch(body)
+        patcher = json_patch(body)
     elif isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        patcher = crud.fhirpath_patch(body)
+        patcher = fhirpath_patch(body)
     else:
         raise BadRequest("A FHIRPath Patch must be a Parameters resource")
     result = await crud.patch(
