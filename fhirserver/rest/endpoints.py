@@ -10,13 +10,13 @@ from starlette.responses import Response
 from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
-from fhirserver.interactions.bundle import ReadOptions, process
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
 from fhirserver.interactions.patches import fhirpath_patch, json_patch
 from fhirserver.interactions.preconditions import if_none_exist_criteria
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search, system_scope
+from fhirserver.interactions.transaction import ReadOptions, process
 from fhirserver.resources import codec
 from fhirserver.rest import headers
 from fhirserver.rest.bundles import history_bundle, response_bundle, searchset_bundle
