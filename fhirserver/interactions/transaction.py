@@ -18,6 +18,7 @@ from typing import Any
 from fhirserver.errors import BadRequest, FHIRError, NotSupported
 from fhirserver.interactions import crud
 from fhirserver.interactions.history import HistoryPage, history
+from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search, system_scope
 from fhirserver.interactions.transaction_entries import (
@@ -32,17 +33,6 @@ from fhirserver.interactions.transaction_resolve import resolve
 from fhirserver.resources.codec import JSONObject
 from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import Reader, SearchResult, Store, UnitOfWork, Version
-
-
-@dataclass(frozen=True, slots=True)
-class ReadOptions:
-    """How the GET entries of a Bundle page and handle parameters."""
-
-    base_url: str = ""
-    strict: bool = False
-    search_page_size: int = 20
-    history_page_size: int = 50
-    max_page_size: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,28 +171,13 @@ async def _read(reader: Reader, entry: Entry, options: ReadOptions) -> EntryResu
         return EntryResult(entry, 200, version)
     if target.kind in ("system-history", "type-history", "instance-history"):
         page = await history(
-            reader,
-            entry.params,
-            resource_type=target.resource_type,
-            resource_id=target.id,
-            page_size=options.history_page_size,
-            max_page_size=options.max_page_size,
-            strict=options.strict,
+            reader, entry.params, options, resource_type=target.resource_type, resource_id=target.id
         )
         return EntryResult(entry, 200, history=page)
     if target.kind == "metadata":
         raise NotSupported("Read the CapabilityStatement with GET [base]/metadata")
     types, criteria, compartment = _search_scope(entry)
-    found = await search(
-        reader,
-        types,
-        criteria,
-        strict=options.strict,
-        default_count=options.search_page_size,
-        max_count=options.max_page_size,
-        compartment=compartment,
-        base_url=options.base_url,
-    )
+    found = await search(reader, types, criteria, options, compartment)
     return EntryResult(entry, 200, search=found)
 
 
