@@ -92,7 +92,8 @@ def read_entry(index: int, raw: Any, base_url: str, validated: bool = False) -> 
     if not isinstance(request, dict):
         raise BadRequest("The entry has no request", expression="request")
     method, url = request.get("method"), request.get("url")
-    if method not in _ORDER:
+    # Only a string may be looked up: a JSON list or object is unhashable.
+    if not isinstance(method, str) or method not in _ORDER:
         raise BadRequest(f"Unknown request.method {method!r}", expression="request.method")
     if not isinstance(url, str) or not url:
         raise BadRequest("The entry has no request.url", expression="request.url")
