@@ -50,12 +50,8 @@ class WriteResult:
 
 
 async def read(store: Reader, resource_type: str, resource_id: str) -> Version:
-    current = await store.read(resource_type, meta.check_id(resource_id))
-    if current is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
-    if current.deleted:
-        raise Gone(f"{resource_type}/{resource_id} was deleted")
-    return current
+    found = await store.read(resource_type, meta.check_id(resource_id))
+    return _existing(found, resource_type, resource_id)
 
 
 async def vread(store: Reader, resource_type: str, resource_id: str, version_id: str) -> Version:
@@ -226,10 +222,7 @@ async def patch_in(
     patcher: Patcher,
     preconditions: Preconditions,
 ) -> WriteResult:
-    if current is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
-    if current.deleted:
-        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    current = _existing(current, resource_type, resource_id)
     check_preconditions(current, preconditions)
     assert current.body is not None
     patched = patcher(codec.load_object(current.body))
@@ -309,6 +302,15 @@ async def _tombstone(
     )
     await unit.write(tombstone, ())
     return tombstone
+
+
+def _existing(current: Version | None, resource_type: str, resource_id: str) -> Version:
+    """The current version of a resource that exists: 404 if it never did, 410 if deleted."""
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if current.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    return current
 
 
 def _content(version: Version | None) -> JSONObject | None:
