@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fhirserver.bulk.importer import AS_RECORDED
 from fhirserver.errors import FHIRError
 from fhirserver.interactions import crud
 from fhirserver.storage.sqlite import SqliteStore
@@ -124,7 +125,7 @@ async def load(files: list[Path], path: Path) -> Loaded:
         for number, (file, bundle) in enumerate(_bundles(files), 1):
             for resource_type, resource_id, resource in resolve_references(bundle):
                 try:
-                    await crud.update(store, resource_type, resource_id, resource)
+                    await crud.update(store, AS_RECORDED, resource_type, resource_id, resource)
                     written += 1
                 except FHIRError as error:
                     rejected += 1

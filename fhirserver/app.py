@@ -13,17 +13,17 @@ from starlette.applications import Starlette
 
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
-from fhirserver.interactions.jobs import JobRunner
-from fhirserver.interactions.reindex import reindex
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.storage.base import Store
+from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
 from fhirserver.telehealth.setup import make_provider, make_visits
+from fhirserver.worker import JobRunner
 
 logger = logging.getLogger("fhirserver")
 

@@ -21,8 +21,8 @@ from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.config import Settings
 from fhirserver.errors import Unavailable
-from fhirserver.interactions.reindex import reindex
 from fhirserver.storage.base import Store
+from fhirserver.storage.reindex import reindex
 
 STORE_HELP = "SQLite file, or mongodb:// connection string (FHIRSERVER_STORE)"
 

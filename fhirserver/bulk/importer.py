@@ -22,8 +22,10 @@ from pathlib import Path
 from fhirserver.bulk.prepare import Prepared, Problem, prepare
 from fhirserver.bulk.sources import Chunk, chunks, input_files
 from fhirserver.errors import FHIRError
-from fhirserver.interactions.bundle import ReadOptions, read_entries, transaction
+from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
+from fhirserver.interactions.transaction import transaction
+from fhirserver.interactions.transaction_entries import read_entries
 from fhirserver.storage.base import Store
 
 # Called with (bytes read, bytes in all, resources written) after each chunk.

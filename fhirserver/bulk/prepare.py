@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from fhirserver.bulk.sources import Chunk
 from fhirserver.errors import BadRequest, FHIRError
-from fhirserver.interactions.bundle import read_entry
+from fhirserver.interactions.transaction_entries import read_entry
 from fhirserver.resources import codec
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import rewrite_references

@@ -2,18 +2,18 @@
 
 Every write runs in one unit of work: conditional matching, version checks and the
 write itself see one consistent store, so two clients cannot both win a race.
+
+The steps that run inside a caller's unit of work (`write_new`, `update_in`, `patch_in`,
+`delete_in`, `match_one`, `conditional_update_id`) are the shared API: the single
+interactions here call them, and so does a transaction (transaction.py) for each entry.
+What a request must meet before it writes is parsed in preconditions.py, patch bodies in
+patches.py.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import parse_qsl
-
-import jsonpatch
-import jsonpointer
 
 from fhirserver.errors import (
     BadRequest,
@@ -23,10 +23,16 @@ from fhirserver.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from fhirserver.interactions.patches import Patcher
+from fhirserver.interactions.preconditions import (
+    NO_PRECONDITIONS,
+    Preconditions,
+    check_body_id,
+    check_preconditions,
+)
 from fhirserver.interactions.rules import Change, WriteContext
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
-from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
 from fhirserver.resources.validate import validate
 from fhirserver.search.extract import index_entries
 from fhirserver.search.parse import parse_criteria
@@ -34,52 +40,6 @@ from fhirserver.search.query import IndexEntry
 from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
 
 Params = Sequence[tuple[str, str]]
-# Applies a patch to a resource's JSON: the result, or Unprocessable.
-Patcher = Callable[[JSONObject], Any]
-
-
-ANY: Literal["*"] = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class Preconditions:
-    """If-Match / If-None-Match on a write (RFC 9110 section 13.1): version numbers, or
-    ANY for "*" (any current version); None where the header is absent."""
-
-    if_match: frozenset[int] | Literal["*"] | None = None
-    if_none_match: frozenset[int] | Literal["*"] | None = None
-
-
-NO_PRECONDITIONS = Preconditions()
-
-# A version ETag as clients send it: W/"3", "3" or 3.
-ETAG = re.compile(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*')
-
-
-def _versions(header: str, raw: str | None) -> frozenset[int] | Literal["*"] | None:
-    if raw is None:
-        return None
-    if raw.strip() == "*":
-        return ANY
-    versions = set()
-    for tag in raw.split(","):
-        match = ETAG.fullmatch(tag)
-        if match is None:
-            raise BadRequest(f'{header} must list version ETags such as W/"3", not {raw!r:.60}')
-        versions.add(int(match.group(1)))
-    return frozenset(versions)
-
-
-def if_none_exist_criteria(text: str) -> list[tuple[str, str]]:
-    """If-None-Exist (header or request.ifNoneExist): the query part of a search URL
-    (R4 http.html#ccreate), with or without the `Type?` in front."""
-    return parse_qsl(text.split("?")[-1], keep_blank_values=True)
-
-
-def parse_preconditions(if_match: str | None, if_none_match: str | None) -> Preconditions:
-    """From If-Match / If-None-Match headers, or a Bundle entry's request.ifMatch /
-    request.ifNoneMatch, which carry the same values."""
-    return Preconditions(_versions("If-Match", if_match), _versions("If-None-Match", if_none_match))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +50,8 @@ class WriteResult:
 
 
 async def read(store: Reader, resource_type: str, resource_id: str) -> Version:
-    current = await store.read(resource_type, meta.check_id(resource_id))
-    if current is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
-    if current.deleted:
-        raise Gone(f"{resource_type}/{resource_id} was deleted")
-    return current
+    found = await store.read(resource_type, meta.check_id(resource_id))
+    return _existing(found, resource_type, resource_id)
 
 
 async def vread(store: Reader, resource_type: str, resource_id: str, version_id: str) -> Version:
@@ -199,23 +155,12 @@ async def conditional_delete(
     """Conditional delete, `single` mode: several matches are refused with 412."""
     async with store.unit_of_work() as unit:
         match = await match_one(unit, resource_type, criteria, "delete")
-        _check_preconditions(match, preconditions)
+        check_preconditions(match, preconditions)
         return await _tombstone(unit, context, match)
 
 
 # The steps below run inside a caller's unit of work: one interaction's, or a
 # whole transaction Bundle's. Resources reaching them are already validated.
-
-
-def check_body_id(resource: JSONObject, resource_id: str) -> None:
-    body_id = resource.get("id")
-    if body_id is None:
-        raise BadRequest("The resource must carry its id for an update", expression="id")
-    if body_id != resource_id:
-        raise BadRequest(
-            f"The id in the body ({body_id!r}) does not match the URL ({resource_id!r})",
-            expression="id",
-        )
 
 
 async def conditional_update_id(
@@ -264,7 +209,7 @@ async def update_in(
     index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
     """`current`: the resource's current version as read in this unit, if any."""
-    _check_preconditions(current, preconditions)
+    check_preconditions(current, preconditions)
     return await _write(unit, context, resource, resource_id, current, "PUT", index)
 
 
@@ -277,11 +222,8 @@ async def patch_in(
     patcher: Patcher,
     preconditions: Preconditions,
 ) -> WriteResult:
-    if current is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
-    if current.deleted:
-        raise Gone(f"{resource_type}/{resource_id} was deleted")
-    _check_preconditions(current, preconditions)
+    current = _existing(current, resource_type, resource_id)
+    check_preconditions(current, preconditions)
     assert current.body is not None
     patched = patcher(codec.load_object(current.body))
     if not isinstance(patched, dict):
@@ -304,7 +246,7 @@ async def delete_in(
     current: Version | None,
     preconditions: Preconditions,
 ) -> Version | None:
-    _check_preconditions(current, preconditions)
+    check_preconditions(current, preconditions)
     return await _tombstone(unit, context, current)
 
 
@@ -317,19 +259,6 @@ async def match_one(
             f"Conditional {action}: the criteria match more than one {resource_type}"
         )
     return matches[0] if matches else None
-
-
-def _check_preconditions(current: Version | None, preconditions: Preconditions) -> None:
-    held = None if current is None or current.deleted else current.version
-    if_match, if_none_match = preconditions.if_match, preconditions.if_none_match
-    if if_match is not None and not (held is not None and (if_match == ANY or held in if_match)):
-        raise PreconditionFailed(f"If-Match does not hold: the current version is {held}")
-    if (
-        if_none_match is not None
-        and held is not None
-        and (if_none_match == ANY or held in if_none_match)
-    ):
-        raise PreconditionFailed(f"If-None-Match does not hold: the current version is {held}")
 
 
 async def _write(
@@ -375,31 +304,16 @@ async def _tombstone(
     return tombstone
 
 
+def _existing(current: Version | None, resource_type: str, resource_id: str) -> Version:
+    """The current version of a resource that exists: 404 if it never did, 410 if deleted."""
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if current.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    return current
+
+
 def _content(version: Version | None) -> JSONObject | None:
     if version is None or version.body is None:
         return None
     return codec.load_object(version.body)
-
-
-def json_patch(operations: Any) -> Patcher:
-    """A JSON Patch document (RFC 6902), checked now and applied later."""
-    if not isinstance(operations, list):
-        raise BadRequest("A JSON Patch document must be a JSON array of operations")
-    try:
-        document = jsonpatch.JsonPatch(operations)
-    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
-        raise BadRequest(f"Invalid JSON Patch document: {exc}") from None
-
-    def apply(resource: JSONObject) -> Any:
-        try:
-            return document.apply(resource)
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-            raise Unprocessable(f"The patch cannot be applied: {exc}") from None
-
-    return apply
-
-
-def fhirpath_patch(parameters: JSONObject) -> Patcher:
-    """A FHIRPath Patch (R4 fhirpatch.html): a Parameters resource, checked now."""
-    validate(parameters, "Parameters")
-    return lambda resource: apply_fhirpath_patch(resource, parameters)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from fhirserver.errors import BadRequest, NotFound, NotSupported
+from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.resources import meta
 from fhirserver.search.time import date_range
 from fhirserver.storage.base import HistoryQuery, Reader, Version
@@ -26,17 +27,17 @@ class HistoryPage:
 async def history(
     store: Reader,
     params: Sequence[tuple[str, str]],
+    options: ReadOptions,
     *,
     resource_type: str | None = None,
     resource_id: str | None = None,
-    page_size: int = 50,
-    max_page_size: int = 1000,
-    strict: bool = False,
 ) -> HistoryPage:
-    """Unknown parameters are ignored, or refused with 400 when `strict`."""
-    query = HistoryQuery(resource_type=resource_type, id=resource_id, count=page_size)
+    """Unknown parameters are ignored, or refused with 400 when `options.strict`."""
+    query = HistoryQuery(
+        resource_type=resource_type, id=resource_id, count=options.history_page_size
+    )
     for name, value in params:
-        query = _apply(query, name, value, max_page_size, strict)
+        query = _apply(query, name, value, options)
     if resource_id is not None:
         meta.check_id(resource_id)
         assert resource_type is not None
@@ -52,14 +53,12 @@ async def history(
     return HistoryPage(versions, total, next_cursor)
 
 
-def _apply(
-    query: HistoryQuery, name: str, value: str, max_page_size: int, strict: bool
-) -> HistoryQuery:
+def _apply(query: HistoryQuery, name: str, value: str, options: ReadOptions) -> HistoryQuery:
     if name == "_count":
         count = meta.whole_number(value)
         if count is None:
             raise BadRequest(f"_count must be a whole number, not {value!r:.40}", expression=name)
-        return replace(query, count=min(count, max_page_size))
+        return replace(query, count=min(count, options.max_page_size))
     if name == "_since":
         return replace(query, since=date_range(value, "_since")[0])
     if name == "_at":
@@ -69,6 +68,6 @@ def _apply(
         if cursor is None:
             raise BadRequest(f"Invalid paging cursor {value!r:.40}", expression=name)
         return replace(query, before_seq=cursor)
-    if strict:
+    if options.strict:
         raise NotSupported(f"History parameter {name!r} is not supported", expression=name)
     return query

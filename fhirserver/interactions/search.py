@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from fhirserver.errors import BadRequest, NotFound
+from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.resources import meta
 from fhirserver.resources.definitions import is_resource_type, resource_types
 from fhirserver.search.params import patient_compartment
@@ -20,20 +21,17 @@ async def search(
     store: Reader,
     resource_types_searched: tuple[str, ...],
     params: Params,
-    *,
-    strict: bool = False,
-    default_count: int = 20,
-    max_count: int = 1000,
+    options: ReadOptions,
     compartment: tuple[str, str] | None = None,
-    base_url: str = "",
 ) -> tuple[SearchQuery, SearchResult]:
+    """`compartment`: (compartment type, owner id) for GET Patient/[id]/[type]."""
     query = parse_search(
         resource_types_searched,
         params,
-        strict=strict,
-        default_count=default_count,
-        max_count=max_count,
-        base_url=base_url,
+        strict=options.strict,
+        default_count=options.search_page_size,
+        max_count=options.max_page_size,
+        base_url=options.base_url,
     )
     if compartment is not None:
         query = _in_compartment(query, *compartment)

@@ -9,8 +9,9 @@ from urllib.parse import urlencode
 import orjson
 
 from fhirserver.errors import Issue
-from fhirserver.interactions.bundle import Entry, EntryResult
 from fhirserver.interactions.history import HistoryPage
+from fhirserver.interactions.transaction import EntryResult
+from fhirserver.interactions.transaction_entries import Entry
 from fhirserver.resources import codec
 from fhirserver.resources.elements import select_elements, summarize
 from fhirserver.resources.meta import format_instant

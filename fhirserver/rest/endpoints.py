@@ -10,11 +10,14 @@ from starlette.responses import Response
 from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
-from fhirserver.interactions.bundle import ReadOptions, process
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
+from fhirserver.interactions.patches import fhirpath_patch, json_patch
+from fhirserver.interactions.preconditions import if_none_exist_criteria
+from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search, system_scope
+from fhirserver.interactions.transaction import process
 from fhirserver.resources import codec
 from fhirserver.rest import headers
 from fhirserver.rest.bundles import history_bundle, response_bundle, searchset_bundle
@@ -55,6 +58,19 @@ def base_url(request: Request) -> str:
     if settings.public_url:
         return settings.public_url.rstrip("/")
     return f"{request.url.scheme}://{request.url.netloc}{settings.base_path}"
+
+
+def read_options(request: Request) -> ReadOptions:
+    """What a read of this request runs under: the server's page sizes, the request's
+    base URL and its `Prefer: handling`."""
+    settings = _settings(request)
+    return ReadOptions(
+        base_url=base_url(request),
+        strict=headers.strict_handling(request),
+        search_page_size=settings.search_page_size,
+        history_page_size=settings.history_page_size,
+        max_page_size=settings.max_page_size,
+    )
 
 
 def _criteria(request: Request) -> list[tuple[str, str]]:
@@ -101,7 +117,7 @@ async def create(request: Request, resource_type: str) -> Response:
     criteria = None
     if if_none_exist is not None:
         # R4 http.html#ccreate: the header holds the query part of a search URL.
-        criteria = crud.if_none_exist_criteria(if_none_exist)
+        criteria = if_none_exist_criteria(if_none_exist)
     result = await crud.create(_store(request), _writes(request), resource_type, resource, criteria)
     return _write_answer(request, fmt, result, "Created")
 
@@ -140,9 +156,9 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
     require_content_type(request, frozenset({JSON_PATCH, *RESOURCE_TYPES}))
     body = codec.loads(await read_body(request, _settings(request).max_body_bytes))
     if media_type(request) == JSON_PATCH:
-        patcher = crud.json_patch(body)
+        patcher = json_patch(body)
     elif isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        patcher = crud.fhirpath_patch(body)
+        patcher = fhirpath_patch(body)
     else:
         raise BadRequest("A FHIRPath Patch must be a Parameters resource")
     result = await crud.patch(
@@ -189,17 +205,10 @@ async def bundle(request: Request) -> Response:
         raise BadRequest(
             f"POST to the base takes a Bundle, not {validate_type!r}", expression="resourceType"
         )
-    settings = _settings(request)
-    options = ReadOptions(
-        base_url=base_url(request),
-        strict=headers.strict_handling(request),
-        search_page_size=settings.search_page_size,
-        history_page_size=settings.history_page_size,
-        max_page_size=settings.max_page_size,
-    )
+    options = read_options(request)
     results = await process(_store(request), _writes(request), body, options)
     answer = response_bundle(
-        str(body["type"]), base_url(request), results, headers.return_preference(request)
+        str(body["type"]), options.base_url, results, headers.return_preference(request)
     )
     return fhir_response(answer, fmt)
 
@@ -208,17 +217,15 @@ async def history_endpoint(
     request: Request, resource_type: str | None = None, resource_id: str | None = None
 ) -> Response:
     fmt = response_format(request)
-    settings = _settings(request)
+    options = read_options(request)
     page = await history(
         _store(request),
         _criteria(request),
+        options,
         resource_type=resource_type,
         resource_id=resource_id,
-        page_size=settings.history_page_size,
-        max_page_size=settings.max_page_size,
-        strict=headers.strict_handling(request),
     )
-    bundle = history_bundle(base_url(request), _path(request), _link_params(request), page)
+    bundle = history_bundle(options.base_url, _path(request), _link_params(request), page)
     return fhir_response(bundle, fmt)
 
 
@@ -292,20 +299,11 @@ async def _search(
 ) -> Response:
     """`links`: the parameters to repeat in the Bundle's links, if not `params`."""
     fmt = response_format(request)
-    settings = _settings(request)
-    query, result = await search(
-        _store(request),
-        types,
-        params,
-        strict=headers.strict_handling(request),
-        default_count=settings.search_page_size,
-        max_count=settings.max_page_size,
-        compartment=compartment,
-        base_url=base_url(request),
-    )
+    options = read_options(request)
+    query, result = await search(_store(request), types, params, options, compartment)
     path = _path(request).removesuffix("/_search")
     visible = _link_params(request, links or params)
-    return fhir_response(searchset_bundle(base_url(request), path, visible, query, result), fmt)
+    return fhir_response(searchset_bundle(options.base_url, path, visible, query, result), fmt)
 
 
 def _path(request: Request) -> str:

@@ -8,7 +8,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 from starlette.requests import Request
 
-from fhirserver.interactions.crud import ETAG, Preconditions, parse_preconditions
+from fhirserver.interactions.preconditions import ETAG, Preconditions, parse_preconditions
 from fhirserver.storage.base import Version
 
 RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")

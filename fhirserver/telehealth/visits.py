@@ -20,7 +20,7 @@ from typing import Any
 
 from fhirserver.errors import Gone, NotFound
 from fhirserver.interactions import crud
-from fhirserver.interactions.jobs import Handler, TryLater
+from fhirserver.interactions.preconditions import NO_PRECONDITIONS
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
@@ -43,6 +43,7 @@ from fhirserver.telehealth.virtual import (
     virtual_service,
     with_virtual_service,
 )
+from fhirserver.worker import Handler, TryLater
 
 logger = logging.getLogger("fhirserver.telehealth")
 # Appointment statuses in which a meeting code admits (inside the time window).
@@ -546,9 +547,7 @@ async def _save(
 ) -> JSONObject:
     if current is None:
         raise Gone(f"{resource.get('resourceType')}/{resource.get('id')} is gone")
-    result = await crud.update_in(
-        unit, writes, resource, current.id, current, crud.NO_PRECONDITIONS
-    )
+    result = await crud.update_in(unit, writes, resource, current.id, current, NO_PRECONDITIONS)
     assert result.version.body is not None
     return codec.load_object(result.version.body)
 

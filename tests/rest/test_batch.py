@@ -163,6 +163,20 @@ async def test_a_malformed_entry_fails_alone(client: httpx.AsyncClient) -> None:
     assert await search_ids(client, "Patient") == [location_id(items[3])]
 
 
+async def test_an_entry_whose_method_is_not_a_string_fails_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    items = await batch(
+        client,
+        {"request": {"method": ["GET"], "url": "Patient"}},
+        {"request": {"method": {"GET": 1}, "url": "Patient"}},
+        entry("POST", "Patient", patient("FINE")),
+    )
+    for item in items[:2]:
+        assert_failed(item, 400)
+    assert code(items[2]) == 201
+
+
 async def test_an_operation_entry_fails_alone_and_runs_nothing(client: httpx.AsyncClient) -> None:
     # Before the fix a GET of Appointment/x/$start-virtual-visit ran as a search.
     items = await batch(

@@ -866,6 +866,10 @@ ENVELOPES: dict[str, Any] = {
         "entry": [{"fullUrl": uuid(100), "resource": patient("ENV")}],
     },
     "unknown-method": bundle(entry("FETCH", "Patient", patient("ENV"))),
+    # JSON that is not a string (a list or an object cannot be looked up as a method).
+    "method-not-a-string": bundle(
+        {"resource": patient("ENV"), "request": {"method": ["POST"], "url": "Patient"}}
+    ),
     "post-to-instance": bundle(entry("POST", "Patient/env", patient("ENV", id="env"))),
     "url-on-another-server": bundle(
         entry("POST", "http://elsewhere.example/fhir/Patient", patient("ENV"))

@@ -1,5 +1,6 @@
-"""Runs the store's jobs (DESIGN.md "Side effects and external calls"): the intents that
-units of work recorded with their state changes, acted on after commit.
+"""The background loop (DESIGN.md "worker.py"): runs the store's jobs ("Side effects and
+external calls"), the intents that units of work recorded with their state changes,
+acted on after commit. Not a FHIR interaction: features hand it their job handlers.
 
 A runner claims one due job at a time with a lease, so several server processes can
 run side by side and a dead one's job passes to another when its lease runs out. A

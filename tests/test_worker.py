@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fhirserver.interactions.jobs import MAX_ATTEMPTS, JobRunner, TryLater, backoff
 from fhirserver.storage.base import Job, Store
+from fhirserver.worker import MAX_ATTEMPTS, JobRunner, TryLater, backoff
 from tests.backends import BACKENDS, make_backend
 
 T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)

@@ -1,5 +1,8 @@
-"""Rebuild every index entry from the stored resources, after search parameter
-definitions or extraction change. Streams in batches: memory stays bounded."""
+"""Rebuild every index entry from the stored resources (DESIGN.md "Search"), after search
+parameter definitions or extraction change. Streams in batches: memory stays bounded.
+
+Works on any Store through its protocol; it needs search's extraction, which storage
+may import (search never imports storage)."""
 
 from __future__ import annotations
 

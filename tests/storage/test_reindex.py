@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from fhirserver.interactions import crud
-from fhirserver.interactions.reindex import reindex
+from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.search import search
+from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.storage.sqlite.schema import INDEX_TABLES
 
@@ -23,7 +24,9 @@ def _wipe_index(path: Path) -> None:
 
 
 async def _names(store: SqliteStore, name: str) -> list[str]:
-    _, result = await search(store, ("Patient",), [("name", name), ("_count", "1000")])
+    _, result = await search(
+        store, ("Patient",), [("name", name), ("_count", "1000")], ReadOptions()
+    )
     return sorted(v.id for v in result.matches)
 
 

@@ -1,0 +1,80 @@
+"""Patch bodies (R4 http.html#patch): JSON Patch (RFC 6902) and FHIRPath Patch
+(R4 fhirpatch.html), checked when the request is read and applied later, inside the
+write's unit of work, to the current version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+
+from fhirserver.errors import BadRequest, FHIRError, Unprocessable
+from fhirserver.resources import codec
+from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
+from fhirserver.resources.validate import validate
+
+# Applies a patch to a resource's JSON: the result, or Unprocessable.
+Patcher = Callable[[JSONObject], Any]
+
+_JSON_PATCH = "application/json-patch+json"
+
+
+def json_patch(operations: Any) -> Patcher:
+    """A JSON Patch document (RFC 6902), checked now and applied later."""
+    if not isinstance(operations, list):
+        raise BadRequest("A JSON Patch document must be a JSON array of operations")
+    try:
+        document = jsonpatch.JsonPatch(operations)
+    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
+        raise BadRequest(f"Invalid JSON Patch document: {exc}") from None
+
+    def apply(resource: JSONObject) -> Any:
+        try:
+            return document.apply(resource)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise Unprocessable(f"The patch cannot be applied: {exc}") from None
+
+    return apply
+
+
+def fhirpath_patch(parameters: JSONObject) -> Patcher:
+    """A FHIRPath Patch (R4 fhirpatch.html): a Parameters resource, checked now."""
+    validate(parameters, "Parameters")
+    return lambda resource: apply_fhirpath_patch(resource, parameters)
+
+
+def entry_patcher(resource: Any) -> Patcher:
+    """A PATCH Bundle entry's resource: a Binary holding a JSON Patch, or a Parameters
+    holding a FHIRPath Patch (R4 http.html#patch)."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        if resource.get("contentType") != _JSON_PATCH:
+            raise BadRequest(
+                f"A Binary patch must have contentType {_JSON_PATCH}",
+                expression="resource.contentType",
+            )
+        try:
+            operations = codec.loads(_base64(resource.get("data")))
+        except FHIRError as exc:
+            raise BadRequest(f"The Binary's data is not JSON: {exc}") from None
+        return json_patch(operations)
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        return fhirpath_patch(resource)
+    raise BadRequest(
+        "A PATCH entry needs a Binary (JSON Patch) or Parameters (FHIRPath Patch) resource",
+        expression="resource",
+    )
+
+
+def _base64(data: Any) -> bytes:
+    if not isinstance(data, str):
+        raise BadRequest("The Binary has no data", expression="resource.data")
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise BadRequest("The Binary's data is not base64", expression="resource.data") from None
