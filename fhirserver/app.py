@@ -23,7 +23,7 @@ from fhirserver.storage.base import Store
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
-from fhirserver.telehealth.setup import make_provider, make_visits
+from fhirserver.telehealth.wiring import make_provider, make_visits
 
 logger = logging.getLogger("fhirserver")
 

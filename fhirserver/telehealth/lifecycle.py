@@ -73,7 +73,7 @@ Server-managed content (the choice: keep the server's values, do not refuse)
 Participants (R4 encounter.html): `Encounter.participant.individual` admits Practitioner,
 PractitionerRole and RelatedPerson only. A Patient or a guest known only by name who
 joins is recorded with R5's `Encounter.participant.actor` as a cross-version extension
-(`virtual.PARTICIPANT_ACTOR_URL`). Each stay in the call is one participant entry with a
+(`virtual_service.PARTICIPANT_ACTOR_URL`). Each stay in the call is one participant entry with a
 `period`; a participant planned by the Appointment and not yet joined has no period.
 """
 
@@ -90,7 +90,7 @@ from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.meta import format_instant
 from fhirserver.resources.references import local_reference
 from fhirserver.search.time import date_range
-from fhirserver.telehealth.virtual import (
+from fhirserver.telehealth.virtual_service import (
     PARTICIPANT_ACTOR_URL,
     VR_CLASS,
     VirtualService,

@@ -13,7 +13,7 @@ from fhirserver.interactions.rules import Actor, Change, WriteRule
 from fhirserver.resources.codec import JSONObject
 from fhirserver.storage.base import Job, UnitOfWork
 from fhirserver.telehealth import lifecycle
-from fhirserver.telehealth.virtual import is_virtual, provider_name, virtual_service
+from fhirserver.telehealth.virtual_service import is_virtual, provider_name, virtual_service
 
 # Job kinds, one per effect; the key is the resource id, so recording an effect again
 # replaces the pending job rather than adding a second.

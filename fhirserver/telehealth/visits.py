@@ -36,7 +36,7 @@ from fhirserver.telehealth.providers import (
     RoomEvent,
     VideoProvider,
 )
-from fhirserver.telehealth.virtual import (
+from fhirserver.telehealth.virtual_service import (
     consent_permits_visit,
     is_virtual,
     patient_reference,

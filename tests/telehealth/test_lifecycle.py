@@ -34,7 +34,7 @@ from fhirserver.telehealth.lifecycle import (
     patient_arrived,
     start_visit,
 )
-from fhirserver.telehealth.virtual import (
+from fhirserver.telehealth.virtual_service import (
     PARTICIPANT_ACTOR_URL,
     VR_CLASS,
     VirtualService,

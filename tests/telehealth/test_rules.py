@@ -12,7 +12,7 @@ import httpx
 
 from fhirserver.storage.base import Job
 from fhirserver.telehealth.rules import DISPOSE, NO_SHOW, PROVISION
-from fhirserver.telehealth.virtual import (
+from fhirserver.telehealth.virtual_service import (
     VR_CLASS,
     VirtualService,
     channel_type,

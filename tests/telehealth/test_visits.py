@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings
-from fhirserver.telehealth.virtual import (
+from fhirserver.telehealth.virtual_service import (
     VirtualService,
     channel_type,
     virtual_service,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from fhirserver.telehealth.virtual import virtual_service
+from fhirserver.telehealth.virtual_service import virtual_service
 from tests.telehealth.providers.helpers import NOW
 from tests.telehealth.providers.test_livekit import signed
 from tests.telehealth.test_visits import book, events, outputs, read, start

@@ -1,4 +1,5 @@
-"""The video provider and the visit service the settings describe."""
+"""Wiring from settings: the video provider `FHIRSERVER_VIDEO_PROVIDER` names with its
+FHIRSERVER_* credentials, and the visit settings (README "Telehealth")."""
 
 from __future__ import annotations
 
