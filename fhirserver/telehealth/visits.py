@@ -27,7 +27,13 @@ from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import local_reference
 from fhirserver.search.parse import parse_search
 from fhirserver.storage.base import Job, Reader, Store, UnitOfWork, Version
-from fhirserver.telehealth import codes, lifecycle, rules
+from fhirserver.telehealth import (
+    appointment_lifecycle,
+    codes,
+    encounter_lifecycle,
+    lifecycle,
+    rules,
+)
 from fhirserver.telehealth.audit import audit_event
 from fhirserver.telehealth.providers import (
     ParticipantToken,
@@ -155,7 +161,7 @@ class Visits:
         async with self.store.unit_of_work() as unit:
             current = await unit.read("Appointment", job.key)
             appointment = _load(current)
-            if appointment is None or not lifecycle.no_show_due(
+            if appointment is None or not appointment_lifecycle.no_show_due(
                 appointment, now, self.settings.no_show_grace
             ):
                 return
@@ -192,7 +198,9 @@ class Visits:
         leaves the store untouched, and a room made by a call whose write then lost a race
         is the same room (create_room is idempotent on the Appointment id)."""
         appointment = _load(await crud.read(self.store, "Appointment", appointment_id)) or {}
-        lifecycle.is_startable(appointment, await _visit_encounter(self.store, appointment_id))
+        encounter_lifecycle.is_startable(
+            appointment, await _visit_encounter(self.store, appointment_id)
+        )
         if self.settings.require_consent:
             await self._check_consent(appointment)
         room_id = _room_id(appointment)
@@ -233,11 +241,11 @@ class Visits:
             appointment = _load(current) or {}
             encounter_version = await _visit_encounter_version(unit, appointment_id)
             encounter = _load(encounter_version)
-            lifecycle.is_startable(appointment, encounter)
+            encounter_lifecycle.is_startable(appointment, encounter)
             if _room_id(appointment) is None:
                 appointment = await self._assign_room(unit, appointment, current, room)
                 current = await unit.read("Appointment", appointment_id)
-            started, visit = lifecycle.start_visit(
+            started, visit = encounter_lifecycle.start_visit(
                 appointment,
                 encounter,
                 now,
@@ -295,7 +303,7 @@ class Visits:
             else:
                 current = await crud.read(unit, "Encounter", resource_id)
             encounter = _load(current) or {}
-            ended = lifecycle.end_visit(encounter, now)
+            ended = encounter_lifecycle.end_visit(encounter, now)
             if ended == encounter:
                 return encounter
             stored = await _save(unit, self.writes, ended, current)
@@ -346,7 +354,7 @@ class Visits:
             if encounter is not None and encounter.get("status") in _ENDED_ENCOUNTER:
                 raise NotOpen()
             patient = patient_reference(appointment)
-            arrived = lifecycle.patient_arrived(appointment)
+            arrived = appointment_lifecycle.patient_arrived(appointment)
             if arrived != appointment:
                 await _save(unit, self.writes, arrived, current)
                 about = _about(appointment)
@@ -361,7 +369,7 @@ class Visits:
                 and room.room_id == _room_id(appointment)
             )
             if encounter is not None and started:
-                joined = lifecycle.participant_joined(encounter, patient, display, now)
+                joined = encounter_lifecycle.participant_joined(encounter, patient, display, now)
                 if joined != encounter:
                     await _save(unit, self.writes, joined, encounter_version)
                     about = _about(appointment, encounter)
@@ -436,15 +444,15 @@ class Visits:
         if event.kind == "room-ended":
             if encounter.get("status") != "in-progress":
                 return 0
-            updated, subtype = lifecycle.end_visit(encounter, event.at), "visit-ended"
+            updated, subtype = encounter_lifecycle.end_visit(encounter, event.at), "visit-ended"
             who = display = None
         elif who is None and not display:
             return 0
         elif event.kind == "participant-joined":
-            updated = lifecycle.participant_joined(encounter, who, display, event.at)
+            updated = encounter_lifecycle.participant_joined(encounter, who, display, event.at)
             subtype = "participant-joined"
         else:
-            updated = lifecycle.participant_left(encounter, who, display, event.at)
+            updated = encounter_lifecycle.participant_left(encounter, who, display, event.at)
             subtype = "participant-left"
         if updated == encounter:
             return 0  # a delivery repeated, or an event the record already shows
@@ -604,7 +612,11 @@ async def _visit_encounter_version(reader: Reader, appointment_id: str) -> Versi
     """The Encounter of an Appointment's visit: the virtual one that has not ended, else
     the latest virtual one; None if there is none."""
     criteria = [("appointment", f"Appointment/{appointment_id}")]
-    found = [v for v in await _find(reader, "Encounter", criteria, 50) if lifecycle.is_vr(_load(v))]
+    found = [
+        v
+        for v in await _find(reader, "Encounter", criteria, 50)
+        if encounter_lifecycle.is_vr(_load(v))
+    ]
     found.sort(key=lambda v: v.last_updated)
     for version in found:
         content = _load(version) or {}
