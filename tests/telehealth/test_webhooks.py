@@ -12,9 +12,9 @@ import httpx
 from starlette.applications import Starlette
 
 from fhirserver.telehealth.virtual_service import virtual_service
+from tests.telehealth.helpers import book, events, outputs, read, start
 from tests.telehealth.providers.helpers import NOW
 from tests.telehealth.providers.test_livekit import signed
-from tests.telehealth.test_visits import book, events, outputs, read, start
 
 HOOK = "/telehealth/webhooks/livekit"
 
