@@ -1,6 +1,6 @@
 """The virtual visit's state machine (README "Telehealth" / "Lifecycle"): its transition
 tables, the effects a transition implies, and the one check of a status change against
-its table.
+its table. tests/telehealth/test_readme_lifecycle.py holds the README's table to these.
 
 Pure: no I/O and no storage. The callers (the write rules, the operations, the jobs,
 webhook handling) read, call the checks in `appointment_lifecycle.py` and
