@@ -19,12 +19,15 @@ from fhirserver.storage.base import Job
 from fhirserver.telehealth import rules
 from fhirserver.telehealth.appointment_lifecycle import no_show_due
 from fhirserver.telehealth.context import VisitContext
+from fhirserver.telehealth.lifecycle import instant
 from fhirserver.telehealth.providers import ProviderUnavailable, Room
 from fhirserver.telehealth.records import (
+    about_encounter,
     about_visit,
     assign_room,
     audit,
     current_content,
+    find,
     load,
     max_participants,
     needs_room,
@@ -73,9 +76,13 @@ async def dispose_room(context: VisitContext, job: Job) -> None:
 
 
 async def close_visit(context: VisitContext, job: Job) -> None:
-    """Close the room of a virtual Encounter that ended."""
+    """Close the room of a virtual Encounter that ended. A visit finished by a plain
+    write (a PUT) gets its `visit-ended` AuditEvent here: `$end-virtual-visit` and the
+    provider's room-ended event record theirs with the write, but a write rule cannot."""
     store = context.store
     encounter = await current_content(store, "Encounter", job.key, deleted_ok=True)
+    if encounter is not None and encounter.get("status") == "finished":
+        await _record_visit_ended(context, encounter)
     for reference in (encounter or {}).get("appointment") or []:
         target = local_reference(reference)
         if target is not None and target.startswith("Appointment/"):
@@ -98,6 +105,18 @@ async def check_no_show(context: VisitContext, job: Job) -> None:
             return
         await save(unit, writes, {**appointment, "status": "noshow"}, current)
         await audit(unit, writes, "no-show", now, about_visit(appointment))
+
+
+async def _record_visit_ended(context: VisitContext, encounter: JSONObject) -> None:
+    """The finished visit's `visit-ended` AuditEvent, at its `period.end`, unless it has one."""
+    about = about_encounter(encounter)
+    recorded = [("subtype", "visit-ended"), ("entity", about[0])]
+    writes = context.writes
+    async with context.store.unit_of_work() as unit:
+        if await find(unit, "AuditEvent", recorded, 1):
+            return
+        ended = instant((encounter.get("period") or {}).get("end")) or writes.clock()
+        await audit(unit, writes, "visit-ended", ended, about)
 
 
 async def _close_room_of(

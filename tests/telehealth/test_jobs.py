@@ -68,7 +68,6 @@ async def test_a_put_to_finished_closes_the_room_as_the_operation_does(
     assert fake_livekit.rooms == {}
 
 
-@pytest.mark.xfail(strict=True, reason="a PUT to finished records no visit-ended AuditEvent")
 async def test_a_put_to_finished_records_the_end_as_the_operation_does(
     http: httpx.AsyncClient, app: Starlette
 ) -> None:
