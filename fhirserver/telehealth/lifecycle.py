@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import NamedTuple
 
 from fhirserver.errors import FHIRError, Issue, Unprocessable
@@ -60,38 +61,46 @@ CALLED_OFF = frozenset({"cancelled", "noshow", "entered-in-error"})
 #: From each Appointment status, the other statuses it may become. A status may always
 #: stay the same (an update of other fields), and a create may use any status; once
 #: fulfilled, cancelled or noshow the only way on is a correction to entered-in-error.
-APPOINTMENT_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    **{
-        s: (_BEFORE_BOOKING - {s}) | {"booked", "cancelled", "entered-in-error"}
-        for s in _BEFORE_BOOKING
-    },
-    "booked": frozenset({"arrived", "checked-in", "fulfilled"}) | CALLED_OFF,
-    "arrived": frozenset({"checked-in", "fulfilled"}) | CALLED_OFF,
-    "checked-in": frozenset({"fulfilled"}) | CALLED_OFF,
-    "fulfilled": frozenset({"entered-in-error"}),
-    "cancelled": frozenset({"entered-in-error"}),
-    "noshow": frozenset({"entered-in-error"}),
-    "entered-in-error": frozenset(),
-}
+APPOINTMENT_TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        **{
+            s: (_BEFORE_BOOKING - {s}) | {"booked", "cancelled", "entered-in-error"}
+            for s in _BEFORE_BOOKING
+        },
+        "booked": frozenset({"arrived", "checked-in", "fulfilled"}) | CALLED_OFF,
+        "arrived": frozenset({"checked-in", "fulfilled"}) | CALLED_OFF,
+        "checked-in": frozenset({"fulfilled"}) | CALLED_OFF,
+        "fulfilled": frozenset({"entered-in-error"}),
+        "cancelled": frozenset({"entered-in-error"}),
+        "noshow": frozenset({"entered-in-error"}),
+        "entered-in-error": frozenset(),
+    }
+)
 #: Encounter statuses of a visit that is over: nobody joins it, and it does not restart.
 FINAL_ENCOUNTER = frozenset({"finished", "cancelled", "entered-in-error"})
 #: From each status of a virtual Encounter, the other statuses it may become (staying the
 #: same is always allowed). R4 `cancelled` means "ended before it has begun", so a visit
 #: that is in progress ends as `finished` (or is corrected to `entered-in-error`), never
 #: `cancelled`; from `unknown` anything goes (the real status became known).
-ENCOUNTER_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    "planned": frozenset({"arrived", "triaged", "in-progress", "cancelled", "entered-in-error"}),
-    "arrived": frozenset({"triaged", "in-progress", "cancelled", "entered-in-error"}),
-    "triaged": frozenset({"in-progress", "cancelled", "entered-in-error"}),
-    "in-progress": frozenset({"onleave", "finished", "entered-in-error"}),
-    "onleave": frozenset({"in-progress", "finished", "entered-in-error"}),
-    "finished": frozenset({"entered-in-error"}),
-    "cancelled": frozenset({"entered-in-error"}),
-    "entered-in-error": frozenset(),
-    "unknown": frozenset(ENCOUNTER_STATUSES) - {"unknown"},
-}
-_STATUSES = {"Appointment": APPOINTMENT_STATUSES, "Encounter": ENCOUNTER_STATUSES}
-_TRANSITIONS = {"Appointment": APPOINTMENT_TRANSITIONS, "Encounter": ENCOUNTER_TRANSITIONS}
+ENCOUNTER_TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "planned": frozenset(
+            {"arrived", "triaged", "in-progress", "cancelled", "entered-in-error"}
+        ),
+        "arrived": frozenset({"triaged", "in-progress", "cancelled", "entered-in-error"}),
+        "triaged": frozenset({"in-progress", "cancelled", "entered-in-error"}),
+        "in-progress": frozenset({"onleave", "finished", "entered-in-error"}),
+        "onleave": frozenset({"in-progress", "finished", "entered-in-error"}),
+        "finished": frozenset({"entered-in-error"}),
+        "cancelled": frozenset({"entered-in-error"}),
+        "entered-in-error": frozenset(),
+        "unknown": frozenset(ENCOUNTER_STATUSES) - {"unknown"},
+    }
+)
+_STATUSES = MappingProxyType({"Appointment": APPOINTMENT_STATUSES, "Encounter": ENCOUNTER_STATUSES})
+_TRANSITIONS = MappingProxyType(
+    {"Appointment": APPOINTMENT_TRANSITIONS, "Encounter": ENCOUNTER_TRANSITIONS}
+)
 
 #: Appointment statuses in which a virtual Appointment has (or is getting) a room.
 ROOM_STATUSES = frozenset({"booked", "arrived", "checked-in"})

@@ -81,14 +81,14 @@ class Row:
         return f"{self.trigger} | {self.effect}"
 
 
-def lifecycle_rows(readme: str) -> list[Row]:
+def lifecycle_rows(readme: str) -> tuple[Row, ...]:
     """The rows of the table under "## Telehealth" / "### Lifecycle"."""
     section = readme.split("\n## Telehealth\n", 1)[1].split("\n## ", 1)[0]
     table = section.split("\n### Lifecycle\n", 1)[1].split("\n### ", 1)[0]
     lines = [line.strip() for line in table.splitlines() if line.strip().startswith("|")]
     header, _rule, *body = lines
     assert _cells(header) == ["trigger", "effect"]
-    return [Row(*_cells(line)) for line in body]
+    return tuple(Row(*_cells(line)) for line in body)
 
 
 def _cells(line: str) -> list[str]:
