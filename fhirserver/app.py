@@ -21,9 +21,9 @@ from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.storage.base import Store
 from fhirserver.storage.sqlite import SqliteStore
-from fhirserver.telehealth.jobs import job_handlers
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
+from fhirserver.telehealth.visit_jobs import job_handlers
 from fhirserver.telehealth.wiring import make_provider, make_visit_context
 
 logger = logging.getLogger("fhirserver")

@@ -30,8 +30,12 @@ from fhirserver.rest.responses import fhir_response
 from fhirserver.telehealth import codes
 from fhirserver.telehealth.context import VisitContext
 from fhirserver.telehealth.join import Joined, join_by_code
-from fhirserver.telehealth.operations import StartedVisit, end_virtual_visit, start_virtual_visit
 from fhirserver.telehealth.records import MAX_DISPLAY, clean_display
+from fhirserver.telehealth.visit_operations import (
+    StartedVisit,
+    end_virtual_visit,
+    start_virtual_visit,
+)
 from fhirserver.telehealth.webhooks import record_webhook
 
 

@@ -16,8 +16,8 @@ from starlette.applications import Starlette
 from fhirserver.app import create_app
 from fhirserver.config import Settings
 from fhirserver.storage.base import Job
-from fhirserver.telehealth.jobs import close_visit, provision_room
 from fhirserver.telehealth.virtual_service import virtual_service
+from fhirserver.telehealth.visit_jobs import close_visit, provision_room
 from tests.backends import Backend
 from tests.clock import MovableClock
 from tests.telehealth.helpers import (
