@@ -22,7 +22,8 @@ from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
-from fhirserver.telehealth.setup import make_provider, make_visits
+from fhirserver.telehealth.visit_jobs import job_handlers
+from fhirserver.telehealth.wiring import make_provider, make_visit_context
 from fhirserver.worker import JobRunner
 
 logger = logging.getLogger("fhirserver")
@@ -54,8 +55,8 @@ def create_app(
     video = provider or make_provider(settings, clock=clock)
     grace = timedelta(minutes=settings.no_show_grace_minutes)
     writes = WriteContext(write_rules(grace, settings.video_provider), clock)
-    visits = make_visits(settings, chosen, video, writes)
-    jobs = JobRunner(chosen, visits.handlers(), clock)
+    visit_context = make_visit_context(settings, chosen, video, writes)
+    jobs = JobRunner(chosen, job_handlers(visit_context), clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,7 +83,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = chosen
     app.state.writes = writes
-    app.state.visits = visits
+    app.state.visit_context = visit_context
     app.state.jobs = jobs
     # Join by code: per client address and per code (a guessing client changes codes;
     # a code under attack is guessed from many addresses).

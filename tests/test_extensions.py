@@ -18,7 +18,7 @@ from fhir.resources.R4B.structuredefinition import StructureDefinition
 from fhirserver.conformance import data_dir, load_resources
 from fhirserver.resources.schema import r4_schema
 from fhirserver.resources.validate import validate
-from fhirserver.telehealth import virtual
+from fhirserver.telehealth import virtual_service
 
 FOLDER = data_dir("extensions")
 FILES = sorted(FOLDER.glob("*.json"))
@@ -59,7 +59,7 @@ def test_canonical_url_is_on_our_base(path: Path) -> None:
     resource = json.loads(path.read_text())
     kind, rid = resource["resourceType"], resource["id"]
     assert path.name == f"{kind}-{rid}.json"
-    assert resource["url"] == f"{virtual.BASE_URL}/{kind}/{rid}"
+    assert resource["url"] == f"{virtual_service.BASE_URL}/{kind}/{rid}"
     assert resource["status"] == "active"
 
 
@@ -80,7 +80,7 @@ def test_every_canonical_of_ours_resolves_inside_the_folder() -> None:
     urls = {resource["url"] for resource in load_resources("extensions")}
     mentioned = {url for path in FILES for url in _canonicals(json.loads(path.read_text()))}
     assert mentioned, "no canonical found: the walk is broken"
-    assert all(url.startswith(virtual.BASE_URL + "/") for url in mentioned)
+    assert all(url.startswith(virtual_service.BASE_URL + "/") for url in mentioned)
     assert mentioned <= urls
 
 
@@ -104,7 +104,7 @@ def elements() -> dict[str, dict[str, Any]]:
 def test_extension_definition_header() -> None:
     definition = load("StructureDefinition-virtual-service.json")
     assert StructureDefinition.model_validate(definition).kind == "complex-type"
-    assert definition["url"] == virtual.VIRTUAL_SERVICE_URL
+    assert definition["url"] == virtual_service.VIRTUAL_SERVICE_URL
     assert definition["fhirVersion"] == "4.0.1"
     assert definition["type"] == "Extension" and definition["derivation"] == "constraint"
     assert definition["baseDefinition"] == "http://hl7.org/fhir/StructureDefinition/Extension"
@@ -115,7 +115,7 @@ def test_extension_definition_header() -> None:
 def test_extension_is_complex_with_our_url() -> None:
     by_id = elements()
     assert by_id["Extension"]["max"] == "1"
-    assert by_id["Extension.url"]["fixedUri"] == virtual.VIRTUAL_SERVICE_URL
+    assert by_id["Extension.url"]["fixedUri"] == virtual_service.VIRTUAL_SERVICE_URL
     assert by_id["Extension.value[x]"]["max"] == "0"
     assert by_id["Extension.extension"]["slicing"]["discriminator"] == [
         {"type": "value", "path": "url"}
@@ -135,7 +135,7 @@ def test_sub_extensions_are_what_the_code_reads() -> None:
         assert value["type"] == [{"code": value_type}]
         key = "value" + value_type[0].upper() + value_type[1:]
         sample = {
-            "Coding": {"system": virtual.CHANNEL_TYPE_SYSTEM, "code": "jitsi"},
+            "Coding": {"system": virtual_service.CHANNEL_TYPE_SYSTEM, "code": "jitsi"},
             "url": "https://example.org/x",
             "positiveInt": 2,
             "string": "s",
@@ -143,47 +143,50 @@ def test_sub_extensions_are_what_the_code_reads() -> None:
         resource = {
             "resourceType": "Appointment",
             "extension": [
-                {"url": virtual.VIRTUAL_SERVICE_URL, "extension": [{"url": name, key: sample}]}
+                {
+                    "url": virtual_service.VIRTUAL_SERVICE_URL,
+                    "extension": [{"url": name, key: sample}],
+                }
             ],
         }
-        assert virtual.virtual_service(resource) is not None
+        assert virtual_service.virtual_service(resource) is not None
 
 
 def test_server_managed_sub_extensions_say_so() -> None:
     by_id = elements()
-    for name in virtual.SERVER_MANAGED:
+    for name in virtual_service.SERVER_MANAGED:
         assert "server-managed" in by_id[f"Extension.extension:{name}"]["short"]
-    for name in set(SUB_EXTENSIONS) - set(virtual.SERVER_MANAGED):
+    for name in set(SUB_EXTENSIONS) - set(virtual_service.SERVER_MANAGED):
         assert "server-managed" not in by_id[f"Extension.extension:{name}"]["short"]
 
 
 def test_channel_type_is_bound_to_our_value_set() -> None:
     binding = elements()["Extension.extension:channelType.value[x]"]["binding"]
-    assert binding["valueSet"] == virtual.CHANNEL_TYPE_VALUESET
+    assert binding["valueSet"] == virtual_service.CHANNEL_TYPE_VALUESET
     value_set = load("ValueSet-virtual-service-type.json")
-    assert value_set["url"] == virtual.CHANNEL_TYPE_VALUESET
+    assert value_set["url"] == virtual_service.CHANNEL_TYPE_VALUESET
     assert [i["system"] for i in value_set["compose"]["include"]] == [
-        virtual.CHANNEL_TYPE_SYSTEM,
-        virtual.HL7_CHANNEL_TYPE_SYSTEM,
+        virtual_service.CHANNEL_TYPE_SYSTEM,
+        virtual_service.HL7_CHANNEL_TYPE_SYSTEM,
     ]
 
 
 def test_channel_code_system_is_our_providers() -> None:
     code_system = load("CodeSystem-virtual-service-type.json")
-    assert code_system["url"] == virtual.CHANNEL_TYPE_SYSTEM
+    assert code_system["url"] == virtual_service.CHANNEL_TYPE_SYSTEM
     codes = tuple(c["code"] for c in code_system["concept"])
-    assert codes == virtual.PROVIDER_CODES == ("jitsi", "livekit", "100ms")
+    assert codes == virtual_service.PROVIDER_CODES == ("jitsi", "livekit", "100ms")
     assert code_system["count"] == len(codes) and code_system["content"] == "complete"
-    assert not set(codes) & set(virtual.HL7_CHANNEL_CODES)
+    assert not set(codes) & set(virtual_service.HL7_CHANNEL_CODES)
 
 
 def test_consent_category_code_system() -> None:
     code_system = load("CodeSystem-consent-category.json")
-    assert code_system["url"] == virtual.CONSENT_CATEGORY.system
+    assert code_system["url"] == virtual_service.CONSENT_CATEGORY.system
     (concept,) = code_system["concept"]
     assert (concept["code"], concept["display"]) == (
-        virtual.CONSENT_CATEGORY.code,
-        virtual.CONSENT_CATEGORY.display,
+        virtual_service.CONSENT_CATEGORY.code,
+        virtual_service.CONSENT_CATEGORY.display,
     )
 
 
@@ -213,7 +216,7 @@ END = "OperationDefinition-end-virtual-visit.json"
 def test_start_operation() -> None:
     definition = load(START)
     assert OperationDefinition.model_validate(definition).code == "start-virtual-visit"
-    assert definition["url"] == virtual.START_OPERATION_URL
+    assert definition["url"] == virtual_service.START_OPERATION_URL
     assert definition["resource"] == ["Appointment"]
     assert (definition["kind"], definition["affectsState"]) == ("operation", True)
     assert (definition["system"], definition["type"], definition["instance"]) == (
@@ -241,7 +244,7 @@ def test_start_operation() -> None:
 def test_end_operation() -> None:
     definition = load(END)
     assert OperationDefinition.model_validate(definition).code == "end-virtual-visit"
-    assert definition["url"] == virtual.END_OPERATION_URL
+    assert definition["url"] == virtual_service.END_OPERATION_URL
     assert set(definition["resource"]) == {"Encounter", "Appointment"}
     assert (definition["kind"], definition["affectsState"]) == ("operation", True)
     assert (definition["system"], definition["type"], definition["instance"]) == (

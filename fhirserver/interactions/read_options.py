@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fhirserver.search.parse import DEFAULT_COUNT, MAX_COUNT
+from fhirserver.search.result_params import DEFAULT_COUNT, MAX_COUNT
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,22 +28,24 @@ from fhirserver.rest.negotiation import (
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.responses import fhir_response
 from fhirserver.telehealth import codes
-from fhirserver.telehealth.visits import (
-    MAX_DISPLAY,
-    Joined,
+from fhirserver.telehealth.context import VisitContext
+from fhirserver.telehealth.join import Joined, join_by_code
+from fhirserver.telehealth.records import MAX_DISPLAY, clean_display
+from fhirserver.telehealth.visit_operations import (
     StartedVisit,
-    Visits,
-    clean_display,
+    end_virtual_visit,
+    start_virtual_visit,
 )
+from fhirserver.telehealth.webhooks import record_webhook
 
 
 class TooManyRequests(FHIRError):
     status, code = 429, "throttled"
 
 
-def _visits(request: Request) -> Visits:
-    visits: Visits = request.app.state.visits
-    return visits
+def _visit_context(request: Request) -> VisitContext:
+    context: VisitContext = request.app.state.visit_context
+    return context
 
 
 async def operation(request: Request, resource_type: str, resource_id: str, code: str) -> Response:
@@ -57,13 +59,14 @@ async def operation(request: Request, resource_type: str, resource_id: str, code
         require_content_type(request, RESOURCE_TYPES)
         body = codec.load_object(raw)
     given = input_parameters(spec, body)
-    visits = _visits(request)
+    context = _visit_context(request)
     if code == "start-virtual-visit":
         practitioner = _reference(given.get("practitioner"))
         display = given.get("display", [None])[0]
-        started = await visits.start(resource_id, practitioner, display)
+        started = await start_virtual_visit(context, resource_id, practitioner, display)
         return fhir_response(_started_parameters(started), fmt)
-    encounter = await visits.end(resource_type, resource_id, _text(given.get("reason")))
+    reason = _text(given.get("reason"))
+    encounter = await end_virtual_visit(context, resource_type, resource_id, reason)
     return fhir_response(encounter, fmt)
 
 
@@ -129,7 +132,7 @@ async def join(request: Request) -> Response:
                 headers={"Retry-After": RateLimit.retry_after(wait)},
             )
     name = await _display_name(request)
-    joined = await _visits(request).join(typed, name)
+    joined = await join_by_code(_visit_context(request), typed, name)
     return JSONResponse(_joined(joined), headers={"Cache-Control": "no-store"})
 
 
@@ -179,11 +182,11 @@ def _joined(joined: Joined) -> dict[str, Any]:
 
 async def webhook(request: Request) -> Response:
     """A provider's event delivery: verified by the provider (401 if not), then recorded."""
-    visits = _visits(request)
-    if request.path_params["provider"] != visits.provider.name:
+    context = _visit_context(request)
+    if request.path_params["provider"] != context.provider.name:
         raise NotFound(f"No webhook for {request.path_params['provider']!r} here")
     body = await read_body(request, 256 * 1024)
-    recorded = await visits.webhook(request.headers, body)
+    recorded = await record_webhook(context, request.headers, body)
     return JSONResponse({"recorded": recorded})
 
 

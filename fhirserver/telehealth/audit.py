@@ -15,7 +15,7 @@ from datetime import datetime
 
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.meta import format_instant
-from fhirserver.telehealth.virtual import BASE_URL
+from fhirserver.telehealth.virtual_service import BASE_URL
 
 EVENT_SYSTEM = f"{BASE_URL}/CodeSystem/telehealth-event"
 _DISPLAYS = {

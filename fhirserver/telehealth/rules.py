@@ -1,7 +1,8 @@
 """The telehealth lifecycle as write rules: every write of an Appointment or Encounter,
-from REST or a Bundle, is checked against `lifecycle.py` inside its unit of work, and
-the side effects its transition implies are recorded there as jobs. They commit with
-the state change or not at all, and run after commit (DESIGN.md "Side effects").
+from REST or a Bundle, is checked (`appointment_lifecycle.py`, `encounter_lifecycle.py`)
+inside its unit of work, and the side effects its transition implies are recorded there
+as jobs. They commit with the state change or not at all, and run after commit
+(DESIGN.md "Side effects and external calls").
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from datetime import datetime, timedelta
 from fhirserver.interactions.rules import Actor, Change, WriteRule
 from fhirserver.resources.codec import JSONObject
 from fhirserver.storage.base import Job, UnitOfWork
-from fhirserver.telehealth import lifecycle
-from fhirserver.telehealth.virtual import is_virtual, provider_name, virtual_service
+from fhirserver.telehealth import appointment_lifecycle, encounter_lifecycle, lifecycle
+from fhirserver.telehealth.virtual_service import is_virtual, provider_name, virtual_service
 
 # Job kinds, one per effect; the key is the resource id, so recording an effect again
 # replaces the pending job rather than adding a second.
@@ -61,7 +62,7 @@ def write_rules(no_show_grace: timedelta, provider: str) -> Mapping[str, WriteRu
                 await change.unit.put_job(Job(DISPOSE, str(current["id"]), change.now))
             return None
         # Only the server writes an Appointment's room (address, sessionKey, meetingCode).
-        checked = lifecycle.check_appointment(
+        checked = appointment_lifecycle.check_appointment(
             current,
             new,
             no_show_grace=no_show_grace,
@@ -75,7 +76,7 @@ def write_rules(no_show_grace: timedelta, provider: str) -> Mapping[str, WriteRu
     async def encounter(change: Change) -> JSONObject | None:
         if change.new is None:
             return None
-        checked = lifecycle.check_encounter(change.current, change.new, now=change.now)
+        checked = encounter_lifecycle.check_encounter(change.current, change.new, now=change.now)
         await _record(change.unit, checked.effects, change.now)
         return checked.resource
 

@@ -1,5 +1,5 @@
 """The app with its telehealth parts reachable: the Starlette app (for its job runner and
-visit service), an HTTP client at the server's root, and a LiveKit provider on a fake
+visit context), an HTTP client at the server's root, and a LiveKit provider on a fake
 RoomService that can be told to fail (tests/telehealth/providers/test_livekit.py).
 
 Telehealth writes through the store protocol (units of work, jobs, searches by meeting

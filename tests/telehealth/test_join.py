@@ -1,9 +1,11 @@
 """Join by code, the public endpoint outside the FHIR base (issue 6 "Join by code"):
-the page, the one answer for every code that does not admit, and the rate limits per
-client and per code that make guessing a 48-bit code hopeless."""
+the waiting room, then the call once the visit starts, the visit window, the page, the
+one answer for every code that does not admit, and the rate limits per client and per
+code that make guessing a 48-bit code hopeless."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +15,8 @@ from starlette.applications import Starlette
 from fhirserver.config import Settings
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.telehealth.providers import ProviderUnavailable
-from tests.telehealth.test_visits import book, meeting_code, outputs, read, start
+from fhirserver.telehealth.virtual_service import virtual_service
+from tests.telehealth.helpers import book, events, meeting_code, outputs, read, start
 
 
 @pytest.fixture
@@ -108,8 +111,59 @@ async def test_a_provider_outage_at_join_records_no_join(
     async def down(room_id: str) -> Any:
         raise ProviderUnavailable("LiveKit is down")
 
-    app.state.visits.provider.room = down
+    app.state.visit_context.provider.room = down
     answer = await http.post(f"/join/{meeting_code(booked)}", json={"name": "Pat"})
     assert answer.status_code == 503
     stored = await read(http, "Encounter", encounter["id"])
     assert not [p for p in stored.get("participant", []) if "period" in p]
+
+
+async def test_the_patient_waits_then_joins_once_the_visit_starts(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    booked = await book(http, app)
+    code = meeting_code(booked)
+    waiting = await http.post(f"/join/{code}", json={"name": "Pat Doe"})
+    assert waiting.status_code == 200, waiting.text
+    assert waiting.json() == {"status": "waiting", "start": booked["start"]}
+    assert (await read(http, "Appointment", booked["id"]))["status"] == "arrived"
+
+    started = await start(http, booked["id"], display="Dr One")
+    assert started.status_code == 200, started.text
+    out = outputs(started.json())
+    encounter = out["encounter"]
+    assert encounter["status"] == "in-progress"
+    assert encounter["class"]["code"] == "VR"
+    assert encounter["appointment"] == [{"reference": f"Appointment/{booked['id']}"}]
+    assert encounter["subject"] == {"reference": "Patient/p1"}
+    assert out["meetingCode"] == code
+    assert out["patientUrl"] == virtual_service(booked).address  # type: ignore[union-attr]
+    assert out["hostToken"] and out["hostToken"] in out["hostUrl"]
+    assert (await read(http, "Appointment", booked["id"]))["status"] == "fulfilled"
+
+    # Typed the way people type it: lower case, with the display dashes.
+    typed = f"{code[:4]}-{code[4:8]}-{code[8:]}".lower()  # type: ignore[index]
+    ready = await http.post(f"/join/{typed}", json={"name": "Pat Doe"})
+    assert ready.status_code == 200, ready.text
+    answer = ready.json()
+    assert answer["status"] == "ready" and answer["token"] in answer["url"]
+    stored = await read(http, "Encounter", encounter["id"])
+    joined = [p for p in stored["participant"] if "period" in p]
+    assert len(joined) == 1 and "end" not in joined[0]["period"]
+    assert await events(http, f"Appointment/{booked['id']}") == [
+        "room-provisioned",
+        "patient-waiting",
+        "visit-started",
+        "participant-joined",
+    ]
+
+
+async def test_the_code_opens_only_inside_the_visit_window(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    booked = await book(http, app, start=datetime.now(UTC) + timedelta(hours=2))
+    code = meeting_code(booked)
+    early = await http.post(f"/join/{code}", json={"name": "Pat"})
+    unknown = await http.post("/join/ABCDEFGHJK", json={"name": "Pat"})
+    assert early.status_code == 404 and early.json() == unknown.json()
+    assert (await read(http, "Appointment", booked["id"]))["status"] == "booked"

@@ -9,16 +9,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
 
 from fhirserver.storage.base import Job
 from fhirserver.telehealth.rules import DISPOSE, NO_SHOW, PROVISION
-from fhirserver.telehealth.virtual import (
+from fhirserver.telehealth.virtual_service import (
     VR_CLASS,
     VirtualService,
     channel_type,
+    virtual_service,
     with_virtual_service,
 )
 from tests.backends import Backend
+from tests.telehealth import helpers
 
 START = datetime(2026, 12, 1, 10, tzinfo=UTC)
 KINDS = [PROVISION, DISPOSE, NO_SHOW]
@@ -111,3 +114,22 @@ async def test_a_finished_virtual_encounter_cannot_restart(client: httpx.AsyncCl
     )
     assert again.status_code == 422, again.text
     assert again.json()["issue"][0]["expression"] == ["Encounter.status"]
+
+
+async def test_a_client_cannot_set_or_drop_the_room(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    booked = await helpers.book(http, app)
+    stripped = {k: v for k, v in booked.items() if k != "extension"}
+    updated = await http.put(f"{helpers.FHIR}/Appointment/{booked['id']}", json=stripped)
+    assert updated.status_code == 200, updated.text
+    assert virtual_service(updated.json()) == virtual_service(booked)
+
+
+async def test_a_channel_the_server_does_not_serve_is_refused_at_booking(
+    http: httpx.AsyncClient,
+) -> None:
+    resource = with_virtual_service(helpers.appointment(), VirtualService(channel_type("zoom")))
+    refused = await http.post(f"{helpers.FHIR}/Appointment", json=resource)
+    assert refused.status_code == 422
+    assert "livekit" in refused.json()["issue"][0]["diagnostics"]

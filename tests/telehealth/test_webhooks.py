@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from fhirserver.telehealth.virtual import virtual_service
+from fhirserver.telehealth.virtual_service import virtual_service
+from tests.telehealth.helpers import book, events, outputs, read, start
 from tests.telehealth.providers.helpers import NOW
 from tests.telehealth.providers.test_livekit import signed
-from tests.telehealth.test_visits import book, events, outputs, read, start
 
 HOOK = "/telehealth/webhooks/livekit"
 

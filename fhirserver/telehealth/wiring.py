@@ -1,4 +1,5 @@
-"""The video provider and the visit service the settings describe."""
+"""Wiring from settings: the video provider `FHIRSERVER_VIDEO_PROVIDER` names with its
+FHIRSERVER_* credentials, and the visit settings (README "Telehealth")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.storage.base import Store
+from fhirserver.telehealth.context import VisitContext, VisitSettings
 from fhirserver.telehealth.providers import (
     HmsConfig,
     HmsProvider,
@@ -19,7 +21,6 @@ from fhirserver.telehealth.providers import (
     LiveKitProvider,
     VideoProvider,
 )
-from fhirserver.telehealth.visits import Visits, VisitSettings
 
 _PREFIXES = {"jitsi": "JITSI", "livekit": "LIVEKIT", "100ms": "HMS"}
 
@@ -66,9 +67,9 @@ def _provider(settings: Settings, http: httpx.AsyncClient | None, clock: Clock) 
     return JitsiProvider(jitsi, clock=clock)
 
 
-def make_visits(
+def make_visit_context(
     settings: Settings, store: Store, provider: VideoProvider, writes: WriteContext
-) -> Visits:
+) -> VisitContext:
     visit_settings = VisitSettings(
         no_show_grace=timedelta(minutes=settings.no_show_grace_minutes),
         join_early=timedelta(minutes=settings.join_early_minutes),
@@ -76,4 +77,4 @@ def make_visits(
         require_consent=settings.require_consent,
         join_base=f"{settings.origin}/join",
     )
-    return Visits(store, provider, writes, visit_settings)
+    return VisitContext(store, provider, writes, visit_settings)

@@ -15,7 +15,7 @@ import pytest
 
 from fhirserver.errors import Unprocessable
 from fhirserver.resources.validate import validate
-from fhirserver.telehealth.virtual import (
+from fhirserver.telehealth.virtual_service import (
     CHANNEL_TYPE_SYSTEM,
     CONSENT_CATEGORY,
     HL7_CHANNEL_TYPE_SYSTEM,

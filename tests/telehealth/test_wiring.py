@@ -8,7 +8,7 @@ import pytest
 
 from fhirserver.config import Settings
 from fhirserver.telehealth.providers import HmsProvider, JitsiProvider, LiveKitProvider
-from fhirserver.telehealth.setup import make_provider
+from fhirserver.telehealth.wiring import make_provider
 
 
 async def test_the_default_is_jitsi_without_an_account() -> None:

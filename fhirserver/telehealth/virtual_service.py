@@ -16,7 +16,7 @@ We carry the same content in R4 as one complex extension, defined in
 
 The Appointment is virtual when it carries the extension (`is_virtual`); `address`,
 `sessionKey` and `meetingCode` are set by the server when it provisions the room
-(`lifecycle.check_appointment` keeps clients from writing them). `address` is R5's
+(`appointment_lifecycle.check_appointment` keeps clients from writing them). `address` is R5's
 `address[x]` restricted to its url choice.
 
 An R4 Consent for `require_consent` (R4 consent.html) is read by
@@ -74,7 +74,7 @@ ADDITIONAL_INFO = "additionalInfo"
 MAX_PARTICIPANTS = "maxParticipants"
 SESSION_KEY = "sessionKey"
 MEETING_CODE = "meetingCode"
-#: Set by the server only; a client's values are never stored (lifecycle.py).
+#: Set by the server only; a client's values are never stored (appointment_lifecycle.py).
 SERVER_MANAGED = (ADDRESS, SESSION_KEY, MEETING_CODE)
 
 _VALUE_KEYS = {
