@@ -21,7 +21,7 @@ from fhirpathpy.models import models
 
 from fhirserver.conformance import load_resources
 from fhirserver.errors import BadRequest
-from fhirserver.resources.schema import r4_schema
+from fhirserver.resources.schema import choice_keys, r4_schema
 
 # Parameters of every resource (R4 search.html#all) that are answered from stored
 # columns, not from an expression.
@@ -169,17 +169,17 @@ class _Walker:
 @cache
 def _choice_keys() -> frozenset[tuple[str, str]]:
     """(element, JSON name) for every form of every choice element in R4, such as
-    ("value", "valueQuantity"); `subscriberId` is no form of `subscriber`, which exists."""
+    ("value", "valueQuantity"), as `resources.schema.choice_keys` tells them apart in
+    each definition: `subscriberId` is no form of `subscriber`, which exists, and
+    `statusDate` no form of `status`, which MedicinalProductAuthorization has."""
     definitions = r4_schema()["definitions"]
-    suffixes = {name[0].upper() + name[1:] for name in definitions if "_" not in name}
+    types = {name[0].upper() + name[1:] for name in definitions if "_" not in name}
     found = set()
-    for definition in definitions.values():
-        properties = definition.get("properties", {})
-        for key in properties:
-            for cut in range(1, len(key)):
-                base, suffix = key[:cut], key[cut:]
-                if suffix in suffixes and base not in properties:
-                    found.add((base, key))
+    for definition, details in definitions.items():
+        keys = details.get("properties", {})
+        bases = {key[:cut] for key in keys for cut in range(1, len(key)) if key[cut:] in types}
+        for base in bases:
+            found.update((base, key) for key in choice_keys(definition, base))
     return frozenset(found)
 
 
