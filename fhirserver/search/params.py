@@ -174,7 +174,7 @@ def _choice_keys() -> frozenset[tuple[str, str]]:
     `statusDate` no form of `status`, which MedicinalProductAuthorization has."""
     definitions = r4_schema()["definitions"]
     types = {name[0].upper() + name[1:] for name in definitions if "_" not in name}
-    found = set()
+    found: set[tuple[str, str]] = set()
     for definition, details in definitions.items():
         keys = details.get("properties", {})
         bases = {key[:cut] for key in keys for cut in range(1, len(key)) if key[cut:] in types}
