@@ -76,6 +76,9 @@ def mint_access_token(
     """Sign an access token for `access`; `sub` is its subject, else the client."""
     if not access.client_id:
         raise ValueError("An access token is issued to a client")
+    if not str(access.scopes):
+        # RFC 9068 requires the scope claim, and validation refuses an empty one.
+        raise ValueError("An access token grants at least one scope")
     issued_at = _seconds(clock())
     expires = issued_at + int(settings.lifetime.total_seconds())
     token_id = secrets.token_urlsafe(16)

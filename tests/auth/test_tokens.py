@@ -107,6 +107,13 @@ def test_a_backend_service_token_has_the_client_as_subject(keys: SigningKeys) ->
     assert access.subject == "bulk-exporter" and access.patient is None and access.user is None
 
 
+def test_a_token_needs_a_client_and_a_scope(keys: SigningKeys) -> None:
+    with pytest.raises(ValueError):
+        mint_access_token(Access(client_id=None, scopes=APP.scopes), keys, SETTINGS, at(T0))
+    with pytest.raises(ValueError):
+        mint_access_token(Access("app", parse_scopes("bogus")), keys, SETTINGS, at(T0))
+
+
 def test_an_expired_token_is_refused_after_a_small_leeway(keys: SigningKeys) -> None:
     issued = mint_access_token(APP, keys, SETTINGS, at(T0))
     expiry = T0 + SETTINGS.lifetime
