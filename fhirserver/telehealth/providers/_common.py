@@ -193,7 +193,7 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, now: datetime) -> float | None:
     raw = response.headers.get("Retry-After")
     if not raw:
         return None
@@ -206,7 +206,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - utcnow()).total_seconds())
+    return max(0.0, (when - now).total_seconds())
 
 
 def _detail(response: httpx.Response, secrets: Iterable[str | None]) -> str:
@@ -228,9 +228,10 @@ def _detail(response: httpx.Response, secrets: Iterable[str | None]) -> str:
 
 
 def raise_for_status(
-    response: httpx.Response, what: str, secrets: Iterable[str | None]
+    response: httpx.Response, what: str, secrets: Iterable[str | None], now: datetime
 ) -> NoReturn:
-    """Turn a non-success response into ProviderUnavailable (408, 429, 5xx) or ProviderError."""
+    """Turn a non-success response into ProviderUnavailable (408, 429, 5xx) or ProviderError;
+    `now` (the provider's clock) turns a Retry-After date into seconds."""
     status = response.status_code
     secrets = list(secrets)
     detail = _detail(response, secrets)
@@ -238,7 +239,7 @@ def raise_for_status(
         raise ProviderUnavailable(
             f"{what}: provider unavailable, HTTP {status}{detail}",
             provider_status=status,
-            retry_after=_retry_after(response) if status in (429, 503) else None,
+            retry_after=_retry_after(response, now) if status in (429, 503) else None,
         )
     if status in (401, 403):
         raise ProviderError(

@@ -201,7 +201,7 @@ class HmsProvider(common.HttpClient):
         )
         secrets = self._secrets(token)
         if not response.is_success:
-            common.raise_for_status(response, what, secrets)
+            common.raise_for_status(response, what, secrets, self._clock())
         listing = common.response_object(response, what, secrets).get("data")
         for item in listing if isinstance(listing, list) else []:
             if isinstance(item, dict) and str(item.get("name", "")).lower() == name:
@@ -229,7 +229,7 @@ class HmsProvider(common.HttpClient):
         elif response.is_success:
             data = common.response_object(response, what, secrets)
         else:
-            common.raise_for_status(response, what, secrets)
+            common.raise_for_status(response, what, secrets, self._clock())
         room_id = common.text_field(data, "id")
         if room_id is None:
             raise ProviderError("100ms create room: response has no room id")
@@ -257,7 +257,7 @@ class HmsProvider(common.HttpClient):
         what = "100ms create room codes"
         response, secrets = await self._post(f"/room-codes/room/{quote(room_id, safe='')}", what)
         if not response.is_success:
-            common.raise_for_status(response, what, secrets)
+            common.raise_for_status(response, what, secrets, self._clock())
         items = common.response_object(response, what, secrets).get("data")
         codes: dict[str, str] = {}
         for item in items if isinstance(items, list) else []:
@@ -278,11 +278,11 @@ class HmsProvider(common.HttpClient):
         )
         # 404: no active session (or no room) — nothing to end.
         if not response.is_success and response.status_code != 404:
-            common.raise_for_status(response, what, secrets)
+            common.raise_for_status(response, what, secrets, self._clock())
         what = "100ms disable room"
         response, secrets = await self._post(f"/rooms/{room_path}", what, {"enabled": False})
         if not response.is_success and response.status_code != 404:
-            common.raise_for_status(response, what, secrets)
+            common.raise_for_status(response, what, secrets, self._clock())
 
     # -- webhooks -------------------------------------------------------------------------
 

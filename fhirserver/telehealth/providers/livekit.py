@@ -203,7 +203,9 @@ class LiveKitProvider(common.HttpClient):
             # existing room), but the same outcome for us.
             return self._room(name, None)
         if not response.is_success:
-            common.raise_for_status(response, "LiveKit CreateRoom", self._secrets(response))
+            common.raise_for_status(
+                response, "LiveKit CreateRoom", self._secrets(response), self._clock()
+            )
         data = common.response_object(response, "LiveKit CreateRoom", self._secrets(response))
         got = data.get("name")
         if got not in (None, name):
@@ -217,7 +219,9 @@ class LiveKitProvider(common.HttpClient):
         response = await self._call("DeleteRoom", room.name, {"room": room.name})
         if response.is_success or response.status_code == 404:
             return  # deleted now, or already gone / never materialised (Twirp not_found)
-        common.raise_for_status(response, "LiveKit DeleteRoom", self._secrets(response))
+        common.raise_for_status(
+            response, "LiveKit DeleteRoom", self._secrets(response), self._clock()
+        )
 
     # -- webhooks -------------------------------------------------------------------------
 

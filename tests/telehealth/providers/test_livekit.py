@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 from datetime import timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -236,6 +237,18 @@ async def test_rate_limit_carries_retry_after(fake: FakeLiveKit, provider: LiveK
         await provider.create_room("appt-1")
     assert caught.value.retry_after == 7
     assert caught.value.headers == {"Retry-After": "7"}
+
+
+async def test_a_retry_after_date_is_counted_on_the_providers_clock(
+    fake: FakeLiveKit, provider: LiveKitProvider
+) -> None:
+    """RFC 9110 section 10.2.3: Retry-After may be an HTTP date; the seconds until it are
+    counted from the clock the provider was given (fixed at NOW here), not the machine's."""
+    when = format_datetime(NOW + timedelta(seconds=90), usegmt=True)
+    fake.fail.append(twirp(429, "resource_exhausted", "slow down", **{"Retry-After": when}))
+    with pytest.raises(ProviderUnavailable) as caught:
+        await provider.create_room("appt-1")
+    assert caught.value.retry_after == 90
 
 
 async def test_a_non_json_success_is_a_provider_error(
