@@ -33,14 +33,12 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import (
     BadSignatureError,
-    ExpiredTokenError,
-    InvalidClaimError,
     JoseError,
-    MissingClaimError,
 )
 from joserfc.jwk import ECKey, RSAKey
-from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
+from joserfc.jwt import ClaimsOption
 
+from fhirserver.auth.claims import claims_refusal
 from fhirserver.auth.errors import InvalidClient
 from fhirserver.clock import Clock
 
@@ -186,16 +184,15 @@ def _check_claims(
         "exp": {"essential": True},
         "jti": {"essential": True},
     }
-    registry = JWTClaimsRegistry(
-        now=int(now.timestamp()), leeway=int(leeway.total_seconds()), **options
+    reason = claims_refusal(
+        claims,
+        options,
+        now=now,
+        leeway=leeway,
+        reasons=_CLAIM_REASONS,
+        missing="a required claim (iss, sub, aud, exp, jti) is missing",
     )
-    try:
-        registry.validate(claims)
-    except ExpiredTokenError as error:
-        raise InvalidClient("expired") from error
-    except MissingClaimError as error:
-        raise InvalidClient("a required claim (iss, sub, aud, exp, jti) is missing") from error
-    except InvalidClaimError as error:
-        raise InvalidClient(_CLAIM_REASONS.get(error.claim, "malformed claims")) from error
+    if reason is not None:
+        raise InvalidClient(reason)
     if len(claims["jti"]) > MAX_JTI_CHARS:
         raise InvalidClient("jti is too long")

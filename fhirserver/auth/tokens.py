@@ -25,14 +25,12 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import (
     BadSignatureError,
-    ExpiredTokenError,
-    InvalidClaimError,
     JoseError,
-    MissingClaimError,
 )
-from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
+from joserfc.jwt import ClaimsOption
 
 from fhirserver.auth.access import Access
+from fhirserver.auth.claims import claims_refusal
 from fhirserver.auth.errors import InvalidToken
 from fhirserver.auth.keys import ALGORITHM, SigningKeys, verification_keys
 from fhirserver.auth.scopes import parse_scopes
@@ -114,17 +112,16 @@ def validate_access_token(
     options: dict[str, ClaimsOption] = {name: {"essential": True} for name in _REQUIRED}
     options["iss"] = {"essential": True, "value": settings.issuer}
     options["aud"] = {"essential": True, "value": settings.audience}
-    registry = JWTClaimsRegistry(
-        now=_seconds(clock()), leeway=int(settings.leeway.total_seconds()), **options
+    reason = claims_refusal(
+        claims,
+        options,
+        now=clock(),
+        leeway=settings.leeway,
+        reasons=_CLAIM_REASONS,
+        missing="a required claim is missing",
     )
-    try:
-        registry.validate(claims)
-    except ExpiredTokenError as error:
-        raise InvalidToken("expired") from error
-    except MissingClaimError as error:
-        raise InvalidToken("a required claim is missing") from error
-    except InvalidClaimError as error:
-        raise InvalidToken(_CLAIM_REASONS.get(error.claim, "malformed claims")) from error
+    if reason is not None:
+        raise InvalidToken(reason)
     return _access(claims)
 
 
