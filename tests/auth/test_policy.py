@@ -16,18 +16,9 @@ from fhirserver.auth.policy import (
     may_write,
     restriction_query,
 )
-from fhirserver.auth.scopes import Interaction, parse_scopes
+from fhirserver.auth.scopes import parse_scopes
 from fhirserver.search.match import matches
-
-C, R, U, D, S = (
-    Interaction.CREATE,
-    Interaction.READ,
-    Interaction.UPDATE,
-    Interaction.DELETE,
-    Interaction.SEARCH,
-)
-CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-LAB = f"{CATEGORY}|laboratory"
+from tests.auth.letters import CATEGORY, LAB, C, D, R, S, U
 
 
 def access(scope: str, **context: str) -> Access:

@@ -17,15 +17,8 @@ from fhirserver.auth.scopes import (
     parse_scopes,
     restrictions,
 )
+from tests.auth.letters import LAB, C, D, R, S, U
 
-C, R, U, D, S = (
-    Interaction.CREATE,
-    Interaction.READ,
-    Interaction.UPDATE,
-    Interaction.DELETE,
-    Interaction.SEARCH,
-)
-LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 VITALS = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
 
 
