@@ -10,6 +10,9 @@ from typing import Any
 
 ENV_PREFIX = "FHIRSERVER_"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
+# "" is unset: off, allowed on loopback only (`fhirserver serve` checks).
+AUTH_MODES = ("", "off", "smart", "external")
 _FLAGS = {
     "1": True,
     "true": True,
@@ -68,6 +71,22 @@ class Settings:
     join_rate_per_minute: int = 20
     # Run the store's jobs (room provisioning, no-show checks) in this process.
     run_jobs: bool = True
+    # Authorization (README "Security"): off | smart | external. Unset ("") means off,
+    # which `fhirserver serve` allows on a loopback address only.
+    auth: str = ""
+    # external: the identity provider's issuer (OpenID discovery at
+    # {issuer}/.well-known/openid-configuration), or its JWKS URL directly.
+    auth_issuer: str = ""
+    auth_jwks_url: str = ""
+    # external: the `aud` tokens must carry; the FHIR base URL if unset.
+    auth_audience: str = ""
+    # external: RFC 7662 introspection for opaque (non-JWT) tokens.
+    auth_introspection_url: str = ""
+    auth_introspection_client_id: str = ""
+    auth_introspection_client_secret: str = field(default="", repr=False)
+    # smart: lifetimes of what the built-in authorization server issues.
+    auth_access_token_minutes: int = 60
+    auth_refresh_token_days: int = 90
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
@@ -78,6 +97,12 @@ class Settings:
         if self.video_provider not in ("jitsi", "livekit", "100ms"):
             raise ValueError(
                 f"video_provider must be jitsi, livekit or 100ms, not {self.video_provider!r}"
+            )
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"FHIRSERVER_AUTH must be off, smart or external, not {self.auth!r}")
+        if self.auth == "external" and not (self.auth_issuer or self.auth_jwks_url):
+            raise ValueError(
+                "FHIRSERVER_AUTH=external needs FHIRSERVER_AUTH_ISSUER or FHIRSERVER_AUTH_JWKS_URL"
             )
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
@@ -97,6 +122,16 @@ class Settings:
             return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         url = self.public_url.rstrip("/")
         return url.removesuffix(self.base_path) if self.base_path else url
+
+    @property
+    def auth_mode(self) -> str:
+        """off, smart or external: unset is off."""
+        return self.auth or "off"
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server listens on a loopback address only."""
+        return self.host in _LOOPBACK_HOSTS or self.host.startswith("127.")
 
     @property
     def mongodb(self) -> bool:
