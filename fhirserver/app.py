@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from starlette.applications import Starlette
 
+from fhirserver.auth.authenticate import Authenticator
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
 from fhirserver.interactions.rules import WriteContext
@@ -47,9 +48,11 @@ def create_app(
     store: Store | None = None,
     provider: VideoProvider | None = None,
     clock: Clock = system_clock,
+    authenticator: Authenticator | None = None,
 ) -> Starlette:
     """`provider` replaces the configured video provider (tests: mock transports);
-    `clock` is the one source of time for everything the app does."""
+    `clock` is the one source of time for everything the app does; `authenticator`
+    replaces the configured mode's (tests: tokens of their own)."""
     settings = settings or Settings.from_env()
     chosen = store or open_store(settings)
     video = provider or make_provider(settings, clock=clock)
@@ -85,6 +88,8 @@ def create_app(
     app.state.writes = writes
     app.state.visit_context = visit_context
     app.state.jobs = jobs
+    # Turns a request's bearer token into an `Access`; None: authorization is off.
+    app.state.authenticator = authenticator
     # Join by code: per client address and per code (a guessing client changes codes;
     # a code under attack is guessed from many addresses).
     per_minute = settings.join_rate_per_minute

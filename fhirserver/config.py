@@ -133,6 +133,18 @@ class Settings:
         """Whether the server listens on a loopback address only."""
         return self.host in _LOOPBACK_HOSTS or self.host.startswith("127.")
 
+    def unsafe_to_serve(self) -> str | None:
+        """Why serving with these settings would expose data, or None. A server others
+        can reach must say how it authorizes: unset FHIRSERVER_AUTH means off, which
+        only a loopback address may run with (README "Security")."""
+        if self.auth or self.loopback:
+            return None
+        return (
+            f"listening on {self.host or 'every address'} needs FHIRSERVER_AUTH set"
+            " explicitly: smart (the built-in authorization server), external (an identity"
+            " provider), or off (anyone who reaches the port reads and writes everything)"
+        )
+
     @property
     def mongodb(self) -> bool:
         return self.store.startswith(("mongodb://", "mongodb+srv://"))

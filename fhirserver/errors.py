@@ -48,6 +48,12 @@ class NotSupported(FHIRError):
     status, code = 400, "not-supported"
 
 
+class Forbidden(FHIRError):
+    """The request is understood and authenticated, but its access does not cover it."""
+
+    status, code = 403, "forbidden"
+
+
 class NotFound(FHIRError):
     status, code = 404, "not-found"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fhirserver.search.extract import index_entries
 from fhirserver.search.params import patient_compartment
-from fhirserver.search.query import ReferenceEntry
+from fhirserver.search.query import IdPredicate, Predicate, ReferenceEntry, ReferencePredicate
 
 PATIENT = "Patient"
 
@@ -45,3 +45,15 @@ def patient_ids(resource: dict[str, Any]) -> frozenset[str]:
     if resource_type == PATIENT and isinstance(own_id, str) and own_id:
         ids.add(own_id)
     return frozenset(ids)
+
+
+def membership(resource_type: str, patient_id: str) -> tuple[Predicate, ...]:
+    """An OR-list that a resource of `resource_type` meets when it is in Patient
+    `patient_id`'s compartment (empty: the type has no patient compartment)."""
+    params = patient_compartment().get(resource_type, ())
+    members: list[Predicate] = [
+        ReferencePredicate(param, PATIENT, patient_id) for param in params if param != "{def}"
+    ]
+    if resource_type == PATIENT:
+        members.append(IdPredicate((patient_id,)))
+    return tuple(members)

@@ -33,6 +33,19 @@ class InvalidToken(FHIRError):
         )
 
 
+class MissingToken(FHIRError):
+    """RFC 6750 section 3.1: a request with no authentication at all gets the challenge
+    without an error code."""
+
+    status, code = 401, "login"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This server needs an access token: Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": 'Bearer realm="fhir"'},
+        )
+
+
 class InvalidClient(Exception):
     """RFC 6749 section 5.2 `invalid_client`: client authentication failed."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhirserver.auth.access import Access
-from fhirserver.auth.compartment import PATIENT, in_patient_compartment
+from fhirserver.auth.compartment import PATIENT, in_patient_compartment, patient_ids
 from fhirserver.auth.scopes import Context, Interaction, Permission, Restriction, granting
 from fhirserver.errors import FHIRError
 from fhirserver.search.match import matches
@@ -162,3 +162,23 @@ def _user_patient(access: Access) -> str | None:
     if reference is not None and reference[0] == PATIENT:
         return reference[1]
     return access.patient
+
+
+def may_run_visit(access: Access, resource: Resource, participants: Collection[str]) -> bool:
+    """Whether `access` may start or end the virtual visit of `resource` (an
+    Appointment, or a visit's Encounter): it must be allowed to update it, and be either
+    a system client (a backend service, no user) or a practitioner user among its
+    `participants` (references such as `Practitioner/7`). A patient never starts a visit
+    through the API: patients join by meeting code."""
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return False
+    if not may_write(access, Interaction.UPDATE, resource, patient_ids):
+        return False
+    if access.user is None:
+        granted = granting(access.scopes, Interaction.UPDATE, resource_type)
+        return any(permission.context is Context.SYSTEM for permission in granted)
+    reference = _user_reference(access)
+    if reference is None or reference[0] not in _UNCONFINED_USERS:
+        return False
+    return f"{reference[0]}/{reference[1]}" in participants

@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fhirserver.auth.access import Access
+from fhirserver.auth.confine import confine, unrestricted
+from fhirserver.auth.scopes import Interaction
 from fhirserver.errors import (
     BadRequest,
     FHIRError,
@@ -23,6 +26,7 @@ from fhirserver.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from fhirserver.interactions.guard import require, require_visible, require_write
 from fhirserver.interactions.patches import Patcher
 from fhirserver.interactions.preconditions import (
     NO_PRECONDITIONS,
@@ -40,6 +44,14 @@ from fhirserver.search.query import IndexEntry
 from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
 
 Params = Sequence[tuple[str, str]]
+EVERYTHING = Access.everything()
+# A conditional action -> what the writer must be allowed on the resources it matches.
+_MATCHED = {
+    "create": Interaction.CREATE,
+    "update": Interaction.UPDATE,
+    "patch": Interaction.UPDATE,
+    "delete": Interaction.DELETE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +61,22 @@ class WriteResult:
     created: bool
 
 
-async def read(store: Reader, resource_type: str, resource_id: str) -> Version:
+async def read(
+    store: Reader, resource_type: str, resource_id: str, access: Access = EVERYTHING
+) -> Version:
+    require(access, Interaction.READ, resource_type)
     found = await store.read(resource_type, meta.check_id(resource_id))
-    return _existing(found, resource_type, resource_id)
+    return require_visible(access, Interaction.READ, _existing(found, resource_type, resource_id))
 
 
-async def vread(store: Reader, resource_type: str, resource_id: str, version_id: str) -> Version:
+async def vread(
+    store: Reader,
+    resource_type: str,
+    resource_id: str,
+    version_id: str,
+    access: Access = EVERYTHING,
+) -> Version:
+    require(access, Interaction.READ, resource_type)
     number = meta.whole_number(version_id)
     if number is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
@@ -63,7 +85,7 @@ async def vread(store: Reader, resource_type: str, resource_id: str, version_id:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
     if found.deleted:
         raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion")
-    return found
+    return require_visible(access, Interaction.READ, found)
 
 
 async def create(
@@ -76,7 +98,7 @@ async def create(
     validate(resource, resource_type)
     async with store.unit_of_work() as unit:
         if if_none_exist is not None:
-            existing = await match_one(unit, resource_type, if_none_exist, "create")
+            existing = await match_one(unit, context, resource_type, if_none_exist, "create")
             if existing is not None:
                 return WriteResult(existing, created=False)
         # R4 http.html#create: an id in the body is ignored; the server assigns one.
@@ -109,7 +131,7 @@ async def conditional_update(
 ) -> WriteResult:
     validate(resource, resource_type)
     async with store.unit_of_work() as unit:
-        resource_id = await conditional_update_id(unit, resource_type, criteria, resource)
+        resource_id = await conditional_update_id(unit, context, resource_type, criteria, resource)
         current = await unit.read(resource_type, resource_id)
         return await update_in(unit, context, resource, resource_id, current, preconditions)
 
@@ -154,7 +176,7 @@ async def conditional_delete(
 ) -> Version | None:
     """Conditional delete, `single` mode: several matches are refused with 412."""
     async with store.unit_of_work() as unit:
-        match = await match_one(unit, resource_type, criteria, "delete")
+        match = await match_one(unit, context, resource_type, criteria, "delete")
         check_preconditions(match, preconditions)
         return await _tombstone(unit, context, match)
 
@@ -164,12 +186,16 @@ async def conditional_delete(
 
 
 async def conditional_update_id(
-    unit: UnitOfWork, resource_type: str, criteria: Params, resource: JSONObject
+    unit: UnitOfWork,
+    context: WriteContext,
+    resource_type: str,
+    criteria: Params,
+    resource: JSONObject,
 ) -> str:
     """The id a conditional update writes to (R4 http.html#cond-update): the single
     match; or, with no match, the body's id or a new one."""
     body_id = resource.get("id")
-    match = await match_one(unit, resource_type, criteria, "update")
+    match = await match_one(unit, context, resource_type, criteria, "update")
     if match is None:
         if not isinstance(body_id, str):
             return meta.new_id()
@@ -251,9 +277,14 @@ async def delete_in(
 
 
 async def match_one(
-    unit: UnitOfWork, resource_type: str, criteria: Params, action: str
+    unit: UnitOfWork, context: WriteContext, resource_type: str, criteria: Params, action: str
 ) -> Version | None:
-    matches = await unit.match(parse_criteria(resource_type, criteria), limit=2)
+    """The one resource the criteria of a conditional `action` match, among those the
+    writer may `action` (so a match cannot tell of resources outside its access)."""
+    query = parse_criteria(resource_type, criteria)
+    if not unrestricted(context.access, _MATCHED[action], (resource_type,)):
+        query = confine(query, context.access, _MATCHED[action])
+    matches = await unit.match(query, limit=2)
     if len(matches) > 1:
         raise PreconditionFailed(
             f"Conditional {action}: the criteria match more than one {resource_type}"
@@ -270,6 +301,7 @@ async def _write(
     method: str,
     index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
+    require_write(context.access, method, current, resource)
     number = current.version + 1 if current is not None else 1
     moment = context.clock()
     rule = context.rule_for(str(resource["resourceType"]))
@@ -293,6 +325,7 @@ async def _tombstone(
 ) -> Version | None:
     if current is None or current.deleted:
         return None
+    require_write(context.access, "DELETE", current, None)
     moment = context.clock()
     rule = context.rule_for(current.resource_type)
     if rule is not None:

@@ -1,13 +1,15 @@
 """The settings every read runs under (R4 http.html#search, #history, #transaction): page
-sizes, the base URL that absolute references and links are read against, and
-`Prefer: handling` (R4 search.html#errors). One object, built once per request by the
-REST layer, taken by search, history and a Bundle's GET entries alike.
+sizes, the base URL that absolute references and links are read against, `Prefer:
+handling` (R4 search.html#errors) and who reads (the token's `Access`). One object,
+built once per request by the REST layer, taken by search, history and a Bundle's GET
+entries alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fhirserver.auth.access import Access
 from fhirserver.search.result_params import DEFAULT_COUNT, MAX_COUNT
 
 
@@ -24,3 +26,6 @@ class ReadOptions:
     history_page_size: int = 50
     # The largest `_count` honoured, in searches and histories.
     max_page_size: int = MAX_COUNT
+    # Who reads: the request's token as an `Access` (everything when authorization is
+    # off, or for the server's own reads).
+    access: Access = field(default_factory=Access.everything)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 
+from fhirserver.auth.access import Access
 from fhirserver.clock import Clock, system_clock
 from fhirserver.resources.codec import JSONObject
 from fhirserver.storage.base import UnitOfWork
@@ -52,15 +53,21 @@ NO_RULES: Mapping[str, WriteRule] = MappingProxyType({})
 @dataclass(frozen=True, slots=True)
 class WriteContext:
     """What every write needs besides its data: the rules by resource type, the clock
-    (`meta.lastUpdated`, the rules' `now`) and who writes."""
+    (`meta.lastUpdated`, the rules' `now`), who writes, and what they may write (the
+    request token's `Access`; everything when authorization is off)."""
 
     rules: Mapping[str, WriteRule] = field(default_factory=lambda: NO_RULES)
     clock: Clock = system_clock
     actor: Actor = Actor.CLIENT
+    access: Access = field(default_factory=Access.everything)
 
     def rule_for(self, resource_type: str) -> WriteRule | None:
         return self.rules.get(resource_type)
 
     def as_server(self) -> WriteContext:
         """The same context for a write the server makes on its own account."""
-        return replace(self, actor=Actor.SERVER)
+        return replace(self, actor=Actor.SERVER, access=Access.everything())
+
+    def for_access(self, access: Access) -> WriteContext:
+        """The same context for a client's write under `access`."""
+        return replace(self, access=access)

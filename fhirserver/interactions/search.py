@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from fhirserver.auth.compartment import membership
+from fhirserver.auth.confine import confine, unrestricted
+from fhirserver.auth.scopes import Interaction
 from fhirserver.errors import BadRequest, NotFound
+from fhirserver.interactions.guard import only_visible
 from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.resources import meta
 from fhirserver.resources.definitions import is_resource_type, resource_types
-from fhirserver.search.params import patient_compartment
 from fhirserver.search.parse import parse_search
-from fhirserver.search.query import IdPredicate, Predicate, ReferencePredicate, SearchQuery
+from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import Reader, SearchResult
 
 Params = Sequence[tuple[str, str]]
@@ -37,7 +40,14 @@ async def search(
         query = _in_compartment(query, *compartment)
     if query.summary == "count":
         query = replace(query, count=0, total="accurate", includes=())
-    return query, await store.search(query)
+    access = options.access
+    if unrestricted(access, Interaction.SEARCH, query.resource_types):
+        return query, await store.search(query)
+    # The token's reach becomes part of the query (DESIGN.md "Authorization"); what
+    # `_include` / `_revinclude` bring in is checked one by one, as a search would.
+    result = await store.search(confine(query, access, Interaction.SEARCH))
+    included = only_visible(access, Interaction.SEARCH, result.included)
+    return query, replace(result, included=included)
 
 
 def system_scope(params: Params) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
@@ -62,13 +72,7 @@ def _in_compartment(query: SearchQuery, compartment: str, owner_id: str) -> Sear
     if compartment != "Patient":
         raise NotFound(f"Only the Patient compartment is supported, not {compartment!r}")
     meta.check_id(owner_id)
-    resource_type = query.resource_type
-    params = patient_compartment().get(resource_type, ())
-    membership: list[Predicate] = [
-        ReferencePredicate(param, "Patient", owner_id) for param in params if param != "{def}"
-    ]
-    if resource_type == "Patient":
-        membership.append(IdPredicate((owner_id,)))
-    if not membership:
-        raise BadRequest(f"{resource_type} is not in the Patient compartment")
-    return replace(query, clauses=(tuple(membership), *query.clauses))
+    members = membership(query.resource_type, owner_id)
+    if not members:
+        raise BadRequest(f"{query.resource_type} is not in the Patient compartment")
+    return replace(query, clauses=(members, *query.clauses))

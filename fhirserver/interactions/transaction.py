@@ -100,7 +100,7 @@ async def _run(
     unit: UnitOfWork, context: WriteContext, entries: list[Entry], options: ReadOptions
 ) -> dict[int, EntryResult]:
     ordered = in_processing_order(entries)
-    await resolve(unit, ordered)
+    await resolve(unit, context, ordered)
     results: dict[int, EntryResult] = {}
     for entry in ordered:
         step = _execute(unit, context, entry, results, options)
@@ -161,13 +161,15 @@ async def _read(reader: Reader, entry: Entry, options: ReadOptions) -> EntryResu
     target = entry.target
     if target.kind == "instance":
         assert target.resource_type is not None and target.id is not None
-        version = await crud.read(reader, target.resource_type, target.id)
+        version = await crud.read(reader, target.resource_type, target.id, options.access)
         # request.ifNoneMatch on a read: 304 when the client's copy is current.
         unchanged = entry.preconditions.none_match(version.version)
         return EntryResult(entry, 304 if unchanged else 200, version)
     if target.kind == "version":
         assert target.resource_type and target.id and target.version
-        version = await crud.vread(reader, target.resource_type, target.id, target.version)
+        version = await crud.vread(
+            reader, target.resource_type, target.id, target.version, options.access
+        )
         return EntryResult(entry, 200, version)
     if target.kind in ("system-history", "type-history", "instance-history"):
         page = await history(

@@ -16,8 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from urllib.parse import parse_qsl
 
+from fhirserver.auth.confine import confine, unrestricted
+from fhirserver.auth.scopes import Interaction
 from fhirserver.errors import BadRequest, FHIRError, NotFound, NotSupported, PreconditionFailed
 from fhirserver.interactions import crud
+from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.transaction_entries import Entry, guarded
 from fhirserver.resources import meta
 from fhirserver.resources.codec import JSONObject
@@ -28,21 +31,24 @@ from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import UnitOfWork, Version
 
 
-async def resolve(unit: UnitOfWork, ordered: list[Entry]) -> None:
+async def resolve(unit: UnitOfWork, context: WriteContext, ordered: list[Entry]) -> None:
     """Steps 1 to 3 for `ordered`, the entries in processing order; an error names its
-    entry."""
+    entry. Matches are looked up among what the writer's access may search, so a
+    Bundle cannot learn of resources outside it."""
     for entry in ordered:
-        await guarded(entry, _resolve(unit, entry, ordered))
+        await guarded(entry, _resolve(unit, context, entry, ordered))
     targets = _targets(ordered)
     for entry in ordered:
         for document in (entry.resource, entry.patch_parameters):
             if document is not None:
-                await guarded(entry, _rewrite(unit, entry, document, targets, ordered))
+                await guarded(entry, _rewrite(unit, context, entry, document, targets, ordered))
     _check_overlaps(ordered)
     await _read_current(unit, ordered)
 
 
-async def _resolve(unit: UnitOfWork, entry: Entry, entries: list[Entry]) -> None:
+async def _resolve(
+    unit: UnitOfWork, context: WriteContext, entry: Entry, entries: list[Entry]
+) -> None:
     """Fill in the id the entry writes; for a create, also what ifNoneExist matched."""
     target, method = entry.target, entry.method
     if method in ("GET", "HEAD"):
@@ -52,7 +58,7 @@ async def _resolve(unit: UnitOfWork, entry: Entry, entries: list[Entry]) -> None
     elif method == "POST":
         if entry.if_none_exist is not None:
             query = parse_criteria(entry.resource_type, entry.if_none_exist)
-            found = await _stored_matches(unit, query, entries)
+            found = await _stored_matches(unit, context, query, entries)
             if len(found) > 1:
                 raise PreconditionFailed(
                     f"Conditional create: ifNoneExist matches more than one {entry.resource_type}"
@@ -70,10 +76,12 @@ async def _resolve(unit: UnitOfWork, entry: Entry, entries: list[Entry]) -> None
     elif method == "PUT":
         assert entry.resource is not None
         entry.resource_id = await crud.conditional_update_id(
-            unit, entry.resource_type, entry.params, entry.resource
+            unit, context, entry.resource_type, entry.params, entry.resource
         )
     else:
-        match = await crud.match_one(unit, entry.resource_type, entry.params, method.lower())
+        match = await crud.match_one(
+            unit, context, entry.resource_type, entry.params, method.lower()
+        )
         if match is None and method == "PATCH":
             raise NotFound(f"Conditional patch: no {entry.resource_type} matches")
         entry.resource_id = match.id if match else None
@@ -82,7 +90,7 @@ async def _resolve(unit: UnitOfWork, entry: Entry, entries: list[Entry]) -> None
 
 
 async def _stored_matches(
-    unit: UnitOfWork, query: SearchQuery, entries: list[Entry]
+    unit: UnitOfWork, context: WriteContext, query: SearchQuery, entries: list[Entry]
 ) -> list[Version]:
     """Up to two stored matches, leaving out what this Bundle deletes: its DELETEs
     come first (R4 http.html#trules), so later lookups must not find their targets."""
@@ -91,6 +99,8 @@ async def _stored_matches(
         for entry in entries
         if entry.method == "DELETE" and entry.resource_id is not None
     }
+    if not unrestricted(context.access, Interaction.SEARCH, query.resource_types):
+        query = confine(query, context.access, Interaction.SEARCH)
     found = await unit.match(query, limit=2 + len(deleted))
     return [v for v in found if (v.resource_type, v.id) not in deleted][:2]
 
@@ -141,6 +151,7 @@ def _targets(entries: list[Entry]) -> dict[str, str]:
 
 async def _rewrite(
     unit: UnitOfWork,
+    context: WriteContext,
     entry: Entry,
     document: JSONObject,
     targets: dict[str, str],
@@ -156,11 +167,13 @@ async def _rewrite(
                 expression="resource",
             )
         if "?" in value and not value.startswith(("#", "http:", "https:")):
-            reference["reference"] = await _conditional_reference(unit, value, entries)
+            reference["reference"] = await _conditional_reference(unit, context, value, entries)
             entry.search_index = None
 
 
-async def _conditional_reference(unit: UnitOfWork, value: str, entries: list[Entry]) -> str:
+async def _conditional_reference(
+    unit: UnitOfWork, context: WriteContext, value: str, entries: list[Entry]
+) -> str:
     """`Type?criteria` -> `Type/id` of its single match, in the store or among this
     Bundle's creates (R4 http.html#trules: no match, or several, fails the Bundle)."""
     resource_type, _, query_string = value.partition("?")
@@ -169,7 +182,7 @@ async def _conditional_reference(unit: UnitOfWork, value: str, entries: list[Ent
         query = parse_criteria(resource_type, criteria)
     except FHIRError as exc:
         raise BadRequest(f"Conditional reference {value!r}: {exc}") from None
-    found = {version.id for version in await _stored_matches(unit, query, entries)}
+    found = {version.id for version in await _stored_matches(unit, context, query, entries)}
     found |= {
         other.resource_id
         for other in _creates(entries)

@@ -27,13 +27,12 @@ _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": 
 def history_bundle(
     base_url: str, path: str, params: list[tuple[str, str]], page: HistoryPage
 ) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "history",
-        "total": page.total,
-        "link": _links(f"{base_url}{path}", params, page.next_cursor, None),
-        "entry": [_history_entry(base_url, version) for version in page.versions],
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history"}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = _links(f"{base_url}{path}", params, page.next_cursor, None)
+    bundle["entry"] = [_history_entry(base_url, version) for version in page.versions]
+    return bundle
 
 
 def _links(

@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhirserver.auth.access import Access
 from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
@@ -47,10 +48,16 @@ def _store(request: Request) -> Store:
     return store
 
 
+def _access(request: Request) -> Access:
+    """The request's `Access`, set by the dispatcher from its token (routes.dispatch)."""
+    access: Access = request.state.access
+    return access
+
+
 def _writes(request: Request) -> WriteContext:
-    """The app's write rules and clock, for a client's write."""
+    """The app's write rules and clock, for a client's write under its token."""
     context: WriteContext = request.app.state.writes
-    return context
+    return context.for_access(_access(request))
 
 
 def base_url(request: Request) -> str:
@@ -70,6 +77,7 @@ def read_options(request: Request) -> ReadOptions:
         search_page_size=settings.search_page_size,
         history_page_size=settings.history_page_size,
         max_page_size=settings.max_page_size,
+        access=_access(request),
     )
 
 
@@ -93,7 +101,7 @@ async def capabilities(request: Request) -> Response:
 
 async def read(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = response_format(request)
-    version = await crud.read(_store(request), resource_type, resource_id)
+    version = await crud.read(_store(request), resource_type, resource_id, _access(request))
     version_headers = headers.version_headers(version)
     if headers.not_modified(request, version):
         return Response(status_code=304, headers=version_headers)
@@ -103,7 +111,7 @@ async def read(request: Request, resource_type: str, resource_id: str) -> Respon
 
 async def vread(request: Request, resource_type: str, resource_id: str, vid: str) -> Response:
     fmt = response_format(request)
-    version = await crud.vread(_store(request), resource_type, resource_id, vid)
+    version = await crud.vread(_store(request), resource_type, resource_id, vid, _access(request))
     assert version.body is not None
     return fhir_response(
         shaped_resource(request, version.body), fmt, headers=headers.version_headers(version)

@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fhirserver.errors import MethodNotAllowed, NotFound
+from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
 from fhirserver.rest import endpoints, telehealth
+from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
 Handler = Callable[..., Awaitable[Response]]
 Methods = dict[str, Handler]
@@ -63,6 +64,19 @@ async def dispatch(request: Request) -> Response:
     path = request.scope["path"].removeprefix(request.app.state.settings.base_path)
     target = parse_path(path)
     methods, arguments = _METHODS[target.kind], _arguments(target)
+    # The CapabilityStatement stays public (SMART 2.2 conformance.html); everything
+    # else runs under the request's token.
+    request.state.access = (
+        EVERYTHING if target.kind == "metadata" else await request_access(request)
+    )
+    try:
+        return await _handle(request, methods, arguments)
+    except Forbidden as refused:
+        await audit_refusal(request, target, refused)
+        raise
+
+
+async def _handle(request: Request, methods: Methods, arguments: list[str]) -> Response:
     if request.method == "HEAD" and "GET" in methods:
         answer = await methods["GET"](request, *arguments)
         return Response(status_code=answer.status_code, headers=answer.headers)

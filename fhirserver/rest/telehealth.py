@@ -63,10 +63,14 @@ async def operation(request: Request, resource_type: str, resource_id: str, code
     if code == "start-virtual-visit":
         practitioner = _reference(given.get("practitioner"))
         display = given.get("display", [None])[0]
-        started = await start_virtual_visit(context, resource_id, practitioner, display)
+        started = await start_virtual_visit(
+            context, resource_id, practitioner, display, request.state.access
+        )
         return fhir_response(_started_parameters(started), fmt)
     reason = _text(given.get("reason"))
-    encounter = await end_virtual_visit(context, resource_type, resource_id, reason)
+    encounter = await end_virtual_visit(
+        context, resource_type, resource_id, reason, request.state.access
+    )
     return fhir_response(encounter, fmt)
 
 

@@ -10,6 +10,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from fhirserver.auth.access import Access
+from fhirserver.auth.policy import may_run_visit
+from fhirserver.errors import Forbidden
 from fhirserver.interactions import crud
 from fhirserver.resources.codec import JSONObject
 from fhirserver.storage.base import Version
@@ -39,6 +42,7 @@ from fhirserver.telehealth.virtual_service import (
 )
 
 logger = logging.getLogger("fhirserver.telehealth")
+EVERYTHING = Access.everything()
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,15 @@ async def start_virtual_visit(
     appointment_id: str,
     practitioner: str | None = None,
     display: str | None = None,
+    access: Access = EVERYTHING,
 ) -> StartedVisit:
     """Start (or rejoin) the visit: working join details, or a 422 / 502 / 503 with
     nothing written. The provider is called before the unit of work: a failure there
     leaves the store untouched, and a room made by a call whose write then lost a race
     is the same room (create_room is idempotent on the Appointment id)."""
     store, provider, settings = context.store, context.provider, context.settings
-    appointment = load(await crud.read(store, "Appointment", appointment_id)) or {}
+    appointment = load(await crud.read(store, "Appointment", appointment_id, access)) or {}
+    _require_visit_role(access, appointment)
     is_startable(appointment, await visit_encounter(store, appointment_id))
     if settings.require_consent:
         await _check_consent(context, appointment)
@@ -147,7 +153,11 @@ async def _drop_unused_room(context: VisitContext, appointment_id: str, room: Ro
 
 
 async def end_virtual_visit(
-    context: VisitContext, resource_type: str, resource_id: str, reason: str | None = None
+    context: VisitContext,
+    resource_type: str,
+    resource_id: str,
+    reason: str | None = None,
+    access: Access = EVERYTHING,
 ) -> JSONObject:
     """Finish the visit's Encounter (of an Encounter, or of an Appointment's visit);
     `reason`, the operation's input as text, goes into the AuditEvent."""
@@ -156,7 +166,8 @@ async def end_virtual_visit(
     async with context.store.unit_of_work() as unit:
         current: Version | None
         if resource_type == "Appointment":
-            await crud.read(unit, "Appointment", resource_id)
+            appointment = await crud.read(unit, "Appointment", resource_id, access)
+            _require_visit_role(access, load(appointment) or {})
             current = await visit_encounter_version(unit, resource_id)
             if current is None:
                 raise business_rule(
@@ -165,7 +176,8 @@ async def end_virtual_visit(
                     "Appointment.status",
                 )
         else:
-            current = await crud.read(unit, "Encounter", resource_id)
+            current = await crud.read(unit, "Encounter", resource_id, access)
+            _require_visit_role(access, load(current) or {})
         encounter = load(current) or {}
         ended = end_visit(encounter, now)
         if ended == encounter:
@@ -174,6 +186,28 @@ async def end_virtual_visit(
         about = about_encounter(stored)
         await audit(unit, writes, "visit-ended", now, about, outcome=reason)
         return stored
+
+
+def _require_visit_role(access: Access, resource: JSONObject) -> None:
+    """403 unless a system client or a practitioner taking part runs the operation
+    (auth.policy.may_run_visit)."""
+    if not may_run_visit(access, resource, _participants(resource)):
+        raise Forbidden(
+            "Starting or ending a virtual visit needs a practitioner who takes part in it,"
+            " or a system client, allowed to update it"
+        )
+
+
+def _participants(resource: JSONObject) -> set[str]:
+    """Appointment.participant.actor, or Encounter.participant.individual, references."""
+    field = "actor" if resource.get("resourceType") == "Appointment" else "individual"
+    return {
+        str(participant[field]["reference"])
+        for participant in resource.get("participant") or []
+        if isinstance(participant, dict)
+        and isinstance(participant.get(field), dict)
+        and isinstance(participant[field].get("reference"), str)
+    }
 
 
 async def _check_consent(context: VisitContext, appointment: JSONObject) -> None:

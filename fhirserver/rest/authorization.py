@@ -1,0 +1,95 @@
+"""The bearer token of a request as an `Access` (DESIGN.md "Authorization"), and the
+AuditEvent of a refused one.
+
+One place turns the `Authorization` header into the `Access` every interaction takes;
+endpoints never look at scopes. With authorization off the app has no authenticator and
+every request gets `Access.everything()`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+
+from fhirserver.auth.access import Access
+from fhirserver.auth.audit_refusals import refusal_event
+from fhirserver.auth.authenticate import Authenticator
+from fhirserver.auth.errors import InvalidToken, MissingToken
+from fhirserver.errors import FHIRError, Forbidden
+from fhirserver.interactions import crud
+from fhirserver.interactions.paths import Target
+from fhirserver.interactions.rules import WriteContext
+from fhirserver.resources import meta
+from fhirserver.storage.base import Store
+
+logger = logging.getLogger("fhirserver")
+EVERYTHING = Access.everything()
+
+# Where a refused request went -> its R4 restful-interaction code.
+_INTERACTIONS = {
+    ("instance", "GET"): "read",
+    ("instance", "PUT"): "update",
+    ("instance", "PATCH"): "patch",
+    ("instance", "DELETE"): "delete",
+    ("version", "GET"): "vread",
+    ("instance-history", "GET"): "history-instance",
+    ("type-history", "GET"): "history-type",
+    ("system-history", "GET"): "history-system",
+    ("type", "GET"): "search-type",
+    ("type-search", "POST"): "search-type",
+    ("type", "POST"): "create",
+    ("type", "PUT"): "update",
+    ("type", "DELETE"): "delete",
+    ("system", "GET"): "search-system",
+    ("system-search", "POST"): "search-system",
+    ("system", "POST"): "transaction",
+    ("compartment", "GET"): "search-type",
+    ("instance-operation", "POST"): "operation",
+}
+
+
+async def request_access(request: Request) -> Access:
+    """The request's `Access`: everything when authorization is off; else what its
+    bearer token holds (401 without one, or with one that does not hold)."""
+    authenticator: Authenticator | None = request.app.state.authenticator
+    if authenticator is None:
+        return EVERYTHING
+    header = request.headers.get("authorization")
+    if header is None:
+        raise MissingToken()
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("the Authorization header does not hold a Bearer token")
+    try:
+        access = await authenticator(token.strip())
+    except InvalidToken as refused:
+        await audit_refusal(request, None, refused)
+        raise
+    request.state.access = access
+    return access
+
+
+async def audit_refusal(request: Request, target: Target | None, refused: FHIRError) -> None:
+    """Record a refused access (an invalid token, or scopes that do not cover the
+    request) as an AuditEvent. A request with no token at all is not recorded: it names
+    nobody, and recording it would let anyone fill the store. Never fails the response."""
+    if not isinstance(refused, InvalidToken | Forbidden):
+        return
+    store: Store = request.app.state.store
+    writes: WriteContext = request.app.state.writes
+    kind = target.kind if target is not None else "system"
+    event = refusal_event(
+        writes.clock(),
+        request.method,
+        _INTERACTIONS.get((kind, request.method), "operation"),
+        request.url.path,
+        refused.issues[0].diagnostics if refused.issues else "refused",
+        getattr(request.state, "access", None),
+        request.client.host if request.client else None,
+    )
+    try:
+        async with store.unit_of_work() as unit:
+            await crud.write_new(unit, writes.as_server(), event, meta.new_id())
+    except Exception:  # the refusal stands even if its record cannot be written
+        logger.exception("could not record a refused access")
