@@ -55,7 +55,11 @@ def confine(query: SearchQuery, access: Access, interaction: Interaction) -> Sea
         tuple(_confine_predicate(predicate, access) for predicate in clause)
         for clause in query.clauses
     )
-    if any(reach[name] != (UNRESTRICTED,) for name in allowed):
+    if len(allowed) == 1 and len(reach[allowed[0]]) == 1:
+        # One type, one alternative (the usual patient-context search): its conditions
+        # become plain clauses, which a backend can drive an index lookup from.
+        clauses = (*_all_of(allowed[0], reach[allowed[0]][0]).clauses, *clauses)
+    elif any(reach[name] != (UNRESTRICTED,) for name in allowed):
         options = tuple(_all_of(name, option) for name in allowed for option in reach[name])
         clauses = (options, *clauses)
     return replace(query, resource_types=allowed, clauses=clauses)

@@ -22,6 +22,7 @@ from fhirserver.errors import FHIRError, NotSupported
 from fhirserver.search.extract import index_entries, normalize
 from fhirserver.search.prefixes import Condition, date_condition, number_condition
 from fhirserver.search.query import (
+    AllOfPredicate,
     ChainPredicate,
     CompositePredicate,
     DateEntry,
@@ -235,6 +236,10 @@ class _Matcher:
             return any(self.predicate(p.inner, source) for source in self.sources(p, resource))
         if isinstance(p, CompositePredicate):
             return _composite_matches(p, self.entries(resource))
+        if isinstance(p, AllOfPredicate):
+            if p.resource_type is not None and resource.get("resourceType") != p.resource_type:
+                return False
+            return all(any(self.predicate(q, resource) for q in clause) for clause in p.clauses)
         found = any(_row_matches(p, entry) for entry in self.entries(resource))
         return not found if isinstance(p, TokenPredicate) and p.negate else found
 
@@ -273,6 +278,9 @@ def _check_supported(
             if referrers is None:
                 raise NotSupported(f"_has:{p.source_type}:{p.param} needs the referring resources")
             _check_supported((p.inner,), resolve, referrers)
+        elif isinstance(p, AllOfPredicate):
+            nested = (q for clause in p.clauses for q in clause)
+            _check_supported(nested, resolve, referrers)
 
 
 def matches(

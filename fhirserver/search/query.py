@@ -240,8 +240,22 @@ RowPredicate = (
     | UriPredicate
 )
 
+
+@dataclass(frozen=True, slots=True)
+class AllOfPredicate:
+    """An AND of OR-lists nested as one predicate, so that an OR-list can hold several
+    conjunctions (SMART authorization: a token's alternatives, each a compartment AND a
+    granular restriction). `resource_type`, if set, limits it to resources of that type:
+    a system search gives each type its own conditions, a chain its targets. No clauses:
+    every resource (of that type)."""
+
+    clauses: tuple[tuple[Predicate, ...], ...]
+    resource_type: str | None = None
+
+
 Predicate = (
     RowPredicate
+    | AllOfPredicate
     | MissingPredicate
     | ChainPredicate
     | HasPredicate

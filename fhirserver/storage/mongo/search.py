@@ -23,6 +23,7 @@ from fhirserver.search.prefixes import (
     number_condition,
 )
 from fhirserver.search.query import (
+    AllOfPredicate,
     ChainPredicate,
     CompositePredicate,
     DatePredicate,
@@ -114,6 +115,14 @@ class Compiler:
                 if entry["p"] == p.param and entry["tt"] is not None and entry["ti"] is not None
             }
             return {"_id": {"$in": sorted(keys)}} if keys else NOTHING
+        if isinstance(p, AllOfPredicate):
+            conditions: list[Document] = [{"type": p.resource_type}] if p.resource_type else []
+            for clause in p.clauses:
+                members = [await self.predicate(q) for q in clause]
+                conditions.append(members[0] if len(members) == 1 else {"$or": members})
+            if not conditions:
+                return {}
+            return conditions[0] if len(conditions) == 1 else {"$and": conditions}
         if isinstance(p, CompositePredicate):
             # One element of the composite must satisfy every component.
             group: Document = {"p": p.param}

@@ -18,6 +18,7 @@ from fhirserver.search.prefixes import Condition, date_condition, number_conditi
 from fhirserver.search.query import (
     MAX_MICROS,
     MIN_MICROS,
+    AllOfPredicate,
     ChainPredicate,
     CompositePredicate,
     DatePredicate,
@@ -136,6 +137,12 @@ class Compiler:
             )
         if isinstance(p, CompositePredicate):
             return self._composite(p, type_sql, id_sql)
+        if isinstance(p, AllOfPredicate):
+            parts = [f"{type_sql} = {self.arg(p.resource_type)}"] if p.resource_type else []
+            for clause in p.clauses:
+                members = [self.predicate(q, type_sql, id_sql, root) for q in clause]
+                parts.append("(" + " OR ".join(members) + ")")
+            return "(" + " AND ".join(parts) + ")" if parts else "1"
         table, alias, condition = self.probe_row(p)
         exists = (
             f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
