@@ -8,8 +8,9 @@ IdP (OpenID Connect Core section 10.1.1: "the verifier knows to go back to the
 jwks_uri location to re-retrieve the keys"), so the set is fetched again at once,
 but no more often than every 30 seconds: a flood of tokens with made-up `kid`s costs
 the IdP at most one request per 30 seconds. After a failed fetch the next try waits
-a few seconds too; meanwhile a set past its time still verifies, and with no set at
-all the request is answered 503 (`IdPUnavailable`).
+a few seconds too; meanwhile a set past its time still verifies the keys it holds,
+while a token naming another key, or any token with no set at all, is answered 503
+(`IdPUnavailable`): whether the IdP has that key cannot be known.
 
 Time is the injected clock's. A clock that jumps backwards counts as "long ago", so
 it cannot freeze the cache.
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 
 from fhirserver.auth.external_fetch import Fetched, IdPUnavailable
 from fhirserver.clock import Clock
@@ -39,7 +40,8 @@ MAX_TTL = timedelta(hours=1)
 REFETCH_INTERVAL = timedelta(seconds=30)
 # After a fetch failed, the next try waits this long.
 RETRY_INTERVAL = timedelta(seconds=5)
-_VERIFYING_KEY_TYPES = (RSAKey, ECKey, OKPKey)
+# The key types of `external_jwt.ALGORITHMS`.
+_VERIFYING_KEY_TYPES = (RSAKey, ECKey)
 
 Fetch = Callable[[], Awaitable[Fetched]]
 
@@ -65,7 +67,8 @@ class JwksCache:
     async def key(self, kid: str | None) -> Key | None:
         """The key that verifies a token naming `kid` (None: the token names no key,
         which only a set of exactly one key can answer); None when the IdP has no
-        such key. Raises `IdPUnavailable` when there is no key set to ask."""
+        such key. Raises `IdPUnavailable` when there is no key set to ask, or when the
+        key is unknown and the last fetch failed."""
         held = await self._current()
         found = _find(held.keys, kid)
         if found is None and self._may_refetch():
@@ -74,6 +77,9 @@ class JwksCache:
                 # failed fetch is a 503: whether the IdP has that key is unknown.
                 held = await self._refresh() if self._may_refetch() else (self._held or held)
             found = _find(held.keys, kid)
+        if found is None and self._attempt_failed:
+            # The set held may be out of date and the IdP cannot say: a 503, not a 401.
+            raise IdPUnavailable()
         return found
 
     async def prime(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import uvicorn
 from joserfc import jwt
@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 CLIENT_ID = "fhir-server"
 CLIENT_SECRET = "s3cret:with/odd&chars"
@@ -44,6 +45,10 @@ class FakeIdP:
     keys: list[Key] = field(default_factory=lambda: [rsa_key("key-1")])
     # The issuer its discovery document names; "" is its own URL (as it should be).
     claimed_issuer: str = ""
+    # Members that replace what the discovery document would say.
+    discovery_overrides: dict[str, Any] = field(default_factory=dict)
+    # Answer every request with HTTP 500 (an IdP having a bad day).
+    failing: bool = False
     cache_control: str = ""
     with_introspection: bool = True
     # Introspection answers by token; a token not here is `{"active": false}`.
@@ -69,7 +74,7 @@ class FakeIdP:
             del full["kid"]
         return jwt.encode(full, claims, signer, algorithms=[alg])
 
-    def app(self) -> Starlette:
+    def app(self) -> ASGIApp:
         async def discovery(request: Request) -> Response:
             self.requests["discovery"] += 1
             document = {
@@ -80,6 +85,7 @@ class FakeIdP:
             }
             if self.with_introspection:
                 document["introspection_endpoint"] = f"{self.url}/introspect"
+            document.update(self.discovery_overrides)
             return JSONResponse(document)
 
         async def jwks(request: Request) -> Response:
@@ -92,18 +98,26 @@ class FakeIdP:
             self.requests["introspect"] += 1
             if request.headers.get("authorization") != _basic(CLIENT_ID, CLIENT_SECRET):
                 return JSONResponse({"error": "invalid_client"}, status_code=401)
-            form = await request.form()
-            self.introspected = {name: str(value) for name, value in form.items()}
+            assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+            self.introspected = dict(parse_qsl((await request.body()).decode()))
             answer = self.answers.get(self.introspected.get("token", ""), {"active": False})
             return JSONResponse(answer)
 
-        return Starlette(
+        async def maybe_failing(scope: Any, receive: Any, send: Any) -> None:
+            if self.failing and scope["type"] == "http":
+                self.requests["failed"] += 1
+                await Response("down for maintenance", status_code=500)(scope, receive, send)
+            else:
+                await app(scope, receive, send)
+
+        app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", discovery),
                 Route("/jwks", jwks),
                 Route("/introspect", introspect, methods=["POST"]),
             ]
         )
+        return maybe_failing
 
 
 def _basic(client_id: str, secret: str) -> str:
