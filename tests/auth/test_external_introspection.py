@@ -257,3 +257,18 @@ async def test_the_token_stays_out_of_logs_and_errors_when_the_idp_is_down(
         assert text not in str(error.value)
     assert token not in caplog.text
     assert CLIENT_SECRET not in caplog.text
+
+
+async def test_a_failing_discovery_is_not_retried_on_every_opaque_token(
+    idp: FakeIdP, http: httpx.AsyncClient, clock: MovableClock
+) -> None:
+    authenticate = ExternalAuthenticator(settings_for(idp), http, clock, AUDIENCE)
+    token, _ = active(idp)
+    idp.failing = True
+    for _ in range(10):
+        with pytest.raises(Unavailable):
+            await authenticate(token)
+    assert idp.requests["failed"] == 1
+    idp.failing = False
+    clock.move_to(T0 + timedelta(seconds=6))
+    assert (await authenticate(token)).subject == "bob"

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import RSAKey
 
 from fhirserver.auth.errors import InvalidToken
 from fhirserver.auth.external import ExternalAuthenticator, external_authenticator
@@ -405,3 +406,19 @@ async def test_refusals_never_repeat_the_token(
         await authenticate(token)
     assert token not in str(error.value)
     assert token not in error.value.headers["WWW-Authenticate"]
+
+
+async def test_a_key_published_for_another_algorithm_does_not_verify_this_one(
+    idp: FakeIdP, http: httpx.AsyncClient, clock: MovableClock
+) -> None:
+    """RFC 7517 section 4.4: a key's `alg` names the one algorithm it is for."""
+    rs384_only = RSAKey.generate_key(2048, parameters={"kid": "rs384", "alg": "RS384"})
+    idp.keys.append(rs384_only)
+    settings = Settings(auth="external", auth_issuer=idp.url)
+    authenticate = await external_authenticator(settings, http, clock, AUDIENCE)
+    same_key_any_alg = RSAKey.import_key(
+        {k: v for k, v in rs384_only.as_dict(private=True).items() if k != "alg"}
+    )
+    token = idp.mint(claims(idp), key=same_key_any_alg, alg="RS256", kid="rs384")
+    assert await refused(authenticate, token) == "not signed with an accepted algorithm"
+    assert (await authenticate(idp.mint(claims(idp), key=rs384_only, alg="RS384"))).subject
