@@ -125,12 +125,13 @@ class ExternalAuthenticator:
             endpoints = await self._resolved()
             if not endpoints.introspection_url:
                 return None
-            client = IntrospectionClient(
-                endpoints.introspection_url,
-                self._settings.auth_introspection_client_id,
-                self._settings.auth_introspection_client_secret,
-            )
-            self._introspector = Introspector(client, self._http, self._expected, self._clock)
+            if self._introspector is None:  # still: another request may have made it
+                client = IntrospectionClient(
+                    endpoints.introspection_url,
+                    self._settings.auth_introspection_client_id,
+                    self._settings.auth_introspection_client_secret,
+                )
+                self._introspector = Introspector(client, self._http, self._expected, self._clock)
         return self._introspector
 
 
