@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import httpx
 from starlette.applications import Starlette
 
 from fhirserver.auth.authenticate import Authenticator
+from fhirserver.auth.external import ExternalAuthenticator
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
 from fhirserver.interactions.rules import WriteContext
@@ -43,6 +45,23 @@ def open_store(settings: Settings) -> Store:
     return SqliteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
 
 
+def fhir_base_url(settings: Settings) -> str:
+    """The FHIR base URL tokens are issued for (their `aud`): the public URL if set."""
+    return settings.public_url.rstrip("/") or settings.origin + settings.base_path
+
+
+def _authenticator(
+    settings: Settings, http: httpx.AsyncClient, clock: Clock
+) -> Authenticator | None:
+    """The configured mode's authenticator; None when authorization is off."""
+    if settings.auth_mode == "external":
+        base = fhir_base_url(settings)
+        return ExternalAuthenticator(
+            settings, http, clock, audience=settings.auth_audience or base, base_url=base
+        )
+    return None
+
+
 def create_app(
     settings: Settings | None = None,
     store: Store | None = None,
@@ -60,6 +79,9 @@ def create_app(
     writes = WriteContext(write_rules(grace, settings.video_provider), clock)
     visit_context = make_visit_context(settings, chosen, video, writes)
     jobs = JobRunner(chosen, job_handlers(visit_context), clock)
+    idp_http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+    if authenticator is None:
+        authenticator = _authenticator(settings, idp_http, clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,6 +98,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
             await video.aclose()
+            await idp_http.aclose()
             await chosen.close()
 
     app = Starlette(
