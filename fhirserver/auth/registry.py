@@ -129,6 +129,15 @@ def secret_key(value: str) -> str:
 # Clients
 
 
+def client_body(client: Client) -> dict[str, Any]:
+    """A client as its record body."""
+    return _body(client)
+
+
+def user_body(user: User) -> dict[str, Any]:
+    return _body(user)
+
+
 async def put_client(store: Store, client: Client) -> None:
     await store.put_record(CLIENT, client.client_id, _body(client), None)
 
