@@ -214,6 +214,12 @@ async def take_refresh_token(store: Store, token: str, now: datetime) -> Refresh
     return None if body is None else RefreshGrant(**body)
 
 
+async def get_refresh_grant(store: Store, token: str, now: datetime) -> RefreshGrant | None:
+    """What a refresh token stands for, leaving it in place (introspection)."""
+    body = await store.get_record(REFRESH, secret_key(token), now)
+    return None if body is None else RefreshGrant(**body)
+
+
 async def drop_refresh_token(store: Store, token: str) -> bool:
     return await store.delete_record(REFRESH, secret_key(token))
 
