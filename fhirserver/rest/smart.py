@@ -14,6 +14,7 @@ HTTP, the per-address rate limit and the AuditEvent of each token request.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,6 +41,7 @@ from fhirserver.rest.ratelimit import RateLimit
 # Per client address: enough for any honest client, slow for guessing secrets or codes.
 TOKEN_RATE_PER_MINUTE = 60
 TOKEN_BURST = 20
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _MAX_FORM_BYTES = 32 * 1024
 
@@ -48,15 +50,31 @@ def smart_routes(base_path: str, auth_mode: str) -> list[Route]:
     """The routes of `auth_mode`: none when off."""
     if auth_mode not in ("smart", "external"):
         return []
-    found = [Route(base_path + WELL_KNOWN, discovery, methods=["GET"])]
+    found = [_route(base_path + WELL_KNOWN, "GET", discovery)]
     if auth_mode == "smart":
         found += [
-            Route(AUTH_PATH + "/token", token, methods=["POST"]),
-            Route(AUTH_PATH + "/introspect", introspection, methods=["POST"]),
-            Route(AUTH_PATH + "/revoke", revocation, methods=["POST"]),
-            Route(AUTH_PATH + "/jwks", jwks, methods=["GET"]),
+            _route(AUTH_PATH + "/token", "POST", token),
+            _route(AUTH_PATH + "/introspect", "POST", introspection),
+            _route(AUTH_PATH + "/revoke", "POST", revocation),
+            _route(AUTH_PATH + "/jwks", "GET", jwks),
         ]
     return found
+
+
+def _route(path: str, method: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
+    """Every method reaches the route, so that a wrong one is 405 rather than falling
+    through to the 404 of paths outside the FHIR base."""
+
+    async def endpoint(request: Request) -> Response:
+        if request.method == method or (method == "GET" and request.method == "HEAD"):
+            return await handler(request)
+        return JSONResponse(
+            {"error": "invalid_request", "error_description": f"use {method}"},
+            status_code=405,
+            headers={"Allow": method},
+        )
+
+    return Route(path, endpoint, methods=_ALL_METHODS)
 
 
 def token_rate_limit() -> RateLimit:
