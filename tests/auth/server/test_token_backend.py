@@ -178,7 +178,9 @@ async def test_a_client_uses_the_method_it_registered(
         await token(http, {**form, "client_id": "svc", "client_secret": secret})
     ).status_code == 401
     signed = assertion(key, "feed", auth_server.urls.token, auth_server.clock())
-    assert (await token(http, backend_form(signed))).status_code == 401
+    refused = await token(http, backend_form(signed))
+    assert refused.status_code == 401
+    assert "does not authenticate with a signed assertion" in refused.json()["error_description"]
     await public_app(auth_server.store)
     public = await token(http, {**form, "client_id": "app"})
     assert public.status_code == 400 and public.json()["error"] == "unauthorized_client"
