@@ -17,14 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
 
 from fhirserver.app import create_app
 from fhirserver.auth import admin
+from fhirserver.auth.server import JwksUnavailable, fetch_jwks_over_http
 from fhirserver.config import Settings
 from fhirserver.storage.sqlite import SqliteStore
 
@@ -119,3 +124,31 @@ async def test_authlib_backend_service_reads_with_its_token(tmp_path: Path) -> N
             assert client.token["access_token"] == token["access_token"]
             # The bearer token that went out is one the server's introspection accepts.
             assert read.request.headers["authorization"] == f"Bearer {token['access_token']}"
+
+
+async def test_a_jwks_url_is_fetched_over_http_with_limits() -> None:
+    """SMART client-confidential-asymmetric.html: keys at the client's registered
+    `jwks_uri`, fetched with no redirects followed and a size limit."""
+    key = RSAKey.generate_key(2048, parameters={"kid": "k"})
+
+    async def keys(request: Request) -> Response:
+        return JSONResponse({"keys": [key.as_dict(private=False)]})
+
+    async def huge(request: Request) -> Response:
+        return JSONResponse({"keys": [], "padding": "x" * 100_000})
+
+    async def moved(request: Request) -> Response:
+        return RedirectResponse("/jwks")
+
+    jwks_app = Starlette(
+        routes=[Route("/jwks", keys), Route("/huge", huge), Route("/moved", moved)]
+    )
+    port = free_port()
+    async with serving(jwks_app, port):
+        base = f"http://127.0.0.1:{port}"
+        assert await fetch_jwks_over_http(f"{base}/jwks") == {"keys": [key.as_dict(private=False)]}
+        for path, why in (("/huge", "too large"), ("/moved", "did not answer 200")):
+            with pytest.raises(JwksUnavailable, match=why):
+                await fetch_jwks_over_http(base + path)
+    with pytest.raises(JwksUnavailable, match="cannot be reached"):
+        await fetch_jwks_over_http(f"http://127.0.0.1:{free_port()}/jwks")
