@@ -14,12 +14,15 @@ from starlette.applications import Starlette
 
 from fhirserver.auth.authenticate import Authenticator
 from fhirserver.auth.external import ExternalAuthenticator
+from fhirserver.auth.server import AuthServer, make_auth_server
+from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
+from fhirserver.rest.smart import oauth_uris, token_rate_limit
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
@@ -51,9 +54,11 @@ def fhir_base_url(settings: Settings) -> str:
 
 
 def _authenticator(
-    settings: Settings, http: httpx.AsyncClient, clock: Clock
+    settings: Settings, http: httpx.AsyncClient, clock: Clock, auth_server: AuthServer | None
 ) -> Authenticator | None:
     """The configured mode's authenticator; None when authorization is off."""
+    if auth_server is not None:
+        return smart_authenticator(auth_server)
     if settings.auth_mode == "external":
         base = fhir_base_url(settings)
         return ExternalAuthenticator(
@@ -79,9 +84,12 @@ def create_app(
     writes = WriteContext(write_rules(grace, settings.video_provider), clock)
     visit_context = make_visit_context(settings, chosen, video, writes)
     jobs = JobRunner(chosen, job_handlers(visit_context), clock)
+    # smart mode: the built-in authorization server (rest/smart.py; auth/server.py).
+    smart_mode = settings.auth_mode == "smart"
+    auth_server = make_auth_server(settings, chosen, clock) if smart_mode else None
     idp_http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
     if authenticator is None:
-        authenticator = _authenticator(settings, idp_http, clock)
+        authenticator = _authenticator(settings, idp_http, clock, auth_server)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -102,7 +110,7 @@ def create_app(
             await chosen.close()
 
     app = Starlette(
-        routes=routes(settings.base_path),
+        routes=routes(settings.base_path, settings.auth_mode),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
@@ -120,4 +128,8 @@ def create_app(
         RateLimit(per_minute, burst=per_minute),
         RateLimit(per_minute, burst=per_minute),
     )
+    app.state.auth_server = auth_server
+    app.state.oauth_uris = oauth_uris(settings, app.state.auth_server)
+    # Token, introspection and revocation requests per client address.
+    app.state.token_limit = token_rate_limit()
     return app

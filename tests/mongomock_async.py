@@ -174,6 +174,11 @@ class AsyncMockCollection:
         self._record(session, where)
         return self.sync.delete_one(where)
 
+    async def find_one_and_delete(self, where: Document, session: Any = None) -> Document | None:
+        self._record(session, where)
+        found: Document | None = self.sync.find_one_and_delete(where)
+        return found
+
     async def find_one_and_update(
         self,
         where: Document,

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -94,6 +96,14 @@ class ExternalAuthenticator:
         why)."""
         await self._resolved()
         await self._keys.prime()
+
+    async def issuer_metadata(self) -> Mapping[str, Any]:
+        """The issuer's OpenID discovery document as far as it was read (empty when
+        the endpoints are configured, or the IdP cannot be reached now)."""
+        try:
+            return (await self._resolved()).metadata
+        except IdPUnavailable:
+            return {}
 
     async def _resolved(self) -> Endpoints:
         if self._endpoints is not None:

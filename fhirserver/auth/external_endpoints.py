@@ -12,7 +12,9 @@ Every URL, configured or discovered, must be https (`external_urls.secure_url`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -34,6 +36,9 @@ class Endpoints:
 
     jwks_url: str
     introspection_url: str = ""
+    # The issuer's OpenID discovery document, when it was read: the SMART discovery
+    # document names its authorize and token endpoints (rest/smart.py).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 class DiscoveryMismatch(IdPUnavailable):
@@ -97,7 +102,7 @@ async def discover_endpoints(settings: Settings, http: httpx.AsyncClient) -> End
                 "the identity provider offers token introspection; opaque tokens stay "
                 "refused until FHIRSERVER_AUTH_INTROSPECTION_CLIENT_ID and _SECRET are set"
             )
-    return Endpoints(jwks_url, introspection)
+    return Endpoints(jwks_url, introspection, document)
 
 
 def _discovered(document: dict[str, object], member: str, url: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from fhirserver.search.query import IndexEntry, SearchQuery
 
@@ -78,6 +78,18 @@ class Job:
     attempts: int = 0
     owner: str | None = None
     lease_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A small keyed record beside the resources: the authorization server's clients,
+    users, codes, refresh tokens, revoked token ids and seen assertion ids. `key` is
+    unique within `kind`; past `expires` (None: never) the record counts as absent."""
+
+    kind: str
+    key: str
+    body: dict[str, Any]
+    expires: datetime | None = None
 
 
 class VersionConflict(Exception):
@@ -173,4 +185,39 @@ class Store(Reader, Protocol):
     async def retry_job(self, job: Job, due: datetime) -> bool:
         """Give a claimed job back, due again at `due`, with one more attempt counted;
         False (and nothing done) if the lease was lost or the job was replaced."""
+        ...
+
+    # Keyed records (DESIGN.md "Authorization"): each call is atomic on its own, in this
+    # process and across processes sharing the store. None of them may be called
+    # inside a unit of work. `body` is JSON (dicts, lists, strings, numbers, booleans).
+
+    async def put_record(
+        self, kind: str, key: str, body: dict[str, Any], expires: datetime | None
+    ) -> None:
+        """Create or replace the record."""
+        ...
+
+    async def get_record(self, kind: str, key: str, now: datetime) -> dict[str, Any] | None:
+        """The body, or None when absent or expired at `now`."""
+        ...
+
+    async def list_records(self, kind: str, now: datetime) -> list[Record]:
+        """The unexpired records of a kind, by key."""
+        ...
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Remove the record; False if there was none (expired ones count as present)."""
+        ...
+
+    async def add_record(
+        self, kind: str, key: str, body: dict[str, Any], expires: datetime | None, now: datetime
+    ) -> bool:
+        """Insert if absent (an expired record is absent and replaced); False, and
+        nothing written, if an unexpired one is there. Of two concurrent adds of one
+        key, one wins: how a `jti` is refused the second time."""
+        ...
+
+    async def take_record(self, kind: str, key: str, now: datetime) -> dict[str, Any] | None:
+        """Read and delete in one step: of two concurrent takes of one key, exactly one
+        gets the body (one-time authorization codes, refresh-token rotation)."""
         ...

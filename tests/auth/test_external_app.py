@@ -90,3 +90,15 @@ async def test_a_token_the_identity_provider_did_not_sign_is_401(
     expired = _token(idp, "system/*.rs", exp=int(NOW.timestamp()) - 3600)
     assert (await http.get("/Patient", headers=expired)).status_code == 401
     assert (await http.get("/metadata")).status_code == 200
+
+
+async def test_smart_discovery_names_the_identity_providers_endpoints(
+    idp: FakeIdP, http: httpx.AsyncClient
+) -> None:
+    answer = await http.get("/.well-known/smart-configuration")
+    assert answer.status_code == 200
+    document = answer.json()
+    assert document["issuer"] == idp.url
+    assert document["authorization_endpoint"] == f"{idp.url}/authorize"
+    assert document["token_endpoint"] == f"{idp.url}/token"
+    assert document["code_challenge_methods_supported"] == ["S256"]

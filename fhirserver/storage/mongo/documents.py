@@ -11,7 +11,10 @@ sequence number; `jobs` the leased background work.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
+
+import orjson
 
 from fhirserver.search.query import (
     ENTRY_KIND,
@@ -25,7 +28,7 @@ from fhirserver.search.query import (
     TokenEntry,
 )
 from fhirserver.search.time import from_micros, to_micros
-from fhirserver.storage.base import Job, Version
+from fhirserver.storage.base import Job, Record, Version
 
 Document = dict[str, Any]
 
@@ -68,6 +71,11 @@ INDEXES: tuple[tuple[str, tuple[tuple[str, int], ...], Mapping[str, Any]], ...] 
     ("versions", (("type", 1), ("_id", 1)), {}),
     ("versions", (("lu", 1),), {}),
     ("jobs", (("kind", 1), ("due", 1)), {}),
+    ("records", (("kind", 1), ("key", 1)), {}),
+    # MongoDB's TTL monitor removes records some time after they expire (reads ignore
+    # expired ones already): an hour late, so that a server whose clock runs behind
+    # the database's still sees what it wrote.
+    ("records", (("purge_after", 1),), {"expireAfterSeconds": 3600}),
 )
 
 
@@ -198,4 +206,45 @@ def job_of(document: Mapping[str, Any]) -> Job:
         document["attempts"],
         document["owner"],
         None if lease_until is None else from_micros(lease_until),
+    )
+
+
+def record_id(kind: str, key: str) -> str:
+    if ":" in kind:
+        raise ValueError("A record kind has no ':'")
+    return f"{kind}:{key}"
+
+
+def record_document(
+    kind: str, key: str, body: dict[str, Any], expires: datetime | None
+) -> Document:
+    """`body` as JSON text, so that any key (a dot, a leading $) is stored as given;
+    `exp` for queries, `purge_after` (a BSON date) for the TTL index."""
+    return {
+        "_id": record_id(kind, key),
+        "kind": kind,
+        "key": key,
+        "body": orjson.dumps(body).decode(),
+        "exp": None if expires is None else to_micros(expires),
+        "purge_after": expires,
+    }
+
+
+def live_record(now: datetime) -> Document:
+    """The filter of records unexpired at `now`."""
+    return {"$or": [{"exp": None}, {"exp": {"$gt": to_micros(now)}}]}
+
+
+def record_body(document: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = orjson.loads(document["body"])
+    return body
+
+
+def record_of(document: Mapping[str, Any]) -> Record:
+    exp = document["exp"]
+    return Record(
+        document["kind"],
+        document["key"],
+        record_body(document),
+        None if exp is None else from_micros(exp),
     )

@@ -17,14 +17,25 @@ from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from fhirserver.errors import Unavailable
 from fhirserver.search.query import SearchQuery
 from fhirserver.search.time import to_micros
-from fhirserver.storage.base import HistoryQuery, Job, SearchResult, Version
-from fhirserver.storage.mongo.documents import INDEXES, LAYOUT_VERSION, Document, job_of, version_of
+from fhirserver.storage.base import HistoryQuery, Job, Record, SearchResult, Version
+from fhirserver.storage.mongo.documents import (
+    INDEXES,
+    LAYOUT_VERSION,
+    Document,
+    job_of,
+    live_record,
+    record_body,
+    record_document,
+    record_id,
+    record_of,
+    version_of,
+)
 from fhirserver.storage.mongo.reads import READ_PROJECTION, Reads
 from fhirserver.storage.mongo.unit import MongoUnitOfWork, begin
 
@@ -202,6 +213,57 @@ class MongoStore:
             },
         )
         return result.modified_count == 1
+
+    # Keyed records: each one document operation, atomic on its own.
+
+    @_unavailable
+    async def put_record(
+        self, kind: str, key: str, body: dict[str, Any], expires: datetime | None
+    ) -> None:
+        document = record_document(kind, key, body, expires)
+        await self._db.records.replace_one({"_id": document["_id"]}, document, upsert=True)
+
+    @_unavailable
+    async def get_record(self, kind: str, key: str, now: datetime) -> dict[str, Any] | None:
+        document = await self._db.records.find_one(
+            {"_id": record_id(kind, key), **live_record(now)}
+        )
+        return None if document is None else record_body(document)
+
+    @_unavailable
+    async def list_records(self, kind: str, now: datetime) -> list[Record]:
+        cursor = self._db.records.find({"kind": kind, **live_record(now)}).sort("key", 1)
+        return [record_of(document) for document in await cursor.to_list(None)]
+
+    @_unavailable
+    async def delete_record(self, kind: str, key: str) -> bool:
+        result = await self._db.records.delete_one({"_id": record_id(kind, key)})
+        return result.deleted_count == 1
+
+    @_unavailable
+    async def add_record(
+        self, kind: str, key: str, body: dict[str, Any], expires: datetime | None, now: datetime
+    ) -> bool:
+        document = record_document(kind, key, body, expires)
+        identity = document.pop("_id")
+        # One upsert: an expired record matches and is overwritten; an unexpired one does
+        # not match, so the upsert inserts its _id again and the unique _id refuses it.
+        try:
+            await self._db.records.update_one(
+                {"_id": identity, "exp": {"$lte": to_micros(now)}},
+                {"$set": document},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    @_unavailable
+    async def take_record(self, kind: str, key: str, now: datetime) -> dict[str, Any] | None:
+        document = await self._db.records.find_one_and_delete(
+            {"_id": record_id(kind, key), **live_record(now)}
+        )
+        return None if document is None else record_body(document)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[MongoUnitOfWork]:

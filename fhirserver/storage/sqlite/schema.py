@@ -68,6 +68,18 @@ CREATE TABLE IF NOT EXISTS jobs (
 -- A claim walks the due jobs from the oldest and stops at the first one it may take:
 -- jobs not due yet are never read, and held ones are few (one per busy worker).
 CREATE INDEX IF NOT EXISTS jobs_by_due ON jobs (due);
+
+-- Keyed records of the authorization server (storage/base.py Record); like jobs, the
+-- only copy of what they hold, so upgrades keep them.
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB NOT NULL,             -- JSON
+    expires INTEGER,                -- microseconds since 1970-01-01T00:00:00Z; NULL: never
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+-- Expired records are purged by a range delete from the oldest.
+CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires) WHERE expires IS NOT NULL;
 """
 
 # Index tables: clustered by resource (the primary key: type, id, param, then the

@@ -24,12 +24,14 @@ from fhirserver.search.time import to_micros
 from fhirserver.storage.base import (
     HistoryQuery,
     Job,
+    Record,
     SearchResult,
     UnitOfWork,
     Version,
     VersionConflict,
 )
 from fhirserver.storage.paging import PageRequest
+from fhirserver.storage.sqlite import records
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
 from fhirserver.storage.sqlite.jobs import claim, finish, retry, write_jobs
@@ -267,6 +269,28 @@ class SqliteStore:
 
     async def retry_job(self, job: Job, due: datetime) -> bool:
         return await self._between_units(lambda c: retry(c, job, due))
+
+    async def put_record(
+        self, kind: str, key: str, body: dict[str, Any], expires: datetime | None
+    ) -> None:
+        await self._between_units(lambda c: records.put(c, kind, key, body, expires))
+
+    async def get_record(self, kind: str, key: str, now: datetime) -> dict[str, Any] | None:
+        return await self._on_reader(lambda c: records.get(c, kind, key, now))
+
+    async def list_records(self, kind: str, now: datetime) -> list[Record]:
+        return await self._on_reader(lambda c: records.listed(c, kind, now))
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        return await self._between_units(lambda c: records.delete(c, kind, key))
+
+    async def add_record(
+        self, kind: str, key: str, body: dict[str, Any], expires: datetime | None, now: datetime
+    ) -> bool:
+        return await self._between_units(lambda c: records.add(c, kind, key, body, expires, now))
+
+    async def take_record(self, kind: str, key: str, now: datetime) -> dict[str, Any] | None:
+        return await self._between_units(lambda c: records.take(c, kind, key, now))
 
     async def _between_units(self, statement: Callable[[sqlite3.Connection], T]) -> T:
         """Run a statement on the writer while no unit of work is open: inside one it
