@@ -17,6 +17,7 @@ from fhirserver.interactions.rules import WriteContext
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
+from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
@@ -76,7 +77,7 @@ def create_app(
             await chosen.close()
 
     app = Starlette(
-        routes=routes(settings.base_path),
+        routes=routes(settings.base_path, settings.auth_mode),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
@@ -92,4 +93,6 @@ def create_app(
         RateLimit(per_minute, burst=per_minute),
         RateLimit(per_minute, burst=per_minute),
     )
+    # SMART login page: per client address and per username (rest/smart_authorize.py).
+    app.state.login_limits = login_limits()
     return app
