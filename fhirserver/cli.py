@@ -1,24 +1,32 @@
 """`fhirserver` command line: `serve` runs the server, `import` loads files, `reindex`
-rebuilds the search index."""
+rebuilds the search index, `clients` and `users` administer the built-in SMART
+authorization server (against the configured store; the server may be running)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from fhirserver.app import create_app, open_store
+from fhirserver.auth import admin, registry
+from fhirserver.auth.urls import auth_urls
 from fhirserver.bulk.importer import WorkerDied, import_files
 from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
+from fhirserver.clock import system_clock
 from fhirserver.config import Settings
 from fhirserver.errors import Unavailable
 from fhirserver.storage.base import Store
@@ -58,7 +66,134 @@ def _parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         help="processes that parse and validate (default: one per core; 0: none)",
     )
+    _auth_parsers(commands)
     return parser
+
+
+def _auth_parsers(commands: Any) -> None:
+    clients = commands.add_parser(
+        "clients", help="register SMART clients of the built-in authorization server"
+    ).add_subparsers(dest="action", required=True)
+    add = clients.add_parser("add", help="register a client (prints what it needs)")
+    add.add_argument("client_id", metavar="CLIENT_ID")
+    kind = add.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--jwks", metavar="FILE", help="its public JWK Set (private_key_jwt)")
+    kind.add_argument("--jwks-url", metavar="URL", help="where it publishes its JWK Set")
+    kind.add_argument(
+        "--secret", action="store_true", help="a confidential client with a generated secret"
+    )
+    kind.add_argument("--public", action="store_true", help="a public app (PKCE, no secret)")
+    add.add_argument(
+        "--redirect-uri", action="append", default=[], metavar="URI", help="repeatable"
+    )
+    add.add_argument("--scope", required=True, help='what it may be granted, e.g. "system/*.rs"')
+    add.add_argument("--store", help=STORE_HELP)
+    for action in ("list", "remove"):
+        command = clients.add_parser(action, help=f"{action} registered clients")
+        if action == "remove":
+            command.add_argument("client_id", metavar="CLIENT_ID")
+        command.add_argument("--store", help=STORE_HELP)
+    users = commands.add_parser(
+        "users", help="users who log in at the built-in authorization server"
+    ).add_subparsers(dest="action", required=True)
+    add_user = users.add_parser("add", help="add a user linked to a FHIR resource")
+    add_user.add_argument("username", metavar="USERNAME")
+    add_user.add_argument(
+        "--fhir-user", required=True, help="Patient/ID, Practitioner/ID or RelatedPerson/ID"
+    )
+    add_user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    add_user.add_argument("--store", help=STORE_HELP)
+    for action in ("list", "remove"):
+        command = users.add_parser(action, help=f"{action} users")
+        if action == "remove":
+            command.add_argument("username", metavar="USERNAME")
+        command.add_argument("--store", help=STORE_HELP)
+
+
+async def run_clients(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    """`fhirserver clients add|list|remove`; the exit status."""
+    await store.open()
+    try:
+        now = system_clock()
+        if args.action == "add":
+            added = await admin.add_client(
+                store,
+                args.client_id,
+                scopes=args.scope,
+                now=now,
+                public=args.public,
+                secret=args.secret,
+                jwks=args.jwks_document,
+                jwks_url=args.jwks_url,
+                redirect_uris=tuple(args.redirect_uri),
+            )
+            _print_registered(added, settings)
+        elif args.action == "list":
+            for client in await registry.list_clients(store, now):
+                uris = " ".join(client.redirect_uris) or "-"
+                print(f"{client.client_id}\t{client.kind}\t{client.scopes}\t{uris}")
+        elif not await registry.remove_client(store, args.client_id):
+            print(f"fhirserver clients: no client {args.client_id!r}", file=sys.stderr)
+            return 1
+    finally:
+        await store.close()
+    return 0
+
+
+def _print_registered(added: admin.Registered, settings: Settings) -> None:
+    client, urls = added.client, auth_urls(settings)
+    print(f"client_id: {client.client_id}")
+    print(f"kind: {client.kind}")
+    print(f"scope: {client.scopes}")
+    print(f"token_endpoint: {urls.token}")
+    if client.redirect_uris:
+        print(f"authorization_endpoint: {urls.authorize}")
+    print(f"smart_configuration: {urls.smart_configuration}")
+    if client.kind == "symmetric":
+        print("token_endpoint_auth_method: client_secret_basic (or client_secret_post)")
+        print(f"client_secret: {added.secret}")
+        print("The secret is shown this once; only its hash is stored.", file=sys.stderr)
+    elif client.kind == "asymmetric":
+        print("token_endpoint_auth_method: private_key_jwt (RS384 or ES384)")
+
+
+async def run_users(
+    store: Store, args: argparse.Namespace, read_password: Callable[[], str]
+) -> int:
+    """`fhirserver users add|list|remove`; the exit status."""
+    await store.open()
+    try:
+        now = system_clock()
+        if args.action == "add":
+            user = await admin.add_user(
+                store, args.username, fhir_user=args.fhir_user, password=read_password(), now=now
+            )
+            print(f"user {user.username} added as {user.fhir_user}")
+        elif args.action == "list":
+            for user in await registry.list_users(store, now):
+                print(f"{user.username}\t{user.fhir_user}")
+        elif not await registry.remove_user(store, args.username):
+            print(f"fhirserver users: no user {args.username!r}", file=sys.stderr)
+            return 1
+    finally:
+        await store.close()
+    return 0
+
+
+def password_reader(from_stdin: bool) -> Callable[[], str]:
+    """The password from standard input (first line), or typed twice at a prompt."""
+
+    def read() -> str:
+        if from_stdin:
+            return sys.stdin.readline().rstrip("\r\n")
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != first:
+            raise admin.AdminError("The passwords differ")
+        return first
+
+    return read
 
 
 class ProgressBar:
@@ -226,6 +361,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(str(exc))
         except WorkerDied as exc:
             sys.exit(f"fhirserver import: {exc}")
+    elif args.command in ("clients", "users"):
+        settings, store = _store_of(args, parser)
+        try:
+            if args.command == "clients":
+                jwks = getattr(args, "jwks", None)
+                # Read before the store opens, so that a typo changes nothing.
+                args.jwks_document = json.loads(Path(jwks).read_text()) if jwks else None
+                status = asyncio.run(run_clients(store, settings, args))
+            else:
+                reader = password_reader(getattr(args, "password_stdin", False))
+                status = asyncio.run(run_users(store, args, reader))
+        except (admin.AdminError, OSError, json.JSONDecodeError) as exc:
+            print(f"fhirserver {args.command}: {exc}", file=sys.stderr, flush=True)
+            status = 1
+        sys.exit(status)
 
 
 if __name__ == "__main__":

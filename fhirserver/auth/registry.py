@@ -129,6 +129,15 @@ def secret_key(value: str) -> str:
 # Clients
 
 
+def client_body(client: Client) -> dict[str, Any]:
+    """A client as its record body."""
+    return _body(client)
+
+
+def user_body(user: User) -> dict[str, Any]:
+    return _body(user)
+
+
 async def put_client(store: Store, client: Client) -> None:
     await store.put_record(CLIENT, client.client_id, _body(client), None)
 
@@ -202,6 +211,12 @@ async def save_refresh_token(
 
 async def take_refresh_token(store: Store, token: str, now: datetime) -> RefreshGrant | None:
     body = await store.take_record(REFRESH, secret_key(token), now)
+    return None if body is None else RefreshGrant(**body)
+
+
+async def get_refresh_grant(store: Store, token: str, now: datetime) -> RefreshGrant | None:
+    """What a refresh token stands for, leaving it in place (introspection)."""
+    body = await store.get_record(REFRESH, secret_key(token), now)
     return None if body is None else RefreshGrant(**body)
 
 
