@@ -7,9 +7,9 @@ otherwise hold up every other request of the process for its whole duration.
 
 A failed login is recorded as an AuditEvent in the shape of IHE Basic Audit Log
 Patterns (BALP) "Login" (DICOM 110114 User Authentication / 110122 Login, outcome 4
-minor failure), beside the telehealth events (`fhirserver/telehealth/audit.py`): who
-tried (the username typed, never the password), from which address, for which
-client application.
+minor failure), with the agents and source of the token endpoint's events
+(`auth/audit.py`): who tried (the username typed, never the password), from which
+address, for which client application.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import unicodedata
 from datetime import datetime
 
+from fhirserver.auth.audit import DCM, REFUSED
 from fhirserver.auth.passwords import MAX_PASSWORD_CHARS, verify_password
 from fhirserver.auth.registry import User, get_user
 from fhirserver.resources.codec import JSONObject
@@ -27,18 +28,17 @@ from fhirserver.storage.base import Store
 # Longer than any registered username (registry: 1 to 255 characters).
 MAX_USERNAME_CHARS = 255
 FAILED_LOGIN = "unknown username or wrong password"
-_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_APPLICATION = {"system": DCM, "code": "110150", "display": "Application"}
+_USER = {
+    "system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+    "code": "humanuser",
+    "display": "human user",
+}
 # R4 AuditEvent.source.type: security-source-type#4 "Application Server".
 _SOURCE_TYPE = {
     "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
     "code": "4",
     "display": "Application Server",
-}
-# R4 AuditEvent.entity.type: audit-entity-type#2 "System Object" (the client application).
-_CLIENT_TYPE = {
-    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-    "code": "2",
-    "display": "System Object",
 }
 
 
@@ -54,28 +54,34 @@ async def log_in(store: Store, username: str, password: str, now: datetime) -> U
 
 
 def failed_login_event(
-    at: datetime, username: str, client_id: str, address: str | None
+    *, at: datetime, issuer: str, username: str, client_id: str, address: str | None
 ) -> JSONObject:
-    """The AuditEvent of a refused login: the username as typed (cleaned, bounded),
-    never the password."""
-    agent: JSONObject = {
+    """The AuditEvent of a refused login, in the shape of the token endpoint's
+    (`auth/audit.py`): the user as the username typed (cleaned, bounded; never the
+    password), the client application, the caller's address."""
+    user: JSONObject = {
+        "type": {"coding": [_USER]},
         "who": {"identifier": {"value": clean_username(username) or "(none)"}},
         "requestor": True,
     }
+    client: JSONObject = {
+        "type": {"coding": [_APPLICATION]},
+        "who": {"identifier": {"system": issuer, "value": client_id[:MAX_USERNAME_CHARS]}},
+        "requestor": False,
+    }
     if address:
-        # R4 network-type 2: an IP address.
-        agent["network"] = {"address": address[:64], "type": "2"}
+        # AuditEvent.agent.network.type 2: an IP address.
+        user["network"] = {"address": address[:64], "type": "2"}
     return {
         "resourceType": "AuditEvent",
-        "type": {"system": _DCM, "code": "110114", "display": "User Authentication"},
-        "subtype": [{"system": _DCM, "code": "110122", "display": "Login"}],
+        "type": {"system": DCM, "code": "110114", "display": "User Authentication"},
+        "subtype": [{"system": DCM, "code": "110122", "display": "Login"}],
         "action": "E",
         "recorded": format_instant(at),
-        "outcome": "4",
+        "outcome": REFUSED,
         "outcomeDesc": FAILED_LOGIN,
-        "agent": [agent],
-        "source": {"observer": {"display": "fhirserver"}, "type": [_SOURCE_TYPE]},
-        "entity": [{"type": _CLIENT_TYPE, "name": f"client:{client_id[:255]}"}],
+        "agent": [user, client],
+        "source": {"observer": {"display": f"fhirserver ({issuer})"}, "type": [_SOURCE_TYPE]},
     }
 
 

@@ -59,12 +59,12 @@ from fhirserver.auth.sessions import (
     save_flow,
     start_flow,
 )
+from fhirserver.auth.urls import auth_urls
 from fhirserver.clock import Clock
 from fhirserver.errors import BadRequest
 from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import codec, meta
-from fhirserver.rest.endpoints import base_url
 from fhirserver.rest.negotiation import FORM, read_body
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.smart_pages import (
@@ -121,7 +121,9 @@ async def authorize(request: Request) -> Response:
     if request.method == "POST":
         pairs = await _form_pairs(request)
     try:
-        pending = await validate_request(store, pairs, base_url(request), now)
+        # The FHIR base URL tokens name as their audience (auth/urls.py), not the Host.
+        fhir_base = auth_urls(request.app.state.settings).fhir_base
+        pending = await validate_request(store, pairs, fhir_base, now)
     except UntrustedRedirect as error:
         return _page(request, error_page("This application cannot continue", error.reason), 400)
     except AuthorizeError as error:
@@ -358,7 +360,10 @@ async def _audit_failed_login(
     request: Request, username: str, client_id: str, now: datetime
 ) -> None:
     address = request.client.host if request.client else None
-    event = failed_login_event(now, username, client_id, address)
+    issuer = auth_urls(request.app.state.settings).issuer
+    event = failed_login_event(
+        at=now, issuer=issuer, username=username, client_id=client_id, address=address
+    )
     async with _store(request).unit_of_work() as unit:
         await crud.write_new(unit, _writes(request), event, meta.new_id())
 

@@ -5,6 +5,7 @@ refusals on the way."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 import httpx
@@ -128,7 +129,8 @@ async def test_an_approval_is_answered_once(browser: httpx.AsyncClient) -> None:
 
 
 async def test_plain_pkce_is_refused(browser: httpx.AsyncClient) -> None:
-    pkce = Pkce()
+    # A 43-character verifier: as a plain challenge it looks like an S256 one.
+    pkce = Pkce(secrets.token_urlsafe(32))
     params = authorize_params(
         pkce, PRACTITIONER_SCOPE, code_challenge=pkce.verifier, code_challenge_method="plain"
     )
@@ -190,11 +192,12 @@ async def test_the_pages_cannot_be_framed_cached_or_leak_a_referrer(
 
 async def test_values_from_the_request_are_escaped(browser: httpx.AsyncClient) -> None:
     params = authorize_params(Pkce(), PRACTITIONER_SCOPE)
-    form = only_form(await browser.get(authorize_url(params)))
-    answer = await submit(
-        browser, form, form.submission(username="<script>x</script>", password="no")
-    )
-    assert "<script>" not in answer.text
+    search, *_ = forms((await log_in(browser, params, "dr.who")).text)
+    typed = '"><script>alert(1)</script>'
+    found = await submit(browser, search, search.submission(name=typed))
+    assert found.status_code == 200
+    assert "<script>" not in found.text
+    assert forms(found.text)[0].text_inputs == ["name"]
 
 
 # -- CSRF, login failures, rate limit, code lifetime -----------------------------------------
@@ -216,6 +219,21 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused(
     other = httpx.AsyncClient(transport=browser._transport, base_url="http://testserver")
     async with other:
         assert (await submit(other, form, good)).status_code == 403
+
+
+async def test_a_flow_belongs_to_the_browser_that_started_it(
+    browser: httpx.AsyncClient,
+) -> None:
+    params = authorize_params(Pkce(), PRACTITIONER_SCOPE)
+    theirs = only_form(await browser.get(authorize_url(params)))
+    other = httpx.AsyncClient(transport=browser._transport, base_url="http://testserver")
+    async with other:
+        mine = only_form(await other.get(authorize_url(params)))
+        # Another browser's flow with this browser's own (valid) CSRF token.
+        fields = mine.submission(username="alice", password=PASSWORD)
+        stolen = [(n, theirs.hidden("flow") if n == "flow" else v) for n, v in fields]
+        answer = await submit(other, mine, stolen)
+        assert answer.status_code == 400 and "Sign in" not in answer.text
 
 
 async def test_wrong_password_and_unknown_user_get_the_same_page_and_an_audit_event(
