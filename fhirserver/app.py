@@ -11,6 +11,8 @@ from datetime import timedelta
 
 from starlette.applications import Starlette
 
+from fhirserver.auth.server import make_auth_server
+from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
 from fhirserver.interactions.rules import WriteContext
@@ -18,6 +20,7 @@ from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.rest.smart_authorize import login_limits
+from fhirserver.rest.smart import oauth_uris, token_rate_limit
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
@@ -95,4 +98,15 @@ def create_app(
     )
     # SMART login page: per client address and per username (rest/smart_authorize.py).
     app.state.login_limits = login_limits()
+    # --- SMART authorization server (rest/smart.py; auth/server.py) -------------------
+    # smart mode: the built-in server and its Authenticator; external mode: neither here.
+    smart_mode = settings.auth_mode == "smart"
+    app.state.auth_server = make_auth_server(settings, chosen, clock) if smart_mode else None
+    app.state.authenticator = (
+        smart_authenticator(app.state.auth_server) if app.state.auth_server else None
+    )
+    app.state.oauth_uris = oauth_uris(settings, app.state.auth_server)
+    # Token, introspection and revocation requests per client address.
+    app.state.token_limit = token_rate_limit()
+    # ------------------------------------------------------------------------------------
     return app

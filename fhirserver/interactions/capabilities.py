@@ -7,6 +7,7 @@ advertised that answers 501.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -37,6 +38,56 @@ _COLUMN_PARAMS = (
 )
 
 
+RESTFUL_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+@dataclass(frozen=True)
+class OAuthUris:
+    """Where a SMART client authorizes (SMART App Launch 2.2 conformance.html, "Using
+    the CapabilityStatement"); None for an endpoint the issuer does not offer."""
+
+    authorize: str | None
+    token: str | None
+    introspect: str | None = None
+    revoke: str | None = None
+    # external: the outside issuer, not this server, hands out tokens.
+    description: str = "OAuth2 using the SMART App Launch profile; bearer tokens required"
+
+
+def security(oauth: OAuthUris) -> dict[str, Any]:
+    """`rest.security` when authorization is on: the SMART-on-FHIR service coding and
+    the oauth-uris extension. `cors` stays false: this server sends no CORS headers."""
+    uris = (
+        ("authorize", oauth.authorize),
+        ("token", oauth.token),
+        ("introspect", oauth.introspect),
+        ("revoke", oauth.revoke),
+    )
+    return {
+        "extension": [
+            {
+                "url": OAUTH_URIS,
+                "extension": [{"url": name, "valueUri": uri} for name, uri in uris if uri],
+            }
+        ],
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": RESTFUL_SECURITY_SERVICE,
+                        "code": "SMART-on-FHIR",
+                        "display": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+            }
+        ],
+        "description": oauth.description,
+    }
+
+
 @cache
 def _base() -> dict[str, Any]:
     for resource in load_resources("capability"):
@@ -45,7 +96,11 @@ def _base() -> dict[str, Any]:
     raise RuntimeError("capability/ holds no CapabilityStatement")
 
 
-def capability_statement(base_url: str, now: datetime) -> dict[str, Any]:
+def capability_statement(
+    base_url: str, now: datetime, oauth: OAuthUris | None = None
+) -> dict[str, Any]:
+    """`oauth`: the authorization endpoints when authorization is on (smart or
+    external mode); None leaves the "no authorization" security of capability/."""
     statement = copy.deepcopy(_base())
     statement["date"] = format_instant(now)
     statement["fhirVersion"] = FHIR_VERSION
@@ -57,6 +112,8 @@ def capability_statement(base_url: str, now: datetime) -> dict[str, Any]:
     rest["searchParam"] = [
         {"name": name, "type": kind, "documentation": text} for name, kind, text in _COLUMN_PARAMS
     ]
+    if oauth is not None:
+        rest["security"] = security(oauth)
     return statement
 
 

@@ -88,7 +88,10 @@ def _location(request: Request, version: Version) -> str:
 
 async def capabilities(request: Request) -> Response:
     fmt = response_format(request)
-    return fhir_response(capability_statement(base_url(request), _writes(request).clock()), fmt)
+    oauth = getattr(request.app.state, "oauth_uris", None)
+    return fhir_response(
+        capability_statement(base_url(request), _writes(request).clock(), oauth), fmt
+    )
 
 
 async def read(request: Request, resource_type: str, resource_id: str) -> Response:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fhirserver.errors import MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints, smart_authorize, telehealth
+from fhirserver.rest import endpoints, smart, smart_authorize, telehealth
 
 Handler = Callable[..., Awaitable[Response]]
 Methods = dict[str, Handler]
@@ -91,6 +91,7 @@ def routes(base_path: str, auth_mode: str = "off") -> list[Route]:
         *telehealth.telehealth_routes(),
         # The built-in authorization server's browser flow and EHR launch (SMART).
         *(smart_authorize.authorize_routes() if auth_mode == "smart" else []),
+        *smart.smart_routes(base_path, auth_mode),
         Route(base_path + "/{path:path}", dispatch, methods=_ALL_METHODS),
         Route(base_path or "/", dispatch, methods=_ALL_METHODS),
         Route("/{path:path}", not_found, methods=_ALL_METHODS),
