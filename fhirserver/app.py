@@ -19,8 +19,8 @@ from fhirserver.interactions.rules import WriteContext
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
-from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.rest.smart import oauth_uris, token_rate_limit
+from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore

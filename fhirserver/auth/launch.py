@@ -23,9 +23,6 @@ from fhirserver.resources.meta import check_id
 from fhirserver.resources.references import local_reference
 from fhirserver.storage.base import Store
 
-# The EHR opens the app right away; five minutes covers a slow app start.
-LAUNCH_LIFETIME = timedelta(minutes=5)
-
 
 class LaunchForbidden(FHIRError):
     """The token holds, but its holder may not launch apps for patients."""
@@ -43,10 +40,16 @@ def may_launch(access: Access) -> bool:
 
 
 async def create_launch(
-    store: Store, access: Access, patient: str, encounter: str | None, now: datetime
+    store: Store,
+    access: Access,
+    patient: str,
+    encounter: str | None,
+    now: datetime,
+    lifetime: timedelta,
 ) -> str:
     """A new `launch` value for `patient` (an id; `Patient/id` also accepted) and
-    optionally one of their encounters; both must exist here."""
+    optionally one of their encounters, both of which must exist here; it expires after
+    `lifetime` (the server's `launch_lifetime`: the EHR opens the app right away)."""
     if not may_launch(access):
         raise LaunchForbidden("Only a practitioner or a system client may launch apps")
     patient_id = check_id(patient.removeprefix("Patient/"))
@@ -65,5 +68,5 @@ async def create_launch(
     launch = secrets.token_urlsafe(32)
     created_by = access.user or access.client_id
     context = LaunchContext(patient=patient_id, encounter=encounter_id, created_by=created_by)
-    await save_launch(store, launch, context, now + LAUNCH_LIFETIME)
+    await save_launch(store, launch, context, now + lifetime)
     return launch

@@ -212,3 +212,18 @@ async def log_in(
     assert page.status_code == 200, page.text
     form = only_form(page)
     return await submit(http, form, form.submission(username=username, password=password))
+
+
+async def exchange(
+    http: httpx.AsyncClient, code: str, pkce: Pkce, **changes: str
+) -> httpx.Response:
+    """The app's token request for its code (RFC 6749 section 4.1.3, RFC 7636 4.5)."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "client_id": CLIENT_ID,
+        "code_verifier": pkce.verifier,
+        **changes,
+    }
+    return await http.post("/auth/token", data=form)

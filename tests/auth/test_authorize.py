@@ -11,8 +11,6 @@ from datetime import timedelta
 import httpx
 from starlette.applications import Starlette
 
-from fhirserver.auth.registry import CODE, secret_key, take_code
-from fhirserver.auth.scopes import parse_scopes
 from fhirserver.rest.ratelimit import RateLimit
 from tests.auth.browser import (
     CLIENT_ID,
@@ -24,6 +22,7 @@ from tests.auth.browser import (
     authorize_url,
     backend,
     browser,
+    exchange,
     forms,
     log_in,
     only_form,
@@ -38,11 +37,12 @@ __all__ = ["app_clock", "backend", "browser", "smart_app"]
 PRACTITIONER_SCOPE = "launch/patient openid fhirUser offline_access patient/*.rs"
 
 
-async def test_practitioner_picks_a_patient_narrows_scopes_and_gets_a_code(
+async def test_practitioner_picks_a_patient_narrows_scopes_and_gets_tokens(
     browser: httpx.AsyncClient, smart_app: Starlette
 ) -> None:
-    scope = "launch/patient openid fhirUser patient/Observation.rs patient/*.rs"
-    params = authorize_params(Pkce(), scope)
+    pkce = Pkce()
+    scope = "launch/patient openid fhirUser offline_access patient/Observation.rs patient/*.rs"
+    params = authorize_params(pkce, scope)
     picker = await log_in(browser, params, "dr.who")
     assert picker.status_code == 200
     assert "Choose a patient" in picker.text
@@ -60,32 +60,62 @@ async def test_practitioner_picks_a_patient_narrows_scopes_and_gets_a_code(
         "patient/*.rs",
     ]
     answer = await submit(
-        browser, form, form.submission(scope=["patient/*.rs"], decision="approve")
+        browser, form, form.submission(scope=["patient/Observation.rs"], decision="approve")
     )
     assert answer.status_code == 303
     query = redirect_query(answer)
     assert query["state"] == params["state"]
-    grant = await take_code(smart_app.state.store, query["code"], smart_app.state.writes.clock())
-    assert grant is not None
-    assert (grant.patient, grant.fhir_user, grant.username) == ("bob", "Practitioner/7", "dr.who")
-    granted = parse_scopes(grant.scopes)
-    assert [str(p) for p in granted.permissions] == ["patient/*.rs"]
-    assert {"launch/patient", "openid", "fhirUser"} <= granted.flags
+
+    tokens = await exchange(browser, query["code"], pkce)
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    assert body["patient"] == "bob"
+    granted = body["scope"].split()
+    assert "patient/Observation.rs" in granted and "patient/*.rs" not in granted
+    assert {"launch/patient", "openid", "fhirUser", "offline_access"} <= set(granted)
+    assert body["id_token"] and body["refresh_token"]
+    access = await smart_app.state.authenticator(body["access_token"])
+    assert (access.patient, access.user) == ("bob", "Practitioner/7")
+    refreshed = await browser.post(
+        "/auth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": body["refresh_token"],
+            "client_id": CLIENT_ID,
+        },
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["patient"] == "bob"
+    assert "patient/*.rs" not in refreshed.json()["scope"].split()
+
+
+async def test_a_code_is_exchanged_once_and_only_with_its_verifier(
+    browser: httpx.AsyncClient,
+) -> None:
+    pkce = Pkce()
+    form = only_form(await log_in(browser, authorize_params(pkce, "patient/*.rs"), "alice"))
+    code = redirect_query(await submit(browser, form, form.submission(decision="approve")))["code"]
+    wrong = await exchange(browser, code, Pkce())
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    pkce2 = Pkce()
+    form = only_form(await log_in(browser, authorize_params(pkce2, "patient/*.rs"), "alice"))
+    code = redirect_query(await submit(browser, form, form.submission(decision="approve")))["code"]
+    assert (await exchange(browser, code, pkce2)).status_code == 200
+    assert (await exchange(browser, code, pkce2)).json()["error"] == "invalid_grant"
 
 
 async def test_a_patient_user_is_their_own_patient_without_a_picker(
-    browser: httpx.AsyncClient, smart_app: Starlette
+    browser: httpx.AsyncClient,
 ) -> None:
-    params = authorize_params(Pkce(), PRACTITIONER_SCOPE)
+    pkce = Pkce()
+    params = authorize_params(pkce, PRACTITIONER_SCOPE)
     approval = await log_in(browser, params, "alice")
     assert "Allow access?" in approval.text and "Alice Smith" in approval.text
     form = only_form(approval)
     answer = await submit(browser, form, form.submission(decision="approve"))
-    grant = await take_code(
-        smart_app.state.store, redirect_query(answer)["code"], smart_app.state.writes.clock()
-    )
-    assert grant is not None and grant.patient == "alice"
-    assert "offline_access" in grant.scopes
+    tokens = await exchange(browser, redirect_query(answer)["code"], pkce)
+    assert tokens.json()["patient"] == "alice"
+    assert "refresh_token" in tokens.json()
 
 
 async def test_scopes_beyond_the_registration_are_not_offered(
@@ -285,13 +315,16 @@ async def test_logins_are_rate_limited_per_address(
 async def test_a_code_expires_after_a_minute(
     browser: httpx.AsyncClient, smart_app: Starlette, app_clock: MovableClock
 ) -> None:
-    params = authorize_params(Pkce(), PRACTITIONER_SCOPE)
-    form = only_form(await log_in(browser, params, "alice"))
     issued_at = smart_app.state.writes.clock()
     app_clock.move_to(issued_at)
-    answer = await submit(browser, form, form.submission(decision="approve"))
-    code = redirect_query(answer)["code"]
-    store = smart_app.state.store
-    key = secret_key(code)
-    assert await store.get_record(CODE, key, issued_at + timedelta(seconds=59)) is not None
-    assert await take_code(store, code, issued_at + timedelta(seconds=61)) is None
+    codes = []
+    for _ in range(2):
+        pkce = Pkce()
+        form = only_form(await log_in(browser, authorize_params(pkce, "patient/*.rs"), "alice"))
+        answer = await submit(browser, form, form.submission(decision="approve"))
+        codes.append((redirect_query(answer)["code"], pkce))
+    app_clock.move_to(issued_at + timedelta(seconds=59))
+    assert (await exchange(browser, *codes[0])).status_code == 200
+    app_clock.move_to(issued_at + timedelta(seconds=61))
+    late = await exchange(browser, *codes[1])
+    assert late.status_code == 400 and late.json()["error"] == "invalid_grant"

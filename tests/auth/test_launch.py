@@ -11,10 +11,8 @@ import httpx
 from starlette.applications import Starlette
 
 from fhirserver.auth.access import Access
-from fhirserver.auth.registry import take_code
 from fhirserver.auth.scopes import parse_scopes
-from fhirserver.auth.server import AuthServer, make_auth_server
-from fhirserver.auth.smart_authenticator import smart_authenticator
+from fhirserver.auth.server import AuthServer
 from fhirserver.auth.tokens import mint_access_token
 from tests.auth.browser import (
     Pkce,
@@ -23,6 +21,7 @@ from tests.auth.browser import (
     authorize_url,
     backend,
     browser,
+    exchange,
     log_in,
     only_form,
     put_resource,
@@ -37,18 +36,9 @@ __all__ = ["app_clock", "backend", "browser", "smart_app"]
 EHR_SCOPE = "launch openid fhirUser patient/*.rs"
 
 
-def auth_server(app: Starlette) -> AuthServer:
-    """The app's authorization server (its keys sign the tokens the EHR holds)."""
-    server: AuthServer | None = getattr(app.state, "auth_server", None)
-    if server is None:
-        server = make_auth_server(app.state.settings, app.state.store, app.state.writes.clock)
-        app.state.auth_server = server
-        app.state.authenticator = smart_authenticator(server)
-    return server
-
-
 async def bearer(app: Starlette, access: Access) -> dict[str, str]:
-    server = auth_server(app)
+    """A token of the app's authorization server, as the EHR's user would hold."""
+    server: AuthServer = app.state.auth_server
     issued = mint_access_token(access, await server.signing_keys(), server.tokens, server.clock)
     return {"Authorization": f"Bearer {issued.value}"}
 
@@ -80,15 +70,17 @@ async def test_an_ehr_launch_binds_its_patient_and_encounter_without_a_picker(
     made = await launch_for(browser, smart_app, {"patient": "carol", "encounter": "e1"})
     assert made.status_code == 200 and made.headers["cache-control"] == "no-store"
     launch = made.json()["launch"]
-    params = authorize_params(Pkce(), EHR_SCOPE, launch=launch)
+    pkce = Pkce()
+    params = authorize_params(pkce, EHR_SCOPE, launch=launch)
     approval = await log_in(browser, params, "dr.who")
     assert "Allow access?" in approval.text and "Carol Jones" in approval.text
     form = only_form(approval)
     answer = await submit(browser, form, form.submission(decision="approve"))
-    query = redirect_query(answer)
-    grant = await take_code(smart_app.state.store, query["code"], smart_app.state.writes.clock())
-    assert grant is not None
-    assert (grant.patient, grant.encounter) == ("carol", "e1")
+    tokens = await exchange(browser, redirect_query(answer)["code"], pkce)
+    assert tokens.status_code == 200, tokens.text
+    assert (tokens.json()["patient"], tokens.json()["encounter"]) == ("carol", "e1")
+    access = await smart_app.state.authenticator(tokens.json()["access_token"])
+    assert (access.patient, access.encounter) == ("carol", "e1")
 
 
 async def test_a_system_client_may_launch_too_as_a_form(
@@ -103,7 +95,6 @@ async def test_a_system_client_may_launch_too_as_a_form(
 async def test_a_launch_needs_a_valid_token_of_this_server(
     browser: httpx.AsyncClient, smart_app: Starlette
 ) -> None:
-    auth_server(smart_app)
     for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic eA=="}):
         answer = await browser.post("/auth/launch", json={"patient": "bob"}, headers=headers)
         assert answer.status_code == 401
