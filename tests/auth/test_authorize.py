@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import httpx
 from starlette.applications import Starlette
@@ -102,6 +103,29 @@ async def test_a_code_is_exchanged_once_and_only_with_its_verifier(
     code = redirect_query(await submit(browser, form, form.submission(decision="approve")))["code"]
     assert (await exchange(browser, code, pkce2)).status_code == 200
     assert (await exchange(browser, code, pkce2)).json()["error"] == "invalid_grant"
+
+
+async def test_only_a_patient_on_this_server_can_be_picked(
+    browser: httpx.AsyncClient,
+) -> None:
+    params = authorize_params(Pkce(), PRACTITIONER_SCOPE)
+    _, choose = forms((await log_in(browser, params, "dr.who")).text)
+    for made_up in ("nobody", "../Patient/bob", ""):
+        answer = await submit(browser, choose, choose.submission(patient=made_up))
+        assert answer.status_code == 400
+        assert "Choose a patient" in answer.text and "Allow access?" not in answer.text
+
+
+async def test_a_patient_user_cannot_reach_the_picker(browser: httpx.AsyncClient) -> None:
+    params = authorize_params(Pkce(), PRACTITIONER_SCOPE)
+    approval = only_form(await log_in(browser, params, "alice"))
+    fields = [(n, v) for n, v in approval.fields] + [("patient", "bob")]
+    answer = await browser.post(
+        "/auth/authorize/patient",
+        content=urlencode(fields),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 400 and "Allow access?" not in answer.text
 
 
 async def test_a_patient_user_is_their_own_patient_without_a_picker(
