@@ -7,11 +7,11 @@ each checking the session's CSRF token first. The last step redirects to the cli
 with `code` and `state`. Only in `smart` mode (`routes.routes`).
 
 Every page is sent with `Cache-Control: no-store` (RFC 6749 section 5.1's rule for
-anything carrying secrets), `X-Frame-Options: DENY` and CSP `frame-ancestors`-free
-`default-src 'none'` (no framing, no script: clickjacking and injected script have
-nothing to work with), `form-action` limited to this server and the client's redirect
-origin (the approval's answer is a redirect there), and `Referrer-Policy: no-referrer`
-(the flow id in a page must not leak to the client in a Referer).
+anything carrying secrets), `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'`
+(no framing: clickjacking), CSP `default-src 'none'` (no script, images or fetches:
+injected markup has nothing to work with), `form-action` limited to this server and
+the client's redirect origin (the approval's answer is a redirect there), and
+`Referrer-Policy: no-referrer` (nothing of a page leaks to the client in a Referer).
 """
 
 from __future__ import annotations

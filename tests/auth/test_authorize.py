@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 import httpx
 from starlette.applications import Starlette
 
+from fhirserver.auth.passwords import ScryptParameters, hash_password
+from fhirserver.auth.registry import User, put_user
 from fhirserver.rest.ratelimit import RateLimit
 from tests.auth.browser import (
     CLIENT_ID,
@@ -27,6 +29,7 @@ from tests.auth.browser import (
     forms,
     log_in,
     only_form,
+    put_resource,
     redirect_query,
     smart_app,
     submit,
@@ -140,6 +143,24 @@ async def test_a_patient_user_is_their_own_patient_without_a_picker(
     tokens = await exchange(browser, redirect_query(answer)["code"], pkce)
     assert tokens.json()["patient"] == "alice"
     assert "refresh_token" in tokens.json()
+
+
+async def test_a_related_person_gets_the_patient_they_are_related_to(
+    browser: httpx.AsyncClient, smart_app: Starlette
+) -> None:
+    await put_resource(
+        smart_app,
+        {"resourceType": "RelatedPerson", "id": "mum", "patient": {"reference": "Patient/bob"}},
+    )
+    hashed = hash_password(PASSWORD, ScryptParameters(log2_n=4))
+    await put_user(smart_app.state.store, User("mum", "RelatedPerson/mum", hashed))
+    pkce = Pkce()
+    approval = await log_in(browser, authorize_params(pkce, PRACTITIONER_SCOPE), "mum")
+    assert "Bob Jones" in approval.text and "Choose a patient" not in approval.text
+    form = only_form(approval)
+    answer = await submit(browser, form, form.submission(decision="approve"))
+    tokens = await exchange(browser, redirect_query(answer)["code"], pkce)
+    assert tokens.json()["patient"] == "bob"
 
 
 async def test_scopes_beyond_the_registration_are_not_offered(
