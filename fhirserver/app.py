@@ -23,6 +23,7 @@ from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.rest.smart import oauth_uris, token_rate_limit
+from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
@@ -129,6 +130,8 @@ def create_app(
         RateLimit(per_minute, burst=per_minute),
     )
     app.state.auth_server = auth_server
+    # SMART login page: per client address and per username (rest/smart_authorize.py).
+    app.state.login_limits = login_limits()
     app.state.oauth_uris = oauth_uris(settings, app.state.auth_server)
     # Token, introspection and revocation requests per client address.
     app.state.token_limit = token_rate_limit()

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints, smart, telehealth
+from fhirserver.rest import endpoints, smart, smart_authorize, telehealth
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
 Handler = Callable[..., Awaitable[Response]]
@@ -103,6 +103,8 @@ def routes(base_path: str, auth_mode: str = "off") -> list[Route]:
     return [
         # First: with FHIR at the root ("" base path) they would fall to the dispatcher.
         *telehealth.telehealth_routes(),
+        # The built-in authorization server's browser flow and EHR launch (SMART).
+        *(smart_authorize.authorize_routes() if auth_mode == "smart" else []),
         *smart.smart_routes(base_path, auth_mode),
         Route(base_path + "/{path:path}", dispatch, methods=_ALL_METHODS),
         Route(base_path or "/", dispatch, methods=_ALL_METHODS),
