@@ -344,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 public_url=args.public_url,
                 log_level=args.log_level,
             )
+            refusal = settings.unsafe_to_serve()
+            if refusal is not None:
+                parser.error(refusal)
             app = create_app(settings)
         except ValueError as exc:
             parser.error(str(exc))

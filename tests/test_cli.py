@@ -18,6 +18,10 @@ from fhirserver.storage.sqlite import SqliteStore
         (["serve", "--store", ":memory:"], {}, "needs a file"),
         (["serve"], {"FHIRSERVER_PORT": "eighty"}, "FHIRSERVER_PORT must be a whole number"),
         (["serve"], {"FHIRSERVER_SQLITE_SYNCHRONOUS": "sometimes"}, "sqlite_synchronous"),
+        # Reachable by others with authorization unset: refused, naming the variable.
+        (["serve", "--host", "0.0.0.0"], {}, "needs FHIRSERVER_AUTH set explicitly"),
+        (["serve"], {"FHIRSERVER_HOST": "10.1.2.3"}, "needs FHIRSERVER_AUTH set explicitly"),
+        (["serve"], {"FHIRSERVER_AUTH": "sometimes"}, "FHIRSERVER_AUTH must be off, smart"),
     ],
 )
 def test_bad_settings_are_usage_errors(

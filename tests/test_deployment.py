@@ -36,6 +36,7 @@ import pytest
 import yaml
 from pymongo.uri_parser import parse_uri
 
+from fhirserver.config import Settings
 from tests.test_packaging import build_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,6 +257,16 @@ def test_server_store_names_the_set_and_its_host() -> None:
     assert parsed["options"].get("replicaSet") == name
     assert (host, port) in parsed["nodelist"]
     assert parsed["database"], "name the database in the connection string"
+
+
+def test_the_server_runs_with_smart_authorization() -> None:
+    """Issue 16: `docker compose up` serves with the built-in authorization server; the
+    image listens on every interface, where an unset mode refuses to start."""
+    env = environment(service("fhirserver"))
+    assert env.get("FHIRSERVER_AUTH") == "smart"
+    settings = Settings.from_env({k: str(v) for k, v in env.items()})
+    assert settings.with_overrides(host="0.0.0.0").unsafe_to_serve() is None
+    assert Settings(host="0.0.0.0").unsafe_to_serve() is not None
 
 
 def test_server_waits_for_mongo_to_be_healthy() -> None:
