@@ -20,13 +20,13 @@ from fhirserver.resources.meta import format_instant
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _TYPE = {"system": DCM, "code": "110114", "display": "User Authentication"}
 _SUBTYPE = {"system": "urn:ihe:event-type-code", "code": "ITI-71", "display": "Get Access Token"}
-_APPLICATION = {"system": DCM, "code": "110150", "display": "Application"}
-_USER = {
+APPLICATION = {"system": DCM, "code": "110150", "display": "Application"}
+HUMAN_USER = {
     "system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
     "code": "humanuser",
     "display": "human user",
 }
-_SOURCE_TYPE = {
+SOURCE_TYPE = {
     "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
     "code": "4",
     "display": "Application Server",
@@ -53,7 +53,7 @@ def token_audit_event(
     """The AuditEvent of one token request; `refusal` (an OAuth error code and fixed
     description) when it was refused."""
     client: dict[str, Any] = {
-        "type": {"coding": [_APPLICATION]},
+        "type": {"coding": [APPLICATION]},
         "who": (
             {"identifier": {"system": issuer, "value": client_id}}
             if client_id
@@ -66,7 +66,9 @@ def token_audit_event(
         client["network"] = {"address": address, "type": "2"}
     agents = [client]
     if user is not None:
-        agents.append({"type": {"coding": [_USER]}, "who": {"reference": user}, "requestor": True})
+        agents.append(
+            {"type": {"coding": [HUMAN_USER]}, "who": {"reference": user}, "requestor": True}
+        )
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "type": _TYPE,
@@ -75,7 +77,7 @@ def token_audit_event(
         "recorded": format_instant(at),
         "outcome": REFUSED if refusal else SUCCESS,
         "agent": agents,
-        "source": {"observer": {"display": f"fhirserver ({issuer})"}, "type": [_SOURCE_TYPE]},
+        "source": {"observer": {"display": f"fhirserver ({issuer})"}, "type": [SOURCE_TYPE]},
         "entity": [
             {
                 "type": _SYSTEM_OBJECT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fhirserver.auth.access import Access
+from fhirserver.auth.audit import APPLICATION, SOURCE_TYPE
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.meta import format_instant
 
@@ -22,11 +23,6 @@ _INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
 # R4 AuditEvent.action by HTTP method (BALP: C create, R read/search, U update, D delete,
 # E an operation).
 _ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELETE": "D"}
-_SOURCE_TYPE = {
-    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-    "code": "4",
-    "display": "Application Server",
-}
 _NETWORK_IP = "2"  # R4 AuditEvent.agent.network.type: IP address
 
 
@@ -44,15 +40,7 @@ def refusal_event(
     path under the FHIR base, without its query (which may hold personal data);
     `access`: who asked, when the token was valid."""
     client: JSONObject = {
-        "type": {
-            "coding": [
-                {
-                    "system": "http://dicom.nema.org/resources/ontology/DCM",
-                    "code": "110150",
-                    "display": "Application",
-                }
-            ]
-        },
+        "type": {"coding": [APPLICATION]},
         "who": {"display": (access.client_id if access and access.client_id else "unknown")},
         "requestor": access is None or access.user is None,
     }
@@ -73,6 +61,6 @@ def refusal_event(
         "outcome": "4",
         "outcomeDesc": reason,
         "agent": agents,
-        "source": {"observer": {"display": "fhirserver"}, "type": [_SOURCE_TYPE]},
+        "source": {"observer": {"display": "fhirserver"}, "type": [SOURCE_TYPE]},
         "entity": [entity],
     }

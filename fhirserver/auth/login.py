@@ -18,7 +18,7 @@ import asyncio
 import unicodedata
 from datetime import datetime
 
-from fhirserver.auth.audit import DCM, REFUSED
+from fhirserver.auth.audit import APPLICATION, DCM, HUMAN_USER, REFUSED, SOURCE_TYPE
 from fhirserver.auth.passwords import MAX_PASSWORD_CHARS, verify_password
 from fhirserver.auth.registry import User, get_user
 from fhirserver.resources.codec import JSONObject
@@ -28,18 +28,6 @@ from fhirserver.storage.base import Store
 # Longer than any registered username (registry: 1 to 255 characters).
 MAX_USERNAME_CHARS = 255
 FAILED_LOGIN = "unknown username or wrong password"
-_APPLICATION = {"system": DCM, "code": "110150", "display": "Application"}
-_USER = {
-    "system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
-    "code": "humanuser",
-    "display": "human user",
-}
-# R4 AuditEvent.source.type: security-source-type#4 "Application Server".
-_SOURCE_TYPE = {
-    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-    "code": "4",
-    "display": "Application Server",
-}
 
 
 async def log_in(store: Store, username: str, password: str, now: datetime) -> User | None:
@@ -60,12 +48,12 @@ def failed_login_event(
     (`auth/audit.py`): the user as the username typed (cleaned, bounded; never the
     password), the client application, the caller's address."""
     user: JSONObject = {
-        "type": {"coding": [_USER]},
+        "type": {"coding": [HUMAN_USER]},
         "who": {"identifier": {"value": clean_username(username) or "(none)"}},
         "requestor": True,
     }
     client: JSONObject = {
-        "type": {"coding": [_APPLICATION]},
+        "type": {"coding": [APPLICATION]},
         "who": {"identifier": {"system": issuer, "value": client_id[:MAX_USERNAME_CHARS]}},
         "requestor": False,
     }
@@ -81,7 +69,7 @@ def failed_login_event(
         "outcome": REFUSED,
         "outcomeDesc": FAILED_LOGIN,
         "agent": [user, client],
-        "source": {"observer": {"display": f"fhirserver ({issuer})"}, "type": [_SOURCE_TYPE]},
+        "source": {"observer": {"display": f"fhirserver ({issuer})"}, "type": [SOURCE_TYPE]},
     }
 
 

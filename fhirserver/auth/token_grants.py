@@ -90,22 +90,7 @@ async def _authorization_code(
     scopes = narrow(parse_scopes(client.scopes), parse_scopes(grant.scopes))
     if not str(scopes):
         raise OAuthError("invalid_scope", "no requested scope can be granted")
-    access = Access(
-        client_id=client.client_id,
-        scopes=scopes,
-        subject=grant.username,
-        user=grant.fhir_user,
-        patient=grant.patient,
-        encounter=grant.encounter,
-    )
-    refresh = registry.RefreshGrant(
-        client.client_id,
-        str(scopes),
-        grant.username,
-        grant.fhir_user,
-        grant.patient,
-        grant.encounter,
-    )
+    access, refresh = _user_access(client.client_id, scopes, scopes, grant)
     return await _issue(server, "authorization_code", access, refresh, nonce=grant.nonce)
 
 
@@ -128,23 +113,28 @@ async def _refresh_token(
     scopes = allowed if requested is None else narrow(allowed, parse_scopes(requested))
     if not str(scopes):
         raise OAuthError("invalid_scope", "no requested scope can be granted")
+    access, renewed = _user_access(client.client_id, scopes, allowed, grant)
+    return await _issue(server, "refresh_token", access, renewed, nonce=None)
+
+
+def _user_access(
+    client_id: str,
+    scopes: Scopes,
+    renewable: Scopes,
+    grant: registry.AuthorizationGrant | registry.RefreshGrant,
+) -> tuple[Access, registry.RefreshGrant]:
+    """The access a user's grant gives now (`scopes`), and the refresh grant that
+    renews it, up to `renewable` (a refresh may narrow one token, not the grant)."""
     access = Access(
-        client_id=client.client_id,
+        client_id=client_id,
         scopes=scopes,
         subject=grant.username,
         user=grant.fhir_user,
         patient=grant.patient,
         encounter=grant.encounter,
     )
-    renewed = registry.RefreshGrant(
-        client.client_id,
-        str(allowed),
-        grant.username,
-        grant.fhir_user,
-        grant.patient,
-        grant.encounter,
-    )
-    return await _issue(server, "refresh_token", access, renewed, nonce=None)
+    context = (grant.username, grant.fhir_user, grant.patient, grant.encounter)
+    return access, registry.RefreshGrant(client_id, str(renewable), *context)
 
 
 async def _client_credentials(

@@ -10,10 +10,13 @@ to make guessing slow, and N is small.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+from starlette.requests import Request
 
 
 class RateLimit:
@@ -48,3 +51,16 @@ class RateLimit:
     def retry_after(wait: float) -> str:
         """The Retry-After header value for a wait, in whole seconds."""
         return str(max(1, math.ceil(wait)))
+
+
+def client_key(request: Request) -> str:
+    """Whom a per-client limit counts: the address, or for IPv6 its /64, which one
+    subscriber usually holds whole (else each of its 2^64 addresses gets a fresh limit)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host

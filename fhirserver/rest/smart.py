@@ -13,7 +13,6 @@ HTTP, the per-address rate limit and the AuditEvent of each token request.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -37,7 +36,7 @@ from fhirserver.interactions.capabilities import OAuthUris
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import meta
 from fhirserver.rest.negotiation import FORM, media_type, read_body
-from fhirserver.rest.ratelimit import RateLimit
+from fhirserver.rest.ratelimit import RateLimit, client_key
 
 # Per client address: enough for any honest client, slow for guessing secrets or codes.
 TOKEN_RATE_PER_MINUTE = 60
@@ -220,7 +219,7 @@ def _oauth_error(error: OAuthError) -> Response:
 
 def _rate_limited(request: Request) -> Response | None:
     limit: RateLimit = request.app.state.token_limit
-    wait = limit.take(_client_key(request))
+    wait = limit.take(client_key(request))
     if not wait:
         return None
     return JSONResponse(
@@ -232,18 +231,6 @@ def _rate_limited(request: Request) -> Response | None:
 
 def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
-
-
-def _client_key(request: Request) -> str:
-    """The address, or for IPv6 its /64 (one subscriber usually holds the whole /64)."""
-    host = _address(request) or "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return host
 
 
 async def _audit(request: Request, event: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ the client's redirect origin (the approval's answer is a redirect there), and
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -66,7 +65,7 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import codec, meta
 from fhirserver.rest.negotiation import FORM, read_body
-from fhirserver.rest.ratelimit import RateLimit
+from fhirserver.rest.ratelimit import RateLimit, client_key
 from fhirserver.rest.smart_pages import (
     approval_page,
     error_page,
@@ -143,7 +142,7 @@ async def login(request: Request) -> Response:
     form, session, flow = step
     username, password = _one(form, "username"), _one(form, "password")
     limits: tuple[RateLimit, RateLimit] = request.app.state.login_limits
-    keys = (_client_key(request), username.strip().casefold()[:255])
+    keys = (client_key(request), username.strip().casefold()[:255])
     for limit, key in zip(limits, keys, strict=True):
         wait = limit.take(key)
         if wait:
@@ -329,18 +328,6 @@ def _secure_headers(response: Response, form_origin: str | None) -> None:
 def _https(request: Request) -> bool:
     public_url: str = request.app.state.settings.public_url
     return request.url.scheme == "https" or public_url.startswith("https://")
-
-
-def _client_key(request: Request) -> str:
-    """Whom the per-address limit counts: the address, or for IPv6 its /64."""
-    host = request.client.host if request.client else "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return host
 
 
 def _store(request: Request) -> Store:

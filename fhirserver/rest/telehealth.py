@@ -4,7 +4,6 @@ the public join page (`/join/{code}`) and the providers' webhooks
 
 from __future__ import annotations
 
-import ipaddress
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,7 +24,7 @@ from fhirserver.rest.negotiation import (
     require_content_type,
     response_format,
 )
-from fhirserver.rest.ratelimit import RateLimit
+from fhirserver.rest.ratelimit import RateLimit, client_key
 from fhirserver.rest.responses import fhir_response
 from fhirserver.telehealth import codes
 from fhirserver.telehealth.context import VisitContext
@@ -126,7 +125,7 @@ async def join(request: Request) -> Response:
     same 404 for every code that does not admit now, else the waiting room or the call."""
     typed = request.path_params["code"]
     limits: tuple[RateLimit, RateLimit] = request.app.state.join_limits
-    client = _client_key(request)
+    client = client_key(request)
     code = codes.normalize(typed) or typed[:32]
     for limit, key in zip(limits, (client, code), strict=True):
         wait = limit.take(key)
@@ -138,19 +137,6 @@ async def join(request: Request) -> Response:
     name = await _display_name(request)
     joined = await join_by_code(_visit_context(request), typed, name)
     return JSONResponse(_joined(joined), headers={"Cache-Control": "no-store"})
-
-
-def _client_key(request: Request) -> str:
-    """Whom the per-client limit counts: the address, or for IPv6 its /64, which one
-    subscriber usually holds whole (else each of its 2^64 addresses gets a fresh limit)."""
-    host = request.client.host if request.client else "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return host
 
 
 async def _display_name(request: Request) -> str:
