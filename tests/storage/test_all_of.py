@@ -348,3 +348,8 @@ async def test_conditional_matches(store: Store, stored: Stored) -> None:
     async with store.unit_of_work() as unit:
         found = await unit.match(query, limit=10)
     assert {version.id for version in found} == {"o1", "o4"}
+
+
+async def test_an_empty_or_list_at_the_top_holds_for_nothing(store: Store, stored: Stored) -> None:
+    """As nested: an alternative-free clause (a token with no access) finds nothing."""
+    assert await ids(store, stored, restricted(search(SYSTEM_TYPES))) == set()

@@ -72,7 +72,8 @@ class Compiler:
                 conditions.append(f"r.id IN ({self._ids(clause[0], query.resource_type)})")
                 continue
             alternatives = [self.predicate(p, "r.type", "r.id", root=True) for p in clause]
-            conditions.append("(" + " OR ".join(alternatives) + ")")
+            # An empty OR-list holds for nothing, as in the matcher.
+            conditions.append("(" + " OR ".join(alternatives) + ")" if alternatives else "0 = 1")
         return " AND ".join(conditions)
 
     def _ids(self, p: Predicate, resource_type: str) -> str:
