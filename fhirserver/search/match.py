@@ -4,10 +4,12 @@ The same semantics as the SQLite compiler (`storage/sqlite/search.py`), over the
 entries `extract.index_entries` gives the resource: a query is an AND of OR-lists of
 predicates (search.html#combining); each predicate asks whether some entry of its
 parameter matches (search.html#ptypes, #modifiers, #prefix), or, for `:not` and
-`:missing=true`, whether none does. Chains (search.html#chaining) need `resolve` to
-fetch a reference's target; `_has` (search.html#has) needs `referrers` to find the
-resources that point at this one. It is the oracle the backends are tested against,
-and evaluates criteria (such as a subscription's) on one resource without a store.
+`:missing=true`, whether none does; an `AllOfPredicate` nests a whole AND of OR-lists
+as one predicate (an authorization's alternatives, DESIGN.md "Authorization"). Chains
+(search.html#chaining) need `resolve` to fetch a reference's target; `_has`
+(search.html#has) needs `referrers` to find the resources that point at this one. It
+is the oracle the backends are tested against, and evaluates criteria (such as a
+subscription's) on one resource without a store.
 """
 
 from __future__ import annotations
@@ -237,11 +239,15 @@ class _Matcher:
         if isinstance(p, CompositePredicate):
             return _composite_matches(p, self.entries(resource))
         if isinstance(p, AllOfPredicate):
-            if p.resource_type is not None and resource.get("resourceType") != p.resource_type:
-                return False
-            return all(any(self.predicate(q, resource) for q in clause) for clause in p.clauses)
+            return self.all_of(p, resource)
         found = any(_row_matches(p, entry) for entry in self.entries(resource))
         return not found if isinstance(p, TokenPredicate) and p.negate else found
+
+    def all_of(self, p: AllOfPredicate, resource: Resource) -> bool:
+        """Of its type, if it names one, and every OR-list has a predicate that holds."""
+        if p.resource_type is not None and resource.get("resourceType") != p.resource_type:
+            return False
+        return all(any(self.predicate(q, resource) for q in clause) for clause in p.clauses)
 
     def targets(self, p: ChainPredicate, resource: Resource) -> Iterable[Resource]:
         """The existing targets, of the chain's types, of the reference parameter."""
@@ -279,8 +285,7 @@ def _check_supported(
                 raise NotSupported(f"_has:{p.source_type}:{p.param} needs the referring resources")
             _check_supported((p.inner,), resolve, referrers)
         elif isinstance(p, AllOfPredicate):
-            nested = (q for clause in p.clauses for q in clause)
-            _check_supported(nested, resolve, referrers)
+            _check_supported((q for clause in p.clauses for q in clause), resolve, referrers)
 
 
 def matches(

@@ -230,6 +230,17 @@ class LastUpdatedPredicate:
     high: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AllOfPredicate:
+    """An AND of OR-lists nested as one predicate, so an OR-list can hold several
+    conjunctions (SMART: a token's alternatives). `resource_type`, if set, limits it to
+    resources of that type (a system search gives each type its own conditions; a
+    chain's target types likewise). No clauses: every resource (of that type)."""
+
+    clauses: tuple[tuple[Predicate, ...], ...]
+    resource_type: str | None = None
+
+
 # The predicates one index entry can meet on its own.
 RowPredicate = (
     StringPredicate
@@ -240,28 +251,15 @@ RowPredicate = (
     | UriPredicate
 )
 
-
-@dataclass(frozen=True, slots=True)
-class AllOfPredicate:
-    """An AND of OR-lists nested as one predicate, so that an OR-list can hold several
-    conjunctions (SMART authorization: a token's alternatives, each a compartment AND a
-    granular restriction). `resource_type`, if set, limits it to resources of that type:
-    a system search gives each type its own conditions, a chain its targets. No clauses:
-    every resource (of that type)."""
-
-    clauses: tuple[tuple[Predicate, ...], ...]
-    resource_type: str | None = None
-
-
 Predicate = (
     RowPredicate
-    | AllOfPredicate
     | MissingPredicate
     | ChainPredicate
     | HasPredicate
     | CompositePredicate
     | IdPredicate
     | LastUpdatedPredicate
+    | AllOfPredicate
 )
 
 # --- The query -----------------------------------------------------------------------

@@ -20,6 +20,11 @@ one such value through every prefix.
 Hypothesis runs MAX_EXAMPLES = 400 examples, each a store of up to 5 Patients (some
 with an earlier version, some deleted) and up to 6 Observations, searched with 1 to 6
 generated queries plus a sweep of 9 or 10: about 35 s on two cores.
+
+`test_all_of_agrees_with_the_matcher` composes the first six parsed queries of each of
+ALL_OF_EXAMPLES = 150 scenarios two at a time with `AllOfPredicate` (DESIGN.md
+"Authorization"): an OR of two conjunctions, a system search giving each type its own,
+nested, inside a chain and inside `_has`: about 20 s per backend.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
@@ -44,7 +49,15 @@ from fhirserver.interactions.rules import WriteContext
 from fhirserver.search.extract import index_entries
 from fhirserver.search.match import matches
 from fhirserver.search.parse import parse_search
-from fhirserver.search.query import ReferenceEntry
+from fhirserver.search.query import (
+    AllOfPredicate,
+    ChainPredicate,
+    HasPredicate,
+    IdPredicate,
+    Predicate,
+    ReferenceEntry,
+    SearchQuery,
+)
 from fhirserver.search.time import date_range
 from fhirserver.storage.base import Store
 from tests.backends import BACKENDS, make_backend
@@ -649,8 +662,9 @@ async def _write(store: Store, scenario: Scenario) -> Stored:
 class Answer:
     """What each side found for one query."""
 
+    # The searched types, comma-separated, and the query as asked (or as composed).
     resource_type: str
-    params: Params
+    asked: str
     store: set[str]
     matcher: set[str]
     candidates: int
@@ -662,38 +676,58 @@ class Answer:
 
     def __str__(self) -> str:
         return (
-            f"{self.resource_type}?{self.params}: store {sorted(self.store)}, "
+            f"{self.resource_type}?{self.asked}: store {sorted(self.store)}, "
             f"matcher {sorted(self.matcher)}"
         )
 
 
-async def _search_both(backend: str, path: Path, scenario: Scenario) -> tuple[list[Answer], Stored]:
-    """Write the scenario into a fresh store; run each query on both sides."""
+# A search to run: what to show of it, and the query.
+Asked = tuple[str, SearchQuery]
+# The searches to run, made from the scenario's parsed queries.
+Compose = Callable[[list[Asked]], list[Asked]]
+
+
+def _as_parsed(searches: list[Asked]) -> list[Asked]:
+    return searches
+
+
+async def _search_both(
+    backend: str, path: Path, scenario: Scenario, compose: Compose = _as_parsed
+) -> tuple[list[Answer], Stored]:
+    """Write the scenario into a fresh store; run each query (as `compose` makes them
+    from the parsed ones) on both sides."""
     chosen = make_backend(backend, path)
     store = chosen.store
     await store.open()
     try:
         stored = await _write(store, scenario)
-        answers = []
+        parsed = []
         for resource_type, written in scenario.queries:
             params = [(name, stored.instants(value)) for name, value in written]
             query = parse_search((resource_type,), [*params, ("_count", "1000")], base_url=BASE_URL)
+            parsed.append((str(params), query))
+        answers = []
+        for asked, query in compose(parsed):
             result = await store.search(query)
-            candidates = stored.of_type(resource_type)
+            candidates = [r for t in query.resource_types for r in stored.of_type(t)]
             from_matcher = {
                 resource["id"]
                 for resource in candidates
                 if matches(query, resource, resolve=stored.resolve, referrers=stored.referrers)
             }
             found = {version.id for version in result.matches}
-            answers.append(Answer(resource_type, params, found, from_matcher, len(candidates)))
+            types = ",".join(query.resource_types)
+            answers.append(Answer(types, asked, found, from_matcher, len(candidates)))
         return answers, stored
     finally:
         await store.close()
         chosen.cleanup()
 
 
-SearchBoth = Callable[[Scenario], tuple[list[Answer], Stored]]
+class SearchBoth(Protocol):
+    def __call__(
+        self, scenario: Scenario, compose: Compose = _as_parsed
+    ) -> tuple[list[Answer], Stored]: ...
 
 
 @pytest.fixture(params=BACKENDS)
@@ -707,9 +741,10 @@ def search_both(backend: str, tmp_path: Path) -> Iterator[SearchBoth]:
     all the examples of a test."""
     with asyncio.Runner() as loop:
 
-        def run(scenario: Scenario) -> tuple[list[Answer], Stored]:
+        def run(scenario: Scenario, compose: Compose = _as_parsed) -> tuple[list[Answer], Stored]:
             with tempfile.TemporaryDirectory(dir=tmp_path) as directory:
-                return loop.run(_search_both(backend, Path(directory) / "s.sqlite", scenario))
+                path = Path(directory) / "s.sqlite"
+                return loop.run(_search_both(backend, path, scenario, compose))
 
         yield run
 
@@ -723,6 +758,67 @@ def search_both(backend: str, tmp_path: Path) -> Iterator[SearchBoth]:
 @given(scenario=scenarios())
 def test_store_search_agrees_with_the_matcher(search_both: SearchBoth, scenario: Scenario) -> None:
     answers, stored = search_both(scenario)
+    for answer in answers:
+        event(f"{answer.resource_type}: {answer.share()}")
+    disagreements = [str(a) for a in answers if a.store != a.matcher]
+    if disagreements:
+        note(f"resources: {json.dumps(list(stored.resources.values()))}")
+    assert not disagreements, "\n".join(disagreements)
+
+
+# --- AllOfPredicate: the parsed queries composed ---------------------------------------
+
+ALL_OF_EXAMPLES = 150
+
+
+def _one_of(types: tuple[str, ...], *alternatives: Predicate) -> SearchQuery:
+    return SearchQuery(types, (alternatives,), count=1000)
+
+
+def _all_of_compositions(searches: list[Asked]) -> list[Asked]:
+    """Each parsed query `a` with the next one `b`, as SMART authorization composes
+    criteria (DESIGN.md "Authorization"): an OR of the two conjunctions; a system search
+    over Patient and Observation where each is confined to its own type (when both are
+    of one type, the other type gets nothing); nested; a chain's inner; a `_has` inner."""
+    composed: list[Asked] = []
+    for (asked_a, a), (asked_b, b) in zip(searches, searches[1:] + searches[:1], strict=True):
+        a_only, b_only = AllOfPredicate(a.clauses), AllOfPredicate(b.clauses)
+        a_typed = AllOfPredicate(a.clauses, a.resource_type)
+        b_typed = AllOfPredicate(b.clauses, b.resource_type)
+        label = f"{a.resource_type}{asked_a} {{}} {b.resource_type}{asked_b}"
+        if a.resource_type == b.resource_type:
+            composed.append((label.format("or"), _one_of((a.resource_type,), a_only, b_only)))
+        composed.append(
+            (label.format("or (system)"), _one_of(("Patient", "Observation"), a_typed, b_typed))
+        )
+        nested = AllOfPredicate(((a_only,), (b_typed, IdPredicate(("p0", "o0")))))
+        composed.append(
+            (label.format("and (b or p0/o0), nested"), _one_of(a.resource_types, nested))
+        )
+        chains = (
+            ChainPredicate("subject", ("Patient",), a_typed),
+            ChainPredicate("subject", ("Patient",), b_only),
+        )
+        composed.append((label.format("or, chained"), _one_of(("Observation",), *chains)))
+        has = (
+            HasPredicate("Observation", "subject", a_typed),
+            HasPredicate("Observation", "subject", b_only),
+        )
+        composed.append((label.format("or, _has"), _one_of(("Patient",), *has)))
+    return composed
+
+
+@settings(
+    max_examples=ALL_OF_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(scenario=scenarios())
+def test_all_of_agrees_with_the_matcher(search_both: SearchBoth, scenario: Scenario) -> None:
+    """The generated queries, two at a time, composed with `AllOfPredicate`."""
+    first = Scenario(scenario.patients, scenario.observations, scenario.queries[:6])
+    answers, stored = search_both(first, _all_of_compositions)
     for answer in answers:
         event(f"{answer.resource_type}: {answer.share()}")
     disagreements = [str(a) for a in answers if a.store != a.matcher]

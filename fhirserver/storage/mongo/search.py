@@ -2,7 +2,9 @@
 
 A row predicate is one `$elemMatch` on the index array of its type: every condition
 must hold for the same index element, as one SQLite row must meet them. Chains and
-`_has` run as sub-queries first; the keys they find feed the outer filter's `$in`.
+`_has` run as sub-queries first; the keys they find feed the outer filter's `$in`. An
+`AllOfPredicate` (an AND of OR-lists as one predicate: a token's alternatives, DESIGN.md
+"Authorization") is a nested `$and` of `$or`s.
 Semantics follow R4 search.html; `match.py` implements the same in memory and
 `storage/sqlite/search.py` in SQL.
 """
@@ -71,10 +73,24 @@ class Compiler:
 
     async def filter(self, query: SearchQuery) -> Document:
         conditions = [current(query.resource_types)]
-        for clause in query.clauses:
-            alternatives = [await self.predicate(p) for p in clause]
-            conditions.append(alternatives[0] if len(alternatives) == 1 else {"$or": alternatives})
+        conditions += [await self.any_of(clause) for clause in query.clauses]
         return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+    async def any_of(self, clause: tuple[Predicate, ...]) -> Document:
+        """An OR-list; an empty one holds for nothing."""
+        alternatives = [await self.predicate(p) for p in clause]
+        if not alternatives:
+            return NOTHING
+        return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+
+    async def all_of(self, p: AllOfPredicate) -> Document:
+        """Every OR-list, on a resource of `p.resource_type` if given; no conditions at
+        all hold for every resource (the empty filter)."""
+        conditions: list[Document] = [] if p.resource_type is None else [{"type": p.resource_type}]
+        conditions += [await self.any_of(clause) for clause in p.clauses]
+        if len(conditions) <= 1:
+            return conditions[0] if conditions else {}
+        return {"$and": conditions}
 
     async def predicate(self, p: Predicate) -> Document:
         """A condition on a `resources` document that holds when `p` holds for it."""
@@ -116,13 +132,7 @@ class Compiler:
             }
             return {"_id": {"$in": sorted(keys)}} if keys else NOTHING
         if isinstance(p, AllOfPredicate):
-            conditions: list[Document] = [{"type": p.resource_type}] if p.resource_type else []
-            for clause in p.clauses:
-                members = [await self.predicate(q) for q in clause]
-                conditions.append(members[0] if len(members) == 1 else {"$or": members})
-            if not conditions:
-                return {}
-            return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+            return await self.all_of(p)
         if isinstance(p, CompositePredicate):
             # One element of the composite must satisfy every component.
             group: Document = {"p": p.param}

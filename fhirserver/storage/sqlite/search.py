@@ -2,7 +2,9 @@
 
 Every predicate is compiled relative to a pair of SQL expressions naming the resource it
 is about (its type and id): the searched resource (`r.type`, `r.id`), the target of a
-chain, or the source of a `_has`. That is what lets chains and `_has` nest.
+chain, or the source of a `_has`. That is what lets chains, `_has` and `AllOfPredicate`
+(an AND of OR-lists as one predicate: a token's alternatives, DESIGN.md
+"Authorization") nest.
 Semantics follow R4 search.html; `match.py` implements the same in memory.
 """
 
@@ -70,7 +72,8 @@ class Compiler:
                 conditions.append(f"r.id IN ({self._ids(clause[0], query.resource_type)})")
                 continue
             alternatives = [self.predicate(p, "r.type", "r.id", root=True) for p in clause]
-            conditions.append("(" + " OR ".join(alternatives) + ")")
+            # An empty OR-list holds for nothing, as in the matcher.
+            conditions.append("(" + " OR ".join(alternatives) + ")" if alternatives else "0 = 1")
         return " AND ".join(conditions)
 
     def _ids(self, p: Predicate, resource_type: str) -> str:
@@ -138,17 +141,24 @@ class Compiler:
         if isinstance(p, CompositePredicate):
             return self._composite(p, type_sql, id_sql)
         if isinstance(p, AllOfPredicate):
-            parts = [f"{type_sql} = {self.arg(p.resource_type)}"] if p.resource_type else []
-            for clause in p.clauses:
-                members = [self.predicate(q, type_sql, id_sql, root) for q in clause]
-                parts.append("(" + " OR ".join(members) + ")")
-            return "(" + " AND ".join(parts) + ")" if parts else "1"
+            return self._all_of(p, type_sql, id_sql, root)
         table, alias, condition = self.probe_row(p)
         exists = (
             f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
             f"{type_sql} AND {alias}.id = {id_sql} AND {condition})"
         )
         return f"NOT {exists}" if isinstance(p, TokenPredicate) and p.negate else exists
+
+    def _all_of(self, p: AllOfPredicate, type_sql: str, id_sql: str, root: bool) -> str:
+        """Every OR-list about the same resource, which must be of `p.resource_type` if
+        given; no conditions at all hold for every resource, an empty OR-list for none."""
+        conditions = (
+            [] if p.resource_type is None else [f"{type_sql} = {self.arg(p.resource_type)}"]
+        )
+        for clause in p.clauses:
+            alternatives = [self.predicate(q, type_sql, id_sql, root) for q in clause]
+            conditions.append("(" + " OR ".join(alternatives) + ")" if alternatives else "0 = 1")
+        return "(" + " AND ".join(conditions) + ")" if conditions else "1 = 1"
 
     def _exists_current(self, type_sql: str, id_sql: str) -> str:
         alias = self.alias("e")
