@@ -19,6 +19,7 @@ from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
 from fhirserver.interactions.rules import WriteContext
+from fhirserver.rest.authorization import refusal_audit_limit
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
@@ -122,6 +123,7 @@ def create_app(
     app.state.jobs = jobs
     # Turns a request's bearer token into an `Access`; None: authorization is off.
     app.state.authenticator = authenticator
+    app.state.refusal_audit_limit = refusal_audit_limit()
     # Join by code: per client address and per code (a guessing client changes codes;
     # a code under attack is guessed from many addresses).
     per_minute = settings.join_rate_per_minute

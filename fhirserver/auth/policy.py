@@ -37,6 +37,7 @@ Resource = dict[str, Any]
 # (`fhirserver.auth.compartment.patient_ids`, or the write path's own index entries).
 PatientIds = Callable[[Resource], Collection[str]]
 
+_WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.DELETE})
 # Users whose access the scopes alone decide.
 _UNCONFINED_USERS = ("Practitioner", "PractitionerRole")
 
@@ -88,17 +89,24 @@ def may_write(
 
     Ask about the new content of a create or update, and about the stored version of an
     update or delete too: moving a resource out of a compartment, or overwriting one
-    from another compartment, needs both sides allowed.
+    from another compartment, needs both sides allowed. Asked about a read or search, it
+    tells whether the resource is visible: in the compartment, even if also in others'.
     """
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
         return False
     patients: Collection[str] | None = None
+    writes = interaction in _WRITES
     for option in alternatives(access, interaction, resource_type):
         if option.compartment is not None:
             if patients is None:
                 patients = patient_ids_of(resource)
             if option.compartment not in patients:
+                continue
+            # A patient-context write stays in that patient's record: it may not also
+            # reference another patient through a compartment parameter (say, as
+            # performer), which would put it in theirs.
+            if writes and not set(patients) <= {option.compartment}:
                 continue
         if option.restriction:
             query = restriction_query(resource_type, option.restriction)

@@ -106,6 +106,11 @@ async def _refresh_token(
         raise invalid_grant("the refresh token is invalid, expired or already used")
     if grant.client_id != client.client_id:
         raise invalid_grant("the refresh token was issued to another client")
+    if grant.username is not None:
+        # A user removed (or re-linked to another record) takes their grants along.
+        user = await registry.get_user(server.store, grant.username, server.clock())
+        if user is None or user.fhir_user != grant.fhir_user:
+            raise invalid_grant("the refresh token's user is no longer registered")
     # Still within what the client is registered for today (it may have been narrowed).
     allowed = narrow(parse_scopes(client.scopes), parse_scopes(grant.scopes))
     requested = form.get("scope")
@@ -190,7 +195,10 @@ async def _issue(
             fhir_user=access.user if scopes.fhir_user else None,
             nonce=nonce,
         )
-    if refresh is not None and (scopes.offline_access or scopes.online_access):
+    # Whether the grant renews is the grant's own scopes' to say, not this one token's:
+    # a narrower token asked for at a refresh must not cost the app its refresh grant.
+    renewable = parse_scopes(refresh.scopes) if refresh is not None else scopes
+    if refresh is not None and (renewable.offline_access or renewable.online_access):
         token = secrets.token_urlsafe(32)
         expires = server.clock() + server.refresh_lifetime
         await registry.save_refresh_token(server.store, token, refresh, expires)

@@ -21,12 +21,13 @@ from fhirserver.auth.scopes import Interaction
 from fhirserver.errors import (
     BadRequest,
     FHIRError,
+    Forbidden,
     Gone,
     NotFound,
     PreconditionFailed,
     Unprocessable,
 )
-from fhirserver.interactions.guard import require, require_visible, require_write
+from fhirserver.interactions.guard import hidden, require, require_visible, require_write
 from fhirserver.interactions.patches import Patcher
 from fhirserver.interactions.preconditions import (
     NO_PRECONDITIONS,
@@ -66,7 +67,9 @@ async def read(
 ) -> Version:
     require(access, Interaction.READ, resource_type)
     found = await store.read(resource_type, meta.check_id(resource_id))
-    return require_visible(access, Interaction.READ, _existing(found, resource_type, resource_id))
+    if hidden(access, Interaction.READ, found):
+        found = None  # a deletion too: 410 would tell that it existed
+    return _existing(found, resource_type, resource_id)
 
 
 async def vread(
@@ -81,11 +84,13 @@ async def vread(
     if number is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
     found = await store.vread(resource_type, meta.check_id(resource_id), number)
+    unknown = f"{resource_type}/{resource_id} has no version {version_id}"
     if found is None:
-        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+        raise NotFound(unknown)
+    require_visible(access, Interaction.READ, found, unknown)
     if found.deleted:
         raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion")
-    return require_visible(access, Interaction.READ, found)
+    return found
 
 
 async def create(
@@ -100,6 +105,11 @@ async def create(
         if if_none_exist is not None:
             existing = await match_one(unit, context, resource_type, if_none_exist, "create")
             if existing is not None:
+                if hidden(context.access, Interaction.READ, existing):
+                    # The answer would show it: a create-only token may not read it.
+                    raise Forbidden(
+                        "If-None-Exist matched a resource this access token may not read"
+                    )
                 return WriteResult(existing, created=False)
         # R4 http.html#create: an id in the body is ignored; the server assigns one.
         return await write_new(unit, context, resource, meta.new_id())
@@ -162,8 +172,16 @@ async def delete(
 ) -> Version | None:
     """Delete; the tombstone version, or None when there was nothing to delete."""
     meta.check_id(resource_id)
+    access = context.access
+    require(access, Interaction.DELETE, resource_type)
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
+        if not unrestricted(access, Interaction.DELETE, (resource_type,)) and (
+            current is None or current.deleted or hidden(access, Interaction.DELETE, current)
+        ):
+            # Nothing this token could delete: the same answer whether or not someone
+            # else's resource is there.
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
         return await delete_in(unit, context, current, preconditions)
 
 
@@ -200,6 +218,7 @@ async def conditional_update_id(
         if not isinstance(body_id, str):
             return meta.new_id()
         current = await unit.read(resource_type, meta.check_id(body_id))
+        _refuse_hidden(context, Interaction.UPDATE, current)
         if current is not None and not current.deleted:
             raise PreconditionFailed(
                 f"{resource_type}/{body_id} exists but does not match the criteria"
@@ -235,6 +254,7 @@ async def update_in(
     index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
     """`current`: the resource's current version as read in this unit, if any."""
+    _refuse_hidden(context, Interaction.UPDATE, current)
     check_preconditions(current, preconditions)
     return await _write(unit, context, resource, resource_id, current, "PUT", index)
 
@@ -248,6 +268,9 @@ async def patch_in(
     patcher: Patcher,
     preconditions: Preconditions,
 ) -> WriteResult:
+    require(context.access, Interaction.UPDATE, resource_type)
+    if hidden(context.access, Interaction.UPDATE, current):
+        current = None  # the patch must not run on it: its outcome would tell its content
     current = _existing(current, resource_type, resource_id)
     check_preconditions(current, preconditions)
     assert current.body is not None
@@ -272,6 +295,10 @@ async def delete_in(
     current: Version | None,
     preconditions: Preconditions,
 ) -> Version | None:
+    if current is not None:
+        require(context.access, Interaction.DELETE, current.resource_type)
+        if hidden(context.access, Interaction.DELETE, current):
+            raise NotFound(f"{current.resource_type}/{current.id} is not known")
     check_preconditions(current, preconditions)
     return await _tombstone(unit, context, current)
 
@@ -335,6 +362,18 @@ async def _tombstone(
     )
     await unit.write(tombstone, ())
     return tombstone
+
+
+def _refuse_hidden(
+    context: WriteContext, interaction: Interaction, current: Version | None
+) -> None:
+    """An update over a resource the token may not write is refused (403) before any
+    precondition is checked, so no version number or content is told."""
+    if hidden(context.access, interaction, current):
+        raise Forbidden(
+            "The access token does not allow update on this resource: it is outside the"
+            " token's patient compartment or scope restriction"
+        )
 
 
 def _existing(current: Version | None, resource_type: str, resource_id: str) -> Version:

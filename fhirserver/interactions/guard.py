@@ -33,11 +33,21 @@ def require(access: Access, interaction: Interaction, resource_type: str) -> Non
         raise Forbidden(f"The access token does not allow {interaction.value} on {resource_type}")
 
 
-def require_visible(access: Access, interaction: Interaction, version: Version) -> Version:
-    """`version` if `access` may `interaction` it; else as if it did not exist (404)."""
+def require_visible(
+    access: Access, interaction: Interaction, version: Version, unknown: str | None = None
+) -> Version:
+    """`version` if `access` may `interaction` it; else as if it did not exist: 404
+    with `unknown`, the text a missing one gets."""
     if not shows(access, interaction, version):
-        raise NotFound(f"{version.resource_type}/{version.id} is not known")
+        raise NotFound(unknown or f"{version.resource_type}/{version.id} is not known")
     return version
+
+
+def hidden(access: Access, interaction: Interaction, current: Version | None) -> bool:
+    """Whether a stored current version (a deletion too) is one the token may not
+    `interaction`: then a write answers as if it were not there, before any
+    precondition could tell its version."""
+    return current is not None and not shows(access, interaction, current)
 
 
 def shows(access: Access, interaction: Interaction, version: Version) -> bool:

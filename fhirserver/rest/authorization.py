@@ -21,10 +21,18 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.paths import Target
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import meta
+from fhirserver.rest.ratelimit import RateLimit, client_key
 from fhirserver.storage.base import Store
 
 logger = logging.getLogger("fhirserver")
 EVERYTHING = Access.everything()
+REFUSALS_AUDITED_PER_MINUTE = 10
+
+
+def refusal_audit_limit() -> RateLimit:
+    """How many refusals per client address become AuditEvents (app.state)."""
+    return RateLimit(REFUSALS_AUDITED_PER_MINUTE, burst=REFUSALS_AUDITED_PER_MINUTE)
+
 
 # Where a refused request went -> its R4 restful-interaction code.
 _INTERACTIONS = {
@@ -72,9 +80,15 @@ async def request_access(request: Request) -> Access:
 
 async def audit_refusal(request: Request, target: Target | None, refused: FHIRError) -> None:
     """Record a refused access (an invalid token, or scopes that do not cover the
-    request) as an AuditEvent. A request with no token at all is not recorded: it names
-    nobody, and recording it would let anyone fill the store. Never fails the response."""
+    request) as an AuditEvent, up to `REFUSALS_AUDITED_PER_MINUTE` per client address. A
+    request with no token at all is not recorded: it names nobody. Never fails the
+    response."""
     if not isinstance(refused, InvalidToken | Forbidden):
+        return
+    limit: RateLimit = request.app.state.refusal_audit_limit
+    if limit.take(client_key(request)):
+        # Past a few a minute from one address, further refusals are not recorded: a
+        # flood of made-up tokens must not fill the store.
         return
     store: Store = request.app.state.store
     writes: WriteContext = request.app.state.writes

@@ -12,6 +12,7 @@ laboratory for b); Conditions of each, a's asserted by Patient b; Practitioner p
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,6 +42,7 @@ TOKENS = {
     "system-read": _access("system/*.rs"),
     "practitioner": _access("user/*.cruds", user="Practitioner/p1"),
     "no-patient": _access("patient/*.rs"),
+    "create-only": _access("patient/Observation.c", patient="a"),
 }
 
 
@@ -254,7 +256,7 @@ async def test_a_patient_write_stays_inside_the_compartment(http: httpx.AsyncCli
     answer = await http.put("/Observation/ob-lab", json=moved, headers=_as("writer-a"))
     assert answer.status_code == 403
     answer = await http.delete("/Observation/ob-lab", headers=_as("writer-a"))
-    assert answer.status_code == 403
+    assert answer.status_code == 404  # not a's to see, so not there for a
     # Scopes without write on the type refuse the interaction.
     condition = {"resourceType": "Condition", "subject": {"reference": "Patient/a"}}
     answer = await http.post("/Condition", json=condition, headers=_as("writer-a"))
@@ -349,3 +351,88 @@ async def test_a_refused_access_is_recorded_as_an_audit_event(http: httpx.AsyncC
     assert forbidden["agent"][1]["who"]["reference"] == "Patient/a"
     assert forbidden["entity"][0]["what"]["display"] == "/fhir/Practitioner/p1"
     assert "not-a-token" not in str(recorded)
+
+
+# --- What a write must not reveal (found in review; each failed before its fix) -------
+
+
+async def test_a_patch_of_another_patients_resource_reveals_nothing(
+    http: httpx.AsyncClient,
+) -> None:
+    probe = [{"op": "test", "path": "/status", "value": "final"}]
+    for path in ("/Observation/ob-lab", "/Observation/nope"):
+        answer = await http.patch(
+            path,
+            content=json.dumps(probe),
+            headers={**_as("writer-a"), "Content-Type": "application/json-patch+json"},
+        )
+        assert answer.status_code == 404, (path, answer.text)
+        assert "final" not in answer.text
+
+
+async def test_a_patient_write_may_not_name_another_patient(http: httpx.AsyncClient) -> None:
+    planted = {**_observation("x", "a", "laboratory"), "performer": [{"reference": "Patient/b"}]}
+    answer = await http.post("/Observation", json=planted, headers=_as("writer-a"))
+    assert answer.status_code == 403
+    assert _ids(await _search(http, "admin", "/Patient/b/Observation")) == {"Observation/ob-lab"}
+
+
+async def test_a_conditional_create_does_not_show_a_match_the_token_may_not_read(
+    http: httpx.AsyncClient,
+) -> None:
+    answer = await http.post(
+        "/Observation",
+        json=_observation("x", "a", "laboratory"),
+        headers={
+            **_as("create-only"),
+            "If-None-Exist": "subject=Patient/a&category=laboratory",
+            "Prefer": "return=representation",
+        },
+    )
+    assert answer.status_code == 403
+    assert "oa-lab" not in answer.text
+
+
+async def test_writes_do_not_tell_whether_an_invisible_resource_exists(
+    http: httpx.AsyncClient,
+) -> None:
+    moved = _observation("ob-lab", "a", "laboratory")
+    stale = {**_as("writer-a"), "If-Match": 'W/"99"'}
+    answer = await http.put("/Observation/ob-lab", json=moved, headers=stale)
+    assert answer.status_code == 403
+    assert "version" not in answer.json()["issue"][0]["diagnostics"]
+    deleted = [
+        await http.delete(path, headers=stale)
+        for path in ("/Observation/ob-lab", "/Observation/nope")
+    ]
+    assert [d.status_code for d in deleted] == [404, 404]
+    assert deleted[0].json() == deleted[1].json() | {
+        "issue": [
+            {
+                **deleted[1].json()["issue"][0],
+                "diagnostics": deleted[0].json()["issue"][0]["diagnostics"],
+            }
+        ]
+    }
+
+
+async def test_another_patients_deleted_resource_looks_unknown(http: httpx.AsyncClient) -> None:
+    assert (await http.delete("/Observation/ob-lab", headers=_as("admin"))).status_code == 204
+    gone = await http.get("/Observation/ob-lab", headers=_as("patient-a"))
+    assert gone.status_code == 404
+    versions = [
+        await http.get(path, headers=_as("patient-a"))
+        for path in ("/Observation/ob-lab/_history/1", "/Observation/nope/_history/1")
+    ]
+    assert [v.status_code for v in versions] == [404, 404]
+    texts = [v.json()["issue"][0]["diagnostics"] for v in versions]
+    assert texts[0].replace("ob-lab", "X") == texts[1].replace("nope", "X")
+
+
+async def test_garbage_tokens_cannot_fill_the_store_with_audit_events(
+    http: httpx.AsyncClient,
+) -> None:
+    for attempt in range(40):
+        await http.get("/Patient", headers=_as(f"junk{attempt}"))
+    events = await _search(http, "admin", "/AuditEvent?outcome=4&_total=accurate")
+    assert 1 <= events["total"] <= 20

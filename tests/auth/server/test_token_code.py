@@ -14,6 +14,7 @@ import pytest
 
 from fhirserver.auth import registry
 from fhirserver.auth.errors import InvalidToken
+from fhirserver.auth.passwords import ScryptParameters, hash_password
 from fhirserver.auth.server import AuthServer
 from tests.auth.server.smart_helpers import (
     FORM,
@@ -45,6 +46,9 @@ async def authorized(
         patient="123",
         nonce="nonce-1",
     )
+    # Codes are issued to registered users only; a refresh checks the user is still there.
+    hashed = hash_password("a long enough password", ScryptParameters(log2_n=4))
+    await registry.put_user(server.store, registry.User("alice", "Patient/123", hashed))
     await registry.save_code(server.store, code, grant, server.clock() + server.code_lifetime)
     return code
 
