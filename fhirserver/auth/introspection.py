@@ -43,8 +43,10 @@ async def access_of(server: AuthServer, token: str) -> Access:
 
 async def introspection_caller(
     server: AuthServer, form: Mapping[str, str], authorization: str | None
-) -> str:
-    """Who asks: a confidential client's id, or the client of a bearer token."""
+) -> str | None:
+    """Who asks: None for a confidential client (a resource server, which may ask about
+    any token), or the client of a bearer token, which may ask only about its own
+    tokens (RFC 7662 section 4: a caller must not learn of other clients' tokens)."""
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer":
         try:
@@ -54,7 +56,7 @@ async def introspection_caller(
     caller = await authenticate_client(server, form, authorization)
     if caller.client.kind == "public":
         raise invalid_client("introspection needs a confidential client or an access token")
-    return caller.client.client_id
+    return None
 
 
 async def introspect(server: AuthServer, form: Mapping[str, str]) -> dict[str, Any]:

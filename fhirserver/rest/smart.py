@@ -169,8 +169,10 @@ async def introspection(request: Request) -> Response:
         return limited
     try:
         form = await _form(request)
-        await introspection_caller(server, form, request.headers.get("authorization"))
+        own_only = await introspection_caller(server, form, request.headers.get("authorization"))
         answer: dict[str, Any] = await introspect(server, form)
+        if own_only is not None and answer.get("client_id") != own_only:
+            answer = {}
     except OAuthError as error:
         return _oauth_error(error)
     return JSONResponse(answer or INACTIVE, headers=_NO_STORE)

@@ -48,3 +48,20 @@ async def test_a_narrower_refresh_keeps_the_refresh_grant(
     again = await post(http, "/auth/token", _refresh(renewed))
     assert again.status_code == 200
     assert "patient/*.rs" in again.json()["scope"]
+
+
+async def test_an_access_token_introspects_only_its_own_clients_tokens(
+    http: httpx.AsyncClient, auth_server: AuthServer
+) -> None:
+    mine = await _first_tokens(http, auth_server)
+    await public_app(auth_server.store, "other-app")
+    verifier, challenge = pkce_pair()
+    code = await authorized(auth_server, challenge, client_id="other-app", code="c-other")
+    other = (
+        await post(http, "/auth/token", exchange(code, verifier, client_id="other-app"))
+    ).json()
+    bearer = {"Authorization": f"Bearer {other['access_token']}"}
+    theirs = await post(http, "/auth/introspect", {"token": mine["refresh_token"]}, headers=bearer)
+    assert theirs.json() == {"active": False}
+    own = await post(http, "/auth/introspect", {"token": other["refresh_token"]}, headers=bearer)
+    assert own.json()["active"] is True
