@@ -25,6 +25,7 @@ Kind = Literal[
     "version",
     "compartment",
     "instance-operation",
+    "type-operation",
 ]
 
 _SYSTEM: dict[str, Kind] = {
@@ -44,7 +45,7 @@ class Target:
     id: str | None = None
     version: str | None = None
     member_type: str | None = None
-    # The operation's code, without the `$`, for an instance-operation.
+    # The operation's code, without the `$`, for an instance- or type-operation.
     operation: str | None = None
 
 
@@ -65,6 +66,8 @@ def parse_path(path: str) -> Target:
             return Target("type-history", head)
         case ["_search"]:
             return Target("type-search", head)
+        case [operation] if operation.startswith("$") and len(operation) > 1:
+            return Target("type-operation", head, operation=operation[1:])
         case [resource_id]:
             return Target("instance", head, resource_id)
         case [resource_id, "_history"]:

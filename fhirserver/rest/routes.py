@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints, smart, smart_authorize, telehealth
+from fhirserver.rest import endpoints, everything, smart, smart_authorize, telehealth
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
 Handler = Callable[..., Awaitable[Response]]
@@ -42,9 +42,38 @@ _METHODS: dict[Kind, Methods] = {
     "instance-history": {"GET": endpoints.history_endpoint},
     "version": {"GET": endpoints.vread},
     "compartment": {"GET": endpoints.search_compartment},
-    # Ours all affect state: POST only (R4 operations.html#executing).
+    # Telehealth's affect state: POST only (R4 operations.html#executing).
     "instance-operation": {"POST": telehealth.operation},
 }
+
+# Operations that change nothing, callable with GET too (R4 operations.html#executing),
+# by (type, code): `$everything` (patient-operations.html#everything).
+_READ_OPERATIONS: dict[tuple[str, str], dict[str, Methods]] = {
+    ("Patient", "everything"): {
+        "instance-operation": {
+            "GET": everything.patient_everything,
+            "POST": everything.patient_everything,
+        },
+        "type-operation": {
+            "GET": everything.all_patients_everything,
+            "POST": everything.all_patients_everything,
+        },
+    },
+}
+
+
+def _methods(target: Target) -> Methods:
+    """What answers at `target`: a read operation's handler where one is defined, else
+    the interaction's (a type-level operation other than those is unknown)."""
+    if target.operation is not None and target.resource_type is not None:
+        defined = _READ_OPERATIONS.get((target.resource_type, target.operation), {})
+        if target.kind in defined:
+            return defined[target.kind]
+        if target.kind == "type-operation":
+            raise NotFound(
+                f"No operation ${target.operation} is defined on the {target.resource_type} type"
+            )
+    return _METHODS[target.kind]
 
 
 def _arguments(target: Target) -> list[str]:
@@ -63,7 +92,7 @@ async def dispatch(request: Request) -> Response:
     # From the raw path: the route's pattern would let a trailing newline slip past.
     path = request.scope["path"].removeprefix(request.app.state.settings.base_path)
     target = parse_path(path)
-    methods, arguments = _METHODS[target.kind], _arguments(target)
+    methods, arguments = _methods(target), _arguments(target)
     # The CapabilityStatement stays public (SMART 2.2 conformance.html); everything
     # else runs under the request's token.
     request.state.access = (

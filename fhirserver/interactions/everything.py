@@ -1,0 +1,375 @@
+"""Patient `$everything` (R4 patient-operations.html#everything, OperationDefinition
+Patient-everything): a patient's record, or every readable patient's, one page at a time.
+
+What comes back: the resources in the patient's compartment (R4 CompartmentDefinition
+patient, the same membership the search and the access policy use), then, one level
+deep, the resources they reference that lie in no patient's compartment (Practitioner,
+Organization, Location, Medication, ...). References to resources of compartment types
+are not followed: those belong to some patient's record, this one's (already returned)
+or another's (not this patient's to give).
+
+Order and paging. Members come by (type, id), each type read with the store's own keyset
+search sorted by `_id`; then the referenced resources by (type, id). A page's `next`
+cursor names where it stopped: the type, and the member search's own keyset cursor or
+the last referenced (type, id). Keyset positions stay put while others write, so paging
+neither repeats nor skips a resource that is there throughout.
+
+The snapshot. The first page takes the head of the store's change log (the highest
+sequence number written); every later page returns each resource as it was at that
+sequence number: a version written after it is replaced by the one current then (read
+from the resource's history), and a resource created after it is left out. A sequence
+number rather than a `lastUpdated` instant: it is the store's own commit order ("a
+number becomes visible only after every lower one has", Store.changes), unique and
+gap-tolerant, while instants come from clocks that can tie, or disagree between two
+server processes. A resource deleted, or moved out of the compartment, after the first
+page is not found by the later pages' searches (they see current index entries): it is
+left out rather than returned from a deleted record.
+
+Authorization (DESIGN.md "Authorization"): the patient is read as a read would (404 for
+one the token may not read); each member search is confined to the token's reach, each
+snapshot version and each referenced resource is checked one by one. Types the token
+may not search are left out, as in a system search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fhirserver.auth.access import Access
+from fhirserver.auth.compartment import PATIENT, membership, patient_ids
+from fhirserver.auth.confine import confine, unrestricted
+from fhirserver.auth.scopes import Interaction
+from fhirserver.errors import BadRequest, Forbidden
+from fhirserver.interactions import crud
+from fhirserver.interactions.guard import shows
+from fhirserver.interactions.read_options import ReadOptions
+from fhirserver.interactions.search import system_types
+from fhirserver.resources import codec, meta
+from fhirserver.resources.references import local_reference, references
+from fhirserver.search.cursor import decode_cursor, encode_cursor
+from fhirserver.search.params import patient_compartment
+from fhirserver.search.query import (
+    ID,
+    LastUpdatedPredicate,
+    Predicate,
+    ReferencePredicate,
+    SearchQuery,
+    SortKey,
+)
+from fhirserver.search.time import date_range
+from fhirserver.storage.base import HistoryQuery, Store, Version
+
+# The inputs of the operation (extensions/OperationDefinition-Patient-everything.json),
+# and the paging cursor of a `next` link.
+PARAMETERS = frozenset({"_since", "_type", "_count", "_cursor"})
+# How many members a scan for references reads per search.
+_SCAN_PAGE = 500
+_MEMBERS, _REFERENCED = "m", "r"
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class EverythingRequest:
+    """One call: whose record (None: every patient the token may read), `_since`,
+    `_type` (None: every type), the page size and the page's cursor."""
+
+    patient_id: str | None
+    since: datetime | None = None
+    types: frozenset[str] | None = None
+    count: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EverythingPage:
+    """The compartment's resources on this page (search mode `match`), the referenced
+    ones (mode `include`), and the cursor of the next page, if one follows."""
+
+    members: list[Version]
+    referenced: list[Version]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """Where a page starts: the snapshot's sequence number, the phase (members, then
+    referenced), the type, and within it the member search's cursor ("" from the start)
+    or the last referenced id returned ("" from the start)."""
+
+    bound: int
+    phase: str
+    resource_type: str
+    within: str
+
+    def encode(self) -> str:
+        return encode_cursor("after", [self.bound, self.phase, self.resource_type, self.within])
+
+
+def everything_request(
+    patient_id: str | None, params: Sequence[tuple[str, str]], options: ReadOptions
+) -> EverythingRequest:
+    """The call's inputs (from a query string, or a Parameters body as text). An input
+    the operation does not define is refused (R4 operations.html#executing)."""
+    since: datetime | None = None
+    types: set[str] | None = None
+    count = options.search_page_size
+    cursor: str | None = None
+    for name, value in params:
+        if name not in PARAMETERS:
+            known = ", ".join(sorted(PARAMETERS - {"_cursor"}))
+            raise BadRequest(
+                f"$everything has no input parameter {name!r} (known: {known})", expression=name
+            )
+        if name == "_since":
+            since = date_range(value, "_since")[0]
+        elif name == "_type":
+            types = (types or set()) | set(system_types([("_type", value)]))
+        elif name == "_count":
+            number = meta.whole_number(value)
+            if number is None or number < 1:
+                raise BadRequest(f"_count must be a positive whole number, not {value!r:.40}")
+            count = min(number, options.max_page_size)
+        else:
+            cursor = value
+    if patient_id is not None:
+        meta.check_id(patient_id)
+    frozen = frozenset(types) if types is not None else None
+    return EverythingRequest(patient_id, since, frozen, count, cursor)
+
+
+async def everything(store: Store, request: EverythingRequest, access: Access) -> EverythingPage:
+    """One page of `Patient/[id]/$everything` (or `Patient/$everything` when
+    `request.patient_id` is None), as `access` may see it."""
+    if request.patient_id is not None:
+        # As a read would: 404 for an unknown patient, or one outside the token's reach.
+        await crud.read(store, PATIENT, request.patient_id, access)
+    if request.cursor is not None:
+        position = _decode(request.cursor)
+    else:
+        position = _Position(await head_seq(store), _MEMBERS, "", "")
+    snapshot = _Snapshot(store, access, request.patient_id, position.bound)
+    page = _PageBuilder(request.count)
+    if position.phase == _MEMBERS:
+        after = await _members(snapshot, request, position, page)
+        if after is not None:
+            return EverythingPage(page.members, [], after.encode())
+        position = _Position(position.bound, _REFERENCED, "", "")
+    after = await _referenced(snapshot, request, position, page)
+    return EverythingPage(page.members, page.referenced, after.encode() if after else None)
+
+
+async def head_seq(store: Store) -> int:
+    """The highest sequence number in the change log now (0 for an empty store), found
+    with O(log n) one-row reads of `Store.changes`: a galloping search up, then a
+    binary search down. Each found row moves the lower end to a number that exists."""
+    low, step = 0, 1
+    while True:
+        found = await store.changes(low + step - 1, 1)
+        if not found:
+            high = low + step - 1
+            break
+        low, step = found[0].seq, step * 2
+    while low < high:
+        middle = (low + high) // 2
+        found = await store.changes(middle, 1)
+        if found:
+            low = found[0].seq
+        else:
+            high = middle
+    return low
+
+
+# -- members ----------------------------------------------------------------------------
+
+
+@dataclass
+class _PageBuilder:
+    """The page being filled, and how much room is left in it."""
+
+    room: int
+    members: list[Version] = field(default_factory=list)
+    referenced: list[Version] = field(default_factory=list)
+
+    @property
+    def full(self) -> bool:
+        return self.room <= 0
+
+
+def _member_types() -> list[str]:
+    """Every type that can be in a patient's compartment, in order."""
+    return sorted({PATIENT, *(name for name, params in patient_compartment().items() if params)})
+
+
+async def _members(
+    snapshot: _Snapshot, request: EverythingRequest, start: _Position, page: _PageBuilder
+) -> _Position | None:
+    """Fill the page with members from `start`; the position after the page if members
+    may remain, else None."""
+    wanted = [
+        name
+        for name in _member_types()
+        if name >= start.resource_type and (request.types is None or name in request.types)
+    ]
+    for index, name in enumerate(wanted):
+        within = start.within if name == start.resource_type else ""
+        while True:
+            if page.full:
+                return _Position(start.bound, _MEMBERS, name, within)
+            rows, following = await snapshot.members(name, within or None, page.room, request.since)
+            page.members += rows
+            page.room -= len(rows)
+            if following is None:
+                break
+            within = following
+        if page.full and index + 1 < len(wanted):
+            return _Position(start.bound, _MEMBERS, wanted[index + 1], "")
+    return None
+
+
+async def _referenced(
+    snapshot: _Snapshot, request: EverythingRequest, start: _Position, page: _PageBuilder
+) -> _Position | None:
+    """Fill the page with referenced resources after `start`; the position after the
+    page if some may remain, else None."""
+    keys = [
+        key
+        for key in await snapshot.referenced_keys()
+        if key > (start.resource_type, start.within)
+        and (request.types is None or key[0] in request.types)
+    ]
+    for index, (name, resource_id) in enumerate(keys):
+        if page.full:
+            last = keys[index - 1] if index else (start.resource_type, start.within)
+            return _Position(start.bound, _REFERENCED, last[0], last[1])
+        version = await snapshot.referenced(name, resource_id, request.since)
+        if version is not None:
+            page.referenced.append(version)
+            page.room -= 1
+    return None
+
+
+# -- the snapshot -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """Reads as of sequence number `bound`, confined to what `access` may see, of
+    Patient `patient_id`'s compartment (None: any patient's)."""
+
+    store: Store
+    access: Access
+    patient_id: str | None
+    bound: int
+
+    async def members(
+        self, resource_type: str, cursor: str | None, count: int, since: datetime | None
+    ) -> tuple[list[Version], str | None]:
+        """One keyset page of the compartment's `resource_type` members, as of the
+        snapshot, and the search's cursor of the next page (None: the type is done)."""
+        clauses: list[tuple[Predicate, ...]] = []
+        members = self._membership(resource_type)
+        if members:
+            clauses.append(members)
+        if since is not None:
+            clauses.append((LastUpdatedPredicate("ge", since, since + _MICROSECOND),))
+        query = SearchQuery(
+            (resource_type,), tuple(clauses), sort=(SortKey(ID),), count=count, cursor=cursor
+        )
+        if not unrestricted(self.access, Interaction.SEARCH, (resource_type,)):
+            try:
+                query = confine(query, self.access, Interaction.SEARCH)
+            except Forbidden:
+                return [], None  # a type the token may not search: left out
+        result = await self.store.search(query)
+        rows: list[Version] = []
+        for current in result.matches:
+            version = await self._as_of(current)
+            if (
+                version is not None
+                and (version is current or self._was_member(version))
+                and shows(self.access, Interaction.SEARCH, version)
+                and (since is None or version.last_updated >= since)
+            ):
+                rows.append(version)
+        return rows, result.next_cursor
+
+    async def referenced_keys(self) -> list[tuple[str, str]]:
+        """The (type, id) of every resource outside the patient compartments that a
+        member the token may see references, in order."""
+        member_types = set(_member_types())
+        keys: set[tuple[str, str]] = set()
+        for name in _member_types():
+            cursor: str | None = None
+            while True:
+                rows, cursor = await self.members(name, cursor, _SCAN_PAGE, None)
+                for row in rows:
+                    assert row.body is not None
+                    for link in references(codec.load_object(row.body)):
+                        target = local_reference(link)
+                        if target is None:
+                            continue
+                        target_type, _, target_id = target.partition("/")
+                        if target_type not in member_types:
+                            keys.add((target_type, target_id))
+                if cursor is None:
+                    break
+        return sorted(keys)
+
+    async def referenced(
+        self, resource_type: str, resource_id: str, since: datetime | None
+    ) -> Version | None:
+        """A referenced resource as of the snapshot, if it was there and the token may
+        read it (both as it is now and as it was)."""
+        current = await self.store.read(resource_type, resource_id)
+        if current is None or not shows(self.access, Interaction.READ, current):
+            return None
+        version = await self._as_of(current)
+        if version is None or not shows(self.access, Interaction.READ, version):
+            return None
+        if since is not None and version.last_updated < since:
+            return None
+        return version
+
+    async def _as_of(self, current: Version) -> Version | None:
+        """The version that was current at the snapshot (None: none, or a deletion)."""
+        if current.seq <= self.bound:
+            return None if current.deleted else current
+        query = HistoryQuery(
+            resource_type=current.resource_type, id=current.id, count=1, before_seq=self.bound + 1
+        )
+        versions, _ = await self.store.history(query)
+        if not versions or versions[0].deleted:
+            return None
+        return versions[0]
+
+    def _membership(self, resource_type: str) -> tuple[Predicate, ...]:
+        if self.patient_id is not None:
+            return membership(resource_type, self.patient_id)
+        if resource_type == PATIENT:
+            return ()  # every Patient is in its own compartment
+        params = patient_compartment().get(resource_type, ())
+        return tuple(
+            ReferencePredicate(param, PATIENT, None) for param in params if param != "{def}"
+        )
+
+    def _was_member(self, version: Version) -> bool:
+        """An older version (from before the snapshot) may have been in another
+        compartment: the current index said the resource is a member, the old content
+        must say so too."""
+        assert version.body is not None
+        resource: dict[str, Any] = codec.load_object(version.body)
+        patients = patient_ids(resource)
+        return bool(patients) if self.patient_id is None else self.patient_id in patients
+
+
+def _decode(cursor: str) -> _Position:
+    direction, values = decode_cursor(cursor)
+    match values:
+        case [int(bound), str(phase), str(resource_type), str(within)] if (
+            direction == "after" and phase in (_MEMBERS, _REFERENCED)
+        ):
+            return _Position(bound, phase, resource_type, within)
+    raise BadRequest("Invalid paging cursor", expression="_cursor")
