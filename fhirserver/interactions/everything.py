@@ -287,10 +287,11 @@ class _Snapshot:
         rows: list[Version] = []
         for current in result.matches:
             version = await self._as_of(current)
+            # The search matched the current version, confined to the token's reach; an
+            # older one from the snapshot is checked for both on its own content.
             if (
                 version is not None
-                and (version is current or self._was_member(version))
-                and shows(self.access, Interaction.SEARCH, version)
+                and (version is current or self._visible_member(version))
                 and (since is None or version.last_updated >= since)
             ):
                 rows.append(version)
@@ -355,11 +356,13 @@ class _Snapshot:
             ReferencePredicate(param, PATIENT, None) for param in params if param != "{def}"
         )
 
-    def _was_member(self, version: Version) -> bool:
+    def _visible_member(self, version: Version) -> bool:
         """An older version (from before the snapshot) may have been in another
-        compartment: the current index said the resource is a member, the old content
-        must say so too."""
+        compartment, or outside the token's reach: the current index said the resource
+        is a member, the old content must say so too."""
         assert version.body is not None
+        if not shows(self.access, Interaction.SEARCH, version):
+            return False
         resource: dict[str, Any] = codec.load_object(version.body)
         patients = patient_ids(resource)
         return bool(patients) if self.patient_id is None else self.patient_id in patients
