@@ -37,6 +37,7 @@ def test_the_folder_holds_our_resources() -> None:
         "CodeSystem-telehealth-event.json",
         "CodeSystem-virtual-service-type.json",
         "OperationDefinition-Appointment-start-virtual-visit.json",
+        "OperationDefinition-Patient-everything.json",
         "OperationDefinition-end-virtual-visit.json",
         "StructureDefinition-virtual-service.json",
         "ValueSet-virtual-service-type.json",
@@ -211,6 +212,7 @@ def parameters(definition: dict[str, Any]) -> list[tuple[str, str, int, str, str
 
 START = "OperationDefinition-Appointment-start-virtual-visit.json"
 END = "OperationDefinition-end-virtual-visit.json"
+EVERYTHING = "OperationDefinition-Patient-everything.json"
 
 
 def test_start_operation() -> None:
@@ -259,7 +261,8 @@ def test_end_operation() -> None:
 
 
 @pytest.mark.parametrize(
-    ("operation", "name"), [("start-virtual-visit", START), ("end-virtual-visit", END)]
+    ("operation", "name"),
+    [("start-virtual-visit", START), ("end-virtual-visit", END), ("everything", EVERYTHING)],
 )
 def test_operation_parameters_are_what_the_readme_documents(operation: str, name: str) -> None:
     documented = readme_parameters(operation)
@@ -267,7 +270,7 @@ def test_operation_parameters_are_what_the_readme_documents(operation: str, name
     assert documented == parameters(load(name))
 
 
-@pytest.mark.parametrize("name", [START, END])
+@pytest.mark.parametrize("name", [START, END, EVERYTHING])
 def test_every_parameter_is_documented(name: str) -> None:
     for parameter in load(name)["parameter"]:
         assert len(parameter["documentation"]) > 20, parameter["name"]

@@ -27,6 +27,7 @@ from tests.backends import Backend
 
 FHIR_JSON = "application/fhir+json"
 SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-2019"
+EVERYTHING_URL = "http://fhirserver.dev/fhir/OperationDefinition/Patient-everything"
 SYNTHEA_PATIENT = "Buster_Hoeger_ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423.json"
 
 
@@ -281,3 +282,9 @@ async def test_paging_a_synthea_record_over_http(http: httpx.AsyncClient) -> Non
         path = _next(page)
     assert len(seen) == len(set(seen)) == 66
     assert set(seen) == expected
+
+
+async def test_the_capability_statement_declares_everything(http: httpx.AsyncClient) -> None:
+    statement = (await http.get("/metadata")).json()
+    (patient,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Patient"]
+    assert {"name": "everything", "definition": EVERYTHING_URL} in patient["operation"]
