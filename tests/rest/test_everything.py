@@ -288,3 +288,19 @@ async def test_the_capability_statement_declares_everything(http: httpx.AsyncCli
     statement = (await http.get("/metadata")).json()
     (patient,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Patient"]
     assert {"name": "everything", "definition": EVERYTHING_URL} in patient["operation"]
+
+
+async def test_a_bundle_entry_cannot_run_it(http: httpx.AsyncClient) -> None:
+    """Operations run outside Bundles (transaction_entries): as one entry of a batch,
+    `$everything` at either level answers that entry with a 400."""
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Patient/a/$everything"}},
+            {"request": {"method": "GET", "url": "Patient/$everything"}},
+        ],
+    }
+    answer = await http.post("/", json=batch, headers=_as("admin"))
+    assert answer.status_code == 200, answer.text
+    assert [e["response"]["status"][:3] for e in answer.json()["entry"]] == ["400", "400"]
