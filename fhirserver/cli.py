@@ -29,6 +29,7 @@ from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
 from fhirserver.errors import Unavailable
+from fhirserver.progress import ProgressDisplay
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 
@@ -196,36 +197,6 @@ def password_reader(from_stdin: bool) -> Callable[[], str]:
     return read
 
 
-class ProgressBar:
-    """Share done, resources so far, rate and time left, on stderr: one line redrawn on
-    a terminal; otherwise (a log) a new line every few seconds."""
-
-    def __init__(self, label: str, interval: float = 5.0) -> None:
-        self.label = label
-        self.started = self.shown = time.monotonic()
-        self.interval = interval
-        self.redraw = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, resources: int | None = None) -> None:
-        """`resources`: how many so far, when `done` / `total` count something else
-        (an import counts bytes read)."""
-        moment = time.monotonic()
-        if not self.redraw and moment - self.shown < self.interval and done < total:
-            return
-        self.shown = moment
-        elapsed = max(moment - self.started, 1e-9)
-        share = done / total if total else 1.0
-        left = elapsed / share - elapsed if share else 0.0
-        count = done if resources is None else resources
-        filled = int(30 * share)
-        line = (
-            f"{self.label} [{'#' * filled}{'-' * (30 - filled)}] {share:4.0%} {count:,} resources,"
-            f" {count / elapsed:,.0f}/s, {left:,.0f}s left"
-        )
-        sys.stderr.write(f"\r{line} " if self.redraw else f"{line}\n")
-        sys.stderr.flush()
-
-
 async def run_import(store: Store, settings: Settings, args: argparse.Namespace) -> int:
     """The exit status: 0 when everything was written, 1 when anything was not."""
 
@@ -235,14 +206,15 @@ async def run_import(store: Store, settings: Settings, args: argparse.Namespace)
     started = time.monotonic()
     await store.open()
     try:
-        report = await import_files(
-            store,
-            args.paths,
-            strict=args.strict,
-            workers=args.workers,
-            progress=ProgressBar("import"),
-            on_problem=report_problem,
-        )
+        with ProgressDisplay("import") as progress:
+            report = await import_files(
+                store,
+                args.paths,
+                strict=args.strict,
+                workers=args.workers,
+                progress=progress,
+                on_problem=report_problem,
+            )
     finally:
         await store.close()
     seconds = time.monotonic() - started
@@ -259,7 +231,8 @@ async def run_import(store: Store, settings: Settings, args: argparse.Namespace)
 async def run_reindex(store: Store, settings: Settings) -> int:
     await store.open()
     try:
-        done = await reindex(store, ProgressBar("reindex"))
+        with ProgressDisplay("reindex") as progress:
+            done = await reindex(store, progress)
     finally:
         await store.close()
     sys.stderr.write("\n")
