@@ -128,8 +128,11 @@ async def _close_room_of(
     provider = context.provider
     await _provider_call(provider.close_room(Room(provider.name, room, room, "")))
     writes = context.writes
+    about = about_visit(appointment, encounter)
     async with context.store.unit_of_work() as unit:
-        about = about_visit(appointment, encounter)
+        # A job can run twice (a lease ran out mid-run): the room closes once.
+        if await find(unit, "AuditEvent", [("subtype", "room-closed"), ("entity", about[0])], 1):
+            return
         await audit(unit, writes, "room-closed", writes.clock(), about)
 
 

@@ -89,6 +89,11 @@ async def test_a_put_to_finished_records_the_end_as_the_operation_does(
     await close_visit(app.state.visit_context, _job("telehealth.close-visit", encounter["id"]))
     ended = await search(http, f"AuditEvent?subtype=visit-ended&entity=Encounter/{encounter['id']}")
     assert [event["recorded"] for event in ended] == [encounter["period"]["end"]]
+    # ... and the room's closing is recorded once too.
+    closed = await search(
+        http, f"AuditEvent?subtype=room-closed&entity=Encounter/{encounter['id']}"
+    )
+    assert len(closed) == 1
 
 
 @pytest.mark.parametrize("status", ["cancelled", "noshow", "entered-in-error"])
