@@ -19,38 +19,23 @@ from typing import Any
 import httpx
 import pytest
 
-from fhirserver.app import create_app
-from fhirserver.auth.access import Access
-from fhirserver.auth.errors import InvalidToken
-from fhirserver.auth.scopes import parse_scopes
 from fhirserver.config import Settings
 from tests.backends import Backend
+from tests.rest.token_apps import access, bearer, token_client
 
 FHIR_JSON = "application/fhir+json"
 
 
-def _access(scopes: str, patient: str | None = None, user: str | None = None) -> Access:
-    return Access(client_id="app", scopes=parse_scopes(scopes), patient=patient, user=user)
-
-
 TOKENS = {
-    "admin": Access.everything(),
-    "patient-a": _access("patient/*.rs", patient="a", user="Patient/a"),
-    "patient-a-v1": _access("patient/Observation.read patient/Patient.read", patient="a"),
-    "lab-only": _access("patient/Observation.rs?category=laboratory", patient="a"),
-    "writer-a": _access("patient/*.rs patient/Observation.cud", patient="a"),
-    "system-read": _access("system/*.rs"),
-    "practitioner": _access("user/*.cruds", user="Practitioner/p1"),
-    "no-patient": _access("patient/*.rs"),
-    "create-only": _access("patient/Observation.c", patient="a"),
+    "patient-a": access("patient/*.rs", patient="a", user="Patient/a"),
+    "patient-a-v1": access("patient/Observation.read patient/Patient.read", patient="a"),
+    "lab-only": access("patient/Observation.rs?category=laboratory", patient="a"),
+    "writer-a": access("patient/*.rs patient/Observation.cud", patient="a"),
+    "system-read": access("system/*.rs"),
+    "practitioner": access("user/*.cruds", user="Practitioner/p1"),
+    "no-patient": access("patient/*.rs"),
+    "create-only": access("patient/Observation.c", patient="a"),
 }
-
-
-async def _authenticate(token: str) -> Access:
-    access = TOKENS.get(token)
-    if access is None:
-        raise InvalidToken("the token is not known")
-    return access
 
 
 def _lab(category: str) -> dict[str, Any]:
@@ -89,23 +74,8 @@ SEED: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def http(settings: Settings, test_backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, store=test_backend.store, authenticator=_authenticate)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://testserver/fhir",
-            headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
-        ) as client:
-            for resource in SEED:
-                path = f"/{resource['resourceType']}/{resource['id']}"
-                answer = await client.put(path, json=resource, headers=_as("admin"))
-                assert answer.status_code == 201, answer.text
-            yield client
-
-
-def _as(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    async with token_client(settings, test_backend.store, TOKENS, SEED) as client:
+        yield client
 
 
 def _ids(bundle: dict[str, Any], mode: str | None = "match") -> set[str]:
@@ -117,7 +87,7 @@ def _ids(bundle: dict[str, Any], mode: str | None = "match") -> set[str]:
 
 
 async def _search(http: httpx.AsyncClient, token: str, path: str) -> dict[str, Any]:
-    answer = await http.get(path, headers=_as(token))
+    answer = await http.get(path, headers=bearer(token))
     assert answer.status_code == 200, answer.text
     bundle: dict[str, Any] = answer.json()
     return bundle
@@ -170,7 +140,7 @@ async def test_v1_scopes_mean_what_their_v2_forms_mean(http: httpx.AsyncClient) 
         "Observation/oa-lab",
         "Observation/oa-vital",
     }
-    answer = await http.get("/Condition", headers=_as("patient-a-v1"))
+    answer = await http.get("/Condition", headers=bearer("patient-a-v1"))
     assert answer.status_code == 403
 
 
@@ -178,24 +148,24 @@ async def test_a_granular_scope_reaches_only_what_its_parameters_match(
     http: httpx.AsyncClient,
 ) -> None:
     assert _ids(await _search(http, "lab-only", "/Observation")) == {"Observation/oa-lab"}
-    assert (await http.get("/Observation/oa-vital", headers=_as("lab-only"))).status_code == 404
-    assert (await http.get("/Observation/oa-lab", headers=_as("lab-only"))).status_code == 200
+    assert (await http.get("/Observation/oa-vital", headers=bearer("lab-only"))).status_code == 404
+    assert (await http.get("/Observation/oa-lab", headers=bearer("lab-only"))).status_code == 200
 
 
 async def test_reads_outside_the_compartment_are_not_found(http: httpx.AsyncClient) -> None:
-    assert (await http.get("/Observation/oa-lab", headers=_as("patient-a"))).status_code == 200
+    assert (await http.get("/Observation/oa-lab", headers=bearer("patient-a"))).status_code == 200
     for path in ("/Observation/ob-lab", "/Patient/b", "/Observation/ob-lab/_history/1"):
-        answer = await http.get(path, headers=_as("patient-a"))
+        answer = await http.get(path, headers=bearer("patient-a"))
         assert answer.status_code == 404, path
     # A type outside every patient compartment is refused outright.
-    assert (await http.get("/Practitioner/p1", headers=_as("patient-a"))).status_code == 403
-    assert (await http.get("/Practitioner", headers=_as("patient-a"))).status_code == 403
+    assert (await http.get("/Practitioner/p1", headers=bearer("patient-a"))).status_code == 403
+    assert (await http.get("/Practitioner", headers=bearer("patient-a"))).status_code == 403
 
 
 async def test_a_patient_scope_without_a_patient_in_context_reaches_nothing(
     http: httpx.AsyncClient,
 ) -> None:
-    assert (await http.get("/Observation", headers=_as("no-patient"))).status_code == 403
+    assert (await http.get("/Observation", headers=bearer("no-patient"))).status_code == 403
 
 
 async def test_includes_bring_in_only_what_the_token_may_see(http: httpx.AsyncClient) -> None:
@@ -221,7 +191,7 @@ async def test_chains_and_has_see_only_what_the_token_may_search(
     assert _ids(await _search(http, "patient-a", has)) == {"Patient/a"}
     # lab-only may not search vital signs, so it may not learn of them through _has.
     answer = await http.get(
-        "/Observation?_has:Condition:subject:code:text=x", headers=_as("lab-only")
+        "/Observation?_has:Condition:subject:code:text=x", headers=bearer("lab-only")
     )
     assert answer.status_code == 403
 
@@ -239,30 +209,30 @@ async def test_history_shows_only_versions_the_token_may_see(http: httpx.AsyncCl
     }
     own = await _search(http, "patient-a", "/Observation/oa-lab/_history")
     assert _ids(own, None) == {"Observation/oa-lab"}
-    answer = await http.get("/Observation/ob-lab/_history", headers=_as("patient-a"))
+    answer = await http.get("/Observation/ob-lab/_history", headers=bearer("patient-a"))
     assert answer.status_code == 404
 
 
 async def test_a_patient_write_stays_inside_the_compartment(http: httpx.AsyncClient) -> None:
     ours = _observation("new", "a", "laboratory")
-    created = await http.post("/Observation", json=ours, headers=_as("writer-a"))
+    created = await http.post("/Observation", json=ours, headers=bearer("writer-a"))
     assert created.status_code == 201, created.text
     theirs = _observation("new", "b", "laboratory")
-    refused = await http.post("/Observation", json=theirs, headers=_as("writer-a"))
+    refused = await http.post("/Observation", json=theirs, headers=bearer("writer-a"))
     assert refused.status_code == 403
     assert refused.json()["issue"][0]["code"] == "forbidden"
     # Taking b's Observation over (update to subject a) needs b's side allowed too.
     moved = _observation("ob-lab", "a", "laboratory")
-    answer = await http.put("/Observation/ob-lab", json=moved, headers=_as("writer-a"))
+    answer = await http.put("/Observation/ob-lab", json=moved, headers=bearer("writer-a"))
     assert answer.status_code == 403
-    answer = await http.delete("/Observation/ob-lab", headers=_as("writer-a"))
+    answer = await http.delete("/Observation/ob-lab", headers=bearer("writer-a"))
     assert answer.status_code == 404  # not a's to see, so not there for a
     # Scopes without write on the type refuse the interaction.
     condition = {"resourceType": "Condition", "subject": {"reference": "Patient/a"}}
-    answer = await http.post("/Condition", json=condition, headers=_as("writer-a"))
+    answer = await http.post("/Condition", json=condition, headers=bearer("writer-a"))
     assert answer.status_code == 403
     answer = await http.post(
-        "/Patient", json={"resourceType": "Patient"}, headers=_as("system-read")
+        "/Patient", json={"resourceType": "Patient"}, headers=bearer("system-read")
     )
     assert answer.status_code == 403
     stored = await _search(http, "admin", "/Observation?subject=Patient/b")
@@ -278,7 +248,7 @@ async def test_a_conditional_write_matches_only_inside_the_token_reach(
     answer = await http.post(
         "/Observation",
         json=body,
-        headers={**_as("writer-a"), "If-None-Exist": "_id=ob-lab"},
+        headers={**bearer("writer-a"), "If-None-Exist": "_id=ob-lab"},
     )
     assert answer.status_code == 201
 
@@ -300,7 +270,7 @@ async def test_a_transaction_is_refused_whole_when_one_entry_is_not_allowed(
             },
         ],
     }
-    answer = await http.post("", json=bundle, headers=_as("writer-a"))
+    answer = await http.post("", json=bundle, headers=bearer("writer-a"))
     assert answer.status_code == 403
     stored = await _search(http, "admin", "/Observation?_total=accurate")
     assert stored["total"] == 3
@@ -320,7 +290,7 @@ async def test_a_batch_checks_each_entry(http: httpx.AsyncClient) -> None:
             },
         ],
     }
-    answer = await http.post("", json=bundle, headers=_as("writer-a"))
+    answer = await http.post("", json=bundle, headers=bearer("writer-a"))
     assert answer.status_code == 200, answer.text
     entries = answer.json()["entry"]
     statuses = [entry["response"]["status"][:3] for entry in entries]
@@ -336,14 +306,14 @@ async def test_system_and_practitioner_scopes_reach_every_patient(
     assert _ids(await _search(http, "system-read", "/Observation")) == everyone
     assert _ids(await _search(http, "practitioner", "/Observation")) == everyone
     created = await http.post(
-        "/Observation", json=_observation("p", "b", "laboratory"), headers=_as("practitioner")
+        "/Observation", json=_observation("p", "b", "laboratory"), headers=bearer("practitioner")
     )
     assert created.status_code == 201
 
 
 async def test_a_refused_access_is_recorded_as_an_audit_event(http: httpx.AsyncClient) -> None:
-    await http.get("/Practitioner/p1", headers=_as("patient-a"))
-    await http.get("/Patient", headers=_as("not-a-token"))
+    await http.get("/Practitioner/p1", headers=bearer("patient-a"))
+    await http.get("/Patient", headers=bearer("not-a-token"))
     events = await _search(http, "admin", "/AuditEvent?outcome=4")
     recorded = [entry["resource"] for entry in events["entry"]]
     assert len(recorded) == 2
@@ -364,7 +334,7 @@ async def test_a_patch_of_another_patients_resource_reveals_nothing(
         answer = await http.patch(
             path,
             content=json.dumps(probe),
-            headers={**_as("writer-a"), "Content-Type": "application/json-patch+json"},
+            headers={**bearer("writer-a"), "Content-Type": "application/json-patch+json"},
         )
         assert answer.status_code == 404, (path, answer.text)
         assert "final" not in answer.text
@@ -372,7 +342,7 @@ async def test_a_patch_of_another_patients_resource_reveals_nothing(
 
 async def test_a_patient_write_may_not_name_another_patient(http: httpx.AsyncClient) -> None:
     planted = {**_observation("x", "a", "laboratory"), "performer": [{"reference": "Patient/b"}]}
-    answer = await http.post("/Observation", json=planted, headers=_as("writer-a"))
+    answer = await http.post("/Observation", json=planted, headers=bearer("writer-a"))
     assert answer.status_code == 403
     assert _ids(await _search(http, "admin", "/Patient/b/Observation")) == {"Observation/ob-lab"}
 
@@ -384,7 +354,7 @@ async def test_a_conditional_create_does_not_show_a_match_the_token_may_not_read
         "/Observation",
         json=_observation("x", "a", "laboratory"),
         headers={
-            **_as("create-only"),
+            **bearer("create-only"),
             "If-None-Exist": "subject=Patient/a&category=laboratory",
             "Prefer": "return=representation",
         },
@@ -397,7 +367,7 @@ async def test_writes_do_not_tell_whether_an_invisible_resource_exists(
     http: httpx.AsyncClient,
 ) -> None:
     moved = _observation("ob-lab", "a", "laboratory")
-    stale = {**_as("writer-a"), "If-Match": 'W/"99"'}
+    stale = {**bearer("writer-a"), "If-Match": 'W/"99"'}
     answer = await http.put("/Observation/ob-lab", json=moved, headers=stale)
     assert answer.status_code == 403
     assert "version" not in answer.json()["issue"][0]["diagnostics"]
@@ -417,11 +387,11 @@ async def test_writes_do_not_tell_whether_an_invisible_resource_exists(
 
 
 async def test_another_patients_deleted_resource_looks_unknown(http: httpx.AsyncClient) -> None:
-    assert (await http.delete("/Observation/ob-lab", headers=_as("admin"))).status_code == 204
-    gone = await http.get("/Observation/ob-lab", headers=_as("patient-a"))
+    assert (await http.delete("/Observation/ob-lab", headers=bearer("admin"))).status_code == 204
+    gone = await http.get("/Observation/ob-lab", headers=bearer("patient-a"))
     assert gone.status_code == 404
     versions = [
-        await http.get(path, headers=_as("patient-a"))
+        await http.get(path, headers=bearer("patient-a"))
         for path in ("/Observation/ob-lab/_history/1", "/Observation/nope/_history/1")
     ]
     assert [v.status_code for v in versions] == [404, 404]
@@ -433,6 +403,6 @@ async def test_garbage_tokens_cannot_fill_the_store_with_audit_events(
     http: httpx.AsyncClient,
 ) -> None:
     for attempt in range(40):
-        await http.get("/Patient", headers=_as(f"junk{attempt}"))
+        await http.get("/Patient", headers=bearer(f"junk{attempt}"))
     events = await _search(http, "admin", "/AuditEvent?outcome=4&_total=accurate")
     assert 1 <= events["total"] <= 20

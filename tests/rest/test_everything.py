@@ -18,12 +18,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from fhirserver.app import create_app
-from fhirserver.auth.access import Access
-from fhirserver.auth.errors import InvalidToken
-from fhirserver.auth.scopes import parse_scopes
 from fhirserver.config import Settings
 from tests.backends import Backend
+from tests.rest.token_apps import access, bearer, token_client
 
 FHIR_JSON = "application/fhir+json"
 SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-2019"
@@ -31,24 +28,12 @@ EVERYTHING_URL = "http://fhirserver.dev/fhir/OperationDefinition/Patient-everyth
 SYNTHEA_PATIENT = "Buster_Hoeger_ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423.json"
 
 
-def _access(scopes: str, patient: str | None = None, user: str | None = None) -> Access:
-    return Access(client_id="app", scopes=parse_scopes(scopes), patient=patient, user=user)
-
-
 TOKENS = {
-    "admin": Access.everything(),
-    "patient-a": _access("patient/*.rs", patient="a", user="Patient/a"),
-    "lab-only": _access("patient/Observation.rs?category=laboratory", patient="a"),
-    "practitioner": _access("user/*.rs", user="Practitioner/p1"),
-    "observations": _access("system/Observation.rs system/Patient.rs"),
+    "patient-a": access("patient/*.rs", patient="a", user="Patient/a"),
+    "lab-only": access("patient/Observation.rs?category=laboratory", patient="a"),
+    "practitioner": access("user/*.rs", user="Practitioner/p1"),
+    "observations": access("system/Observation.rs system/Patient.rs"),
 }
-
-
-async def _authenticate(token: str) -> Access:
-    access = TOKENS.get(token)
-    if access is None:
-        raise InvalidToken("the token is not known")
-    return access
 
 
 def _observation(obs_id: str, patient: str, category: str, **more: Any) -> dict[str, Any]:
@@ -96,23 +81,8 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def http(settings: Settings, test_backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, store=test_backend.store, authenticator=_authenticate)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://testserver/fhir",
-            headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
-        ) as client:
-            for resource in SEED:
-                path = f"/{resource['resourceType']}/{resource['id']}"
-                answer = await client.put(path, json=resource, headers=_as("admin"))
-                assert answer.status_code == 201, answer.text
-            yield client
-
-
-def _as(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    async with token_client(settings, test_backend.store, TOKENS, SEED) as client:
+        yield client
 
 
 def _ids(bundle: dict[str, Any], mode: str) -> set[str]:
@@ -124,7 +94,7 @@ def _ids(bundle: dict[str, Any], mode: str) -> set[str]:
 
 
 async def _get(http: httpx.AsyncClient, token: str, path: str) -> dict[str, Any]:
-    answer = await http.get(path, headers=_as(token))
+    answer = await http.get(path, headers=bearer(token))
     assert answer.status_code == 200, answer.text
     bundle: dict[str, Any] = answer.json()
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
@@ -160,15 +130,15 @@ async def test_post_takes_its_inputs_as_parameters(http: httpx.AsyncClient) -> N
             {"name": "_count", "valueInteger": 50},
         ],
     }
-    answer = await http.post("/Patient/a/$everything", json=parameters, headers=_as("admin"))
+    answer = await http.post("/Patient/a/$everything", json=parameters, headers=bearer("admin"))
     assert answer.status_code == 200, answer.text
     bundle = answer.json()
     assert _ids(bundle, "match") == {"Observation/oa-lab", "Observation/oa-vital"}
     assert _ids(bundle, "include") == {"Practitioner/p1"}
-    empty = await http.post("/Patient/a/$everything", headers=_as("admin"))
+    empty = await http.post("/Patient/a/$everything", headers=bearer("admin"))
     assert _ids(empty.json(), "match") == A_RECORD
     wrong = {"resourceType": "Parameters", "parameter": [{"name": "start", "valueDate": "2020"}]}
-    refused = await http.post("/Patient/a/$everything", json=wrong, headers=_as("admin"))
+    refused = await http.post("/Patient/a/$everything", json=wrong, headers=bearer("admin"))
     assert refused.status_code == 400
     assert refused.json()["resourceType"] == "OperationOutcome"
 
@@ -182,12 +152,12 @@ async def test_since_and_type_in_the_query(http: httpx.AsyncClient) -> None:
     past = await _get(http, "admin", "/Patient/a/$everything?_since=2000-01-01T00:00:00Z")
     assert _ids(past, "match") == A_RECORD
     for bad in ("_since=soon", "_type=Nothing", "start=2020-01-01", "_count=x"):
-        answer = await http.get(f"/Patient/a/$everything?{bad}", headers=_as("admin"))
+        answer = await http.get(f"/Patient/a/$everything?{bad}", headers=bearer("admin"))
         assert answer.status_code == 400, bad
 
 
 async def test_unknown_patient_is_404(http: httpx.AsyncClient) -> None:
-    answer = await http.get("/Patient/nobody/$everything", headers=_as("admin"))
+    answer = await http.get("/Patient/nobody/$everything", headers=bearer("admin"))
     assert answer.status_code == 404
     assert answer.json()["resourceType"] == "OperationOutcome"
 
@@ -215,11 +185,11 @@ async def test_other_operations_and_methods_still_answer_as_before(
     http: httpx.AsyncClient,
 ) -> None:
     # $everything is defined on Patient only; telehealth's operations stay POST-only.
-    assert (await http.get("/Encounter/ea/$everything", headers=_as("admin"))).status_code == 405
-    assert (await http.get("/Patient/$nothing", headers=_as("admin"))).status_code == 404
-    answer = await http.get("/Encounter/ea/$end-virtual-visit", headers=_as("admin"))
+    assert (await http.get("/Encounter/ea/$everything", headers=bearer("admin"))).status_code == 405
+    assert (await http.get("/Patient/$nothing", headers=bearer("admin"))).status_code == 404
+    answer = await http.get("/Encounter/ea/$end-virtual-visit", headers=bearer("admin"))
     assert answer.status_code == 405
-    put = await http.put("/Patient/a/$everything", json={}, headers=_as("admin"))
+    put = await http.put("/Patient/a/$everything", json={}, headers=bearer("admin"))
     assert put.status_code == 405
 
 
@@ -232,7 +202,7 @@ async def test_a_patient_token_gets_only_its_own_record(http: httpx.AsyncClient)
     # Practitioner and Organization lie outside every patient compartment: a patient
     # scope does not reach them (auth/policy.py), so they are left out.
     assert _ids(bundle, "include") == set()
-    other = await http.get("/Patient/b/$everything", headers=_as("patient-a"))
+    other = await http.get("/Patient/b/$everything", headers=bearer("patient-a"))
     assert other.status_code == 404
     everyone = await _get(http, "patient-a", "/Patient/$everything")
     assert _ids(everyone, "match") == A_RECORD
@@ -241,7 +211,7 @@ async def test_a_patient_token_gets_only_its_own_record(http: httpx.AsyncClient)
 async def test_a_granular_scope_narrows_the_record(http: httpx.AsyncClient) -> None:
     # No Patient scope: the patient cannot be read, so neither can its record (403 as
     # a read of it would be).
-    answer = await http.get("/Patient/a/$everything", headers=_as("lab-only"))
+    answer = await http.get("/Patient/a/$everything", headers=bearer("lab-only"))
     assert answer.status_code == 403
     bundle = await _get(http, "lab-only", "/Patient/$everything")
     assert _ids(bundle, "match") == {"Observation/oa-lab"}
@@ -264,7 +234,7 @@ async def test_paging_a_synthea_record_over_http(http: httpx.AsyncClient) -> Non
     """The whole Synthea record, page by page, each resource exactly once, while an
     Observation is added between pages (it is not in the snapshot)."""
     bundle = (SYNTHEA / SYNTHEA_PATIENT).read_bytes()
-    loaded = await http.post("/", content=bundle, headers=_as("admin"))
+    loaded = await http.post("/", content=bundle, headers=bearer("admin"))
     assert loaded.status_code == 200, loaded.text[:500]
     locations = [e["response"]["location"] for e in loaded.json()["entry"]]
     (patient,) = [loc.split("/")[1] for loc in locations if loc.startswith("Patient/")]
@@ -278,7 +248,9 @@ async def test_paging_a_synthea_record_over_http(http: httpx.AsyncClient) -> Non
         seen += [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in page["entry"]]
         if len(seen) == 10:
             late = _observation("late", patient, "laboratory")
-            assert (await http.put("/Observation/late", json=late, headers=_as("admin"))).is_success
+            assert (
+                await http.put("/Observation/late", json=late, headers=bearer("admin"))
+            ).is_success
         path = _next(page)
     assert len(seen) == len(set(seen)) == 66
     assert set(seen) == expected
@@ -301,6 +273,6 @@ async def test_a_bundle_entry_cannot_run_it(http: httpx.AsyncClient) -> None:
             {"request": {"method": "GET", "url": "Patient/$everything"}},
         ],
     }
-    answer = await http.post("/", json=batch, headers=_as("admin"))
+    answer = await http.post("/", json=batch, headers=bearer("admin"))
     assert answer.status_code == 200, answer.text
     assert [e["response"]["status"][:3] for e in answer.json()["entry"]] == ["400", "400"]
