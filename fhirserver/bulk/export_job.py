@@ -49,8 +49,9 @@ logger = logging.getLogger("fhirserver.export")
 
 EXPORT = "export"
 EXPIRY = "export-expiry"
-# The record kind of an export's status.
+# The record kinds of an export's status, and of the mark a cancellation leaves.
 STATUS = "export"
+CANCELLED = "export-cancelled"
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
 
@@ -172,9 +173,13 @@ async def running_exports(store: Store, client_id: str | None, now: datetime) ->
     )
 
 
-async def cancel_export(store: Store, config: ExportConfig, export_id: str) -> bool:
+async def cancel_export(store: Store, config: ExportConfig, clock: Clock, export_id: str) -> bool:
     """Forget the export, its jobs and its files (export.html "Delete a Bulk Data
     Request"); False if there was none."""
+    # The mark first: a chunk running now looks for it after saving its progress, so
+    # whichever of the two comes last removes what the other left.
+    # It outlives any chunk in flight.
+    await store.put_record(CANCELLED, export_id, {}, clock() + config.retention)
     found = await store.delete_record(STATUS, export_id)
     async with store.unit_of_work() as unit:
         await unit.drop_job(EXPORT, export_id)
@@ -194,7 +199,7 @@ def export_handlers(store: Store, config: ExportConfig, clock: Clock) -> dict[st
         await run_chunk(store, config, clock, job)
 
     async def expire(job: Job) -> None:
-        await cancel_export(store, config, job.key)
+        await cancel_export(store, config, clock, job.key)
 
     return {EXPORT: run, EXPIRY: expire}
 
@@ -216,14 +221,13 @@ async def run_chunk(store: Store, config: ExportConfig, clock: Clock, job: Job) 
         raise
     state = replace(state, progress=progress)
     if progress.type_index < len(state.request.types):
-        if await store.get_record(STATUS, job.key, clock()) is None:
-            await asyncio.to_thread(_remove, config.folder, job.key)
-            return
         async with store.unit_of_work() as unit:
             await unit.put_job(Job(EXPORT, job.key, clock(), state.payload()))
         await store.put_record(STATUS, job.key, {**status, "written": progress.written}, None)
-        return
-    await _finish(store, config, clock, job.key, status, state)
+    else:
+        await _finish(store, config, clock, job.key, status, state)
+    if await store.get_record(CANCELLED, job.key, clock()) is not None:
+        await cancel_export(store, config, clock, job.key)
 
 
 async def _next_chunk(
@@ -329,6 +333,7 @@ async def _finish(
         "transaction_time": format_instant(state.transaction_time),
         "request": state.request.request_url,
         "files": [f.to_json() for f in files],
+        "expires": _iso(now + config.retention),
     }
     await store.put_record(STATUS, export_id, body, now + config.retention)
     async with store.unit_of_work() as unit:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints, smart, smart_authorize, telehealth
+from fhirserver.rest import endpoints, export, smart, smart_authorize, telehealth
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
 Handler = Callable[..., Awaitable[Response]]
@@ -42,9 +42,27 @@ _METHODS: dict[Kind, Methods] = {
     "instance-history": {"GET": endpoints.history_endpoint},
     "version": {"GET": endpoints.vread},
     "compartment": {"GET": endpoints.search_compartment},
-    # Ours all affect state: POST only (R4 operations.html#executing).
-    "instance-operation": {"POST": telehealth.operation},
+    # Ours all affect state: POST only (R4 operations.html#executing); but a bulk
+    # export's kick-off is GET or POST (Bulk Data IG export.html).
+    "instance-operation": {
+        "GET": lambda request, *args: _instance_operation(request, "GET", *args),
+        "POST": lambda request, *args: _instance_operation(request, "POST", *args),
+    },
+    "system-operation": {"GET": export.system_operation, "POST": export.system_operation},
+    "type-operation": {"GET": export.type_operation, "POST": export.type_operation},
 }
+
+
+async def _instance_operation(
+    request: Request, method: str, resource_type: str, resource_id: str, code: str
+) -> Response:
+    if code == "export":
+        return await export.group_export(request, resource_type, resource_id)
+    if method != "POST":
+        raise MethodNotAllowed(
+            f"{method} is not supported here; allowed: POST", headers={"Allow": "POST"}
+        )
+    return await telehealth.operation(request, resource_type, resource_id, code)
 
 
 def _arguments(target: Target) -> list[str]:
@@ -103,6 +121,8 @@ def routes(base_path: str, auth_mode: str = "off") -> list[Route]:
     return [
         # First: with FHIR at the root ("" base path) they would fall to the dispatcher.
         *telehealth.telehealth_routes(),
+        # Bulk export's status URLs and files, outside the FHIR base.
+        *export.export_routes(),
         # The built-in authorization server's browser flow and EHR launch (SMART).
         *(smart_authorize.authorize_routes() if auth_mode == "smart" else []),
         *smart.smart_routes(base_path, auth_mode),
