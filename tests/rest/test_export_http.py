@@ -320,3 +320,16 @@ async def test_too_many_exports_of_one_client_is_429(
     assert (await http.get("$export", headers=other)).status_code == 202
     await app.state.jobs.run_due()
     assert (await http.get("$export", headers=mine)).status_code == 202
+
+
+async def test_the_capability_statement_lists_the_export_operations(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, _ = served
+    statement = (await http.get("metadata")).json()
+    rest = statement["rest"][0]
+    bulk = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+    assert {"name": "export", "definition": bulk + "export"} in rest["operation"]
+    by_type = {r["type"]: r.get("operation", []) for r in rest["resource"]}
+    assert {"name": "export", "definition": bulk + "patient-export"} in by_type["Patient"]
+    assert {"name": "export", "definition": bulk + "group-export"} in by_type["Group"]
