@@ -94,6 +94,9 @@ class Settings:
     export_retention_hours: int = 24
     export_max_per_client: int = 2
     export_max_file_bytes: int = 256 * 1024 * 1024
+    # Versions an export reads per chunk: what it holds in memory at once, and how much
+    # work a restarted export may redo.
+    export_chunk: int = 1000
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
@@ -111,8 +114,8 @@ class Settings:
             raise ValueError(
                 "FHIRSERVER_AUTH=external needs FHIRSERVER_AUTH_ISSUER or FHIRSERVER_AUTH_JWKS_URL"
             )
-        if self.export_max_per_client < 1 or self.export_max_file_bytes < 1:
-            raise ValueError("export_max_per_client and export_max_file_bytes must be positive")
+        if min(self.export_max_per_client, self.export_max_file_bytes, self.export_chunk) < 1:
+            raise ValueError("export_max_per_client, _max_file_bytes and _chunk must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
 

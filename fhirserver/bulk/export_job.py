@@ -69,6 +69,7 @@ def export_config(settings: Settings) -> ExportConfig:
         Path(settings.export_dir),
         timedelta(hours=settings.export_retention_hours),
         settings.export_max_file_bytes,
+        settings.export_chunk,
     )
 
 
