@@ -16,6 +16,7 @@ from fhirserver.auth.authenticate import Authenticator
 from fhirserver.auth.external import ExternalAuthenticator
 from fhirserver.auth.server import AuthServer, make_auth_server
 from fhirserver.auth.smart_authenticator import smart_authenticator
+from fhirserver.bulk.export_job import export_config, export_handlers
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
 from fhirserver.interactions.rules import WriteContext
@@ -85,7 +86,10 @@ def create_app(
     grace = timedelta(minutes=settings.no_show_grace_minutes)
     writes = WriteContext(write_rules(grace, settings.video_provider), clock)
     visit_context = make_visit_context(settings, chosen, video, writes)
-    jobs = JobRunner(chosen, job_handlers(visit_context), clock)
+    # Bulk export (README "Bulk export"): each export is a job run chunk by chunk.
+    exports = export_config(settings)
+    handlers = {**job_handlers(visit_context), **export_handlers(chosen, exports, clock)}
+    jobs = JobRunner(chosen, handlers, clock)
     # smart mode: the built-in authorization server (rest/smart.py; auth/server.py).
     smart_mode = settings.auth_mode == "smart"
     auth_server = make_auth_server(settings, chosen, clock) if smart_mode else None
@@ -121,6 +125,7 @@ def create_app(
     app.state.writes = writes
     app.state.visit_context = visit_context
     app.state.jobs = jobs
+    app.state.exports = exports
     # Turns a request's bearer token into an `Access`; None: authorization is off.
     app.state.authenticator = authenticator
     app.state.refusal_audit_limit = refusal_audit_limit()

@@ -87,6 +87,16 @@ class Settings:
     # smart: lifetimes of what the built-in authorization server issues.
     auth_access_token_minutes: int = 60
     auth_refresh_token_days: int = 90
+    # Bulk export (README "Bulk export"): where the NDJSON files are written, how long
+    # a finished export's files are kept, how many exports one client may run at once,
+    # and the size at which a type's output is split into another file.
+    export_dir: str = "./data/exports"
+    export_retention_hours: int = 24
+    export_max_per_client: int = 2
+    export_max_file_bytes: int = 256 * 1024 * 1024
+    # Versions an export reads per chunk: what it holds in memory at once, and how much
+    # work a restarted export may redo.
+    export_chunk: int = 1000
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
@@ -104,6 +114,8 @@ class Settings:
             raise ValueError(
                 "FHIRSERVER_AUTH=external needs FHIRSERVER_AUTH_ISSUER or FHIRSERVER_AUTH_JWKS_URL"
             )
+        if min(self.export_max_per_client, self.export_max_file_bytes, self.export_chunk) < 1:
+            raise ValueError("export_max_per_client, _max_file_bytes and _chunk must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
 

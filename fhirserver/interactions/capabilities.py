@@ -38,6 +38,15 @@ _COLUMN_PARAMS = (
 )
 
 
+# Bulk Data Access IG 2.0.0: its OperationDefinitions, by canonical URL (export.html),
+# and the CapabilityStatement a server that exports instantiates.
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+SYSTEM_OPERATIONS = ({"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/export"},)
+TYPE_OPERATIONS = {
+    "Patient": {"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/patient-export"},
+    "Group": {"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/group-export"},
+}
+
 RESTFUL_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
@@ -109,6 +118,8 @@ def capability_statement(
     rest = statement["rest"][0]
     rest["resource"] = _resources()
     rest["interaction"] = [{"code": code} for code in SYSTEM_INTERACTIONS]
+    rest["operation"] = [dict(op) for op in SYSTEM_OPERATIONS]
+    statement["instantiates"] = [f"{BULK_DATA}/CapabilityStatement/bulk-data"]
     rest["searchParam"] = [
         {"name": name, "type": kind, "documentation": text} for name, kind, text in _COLUMN_PARAMS
     ]
@@ -174,6 +185,8 @@ def _operations(resource_type: str) -> dict[str, list[dict[str, str]]]:
         {"name": str(op["code"]), "definition": str(op["url"])}
         for op in instance_operations(resource_type)
     ]
+    if resource_type in TYPE_OPERATIONS:
+        found.append(dict(TYPE_OPERATIONS[resource_type]))
     return {"operation": found} if found else {}
 
 

@@ -25,6 +25,7 @@ Kind = Literal[
     "version",
     "compartment",
     "instance-operation",
+    "system-operation",
     "type-operation",
 ]
 
@@ -45,7 +46,7 @@ class Target:
     id: str | None = None
     version: str | None = None
     member_type: str | None = None
-    # The operation's code, without the `$`, for an instance- or type-operation.
+    # The operation's code, without the `$`, for a system, type or instance operation.
     operation: str | None = None
 
 
@@ -57,6 +58,8 @@ def parse_path(path: str) -> Target:
     head, rest = segments[0], segments[1:]
     if head in _SYSTEM and not rest:
         return Target(_SYSTEM[head])
+    if _operation(head) and not rest:
+        return Target("system-operation", operation=head[1:])
     if not is_resource_type(head):
         raise NotFound(f"Unknown resource type or path {head!r}")
     match rest:
@@ -66,7 +69,7 @@ def parse_path(path: str) -> Target:
             return Target("type-history", head)
         case ["_search"]:
             return Target("type-search", head)
-        case [operation] if operation.startswith("$") and len(operation) > 1:
+        case [operation] if _operation(operation):
             return Target("type-operation", head, operation=operation[1:])
         case [resource_id]:
             return Target("instance", head, resource_id)
@@ -74,8 +77,13 @@ def parse_path(path: str) -> Target:
             return Target("instance-history", head, resource_id)
         case [resource_id, "_history", version]:
             return Target("version", head, resource_id, version)
-        case [resource_id, operation] if operation.startswith("$") and len(operation) > 1:
+        case [resource_id, operation] if _operation(operation):
             return Target("instance-operation", head, resource_id, operation=operation[1:])
         case [resource_id, member_type] if is_resource_type(member_type):
             return Target("compartment", head, resource_id, member_type=member_type)
     raise NotFound(f"No FHIR interaction lives at {path!r}")
+
+
+def _operation(segment: str) -> bool:
+    """`$code` (R4 operations.html#executing)."""
+    return segment.startswith("$") and len(segment) > 1

@@ -176,7 +176,7 @@ def _check_request(entry: Entry, resource: Any, validated: bool) -> None:
         "GET": kind not in ("system-search", "type-search"),
         "HEAD": kind not in ("system-search", "type-search"),
     }
-    if kind in ("instance-operation", "type-operation"):
+    if kind in ("instance-operation", "type-operation", "system-operation"):
         # Operations run outside a Bundle: ours call a video provider, which a
         # transaction's unit of work must never wait on (DESIGN.md "Side effects").
         raise NotSupported(f"{entry.url}: operations are not supported inside a Bundle")

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints, everything, smart, smart_authorize, telehealth
+from fhirserver.rest import endpoints, everything, export, smart, smart_authorize, telehealth
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
 Handler = Callable[..., Awaitable[Response]]
@@ -46,9 +46,12 @@ _METHODS: dict[Kind, Methods] = {
     "instance-operation": {"POST": telehealth.operation},
 }
 
-# Operations that change nothing, callable with GET too (R4 operations.html#executing),
-# by (type, code): `$everything` (patient-operations.html#everything).
-_READ_OPERATIONS: dict[tuple[str, str], dict[str, Methods]] = {
+# Operations by (type, or None at the system level; code), each at the levels it is
+# defined at. Both GET and POST where they change nothing (R4 operations.html#executing:
+# `$everything`, patient-operations.html) or where the IG says so (Bulk Data 2.0
+# export.html: the kick-off is GET or POST). Any other instance operation is
+# telehealth's, POST only.
+_OPERATIONS: dict[tuple[str | None, str], dict[str, Methods]] = {
     ("Patient", "everything"): {
         "instance-operation": {
             "GET": everything.patient_everything,
@@ -59,20 +62,28 @@ _READ_OPERATIONS: dict[tuple[str, str], dict[str, Methods]] = {
             "POST": everything.all_patients_everything,
         },
     },
+    (None, "export"): {
+        "system-operation": {"GET": export.system_operation, "POST": export.system_operation},
+    },
+    ("Patient", "export"): {
+        "type-operation": {"GET": export.type_operation, "POST": export.type_operation},
+    },
+    ("Group", "export"): {
+        "instance-operation": {"GET": export.group_export, "POST": export.group_export},
+    },
 }
 
 
 def _methods(target: Target) -> Methods:
-    """What answers at `target`: a read operation's handler where one is defined, else
-    the interaction's (a type-level operation other than those is unknown)."""
-    if target.operation is not None and target.resource_type is not None:
-        defined = _READ_OPERATIONS.get((target.resource_type, target.operation), {})
+    """What answers at `target`: a defined operation's handlers, else the
+    interaction's (a system- or type-level operation not defined is unknown)."""
+    if target.operation is not None:
+        defined = _OPERATIONS.get((target.resource_type, target.operation), {})
         if target.kind in defined:
             return defined[target.kind]
-        if target.kind == "type-operation":
-            raise NotFound(
-                f"No operation ${target.operation} is defined on the {target.resource_type} type"
-            )
+        if target.kind in ("type-operation", "system-operation"):
+            where = f"the {target.resource_type} type" if target.resource_type else "the system"
+            raise NotFound(f"No operation ${target.operation} is defined on {where}")
     return _METHODS[target.kind]
 
 
@@ -132,6 +143,8 @@ def routes(base_path: str, auth_mode: str = "off") -> list[Route]:
     return [
         # First: with FHIR at the root ("" base path) they would fall to the dispatcher.
         *telehealth.telehealth_routes(),
+        # Bulk export's status URLs and files, outside the FHIR base.
+        *export.export_routes(),
         # The built-in authorization server's browser flow and EHR launch (SMART).
         *(smart_authorize.authorize_routes() if auth_mode == "smart" else []),
         *smart.smart_routes(base_path, auth_mode),

@@ -1,0 +1,397 @@
+"""Bulk export as a durable job (Bulk Data IG 2.0.0 export.html; issue 14 "Jobs are
+durable and resumable"): kick-off, one chunk per run, status, cancel, expiry.
+
+The export is a `Job` of kind "export" whose payload holds the request, the snapshot
+(`export_snapshot.py`) and the progress: the type being written, where its next chunk
+starts, and the files written so far. Each run of the job writes one chunk and saves
+the progress by putting the job again, due at once: the runner then claims it again
+(after any job that was due earlier, so an export does not hold up telehealth's jobs)
+and a process killed mid-chunk leaves the job to be claimed when its lease runs out,
+to go on from the last saved chunk. The last chunk writes the final status and lets
+the runner finish the job.
+
+What a client sees is a record of kind "export" (state, the kick-off's client, the
+files when done), kept apart from the job because the job is gone once it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhirserver.auth.compartment import patient_ids
+from fhirserver.auth.confine import unrestricted, visible
+from fhirserver.auth.policy import alternatives
+from fhirserver.auth.scopes import Interaction
+from fhirserver.bulk.export_files import DELETED, ERROR, OUTPUT, Line, OutputFile, append
+from fhirserver.bulk.export_request import SYSTEM, ExportRequest
+from fhirserver.bulk.export_snapshot import snapshot_bound, snapshot_page
+from fhirserver.clock import Clock
+from fhirserver.config import Settings
+from fhirserver.errors import Forbidden
+from fhirserver.resources import codec
+from fhirserver.resources.elements import select_elements
+from fhirserver.resources.meta import format_instant
+from fhirserver.search.match import matches
+from fhirserver.search.query import SearchQuery
+from fhirserver.storage.base import Job, Store, Version
+from fhirserver.worker import MAX_ATTEMPTS, Handler
+
+logger = logging.getLogger("fhirserver.export")
+
+EXPORT = "export"
+EXPIRY = "export-expiry"
+# The record kinds of an export's status, and of the mark a cancellation leaves.
+STATUS = "export"
+CANCELLED = "export-cancelled"
+RUNNING, DONE, FAILED = "running", "done", "failed"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    folder: Path
+    retention: timedelta
+    max_file_bytes: int
+    # Versions read per chunk: what is held in memory at once.
+    chunk: int = 1000
+
+
+def export_config(settings: Settings) -> ExportConfig:
+    return ExportConfig(
+        Path(settings.export_dir),
+        timedelta(hours=settings.export_retention_hours),
+        settings.export_max_file_bytes,
+        settings.export_chunk,
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    type_index: int = 0
+    # Where the current type's next chunk starts (None: from the snapshot bound).
+    before_seq: int | None = None
+    written: int = 0
+    files: tuple[OutputFile, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type_index": self.type_index,
+            "before_seq": self.before_seq,
+            "written": self.written,
+            "files": [f.to_json() for f in self.files],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        return cls(
+            data["type_index"],
+            data["before_seq"],
+            data["written"],
+            tuple(OutputFile.from_json(f) for f in data["files"]),
+        )
+
+
+@dataclass(frozen=True)
+class ExportState:
+    """A job payload: what is exported, as of when, and how far it got."""
+
+    request: ExportRequest
+    snapshot_seq: int
+    transaction_time: datetime
+    progress: Progress = Progress()
+
+    def payload(self) -> bytes:
+        return orjson.dumps(
+            {
+                "request": self.request.to_json(),
+                "snapshot_seq": self.snapshot_seq,
+                "transaction_time": self.transaction_time.isoformat(),
+                "progress": self.progress.to_json(),
+            }
+        )
+
+    @classmethod
+    def of(cls, payload: bytes) -> ExportState:
+        data = orjson.loads(payload)
+        return cls(
+            ExportRequest.from_json(data["request"]),
+            data["snapshot_seq"],
+            datetime.fromisoformat(data["transaction_time"]),
+            Progress.from_json(data["progress"]),
+        )
+
+
+def readable_types(request: ExportRequest) -> ExportRequest:
+    """The request without the types its access may not search at all (SMART: a
+    system export under `system/Patient.rs` exports Patients only); 403 if none is left."""
+    access = request.access()
+    kept = tuple(t for t in request.types if alternatives(access, Interaction.SEARCH, t))
+    if not kept:
+        raise Forbidden("The access token does not allow reading any of the types asked for")
+    return replace(request, types=kept)
+
+
+async def kick_off(store: Store, request: ExportRequest, clock: Clock, export_id: str) -> datetime:
+    """Record the export and its job; the snapshot's `transactionTime`."""
+    request = readable_types(request)
+    now = clock()
+    await store.put_record(
+        STATUS,
+        export_id,
+        {"state": RUNNING, "client_id": request.client_id, "written": 0, "created": _iso(now)},
+        None,
+    )
+    async with store.unit_of_work() as unit:
+        # Inside the unit no other write is in flight (export_snapshot.py).
+        bound = await snapshot_bound(unit)
+        moment = clock()
+        state = ExportState(request, bound, moment)
+        await unit.put_job(Job(EXPORT, export_id, moment, state.payload()))
+    return moment
+
+
+async def export_status(store: Store, export_id: str, now: datetime) -> dict[str, Any] | None:
+    """The status record: `state`, `client_id`, `written`, and when done `files`,
+    `transaction_time`, `request` (None: no such export, or cancelled or expired)."""
+    return await store.get_record(STATUS, export_id, now)
+
+
+async def running_exports(store: Store, client_id: str | None, now: datetime) -> int:
+    """How many exports of this client are still running."""
+    records = await store.list_records(STATUS, now)
+    return sum(
+        1
+        for record in records
+        if record.body.get("state") == RUNNING and record.body.get("client_id") == client_id
+    )
+
+
+async def cancel_export(store: Store, config: ExportConfig, clock: Clock, export_id: str) -> bool:
+    """Forget the export, its jobs and its files (export.html "Delete a Bulk Data
+    Request"); False if there was none."""
+    # The mark first: a chunk running now looks for it after saving its progress, so
+    # whichever of the two comes last removes what the other left.
+    # It outlives any chunk in flight.
+    await store.put_record(CANCELLED, export_id, {}, clock() + config.retention)
+    found = await store.delete_record(STATUS, export_id)
+    async with store.unit_of_work() as unit:
+        await unit.drop_job(EXPORT, export_id)
+        await unit.drop_job(EXPIRY, export_id)
+    await asyncio.to_thread(_remove, config.folder, export_id)
+    return found
+
+
+def export_file(config: ExportConfig, export_id: str, name: str) -> Path:
+    return config.folder / export_id / name
+
+
+def export_handlers(store: Store, config: ExportConfig, clock: Clock) -> dict[str, Handler]:
+    """The job handlers to give the runner (worker.py)."""
+
+    async def run(job: Job) -> None:
+        await run_chunk(store, config, clock, job)
+
+    async def expire(job: Job) -> None:
+        await cancel_export(store, config, clock, job.key)
+
+    return {EXPORT: run, EXPIRY: expire}
+
+
+async def run_chunk(store: Store, config: ExportConfig, clock: Clock, job: Job) -> None:
+    """Write the export's next chunk and save the progress, or finish it."""
+    status = await store.get_record(STATUS, job.key, clock())
+    if status is None:
+        # Cancelled (or expired) while queued.
+        await asyncio.to_thread(_remove, config.folder, job.key)
+        return
+    try:
+        state = ExportState.of(job.payload)
+        progress = await _next_chunk(store, config, state, job.key)
+    except Exception:
+        if job.attempts + 1 >= MAX_ATTEMPTS:
+            logger.exception("export %s failed", job.key)
+            await _fail(store, config, clock, job.key, status, "The export failed repeatedly")
+        raise
+    state = replace(state, progress=progress)
+    if progress.type_index < len(state.request.types):
+        async with store.unit_of_work() as unit:
+            await unit.put_job(Job(EXPORT, job.key, clock(), state.payload()))
+        await store.put_record(STATUS, job.key, {**status, "written": progress.written}, None)
+    else:
+        await _finish(store, config, clock, job.key, status, state)
+    if await store.get_record(CANCELLED, job.key, clock()) is not None:
+        await cancel_export(store, config, clock, job.key)
+
+
+async def _next_chunk(
+    store: Store, config: ExportConfig, state: ExportState, export_id: str
+) -> Progress:
+    request, progress = state.request, state.progress
+    resource_type = request.types[progress.type_index]
+    page = await snapshot_page(
+        store, resource_type, state.snapshot_seq, progress.before_seq, request.since, config.chunk
+    )
+    select = _selector(request, resource_type)
+    lines: list[Line] = []
+    for version in page.versions:
+        line = await _line(store, request, select, version)
+        if line is not None:
+            lines.append(line)
+    folder = config.folder / export_id
+    files = await asyncio.to_thread(append, folder, progress.files, lines, config.max_file_bytes)
+    if page.next_before_seq is None:
+        return Progress(progress.type_index + 1, None, progress.written + len(lines), files)
+    return Progress(progress.type_index, page.next_before_seq, progress.written + len(lines), files)
+
+
+Select = Callable[[dict[str, Any]], bool]
+
+
+def _selector(request: ExportRequest, resource_type: str) -> Select:
+    """Whether a resource of this type belongs in the export: in a chosen patient's
+    compartment (Patient and Group level), readable under the kick-off's access, and
+    meeting one of the type's `_typeFilter`s."""
+    access = request.access()
+    everything = unrestricted(access, Interaction.SEARCH, (resource_type,))
+    query: SearchQuery | None = request.filters().get(resource_type)
+    patients = None if request.patients is None else frozenset(request.patients)
+
+    def select(resource: dict[str, Any]) -> bool:
+        if request.level != SYSTEM:
+            members = patient_ids(resource)
+            if not (members & patients if patients is not None else members):
+                return False
+        if not everything and not visible(access, Interaction.SEARCH, resource):
+            return False
+        return query is None or matches(query, resource)
+
+    return select
+
+
+async def _line(
+    store: Store, request: ExportRequest, select: Select, version: Version
+) -> Line | None:
+    # export.html "_since": resources changed after the instant, so strictly later.
+    if request.since is not None and version.last_updated <= request.since:
+        return None
+    if version.body is not None:
+        resource = codec.load_object(version.body, "A stored resource")
+        if not select(resource):
+            return None
+        elements = request.elements_for(version.resource_type)
+        if elements:
+            resource = select_elements(resource, elements)
+        return Line(OUTPUT, version.resource_type, version.resource_type, _ndjson(resource))
+    if request.since is None:
+        return None
+    # Deleted since `_since` (export.html "deleted"): listed when what was deleted
+    # would have been exported.
+    before = await store.vread(version.resource_type, version.id, version.version - 1)
+    if before is None or before.body is None:
+        return None
+    if not select(codec.load_object(before.body, "A stored resource")):
+        return None
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "DELETE", "url": f"{version.resource_type}/{version.id}"}}
+        ],
+    }
+    return Line(DELETED, version.resource_type, "Bundle", _ndjson(bundle))
+
+
+async def _finish(
+    store: Store,
+    config: ExportConfig,
+    clock: Clock,
+    export_id: str,
+    status: dict[str, Any],
+    state: ExportState,
+) -> None:
+    files = state.progress.files
+    if state.request.problems:
+        outcomes = [
+            Line(ERROR, "OperationOutcome", "OperationOutcome", _ndjson(_outcome(text)))
+            for text in state.request.problems
+        ]
+        files = await asyncio.to_thread(
+            append, config.folder / export_id, files, outcomes, config.max_file_bytes
+        )
+    now = clock()
+    body = {
+        **status,
+        "state": DONE,
+        "written": state.progress.written,
+        "transaction_time": format_instant(state.transaction_time),
+        "request": state.request.request_url,
+        "files": [f.to_json() for f in files],
+        "expires": _iso(now + config.retention),
+    }
+    await store.put_record(STATUS, export_id, body, now + config.retention)
+    async with store.unit_of_work() as unit:
+        await unit.put_job(Job(EXPIRY, export_id, now + config.retention))
+
+
+async def _fail(
+    store: Store,
+    config: ExportConfig,
+    clock: Clock,
+    export_id: str,
+    status: dict[str, Any],
+    why: str,
+) -> None:
+    now = clock()
+    body = {**status, "state": FAILED, "error": why}
+    await store.put_record(STATUS, export_id, body, now + config.retention)
+    await asyncio.to_thread(_remove, config.folder, export_id)
+
+
+def manifest(
+    status: Mapping[str, Any], file_url: Callable[[str], str], requires_access_token: bool
+) -> dict[str, Any]:
+    """export.html "Response - Complete Status": the manifest of a finished export."""
+    files = [OutputFile.from_json(f) for f in status.get("files", ())]
+
+    def listed(kind: str) -> list[dict[str, Any]]:
+        return [
+            {"type": f.type, "url": file_url(f.name), "count": f.count}
+            for f in files
+            if f.kind == kind
+        ]
+
+    return {
+        "transactionTime": status["transaction_time"],
+        "request": status["request"],
+        "requiresAccessToken": requires_access_token,
+        "output": listed(OUTPUT),
+        "deleted": listed(DELETED),
+        "error": listed(ERROR),
+    }
+
+
+def _outcome(text: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "warning", "code": "not-supported", "diagnostics": text}],
+    }
+
+
+def _ndjson(resource: dict[str, Any]) -> bytes:
+    return codec.dumps(resource) + b"\n"
+
+
+def _iso(moment: datetime) -> str:
+    return format_instant(moment)
+
+
+def _remove(folder: Path, export_id: str) -> None:
+    shutil.rmtree(folder / export_id, ignore_errors=True)

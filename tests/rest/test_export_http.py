@@ -1,0 +1,335 @@
+"""Bulk Data export over HTTP (Bulk Data Access IG 2.0.0 export.html: "Bulk Data
+Kick-off Request", "Bulk Data Status Request", "Bulk Data Delete Request", "Bulk Data
+Output File Request"; SMART backend-services.html for who may export), on every store.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhirserver.app import create_app
+from fhirserver.auth.access import Access
+from fhirserver.auth.errors import InvalidToken
+from fhirserver.auth.scopes import parse_scopes
+from fhirserver.config import Settings
+from tests.backends import BACKENDS, make_backend
+from tests.clock import MovableClock
+
+FHIR_JSON = "application/fhir+json"
+ASYNC = {"Prefer": "respond-async", "Accept": FHIR_JSON}
+START = datetime.now(UTC).replace(microsecond=0)
+
+TOKENS = {
+    "system": Access(client_id="etl", scopes=parse_scopes("system/*.rs")),
+    "patients-only": Access(client_id="etl2", scopes=parse_scopes("system/Patient.rs")),
+    "other-client": Access(client_id="intruder", scopes=parse_scopes("system/*.rs")),
+    "patient-app": Access(client_id="app", scopes=parse_scopes("patient/*.rs"), patient="p1"),
+    "writer": Access.everything(),
+}
+
+
+async def authenticate(token: str) -> Access:
+    if token not in TOKENS:
+        raise InvalidToken("the token is not known")
+    return TOKENS[token]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    moving = MovableClock()
+    moving.move_to(START)
+    return moving
+
+
+def make_settings(tmp_path: Path, **more: Any) -> Settings:
+    return Settings(
+        store=str(tmp_path / "fhir.sqlite"),
+        run_jobs=False,
+        export_dir=str(tmp_path / "exports"),
+        **more,
+    )
+
+
+async def running_app(
+    backend: str, tmp_path: Path, clock: MovableClock, auth: bool, **more: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    settings = make_settings(tmp_path, **more)
+    chosen = make_backend(backend, Path(settings.sqlite_path))
+    app = create_app(
+        settings, store=chosen.store, clock=clock, authenticator=authenticate if auth else None
+    )
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport,
+                base_url="http://testserver/fhir",
+                headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+            ) as http:
+                yield http, app
+    finally:
+        chosen.cleanup()
+
+
+@pytest.fixture
+async def served(
+    backend: str, tmp_path: Path, clock: MovableClock
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    async for pair in running_app(backend, tmp_path, clock, auth=False):
+        await seed(pair[0])
+        yield pair
+
+
+@pytest.fixture
+async def guarded(
+    backend: str, tmp_path: Path, clock: MovableClock
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    async for pair in running_app(backend, tmp_path, clock, auth=True, export_max_per_client=1):
+        await seed(pair[0], {"Authorization": "Bearer writer"})
+        yield pair
+
+
+SEED: list[dict[str, Any]] = [
+    {"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]},
+    {"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]},
+    {"resourceType": "Organization", "id": "org", "name": "Clinic"},
+    *(
+        {
+            "resourceType": "Observation",
+            "id": f"o{n}",
+            "status": "final",
+            "code": {"text": "weight"},
+            "subject": {"reference": f"Patient/p{1 + n % 2}"},
+        }
+        for n in range(5)
+    ),
+    {
+        "resourceType": "Group",
+        "id": "g",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": "Patient/p2"}}],
+    },
+]
+
+
+async def seed(http: httpx.AsyncClient, headers: dict[str, str] | None = None) -> None:
+    for resource in SEED:
+        url = f"{resource['resourceType']}/{resource['id']}"
+        answer = await http.put(url, json=resource, headers=headers)
+        assert answer.status_code == 201, answer.text
+
+
+async def finished_manifest(
+    http: httpx.AsyncClient, app: Any, kick_off: httpx.Response, headers: dict[str, str]
+) -> dict[str, Any]:
+    assert kick_off.status_code == 202, kick_off.text
+    status_url = kick_off.headers["Content-Location"]
+    await app.state.jobs.run_due()
+    answer = await http.get(status_url, headers=headers)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def contents(
+    http: httpx.AsyncClient, manifest: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """type -> sorted ids over the type's files, each file downloaded."""
+    found: dict[str, list[str]] = {}
+    for item in manifest["output"]:
+        answer = await http.get(item["url"], headers=headers)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/fhir+ndjson")
+        lines = [json.loads(line) for line in answer.text.splitlines()]
+        assert len(lines) == item["count"]
+        assert {line["resourceType"] for line in lines} == {item["type"]}
+        found.setdefault(item["type"], []).extend(line["id"] for line in lines)
+    return {name: sorted(ids) for name, ids in found.items()}
+
+
+async def test_kick_off_poll_manifest_and_download(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = served
+    kick_off = await http.get("$export?_type=Patient,Observation", headers=ASYNC)
+    assert kick_off.status_code == 202
+    status_url = kick_off.headers["Content-Location"]
+    assert status_url.startswith("http://testserver/bulk-export/")
+    waiting = await http.get(status_url)
+    assert waiting.status_code == 202
+    assert waiting.headers["Retry-After"] == "2" and "X-Progress" in waiting.headers
+    await app.state.jobs.run_due()
+    done = await http.get(status_url)
+    assert done.status_code == 200
+    manifest = done.json()
+    assert manifest["request"].endswith("/fhir/$export?_type=Patient,Observation")
+    assert manifest["requiresAccessToken"] is False
+    assert manifest["transactionTime"].startswith(START.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert manifest["deleted"] == [] and manifest["error"] == []
+    assert await contents(http, manifest) == {
+        "Observation": ["o0", "o1", "o2", "o3", "o4"],
+        "Patient": ["p1", "p2"],
+    }
+
+
+async def test_patient_and_group_level_kick_offs(served: tuple[httpx.AsyncClient, Any]) -> None:
+    http, app = served
+    everyone = await finished_manifest(
+        http, app, await http.get("Patient/$export", headers=ASYNC), {}
+    )
+    assert (await contents(http, everyone))["Patient"] == ["p1", "p2"]
+    assert "Organization" not in await contents(http, everyone)
+    group = await http.post(
+        "Group/g/$export",
+        headers=ASYNC,
+        json={
+            "resourceType": "Parameters",
+            "parameter": [{"name": "_type", "valueString": "Patient,Observation"}],
+        },
+    )
+    members = await finished_manifest(http, app, group, {})
+    assert await contents(http, members) == {"Observation": ["o1", "o3"], "Patient": ["p2"]}
+    missing = await http.get("Group/nope/$export", headers=ASYNC)
+    assert missing.status_code == 404
+
+
+async def test_kick_off_needs_respond_async(served: tuple[httpx.AsyncClient, Any]) -> None:
+    http, _ = served
+    answer = await http.get("$export", headers={"Accept": FHIR_JSON})
+    assert answer.status_code == 400
+    assert "respond-async" in answer.json()["issue"][0]["diagnostics"]
+
+
+async def test_invalid_parameters_are_refused_unless_lenient(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = served
+    strict = await http.get("$export?_type=Patient,Nonsense", headers=ASYNC)
+    assert strict.status_code == 400
+    assert strict.json()["resourceType"] == "OperationOutcome"
+    assert "Nonsense" in strict.json()["issue"][0]["diagnostics"]
+    bad_since = await http.get("$export?_since=yesterday", headers=ASYNC)
+    assert bad_since.status_code == 400
+    lenient = {**ASYNC, "Prefer": "respond-async, handling=lenient"}
+    kick_off = await http.get("$export?_type=Patient,Nonsense&_until=2020-01-01", headers=lenient)
+    manifest = await finished_manifest(http, app, kick_off, {})
+    assert await contents(http, manifest) == {"Patient": ["p1", "p2"]}
+    [error] = manifest["error"]
+    assert error["type"] == "OperationOutcome" and error["count"] == 2
+    outcomes = (await http.get(error["url"])).text.splitlines()
+    diagnostics = [json.loads(line)["issue"][0]["diagnostics"] for line in outcomes]
+    assert any("Nonsense" in text for text in diagnostics)
+    assert any("_until" in text for text in diagnostics)
+
+
+async def test_polling_faster_than_retry_after_is_429(
+    served: tuple[httpx.AsyncClient, Any], clock: MovableClock
+) -> None:
+    http, _ = served
+    status_url = (await http.get("$export", headers=ASYNC)).headers["Content-Location"]
+    assert (await http.get(status_url)).status_code == 202
+    too_soon = await http.get(status_url)
+    assert too_soon.status_code == 429 and too_soon.headers["Retry-After"] == "2"
+    clock.move_to(START + timedelta(seconds=3))
+    assert (await http.get(status_url)).status_code == 202
+
+
+async def test_cancel_makes_the_status_and_files_404(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = served
+    running = (await http.get("$export", headers=ASYNC)).headers["Content-Location"]
+    assert (await http.delete(running)).status_code == 202
+    assert (await http.get(running)).status_code == 404
+    await app.state.jobs.run_due()
+    assert (await http.get(running)).status_code == 404
+    kick_off = await http.get("$export?_type=Patient", headers=ASYNC)
+    manifest = await finished_manifest(http, app, kick_off, {})
+    file_url = manifest["output"][0]["url"]
+    assert (await http.get(file_url)).status_code == 200
+    assert (await http.delete(kick_off.headers["Content-Location"])).status_code == 202
+    assert (await http.get(file_url)).status_code == 404
+    assert (await http.get(kick_off.headers["Content-Location"])).status_code == 404
+
+
+async def test_files_gzip_and_ranges(served: tuple[httpx.AsyncClient, Any]) -> None:
+    http, app = served
+    kick_off = await http.get("$export?_type=Observation", headers=ASYNC)
+    manifest = await finished_manifest(http, app, kick_off, {})
+    url = manifest["output"][0]["url"]
+    plain = (await http.get(url, headers={"Accept-Encoding": "identity"})).content
+    async with http.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as zipped:
+        assert zipped.headers["content-encoding"] == "gzip"
+        raw = b"".join([chunk async for chunk in zipped.aiter_raw()])
+    assert gzip.decompress(raw) == plain
+    part = await http.get(url, headers={"Range": "bytes=10-29", "Accept-Encoding": "identity"})
+    assert part.status_code == 206 and part.content == plain[10:30]
+    assert (await http.get(url.rsplit("/", 1)[0] + "/..%2Fsecret")).status_code == 404
+
+
+async def test_a_patient_context_token_may_not_kick_off(
+    guarded: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, _ = guarded
+    answer = await http.get("$export", headers={**ASYNC, "Authorization": "Bearer patient-app"})
+    assert answer.status_code == 403
+    anonymous = await http.get("$export", headers=ASYNC)
+    assert anonymous.status_code == 401
+
+
+async def test_a_system_export_is_confined_to_its_token_and_client(
+    guarded: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = guarded
+    mine = {"Authorization": "Bearer patients-only"}
+    kick_off = await http.get("$export", headers={**ASYNC, **mine})
+    manifest = await finished_manifest(http, app, kick_off, mine)
+    assert manifest["requiresAccessToken"] is True
+    assert await contents(http, manifest, mine) == {"Patient": ["p1", "p2"]}
+    status_url = kick_off.headers["Content-Location"]
+    theirs = {"Authorization": "Bearer other-client"}
+    assert (await http.get(status_url, headers=theirs)).status_code == 404
+    assert (await http.get(manifest["output"][0]["url"], headers=theirs)).status_code == 404
+    assert (await http.delete(status_url, headers=theirs)).status_code == 404
+    assert (await http.get(manifest["output"][0]["url"])).status_code == 401
+
+
+async def test_too_many_exports_of_one_client_is_429(
+    guarded: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = guarded
+    mine = {**ASYNC, "Authorization": "Bearer system"}
+    assert (await http.get("$export", headers=mine)).status_code == 202
+    second = await http.get("$export", headers=mine)
+    assert second.status_code == 429 and "Retry-After" in second.headers
+    other = {**ASYNC, "Authorization": "Bearer other-client"}
+    assert (await http.get("$export", headers=other)).status_code == 202
+    await app.state.jobs.run_due()
+    assert (await http.get("$export", headers=mine)).status_code == 202
+
+
+async def test_the_capability_statement_lists_the_export_operations(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, _ = served
+    statement = (await http.get("metadata")).json()
+    rest = statement["rest"][0]
+    bulk = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+    assert {"name": "export", "definition": bulk + "export"} in rest["operation"]
+    by_type = {r["type"]: r.get("operation", []) for r in rest["resource"]}
+    assert {"name": "export", "definition": bulk + "patient-export"} in by_type["Patient"]
+    assert {"name": "export", "definition": bulk + "group-export"} in by_type["Group"]
