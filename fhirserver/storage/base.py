@@ -47,6 +47,9 @@ class HistoryQuery:
     count: int = 50
     # Keyset cursor: only versions older (lower seq) than this.
     before_seq: int | None = None
+    # Count every match as well (the history Bundle's `total`). A reader that only pages
+    # (the bulk export) turns it off: the count reads every match on every page.
+    with_total: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +108,10 @@ class Reader(Protocol):
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
 
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         """Matching versions, newest first, at most `query.count`, and how many match in
-        all (ignoring the cursor), both read from one snapshot."""
+        all (ignoring the cursor), both read from one snapshot; None for the count when
+        `query.with_total` is off."""
         ...
 
     async def search(self, query: SearchQuery) -> SearchResult:

@@ -152,7 +152,7 @@ class MongoStore:
         return await Reads(self._db, None).vread(resource_type, resource_id, version)
 
     @_unavailable
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         async with self._reading() as reads:
             return await reads.history(query)
 

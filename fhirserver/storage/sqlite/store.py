@@ -107,7 +107,9 @@ def _vread(
     return None if row is None else version_of(row)
 
 
-def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[Version], int]:
+def _history(
+    connection: sqlite3.Connection, query: HistoryQuery
+) -> tuple[list[Version], int | None]:
     where, args = _history_where(query)
     page_where, page_args = where, [*args, query.count]
     if query.before_seq is not None:
@@ -119,9 +121,11 @@ def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[
             "ORDER BY v.seq DESC LIMIT ?",
             page_args,
         ).fetchall()
-        total: int = connection.execute(
-            f"SELECT count(*) FROM versions v WHERE {where}", args
-        ).fetchone()[0]
+        total: int | None = None
+        if query.with_total:
+            total = connection.execute(
+                f"SELECT count(*) FROM versions v WHERE {where}", args
+            ).fetchone()[0]
     return [version_of(row) for row in rows], total
 
 
@@ -221,7 +225,7 @@ class SqliteStore:
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._on_reader(lambda c: _vread(c, resource_type, resource_id, version))
 
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         return await self._on_reader(lambda c: _history(c, query))
 
     async def search(self, query: SearchQuery) -> SearchResult:
@@ -357,7 +361,7 @@ class _SqliteUnitOfWork:
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._after_flush(lambda c: _vread(c, resource_type, resource_id, version))
 
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         return await self._after_flush(lambda c: _history(c, query))
 
     async def search(self, query: SearchQuery) -> SearchResult:
