@@ -66,13 +66,22 @@ async def snapshot_page(
             with_total=False,
         )
     )
-    kept = [version for version in versions if await _at_snapshot(store, version, snapshot_seq)]
+    # The page's resources' current versions in one read, not one read each.
+    currents = await store.read_many([(v.resource_type, v.id) for v in versions])
+    kept = [
+        version
+        for version in versions
+        if await _at_snapshot(
+            store, version, currents.get((version.resource_type, version.id)), snapshot_seq
+        )
+    ]
     done = len(versions) < limit
     return Page(kept, None if done else versions[-1].seq)
 
 
-async def _at_snapshot(store: Store, version: Version, snapshot_seq: int) -> bool:
-    current = await store.read(version.resource_type, version.id)
+async def _at_snapshot(
+    store: Store, version: Version, current: Version | None, snapshot_seq: int
+) -> bool:
     if current is None or current.version == version.version:
         return current is not None
     if current.seq <= snapshot_seq:

@@ -108,6 +108,10 @@ class Reader(Protocol):
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
 
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        """The current versions of these (type, id) pairs; absent ones are left out."""
+        ...
+
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         """Matching versions, newest first, at most `query.count`, and how many match in
         all (ignoring the cursor), both read from one snapshot; None for the count when
@@ -121,10 +125,6 @@ class Reader(Protocol):
 
 class UnitOfWork(Reader, Protocol):
     """Reads and writes that commit together; reads see the unit's own writes."""
-
-    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
-        """The current versions of these (type, id) pairs; absent ones are left out."""
-        ...
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         """Matches of a query's criteria, unordered, at most `limit`."""

@@ -107,6 +107,24 @@ def _vread(
     return None if row is None else version_of(row)
 
 
+def _read_many(
+    connection: sqlite3.Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Version]:
+    rows: list[Row] = []
+    with _snapshot(connection):
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            batch = keys[start : start + _KEYS_PER_QUERY]
+            rows += connection.execute(
+                f"WITH k (type, id) AS (VALUES {', '.join(['(?, ?)'] * len(batch))}) "
+                f"SELECT {VERSION_COLUMNS} FROM k "
+                "JOIN resources r ON r.type = k.type AND r.id = k.id "
+                "JOIN versions v ON v.seq = r.seq",
+                [part for key in batch for part in key],
+            ).fetchall()
+    versions = [version_of(row) for row in rows]
+    return {(v.resource_type, v.id): v for v in versions}
+
+
 def _history(
     connection: sqlite3.Connection, query: HistoryQuery
 ) -> tuple[list[Version], int | None]:
@@ -227,6 +245,11 @@ class SqliteStore:
 
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         return await self._on_reader(lambda c: _history(c, query))
+
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        if not keys:
+            return {}
+        return await self._on_reader(lambda c: _read_many(c, keys))
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await self._on_reader(lambda c: _search(c, query))
@@ -368,23 +391,9 @@ class _SqliteUnitOfWork:
         return await self._after_flush(lambda c: _search(c, query))
 
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
-        def job(connection: sqlite3.Connection) -> list[Row]:
-            rows: list[Row] = []
-            for start in range(0, len(keys), _KEYS_PER_QUERY):
-                batch = keys[start : start + _KEYS_PER_QUERY]
-                rows += connection.execute(
-                    f"WITH k (type, id) AS (VALUES {', '.join(['(?, ?)'] * len(batch))}) "
-                    f"SELECT {VERSION_COLUMNS} FROM k "
-                    "JOIN resources r ON r.type = k.type AND r.id = k.id "
-                    "JOIN versions v ON v.seq = r.seq",
-                    [part for key in batch for part in key],
-                ).fetchall()
-            return rows
-
         if not keys:
             return {}
-        versions = [version_of(row) for row in await self._after_flush(job)]
-        return {(v.resource_type, v.id): v for v in versions}
+        return await self._after_flush(lambda c: _read_many(c, keys))
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         sql, args = compile_matches(query, limit)
