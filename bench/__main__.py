@@ -23,7 +23,7 @@ import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from bench import load_bench, search_run, servers, synthea
+from bench import export_bench, load_bench, search_run, servers, synthea
 from bench.load import LoadError
 from bench.load_data import LoadBenchError
 from bench.measure import measure
@@ -76,6 +76,11 @@ async def bulk_load_bench(params: Params) -> None:
     await load_bench.run(params)
 
 
+async def export_benchmark(params: Params) -> None:
+    _cancel_on_sigterm()
+    await export_bench.run(params)
+
+
 def main() -> None:
     params = Params.from_env()
     try:
@@ -85,6 +90,8 @@ def main() -> None:
             asyncio.run(search_bench(synthea.loaded_store(), params))
         if params.runs("load"):
             asyncio.run(bulk_load_bench(params))
+        if params.runs("export"):
+            asyncio.run(export_benchmark(params))
     except (
         servers.ServerStartError,
         LoadError,

@@ -1,13 +1,13 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest, search or load runs only that benchmark (all three run by default)."""
+BENCH_ONLY=rest, search, load or export runs only that benchmark (all four run by default)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-PARTS = ("rest", "search", "load")
+PARTS = ("rest", "search", "load", "export")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +23,8 @@ class Params:
     load_concurrency: int = 4
     # Bulk loading: `fhirserver import --workers`; None leaves the CLI's default (one per core).
     import_workers: int | None = None
-    # Bulk loading: copies of the Synthea data in the NDJSON set that shows import memory
-    # does not grow with the input.
+    # Bulk loading and export: copies of the Synthea data in the set that shows import and
+    # export memory do not grow with the data.
     load_scale: int = 10
     only: str | None = None
 

@@ -89,7 +89,7 @@ def create_app(
     # Bulk export (README "Bulk export"): each export is a job run chunk by chunk.
     exports = export_config(settings)
     handlers = {**job_handlers(visit_context), **export_handlers(chosen, exports, clock)}
-    jobs = JobRunner(chosen, handlers, clock)
+    jobs = JobRunner(chosen, handlers, clock, lease=timedelta(seconds=settings.job_lease_seconds))
     # smart mode: the built-in authorization server (rest/smart.py; auth/server.py).
     smart_mode = settings.auth_mode == "smart"
     auth_server = make_auth_server(settings, chosen, clock) if smart_mode else None

@@ -97,6 +97,9 @@ class Settings:
     # Versions an export reads per chunk: what it holds in memory at once, and how much
     # work a restarted export may redo.
     export_chunk: int = 1000
+    # How long a claimed background job (an export chunk, a telehealth close) stays one
+    # process's before another may take it over: the wait after a process dies.
+    job_lease_seconds: int = 60
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
@@ -116,6 +119,8 @@ class Settings:
             )
         if min(self.export_max_per_client, self.export_max_file_bytes, self.export_chunk) < 1:
             raise ValueError("export_max_per_client, _max_file_bytes and _chunk must be positive")
+        if self.job_lease_seconds < 1:
+            raise ValueError("job_lease_seconds must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
 

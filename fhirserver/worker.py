@@ -28,7 +28,8 @@ logger = logging.getLogger("fhirserver.jobs")
 Handler = Callable[[Job], Awaitable[None]]
 
 MAX_ATTEMPTS = 12
-# The lease outlives any one run: a provider call times out well before it.
+# The default lease (Settings.job_lease_seconds): it outlives any one run, a provider
+# call times out well before it.
 LEASE = timedelta(seconds=60)
 
 
@@ -48,11 +49,15 @@ class JobRunner:
         handlers: Mapping[str, Handler],
         clock: Clock,
         idle_seconds: float = 1.0,
+        lease: timedelta = LEASE,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
         self.clock = clock
         self.idle_seconds = idle_seconds
+        # How long a claimed job is this runner's: a dead runner's job passes to another
+        # after it.
+        self.lease = lease
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
 
@@ -65,7 +70,7 @@ class JobRunner:
         ran = 0
         while True:
             now = self.clock()
-            job = await self.store.claim_job(list(self.handlers), self.owner, now, LEASE)
+            job = await self.store.claim_job(list(self.handlers), self.owner, now, self.lease)
             if job is None:
                 return ran
             await self._run(job)

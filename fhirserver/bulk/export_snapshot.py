@@ -39,7 +39,7 @@ class Page:
 async def snapshot_bound(unit: Reader) -> int:
     """The highest change-log number so far (0 for an empty store); call it inside a
     unit of work, where no other write is in flight."""
-    newest, _ = await unit.history(HistoryQuery(count=1))
+    newest, _ = await unit.history(HistoryQuery(count=1, with_total=False))
     return newest[0].seq if newest else 0
 
 
@@ -56,15 +56,32 @@ async def snapshot_page(
     after `since`."""
     start = snapshot_seq + 1 if before_seq is None else before_seq
     versions, _ = await store.history(
-        HistoryQuery(resource_type=resource_type, since=since, before_seq=start, count=limit)
+        HistoryQuery(
+            resource_type=resource_type,
+            since=since,
+            before_seq=start,
+            count=limit,
+            # The export pages by keyset and never shows a total: counting every match
+            # on every page would cost more the more there is to export.
+            with_total=False,
+        )
     )
-    kept = [version for version in versions if await _at_snapshot(store, version, snapshot_seq)]
+    # The page's resources' current versions in one read, not one read each.
+    currents = await store.read_many([(v.resource_type, v.id) for v in versions])
+    kept = [
+        version
+        for version in versions
+        if await _at_snapshot(
+            store, version, currents.get((version.resource_type, version.id)), snapshot_seq
+        )
+    ]
     done = len(versions) < limit
     return Page(kept, None if done else versions[-1].seq)
 
 
-async def _at_snapshot(store: Store, version: Version, snapshot_seq: int) -> bool:
-    current = await store.read(version.resource_type, version.id)
+async def _at_snapshot(
+    store: Store, version: Version, current: Version | None, snapshot_seq: int
+) -> bool:
     if current is None or current.version == version.version:
         return current is not None
     if current.seq <= snapshot_seq:

@@ -47,6 +47,9 @@ class HistoryQuery:
     count: int = 50
     # Keyset cursor: only versions older (lower seq) than this.
     before_seq: int | None = None
+    # Count every match as well (the history Bundle's `total`). A reader that only pages
+    # (the bulk export) turns it off: the count reads every match on every page.
+    with_total: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +108,14 @@ class Reader(Protocol):
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
 
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        """The current versions of these (type, id) pairs; absent ones are left out."""
+        ...
+
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         """Matching versions, newest first, at most `query.count`, and how many match in
-        all (ignoring the cursor), both read from one snapshot."""
+        all (ignoring the cursor), both read from one snapshot; None for the count when
+        `query.with_total` is off."""
         ...
 
     async def search(self, query: SearchQuery) -> SearchResult:
@@ -117,10 +125,6 @@ class Reader(Protocol):
 
 class UnitOfWork(Reader, Protocol):
     """Reads and writes that commit together; reads see the unit's own writes."""
-
-    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
-        """The current versions of these (type, id) pairs; absent ones are left out."""
-        ...
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         """Matches of a query's criteria, unordered, at most `limit`."""

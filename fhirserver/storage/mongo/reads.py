@@ -58,7 +58,7 @@ class Reads:
         )
         return None if document is None else version_of(document)
 
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         await self._ready()
         where: Document = {}
         if query.resource_type is not None:
@@ -82,7 +82,9 @@ class Reads:
             self._db.versions.find(page, session=self._session).sort("_id", -1).limit(query.count)
         )
         documents = await cursor.to_list(None)
-        total = await self._db.versions.count_documents(where, session=self._session)
+        total = None
+        if query.with_total:
+            total = await self._db.versions.count_documents(where, session=self._session)
         return [version_of(d) for d in documents], total
 
     async def search(self, query: SearchQuery) -> SearchResult:

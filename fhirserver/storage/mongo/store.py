@@ -152,7 +152,11 @@ class MongoStore:
         return await Reads(self._db, None).vread(resource_type, resource_id, version)
 
     @_unavailable
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        return await Reads(self._db, None).read_many(keys)
+
+    @_unavailable
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         async with self._reading() as reads:
             return await reads.history(query)
 

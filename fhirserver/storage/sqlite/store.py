@@ -107,7 +107,27 @@ def _vread(
     return None if row is None else version_of(row)
 
 
-def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[Version], int]:
+def _read_many(
+    connection: sqlite3.Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Version]:
+    rows: list[Row] = []
+    with _snapshot(connection):
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            batch = keys[start : start + _KEYS_PER_QUERY]
+            rows += connection.execute(
+                f"WITH k (type, id) AS (VALUES {', '.join(['(?, ?)'] * len(batch))}) "
+                f"SELECT {VERSION_COLUMNS} FROM k "
+                "JOIN resources r ON r.type = k.type AND r.id = k.id "
+                "JOIN versions v ON v.seq = r.seq",
+                [part for key in batch for part in key],
+            ).fetchall()
+    versions = [version_of(row) for row in rows]
+    return {(v.resource_type, v.id): v for v in versions}
+
+
+def _history(
+    connection: sqlite3.Connection, query: HistoryQuery
+) -> tuple[list[Version], int | None]:
     where, args = _history_where(query)
     page_where, page_args = where, [*args, query.count]
     if query.before_seq is not None:
@@ -119,9 +139,11 @@ def _history(connection: sqlite3.Connection, query: HistoryQuery) -> tuple[list[
             "ORDER BY v.seq DESC LIMIT ?",
             page_args,
         ).fetchall()
-        total: int = connection.execute(
-            f"SELECT count(*) FROM versions v WHERE {where}", args
-        ).fetchone()[0]
+        total: int | None = None
+        if query.with_total:
+            total = connection.execute(
+                f"SELECT count(*) FROM versions v WHERE {where}", args
+            ).fetchone()[0]
     return [version_of(row) for row in rows], total
 
 
@@ -221,8 +243,13 @@ class SqliteStore:
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._on_reader(lambda c: _vread(c, resource_type, resource_id, version))
 
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         return await self._on_reader(lambda c: _history(c, query))
+
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        if not keys:
+            return {}
+        return await self._on_reader(lambda c: _read_many(c, keys))
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await self._on_reader(lambda c: _search(c, query))
@@ -357,30 +384,16 @@ class _SqliteUnitOfWork:
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         return await self._after_flush(lambda c: _vread(c, resource_type, resource_id, version))
 
-    async def history(self, query: HistoryQuery) -> tuple[list[Version], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         return await self._after_flush(lambda c: _history(c, query))
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await self._after_flush(lambda c: _search(c, query))
 
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
-        def job(connection: sqlite3.Connection) -> list[Row]:
-            rows: list[Row] = []
-            for start in range(0, len(keys), _KEYS_PER_QUERY):
-                batch = keys[start : start + _KEYS_PER_QUERY]
-                rows += connection.execute(
-                    f"WITH k (type, id) AS (VALUES {', '.join(['(?, ?)'] * len(batch))}) "
-                    f"SELECT {VERSION_COLUMNS} FROM k "
-                    "JOIN resources r ON r.type = k.type AND r.id = k.id "
-                    "JOIN versions v ON v.seq = r.seq",
-                    [part for key in batch for part in key],
-                ).fetchall()
-            return rows
-
         if not keys:
             return {}
-        versions = [version_of(row) for row in await self._after_flush(job)]
-        return {(v.resource_type, v.id): v for v in versions}
+        return await self._after_flush(lambda c: _read_many(c, keys))
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         sql, args = compile_matches(query, limit)
