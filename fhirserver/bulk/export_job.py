@@ -146,7 +146,14 @@ async def kick_off(store: Store, request: ExportRequest, clock: Clock, export_id
     await store.put_record(
         STATUS,
         export_id,
-        {"state": RUNNING, "client_id": request.client_id, "written": 0, "created": _iso(now)},
+        {
+            "state": RUNNING,
+            "client_id": request.client_id,
+            # The user too: two users of one app may not see each other's exports.
+            "user": request.user,
+            "written": 0,
+            "created": _iso(now),
+        },
         None,
     )
     async with store.unit_of_work() as unit:
@@ -213,13 +220,25 @@ async def run_chunk(store: Store, config: ExportConfig, clock: Clock, job: Job) 
         await asyncio.to_thread(_remove, config.folder, job.key)
         return
     try:
-        state = ExportState.of(job.payload)
-        progress = await _next_chunk(store, config, state, job.key)
+        await _advance(store, config, clock, job, status)
     except Exception:
+        # Whatever step failed (the chunk, saving progress, finishing), an export the
+        # runner gives up on ends as failed, its files removed and its slot freed,
+        # never "running" for ever.
         if job.attempts + 1 >= MAX_ATTEMPTS:
             logger.exception("export %s failed", job.key)
             await _fail(store, config, clock, job.key, status, "The export failed repeatedly")
         raise
+    if await store.get_record(CANCELLED, job.key, clock()) is not None:
+        await cancel_export(store, config, clock, job.key)
+
+
+async def _advance(
+    store: Store, config: ExportConfig, clock: Clock, job: Job, status: dict[str, Any]
+) -> None:
+    """Write the next chunk, then save the progress, or finish."""
+    state = ExportState.of(job.payload)
+    progress = await _next_chunk(store, config, state, job.key)
     state = replace(state, progress=progress)
     if progress.type_index < len(state.request.types):
         async with store.unit_of_work() as unit:
@@ -227,8 +246,6 @@ async def run_chunk(store: Store, config: ExportConfig, clock: Clock, job: Job) 
         await store.put_record(STATUS, job.key, {**status, "written": progress.written}, None)
     else:
         await _finish(store, config, clock, job.key, status, state)
-    if await store.get_record(CANCELLED, job.key, clock()) is not None:
-        await cancel_export(store, config, clock, job.key)
 
 
 async def _next_chunk(

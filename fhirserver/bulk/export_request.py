@@ -9,6 +9,7 @@ kick-off travels with the request as scopes, patient and user, never as a token.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -128,6 +129,9 @@ class ExportRequest:
         )
 
 
+_TYPE_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]+\?)")
+
+
 def exportable_types(level: str) -> tuple[str, ...]:
     """System level: every type; Patient and Group level: the types that can be in a
     patient's compartment (export.html "Endpoint - All Patients")."""
@@ -173,12 +177,15 @@ def parse_export(level: str, params: Sequence[tuple[str, str]], *, lenient: bool
                 else:
                     problem(f"_elements {item!r} is not `element` or `ResourceType.element`")
         elif name == "_typeFilter":
-            why = _type_filter_problem(value)
-            if why is None:
-                resource_type, _, text = value.partition("?")
-                filters.append((resource_type, text))
-            else:
-                problem(f"_typeFilter {value!r}: {why}")
+            # export.html: a comma-delimited list of search queries; a comma inside a
+            # query's own values (`status=active,completed`) is not followed by `Type?`.
+            for query in _TYPE_FILTER_SPLIT.split(value):
+                why = _type_filter_problem(query)
+                if why is None:
+                    resource_type, _, text = query.partition("?")
+                    filters.append((resource_type, text))
+                else:
+                    problem(f"_typeFilter {query!r}: {why}")
         elif name == "patient":
             patient_id = value.removeprefix("Patient/")
             if level == SYSTEM or not patient_id or "/" in patient_id:

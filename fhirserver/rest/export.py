@@ -152,7 +152,10 @@ async def _parameters(request: Request) -> list[tuple[str, str]]:
     if body.get("resourceType") != "Parameters":
         raise BadRequest("The body of a bulk export kick-off is a Parameters resource")
     pairs: list[tuple[str, str]] = []
-    for parameter in body.get("parameter") or ():
+    parameters = body.get("parameter") or []
+    if not isinstance(parameters, list):
+        raise BadRequest("Parameters.parameter must be a JSON array", expression="parameter")
+    for parameter in parameters:
         name = parameter.get("name") if isinstance(parameter, dict) else None
         value = _parameter_value(parameter) if isinstance(parameter, dict) else None
         if not isinstance(name, str) or value is None:
@@ -243,7 +246,11 @@ async def _own_export(request: Request, export_id: str) -> dict[str, Any]:
     access = await request_access(request)
     store: Store = request.app.state.store
     record = await export_status(store, export_id, _clock(request)())
-    if record is None or record.get("client_id") != access.client_id:
+    if (
+        record is None
+        or record.get("client_id") != access.client_id
+        or record.get("user") != access.user
+    ):
         raise NotFound("No such export: it was never started, or was cancelled or expired")
     return record
 

@@ -110,19 +110,22 @@ async def dispatch(request: Request) -> Response:
         EVERYTHING if target.kind == "metadata" else await request_access(request)
     )
     try:
-        return await _handle(request, methods, arguments)
+        # HEAD is a GET without its body, for reads; an operation's GET may start
+        # work (a bulk export's kick-off), so HEAD is not offered there.
+        read_like = not target.kind.endswith("operation")
+        return await _handle(request, methods, arguments, read_like)
     except Forbidden as refused:
         await audit_refusal(request, target, refused)
         raise
 
 
-async def _handle(request: Request, methods: Methods, arguments: list[str]) -> Response:
-    if request.method == "HEAD" and "GET" in methods:
+async def _handle(request: Request, methods: Methods, arguments: list[str], head: bool) -> Response:
+    if head and request.method == "HEAD" and "GET" in methods:
         answer = await methods["GET"](request, *arguments)
         return Response(status_code=answer.status_code, headers=answer.headers)
     handler = methods.get(request.method)
     if handler is None:
-        allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+        allowed = [*methods, "HEAD"] if head and "GET" in methods else list(methods)
         raise MethodNotAllowed(
             f"{request.method} is not supported here"
             + (f"; allowed: {', '.join(allowed)}" if allowed else ""),

@@ -33,6 +33,9 @@ TOKENS = {
     "other-client": Access(client_id="intruder", scopes=parse_scopes("system/*.rs")),
     "patient-app": Access(client_id="app", scopes=parse_scopes("patient/*.rs"), patient="p1"),
     "writer": Access.everything(),
+    # Two users of one app: each may export their own record only.
+    "user-p1": Access(client_id="app", scopes=parse_scopes("user/*.rs"), user="Patient/p1"),
+    "user-p2": Access(client_id="app", scopes=parse_scopes("user/*.rs"), user="Patient/p2"),
 }
 
 
@@ -333,3 +336,68 @@ async def test_the_capability_statement_lists_the_export_operations(
     by_type = {r["type"]: r.get("operation", []) for r in rest["resource"]}
     assert {"name": "export", "definition": bulk + "patient-export"} in by_type["Patient"]
     assert {"name": "export", "definition": bulk + "group-export"} in by_type["Group"]
+
+
+# --- Found in review; each failed before its fix ---------------------------------------
+
+
+async def test_another_user_of_the_same_app_cannot_see_or_cancel_an_export(
+    guarded: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = guarded
+    mine = {**ASYNC, "Authorization": "Bearer user-p1"}
+    kick_off = await http.get("Patient/$export", headers=mine)
+    manifest = await finished_manifest(http, app, kick_off, {"Authorization": "Bearer user-p1"})
+    theirs = {"Authorization": "Bearer user-p2"}
+    status_url = kick_off.headers["Content-Location"]
+    assert (await http.get(status_url, headers=theirs)).status_code == 404
+    for item in manifest["output"]:
+        assert (await http.get(item["url"], headers=theirs)).status_code == 404
+    assert (await http.delete(status_url, headers=theirs)).status_code == 404
+
+
+async def test_head_on_a_kick_off_starts_nothing(served: tuple[httpx.AsyncClient, Any]) -> None:
+    http, app = served
+    answer = await http.head("$export", headers=ASYNC)
+    assert answer.status_code == 405
+    assert "HEAD" not in answer.headers["allow"]
+    # No export is running: a kick-off is still accepted and nothing else was queued.
+    assert await app.state.jobs.run_due() == 0
+
+
+async def test_a_malformed_parameters_body_is_400(served: tuple[httpx.AsyncClient, Any]) -> None:
+    http, _ = served
+    for body in (
+        {"resourceType": "Parameters", "parameter": 5},
+        {"resourceType": "Parameters", "parameter": [5]},
+    ):
+        answer = await http.post("$export", json=body, headers=ASYNC)
+        assert answer.status_code == 400, answer.text
+
+
+async def test_comma_joined_type_filters_are_ored(served: tuple[httpx.AsyncClient, Any]) -> None:
+    """export.html: `_typeFilter` is a comma-delimited list of search queries."""
+    http, app = served
+    both = "Observation?_id=o1,Observation?_id=o2"
+    kick_off = await http.get(f"$export?_type=Observation&_typeFilter={both}", headers=ASYNC)
+    manifest = await finished_manifest(http, app, kick_off, {})
+    assert (await contents(http, manifest)) == {"Observation": ["o1", "o2"]}
+
+
+async def test_an_export_that_keeps_failing_ends_as_failed_and_frees_its_slot(
+    guarded: tuple[httpx.AsyncClient, Any], tmp_path: Path, clock: MovableClock
+) -> None:
+    http, app = guarded
+    system = {"Authorization": "Bearer system"}
+    kick_off = await http.get("$export?_type=Patient", headers={**ASYNC, **system})
+    assert kick_off.status_code == 202
+    # The export folder cannot be made: every chunk fails.
+    (tmp_path / "exports").write_text("not a folder")
+    for _ in range(40):
+        clock.move_to(clock() + timedelta(hours=1))
+        await app.state.jobs.run_due()
+    answer = await http.get(kick_off.headers["Content-Location"], headers=system)
+    assert answer.status_code != 202
+    assert answer.json()["resourceType"] == "OperationOutcome"
+    again = await http.get("$export?_type=Patient", headers={**ASYNC, **system})
+    assert again.status_code == 202
