@@ -23,12 +23,14 @@ from starlette.applications import Starlette
 from fhirserver.app import create_app, open_store
 from fhirserver.auth import admin, registry
 from fhirserver.auth.urls import auth_urls
+from fhirserver.bulk.export_local import MANIFEST, ExportFailed, export_to_folder
+from fhirserver.bulk.export_request import GROUP, PATIENT, SYSTEM
 from fhirserver.bulk.importer import WorkerDied, import_files
 from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
-from fhirserver.errors import Unavailable
+from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
 from fhirserver.progress import ProgressDisplay
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
@@ -67,6 +69,23 @@ def _parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         help="processes that parse and validate (default: one per core; 0: none)",
     )
+    export_command = commands.add_parser(
+        "export", help="bulk-export the store into a folder as NDJSON files and a manifest"
+    )
+    export_command.add_argument("out_dir", metavar="OUT_DIR")
+    export_command.add_argument("--store", help=STORE_HELP)
+    export_command.add_argument(
+        "--type", action="append", default=[], help="a resource type to export (repeatable)"
+    )
+    export_command.add_argument("--since", help="only resources changed after this instant")
+    export_command.add_argument(
+        "--type-filter", action="append", default=[], help="'Type?search' (repeatable, OR'ed)"
+    )
+    whose = export_command.add_mutually_exclusive_group()
+    whose.add_argument(
+        "--patient", action="append", default=[], help="only this patient's compartment"
+    )
+    whose.add_argument("--group", help="only the compartments of this Group's members")
     _auth_parsers(commands)
     return parser
 
@@ -228,6 +247,48 @@ async def run_import(store: Store, settings: Settings, args: argparse.Namespace)
     return 1 if report.problems else 0
 
 
+async def run_export(
+    store: Store, settings: Settings, args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> int:
+    """The exit status: 0 when the export finished, 1 when it failed; bad arguments
+    are a usage error (2)."""
+    level = GROUP if args.group else PATIENT if args.patient else SYSTEM
+    params = [("_type", name) for name in args.type]
+    params += [("_since", args.since)] if args.since else []
+    params += [("_typeFilter", text) for text in args.type_filter]
+    params += [("patient", f"Patient/{patient}") for patient in args.patient]
+    started = time.monotonic()
+    await store.open()
+    try:
+        with ProgressDisplay("export") as progress:
+            answer = await export_to_folder(
+                store,
+                Path(args.out_dir),
+                level,
+                params,
+                system_clock,
+                progress,
+                group_id=args.group,
+                max_file_bytes=settings.export_max_file_bytes,
+                chunk=settings.export_chunk,
+            )
+    except (NotSupported, BadRequest) as exc:
+        parser.error(str(exc))
+    except (FHIRError, ExportFailed, OSError) as exc:
+        print(f"fhirserver export: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        await store.close()
+    written = sum(item["count"] for item in answer["output"])
+    seconds = time.monotonic() - started
+    print(
+        f"fhirserver: exported {written} resources into {args.out_dir} in {seconds:.1f}s"
+        f" ({written / max(seconds, 1e-9):,.0f}/s); manifest {MANIFEST}",
+        flush=True,
+    )
+    return 0
+
+
 async def run_reindex(store: Store, settings: Settings) -> int:
     await store.open()
     try:
@@ -337,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(str(exc))
         except WorkerDied as exc:
             sys.exit(f"fhirserver import: {exc}")
+    elif args.command == "export":
+        settings, store = _store_of(args, parser)
+        sys.exit(asyncio.run(run_export(store, settings, args, parser)))
     elif args.command in ("clients", "users"):
         settings, store = _store_of(args, parser)
         try:

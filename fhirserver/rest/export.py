@@ -242,7 +242,7 @@ async def _gzipped(path: Any) -> AsyncIterator[bytes]:
 
 async def _own_export(request: Request, export_id: str) -> dict[str, Any]:
     """The export's status record, when the request's token is of the kick-off's
-    client; 404 otherwise, so that another client learns nothing."""
+    client and user; 404 otherwise, so that nobody else learns anything."""
     access = await request_access(request)
     store: Store = request.app.state.store
     record = await export_status(store, export_id, _clock(request)())
