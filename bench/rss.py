@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 INTERVAL_SECONDS = 0.05
 _PROC = Path("/proc")
@@ -82,20 +83,17 @@ def _children_by_scan(pid: int) -> list[int]:
     return children
 
 
-class TreeSampler:
-    """While the `with` block runs, in a thread of its own: the largest sum of VmRSS over
-    the tree under `pid`, and the largest VmHWM of `pid` itself (read while it lives)."""
+class Sampler:
+    """Calls `_sample` every `interval` seconds in a thread of its own while the `with`
+    block runs (and once more as it ends)."""
 
     def __init__(self, pid: int, interval: float = INTERVAL_SECONDS) -> None:
         self.pid = pid
         self.interval = interval
-        self.samples = 0
-        self._tree_kib = 0
-        self._main_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
 
-    def __enter__(self) -> TreeSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -113,6 +111,20 @@ class TreeSampler:
             self._sample()
             if self._stop.wait(self.interval):
                 return
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+
+class TreeSampler(Sampler):
+    """While the `with` block runs: the largest sum of VmRSS over the tree under `pid`,
+    and the largest VmHWM of `pid` itself (read while it lives)."""
+
+    def __init__(self, pid: int, interval: float = INTERVAL_SECONDS) -> None:
+        super().__init__(pid, interval)
+        self.samples = 0
+        self._tree_kib = 0
+        self._main_kib = 0
 
     def _sample(self) -> None:
         main = status_kib(self.pid, "VmHWM")
