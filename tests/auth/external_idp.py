@@ -13,9 +13,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+import httpx
+import pytest
 import uvicorn
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key, RSAKey
@@ -24,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
+
+from tests.clock import MovableClock
 
 CLIENT_ID = "fhir-server"
 CLIENT_SECRET = "s3cret:with/odd&chars"
@@ -145,3 +150,28 @@ async def serving(idp: FakeIdP) -> AsyncIterator[FakeIdP]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, WAIT)
+
+
+# Shared by the external-mode suites: the IdP on a loopback port, a fixed clock and an
+# HTTP client for the authenticator.
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+AUDIENCE = "https://fhir.example.org/fhir"
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    clock = MovableClock()
+    clock.move_to(T0)
+    return clock
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[FakeIdP]:
+    async with serving(FakeIdP()) as running:
+        yield running

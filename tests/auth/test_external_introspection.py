@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,30 +17,20 @@ from fhirserver.auth.errors import InvalidToken
 from fhirserver.auth.external import ExternalAuthenticator, external_authenticator
 from fhirserver.config import Settings
 from fhirserver.errors import Unavailable
-from tests.auth.external_idp import CLIENT_ID, CLIENT_SECRET, FakeIdP, serving
+from tests.auth.external_idp import (
+    AUDIENCE,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    T0,
+    FakeIdP,
+    clock,
+    http,
+    idp,
+    serving,
+)
 from tests.clock import MovableClock
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-AUDIENCE = "https://fhir.example.org/fhir"
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    clock = MovableClock()
-    clock.move_to(T0)
-    return clock
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[FakeIdP]:
-    async with serving(FakeIdP()) as running:
-        yield running
+__all__ = ["clock", "http", "idp"]
 
 
 def settings_for(idp: FakeIdP, **changes: Any) -> Settings:

@@ -12,8 +12,7 @@ import base64
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -24,30 +23,19 @@ from fhirserver.auth.errors import InvalidToken
 from fhirserver.auth.external import ExternalAuthenticator, external_authenticator
 from fhirserver.auth.scopes import Context, Interaction
 from fhirserver.config import Settings
-from tests.auth.external_idp import FakeIdP, ec_key, rsa_key, serving
+from tests.auth.external_idp import (
+    AUDIENCE,
+    T0,
+    FakeIdP,
+    clock,
+    ec_key,
+    http,
+    idp,
+    rsa_key,
+)
 from tests.clock import MovableClock
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-AUDIENCE = "https://fhir.example.org/fhir"
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[FakeIdP]:
-    async with serving(FakeIdP()) as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    clock = MovableClock()
-    clock.move_to(T0)
-    return clock
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
+__all__ = ["clock", "http", "idp"]
 
 
 @pytest.fixture

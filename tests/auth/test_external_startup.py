@@ -7,8 +7,7 @@ because the IdP is unreachable is a 503, not an `invalid_token` 401."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,32 +17,13 @@ from fhirserver.auth.errors import InvalidToken
 from fhirserver.auth.external import ExternalAuthenticator, external_authenticator
 from fhirserver.config import Settings
 from fhirserver.errors import Unavailable
-from tests.auth.external_idp import FakeIdP, rsa_key, serving
+from tests.auth.external_idp import AUDIENCE, T0, FakeIdP, clock, http, idp, rsa_key, serving
 from tests.clock import MovableClock
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-AUDIENCE = "https://fhir.example.org/fhir"
+__all__ = ["clock", "http", "idp"]
+
 # The credentials of a URL that must not show up anywhere.
 SECRET = "hunter2"
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    clock = MovableClock()
-    clock.move_to(T0)
-    return clock
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[FakeIdP]:
-    async with serving(FakeIdP()) as running:
-        yield running
 
 
 def claims(idp: FakeIdP, **changes: Any) -> dict[str, Any]:
