@@ -29,6 +29,7 @@ from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
+from fhirserver.subscriptions.websocket import Limits, SocketCounts
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
 from fhirserver.telehealth.visit_jobs import job_handlers
@@ -142,4 +143,10 @@ def create_app(
     app.state.oauth_uris = oauth_uris(settings, app.state.auth_server)
     # Token, introspection and revocation requests per client address.
     app.state.token_limit = token_rate_limit()
+    # The websocket channel (rest/subscription_ws.py): where sessions read notifications
+    # (a `subscriptions.websocket.NotificationSource`; None: no websocket channel), their
+    # limits, and the sockets open in this process.
+    app.state.notification_source = None
+    app.state.ws_limits = Limits()
+    app.state.ws_sockets = SocketCounts()
     return app

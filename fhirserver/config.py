@@ -100,6 +100,8 @@ class Settings:
     # How long a claimed background job (an export chunk, a telehealth close) stays one
     # process's before another may take it over: the wait after a process dies.
     job_lease_seconds: int = 60
+    # Subscriptions: how long a `$get-ws-binding-token` token binds a websocket.
+    ws_binding_token_seconds: int = 300
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
@@ -119,6 +121,8 @@ class Settings:
             )
         if min(self.export_max_per_client, self.export_max_file_bytes, self.export_chunk) < 1:
             raise ValueError("export_max_per_client, _max_file_bytes and _chunk must be positive")
+        if self.ws_binding_token_seconds < 1:
+            raise ValueError("ws_binding_token_seconds must be positive")
         if self.job_lease_seconds < 1:
             raise ValueError("job_lease_seconds must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

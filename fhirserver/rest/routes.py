@@ -10,11 +10,19 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints, everything, export, smart, smart_authorize, telehealth
+from fhirserver.rest import (
+    endpoints,
+    everything,
+    export,
+    smart,
+    smart_authorize,
+    subscription_ws,
+    telehealth,
+)
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
 Handler = Callable[..., Awaitable[Response]]
@@ -70,6 +78,17 @@ _OPERATIONS: dict[tuple[str | None, str], dict[str, Methods]] = {
     },
     ("Group", "export"): {
         "instance-operation": {"GET": export.group_export, "POST": export.group_export},
+    },
+    # Subscriptions Backport IG 1.1.0: a token to bind a websocket with.
+    ("Subscription", "get-ws-binding-token"): {
+        "instance-operation": {
+            "GET": subscription_ws.instance_binding_token,
+            "POST": subscription_ws.instance_binding_token,
+        },
+        "type-operation": {
+            "GET": subscription_ws.type_binding_token,
+            "POST": subscription_ws.type_binding_token,
+        },
     },
 }
 
@@ -142,7 +161,7 @@ async def not_found(request: Request) -> Response:
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def routes(base_path: str, auth_mode: str = "off") -> list[Route]:
+def routes(base_path: str, auth_mode: str = "off") -> list[BaseRoute]:
     return [
         # First: with FHIR at the root ("" base path) they would fall to the dispatcher.
         *telehealth.telehealth_routes(),
@@ -151,6 +170,8 @@ def routes(base_path: str, auth_mode: str = "off") -> list[Route]:
         # The built-in authorization server's browser flow and EHR launch (SMART).
         *(smart_authorize.authorize_routes() if auth_mode == "smart" else []),
         *smart.smart_routes(base_path, auth_mode),
+        # The websocket channel's socket (a websocket scope: no HTTP route matches it).
+        *subscription_ws.websocket_routes(base_path),
         Route(base_path + "/{path:path}", dispatch, methods=_ALL_METHODS),
         Route(base_path or "/", dispatch, methods=_ALL_METHODS),
         Route("/{path:path}", not_found, methods=_ALL_METHODS),
