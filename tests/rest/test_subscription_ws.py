@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -494,3 +494,38 @@ async def test_the_socket_closes_when_the_access_it_was_bound_under_expires(
         guarded.clock.move_to(datetime.now(UTC) + timedelta(minutes=2))
         lines, code = await closed_with(ws)
     assert lines == ["error the access this socket was bound under has expired"] and code == 1008
+
+
+async def test_a_failing_event_log_closes_the_socket_without_a_trace(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(subscription_id: str, after: int, limit: int) -> list[Any]:
+        raise RuntimeError("the event log is on fire at /secret/path")
+
+    token = await server.token("desk")
+    async with connect(server.ws_url) as ws:
+        await ws.send(f"bind-with-token {token}")
+        assert kind_of(await receive(ws))[0] == "handshake"
+        server.source.events_after = broken  # type: ignore[method-assign]
+        lines, code = await closed_with(ws)
+    assert lines == ["error internal error"] and code == 1011
+    # The operator sees what failed; the client saw none of it.
+    assert "on fire" in caplog.text and token not in caplog.text
+
+
+async def test_behind_https_the_websocket_url_is_wss(
+    settings: Settings, test_backend: Backend
+) -> None:
+    public = replace(settings, public_url="https://fhir.example.org/fhir")
+    app = create_app(public, store=test_backend.store)
+    app.state.notification_source = FakeNotifications(test_backend.store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver/fhir", headers=headers
+        ) as http:
+            put = await http.put("/Subscription/desk", json=subscription("desk"))
+            assert put.status_code == 201
+            answer = await http.post(f"/Subscription/desk/{OPERATION}")
+    assert parameters(answer.json())["websocket-url"] == "wss://fhir.example.org/fhir/websocket"
