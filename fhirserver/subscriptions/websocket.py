@@ -24,7 +24,8 @@ process sharing the store accepts them and a copy of the store hands out none. A
 stays good until it expires, for reconnects; sockets per token and per subscription are
 counted per process. With authorization on a token also carries the access it was issued
 under: the socket closes when that access expires, and a revoked access token's binding
-token no longer binds.
+token no longer binds. A bound socket needs nothing from its client: a peer that is gone
+is found by the server's websocket pings (uvicorn's `ws_ping_interval`/`ws_ping_timeout`).
 """
 
 from __future__ import annotations
@@ -222,6 +223,7 @@ class Limits:
     max_message_chars: int = 1024
     max_sockets_per_token: int = 4
     max_sockets_per_subscription: int = 8
+    max_subscriptions_per_socket: int = 16
     # How often the event log is read, and how many events per read.
     poll_seconds: float = 0.2
     batch: int = 50
@@ -362,6 +364,7 @@ class Session:
         wanted = [i for i in binding.subscription_ids if i not in self.bound]
         if not wanted:
             return
+        self._room_for(len(wanted))
         subscriptions = {i: await self._websocket_subscription(i) for i in wanted}
         limits = [(f"token:{binding.key}", self.limits.max_sockets_per_token)]
         await self._count([*limits, *self._per_subscription(wanted)])
@@ -370,6 +373,8 @@ class Session:
                 binding.access_expires, self.access_expires or binding.access_expires
             )
         for subscription_id, subscription in subscriptions.items():
+            # The log's position before the handshake: an event recorded in between is
+            # both counted in the handshake and sent (at least once, never lost).
             number = await self.source.events_so_far(subscription_id)
             await self._send(_json(await self.source.handshake(subscription_id)))
             self.bound[subscription_id] = _Bound(
@@ -384,6 +389,7 @@ class Session:
         if subscription_id in self.bound:
             await self._send(f"bound {subscription_id}")
             return
+        self._room_for(1)
         await self._websocket_subscription(subscription_id)
         await self._count(self._per_subscription([subscription_id]))
         number = await self.source.events_so_far(subscription_id)
@@ -397,6 +403,11 @@ class Session:
         if subscription.get("status") == "off":
             raise _Refused(f"subscription {subscription_id} is off")
         return subscription
+
+    def _room_for(self, more: int) -> None:
+        if len(self.bound) + more > self.limits.max_subscriptions_per_socket:
+            limit = self.limits.max_subscriptions_per_socket
+            raise _Refused(f"one socket binds at most {limit} subscriptions")
 
     def _per_subscription(self, ids: list[str]) -> list[tuple[str, int]]:
         return [(f"subscription:{i}", self.limits.max_sockets_per_subscription) for i in ids]

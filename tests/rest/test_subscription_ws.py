@@ -166,7 +166,13 @@ def parameters(resource: dict[str, Any]) -> dict[str, str]:
     }
 
 
-LIMITS = Limits(bind_seconds=2.0, poll_seconds=0.05, recheck_seconds=0.2, max_sockets_per_token=2)
+LIMITS = Limits(
+    bind_seconds=2.0,
+    poll_seconds=0.05,
+    recheck_seconds=0.2,
+    max_sockets_per_token=2,
+    max_subscriptions_per_socket=2,
+)
 
 
 @asynccontextmanager
@@ -422,6 +428,17 @@ async def test_sockets_per_token_are_limited(server: Server) -> None:
     async with connect(server.ws_url) as again:
         await again.send(f"bind-with-token {token}")
         assert kind_of(await receive(again))[0] == "handshake"
+
+
+async def test_subscriptions_per_socket_are_limited(server: Server) -> None:
+    await server.put(subscription("third"))
+    async with connect(server.ws_url) as ws:
+        for subscription_id in ("desk", "other"):
+            await ws.send(f"bind {subscription_id}")
+            assert await receive(ws) == f"bound {subscription_id}"
+        await ws.send("bind third")
+        lines, code = await closed_with(ws)
+    assert lines == ["error one socket binds at most 2 subscriptions"] and code == 1008
 
 
 async def test_without_a_notification_source_websockets_are_not_available(
