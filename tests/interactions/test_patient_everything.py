@@ -327,3 +327,18 @@ async def test_paging_many_patients_costs_the_same_on_every_referenced_page(
     for cost in later:
         assert cost.get("search", 0) == 0, cost
         assert cost.get("get_record", 0) == 1 and cost.get("read", 0) <= 5, cost
+
+
+async def test_a_referenced_phase_cursor_pages_only_its_own_patients_record(
+    record: Store,
+) -> None:
+    """The referenced keys kept for one patient's paging are not another's to page on."""
+    page = await everything(record, EverythingRequest("a", count=4), EVERYONE, system_clock)
+    page = await everything(
+        record, EverythingRequest("a", count=1, cursor=page.next_cursor), EVERYONE, system_clock
+    )
+    assert page.referenced and page.next_cursor is not None
+    with pytest.raises(BadRequest):
+        await everything(
+            record, EverythingRequest("b", cursor=page.next_cursor), EVERYONE, system_clock
+        )
