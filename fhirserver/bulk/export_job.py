@@ -7,11 +7,14 @@ starts, and the files written so far. Each run of the job writes one chunk and s
 the progress by putting the job again, due at once: the runner then claims it again
 (after any job that was due earlier, so an export does not hold up telehealth's jobs)
 and a process killed mid-chunk leaves the job to be claimed when its lease runs out,
-to go on from the last saved chunk. The last chunk writes the final status and lets
-the runner finish the job.
+to go on from the last saved chunk. After the types, when `includeAssociatedData` asks
+for it, one more phase pages the Provenance the same way (export_associated.py). The
+last chunk writes the final status and lets the runner finish the job.
 
-What a client sees is a record of kind "export" (state, the kick-off's client, the
-files when done), kept apart from the job because the job is gone once it is done.
+What a client sees is a record of kind "export" (state, the kick-off's client, what is
+being written, the files when done), kept apart from the job because the job is gone
+once it is done. While running, the record expires unless the job's chunks renew it
+(`running_for`): it cannot outlive a job that was never recorded.
 """
 
 from __future__ import annotations
