@@ -8,6 +8,13 @@ For each size: resources/s and the ratio to the floor; peak RSS (VmHWM) and the 
 the 1x export's, the point being that it does not grow with the data; and the largest
 RSS in the first and second half of the run, which are level once SQLite's page caches
 (PRAGMA cache_size, 16 MiB per connection: a cap, not a share of the data) have filled.
+
+Sizes 1x, `scale`x and 2 * `scale`x: the 10x peak is above the 1x one, and the 20x run
+shows whether that is a plateau (fixed ceilings reached in a longer run) or growth with
+the data. Beside each peak: SQLite's heap high-water and the store threads the export
+ran on, the two ceilings that make up the difference (each store thread brings a
+connection with its page cache, and a malloc arena that keeps its high-water; the
+thread pool opens more of its reader threads the longer a run goes).
 """
 
 from __future__ import annotations
@@ -70,16 +77,31 @@ def table(sizes: list[SizeFigures]) -> list[str]:
                 run.second_half_kib / run.first_half_kib,
             ),
             _row(f"export {label} RSS before export", _mib(run.start_kib)),
+            _row(
+                f"export {label} SQLite heap peak",
+                "n/a" if run.sqlite_peak_kib is None else _mib(run.sqlite_peak_kib),
+                f"on {run.store_threads} store threads",
+            ),
             _row(f"floor {label} peak RSS", _mib(floor.peak_kib)),
             _row(f"export {label} wall", f"{run.seconds:,.1f} s", f"floor {floor.seconds:,.2f} s"),
         ]
+    if len(sizes) >= 3:
+        middle, last = sizes[-2], sizes[-1]
+        lines.append(
+            _row(
+                f"plateau: peak {last.scale}x / {middle.scale}x",
+                _mib(last.export.peak_kib),
+                f"export {middle.scale}x {_mib(middle.export.peak_kib)}",
+                last.export.peak_kib / middle.export.peak_kib,
+            )
+        )
     return lines
 
 
 async def run(params: Params) -> None:
     data = survey(synthea.DATA_DIR)
     sizes: list[SizeFigures] = []
-    for scale in (1, params.load_scale):
+    for scale in (1, params.load_scale, 2 * params.load_scale):
         store = await export_stores.ready(data, scale)
         with tempfile.TemporaryDirectory(prefix="fhirserver-export-") as scratch:
             temp = Path(scratch)
@@ -94,6 +116,7 @@ async def run(params: Params) -> None:
         sizes.append(SizeFigures(scale, floor, ran))
     _say(
         f"system-level export of the Synthea data ({data.distinct:,} current resources) "
-        f"1x and {params.load_scale}x, from SQLite, default chunk and file size"
+        f"1x, {params.load_scale}x and {2 * params.load_scale}x, from SQLite, default chunk "
+        "and file size"
     )
     print("\n".join(table(sizes)))

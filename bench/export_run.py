@@ -1,7 +1,10 @@
 """One system-level bulk export of a store, by the server's own export engine, in a
 process of its own (`python -m bench.export_run STORE OUT_DIR`), which prints its figures
 as one JSON line: resources written, seconds, its peak RSS (VmHWM) and its RSS just
-before the export began (the interpreter, fhirserver's modules and the open store).
+before the export began (the interpreter, fhirserver's modules and the open store), and
+what explains the peak: SQLite's own heap high-water (its page caches, one per
+connection; `sqlite3_memory_highwater`) and how many store threads the export ran on
+(each has a connection, and a malloc arena holding its high-water of row data).
 
 The export is what `$export` kicks off (fhirserver.bulk.export_job): the kick-off
 records the job over a change-sequence snapshot, then the job runner (worker.JobRunner)
@@ -12,9 +15,12 @@ from the kick-off to the last file written; the lines in the files are counted a
 
 from __future__ import annotations
 
+import _sqlite3
 import asyncio
+import ctypes
 import os
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -53,15 +59,33 @@ class ExportRun:
     # when memory is bounded, the second higher when it grows with the work done.
     first_half_kib: int
     second_half_kib: int
+    # SQLite's heap high-water (None: not measurable here) and the store's threads.
+    sqlite_peak_kib: int | None = None
+    store_threads: int = 0
 
     @property
     def per_second(self) -> float:
         return self.resources / self.seconds
 
 
-async def export(store_path: Path, out_dir: Path) -> tuple[int, float, int, int]:
+def sqlite_peak_kib() -> int | None:
+    """SQLite's heap high-water in this process (sqlite.org/c3ref/memory_highwater.html),
+    from the library the sqlite3 module is linked with; None if it does not export it."""
+    try:
+        highwater = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_highwater
+    except (OSError, AttributeError):
+        return None
+    highwater.restype, highwater.argtypes = ctypes.c_int64, [ctypes.c_int]
+    return int(highwater(0)) // 1024
+
+
+def _store_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("sqlite-"))
+
+
+async def export(store_path: Path, out_dir: Path) -> tuple[int, float, int, int, int]:
     """Export every current resource of the store into `out_dir`: (resources written,
-    seconds, bytes written, RSS before the export in KiB)."""
+    seconds, bytes written, RSS before the export in KiB, store threads used)."""
     settings = Settings()
     config = ExportConfig(
         out_dir, timedelta(hours=1), settings.export_max_file_bytes, settings.export_chunk
@@ -76,6 +100,7 @@ async def export(store_path: Path, out_dir: Path) -> tuple[int, float, int, int]
         await kick_off(store, request, system_clock, export_id)
         await JobRunner(store, export_handlers(store, config, system_clock), system_clock).run_due()
         seconds = time.perf_counter() - started
+        threads = _store_threads()
         status = await export_status(store, export_id, system_clock())
         if status is None or status["state"] != DONE:
             raise LoadBenchError(f"the export did not finish: {status}")
@@ -90,7 +115,7 @@ async def export(store_path: Path, out_dir: Path) -> tuple[int, float, int, int]
         await cancel_export(store, config, system_clock, export_id)
     finally:
         await store.close()
-    return lines, seconds, size, start_kib
+    return lines, seconds, size, start_kib, threads
 
 
 def _lines(file: Path) -> int:
@@ -117,6 +142,8 @@ async def measure(store: Path, out_dir: Path, expected: int) -> ExportRun:
         figures["bytes"],
         trace.peak_in(0.0, 0.5),
         trace.peak_in(0.5, 1.0),
+        figures["sqlite_peak_kib"],
+        figures["store_threads"],
     )
     if run.resources != expected:
         raise LoadBenchError(f"the export wrote {run.resources} resources, not {expected}")
@@ -126,7 +153,7 @@ async def measure(store: Path, out_dir: Path, expected: int) -> ExportRun:
 def main() -> None:
     store, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
     try:
-        written, seconds, size, start_kib = asyncio.run(export(store, out_dir))
+        written, seconds, size, start_kib, threads = asyncio.run(export(store, out_dir))
     except LoadBenchError as error:
         sys.exit(f"export: {error}")
     peak = rss.peak_kib(os.getpid())
@@ -136,6 +163,8 @@ def main() -> None:
         "peak_kib": peak,
         "start_kib": start_kib,
         "bytes": size,
+        "sqlite_peak_kib": sqlite_peak_kib(),
+        "store_threads": threads,
     }
     print(orjson.dumps(figures).decode())
 

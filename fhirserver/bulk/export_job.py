@@ -7,11 +7,14 @@ starts, and the files written so far. Each run of the job writes one chunk and s
 the progress by putting the job again, due at once: the runner then claims it again
 (after any job that was due earlier, so an export does not hold up telehealth's jobs)
 and a process killed mid-chunk leaves the job to be claimed when its lease runs out,
-to go on from the last saved chunk. The last chunk writes the final status and lets
-the runner finish the job.
+to go on from the last saved chunk. After the types, when `includeAssociatedData` asks
+for it, one more phase pages the Provenance the same way (export_associated.py). The
+last chunk writes the final status and lets the runner finish the job.
 
-What a client sees is a record of kind "export" (state, the kick-off's client, the
-files when done), kept apart from the job because the job is gone once it is done.
+What a client sees is a record of kind "export" (state, the kick-off's client, what is
+being written, the files when done), kept apart from the job because the job is gone
+once it is done. While running, the record expires unless the job's chunks renew it
+(`running_for`): it cannot outlive a job that was never recorded.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from typing import Any
 
 import orjson
 
-from fhirserver.auth.compartment import patient_ids
-from fhirserver.auth.confine import unrestricted, visible
 from fhirserver.auth.policy import alternatives
 from fhirserver.auth.scopes import Interaction
+from fhirserver.bulk.export_associated import PROVENANCE, associated_provenance
 from fhirserver.bulk.export_files import DELETED, ERROR, OUTPUT, Line, OutputFile, append
-from fhirserver.bulk.export_request import SYSTEM, ExportRequest
+from fhirserver.bulk.export_request import ExportRequest
+from fhirserver.bulk.export_select import Select, in_window, selector
 from fhirserver.bulk.export_snapshot import snapshot_bound, snapshot_page
 from fhirserver.clock import Clock
 from fhirserver.config import Settings
@@ -40,8 +43,6 @@ from fhirserver.errors import Forbidden
 from fhirserver.resources import codec
 from fhirserver.resources.elements import select_elements
 from fhirserver.resources.meta import format_instant
-from fhirserver.search.match import matches
-from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import Job, Store, Version
 from fhirserver.worker import MAX_ATTEMPTS, Handler
 
@@ -53,6 +54,7 @@ EXPIRY = "export-expiry"
 STATUS = "export"
 CANCELLED = "export-cancelled"
 RUNNING, DONE, FAILED = "running", "done", "failed"
+RUNNING_FOR = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class ExportConfig:
     max_file_bytes: int
     # Versions read per chunk: what is held in memory at once.
     chunk: int = 1000
+    # How long a running export's status record lasts unless the job's progress renews
+    # it: a kick-off that died before its job was recorded frees its slot after this.
+    running_for: timedelta = RUNNING_FOR
 
 
 def export_config(settings: Settings) -> ExportConfig:
@@ -139,23 +144,34 @@ def readable_types(request: ExportRequest) -> ExportRequest:
     return replace(request, types=kept)
 
 
-async def kick_off(store: Store, request: ExportRequest, clock: Clock, export_id: str) -> datetime:
-    """Record the export and its job; the snapshot's `transactionTime`."""
+def steps(request: ExportRequest) -> int:
+    """The job's phases: one per type, then the associated data if asked for."""
+    return len(request.types) + (1 if request.associated else 0)
+
+
+def phase_name(request: ExportRequest, step: int) -> str:
+    if step < len(request.types):
+        return request.types[step]
+    return f"{PROVENANCE} (associated data)"
+
+
+async def kick_off(
+    store: Store,
+    request: ExportRequest,
+    clock: Clock,
+    export_id: str,
+    running_for: timedelta = RUNNING_FOR,
+) -> datetime:
+    """Record the export and its job; the snapshot's `transactionTime`.
+
+    The status record comes first, so that a client never polls an export that has a
+    job but no status, and it expires after `running_for` unless the job's chunks renew
+    it: a process that dies between the two writes leaves a record that lapses, and the
+    client's slot (`running_exports`) is free again, rather than "running" for ever.
+    Nobody learns of such an export: the 202 is sent after both writes."""
     request = readable_types(request)
     now = clock()
-    await store.put_record(
-        STATUS,
-        export_id,
-        {
-            "state": RUNNING,
-            "client_id": request.client_id,
-            # The user too: two users of one app may not see each other's exports.
-            "user": request.user,
-            "written": 0,
-            "created": _iso(now),
-        },
-        None,
-    )
+    await store.put_record(STATUS, export_id, _running(request, _iso(now)), now + running_for)
     async with store.unit_of_work() as unit:
         # Inside the unit no other write is in flight (export_snapshot.py).
         bound = await snapshot_bound(unit)
@@ -163,6 +179,37 @@ async def kick_off(store: Store, request: ExportRequest, clock: Clock, export_id
         state = ExportState(request, bound, moment)
         await unit.put_job(Job(EXPORT, export_id, moment, state.payload()))
     return moment
+
+
+def _running(
+    request: ExportRequest, created: str, progress: Progress = Progress()
+) -> dict[str, Any]:
+    """The status record of a running export: whose it is and how far it got."""
+    return {
+        "state": RUNNING,
+        "client_id": request.client_id,
+        # The user too: two users of one app may not see each other's exports.
+        "user": request.user,
+        "written": progress.written,
+        "created": created,
+        # What is being written (X-Progress): the phase, and which of how many.
+        "phase": phase_name(request, min(progress.type_index, steps(request) - 1)),
+        "step": min(progress.type_index + 1, steps(request)),
+        "types": len(request.types),
+    }
+
+
+def progress_text(status: Mapping[str, Any]) -> str:
+    """A running export's progress for a person (export.html X-Progress), e.g.
+    "12,000 resources written; Observation (7 of 23 types)"."""
+    written = int(status.get("written", 0))
+    text = f"{written:,} resource{'' if written == 1 else 's'} written"
+    if "phase" not in status:
+        return text
+    step, types = int(status["step"]), int(status["types"])
+    if step <= types:
+        return f"{text}; {status['phase']} ({step} of {types} type{'' if types == 1 else 's'})"
+    return f"{text}; {status['phase']}, after all {types} type{'' if types == 1 else 's'}"
 
 
 async def export_status(store: Store, export_id: str, now: datetime) -> dict[str, Any] | None:
@@ -215,10 +262,16 @@ def export_handlers(store: Store, config: ExportConfig, clock: Clock) -> dict[st
 async def run_chunk(store: Store, config: ExportConfig, clock: Clock, job: Job) -> None:
     """Write the export's next chunk and save the progress, or finish it."""
     status = await store.get_record(STATUS, job.key, clock())
-    if status is None:
+    if status is None and await store.get_record(CANCELLED, job.key, clock()) is not None:
         # Cancelled (or expired) while queued.
         await asyncio.to_thread(_remove, config.folder, job.key)
         return
+    if status is None:
+        # The running record lapsed while the job waited (no process ran it for longer
+        # than `running_for`): the job is what counts, its status is made again.
+        state = ExportState.of(job.payload)
+        created = _iso(state.transaction_time)
+        status = _running(state.request, created, state.progress)
     try:
         await _advance(store, config, clock, job, status)
     except Exception:
@@ -240,10 +293,12 @@ async def _advance(
     state = ExportState.of(job.payload)
     progress = await _next_chunk(store, config, state, job.key)
     state = replace(state, progress=progress)
-    if progress.type_index < len(state.request.types):
+    if progress.type_index < steps(state.request):
         async with store.unit_of_work() as unit:
             await unit.put_job(Job(EXPORT, job.key, clock(), state.payload()))
-        await store.put_record(STATUS, job.key, {**status, "written": progress.written}, None)
+        # Renewed with each chunk: the record outlives the export only while it runs.
+        running = _running(state.request, status.get("created", ""), progress)
+        await store.put_record(STATUS, job.key, running, clock() + config.running_for)
     else:
         await _finish(store, config, clock, job.key, status, state)
 
@@ -252,16 +307,33 @@ async def _next_chunk(
     store: Store, config: ExportConfig, state: ExportState, export_id: str
 ) -> Progress:
     request, progress = state.request, state.progress
-    resource_type = request.types[progress.type_index]
-    page = await snapshot_page(
-        store, resource_type, state.snapshot_seq, progress.before_seq, request.since, config.chunk
-    )
-    select = _selector(request, resource_type)
     lines: list[Line] = []
-    for version in page.versions:
-        line = await _line(store, request, select, version)
-        if line is not None:
-            lines.append(line)
+    if progress.type_index < len(request.types):
+        resource_type = request.types[progress.type_index]
+        page = await snapshot_page(
+            store,
+            resource_type,
+            state.snapshot_seq,
+            progress.before_seq,
+            request.since,
+            config.chunk,
+        )
+        select = selector(request, resource_type)
+        for version in page.versions:
+            line = await _line(store, request, select, version)
+            if line is not None:
+                lines.append(line)
+    else:
+        # export.html includeAssociatedData: the Provenance about what was returned.
+        page = await snapshot_page(
+            store, PROVENANCE, state.snapshot_seq, progress.before_seq, None, config.chunk
+        )
+        found = await associated_provenance(store, request, state.snapshot_seq, page.versions)
+        elements = request.elements_for(PROVENANCE)
+        for resource in found:
+            if elements:
+                resource = select_elements(resource, elements)
+            lines.append(Line(OUTPUT, PROVENANCE, PROVENANCE, _ndjson(resource)))
     folder = config.folder / export_id
     files = await asyncio.to_thread(append, folder, progress.files, lines, config.max_file_bytes)
     if page.next_before_seq is None:
@@ -269,35 +341,10 @@ async def _next_chunk(
     return Progress(progress.type_index, page.next_before_seq, progress.written + len(lines), files)
 
 
-Select = Callable[[dict[str, Any]], bool]
-
-
-def _selector(request: ExportRequest, resource_type: str) -> Select:
-    """Whether a resource of this type belongs in the export: in a chosen patient's
-    compartment (Patient and Group level), readable under the kick-off's access, and
-    meeting one of the type's `_typeFilter`s."""
-    access = request.access()
-    everything = unrestricted(access, Interaction.SEARCH, (resource_type,))
-    query: SearchQuery | None = request.filters().get(resource_type)
-    patients = None if request.patients is None else frozenset(request.patients)
-
-    def select(resource: dict[str, Any]) -> bool:
-        if request.level != SYSTEM:
-            members = patient_ids(resource)
-            if not (members & patients if patients is not None else members):
-                return False
-        if not everything and not visible(access, Interaction.SEARCH, resource):
-            return False
-        return query is None or matches(query, resource)
-
-    return select
-
-
 async def _line(
     store: Store, request: ExportRequest, select: Select, version: Version
 ) -> Line | None:
-    # export.html "_since": resources changed after the instant, so strictly later.
-    if request.since is not None and version.last_updated <= request.since:
+    if not in_window(request, version.last_updated):
         return None
     if version.body is not None:
         resource = codec.load_object(version.body, "A stored resource")

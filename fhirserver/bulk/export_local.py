@@ -63,7 +63,8 @@ async def export_to_folder(
         group = await store.read("Group", group_id)
         if group is None or group.body is None:
             raise NotFound(f"Group/{group_id} is not known")
-        request = compartment_of(request, member_ids(codec.load_object(group.body)))
+        members = member_ids(codec.load_object(group.body), clock())
+        request = compartment_of(request, members)
     request = replace(request, request_url=f"fhirserver export ({level})")
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     export_id = f"cli-{uuid.uuid4().hex}"

@@ -29,13 +29,20 @@ from fhirserver.search.query import (
     Predicate,
     SearchQuery,
 )
+from fhirserver.search.time import date_range
 
 SYSTEM, PATIENT, GROUP = "system", "patient", "group"
 # export.html "_outputFormat": the server SHALL support NDJSON under these names.
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 # Parameters the IG defines that this server does not implement (yet): refused, or
 # reported under lenient handling.
-UNSUPPORTED = ("includeAssociatedData", "_until", "organizeOutputBy", "allowPartialManifests")
+UNSUPPORTED = ("organizeOutputBy", "allowPartialManifests")
+# export.html "includeAssociatedData" (CodeSystem include-associated-data): the codes this
+# server supports. Relevant: every Provenance targeting an exported resource; Latest:
+# only the most recent one for each (by `recorded`).
+LATEST_PROVENANCE = "LatestProvenanceResources"
+RELEVANT_PROVENANCE = "RelevantProvenanceResources"
+ASSOCIATED = (LATEST_PROVENANCE, RELEVANT_PROVENANCE)
 # Parameters that shape the HTTP exchange only.
 _IGNORED = ("_format",)
 
@@ -46,6 +53,10 @@ class ExportRequest:
     # The types exported, in the order their files are written.
     types: tuple[str, ...]
     since: datetime | None = None
+    # export.html "_until": only resources last changed before this instant.
+    until: datetime | None = None
+    # includeAssociatedData: None, LATEST_PROVENANCE or RELEVANT_PROVENANCE.
+    associated: str | None = None
     # (type, search query string) pairs; several for one type are OR'ed.
     type_filters: tuple[tuple[str, str], ...] = ()
     # `_elements` items as given: `element` or `Type.element`.
@@ -106,16 +117,19 @@ class ExportRequest:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["since"] = None if self.since is None else self.since.isoformat()
+        data["until"] = None if self.until is None else self.until.isoformat()
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExportRequest:
-        since = data.get("since")
+        since, until = data.get("since"), data.get("until")
         patients = data.get("patients")
         return cls(
             level=data["level"],
             types=tuple(data["types"]),
             since=None if since is None else datetime.fromisoformat(since),
+            until=None if until is None else datetime.fromisoformat(until),
+            associated=data.get("associated"),
             type_filters=tuple((name, text) for name, text in data.get("type_filters", ())),
             elements=tuple(data.get("elements", ())),
             patients=None if patients is None else tuple(patients),
@@ -153,6 +167,8 @@ def parse_export(level: str, params: Sequence[tuple[str, str]], *, lenient: bool
     allowed = exportable_types(level)
     types: list[str] = []
     since: datetime | None = None
+    until: datetime | None = None
+    associated: set[str] = set()
     filters: list[tuple[str, str]] = []
     elements: list[str] = []
     patients: list[str] = []
@@ -164,6 +180,16 @@ def parse_export(level: str, params: Sequence[tuple[str, str]], *, lenient: bool
             since = _instant(value)
             if since is None:
                 problem(f"_since {value!r} is not a FHIR instant (with a time zone)")
+        elif name == "_until":
+            until = _instant(value)
+            if until is None:
+                problem(f"_until {value!r} is not a FHIR instant (with a time zone)")
+        elif name == "includeAssociatedData":
+            for item in _items(value):
+                if item in ASSOCIATED:
+                    associated.add(item)
+                else:
+                    problem(f"includeAssociatedData {item!r} is not supported by this server")
         elif name == "_type":
             for item in _items(value):
                 if item in allowed:
@@ -201,11 +227,20 @@ def parse_export(level: str, params: Sequence[tuple[str, str]], *, lenient: bool
         level=level,
         types=chosen,
         since=since,
+        until=until,
+        # Relevant includes Latest: asked for both, the export gives every relevant one.
+        associated=_associated(associated),
         type_filters=tuple(filters),
         elements=tuple(elements),
         patients=tuple(dict.fromkeys(patients)) if patients else None,
         problems=tuple(problems),
     )
+
+
+def _associated(codes: set[str]) -> str | None:
+    if RELEVANT_PROVENANCE in codes:
+        return RELEVANT_PROVENANCE
+    return LATEST_PROVENANCE if codes else None
 
 
 def _items(value: str) -> list[str]:
@@ -256,17 +291,47 @@ def _reaches_out(predicate: Predicate) -> bool:
     return False
 
 
-def member_ids(group: dict[str, Any]) -> tuple[str, ...]:
-    """The patients a Group names (R4 group.html `Group.member.entity`), as ids. Members
-    of other types (a Group of Groups, devices) contribute no compartment."""
+def member_ids(group: dict[str, Any], now: datetime) -> tuple[str, ...]:
+    """The patients a Group has as members at `now` (R4 group.html), as ids.
+
+    - `Group.actual = false`: a definitional group describes a kind of patient and has
+      no members (invariant grp-1: "Can only have members if group is actual"); its
+      export is empty, as HAPI FHIR's is (its group export finds members with
+      `Patient?_has:Group:member:_id=[id]`, JpaBulkExportProcessor, and a definitional
+      group lists none), rather than refused.
+    - `member.inactive = true`, or a `member.period` that ended before `now` or starts
+      after it: not a member now.
+    - Members of other types (a Group of Groups, devices) contribute no compartment.
+    """
+    if group.get("actual") is False:
+        return ()
     ids: list[str] = []
     for member in group.get("member") or ():
         if not isinstance(member, dict) or member.get("inactive") is True:
+            continue
+        if not _member_now(member.get("period"), now):
             continue
         reference = (member.get("entity") or {}).get("reference")
         if isinstance(reference, str) and reference.startswith("Patient/"):
             ids.append(reference.removeprefix("Patient/"))
     return tuple(dict.fromkeys(ids))
+
+
+def _member_now(period: Any, now: datetime) -> bool:
+    """Whether `now` lies in a member's period (R4 datatypes.html#Period: a missing end
+    is ongoing; a date given to the day or month covers all of it). A period that is
+    not a valid Period leaves the member in: the Group was accepted as valid."""
+    if not isinstance(period, dict):
+        return True
+    start, end = period.get("start"), period.get("end")
+    try:
+        if isinstance(start, str) and date_range(start, "period.start")[0] > now:
+            return False
+        if isinstance(end, str) and date_range(end, "period.end")[1] <= now:
+            return False
+    except FHIRError:
+        return True
+    return True
 
 
 def compartment_of(request: ExportRequest, group_members: Iterable[str] | None) -> ExportRequest:

@@ -21,6 +21,7 @@ there is no version v+1, or version v+1 was written after the bound.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -89,3 +90,24 @@ async def _at_snapshot(
         return False
     following = await store.vread(version.resource_type, version.id, version.version + 1)
     return following is None or following.seq > snapshot_seq
+
+
+async def versions_at(
+    store: Store, keys: Sequence[tuple[str, str]], snapshot_seq: int
+) -> dict[tuple[str, str], Version]:
+    """These resources as they were at the snapshot (a deletion included, as a version
+    without a body); those created after it, or unknown, are left out. One `read_many`
+    for the current versions, and a history read only for those written since."""
+    currents = await store.read_many(keys)
+    found: dict[tuple[str, str], Version] = {}
+    for key, current in currents.items():
+        if current.seq <= snapshot_seq:
+            found[key] = current
+            continue
+        query = HistoryQuery(
+            resource_type=key[0], id=key[1], count=1, before_seq=snapshot_seq + 1, with_total=False
+        )
+        older, _ = await store.history(query)
+        if older:
+            found[key] = older[0]
+    return found

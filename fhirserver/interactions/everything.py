@@ -10,9 +10,19 @@ or another's (not this patient's to give).
 
 Order and paging. Members come by (type, id), each type read with the store's own keyset
 search sorted by `_id`; then the referenced resources by (type, id). A page's `next`
-cursor names where it stopped: the type, and the member search's own keyset cursor or
-the last referenced (type, id). Keyset positions stay put while others write, so paging
-neither repeats nor skips a resource that is there throughout.
+cursor names where it stopped: the type and the member search's own keyset cursor, or
+in the referenced phase the list of referenced keys and the position in it. Keyset
+positions stay put while others write, so paging neither repeats nor skips a resource
+that is there throughout.
+
+The referenced keys. Which resources the members reference, without repeats, is only
+known after reading every member: the page on which the members end reads them once
+(a scan of the compartment) and keeps the sorted keys in the store, as records of at
+most `_KEYS_PER_RECORD` keys that expire after `REFERENCED_FOR` (a token in the cursor
+names them). Each later page reads the record its position falls in and the resources
+from there: its cost does not grow with the pages before it (it did, when every page
+scanned all the members again: quadratic in the number of patients). Records that
+expired are made again, by the same scan.
 
 The snapshot. The first page takes the head of the store's change log (the highest
 sequence number written); every later page returns each resource as it was at that
@@ -37,11 +47,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 from fhirserver.auth.access import Access
 from fhirserver.auth.compartment import PATIENT, membership, patient_ids
 from fhirserver.auth.confine import confine, unrestricted
 from fhirserver.auth.scopes import Interaction
+from fhirserver.clock import Clock
 from fhirserver.errors import BadRequest, Forbidden
 from fhirserver.interactions import crud
 from fhirserver.interactions.guard import shows
@@ -68,6 +80,10 @@ PARAMETERS = frozenset({"_since", "_type", "_count", "_cursor"})
 # How many members a scan for references reads per search.
 _SCAN_PAGE = 500
 _MEMBERS, _REFERENCED = "m", "r"
+# The referenced keys of a paging: record kind, keys per record, and how long they last.
+REFERENCED = "everything-referenced"
+_KEYS_PER_RECORD = 1000
+REFERENCED_FOR = timedelta(hours=1)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -96,8 +112,9 @@ class EverythingPage:
 @dataclass(frozen=True, slots=True)
 class _Position:
     """Where a page starts: the snapshot's sequence number, the phase (members, then
-    referenced), the type, and within it the member search's cursor ("" from the start)
-    or the last referenced id returned ("" from the start)."""
+    referenced), and in the members phase the type and the member search's cursor
+    ("" from the start); in the referenced phase the token of the referenced keys'
+    records and the position in those keys."""
 
     bound: int
     phase: str
@@ -140,7 +157,9 @@ def everything_request(
     return EverythingRequest(patient_id, since, frozen, count, cursor)
 
 
-async def everything(store: Store, request: EverythingRequest, access: Access) -> EverythingPage:
+async def everything(
+    store: Store, request: EverythingRequest, access: Access, clock: Clock
+) -> EverythingPage:
     """One page of `Patient/[id]/$everything` (or `Patient/$everything` when
     `request.patient_id` is None), as `access` may see it."""
     if request.patient_id is not None:
@@ -156,8 +175,9 @@ async def everything(store: Store, request: EverythingRequest, access: Access) -
         after = await _members(snapshot, request, position, page)
         if after is not None:
             return EverythingPage(page.members, [], after.encode())
-        position = _Position(position.bound, _REFERENCED, "", "")
-    after = await _referenced(snapshot, request, position, page)
+        position = _Position(position.bound, _REFERENCED, uuid4().hex, "0")
+    keys = _ReferencedKeys(snapshot, request, position.resource_type, clock)
+    after = await _referenced(snapshot, request, keys, position, page)
     return EverythingPage(page.members, page.referenced, after.encode() if after else None)
 
 
@@ -230,25 +250,78 @@ async def _members(
 
 
 async def _referenced(
-    snapshot: _Snapshot, request: EverythingRequest, start: _Position, page: _PageBuilder
+    snapshot: _Snapshot,
+    request: EverythingRequest,
+    keys: _ReferencedKeys,
+    start: _Position,
+    page: _PageBuilder,
 ) -> _Position | None:
-    """Fill the page with referenced resources after `start`; the position after the
-    page if some may remain, else None."""
-    keys = [
-        key
-        for key in await snapshot.referenced_keys()
-        if key > (start.resource_type, start.within)
-        and (request.types is None or key[0] in request.types)
-    ]
-    for index, (name, resource_id) in enumerate(keys):
-        if page.full:
-            last = keys[index - 1] if index else (start.resource_type, start.within)
-            return _Position(start.bound, _REFERENCED, last[0], last[1])
-        version = await snapshot.referenced(name, resource_id, request.since)
-        if version is not None:
-            page.referenced.append(version)
-            page.room -= 1
-    return None
+    """Fill the page with referenced resources from `start`; the position after the page
+    if some may remain, else None."""
+    if not start.within.isdigit():
+        raise BadRequest("Invalid paging cursor", expression="_cursor")
+    offset = int(start.within)
+    while True:
+        chunk, last = await keys.from_offset(offset)
+        for name, resource_id in chunk:
+            if page.full:
+                return _Position(start.bound, _REFERENCED, start.resource_type, str(offset))
+            version = await snapshot.referenced(name, resource_id, request.since)
+            offset += 1
+            if version is not None:
+                page.referenced.append(version)
+                page.room -= 1
+        if last:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class _ReferencedKeys:
+    """The sorted referenced keys of one paging, kept in the store under `token`: record
+    n holds keys n*K .. n*K+K-1 (K = _KEYS_PER_RECORD) and whether it is the last."""
+
+    snapshot: _Snapshot
+    request: EverythingRequest
+    token: str
+    clock: Clock
+
+    async def from_offset(self, offset: int) -> tuple[list[tuple[str, str]], bool]:
+        """The keys from `offset` to the end of their record, and whether no record
+        follows."""
+        number, skip = divmod(offset, _KEYS_PER_RECORD)
+        body = await self.snapshot.store.get_record(REFERENCED, self._key(number), self.clock())
+        if body is None:
+            await self._write()
+            body = await self.snapshot.store.get_record(REFERENCED, self._key(number), self.clock())
+        if body is None:
+            return [], True  # past the end
+        if body.get("patient") != (self.snapshot.patient_id or "") or body.get("bound") != (
+            self.snapshot.bound
+        ):
+            raise BadRequest("Invalid paging cursor", expression="_cursor")
+        keys = [(str(name), str(resource_id)) for name, resource_id in body["keys"]]
+        return keys[skip:], bool(body["last"])
+
+    async def _write(self) -> None:
+        """Scan the members once and record their referenced keys."""
+        types = self.request.types
+        keys = [
+            key for key in await self.snapshot.referenced_keys() if types is None or key[0] in types
+        ]
+        expires = self.clock() + REFERENCED_FOR
+        count = max(1, -(-len(keys) // _KEYS_PER_RECORD))
+        for number in range(count):
+            part = keys[number * _KEYS_PER_RECORD : (number + 1) * _KEYS_PER_RECORD]
+            body = {
+                "patient": self.snapshot.patient_id or "",
+                "bound": self.snapshot.bound,
+                "keys": [list(key) for key in part],
+                "last": number == count - 1,
+            }
+            await self.snapshot.store.put_record(REFERENCED, self._key(number), body, expires)
+
+    def _key(self, number: int) -> str:
+        return f"{self.token}:{number}"
 
 
 # -- the snapshot -----------------------------------------------------------------------

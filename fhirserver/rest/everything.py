@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhirserver.clock import Clock
 from fhirserver.interactions.everything import EverythingPage, everything, everything_request
 from fhirserver.interactions.operations import definition, input_parameters
 from fhirserver.resources import codec
@@ -47,7 +48,9 @@ async def _everything(request: Request, patient_id: str | None) -> Response:
         params += await _posted_parameters(request)
     options = read_options(request)
     store: Store = request.app.state.store
-    page = await everything(store, everything_request(patient_id, params, options), options.access)
+    clock: Clock = request.app.state.writes.clock
+    asked = everything_request(patient_id, params, options)
+    page = await everything(store, asked, options.access, clock)
     path = f"/{PATIENT}/{patient_id}/${CODE}" if patient_id else f"/{PATIENT}/${CODE}"
     return fhir_response(_bundle(options.base_url, path, params, page), fmt)
 

@@ -35,6 +35,7 @@ from fhirserver.bulk.export_job import (
     export_status,
     kick_off,
     manifest,
+    progress_text,
     running_exports,
 )
 from fhirserver.bulk.export_request import (
@@ -113,12 +114,13 @@ async def _kick_off(request: Request, level: str, group_id: str | None) -> Respo
     lenient = preferences.get("handling") == "lenient"
     asked = parse_export(level, params, lenient=lenient)
     store: Store = request.app.state.store
+    clock = _clock(request)
     if group_id is not None:
         group = await crud.read(store, "Group", group_id, access)
         assert group.body is not None
-        asked = compartment_of(asked, member_ids(codec.load_object(group.body)))
+        # The members as of now: the snapshot's transactionTime is taken a moment later.
+        asked = compartment_of(asked, member_ids(codec.load_object(group.body), clock()))
     export = replace(asked, request_url=str(request.url)).with_access(access)
-    clock = _clock(request)
     limit: int = request.app.state.settings.export_max_per_client
     if await running_exports(store, access.client_id, clock()) >= limit:
         raise TooManyRequests(
@@ -126,7 +128,8 @@ async def _kick_off(request: Request, level: str, group_id: str | None) -> Respo
             headers={"Retry-After": str(RETRY_AFTER_SECONDS * 30)},
         )
     export_id = uuid4().hex
-    await kick_off(store, export, clock, export_id)
+    config: ExportConfig = request.app.state.exports
+    await kick_off(store, export, clock, export_id, config.running_for)
     request.app.state.jobs.wake()
     return Response(status_code=202, headers={"Content-Location": _status_url(request, export_id)})
 
@@ -209,7 +212,7 @@ async def status(request: Request) -> Response:
     return Response(
         status_code=202,
         headers={
-            "X-Progress": f"{record.get('written', 0)} resources written",
+            "X-Progress": progress_text(record),
             "Retry-After": str(RETRY_AFTER_SECONDS),
         },
     )

@@ -226,7 +226,7 @@ async def test_group_export_holds_only_the_members_compartments(
     }
     await put(store, clock, group)
     cfg = config(tmp_path)
-    request = compartment_of(parse_export(GROUP, [], lenient=False), member_ids(group))
+    request = compartment_of(parse_export(GROUP, [], lenient=False), member_ids(group, clock()))
     status = await export(store, clock, cfg, request)
     # The Group itself is in its members' compartments (CompartmentDefinition-patient:
     # Group.member); p2, its Observation and the Organization are not.

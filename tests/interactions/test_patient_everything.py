@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from fhirserver.auth.access import Access
+from fhirserver.clock import system_clock
 from fhirserver.errors import BadRequest, NotFound
 from fhirserver.interactions import crud
 from fhirserver.interactions.everything import (
@@ -130,7 +131,7 @@ async def whole(
     store: Store, patient_id: str | None, params: list[tuple[str, str]] | None = None
 ) -> EverythingPage:
     request = everything_request(patient_id, params or [("_count", "1000")], ReadOptions())
-    page = await everything(store, request, EVERYONE)
+    page = await everything(store, request, EVERYONE, system_clock)
     assert page.next_cursor is None
     return page
 
@@ -195,7 +196,7 @@ async def test_unknown_inputs_and_bad_values_are_refused() -> None:
 
 async def test_a_forged_cursor_is_refused(record: Store) -> None:
     with pytest.raises(BadRequest):
-        await everything(record, EverythingRequest("a", cursor="bm9wZQ"), EVERYONE)
+        await everything(record, EverythingRequest("a", cursor="bm9wZQ"), EVERYONE, system_clock)
 
 
 async def test_head_seq_is_the_newest_change(store: Store, clock: MovableClock) -> None:
@@ -226,7 +227,7 @@ async def test_paging_a_synthea_record_while_others_write(
     pages = 0
     while True:
         request = EverythingRequest(patient.id, count=7, cursor=cursor)
-        page = await everything(store, request, EVERYONE)
+        page = await everything(store, request, EVERYONE, system_clock)
         seen += page.members + page.referenced
         pages += 1
         if pages == 2:
@@ -274,3 +275,70 @@ async def _write_between_pages(
 async def _all_of(store: Store, resource_type: str) -> list[Version]:
     rows = await store.scan(None, 10_000)
     return [row for row in rows if row.resource_type == resource_type]
+
+
+async def test_paging_many_patients_costs_the_same_on_every_referenced_page(
+    store: Store, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Patient/$everything` over many patients: a referenced-phase page reads its own
+    resources, never all the members again (which made paging quadratic)."""
+    patients = 40
+    for n in range(patients):
+        await put(store, clock, {"resourceType": "Patient", "id": f"pt{n}"})
+        await put(store, clock, {"resourceType": "Practitioner", "id": f"dr{n}"})
+        observation = {
+            "resourceType": "Observation",
+            "id": f"ob{n}",
+            "status": "final",
+            "code": {"text": "weight"},
+            "subject": {"reference": f"Patient/pt{n}"},
+            "performer": [{"reference": f"Practitioner/dr{n}"}],
+        }
+        await put(store, clock, observation)
+    calls: dict[str, int] = {}
+    for name in ("search", "read", "read_many", "history", "get_record", "put_record"):
+        original = getattr(store, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(*args)
+
+        monkeypatch.setattr(store, name, counted)
+
+    referenced: list[str] = []
+    costs: list[dict[str, int]] = []
+    cursor: str | None = None
+    while True:
+        calls.clear()
+        request = EverythingRequest(None, count=5, cursor=cursor)
+        page = await everything(store, request, EVERYONE, system_clock)
+        if page.referenced and not page.members:
+            costs.append(dict(calls))
+        referenced += keys(page.referenced)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(referenced) == sorted(f"Practitioner/dr{n}" for n in range(patients))
+    assert len(costs) == patients // 5
+    # The first referenced page scans the members once and records the keys; each later
+    # one reads one record of keys and at most one resource per entry, no member search.
+    first, *later = costs
+    assert first.get("put_record", 0) == 1 and first.get("search", 0) > patients
+    for cost in later:
+        assert cost.get("search", 0) == 0, cost
+        assert cost.get("get_record", 0) == 1 and cost.get("read", 0) <= 5, cost
+
+
+async def test_a_referenced_phase_cursor_pages_only_its_own_patients_record(
+    record: Store,
+) -> None:
+    """The referenced keys kept for one patient's paging are not another's to page on."""
+    page = await everything(record, EverythingRequest("a", count=4), EVERYONE, system_clock)
+    page = await everything(
+        record, EverythingRequest("a", count=1, cursor=page.next_cursor), EVERYONE, system_clock
+    )
+    assert page.referenced and page.next_cursor is not None
+    with pytest.raises(BadRequest):
+        await everything(
+            record, EverythingRequest("b", cursor=page.next_cursor), EVERYONE, system_clock
+        )

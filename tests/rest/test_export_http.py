@@ -19,7 +19,9 @@ from fhirserver.app import create_app
 from fhirserver.auth.access import Access
 from fhirserver.auth.errors import InvalidToken
 from fhirserver.auth.scopes import parse_scopes
+from fhirserver.bulk.export_job import EXPORT, run_chunk
 from fhirserver.config import Settings
+from fhirserver.worker import LEASE
 from tests.backends import BACKENDS, make_backend
 from tests.clock import MovableClock
 
@@ -401,3 +403,76 @@ async def test_an_export_that_keeps_failing_ends_as_failed_and_frees_its_slot(
     assert answer.json()["resourceType"] == "OperationOutcome"
     again = await http.get("$export?_type=Patient", headers={**ASYNC, **system})
     assert again.status_code == 202
+
+
+async def test_x_progress_says_what_is_done_in_words(
+    served: tuple[httpx.AsyncClient, Any], clock: MovableClock
+) -> None:
+    http, app = served
+    kick_off = await http.get("$export?_type=Patient,Observation", headers=ASYNC)
+    status_url = kick_off.headers["Content-Location"]
+    first = await http.get(status_url)
+    assert first.headers["X-Progress"] == "0 resources written; Patient (1 of 2 types)"
+    store = app.state.store
+    job = await store.claim_job([EXPORT], "test", clock(), LEASE)
+    await run_chunk(store, app.state.exports, clock, job)  # the Patients
+    clock.move_to(START + timedelta(seconds=3))
+    second = await http.get(status_url)
+    assert second.status_code == 202
+    assert second.headers["X-Progress"] == "2 resources written; Observation (2 of 2 types)"
+
+
+async def test_include_associated_data_and_until_over_http(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = served
+    target = {"reference": "Observation/o1"}
+    for pid, recorded in (("pv1", "2024-01-01T00:00:00Z"), ("pv2", "2024-02-01T00:00:00Z")):
+        provenance = {
+            "resourceType": "Provenance",
+            "id": pid,
+            "target": [target],
+            "recorded": recorded,
+            "agent": [{"who": {"reference": "Organization/org"}}],
+        }
+        assert (await http.put(f"Provenance/{pid}", json=provenance)).status_code == 201
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "_type", "valueString": "Observation"},
+            {"name": "includeAssociatedData", "valueCode": "LatestProvenanceResources"},
+        ],
+    }
+    latest = await finished_manifest(
+        http, app, await http.post("$export", headers=ASYNC, json=body), {}
+    )
+    found = await contents(http, latest)
+    assert found["Provenance"] == ["pv2"] and len(found["Observation"]) == 5
+    custom = await http.get("$export?includeAssociatedData=_customOnly", headers=ASYNC)
+    assert custom.status_code == 400 and "_customOnly" in custom.text
+    bad_until = await http.get("$export?_until=tomorrow", headers=ASYNC)
+    assert bad_until.status_code == 400 and "_until" in bad_until.text
+    past = await finished_manifest(
+        http, app, await http.get("$export?_until=2001-01-01T00:00:00Z", headers=ASYNC), {}
+    )
+    assert past["output"] == []
+
+
+async def test_a_definitional_group_exports_nothing(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    http, app = served
+    definitional = {
+        "resourceType": "Group",
+        "id": "kind",
+        "type": "person",
+        "actual": False,
+        "characteristic": [
+            {"code": {"text": "weight measured"}, "valueBoolean": True, "exclude": False}
+        ],
+    }
+    assert (await http.put("Group/kind", json=definitional)).status_code == 201
+    manifest = await finished_manifest(
+        http, app, await http.get("Group/kind/$export", headers=ASYNC), {}
+    )
+    assert manifest["output"] == []
