@@ -1,0 +1,339 @@
+"""Delivery over rest-hook (R4 subscription.html "rest-hook"; Backport IG
+"Notifications", "Handshake", "Heartbeat"), per subscription in event order, at least
+once, retried with exponential backoff over the retry window, then `error`.
+
+One subscription is delivered by one worker at a time (an expiring lock record);
+different subscriptions are different jobs, which the JobRunner runs concurrently,
+so a slow endpoint holds up only its own. Every delivery: the endpoint checked against
+the allowed hosts after DNS resolution, `channel.header` values sent, a timeout, no
+redirects followed (a 3xx is a failure).
+
+R4 criteria subscriptions: one request per event; without `payload` an empty POST to
+the endpoint, with `payload` a PUT of the resource to [endpoint]/[type]/[id] (a
+deletion: an empty POST). Topic subscriptions: a notification Bundle of up to
+`backport-max-count` events, POSTed to the endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from fhirserver.errors import FHIRError
+from fhirserver.interactions import crud
+from fhirserver.search.time import from_micros, to_micros
+from fhirserver.storage.base import Job, Store
+from fhirserver.subscriptions.context import SubscriptionContext
+from fhirserver.subscriptions.endpoints import EndpointRefused, check_delivery
+from fhirserver.subscriptions.events import Event, delivery_state, events_after, events_so_far
+from fhirserver.subscriptions.kinds import DELIVER, DELIVERING, DELIVERY, HANDSHAKE
+from fhirserver.subscriptions.model import (
+    REST_HOOK,
+    SubscriptionSpec,
+    header_pairs,
+    read_subscription,
+)
+from fhirserver.worker import Handler
+
+logger = logging.getLogger("fhirserver.subscriptions")
+
+FHIR_JSON = "application/fhir+json"
+# The longest pause between two tries: an endpoint back up is noticed within it.
+MAX_BACKOFF = timedelta(minutes=30)
+
+
+class DeliveryFailed(Exception):
+    """The endpoint did not take the notification (the message says how, no secrets)."""
+
+
+def retry_backoff(attempts: int) -> timedelta:
+    """5 s, 10 s, 20 s ... capped at MAX_BACKOFF."""
+    return min(timedelta(seconds=5 * 2 ** min(attempts, 20)), MAX_BACKOFF)
+
+
+async def _subscription(store: Store, subscription_id: str) -> dict[str, Any] | None:
+    found = await store.read("Subscription", subscription_id)
+    if found is None or found.body is None:
+        return None
+    body: dict[str, Any] = orjson.loads(found.body)
+    return body
+
+
+async def _set_status(
+    context: SubscriptionContext, resource: dict[str, Any], status: str, error: str | None
+) -> None:
+    amended = {k: v for k, v in resource.items() if k not in ("meta", "error")}
+    amended["status"] = status
+    if error:
+        amended["error"] = error
+    try:
+        await crud.update(
+            context.store, context.writes.as_server(), "Subscription", str(resource["id"]), amended
+        )
+    except FHIRError:
+        logger.warning("could not set Subscription/%s %s", resource.get("id"), status)
+
+
+async def post(
+    context: SubscriptionContext, spec: SubscriptionSpec, method: str, url: str, body: bytes | None
+) -> None:
+    """One request to the endpoint, after checking it is still allowed."""
+    try:
+        await check_delivery(url, context.settings.allowed, context.resolve)
+    except EndpointRefused as exc:
+        raise DeliveryFailed(str(exc)) from None
+    headers = dict(header_pairs(spec.headers))
+    if body is not None:
+        headers["Content-Type"] = FHIR_JSON
+    try:
+        response = await context.http.request(method, url, content=body or b"", headers=headers)
+    except httpx.HTTPError as exc:
+        raise DeliveryFailed(f"the endpoint could not be reached ({type(exc).__name__})") from None
+    if not 200 <= response.status_code < 300:
+        raise DeliveryFailed(f"the endpoint answered {response.status_code}")
+
+
+def _event_notification(
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    kind: str,
+    total: int,
+    events: Sequence[tuple[Event, dict[str, Any] | None]],
+) -> dict[str, Any]:
+    """Stand-in for subscriptions/notification.py `notification_bundle` (helper B2's, to
+    be swapped in at merge): a `history` Bundle whose first entry is the
+    subscription-status Parameters (Backport IG "Notifications")."""
+    base = context.base_url.rstrip("/")
+    parameters: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": f"{base}/Subscription/{spec.id}"}},
+        {"name": "topic", "valueCanonical": spec.topic},
+        {"name": "status", "valueCode": spec.status},
+        {"name": "type", "valueCode": kind},
+        {"name": "events-since-subscription-start", "valueString": str(total)},
+    ]
+    entries: list[dict[str, Any]] = []
+    for event, resource in events:
+        focus = f"{base}/{event.resource_type}/{event.resource_id}"
+        part: list[dict[str, Any]] = [
+            {"name": "event-number", "valueString": str(event.number)},
+            {
+                "name": "timestamp",
+                "valueInstant": event.timestamp.isoformat().replace("+00:00", "Z"),
+            },
+        ]
+        if spec.content != "empty":
+            part.append({"name": "focus", "valueReference": {"reference": focus}})
+        parameters.append({"name": "notification-event", "part": part})
+        if spec.content == "full-resource" and resource is not None:
+            entries.append(
+                {
+                    "fullUrl": focus,
+                    "resource": resource,
+                    "request": {
+                        "method": "PUT",
+                        "url": f"{event.resource_type}/{event.resource_id}",
+                    },
+                    "response": {"status": "200"},
+                }
+            )
+        elif spec.content == "id-only":
+            entries.append(
+                {
+                    "fullUrl": focus,
+                    "request": {
+                        "method": "PUT",
+                        "url": f"{event.resource_type}/{event.resource_id}",
+                    },
+                    "response": {"status": "200"},
+                }
+            )
+    status = {"resourceType": "Parameters", "id": uuid.uuid4().hex, "parameter": parameters}
+    return {
+        "resourceType": "Bundle",
+        "id": uuid.uuid4().hex,
+        "type": "history",
+        "timestamp": context.clock().isoformat().replace("+00:00", "Z"),
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{status['id']}",
+                "resource": status,
+                "request": {"method": "GET", "url": f"Subscription/{spec.id}/$status"},
+                "response": {"status": "200"},
+            },
+            *entries,
+        ],
+    }
+
+
+async def _event_resource(store: Store, event: Event) -> dict[str, Any] | None:
+    found = await store.vread(event.resource_type, event.resource_id, event.version)
+    if found is None or found.body is None:
+        return None
+    body: dict[str, Any] = orjson.loads(found.body)
+    return body
+
+
+async def notification(
+    context: SubscriptionContext, spec: SubscriptionSpec, kind: str, events: Sequence[Event]
+) -> dict[str, Any]:
+    """A topic subscription's notification Bundle of `kind` (handshake, heartbeat,
+    event-notification, query-event) for `events`."""
+    now = context.clock()
+    total = await events_so_far(context.store, spec.id, now)
+    loaded = [
+        (e, await _event_resource(context.store, e) if spec.content == "full-resource" else None)
+        for e in events
+    ]
+    return _event_notification(context, spec, kind, total, loaded)
+
+
+async def send_events(
+    context: SubscriptionContext, spec: SubscriptionSpec, events: Sequence[Event]
+) -> None:
+    if spec.topic is not None:
+        bundle = await notification(context, spec, "event-notification", events)
+        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle))
+        return
+    for event in events:
+        resource = await _event_resource(context.store, event) if spec.payload else None
+        if resource is None:
+            await post(context, spec, "POST", spec.endpoint, None)
+        else:
+            url = f"{spec.endpoint.rstrip('/')}/{event.resource_type}/{event.resource_id}"
+            await post(context, spec, "PUT", url, orjson.dumps(resource))
+
+
+async def _reschedule(
+    store: Store, kind: str, key: str, due: datetime, payload: bytes = b"{}"
+) -> None:
+    async with store.unit_of_work() as unit:
+        await unit.put_job(Job(kind, key, due, payload))
+
+
+async def deliver(context: SubscriptionContext, subscription_id: str) -> None:
+    """Deliver the subscription's undelivered events, oldest first."""
+    store, now = context.store, context.clock()
+    resource = await _subscription(store, subscription_id)
+    if resource is None:
+        return
+    spec = read_subscription(resource)
+    if spec.status != "active" or spec.channel_type != REST_HOOK:
+        return
+    if spec.end is not None and spec.end <= now:
+        await _set_status(context, resource, "off", None)
+        return
+    lease = timedelta(seconds=context.settings.timeout_seconds * 3 + 30)
+    if not await store.add_record(DELIVERING, subscription_id, {}, now + lease, now):
+        return  # another worker delivers it; it looks for new events before it lets go
+    try:
+        while await _deliver_some(context, spec, resource):
+            pass
+    finally:
+        await store.delete_record(DELIVERING, subscription_id)
+    await _heartbeat(context, spec)
+
+
+async def _deliver_some(
+    context: SubscriptionContext, spec: SubscriptionSpec, resource: dict[str, Any]
+) -> bool:
+    """One notification; whether to go on."""
+    store, now = context.store, context.clock()
+    state = await delivery_state(store, spec.id, now)
+    delivered = int(state.get("delivered", 0))
+    limit = spec.max_count if spec.topic is not None else 1
+    events = await events_after(store, spec.id, delivered, limit, now)
+    if not events:
+        return False
+    try:
+        await send_events(context, spec, events)
+    except DeliveryFailed as exc:
+        since = state.get("failing_since") or to_micros(now)
+        attempts = int(state.get("attempts", 0)) + 1
+        failed = {**state, "failing_since": since, "attempts": attempts}
+        await store.put_record(DELIVERY, spec.id, failed, None)
+        if now - from_micros(since) >= context.settings.retry_window:
+            await _set_status(
+                context,
+                resource,
+                "error",
+                f"delivery failed since {from_micros(since).isoformat()}: {exc}",
+            )
+        else:
+            logger.warning("Subscription/%s delivery failed (%s); retrying", spec.id, exc)
+            await _reschedule(store, DELIVER, spec.id, now + retry_backoff(attempts))
+        return False
+    done = {
+        "delivered": events[-1].number,
+        "attempts": 0,
+        "failing_since": None,
+        "last_sent": to_micros(context.clock()),
+    }
+    await store.put_record(DELIVERY, spec.id, done, None)
+    return True
+
+
+async def _heartbeat(context: SubscriptionContext, spec: SubscriptionSpec) -> None:
+    """Backport IG "Heartbeat": a topic subscription hears from us at least every period."""
+    if spec.topic is None or not spec.heartbeat_seconds:
+        return
+    store, now = context.store, context.clock()
+    state = await delivery_state(store, spec.id, now)
+    if state.get("failing_since") is not None:
+        return
+    period = timedelta(seconds=spec.heartbeat_seconds)
+    last = state.get("last_sent")
+    due = (from_micros(int(last)) if last else now) + period
+    if last and due <= now:
+        try:
+            bundle = await notification(context, spec, "heartbeat", ())
+            await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle))
+        except DeliveryFailed as exc:
+            logger.warning("Subscription/%s heartbeat failed (%s)", spec.id, exc)
+        await store.put_record(DELIVERY, spec.id, {**state, "last_sent": to_micros(now)}, None)
+        due = now + period
+    elif not last:
+        await store.put_record(DELIVERY, spec.id, {**state, "last_sent": to_micros(now)}, None)
+    await _reschedule(store, DELIVER, spec.id, due)
+
+
+async def handshake(context: SubscriptionContext, job: Job) -> None:
+    """Backport IG "Handshake": a `requested` topic rest-hook subscription becomes
+    `active` once its endpoint took the handshake; retried over the window, then `error`."""
+    store, now = context.store, context.clock()
+    resource = await _subscription(store, job.key)
+    if resource is None:
+        return
+    spec = read_subscription(resource)
+    if spec.status != "requested":
+        return
+    try:
+        bundle = await notification(context, spec, "handshake", ())
+        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle))
+    except DeliveryFailed as exc:
+        since = int(orjson.loads(job.payload).get("failing_since") or to_micros(now))
+        if now - from_micros(since) >= context.settings.retry_window:
+            await _set_status(context, resource, "error", f"handshake failed: {exc}")
+            return
+        payload = orjson.dumps({"failing_since": since, "attempts": job.attempts + 1})
+        await _reschedule(store, HANDSHAKE, job.key, now + retry_backoff(job.attempts + 1), payload)
+        return
+    await _set_status(context, resource, "active", None)
+    await store.put_record(DELIVERY, spec.id, {"delivered": 0, "last_sent": to_micros(now)}, None)
+    if spec.heartbeat_seconds:
+        await _reschedule(store, DELIVER, spec.id, now + timedelta(seconds=spec.heartbeat_seconds))
+
+
+def delivery_handlers(context: SubscriptionContext) -> dict[str, Handler]:
+    async def on_deliver(job: Job) -> None:
+        await deliver(context, job.key)
+
+    async def on_handshake(job: Job) -> None:
+        await handshake(context, job)
+
+    return {DELIVER: on_deliver, HANDSHAKE: on_handshake}
