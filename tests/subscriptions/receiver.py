@@ -46,13 +46,15 @@ class Receiver:
             body = await request.body()
             if self.delay:
                 await asyncio.sleep(self.delay)
-            if self.status >= 300:
+            redirected = request.url.path == "/redirected"
+            if self.status >= 300 and not redirected:
                 self.refused += 1
-                headers = {"Location": "http://127.0.0.1:9/elsewhere"} if self.status < 400 else {}
+                # A redirect points back here, where the request would be taken.
+                headers = {"Location": "/redirected"} if self.status < 400 else {}
                 return Response(status_code=self.status, headers=headers)
             headers = {k.lower(): v for k, v in request.headers.items()}
             self.received.append(Received(request.method, request.url.path, headers, body))
-            return Response(status_code=self.status)
+            return Response(status_code=200)
 
         methods = ["GET", "POST", "PUT", "DELETE"]
         return Starlette(routes=[Route("/{path:path}", record, methods=methods)])
