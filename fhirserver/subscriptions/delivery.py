@@ -32,7 +32,14 @@ from fhirserver.storage.base import Job, Store
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.endpoints import EndpointRefused, check_delivery
 from fhirserver.subscriptions.events import Event, delivery_state, events_after, events_so_far
-from fhirserver.subscriptions.kinds import DELIVER, DELIVERING, DELIVERY, HANDSHAKE
+from fhirserver.subscriptions.kinds import (
+    DELIVER,
+    DELIVERING,
+    DELIVERY,
+    HANDSHAKE,
+    MATCH,
+    MATCH_KEY,
+)
 from fhirserver.subscriptions.model import (
     REST_HOOK,
     SubscriptionSpec,
@@ -68,7 +75,12 @@ async def _subscription(store: Store, subscription_id: str) -> dict[str, Any] | 
 async def _set_status(
     context: SubscriptionContext, resource: dict[str, Any], status: str, error: str | None
 ) -> None:
-    amended = {k: v for k, v in resource.items() if k not in ("meta", "error")}
+    amended = {k: v for k, v in resource.items() if k != "error"}
+    # The profile stays (it makes `criteria` a topic); the server stamps the rest.
+    meta = {k: v for k, v in resource.get("meta", {}).items() if k == "profile"}
+    amended.pop("meta", None)
+    if meta:
+        amended["meta"] = meta
     amended["status"] = status
     if error:
         amended["error"] = error
@@ -185,7 +197,8 @@ async def notification(
     """A topic subscription's notification Bundle of `kind` (handshake, heartbeat,
     event-notification, query-event) for `events`."""
     now = context.clock()
-    total = await events_so_far(context.store, spec.id, now)
+    # Backport IG: the count as of this notification (its last event), else so far.
+    total = events[-1].number if events else await events_so_far(context.store, spec.id, now)
     loaded = [
         (e, await _event_resource(context.store, e) if spec.content == "full-resource" else None)
         for e in events
@@ -325,6 +338,8 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
         return
     await _set_status(context, resource, "active", None)
     await store.put_record(DELIVERY, spec.id, {"delivered": 0, "last_sent": to_micros(now)}, None)
+    # The matcher stops when no subscription is active: this one starts it again.
+    await _reschedule(store, MATCH, MATCH_KEY, now)
     if spec.heartbeat_seconds:
         await _reschedule(store, DELIVER, spec.id, now + timedelta(seconds=spec.heartbeat_seconds))
 

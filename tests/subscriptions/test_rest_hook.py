@@ -44,7 +44,9 @@ async def test_payload_puts_the_resource_and_headers_are_sent(harness: Harness) 
 
 async def test_each_event_is_delivered_in_order(harness: Harness) -> None:
     receiver = harness.receiver
-    sub = criteria_subscription(receiver.url, "Patient?family=smith", payload="application/fhir+json")
+    sub = criteria_subscription(
+        receiver.url, "Patient?family=smith", payload="application/fhir+json"
+    )
     await harness.create(sub)
     ids = [(await harness.create(_patient("smith")))["id"] for _ in range(5)]
     await harness.run_jobs()
