@@ -229,6 +229,11 @@ async def _reschedule(
         await unit.put_job(Job(kind, key, due, payload))
 
 
+def _lock_time(context: SubscriptionContext) -> timedelta:
+    """How long one subscription's delivery lock holds: one notification's time, twice."""
+    return timedelta(seconds=2 * context.settings.timeout_seconds + 5)
+
+
 async def deliver(context: SubscriptionContext, subscription_id: str) -> None:
     """Deliver the subscription's undelivered events, oldest first."""
     store, now = context.store, context.clock()
@@ -241,12 +246,13 @@ async def deliver(context: SubscriptionContext, subscription_id: str) -> None:
     if spec.end is not None and spec.end <= now:
         await _set_status(context, resource, "off", None)
         return
-    lease = timedelta(seconds=context.settings.timeout_seconds * 3 + 30)
-    if not await store.add_record(DELIVERING, subscription_id, {}, now + lease, now):
+    if not await store.add_record(DELIVERING, subscription_id, {}, now + _lock_time(context), now):
         return  # another worker delivers it; it looks for new events before it lets go
     try:
         while await _deliver_some(context, spec, resource):
-            pass
+            # Still ours: a dead worker's lock runs out soon, a live one's is renewed.
+            renewed = context.clock() + _lock_time(context)
+            await store.put_record(DELIVERING, subscription_id, {}, renewed)
     finally:
         await store.delete_record(DELIVERING, subscription_id)
     await _heartbeat(context, spec)

@@ -29,7 +29,9 @@ async def test_two_runners_racing_deliver_each_event_once(harness: Harness) -> N
     async def writes() -> list[str]:
         ids = []
         for _ in range(8):
-            created = await harness.create({"resourceType": "Patient", "name": [{"family": "smith"}]})
+            created = await harness.create(
+                {"resourceType": "Patient", "name": [{"family": "smith"}]}
+            )
             ids.append(created["id"])
             await asyncio.sleep(0.07)
         return ids
@@ -50,7 +52,9 @@ async def test_two_runners_racing_deliver_each_event_once(harness: Harness) -> N
     assert dict(delivered) == expected
     # In order, per subscription.
     for n in range(3):
-        got = [r.path.rsplit("/", 1)[-1] for r in receiver.received if r.path.startswith(f"/sub{n}/")]
+        got = [
+            r.path.rsplit("/", 1)[-1] for r in receiver.received if r.path.startswith(f"/sub{n}/")
+        ]
         assert got == ids
 
 
