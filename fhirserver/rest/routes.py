@@ -14,7 +14,15 @@ from starlette.routing import Route
 
 from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
-from fhirserver.rest import endpoints, everything, export, smart, smart_authorize, telehealth
+from fhirserver.rest import (
+    endpoints,
+    everything,
+    export,
+    smart,
+    smart_authorize,
+    subscriptions,
+    telehealth,
+)
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
 Handler = Callable[..., Awaitable[Response]]
@@ -70,6 +78,13 @@ _OPERATIONS: dict[tuple[str | None, str], dict[str, Methods]] = {
     },
     ("Group", "export"): {
         "instance-operation": {"GET": export.group_export, "POST": export.group_export},
+    },
+    # Subscriptions R5 Backport IG 1.1.0.
+    ("Subscription", "status"): {
+        "instance-operation": {"GET": subscriptions.status, "POST": subscriptions.status},
+    },
+    ("Subscription", "events"): {
+        "instance-operation": {"GET": subscriptions.events, "POST": subscriptions.events},
     },
 }
 

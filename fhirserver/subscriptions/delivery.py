@@ -111,6 +111,42 @@ async def post(
         raise DeliveryFailed(f"the endpoint answered {response.status_code}")
 
 
+def _instant(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def status_parameters(
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    kind: str,
+    total: int,
+    events: Sequence[tuple[Event, dict[str, Any] | None]],
+) -> dict[str, Any]:
+    """Stand-in for subscriptions/notification.py `status_parameters` (helper B2's, to
+    be swapped in at merge): the subscription-status Parameters (Backport IG
+    "SubscriptionStatus")."""
+    base = context.base_url.rstrip("/")
+    parameters: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": f"{base}/Subscription/{spec.id}"}},
+        {"name": "topic", "valueCanonical": spec.topic},
+        {"name": "status", "valueCode": spec.status},
+        {"name": "type", "valueCode": kind},
+        {"name": "events-since-subscription-start", "valueString": str(total)},
+    ]
+    for event, _ in events:
+        part: list[dict[str, Any]] = [
+            {"name": "event-number", "valueString": str(event.number)},
+            {"name": "timestamp", "valueInstant": _instant(event.timestamp)},
+        ]
+        if spec.content != "empty":
+            focus = f"{base}/{event.resource_type}/{event.resource_id}"
+            part.append({"name": "focus", "valueReference": {"reference": focus}})
+        parameters.append({"name": "notification-event", "part": part})
+    if spec.topic is None:
+        parameters = [p for p in parameters if p["name"] != "topic"]
+    return {"resourceType": "Parameters", "id": uuid.uuid4().hex, "parameter": parameters}
+
+
 def _event_notification(
     context: SubscriptionContext,
     spec: SubscriptionSpec,
@@ -122,64 +158,32 @@ def _event_notification(
     be swapped in at merge): a `history` Bundle whose first entry is the
     subscription-status Parameters (Backport IG "Notifications")."""
     base = context.base_url.rstrip("/")
-    parameters: list[dict[str, Any]] = [
-        {"name": "subscription", "valueReference": {"reference": f"{base}/Subscription/{spec.id}"}},
-        {"name": "topic", "valueCanonical": spec.topic},
-        {"name": "status", "valueCode": spec.status},
-        {"name": "type", "valueCode": kind},
-        {"name": "events-since-subscription-start", "valueString": str(total)},
+    status = status_parameters(context, spec, kind, total, events)
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"urn:uuid:{status['id']}",
+            "resource": status,
+            "request": {"method": "GET", "url": f"Subscription/{spec.id}/$status"},
+            "response": {"status": "200"},
+        }
     ]
-    entries: list[dict[str, Any]] = []
     for event, resource in events:
-        focus = f"{base}/{event.resource_type}/{event.resource_id}"
-        part: list[dict[str, Any]] = [
-            {"name": "event-number", "valueString": str(event.number)},
-            {
-                "name": "timestamp",
-                "valueInstant": event.timestamp.isoformat().replace("+00:00", "Z"),
-            },
-        ]
-        if spec.content != "empty":
-            part.append({"name": "focus", "valueReference": {"reference": focus}})
-        parameters.append({"name": "notification-event", "part": part})
+        if spec.content == "empty":
+            continue
+        entry: dict[str, Any] = {
+            "fullUrl": f"{base}/{event.resource_type}/{event.resource_id}",
+            "request": {"method": "PUT", "url": f"{event.resource_type}/{event.resource_id}"},
+            "response": {"status": "200"},
+        }
         if spec.content == "full-resource" and resource is not None:
-            entries.append(
-                {
-                    "fullUrl": focus,
-                    "resource": resource,
-                    "request": {
-                        "method": "PUT",
-                        "url": f"{event.resource_type}/{event.resource_id}",
-                    },
-                    "response": {"status": "200"},
-                }
-            )
-        elif spec.content == "id-only":
-            entries.append(
-                {
-                    "fullUrl": focus,
-                    "request": {
-                        "method": "PUT",
-                        "url": f"{event.resource_type}/{event.resource_id}",
-                    },
-                    "response": {"status": "200"},
-                }
-            )
-    status = {"resourceType": "Parameters", "id": uuid.uuid4().hex, "parameter": parameters}
+            entry["resource"] = resource
+        entries.append(entry)
     return {
         "resourceType": "Bundle",
         "id": uuid.uuid4().hex,
         "type": "history",
-        "timestamp": context.clock().isoformat().replace("+00:00", "Z"),
-        "entry": [
-            {
-                "fullUrl": f"urn:uuid:{status['id']}",
-                "resource": status,
-                "request": {"method": "GET", "url": f"Subscription/{spec.id}/$status"},
-                "response": {"status": "200"},
-            },
-            *entries,
-        ],
+        "timestamp": _instant(context.clock()),
+        "entry": entries,
     }
 
 
@@ -192,13 +196,18 @@ async def _event_resource(store: Store, event: Event) -> dict[str, Any] | None:
 
 
 async def notification(
-    context: SubscriptionContext, spec: SubscriptionSpec, kind: str, events: Sequence[Event]
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    kind: str,
+    events: Sequence[Event],
+    total: int | None = None,
 ) -> dict[str, Any]:
     """A topic subscription's notification Bundle of `kind` (handshake, heartbeat,
-    event-notification, query-event) for `events`."""
+    event-notification, query-event) for `events`; `total` the events so far."""
     now = context.clock()
-    # Backport IG: the count as of this notification (its last event), else so far.
-    total = events[-1].number if events else await events_so_far(context.store, spec.id, now)
+    if total is None:
+        # Backport IG: the count as of this notification (its last event), else so far.
+        total = events[-1].number if events else await events_so_far(context.store, spec.id, now)
     loaded = [
         (e, await _event_resource(context.store, e) if spec.content == "full-resource" else None)
         for e in events
