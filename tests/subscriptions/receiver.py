@@ -27,6 +27,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    # time.monotonic() when the request arrived.
+    at: float = 0.0
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -44,6 +46,7 @@ class Receiver:
     def app(self) -> Starlette:
         async def record(request: Request) -> Response:
             body = await request.body()
+            arrived = time.monotonic()
             if self.delay:
                 await asyncio.sleep(self.delay)
             redirected = request.url.path == "/redirected"
@@ -53,7 +56,7 @@ class Receiver:
                 headers = {"Location": "/redirected"} if self.status < 400 else {}
                 return Response(status_code=self.status, headers=headers)
             headers = {k.lower(): v for k, v in request.headers.items()}
-            self.received.append(Received(request.method, request.url.path, headers, body))
+            self.received.append(Received(request.method, request.url.path, headers, body, arrived))
             return Response(status_code=200)
 
         methods = ["GET", "POST", "PUT", "DELETE"]

@@ -25,7 +25,7 @@ WAIT = 30.0
 class _Recorder(BaseHTTPRequestHandler):
     paths: list[str]
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         self.server.paths.append(self.path)  # type: ignore[attr-defined]
