@@ -38,6 +38,7 @@ from fhirserver.subscriptions.delivery import delivery_handlers
 from fhirserver.subscriptions.kinds import MATCH
 from fhirserver.subscriptions.matcher import match_handler
 from fhirserver.subscriptions.rules import subscription_rules
+from fhirserver.subscriptions.signing import SECRET_JOB, secret_handler
 from fhirserver.subscriptions.topics import Topic
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
@@ -125,6 +126,7 @@ def create_app(
         **export_handlers(chosen, exports, clock),
         MATCH: match_handler(subscriptions),
         **delivery_handlers(subscriptions),
+        SECRET_JOB: secret_handler(chosen),
     }
     lease = timedelta(seconds=settings.job_lease_seconds)
     # Concurrent jobs: a slow notification endpoint does not hold up the others.

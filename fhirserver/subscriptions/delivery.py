@@ -46,6 +46,7 @@ from fhirserver.subscriptions.model import (
     header_pairs,
     read_subscription,
 )
+from fhirserver.subscriptions.signing import SIGNATURE_HEADER, is_signed, secret_for, signature
 from fhirserver.worker import Handler
 
 logger = logging.getLogger("fhirserver.subscriptions")
@@ -53,6 +54,8 @@ logger = logging.getLogger("fhirserver.subscriptions")
 FHIR_JSON = "application/fhir+json"
 # The longest pause between two tries: an endpoint back up is noticed within it.
 MAX_BACKOFF = timedelta(minutes=30)
+# How long a delivery waits for a newly registered signing secret to be in place.
+SECRET_WAIT = timedelta(seconds=1)
 
 
 class DeliveryFailed(Exception):
@@ -93,7 +96,12 @@ async def _set_status(
 
 
 async def post(
-    context: SubscriptionContext, spec: SubscriptionSpec, method: str, url: str, body: bytes | None
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    method: str,
+    url: str,
+    body: bytes | None,
+    secret: str | None = None,
 ) -> None:
     """One request to the endpoint, after checking it is still allowed."""
     try:
@@ -103,6 +111,8 @@ async def post(
     headers = dict(header_pairs(spec.headers))
     if body is not None:
         headers["Content-Type"] = FHIR_JSON
+    if secret is not None:
+        headers[SIGNATURE_HEADER] = signature(secret, body or b"")
     try:
         response = await context.http.request(method, url, content=body or b"", headers=headers)
     except httpx.HTTPError as exc:
@@ -216,19 +226,22 @@ async def notification(
 
 
 async def send_events(
-    context: SubscriptionContext, spec: SubscriptionSpec, events: Sequence[Event]
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    events: Sequence[Event],
+    secret: str | None = None,
 ) -> None:
     if spec.topic is not None:
         bundle = await notification(context, spec, "event-notification", events)
-        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle))
+        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
         return
     for event in events:
         resource = await _event_resource(context.store, event) if spec.payload else None
         if resource is None:
-            await post(context, spec, "POST", spec.endpoint, None)
+            await post(context, spec, "POST", spec.endpoint, None, secret)
         else:
             url = f"{spec.endpoint.rstrip('/')}/{event.resource_type}/{event.resource_id}"
-            await post(context, spec, "PUT", url, orjson.dumps(resource))
+            await post(context, spec, "PUT", url, orjson.dumps(resource), secret)
 
 
 async def _reschedule(
@@ -255,20 +268,44 @@ async def deliver(context: SubscriptionContext, subscription_id: str) -> None:
     if spec.end is not None and spec.end <= now:
         await _set_status(context, resource, "off", None)
         return
+    ready, secret = await _signing(context, resource)
+    if not ready:
+        await _reschedule(store, DELIVER, subscription_id, now + SECRET_WAIT)
+        return
     if not await store.add_record(DELIVERING, subscription_id, {}, now + _lock_time(context), now):
         return  # another worker delivers it; it looks for new events before it lets go
     try:
-        while await _deliver_some(context, spec, resource):
+        while await _deliver_some(context, spec, resource, secret):
             # Still ours: a dead worker's lock runs out soon, a live one's is renewed.
             renewed = context.clock() + _lock_time(context)
             await store.put_record(DELIVERING, subscription_id, {}, renewed)
     finally:
         await store.delete_record(DELIVERING, subscription_id)
-    await _heartbeat(context, spec)
+    state = await delivery_state(store, subscription_id, context.clock())
+    behind = await events_so_far(store, subscription_id, context.clock()) > state["delivered"]
+    if behind and state.get("failing_since") is None:
+        # Recorded while we held the lock, and its own run found the lock held.
+        await _reschedule(store, DELIVER, subscription_id, context.clock())
+        return
+    await _heartbeat(context, spec, secret)
+
+
+async def _signing(
+    context: SubscriptionContext, resource: dict[str, Any]
+) -> tuple[bool, str | None]:
+    """Whether delivery may go ahead, and the secret to sign with (None: unsigned). A
+    signed channel whose secret is not in place yet (signing.py) waits."""
+    if not is_signed(resource):
+        return True, None
+    secret = await secret_for(context.store, str(resource["id"]), context.clock())
+    return secret is not None, secret
 
 
 async def _deliver_some(
-    context: SubscriptionContext, spec: SubscriptionSpec, resource: dict[str, Any]
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    resource: dict[str, Any],
+    secret: str | None,
 ) -> bool:
     """One notification; whether to go on."""
     store, now = context.store, context.clock()
@@ -279,7 +316,7 @@ async def _deliver_some(
     if not events:
         return False
     try:
-        await send_events(context, spec, events)
+        await send_events(context, spec, events, secret)
     except DeliveryFailed as exc:
         since = state.get("failing_since") or to_micros(now)
         attempts = int(state.get("attempts", 0)) + 1
@@ -306,7 +343,9 @@ async def _deliver_some(
     return True
 
 
-async def _heartbeat(context: SubscriptionContext, spec: SubscriptionSpec) -> None:
+async def _heartbeat(
+    context: SubscriptionContext, spec: SubscriptionSpec, secret: str | None
+) -> None:
     """Backport IG "Heartbeat": a topic subscription hears from us at least every period."""
     if spec.topic is None or not spec.heartbeat_seconds:
         return
@@ -320,7 +359,7 @@ async def _heartbeat(context: SubscriptionContext, spec: SubscriptionSpec) -> No
     if last and due <= now:
         try:
             bundle = await notification(context, spec, "heartbeat", ())
-            await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle))
+            await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
         except DeliveryFailed as exc:
             logger.warning("Subscription/%s heartbeat failed (%s)", spec.id, exc)
         await store.put_record(DELIVERY, spec.id, {**state, "last_sent": to_micros(now)}, None)
@@ -340,9 +379,13 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
     spec = read_subscription(resource)
     if spec.status != "requested":
         return
+    ready, secret = await _signing(context, resource)
+    if not ready:
+        await _reschedule(store, HANDSHAKE, job.key, now + SECRET_WAIT, job.payload)
+        return
     try:
         bundle = await notification(context, spec, "handshake", ())
-        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle))
+        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
     except DeliveryFailed as exc:
         since = int(orjson.loads(job.payload).get("failing_since") or to_micros(now))
         if now - from_micros(since) >= context.settings.retry_window:

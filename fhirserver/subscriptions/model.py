@@ -20,9 +20,6 @@ TIMEOUT = BACKPORT + "backport-timeout"
 MAX_COUNT = BACKPORT + "backport-max-count"
 
 REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
-# The `channel.header` a client registers its signing secret in (README
-# "Subscriptions"): the server takes it out of the resource before it is stored.
-SECRET_HEADER = "x-subscription-secret"
 
 
 @dataclass(frozen=True)

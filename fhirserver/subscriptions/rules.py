@@ -25,6 +25,7 @@ from fhirserver.subscriptions.criteria import find_topic, parse_criteria_text, t
 from fhirserver.subscriptions.endpoints import EndpointRefused, check_endpoint
 from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY
 from fhirserver.subscriptions.model import REST_HOOK, WEBSOCKET, read_subscription
+from fhirserver.subscriptions.signing import secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
 
 # R4 payload types a rest-hook may ask for: JSON is what this server writes.
@@ -102,6 +103,11 @@ def subscription_rules(
         if change.actor is Actor.SERVER:
             return None
         _check(new, settings, topics)
+        new, secret = take_secret(new)
+        if secret is not None:
+            if not secret:
+                raise _refuse("the signing secret is empty", "Subscription.channel.header")
+            await change.unit.put_job(secret_job(str(new.get("id", "")), secret, change.now))
         spec = read_subscription(new)
         topic_rest_hook = spec.topic is not None and spec.channel_type == REST_HOOK
         status = _status(change.current, new, topic_rest_hook, change.now)
