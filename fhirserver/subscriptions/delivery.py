@@ -75,7 +75,7 @@ async def _subscription(store: Store, subscription_id: str) -> dict[str, Any] | 
     return body
 
 
-async def _set_status(
+async def set_status(
     context: SubscriptionContext, resource: dict[str, Any], status: str, error: str | None
 ) -> None:
     amended = {k: v for k, v in resource.items() if k != "error"}
@@ -114,7 +114,13 @@ async def post(
     if secret is not None:
         headers[SIGNATURE_HEADER] = signature(secret, body or b"")
     try:
-        response = await context.http.request(method, url, content=body or b"", headers=headers)
+        # Backport IG `backport-timeout`: the subscriber's, if shorter than ours.
+        limit = context.settings.timeout_seconds
+        if spec.timeout_seconds:
+            limit = min(limit, float(spec.timeout_seconds))
+        response = await context.http.request(
+            method, url, content=body or b"", headers=headers, timeout=limit
+        )
     except httpx.HTTPError as exc:
         raise DeliveryFailed(f"the endpoint could not be reached ({type(exc).__name__})") from None
     if not 200 <= response.status_code < 300:
@@ -266,7 +272,7 @@ async def deliver(context: SubscriptionContext, subscription_id: str) -> None:
     if spec.status != "active" or spec.channel_type != REST_HOOK:
         return
     if spec.end is not None and spec.end <= now:
-        await _set_status(context, resource, "off", None)
+        await set_status(context, resource, "off", None)
         return
     ready, secret = await _signing(context, resource)
     if not ready:
@@ -323,7 +329,7 @@ async def _deliver_some(
         failed = {**state, "failing_since": since, "attempts": attempts}
         await store.put_record(DELIVERY, spec.id, failed, None)
         if now - from_micros(since) >= context.settings.retry_window:
-            await _set_status(
+            await set_status(
                 context,
                 resource,
                 "error",
@@ -389,12 +395,12 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
     except DeliveryFailed as exc:
         since = int(orjson.loads(job.payload).get("failing_since") or to_micros(now))
         if now - from_micros(since) >= context.settings.retry_window:
-            await _set_status(context, resource, "error", f"handshake failed: {exc}")
+            await set_status(context, resource, "error", f"handshake failed: {exc}")
             return
         payload = orjson.dumps({"failing_since": since, "attempts": job.attempts + 1})
         await _reschedule(store, HANDSHAKE, job.key, now + retry_backoff(job.attempts + 1), payload)
         return
-    await _set_status(context, resource, "active", None)
+    await set_status(context, resource, "active", None)
     await store.put_record(DELIVERY, spec.id, {"delivered": 0, "last_sent": to_micros(now)}, None)
     # The matcher stops when no subscription is active: this one starts it again.
     await _reschedule(store, MATCH, MATCH_KEY, now)

@@ -33,6 +33,7 @@ from fhirserver.subscriptions.criteria import (
     parse_criteria_text,
     topic_filters,
 )
+from fhirserver.subscriptions.delivery import set_status
 from fhirserver.subscriptions.events import Event, append_event, in_backoff
 from fhirserver.subscriptions.kinds import CURSOR, DELIVER, MATCH, MATCH_KEY
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
@@ -129,6 +130,9 @@ async def match_changes(context: SubscriptionContext) -> bool:
     """Handle one batch of the change log; whether there is more to do now."""
     store, now = context.store, context.clock()
     subs = await _active(store, context.topics)
+    # R4 `end`: past it, no more events and the subscription is `off`.
+    for ended in [s for s in subs if s.spec.end is not None and s.spec.end <= now]:
+        await set_status(context, ended.resource, "off", None)
     cursor_record = await store.get_record(CURSOR, MATCH_KEY, now)
     cursor = int(cursor_record["seq"]) if cursor_record else await _start_cursor(store, subs)
     changes = await store.changes(cursor, BATCH)

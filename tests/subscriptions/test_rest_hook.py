@@ -100,3 +100,20 @@ async def test_past_the_retry_window_the_subscription_is_in_error(harness: Harne
     await harness.create(_patient("smith"))
     await harness.later(timedelta(hours=1))
     assert receiver.refused == tries  # no more deliveries to a subscription in error
+
+
+async def test_nothing_is_delivered_after_end_and_the_subscription_turns_off(
+    harness: Harness,
+) -> None:
+    receiver = harness.receiver
+    sub = criteria_subscription(receiver.url, "Patient?family=smith")
+    sub["end"] = (harness.clock() + timedelta(hours=1)).isoformat()
+    created = await harness.create(sub)
+    await harness.create(_patient("smith"))
+    await harness.run_jobs()
+    assert len(receiver.received) == 1
+    harness.clock.move_to(harness.clock() + timedelta(hours=2))
+    await harness.create(_patient("smith"))
+    await harness.run_jobs()
+    assert len(receiver.received) == 1
+    assert (await harness.read(f"/Subscription/{created['id']}"))["status"] == "off"
