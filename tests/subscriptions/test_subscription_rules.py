@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
+from tests.conftest import SHARED_DATA
 from tests.subscriptions.conftest import (
     START,
     Harness,
@@ -98,3 +101,17 @@ async def test_topics_must_be_known_and_filters_valid(harness: Harness) -> None:
     # A topic rest-hook subscription waits for its handshake.
     good = topic_subscription("http://127.0.0.1:9/hook", filters=("Encounter?patient=Patient/1",))
     assert (await harness.create(good))["status"] == "requested"
+
+
+async def test_the_r4_examples(harness: Harness) -> None:
+    examples = SHARED_DATA / "r4" / "examples"
+    example = orjson.loads((examples / "Subscription-example.json").read_bytes())
+    # Its `end` (2021) has passed: accepted, and off at once.
+    assert (await harness.create(example))["status"] == "off"
+    example.pop("end")
+    created = await harness.create(example)
+    assert created["status"] == "active"
+    assert created["criteria"] == example["criteria"]
+    in_error = orjson.loads((examples / "Subscription-example-error.json").read_bytes())
+    response = await harness.http.post("/Subscription", json=in_error)
+    assert response.status_code == 422
