@@ -16,9 +16,11 @@ deletion: an empty POST). Topic subscriptions: a notification Bundle of up to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -408,11 +410,29 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
         await _reschedule(store, DELIVER, spec.id, now + timedelta(seconds=spec.heartbeat_seconds))
 
 
+async def _again(context: SubscriptionContext, job: Job) -> None:
+    due = context.clock() + retry_backoff(job.attempts + 1)
+    with contextlib.suppress(Exception):
+        async with context.store.unit_of_work() as unit:
+            await unit.put_job(replace(job, due=due, attempts=job.attempts + 1))
+
+
 def delivery_handlers(context: SubscriptionContext) -> dict[str, Handler]:
+    # Neither fails into the JobRunner's own retries, which give a job up after a few
+    # minutes: on an unexpected error (the store away) each tries again on its own
+    # backoff; the retry window is kept by the delivery state.
     async def on_deliver(job: Job) -> None:
-        await deliver(context, job.key)
+        try:
+            await deliver(context, job.key)
+        except Exception:
+            logger.exception("delivering Subscription/%s failed; trying again", job.key)
+            await _again(context, job)
 
     async def on_handshake(job: Job) -> None:
-        await handshake(context, job)
+        try:
+            await handshake(context, job)
+        except Exception:
+            logger.exception("the handshake of Subscription/%s failed; trying again", job.key)
+            await _again(context, job)
 
     return {DELIVER: on_deliver, HANDSHAKE: on_handshake}

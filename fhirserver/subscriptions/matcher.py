@@ -12,7 +12,9 @@ itself while there are active subscriptions; a Subscription write starts it agai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,9 +41,13 @@ from fhirserver.subscriptions.kinds import CURSOR, DELIVER, MATCH, MATCH_KEY
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
 from fhirserver.subscriptions.topics import CREATE, DELETE, UPDATE, Topic
 from fhirserver.subscriptions.visibility import visible_to_subscriber
-from fhirserver.worker import Handler
+from fhirserver.worker import Handler, backoff
+
+logger = logging.getLogger("fhirserver.subscriptions")
 
 BATCH = 500
+# The longest pause between tries after an error.
+MAX_BACKOFF = timedelta(minutes=5)
 # The pause between looks at the change log while subscriptions are active.
 POLL = timedelta(seconds=1)
 
@@ -151,7 +157,13 @@ async def match_changes(context: SubscriptionContext) -> bool:
             previous = _body(await store.vread(change.resource_type, change.id, change.version - 1))
         interaction = _interaction(change, previous)
         for sub in relevant:
-            if not _matches(sub, change, interaction, previous, current):
+            try:
+                matched = _matches(sub, change, interaction, previous, current)
+            except FHIRError:
+                # A criterion this resource cannot be tested with: not an event.
+                logger.warning("Subscription/%s could not test a change", sub.spec.id)
+                matched = False
+            if not matched:
                 continue
             if not visible_to_subscriber(sub.resource, change):
                 continue
@@ -184,7 +196,18 @@ async def match_changes(context: SubscriptionContext) -> bool:
 
 
 def match_handler(context: SubscriptionContext) -> Handler:
+    """The MATCH job. It never fails into the JobRunner's own retries (which give a job
+    up after a few minutes): on an error (the store away) it looks again after a
+    backoff of its own, for as long as it takes."""
+
     async def run(job: Job) -> None:
-        await match_changes(context)
+        try:
+            await match_changes(context)
+        except Exception:
+            logger.exception("matching subscriptions failed; trying again")
+            due = context.clock() + min(backoff(job.attempts + 1), MAX_BACKOFF)
+            with contextlib.suppress(Exception):
+                async with context.store.unit_of_work() as unit:
+                    await unit.put_job(Job(MATCH, MATCH_KEY, due, attempts=job.attempts + 1))
 
     return run
