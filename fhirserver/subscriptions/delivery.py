@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -27,8 +26,6 @@ from typing import Any
 import httpx
 import orjson
 
-from fhirserver.errors import FHIRError
-from fhirserver.interactions import crud
 from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import Job, Store
 from fhirserver.subscriptions.context import SubscriptionContext
@@ -48,7 +45,9 @@ from fhirserver.subscriptions.model import (
     header_pairs,
     read_subscription,
 )
+from fhirserver.subscriptions.notify import event_resource, notification
 from fhirserver.subscriptions.signing import SIGNATURE_HEADER, is_signed, secret_for, signature
+from fhirserver.subscriptions.status import current_subscription, set_status
 from fhirserver.worker import Handler
 
 logger = logging.getLogger("fhirserver.subscriptions")
@@ -67,34 +66,6 @@ class DeliveryFailed(Exception):
 def retry_backoff(attempts: int) -> timedelta:
     """5 s, 10 s, 20 s ... capped at MAX_BACKOFF."""
     return min(timedelta(seconds=5 * 2 ** min(attempts, 20)), MAX_BACKOFF)
-
-
-async def _subscription(store: Store, subscription_id: str) -> dict[str, Any] | None:
-    found = await store.read("Subscription", subscription_id)
-    if found is None or found.body is None:
-        return None
-    body: dict[str, Any] = orjson.loads(found.body)
-    return body
-
-
-async def set_status(
-    context: SubscriptionContext, resource: dict[str, Any], status: str, error: str | None
-) -> None:
-    amended = {k: v for k, v in resource.items() if k != "error"}
-    # The profile stays (it makes `criteria` a topic); the server stamps the rest.
-    meta = {k: v for k, v in resource.get("meta", {}).items() if k == "profile"}
-    amended.pop("meta", None)
-    if meta:
-        amended["meta"] = meta
-    amended["status"] = status
-    if error:
-        amended["error"] = error
-    try:
-        await crud.update(
-            context.store, context.writes.as_server(), "Subscription", str(resource["id"]), amended
-        )
-    except FHIRError:
-        logger.warning("could not set Subscription/%s %s", resource.get("id"), status)
 
 
 async def post(
@@ -129,110 +100,6 @@ async def post(
         raise DeliveryFailed(f"the endpoint answered {response.status_code}")
 
 
-def _instant(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def status_parameters(
-    context: SubscriptionContext,
-    spec: SubscriptionSpec,
-    kind: str,
-    total: int,
-    events: Sequence[tuple[Event, dict[str, Any] | None]],
-) -> dict[str, Any]:
-    """Stand-in for subscriptions/notification.py `status_parameters` (helper B2's, to
-    be swapped in at merge): the subscription-status Parameters (Backport IG
-    "SubscriptionStatus")."""
-    base = context.base_url.rstrip("/")
-    parameters: list[dict[str, Any]] = [
-        {"name": "subscription", "valueReference": {"reference": f"{base}/Subscription/{spec.id}"}},
-        {"name": "topic", "valueCanonical": spec.topic},
-        {"name": "status", "valueCode": spec.status},
-        {"name": "type", "valueCode": kind},
-        {"name": "events-since-subscription-start", "valueString": str(total)},
-    ]
-    for event, _ in events:
-        part: list[dict[str, Any]] = [
-            {"name": "event-number", "valueString": str(event.number)},
-            {"name": "timestamp", "valueInstant": _instant(event.timestamp)},
-        ]
-        if spec.content != "empty":
-            focus = f"{base}/{event.resource_type}/{event.resource_id}"
-            part.append({"name": "focus", "valueReference": {"reference": focus}})
-        parameters.append({"name": "notification-event", "part": part})
-    if spec.topic is None:
-        parameters = [p for p in parameters if p["name"] != "topic"]
-    return {"resourceType": "Parameters", "id": uuid.uuid4().hex, "parameter": parameters}
-
-
-def _event_notification(
-    context: SubscriptionContext,
-    spec: SubscriptionSpec,
-    kind: str,
-    total: int,
-    events: Sequence[tuple[Event, dict[str, Any] | None]],
-) -> dict[str, Any]:
-    """Stand-in for subscriptions/notification.py `notification_bundle` (helper B2's, to
-    be swapped in at merge): a `history` Bundle whose first entry is the
-    subscription-status Parameters (Backport IG "Notifications")."""
-    base = context.base_url.rstrip("/")
-    status = status_parameters(context, spec, kind, total, events)
-    entries: list[dict[str, Any]] = [
-        {
-            "fullUrl": f"urn:uuid:{status['id']}",
-            "resource": status,
-            "request": {"method": "GET", "url": f"Subscription/{spec.id}/$status"},
-            "response": {"status": "200"},
-        }
-    ]
-    for event, resource in events:
-        if spec.content == "empty":
-            continue
-        entry: dict[str, Any] = {
-            "fullUrl": f"{base}/{event.resource_type}/{event.resource_id}",
-            "request": {"method": "PUT", "url": f"{event.resource_type}/{event.resource_id}"},
-            "response": {"status": "200"},
-        }
-        if spec.content == "full-resource" and resource is not None:
-            entry["resource"] = resource
-        entries.append(entry)
-    return {
-        "resourceType": "Bundle",
-        "id": uuid.uuid4().hex,
-        "type": "history",
-        "timestamp": _instant(context.clock()),
-        "entry": entries,
-    }
-
-
-async def _event_resource(store: Store, event: Event) -> dict[str, Any] | None:
-    found = await store.vread(event.resource_type, event.resource_id, event.version)
-    if found is None or found.body is None:
-        return None
-    body: dict[str, Any] = orjson.loads(found.body)
-    return body
-
-
-async def notification(
-    context: SubscriptionContext,
-    spec: SubscriptionSpec,
-    kind: str,
-    events: Sequence[Event],
-    total: int | None = None,
-) -> dict[str, Any]:
-    """A topic subscription's notification Bundle of `kind` (handshake, heartbeat,
-    event-notification, query-event) for `events`; `total` the events so far."""
-    now = context.clock()
-    if total is None:
-        # Backport IG: the count as of this notification (its last event), else so far.
-        total = events[-1].number if events else await events_so_far(context.store, spec.id, now)
-    loaded = [
-        (e, await _event_resource(context.store, e) if spec.content == "full-resource" else None)
-        for e in events
-    ]
-    return _event_notification(context, spec, kind, total, loaded)
-
-
 async def send_events(
     context: SubscriptionContext,
     spec: SubscriptionSpec,
@@ -244,7 +111,7 @@ async def send_events(
         await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
         return
     for event in events:
-        resource = await _event_resource(context.store, event) if spec.payload else None
+        resource = await event_resource(context.store, event) if spec.payload else None
         if resource is None:
             await post(context, spec, "POST", spec.endpoint, None, secret)
         else:
@@ -267,7 +134,7 @@ def _lock_time(context: SubscriptionContext) -> timedelta:
 async def deliver(context: SubscriptionContext, subscription_id: str) -> None:
     """Deliver the subscription's undelivered events, oldest first."""
     store, now = context.store, context.clock()
-    resource = await _subscription(store, subscription_id)
+    resource = await current_subscription(store, subscription_id)
     if resource is None:
         return
     spec = read_subscription(resource)
@@ -381,7 +248,7 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
     """Backport IG "Handshake": a `requested` topic rest-hook subscription becomes
     `active` once its endpoint took the handshake; retried over the window, then `error`."""
     store, now = context.store, context.clock()
-    resource = await _subscription(store, job.key)
+    resource = await current_subscription(store, job.key)
     if resource is None:
         return
     spec = read_subscription(resource)

@@ -35,10 +35,10 @@ from fhirserver.subscriptions.criteria import (
     parse_criteria_text,
     topic_filters,
 )
-from fhirserver.subscriptions.delivery import set_status
 from fhirserver.subscriptions.events import Event, append_event, in_backoff
 from fhirserver.subscriptions.kinds import CURSOR, DELIVER, MATCH, MATCH_KEY
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
+from fhirserver.subscriptions.status import set_status
 from fhirserver.subscriptions.topics import CREATE, DELETE, UPDATE, Topic
 from fhirserver.subscriptions.visibility import visible_to_subscriber
 from fhirserver.worker import Handler, backoff

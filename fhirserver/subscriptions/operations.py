@@ -15,9 +15,9 @@ from fhirserver.auth.access import Access
 from fhirserver.errors import BadRequest
 from fhirserver.interactions import crud
 from fhirserver.subscriptions.context import SubscriptionContext
-from fhirserver.subscriptions.delivery import notification, status_parameters
 from fhirserver.subscriptions.events import events_after, events_so_far
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
+from fhirserver.subscriptions.notify import notification, status_parameters
 
 # The most events one $events call returns.
 MAX_EVENTS = 100

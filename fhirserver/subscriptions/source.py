@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 
 from fhirserver.subscriptions.context import SubscriptionContext
-from fhirserver.subscriptions.delivery import notification
 from fhirserver.subscriptions.events import events_after, events_so_far
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
+from fhirserver.subscriptions.notify import notification
 
 
 class StoreNotifications:
