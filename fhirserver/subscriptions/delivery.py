@@ -38,6 +38,7 @@ from fhirserver.subscriptions.kinds import (
     HANDSHAKE,
     MATCH,
     MATCH_KEY,
+    RESTART,
 )
 from fhirserver.subscriptions.model import (
     REST_HOOK,
@@ -126,14 +127,26 @@ async def _reschedule(
         await unit.put_job(Job(kind, key, due, payload))
 
 
+async def _forget_failures(store: Store, subscription_id: str, now: datetime) -> None:
+    """A new start: delivery goes on from where it got, with a new retry window."""
+    state = await delivery_state(store, subscription_id, now)
+    fresh = {**state, "failing_since": None, "attempts": 0, "last_sent": to_micros(now)}
+    await store.put_record(DELIVERY, subscription_id, fresh, None)
+
+
 def _lock_time(context: SubscriptionContext) -> timedelta:
     """How long one subscription's delivery lock holds: one notification's time, twice."""
     return timedelta(seconds=2 * context.settings.timeout_seconds + 5)
 
 
-async def deliver(context: SubscriptionContext, subscription_id: str) -> None:
-    """Deliver the subscription's undelivered events, oldest first."""
+async def deliver(
+    context: SubscriptionContext, subscription_id: str, restart: bool = False
+) -> None:
+    """Deliver the subscription's undelivered events, oldest first; `restart`: the
+    subscription was turned on again, earlier failures are forgotten."""
     store, now = context.store, context.clock()
+    if restart:
+        await _forget_failures(store, subscription_id, now)
     resource = await current_subscription(store, subscription_id)
     if resource is None:
         return
@@ -270,7 +283,7 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
         await _reschedule(store, HANDSHAKE, job.key, now + retry_backoff(job.attempts + 1), payload)
         return
     await set_status(context, resource, "active", None)
-    await store.put_record(DELIVERY, spec.id, {"delivered": 0, "last_sent": to_micros(now)}, None)
+    await _forget_failures(store, spec.id, now)
     # The matcher stops when no subscription is active: this one starts it again.
     await _reschedule(store, MATCH, MATCH_KEY, now)
     if spec.heartbeat_seconds:
@@ -290,7 +303,7 @@ def delivery_handlers(context: SubscriptionContext) -> dict[str, Handler]:
     # backoff; the retry window is kept by the delivery state.
     async def on_deliver(job: Job) -> None:
         try:
-            await deliver(context, job.key)
+            await deliver(context, job.key, restart=job.payload == RESTART)
         except Exception:
             logger.exception("delivering Subscription/%s failed; trying again", job.key)
             await _again(context, job)

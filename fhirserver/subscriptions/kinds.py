@@ -6,6 +6,9 @@ MATCH = "subscription.match"
 MATCH_KEY = "change-log"
 DELIVER = "subscription.deliver"
 HANDSHAKE = "subscription.handshake"
+# The payload of a DELIVER job for a subscription turned on again: failures before
+# it no longer count against the retry window.
+RESTART = b'{"restart": true}'
 
 # Records. The matcher's cursor in the change log (key MATCH_KEY); per subscription
 # (key: its id) how many events were recorded, and how far delivery got; per

@@ -23,7 +23,7 @@ from fhirserver.storage.base import Job, UnitOfWork
 from fhirserver.subscriptions.context import SubscriptionSettings
 from fhirserver.subscriptions.criteria import find_topic, parse_criteria_text, topic_filters
 from fhirserver.subscriptions.endpoints import EndpointRefused, check_endpoint
-from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY
+from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY, RESTART
 from fhirserver.subscriptions.model import REST_HOOK, WEBSOCKET, read_subscription
 from fhirserver.subscriptions.signing import secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
@@ -81,10 +81,18 @@ def _status(
 
 
 async def _schedule(
-    unit: UnitOfWork, subscription_id: str, status: str, topic_rest_hook: bool, now: datetime
+    unit: UnitOfWork,
+    subscription_id: str,
+    status: str,
+    topic_rest_hook: bool,
+    was: str | None,
+    now: datetime,
 ) -> None:
     if status == "requested" and topic_rest_hook:
         await unit.put_job(Job(HANDSHAKE, subscription_id, now))
+    if status == "active" and was in ("error", "off"):
+        # Turned on again: delivery starts afresh (a new retry window) where it stopped.
+        await unit.put_job(Job(DELIVER, subscription_id, now, RESTART))
     if status != "off":
         # The matcher runs while there are subscriptions; a new one starts it again.
         await unit.put_job(Job(MATCH, MATCH_KEY, now))
@@ -115,7 +123,9 @@ def subscription_rules(
         amended["status"] = status
         if status != "error":
             amended.pop("error", None)
-        await _schedule(change.unit, str(new.get("id", "")), status, topic_rest_hook, change.now)
+        was = str(change.current.get("status")) if change.current else None
+        subscription_id = str(new.get("id", ""))
+        await _schedule(change.unit, subscription_id, status, topic_rest_hook, was, change.now)
         return amended
 
     return {"Subscription": subscription}

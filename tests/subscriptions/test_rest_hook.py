@@ -117,3 +117,27 @@ async def test_nothing_is_delivered_after_end_and_the_subscription_turns_off(
     await harness.run_jobs()
     assert len(receiver.received) == 1
     assert (await harness.read(f"/Subscription/{created['id']}"))["status"] == "off"
+
+
+async def test_a_subscription_in_error_turned_on_again_delivers_what_is_left(
+    harness: Harness,
+) -> None:
+    receiver = harness.receiver
+    created = await harness.create(criteria_subscription(receiver.url, "Patient?family=smith"))
+    receiver.status = 500
+    await harness.create(_patient("smith"))
+    await harness.run_jobs()
+    for _ in range(30):
+        await harness.later(timedelta(hours=1))
+    sub = await harness.read(f"/Subscription/{created['id']}")
+    assert sub["status"] == "error"
+    receiver.status = 200
+    sub["status"] = "active"
+    response = await harness.http.put(f"/Subscription/{created['id']}", json=sub)
+    assert response.status_code == 200
+    assert response.json()["status"] == "active" and "error" not in response.json()
+    await harness.run_jobs()
+    assert len(receiver.received) == 1
+    await harness.create(_patient("smith"))
+    await harness.run_jobs()
+    assert len(receiver.received) == 2
