@@ -58,6 +58,7 @@ FHIR_JSON = "application/fhir+json"
 MAX_BACKOFF = timedelta(minutes=30)
 # How long a delivery waits for a newly registered signing secret to be in place.
 SECRET_WAIT = timedelta(seconds=1)
+AGAIN_SOON = timedelta(milliseconds=100)
 
 
 class DeliveryFailed(Exception):
@@ -172,8 +173,9 @@ async def deliver(
     state = await delivery_state(store, subscription_id, context.clock())
     behind = await events_so_far(store, subscription_id, context.clock()) > state["delivered"]
     if behind and state.get("failing_since") is None:
-        # Recorded while we held the lock, and its own run found the lock held.
-        await _reschedule(store, DELIVER, subscription_id, context.clock())
+        # Recorded while we held the lock, and its own run found the lock held. (A
+        # moment later, not now: a run_due never spins on one job.)
+        await _reschedule(store, DELIVER, subscription_id, context.clock() + AGAIN_SOON)
         return
     await _heartbeat(context, spec, secret)
 
@@ -202,7 +204,13 @@ async def _deliver_some(
     limit = spec.max_count if spec.topic is not None else 1
     events = await events_after(store, spec.id, delivered, limit, now)
     if not events:
-        return False
+        total = await events_so_far(store, spec.id, now)
+        if total <= delivered:
+            return False
+        # Events past retention, never delivered: skipped (gone from $events too).
+        skipped = {**state, "delivered": min(total, delivered + limit)}
+        await store.put_record(DELIVERY, spec.id, skipped, None)
+        return True
     try:
         await send_events(context, spec, events, secret)
     except DeliveryFailed as exc:

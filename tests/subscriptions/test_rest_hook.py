@@ -141,3 +141,25 @@ async def test_a_subscription_in_error_turned_on_again_delivers_what_is_left(
     await harness.create(_patient("smith"))
     await harness.run_jobs()
     assert len(receiver.received) == 2
+
+
+async def test_events_past_retention_are_skipped_and_later_ones_delivered(
+    harness: Harness,
+) -> None:
+    receiver = harness.receiver
+    await harness.create(criteria_subscription(receiver.url, "Patient?family=smith"))
+    receiver.status = 503
+    await harness.create(_patient("smith"))
+    await harness.run_jobs()
+    # Down for longer than events are kept (7 days), but the subscription turned off and
+    # on again in between so that it is not in error.
+    harness.clock.move_to(harness.clock() + timedelta(days=8))
+    receiver.status = 200
+    sub = (await harness.read("/Subscription"))["entry"][0]["resource"]
+    sub["status"] = "off"
+    await harness.http.put(f"/Subscription/{sub['id']}", json=sub)
+    sub["status"] = "active"
+    await harness.http.put(f"/Subscription/{sub['id']}", json=sub)
+    await harness.create(_patient("smith"))
+    await harness.run_jobs()
+    assert len(receiver.received) == 1
