@@ -27,6 +27,7 @@ from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY,
 from fhirserver.subscriptions.model import REST_HOOK, WEBSOCKET, read_subscription
 from fhirserver.subscriptions.signing import secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
+from fhirserver.subscriptions.visibility import with_owner
 
 # R4 payload types a rest-hook may ask for: JSON is what this server writes.
 _PAYLOADS = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -119,7 +120,7 @@ def subscription_rules(
         spec = read_subscription(new)
         topic_rest_hook = spec.topic is not None and spec.channel_type == REST_HOOK
         status = _status(change.current, new, topic_rest_hook, change.now)
-        amended = dict(new)
+        amended = with_owner(dict(new), change.access)
         amended["status"] = status
         if status != "error":
             amended.pop("error", None)
