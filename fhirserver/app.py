@@ -39,6 +39,7 @@ from fhirserver.subscriptions.kinds import MATCH
 from fhirserver.subscriptions.matcher import match_handler
 from fhirserver.subscriptions.rules import subscription_rules
 from fhirserver.subscriptions.signing import SECRET_JOB, secret_handler
+from fhirserver.subscriptions.source import StoreNotifications
 from fhirserver.subscriptions.topics import Topic
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
@@ -168,6 +169,8 @@ def create_app(
     app.state.visit_context = visit_context
     app.state.jobs = jobs
     app.state.subscriptions = subscriptions
+    # The websocket channel's source of notifications (subscriptions/websocket.py).
+    app.state.notifications = StoreNotifications(subscriptions)
     app.state.exports = exports
     # Turns a request's bearer token into an `Access`; None: authorization is off.
     app.state.authenticator = authenticator
