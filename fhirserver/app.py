@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -29,6 +29,18 @@ from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
+from fhirserver.subscriptions.context import (
+    SubscriptionContext,
+    SubscriptionSettings,
+    delivery_client,
+)
+from fhirserver.subscriptions.delivery import delivery_handlers
+from fhirserver.subscriptions.kinds import MATCH
+from fhirserver.subscriptions.matcher import match_handler
+from fhirserver.subscriptions.rules import subscription_rules
+from fhirserver.subscriptions.signing import SECRET_JOB, secret_handler
+from fhirserver.subscriptions.source import StoreNotifications
+from fhirserver.subscriptions.topics import Topic
 from fhirserver.subscriptions.websocket import Limits, SocketCounts
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
@@ -37,6 +49,9 @@ from fhirserver.telehealth.wiring import make_provider, make_visit_context
 from fhirserver.worker import JobRunner
 
 logger = logging.getLogger("fhirserver")
+
+# Jobs one process runs at once (worker.py JobRunner).
+JOB_CONCURRENCY = 8
 
 
 def open_store(settings: Settings) -> Store:
@@ -77,20 +92,47 @@ def create_app(
     provider: VideoProvider | None = None,
     clock: Clock = system_clock,
     authenticator: Authenticator | None = None,
+    topics: Mapping[str, Topic] | None = None,
 ) -> Starlette:
     """`provider` replaces the configured video provider (tests: mock transports);
     `clock` is the one source of time for everything the app does; `authenticator`
-    replaces the configured mode's (tests: tokens of their own)."""
+    replaces the configured mode's (tests: tokens of their own); `topics` the
+    subscription topics the server offers, by canonical URL."""
     settings = settings or Settings.from_env()
     chosen = store or open_store(settings)
     video = provider or make_provider(settings, clock=clock)
     grace = timedelta(minutes=settings.no_show_grace_minutes)
-    writes = WriteContext(write_rules(grace, settings.video_provider), clock)
+    # Subscriptions (README "Subscriptions"): the Subscription write rule, and the
+    # matcher and delivery jobs.
+    subscription_settings = SubscriptionSettings.from_settings(settings)
+    offered = dict(topics or {})
+    rules = {
+        **write_rules(grace, settings.video_provider),
+        **subscription_rules(subscription_settings, offered),
+    }
+    writes = WriteContext(rules, clock)
+    subscriptions = SubscriptionContext(
+        store=chosen,
+        settings=subscription_settings,
+        topics=offered,
+        writes=writes,
+        clock=clock,
+        http=delivery_client(subscription_settings),
+        base_url=fhir_base_url(settings),
+    )
     visit_context = make_visit_context(settings, chosen, video, writes)
     # Bulk export (README "Bulk export"): each export is a job run chunk by chunk.
     exports = export_config(settings)
-    handlers = {**job_handlers(visit_context), **export_handlers(chosen, exports, clock)}
-    jobs = JobRunner(chosen, handlers, clock, lease=timedelta(seconds=settings.job_lease_seconds))
+    handlers = {
+        **job_handlers(visit_context),
+        **export_handlers(chosen, exports, clock),
+        MATCH: match_handler(subscriptions),
+        **delivery_handlers(subscriptions),
+        SECRET_JOB: secret_handler(chosen),
+    }
+    lease = timedelta(seconds=settings.job_lease_seconds)
+    # Concurrent jobs: a slow notification endpoint does not hold up the others.
+    jobs = JobRunner(chosen, handlers, clock, lease=lease, concurrency=JOB_CONCURRENCY)
     # smart mode: the built-in authorization server (rest/smart.py; auth/server.py).
     smart_mode = settings.auth_mode == "smart"
     auth_server = make_auth_server(settings, chosen, clock) if smart_mode else None
@@ -114,6 +156,7 @@ def create_app(
                     await worker
             await video.aclose()
             await idp_http.aclose()
+            await subscriptions.http.aclose()
             await chosen.close()
 
     app = Starlette(
@@ -126,6 +169,7 @@ def create_app(
     app.state.writes = writes
     app.state.visit_context = visit_context
     app.state.jobs = jobs
+    app.state.subscriptions = subscriptions
     app.state.exports = exports
     # Turns a request's bearer token into an `Access`; None: authorization is off.
     app.state.authenticator = authenticator
@@ -146,7 +190,7 @@ def create_app(
     # The websocket channel (rest/subscription_ws.py): where sessions read notifications
     # (a `subscriptions.websocket.NotificationSource`; None: no websocket channel), their
     # limits, and the sockets open in this process.
-    app.state.notification_source = None
+    app.state.notification_source = StoreNotifications(subscriptions)
     app.state.ws_limits = Limits()
     app.state.ws_sockets = SocketCounts()
     return app

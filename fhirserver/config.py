@@ -102,6 +102,12 @@ class Settings:
     job_lease_seconds: int = 60
     # Subscriptions: how long a `$get-ws-binding-token` token binds a websocket.
     ws_binding_token_seconds: int = 300
+    # Subscriptions (README "Subscriptions"): the hosts notifications may go to (comma
+    # list; "*" any; checked on create and after DNS resolution on every delivery), how
+    # long a failing delivery is retried, and the timeout of one delivery.
+    subscription_allowed_hosts: str = "*"
+    subscription_retry_hours: int = 24
+    subscription_timeout_seconds: int = 10
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()

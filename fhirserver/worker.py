@@ -50,6 +50,7 @@ class JobRunner:
         clock: Clock,
         idle_seconds: float = 1.0,
         lease: timedelta = LEASE,
+        concurrency: int = 1,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
@@ -58,6 +59,9 @@ class JobRunner:
         # How long a claimed job is this runner's: a dead runner's job passes to another
         # after it.
         self.lease = lease
+        # How many jobs run at once: a slow one (a notification endpoint that times
+        # out) holds up only its own slot.
+        self.concurrency = max(1, concurrency)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
 
@@ -66,15 +70,30 @@ class JobRunner:
         self._wake.set()
 
     async def run_due(self) -> int:
-        """Run every job due now, one by one; how many ran."""
+        """Run every job due now, up to `concurrency` at a time; how many ran."""
         ran = 0
-        while True:
-            now = self.clock()
-            job = await self.store.claim_job(list(self.handlers), self.owner, now, self.lease)
-            if job is None:
-                return ran
-            await self._run(job)
-            ran += 1
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while len(running) < self.concurrency:
+                    job = await self._claim()
+                    if job is None:
+                        break
+                    if self.concurrency == 1:
+                        await self._run(job)
+                        ran += 1
+                        continue
+                    running.add(asyncio.create_task(self._run(job)))
+                if not running:
+                    return ran
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                ran += len(done)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _claim(self) -> Job | None:
+        return await self.store.claim_job(list(self.handlers), self.owner, self.clock(), self.lease)
 
     async def _run(self, job: Job) -> None:
         try:

@@ -335,7 +335,9 @@ async def _write(
     if rule is not None:
         # The rule sees the resource as it will be stored: under its id.
         new = {**resource, "id": resource_id}
-        amended = await rule(Change(unit, _content(current), new, context.actor, moment))
+        amended = await rule(
+            Change(unit, _content(current), new, context.actor, moment, context.access)
+        )
         if amended is not None:
             resource, index = amended, None
     stored = meta.stamp(resource, resource_id, number, moment)
@@ -356,7 +358,7 @@ async def _tombstone(
     moment = context.clock()
     rule = context.rule_for(current.resource_type)
     if rule is not None:
-        await rule(Change(unit, _content(current), None, context.actor, moment))
+        await rule(Change(unit, _content(current), None, context.actor, moment, context.access))
     tombstone = Version(
         current.resource_type, current.id, current.version + 1, moment, "DELETE", None
     )

@@ -43,6 +43,8 @@ class Change:
     new: JSONObject | None
     actor: Actor
     now: datetime
+    # What the writer may do (a Subscription keeps its owner's, for delivery).
+    access: Access = field(default_factory=Access.everything)
 
 
 WriteRule = Callable[[Change], Awaitable[JSONObject | None]]

@@ -21,6 +21,7 @@ from fhirserver.rest import (
     smart,
     smart_authorize,
     subscription_ws,
+    subscriptions,
     telehealth,
 )
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
@@ -89,6 +90,13 @@ _OPERATIONS: dict[tuple[str | None, str], dict[str, Methods]] = {
             "GET": subscription_ws.type_binding_token,
             "POST": subscription_ws.type_binding_token,
         },
+    },
+    # Subscriptions R5 Backport IG 1.1.0.
+    ("Subscription", "status"): {
+        "instance-operation": {"GET": subscriptions.status, "POST": subscriptions.status},
+    },
+    ("Subscription", "events"): {
+        "instance-operation": {"GET": subscriptions.events, "POST": subscriptions.events},
     },
 }
 

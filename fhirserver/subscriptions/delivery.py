@@ -1,0 +1,326 @@
+"""Delivery over rest-hook (R4 subscription.html "rest-hook"; Backport IG
+"Notifications", "Handshake", "Heartbeat"), per subscription in event order, at least
+once, retried with exponential backoff over the retry window, then `error`.
+
+One subscription is delivered by one worker at a time (an expiring lock record);
+different subscriptions are different jobs, which the JobRunner runs concurrently,
+so a slow endpoint holds up only its own. Every delivery: the endpoint checked against
+the allowed hosts after DNS resolution, `channel.header` values sent, a timeout, no
+redirects followed (a 3xx is a failure).
+
+R4 criteria subscriptions: one request per event; without `payload` an empty POST to
+the endpoint, with `payload` a PUT of the resource to [endpoint]/[type]/[id] (a
+deletion: an empty POST). Topic subscriptions: a notification Bundle of up to
+`backport-max-count` events, POSTed to the endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from fhirserver.search.time import from_micros, to_micros
+from fhirserver.storage.base import Job, Store
+from fhirserver.subscriptions.context import SubscriptionContext
+from fhirserver.subscriptions.endpoints import EndpointRefused, check_delivery
+from fhirserver.subscriptions.events import Event, delivery_state, events_after, events_so_far
+from fhirserver.subscriptions.kinds import (
+    DELIVER,
+    DELIVERING,
+    DELIVERY,
+    HANDSHAKE,
+    MATCH,
+    MATCH_KEY,
+    RESTART,
+)
+from fhirserver.subscriptions.model import (
+    REST_HOOK,
+    SubscriptionSpec,
+    header_pairs,
+    read_subscription,
+)
+from fhirserver.subscriptions.notify import event_resource, notification
+from fhirserver.subscriptions.signing import SIGNATURE_HEADER, is_signed, secret_for, signature
+from fhirserver.subscriptions.status import current_subscription, set_status
+from fhirserver.worker import Handler
+
+logger = logging.getLogger("fhirserver.subscriptions")
+
+FHIR_JSON = "application/fhir+json"
+# The longest pause between two tries: an endpoint back up is noticed within it.
+MAX_BACKOFF = timedelta(minutes=30)
+# How long a delivery waits for a newly registered signing secret to be in place.
+SECRET_WAIT = timedelta(seconds=1)
+AGAIN_SOON = timedelta(milliseconds=100)
+
+
+class DeliveryFailed(Exception):
+    """The endpoint did not take the notification (the message says how, no secrets)."""
+
+
+def retry_backoff(attempts: int) -> timedelta:
+    """5 s, 10 s, 20 s ... capped at MAX_BACKOFF."""
+    return min(timedelta(seconds=5 * 2 ** min(attempts, 20)), MAX_BACKOFF)
+
+
+async def post(
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    method: str,
+    url: str,
+    body: bytes | None,
+    secret: str | None = None,
+) -> None:
+    """One request to the endpoint, after checking it is still allowed."""
+    try:
+        await check_delivery(url, context.settings.allowed, context.resolve)
+    except EndpointRefused as exc:
+        raise DeliveryFailed(str(exc)) from None
+    headers = dict(header_pairs(spec.headers))
+    if body is not None:
+        headers["Content-Type"] = FHIR_JSON
+    if secret is not None:
+        headers[SIGNATURE_HEADER] = signature(secret, body or b"")
+    try:
+        # Backport IG `backport-timeout`: the subscriber's, if shorter than ours.
+        limit = context.settings.timeout_seconds
+        if spec.timeout_seconds:
+            limit = min(limit, float(spec.timeout_seconds))
+        response = await context.http.request(
+            method, url, content=body or b"", headers=headers, timeout=limit
+        )
+    except httpx.HTTPError as exc:
+        raise DeliveryFailed(f"the endpoint could not be reached ({type(exc).__name__})") from None
+    if not 200 <= response.status_code < 300:
+        raise DeliveryFailed(f"the endpoint answered {response.status_code}")
+
+
+async def send_events(
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    events: Sequence[Event],
+    secret: str | None = None,
+) -> None:
+    if spec.topic is not None:
+        bundle = await notification(context, spec, "event-notification", events)
+        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
+        return
+    for event in events:
+        resource = await event_resource(context.store, event) if spec.payload else None
+        if resource is None:
+            await post(context, spec, "POST", spec.endpoint, None, secret)
+        else:
+            url = f"{spec.endpoint.rstrip('/')}/{event.resource_type}/{event.resource_id}"
+            await post(context, spec, "PUT", url, orjson.dumps(resource), secret)
+
+
+async def _reschedule(
+    store: Store, kind: str, key: str, due: datetime, payload: bytes = b"{}"
+) -> None:
+    async with store.unit_of_work() as unit:
+        await unit.put_job(Job(kind, key, due, payload))
+
+
+async def _forget_failures(store: Store, subscription_id: str, now: datetime) -> None:
+    """A new start: delivery goes on from where it got, with a new retry window."""
+    state = await delivery_state(store, subscription_id, now)
+    fresh = {**state, "failing_since": None, "attempts": 0, "last_sent": to_micros(now)}
+    await store.put_record(DELIVERY, subscription_id, fresh, None)
+
+
+def _lock_time(context: SubscriptionContext) -> timedelta:
+    """How long one subscription's delivery lock holds: one notification's time, twice."""
+    return timedelta(seconds=2 * context.settings.timeout_seconds + 5)
+
+
+async def deliver(
+    context: SubscriptionContext, subscription_id: str, restart: bool = False
+) -> None:
+    """Deliver the subscription's undelivered events, oldest first; `restart`: the
+    subscription was turned on again, earlier failures are forgotten."""
+    store, now = context.store, context.clock()
+    if restart:
+        await _forget_failures(store, subscription_id, now)
+    resource = await current_subscription(store, subscription_id)
+    if resource is None:
+        return
+    spec = read_subscription(resource)
+    if spec.status != "active" or spec.channel_type != REST_HOOK:
+        return
+    if spec.end is not None and spec.end <= now:
+        await set_status(context, resource, "off", None)
+        return
+    ready, secret = await _signing(context, resource)
+    if not ready:
+        await _reschedule(store, DELIVER, subscription_id, now + SECRET_WAIT)
+        return
+    if not await store.add_record(DELIVERING, subscription_id, {}, now + _lock_time(context), now):
+        return  # another worker delivers it; it looks for new events before it lets go
+    try:
+        while await _deliver_some(context, spec, resource, secret):
+            # Still ours: a dead worker's lock runs out soon, a live one's is renewed.
+            renewed = context.clock() + _lock_time(context)
+            await store.put_record(DELIVERING, subscription_id, {}, renewed)
+    finally:
+        await store.delete_record(DELIVERING, subscription_id)
+    state = await delivery_state(store, subscription_id, context.clock())
+    behind = await events_so_far(store, subscription_id, context.clock()) > state["delivered"]
+    if behind and state.get("failing_since") is None:
+        # Recorded while we held the lock, and its own run found the lock held. (A
+        # moment later, not now: a run_due never spins on one job.)
+        await _reschedule(store, DELIVER, subscription_id, context.clock() + AGAIN_SOON)
+        return
+    await _heartbeat(context, spec, secret)
+
+
+async def _signing(
+    context: SubscriptionContext, resource: dict[str, Any]
+) -> tuple[bool, str | None]:
+    """Whether delivery may go ahead, and the secret to sign with (None: unsigned). A
+    signed channel whose secret is not in place yet (signing.py) waits."""
+    if not is_signed(resource):
+        return True, None
+    secret = await secret_for(context.store, str(resource["id"]), context.clock())
+    return secret is not None, secret
+
+
+async def _deliver_some(
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    resource: dict[str, Any],
+    secret: str | None,
+) -> bool:
+    """One notification; whether to go on."""
+    store, now = context.store, context.clock()
+    state = await delivery_state(store, spec.id, now)
+    delivered = int(state.get("delivered", 0))
+    limit = spec.max_count if spec.topic is not None else 1
+    events = await events_after(store, spec.id, delivered, limit, now)
+    if not events:
+        total = await events_so_far(store, spec.id, now)
+        if total <= delivered:
+            return False
+        # Events past retention, never delivered: skipped (gone from $events too).
+        skipped = {**state, "delivered": min(total, delivered + limit)}
+        await store.put_record(DELIVERY, spec.id, skipped, None)
+        return True
+    try:
+        await send_events(context, spec, events, secret)
+    except DeliveryFailed as exc:
+        since = state.get("failing_since") or to_micros(now)
+        attempts = int(state.get("attempts", 0)) + 1
+        failed = {**state, "failing_since": since, "attempts": attempts}
+        await store.put_record(DELIVERY, spec.id, failed, None)
+        if now - from_micros(since) >= context.settings.retry_window:
+            await set_status(
+                context,
+                resource,
+                "error",
+                f"delivery failed since {from_micros(since).isoformat()}: {exc}",
+            )
+        else:
+            logger.warning("Subscription/%s delivery failed (%s); retrying", spec.id, exc)
+            await _reschedule(store, DELIVER, spec.id, now + retry_backoff(attempts))
+        return False
+    done = {
+        "delivered": events[-1].number,
+        "attempts": 0,
+        "failing_since": None,
+        "last_sent": to_micros(context.clock()),
+    }
+    await store.put_record(DELIVERY, spec.id, done, None)
+    return True
+
+
+async def _heartbeat(
+    context: SubscriptionContext, spec: SubscriptionSpec, secret: str | None
+) -> None:
+    """Backport IG "Heartbeat": a topic subscription hears from us at least every period."""
+    if spec.topic is None or not spec.heartbeat_seconds:
+        return
+    store, now = context.store, context.clock()
+    state = await delivery_state(store, spec.id, now)
+    if state.get("failing_since") is not None:
+        return
+    period = timedelta(seconds=spec.heartbeat_seconds)
+    last = state.get("last_sent")
+    due = (from_micros(int(last)) if last else now) + period
+    if last and due <= now:
+        try:
+            bundle = await notification(context, spec, "heartbeat", ())
+            await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
+        except DeliveryFailed as exc:
+            logger.warning("Subscription/%s heartbeat failed (%s)", spec.id, exc)
+        await store.put_record(DELIVERY, spec.id, {**state, "last_sent": to_micros(now)}, None)
+        due = now + period
+    elif not last:
+        await store.put_record(DELIVERY, spec.id, {**state, "last_sent": to_micros(now)}, None)
+    await _reschedule(store, DELIVER, spec.id, due)
+
+
+async def handshake(context: SubscriptionContext, job: Job) -> None:
+    """Backport IG "Handshake": a `requested` topic rest-hook subscription becomes
+    `active` once its endpoint took the handshake; retried over the window, then `error`."""
+    store, now = context.store, context.clock()
+    resource = await current_subscription(store, job.key)
+    if resource is None:
+        return
+    spec = read_subscription(resource)
+    if spec.status != "requested":
+        return
+    ready, secret = await _signing(context, resource)
+    if not ready:
+        await _reschedule(store, HANDSHAKE, job.key, now + SECRET_WAIT, job.payload)
+        return
+    try:
+        bundle = await notification(context, spec, "handshake", ())
+        await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
+    except DeliveryFailed as exc:
+        since = int(orjson.loads(job.payload).get("failing_since") or to_micros(now))
+        if now - from_micros(since) >= context.settings.retry_window:
+            await set_status(context, resource, "error", f"handshake failed: {exc}")
+            return
+        payload = orjson.dumps({"failing_since": since, "attempts": job.attempts + 1})
+        await _reschedule(store, HANDSHAKE, job.key, now + retry_backoff(job.attempts + 1), payload)
+        return
+    await set_status(context, resource, "active", None)
+    await _forget_failures(store, spec.id, now)
+    # The matcher stops when no subscription is active: this one starts it again.
+    await _reschedule(store, MATCH, MATCH_KEY, now)
+    if spec.heartbeat_seconds:
+        await _reschedule(store, DELIVER, spec.id, now + timedelta(seconds=spec.heartbeat_seconds))
+
+
+async def _again(context: SubscriptionContext, job: Job) -> None:
+    due = context.clock() + retry_backoff(job.attempts + 1)
+    with contextlib.suppress(Exception):
+        async with context.store.unit_of_work() as unit:
+            await unit.put_job(replace(job, due=due, attempts=job.attempts + 1))
+
+
+def delivery_handlers(context: SubscriptionContext) -> dict[str, Handler]:
+    # Neither fails into the JobRunner's own retries, which give a job up after a few
+    # minutes: on an unexpected error (the store away) each tries again on its own
+    # backoff; the retry window is kept by the delivery state.
+    async def on_deliver(job: Job) -> None:
+        try:
+            await deliver(context, job.key, restart=job.payload == RESTART)
+        except Exception:
+            logger.exception("delivering Subscription/%s failed; trying again", job.key)
+            await _again(context, job)
+
+    async def on_handshake(job: Job) -> None:
+        try:
+            await handshake(context, job)
+        except Exception:
+            logger.exception("the handshake of Subscription/%s failed; trying again", job.key)
+            await _again(context, job)
+
+    return {DELIVER: on_deliver, HANDSHAKE: on_handshake}

@@ -1,0 +1,111 @@
+"""Where notifications may go (issue 15 "Safety"): `http(s)` endpoints only, on the
+hosts `FHIRSERVER_SUBSCRIPTION_ALLOWED_HOSTS` lists, checked when a Subscription is
+written and again, after DNS resolution, before every delivery.
+
+An entry of the list is `*` (anywhere), a host name (`hooks.example.org`), a name
+pattern (`*.example.org`), an address (`10.0.0.5`) or a network (`10.0.0.0/8`). A
+host name entry allows that name; an address or network entry allows an endpoint
+whose name resolves only to addresses inside the listed ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class EndpointRefused(Exception):
+    """The endpoint is not one notifications may go to; the message says why."""
+
+
+@dataclass(frozen=True)
+class AllowedHosts:
+    anywhere: bool
+    names: tuple[str, ...]
+    networks: tuple[IPNetwork, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedHosts:
+        names: list[str] = []
+        networks: list[IPNetwork] = []
+        entries = [e.strip().lower() for e in text.split(",") if e.strip()]
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                names.append(entry)
+        return cls("*" in entries, tuple(names), tuple(networks))
+
+    def allows_name(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return self.anywhere or any(
+            host == name or (name.startswith("*.") and host.endswith(name[1:]))
+            for name in self.names
+        )
+
+    def allows_addresses(self, addresses: list[str]) -> bool:
+        if not addresses:
+            return False
+        parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
+        return all(any(a in network for network in self.networks) for a in parsed)
+
+
+def endpoint_host(url: str) -> tuple[str, int]:
+    """The host and port of an `http(s)` URL; EndpointRefused for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise EndpointRefused(f"the endpoint {url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise EndpointRefused("the endpoint must be an http or https URL")
+    if not parts.hostname:
+        raise EndpointRefused("the endpoint has no host")
+    if parts.username or parts.password:
+        raise EndpointRefused("the endpoint may not carry credentials in the URL")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def check_endpoint(url: str, allowed: AllowedHosts) -> None:
+    """When the Subscription is written: the scheme, and the host if the list names it
+    (an address or network entry is only decided after resolution, at delivery)."""
+    host, _ = endpoint_host(url)
+    if allowed.allows_name(host):
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if allowed.networks:
+            return  # a name that may resolve into an allowed network: checked at delivery
+        raise EndpointRefused(f"notifications may not go to {host}") from None
+    if not allowed.allows_addresses([host]):
+        raise EndpointRefused(f"notifications may not go to {host}")
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+async def check_delivery(url: str, allowed: AllowedHosts, resolve: Resolver) -> None:
+    """Before each delivery: the endpoint is still allowed, its name resolved now."""
+    host, port = endpoint_host(url)
+    try:
+        addresses = await resolve(host, port)
+    except OSError:
+        raise EndpointRefused(f"the endpoint host {host} does not resolve") from None
+    if not addresses:
+        raise EndpointRefused(f"the endpoint host {host} does not resolve")
+    if allowed.allows_name(host) or allowed.allows_addresses(addresses):
+        return
+    raise EndpointRefused(f"notifications may not go to {host}")

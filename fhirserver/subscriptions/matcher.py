@@ -1,0 +1,213 @@
+"""Matching from the change log (DESIGN.md "Storage": the change log is the source for
+Subscriptions; "Side effects and external calls"): a job, leased like every job so that
+one matcher runs at a time across processes, reads `Store.changes` from its cursor,
+evaluates each change against the active subscriptions with the in-memory matcher
+(search/match.py) or the topic's triggers, records each matching event in the
+subscription's event log (events.py) and schedules its delivery, then moves the cursor.
+
+A crash anywhere redoes at most one batch, and recording is idempotent per
+(subscription, change): nothing is lost, nothing recorded twice. The job re-schedules
+itself while there are active subscriptions; a Subscription write starts it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from fhirserver.errors import FHIRError
+from fhirserver.interactions.everything import head_seq
+from fhirserver.search.match import matches
+from fhirserver.search.parse import parse_search
+from fhirserver.search.query import SearchQuery
+from fhirserver.storage.base import Job, Store, Version
+from fhirserver.subscriptions.context import SubscriptionContext
+from fhirserver.subscriptions.criteria import (
+    filters_pass,
+    find_topic,
+    parse_criteria_text,
+    topic_filters,
+)
+from fhirserver.subscriptions.events import Event, append_event, in_backoff
+from fhirserver.subscriptions.kinds import CURSOR, DELIVER, MATCH, MATCH_KEY
+from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
+from fhirserver.subscriptions.status import set_status
+from fhirserver.subscriptions.topics import CREATE, DELETE, UPDATE, Topic
+from fhirserver.subscriptions.visibility import visible_to_subscriber
+from fhirserver.worker import Handler, backoff
+
+logger = logging.getLogger("fhirserver.subscriptions")
+
+BATCH = 500
+# The longest pause between tries after an error.
+MAX_BACKOFF = timedelta(minutes=5)
+# The pause between looks at the change log while subscriptions are active.
+POLL = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class _Active:
+    spec: SubscriptionSpec
+    resource: dict[str, Any]
+    # Changes at or below this position came before the subscription existed.
+    start_seq: int
+    criteria: SearchQuery | None
+    topic: Topic | None
+    filters: tuple[SearchQuery, ...]
+
+
+def _body(version: Version | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    body: dict[str, Any] = orjson.loads(version.body)
+    return body
+
+
+async def _active(store: Store, topics: Mapping[str, Topic]) -> list[_Active]:
+    query = parse_search(("Subscription",), [("status", "active")])
+    query = dataclasses.replace(query, count=BATCH)
+    found: list[_Active] = []
+    while True:
+        page = await store.search(query)
+        for version in page.matches:
+            resource = _body(version)
+            if resource is None:
+                continue
+            first = await store.vread("Subscription", version.id, 1)
+            try:
+                found.append(_prepare(resource, first.seq if first else version.seq, topics))
+            except FHIRError:  # no longer valid here (its topic gone): skipped
+                continue
+        if page.next_cursor is None:
+            return found
+        query = dataclasses.replace(query, cursor=page.next_cursor)
+
+
+def _prepare(resource: dict[str, Any], start_seq: int, topics: Mapping[str, Topic]) -> _Active:
+    spec = read_subscription(resource)
+    if spec.topic is not None:
+        topic = find_topic(topics, spec.topic)
+        return _Active(spec, resource, start_seq, None, topic, topic_filters(topic, spec.filters))
+    return _Active(spec, resource, start_seq, parse_criteria_text(spec.criteria or ""), None, ())
+
+
+def _interaction(change: Version, previous: dict[str, Any] | None) -> str:
+    if change.deleted:
+        return DELETE
+    return CREATE if previous is None else UPDATE
+
+
+def _matches(
+    sub: _Active,
+    change: Version,
+    interaction: str,
+    previous: dict[str, Any] | None,
+    current: dict[str, Any] | None,
+) -> bool:
+    if sub.topic is not None:
+        if not sub.topic.triggered(change.resource_type, interaction, previous, current):
+            return False
+        state = current if current is not None else previous
+        return state is not None and filters_pass(sub.filters, change.resource_type, state)
+    assert sub.criteria is not None
+    if change.resource_type != sub.criteria.resource_type:
+        return False
+    # R4 leaves deletions open: a deletion is an event when the version before matched.
+    state = current if current is not None else previous
+    return state is not None and matches(sub.criteria, state)
+
+
+async def _start_cursor(store: Store, subs: list[_Active]) -> int:
+    """Where a matcher that never ran starts: before the oldest active subscription (its
+    creation), else at the head of the log (older history notifies nobody)."""
+    if subs:
+        return min(sub.start_seq for sub in subs)
+    return await head_seq(store)
+
+
+async def match_changes(context: SubscriptionContext) -> bool:
+    """Handle one batch of the change log; whether there is more to do now."""
+    store, now = context.store, context.clock()
+    subs = await _active(store, context.topics)
+    # R4 `end`: past it, no more events and the subscription is `off`.
+    for ended in [s for s in subs if s.spec.end is not None and s.spec.end <= now]:
+        await set_status(context, ended.resource, "off", None)
+    cursor_record = await store.get_record(CURSOR, MATCH_KEY, now)
+    cursor = int(cursor_record["seq"]) if cursor_record else await _start_cursor(store, subs)
+    changes = await store.changes(cursor, BATCH)
+    touched: set[str] = set()
+    for change in changes:
+        relevant = [
+            s
+            for s in subs
+            if change.seq > s.start_seq and (s.spec.end is None or change.last_updated < s.spec.end)
+        ]
+        if not relevant:
+            continue
+        current = _body(change)
+        previous = None
+        if change.version > 1:
+            previous = _body(await store.vread(change.resource_type, change.id, change.version - 1))
+        interaction = _interaction(change, previous)
+        for sub in relevant:
+            try:
+                matched = _matches(sub, change, interaction, previous, current)
+            except FHIRError:
+                # A criterion this resource cannot be tested with: not an event.
+                logger.warning("Subscription/%s could not test a change", sub.spec.id)
+                matched = False
+            if not matched:
+                continue
+            if not visible_to_subscriber(sub.resource, change):
+                continue
+            event = Event(
+                0,
+                change.seq,
+                change.resource_type,
+                change.id,
+                change.version,
+                interaction,
+                change.last_updated,
+            )
+            if await append_event(store, sub.spec.id, event, now, context.settings.retention):
+                touched.add(sub.spec.id)
+    # A subscription in backoff keeps its retry time: the retry delivers the new events.
+    due = [s for s in sorted(touched) if not await in_backoff(store, s, now)]
+    if due:
+        async with store.unit_of_work() as unit:
+            for subscription_id in due:
+                await unit.put_job(Job(DELIVER, subscription_id, now))
+    if changes:
+        await store.put_record(CURSOR, MATCH_KEY, {"seq": changes[-1].seq}, None)
+    elif cursor_record is None:
+        await store.put_record(CURSOR, MATCH_KEY, {"seq": cursor}, None)
+    more = len(changes) == BATCH
+    if subs or more:
+        async with store.unit_of_work() as unit:
+            await unit.put_job(Job(MATCH, MATCH_KEY, now if more else now + POLL))
+    return more
+
+
+def match_handler(context: SubscriptionContext) -> Handler:
+    """The MATCH job. It never fails into the JobRunner's own retries (which give a job
+    up after a few minutes): on an error (the store away) it looks again after a
+    backoff of its own, for as long as it takes."""
+
+    async def run(job: Job) -> None:
+        try:
+            await match_changes(context)
+        except Exception:
+            logger.exception("matching subscriptions failed; trying again")
+            due = context.clock() + min(backoff(job.attempts + 1), MAX_BACKOFF)
+            with contextlib.suppress(Exception):
+                async with context.store.unit_of_work() as unit:
+                    await unit.put_job(Job(MATCH, MATCH_KEY, due, attempts=job.attempts + 1))
+
+    return run

@@ -1,0 +1,116 @@
+"""A Subscription resource read into what the engine needs (R4 subscription.html;
+Subscriptions R5 Backport IG 1.1.0 "Subscriptions on R4": the topic canonical in
+`criteria`, filters in `_criteria.extension`, channel settings in `channel`
+extensions, payload content in `_payload.extension`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fhirserver.search.time import date_range
+
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+BACKPORT_PROFILE = BACKPORT + "backport-subscription"
+FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
+PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
+HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
+TIMEOUT = BACKPORT + "backport-timeout"
+MAX_COUNT = BACKPORT + "backport-max-count"
+
+REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    id: str
+    status: str
+    # R4 criteria (a search such as `Observation?code=1234-5`), or None for a topic.
+    criteria: str | None
+    topic: str | None
+    filters: tuple[str, ...]
+    channel_type: str
+    endpoint: str
+    # `channel.header` values, each "Name: value".
+    headers: tuple[str, ...]
+    # `channel.payload`: the MIME type, or None (R4: no payload, an empty POST).
+    payload: str | None
+    # Backport IG payload content: empty | id-only | full-resource.
+    content: str
+    heartbeat_seconds: int | None
+    timeout_seconds: int | None
+    max_count: int
+    end: datetime | None
+    error: str | None
+
+    @property
+    def is_topic(self) -> bool:
+        return self.topic is not None
+
+
+def _extensions(element: Any) -> list[dict[str, Any]]:
+    if not isinstance(element, dict):
+        return []
+    found = element.get("extension", [])
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
+def _values(element: Any, url: str) -> list[Any]:
+    return [
+        value
+        for e in _extensions(element)
+        if e.get("url") == url
+        for key, value in e.items()
+        if key.startswith("value")
+    ]
+
+
+def _first(element: Any, url: str) -> Any:
+    values = _values(element, url)
+    return values[0] if values else None
+
+
+def is_backport(resource: dict[str, Any]) -> bool:
+    profiles = resource.get("meta", {}).get("profile", [])
+    return BACKPORT_PROFILE in profiles if isinstance(profiles, list) else False
+
+
+def read_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
+    channel = resource.get("channel") or {}
+    criteria = str(resource.get("criteria", ""))
+    topic = criteria if is_backport(resource) else None
+    payload = channel.get("payload")
+    content = _first(channel.get("_payload"), PAYLOAD_CONTENT)
+    heartbeat = _first(channel, HEARTBEAT_PERIOD)
+    timeout = _first(channel, TIMEOUT)
+    max_count = _first(channel, MAX_COUNT)
+    end = resource.get("end")
+    return SubscriptionSpec(
+        id=str(resource.get("id", "")),
+        status=str(resource.get("status", "")),
+        criteria=None if topic else criteria,
+        topic=topic,
+        filters=tuple(str(v) for v in _values(resource.get("_criteria"), FILTER_CRITERIA)),
+        channel_type=str(channel.get("type", "")),
+        endpoint=str(channel.get("endpoint", "")),
+        headers=tuple(str(h) for h in channel.get("header", [])),
+        payload=str(payload) if payload else None,
+        # Without the extension: `empty` when there is no payload type, else id-only.
+        content=str(content) if content else ("id-only" if payload else "empty"),
+        heartbeat_seconds=int(heartbeat) if isinstance(heartbeat, int) else None,
+        timeout_seconds=int(timeout) if isinstance(timeout, int) else None,
+        max_count=int(max_count) if isinstance(max_count, int) and max_count > 0 else 1,
+        end=date_range(str(end), "end")[0] if end else None,
+        error=str(resource["error"]) if resource.get("error") else None,
+    )
+
+
+def header_pairs(headers: tuple[str, ...]) -> list[tuple[str, str]]:
+    """`channel.header` values ("Name: value") as pairs; malformed ones left out."""
+    pairs = []
+    for header in headers:
+        name, colon, value = header.partition(":")
+        if colon and name.strip():
+            pairs.append((name.strip(), value.strip()))
+    return pairs

@@ -1,0 +1,86 @@
+"""`Subscription/[id]/$status` and `Subscription/[id]/$events` (Subscriptions R5
+Backport IG 1.1.0 OperationDefinitions `backport-subscription-status`,
+`backport-subscription-events`): what a subscription's state is, and a replay of its
+numbered events that are still retained. Both need read access to the Subscription
+(interactions/guard.py, through crud.read)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from fhirserver.auth.access import Access
+from fhirserver.errors import BadRequest
+from fhirserver.interactions import crud
+from fhirserver.subscriptions.context import SubscriptionContext
+from fhirserver.subscriptions.events import events_after, events_so_far
+from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
+from fhirserver.subscriptions.notify import notification, status_parameters
+
+# The most events one $events call returns.
+MAX_EVENTS = 100
+_CONTENTS = ("empty", "id-only", "full-resource")
+
+
+async def _spec(
+    context: SubscriptionContext, subscription_id: str, access: Access
+) -> SubscriptionSpec:
+    version = await crud.read(context.store, "Subscription", subscription_id, access)
+    resource: dict[str, Any] = orjson.loads(version.body or b"{}")
+    return read_subscription(resource)
+
+
+async def subscription_status(
+    context: SubscriptionContext, subscription_id: str, access: Access
+) -> dict[str, Any]:
+    """$status: a searchset Bundle with the subscription's status Parameters."""
+    spec = await _spec(context, subscription_id, access)
+    total = await events_so_far(context.store, spec.id, context.clock())
+    parameters = status_parameters(context, spec, "query-status", total, ())
+    if spec.error:
+        parameters["parameter"].append(
+            {"name": "error", "valueCodeableConcept": {"text": spec.error}}
+        )
+    return {
+        "resourceType": "Bundle",
+        "id": uuid.uuid4().hex,
+        "type": "searchset",
+        "total": 1,
+        "entry": [{"resource": parameters, "search": {"mode": "match"}}],
+    }
+
+
+def _number(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise BadRequest(f"{name} must be a whole number", expression=name)
+    return int(value)
+
+
+async def subscription_events(
+    context: SubscriptionContext,
+    subscription_id: str,
+    access: Access,
+    since: str | None = None,
+    until: str | None = None,
+    content: str | None = None,
+) -> dict[str, Any]:
+    """$events: a `query-event` notification Bundle of the retained events numbered
+    `eventsSinceNumber` to `eventsUntilNumber` (inclusive; at most MAX_EVENTS), with
+    the payload `content` asked for (the subscription's own by default)."""
+    spec = await _spec(context, subscription_id, access)
+    low = _number(since, "eventsSinceNumber") or 1
+    high = _number(until, "eventsUntilNumber")
+    if content is not None and content not in _CONTENTS:
+        raise BadRequest(f"content must be one of {', '.join(_CONTENTS)}", expression="content")
+    now = context.clock()
+    total = await events_so_far(context.store, spec.id, now)
+    last = min(total if high is None else high, total)
+    count = max(0, min(last - low + 1, MAX_EVENTS))
+    events = await events_after(context.store, spec.id, low - 1, count, now)
+    if content is not None:
+        spec = SubscriptionSpec(**{**spec.__dict__, "content": content})
+    return await notification(context, spec, "query-event", events, total)

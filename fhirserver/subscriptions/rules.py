@@ -1,0 +1,132 @@
+"""The Subscription resource's write rule (R4 subscription.html; Backport IG
+"Subscriptions on R4"): runs inside the write's unit of work (interactions/rules.py).
+
+A client's write must name a search the server supports as `criteria` (or, with the
+backport-subscription profile, a topic of this server with allowed filters), a
+`rest-hook` or `websocket` channel, an allowed `http(s)` endpoint for a rest-hook.
+The server owns `status`: a client creates with `requested` (or `active`, taken as
+`requested`) and may set `off`; `error` is the server's. A criteria subscription, or a
+topic one on a websocket (the handshake is on bind), is accepted at once (`active`); a
+topic rest-hook one becomes `active` after a successful handshake (Backport IG
+"Handshake"). An `end` already past turns the subscription `off`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from fhirserver.errors import Issue, Unprocessable
+from fhirserver.interactions.rules import Actor, Change, WriteRule
+from fhirserver.resources.codec import JSONObject
+from fhirserver.storage.base import Job, UnitOfWork
+from fhirserver.subscriptions.context import SubscriptionSettings
+from fhirserver.subscriptions.criteria import find_topic, parse_criteria_text, topic_filters
+from fhirserver.subscriptions.endpoints import EndpointRefused, check_endpoint
+from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY, RESTART
+from fhirserver.subscriptions.model import REST_HOOK, WEBSOCKET, read_subscription
+from fhirserver.subscriptions.signing import secret_job, take_secret
+from fhirserver.subscriptions.topics import Topic
+from fhirserver.subscriptions.visibility import with_owner
+
+# R4 payload types a rest-hook may ask for: JSON is what this server writes.
+_PAYLOADS = ("application/fhir+json", "application/json", "application/json+fhir")
+_CLIENT_STATUSES = ("requested", "active", "off")
+
+
+def _refuse(text: str, expression: str) -> Unprocessable:
+    return Unprocessable(text, issues=[Issue(text, "business-rule", "error", expression)])
+
+
+def _check(
+    resource: JSONObject, settings: SubscriptionSettings, topics: Mapping[str, Topic]
+) -> None:
+    spec = read_subscription(resource)
+    if spec.channel_type not in (REST_HOOK, WEBSOCKET):
+        raise _refuse(
+            f"channel type {spec.channel_type!r} is not served here (rest-hook, websocket)",
+            "Subscription.channel.type",
+        )
+    if spec.topic is not None:
+        topic_filters(find_topic(topics, spec.topic), spec.filters)
+    else:
+        parse_criteria_text(spec.criteria or "")
+    if spec.channel_type == REST_HOOK:
+        try:
+            check_endpoint(spec.endpoint, settings.allowed)
+        except EndpointRefused as exc:
+            raise _refuse(str(exc), "Subscription.channel.endpoint") from None
+        if spec.payload and spec.payload.split(";")[0].strip() not in _PAYLOADS:
+            raise _refuse(
+                f"payload {spec.payload!r} is not served here (application/fhir+json)",
+                "Subscription.channel.payload",
+            )
+
+
+def _status(
+    current: JSONObject | None, new: JSONObject, topic_rest_hook: bool, now: datetime
+) -> str:
+    asked = str(new.get("status", ""))
+    was = str(current.get("status", "")) if current is not None else None
+    if asked == was and asked in ("active", "error"):
+        return asked  # a client writing back what it read
+    if asked not in _CLIENT_STATUSES:
+        raise _refuse(
+            f"a client may set status requested, active or off, not {asked!r}",
+            "Subscription.status",
+        )
+    spec = read_subscription(new)
+    if asked == "off" or (spec.end is not None and spec.end <= now):
+        return "off"
+    return "requested" if topic_rest_hook else "active"
+
+
+async def _schedule(
+    unit: UnitOfWork,
+    subscription_id: str,
+    status: str,
+    topic_rest_hook: bool,
+    was: str | None,
+    now: datetime,
+) -> None:
+    if status == "requested" and topic_rest_hook:
+        await unit.put_job(Job(HANDSHAKE, subscription_id, now))
+    if status == "active" and was in ("error", "off"):
+        # Turned on again: delivery starts afresh (a new retry window) where it stopped.
+        await unit.put_job(Job(DELIVER, subscription_id, now, RESTART))
+    if status != "off":
+        # The matcher runs while there are subscriptions; a new one starts it again.
+        await unit.put_job(Job(MATCH, MATCH_KEY, now))
+
+
+def subscription_rules(
+    settings: SubscriptionSettings, topics: Mapping[str, Topic]
+) -> Mapping[str, WriteRule]:
+    async def subscription(change: Change) -> JSONObject | None:
+        new = change.new
+        if new is None:
+            subscription_id = str((change.current or {}).get("id", ""))
+            await change.unit.drop_job(HANDSHAKE, subscription_id)
+            await change.unit.drop_job(DELIVER, subscription_id)
+            return None
+        if change.actor is Actor.SERVER:
+            return None
+        _check(new, settings, topics)
+        new, secret = take_secret(new)
+        if secret is not None:
+            if not secret:
+                raise _refuse("the signing secret is empty", "Subscription.channel.header")
+            await change.unit.put_job(secret_job(str(new.get("id", "")), secret, change.now))
+        spec = read_subscription(new)
+        topic_rest_hook = spec.topic is not None and spec.channel_type == REST_HOOK
+        status = _status(change.current, new, topic_rest_hook, change.now)
+        amended = with_owner(dict(new), change.access)
+        amended["status"] = status
+        if status != "error":
+            amended.pop("error", None)
+        was = str(change.current.get("status")) if change.current else None
+        subscription_id = str(new.get("id", ""))
+        await _schedule(change.unit, subscription_id, status, topic_rest_hook, was, change.now)
+        return amended
+
+    return {"Subscription": subscription}
