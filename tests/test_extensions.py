@@ -23,6 +23,7 @@ from fhirserver.telehealth import virtual_service
 FOLDER = data_dir("extensions")
 FILES = sorted(FOLDER.glob("*.json"))
 README = FOLDER / "README.md"
+TOPIC_EXTENSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
 CANONICAL_KEYS = {"url", "valueSet", "system", "fixedUri"}
 
 
@@ -33,6 +34,11 @@ def load(name: str) -> dict[str, Any]:
 
 def test_the_folder_holds_our_resources() -> None:
     assert [path.name for path in FILES] == [
+        "Basic-SubscriptionTopic-appointment-booked.json",
+        "Basic-SubscriptionTopic-no-show.json",
+        "Basic-SubscriptionTopic-patient-waiting.json",
+        "Basic-SubscriptionTopic-visit-ended.json",
+        "Basic-SubscriptionTopic-visit-started.json",
         "CodeSystem-consent-category.json",
         "CodeSystem-telehealth-event.json",
         "CodeSystem-virtual-service-type.json",
@@ -60,6 +66,12 @@ def test_canonical_url_is_on_our_base(path: Path) -> None:
     resource = json.loads(path.read_text())
     kind, rid = resource["resourceType"], resource["id"]
     assert path.name == f"{kind}-{rid}.json"
+    if kind == "Basic":  # a SubscriptionTopic in R4 (tests/subscriptions/test_topics.py)
+        url = TOPIC_EXTENSION + "url"
+        topic_url = next(e["valueUri"] for e in resource["extension"] if e["url"] == url)
+        topic_id = rid.removeprefix("SubscriptionTopic-")
+        assert topic_url == f"{virtual_service.BASE_URL}/SubscriptionTopic/{topic_id}"
+        return
     assert resource["url"] == f"{virtual_service.BASE_URL}/{kind}/{rid}"
     assert resource["status"] == "active"
 
@@ -78,7 +90,7 @@ def _canonicals(value: Any) -> list[str]:
 
 
 def test_every_canonical_of_ours_resolves_inside_the_folder() -> None:
-    urls = {resource["url"] for resource in load_resources("extensions")}
+    urls = {resource.get("url") for resource in load_resources("extensions")}
     mentioned = {url for path in FILES for url in _canonicals(json.loads(path.read_text()))}
     assert mentioned, "no canonical found: the walk is broken"
     assert all(url.startswith(virtual_service.BASE_URL + "/") for url in mentioned)

@@ -116,7 +116,7 @@ def capability_statement(
     statement["software"] = {"name": "fhirserver", "version": __version__}
     statement["implementation"] = {"description": "fhirserver", "url": base_url}
     rest = statement["rest"][0]
-    rest["resource"] = _resources()
+    rest["resource"] = [_with_topics(r) if r["type"] == "Subscription" else r for r in _resources()]
     rest["interaction"] = [{"code": code} for code in SYSTEM_INTERACTIONS]
     rest["operation"] = [dict(op) for op in SYSTEM_OPERATIONS]
     statement["instantiates"] = [f"{BULK_DATA}/CapabilityStatement/bulk-data"]
@@ -126,6 +126,41 @@ def capability_statement(
     if oauth is not None:
         rest["security"] = security(oauth)
     return statement
+
+
+# Backport IG 1.1.0 "Capability Statements": the topics a server supports are listed on
+# its Subscription resource entry, one extension each, and the entry names the
+# backport-subscription profile.
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+TOPIC_CANONICAL = f"{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
+BACKPORT_SUBSCRIPTION = f"{BACKPORT}/StructureDefinition/backport-subscription"
+_TOPIC_URL = "/StructureDefinition/extension-SubscriptionTopic.url"
+
+
+@cache
+def topic_canonicals() -> tuple[str, ...]:
+    """The canonical URLs of the SubscriptionTopics shipped in extensions/ (Basic
+    resources; fhirserver.subscriptions.topics parses them whole, but that layer sits
+    above this one, so the URLs are read here)."""
+    return tuple(
+        sorted(
+            str(ext["valueUri"])
+            for resource in load_resources("extensions")
+            if resource.get("resourceType") == "Basic"
+            for ext in resource.get("extension", ())
+            if str(ext.get("url", "")).endswith(_TOPIC_URL)
+        )
+    )
+
+
+def _with_topics(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **entry,
+        "extension": [
+            {"url": TOPIC_CANONICAL, "valueCanonical": url} for url in topic_canonicals()
+        ],
+        "supportedProfile": [BACKPORT_SUBSCRIPTION],
+    }
 
 
 def search_params(resource_type: str) -> list[dict[str, Any]]:
