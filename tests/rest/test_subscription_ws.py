@@ -122,7 +122,12 @@ def subscription(
         "status": "active",
         "reason": "front desk",
         "criteria": "Encounter?status=arrived",
-        "channel": {"type": channel, **({"extension": extensions} if extensions else {})},
+        "channel": {
+            "type": channel,
+            # A rest-hook needs somewhere to deliver (R4 subscription.html "rest-hook").
+            **({"endpoint": "https://hooks.example.org/fhir"} if channel == "rest-hook" else {}),
+            **({"extension": extensions} if extensions else {}),
+        },
     }
 
 
