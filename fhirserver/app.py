@@ -40,7 +40,7 @@ from fhirserver.subscriptions.matcher import match_handler
 from fhirserver.subscriptions.rules import subscription_rules
 from fhirserver.subscriptions.signing import SECRET_JOB, secret_handler
 from fhirserver.subscriptions.source import StoreNotifications
-from fhirserver.subscriptions.topics import Topic
+from fhirserver.subscriptions.topics import Topic, server_topics
 from fhirserver.subscriptions.websocket import Limits, SocketCounts
 from fhirserver.telehealth.providers import VideoProvider
 from fhirserver.telehealth.rules import write_rules
@@ -97,7 +97,8 @@ def create_app(
     """`provider` replaces the configured video provider (tests: mock transports);
     `clock` is the one source of time for everything the app does; `authenticator`
     replaces the configured mode's (tests: tokens of their own); `topics` the
-    subscription topics the server offers, by canonical URL."""
+    subscription topics the server offers, by canonical URL (default: the ones shipped
+    in extensions/)."""
     settings = settings or Settings.from_env()
     chosen = store or open_store(settings)
     video = provider or make_provider(settings, clock=clock)
@@ -105,7 +106,7 @@ def create_app(
     # Subscriptions (README "Subscriptions"): the Subscription write rule, and the
     # matcher and delivery jobs.
     subscription_settings = SubscriptionSettings.from_settings(settings)
-    offered = dict(topics or {})
+    offered = dict(server_topics() if topics is None else topics)
     rules = {
         **write_rules(grace, settings.video_provider),
         **subscription_rules(subscription_settings, offered),

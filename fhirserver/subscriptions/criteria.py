@@ -36,25 +36,17 @@ def parse_criteria_text(text: str, expression: str = "Subscription.criteria") ->
 
 
 def topic_filters(topic: Topic, filters: tuple[str, ...]) -> tuple[SearchQuery, ...]:
-    """The filter queries of a topic subscription (NotSupported when one is not allowed)."""
-    filter_query = getattr(topic, "filter_query", None)
+    """The filter queries of a topic subscription: each only on what the topic's
+    `canFilterBy` allows (`Topic.filter_query`); NotSupported naming
+    `Subscription.criteria` when one is not."""
     queries = []
     for text in filters:
-        if filter_query is not None:
-            try:
-                query: SearchQuery = filter_query(text)
-            except FHIRError as exc:
-                raise NotSupported(str(exc), expression="Subscription.criteria") from None
-        else:
-            # Until the topics' own `filter_query` (canFilterBy) is there: any strict search
-            # of one of the topic's types.
-            query = parse_criteria_text(text)
-            if query.resource_type not in topic.resource_types():
-                raise NotSupported(
-                    f"Subscription.criteria: the topic has no {query.resource_type} to filter",
-                    expression="Subscription.criteria",
-                )
-        queries.append(query)
+        try:
+            queries.append(topic.filter_query(text))
+        except FHIRError as exc:
+            raise NotSupported(
+                f"Subscription.criteria: {exc}", expression="Subscription.criteria"
+            ) from None
     return tuple(queries)
 
 

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from fhirserver.app import create_app
 from fhirserver.config import Settings
 from fhirserver.search.parse import parse_search
-from fhirserver.subscriptions.topics import Topic, Trigger
+from fhirserver.subscriptions.topics import FilterBy, Topic, Trigger
 from fhirserver.worker import JobRunner
 from tests.backends import BACKENDS, Backend
 from tests.clock import MovableClock
@@ -43,7 +43,9 @@ def encounter_topic() -> Topic:
         result_for_create=True,
         require_both=True,
     )
-    return Topic(ENCOUNTER_TOPIC, "Encounter started", (trigger,))
+    # canFilterBy: who the encounter is for.
+    filters = (FilterBy("Encounter", "patient"), FilterBy("Encounter", "subject"))
+    return Topic(ENCOUNTER_TOPIC, "Encounter started", (trigger,), filters)
 
 
 @dataclass
