@@ -36,7 +36,9 @@ from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
 from fhirserver.storage.sqlite.jobs import claim, finish, retry, write_jobs
 from fhirserver.storage.sqlite.schema import (
+    READER_CACHE_KIB,
     VERSION_COLUMNS,
+    WRITER_CACHE_KIB,
     connect,
     create_schema,
     version_of,
@@ -188,7 +190,9 @@ class SqliteStore:
             self._reader_count, thread_name_prefix="sqlite-reader"
         )
         loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._writer_pool, self._connect)
+        self._writer = await loop.run_in_executor(
+            self._writer_pool, lambda: self._connect(WRITER_CACHE_KIB)
+        )
         # Set when an upgraded file's index must be rebuilt (the app runs a reindex).
         self.index_outdated = await self._on_writer(create_schema)
 
@@ -204,8 +208,8 @@ class SqliteStore:
             connection.close()
         self._connections.clear()
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = connect(self.path, self.synchronous, self.busy_timeout_ms)
+    def _connect(self, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection:
+        connection = connect(self.path, self.synchronous, self.busy_timeout_ms, cache_kib)
         self._connections.append(connection)
         return connection
 
