@@ -1,9 +1,8 @@
-"""Notification Bundles of topic subscriptions (Backport IG "Notifications": a
-`history` Bundle whose first entry is the subscription-status Parameters).
-
-`status_parameters` and `_event_notification` are stand-ins for helper B2's
-subscriptions/notification.py (`status_parameters`, `notification_bundle`): at merge
-they become calls to those; `notification` (loading the events' resources) stays.
+"""Notification Bundles of topic subscriptions (Subscriptions Backport IG 1.1.0
+"Notifications", profile backport-subscription-notification-r4): a `history` Bundle
+whose first entry is the subscription-status Parameters, then one entry per event
+unless the payload is `empty`: `id-only` the entry's `fullUrl` and `request`,
+`full-resource` the resource as of the event too.
 """
 
 from __future__ import annotations
@@ -20,6 +19,11 @@ from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.events import Event, events_so_far
 from fhirserver.subscriptions.model import SubscriptionSpec
 
+STATUS_PROFILE = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+    "backport-subscription-status-r4"
+)
+
 
 def _instant(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
@@ -32,9 +36,9 @@ def status_parameters(
     total: int,
     events: Sequence[tuple[Event, dict[str, Any] | None]],
 ) -> dict[str, Any]:
-    """Stand-in for subscriptions/notification.py `status_parameters` (helper B2's, to
-    be swapped in at merge): the subscription-status Parameters (Backport IG
-    "SubscriptionStatus")."""
+    """The subscription-status Parameters (Backport IG profile
+    backport-subscription-status-r4). `topic` is left out of `empty` payloads (the
+    profile: it SHOULD NOT be present there)."""
     base = context.base_url.rstrip("/")
     parameters: list[dict[str, Any]] = [
         {"name": "subscription", "valueReference": {"reference": f"{base}/Subscription/{spec.id}"}},
@@ -52,9 +56,14 @@ def status_parameters(
             focus = f"{base}/{event.resource_type}/{event.resource_id}"
             part.append({"name": "focus", "valueReference": {"reference": focus}})
         parameters.append({"name": "notification-event", "part": part})
-    if spec.topic is None:
+    if spec.topic is None or spec.content == "empty":
         parameters = [p for p in parameters if p["name"] != "topic"]
-    return {"resourceType": "Parameters", "id": uuid.uuid4().hex, "parameter": parameters}
+    return {
+        "resourceType": "Parameters",
+        "id": str(uuid.uuid4()),
+        "meta": {"profile": [STATUS_PROFILE]},
+        "parameter": parameters,
+    }
 
 
 def _event_notification(
@@ -64,9 +73,8 @@ def _event_notification(
     total: int,
     events: Sequence[tuple[Event, dict[str, Any] | None]],
 ) -> dict[str, Any]:
-    """Stand-in for subscriptions/notification.py `notification_bundle` (helper B2's, to
-    be swapped in at merge): a `history` Bundle whose first entry is the
-    subscription-status Parameters (Backport IG "Notifications")."""
+    """The notification Bundle (Backport IG "Notifications"; the R4 examples
+    r4-notification-id-only, r4-notification-full-resource)."""
     base = context.base_url.rstrip("/")
     status = status_parameters(context, spec, kind, total, events)
     entries: list[dict[str, Any]] = [
@@ -82,8 +90,7 @@ def _event_notification(
             continue
         entry: dict[str, Any] = {
             "fullUrl": f"{base}/{event.resource_type}/{event.resource_id}",
-            "request": {"method": "PUT", "url": f"{event.resource_type}/{event.resource_id}"},
-            "response": {"status": "200"},
+            **_exchange(event),
         }
         if spec.content == "full-resource" and resource is not None:
             entry["resource"] = resource
@@ -95,6 +102,21 @@ def _event_notification(
         "timestamp": _instant(context.clock()),
         "entry": entries,
     }
+
+
+def _exchange(event: Event) -> dict[str, Any]:
+    """The entry's `request`/`response`: the interaction that made the event, as a
+    history Bundle records it (R4 bundle.html "history"; the IG's examples: a create is
+    `POST Encounter`, 201)."""
+    path = f"{event.resource_type}/{event.resource_id}"
+    if event.interaction == "create":
+        return {
+            "request": {"method": "POST", "url": event.resource_type},
+            "response": {"status": "201"},
+        }
+    if event.interaction == "delete":
+        return {"request": {"method": "DELETE", "url": path}, "response": {"status": "204"}}
+    return {"request": {"method": "PUT", "url": path}, "response": {"status": "200"}}
 
 
 async def event_resource(store: Store, event: Event) -> dict[str, Any] | None:

@@ -119,3 +119,46 @@ async def test_a_failing_handshake_ends_in_error(harness: Harness) -> None:
     sub = await harness.read(f"/Subscription/{created['id']}")
     assert sub["status"] == "error"
     assert "handshake" in sub["error"]
+
+
+async def test_entries_record_the_interaction_and_empty_names_nothing(harness: Harness) -> None:
+    """Backport IG R4 examples: the status Parameters carry the status profile; an
+    event's entry records what made it (a create is `POST Encounter`, 201; an update
+    `PUT Encounter/id`, 200); an `empty` payload names neither topic nor focus."""
+    receiver = harness.receiver
+    await _active(harness, topic_subscription(receiver.url, content="full-resource"))
+    created = await harness.create(_encounter("in-progress"))
+    planned = await harness.create(_encounter("planned"))
+    planned["status"] = "in-progress"
+    assert (await harness.http.put(f"/Encounter/{planned['id']}", json=planned)).is_success
+    await harness.run_jobs()
+    [_, on_create, on_update] = [r.json() for r in receiver.received]
+    status = on_create["entry"][0]["resource"]
+    assert status["meta"]["profile"] == [
+        "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+        "backport-subscription-status-r4"
+    ]
+    assert on_create["entry"][1]["request"] == {"method": "POST", "url": "Encounter"}
+    assert on_create["entry"][1]["response"]["status"] == "201"
+    assert on_create["entry"][1]["resource"]["id"] == created["id"]
+    assert on_update["entry"][1]["request"] == {
+        "method": "PUT",
+        "url": f"Encounter/{planned['id']}",
+    }
+
+    receiver.received.clear()
+    empty = await _active(harness, topic_subscription(receiver.url, content="empty"))
+    await harness.create(_encounter("in-progress"))
+    await harness.run_jobs()
+    # The first subscription is notified of this Encounter too: take the empty one's.
+    [notification] = [
+        r.json()
+        for r in receiver.received
+        if _status(r.json())["subscription"][0]["reference"].endswith(empty["id"])
+        and _status(r.json())["type"] == ["event-notification"]
+    ]
+    values = _status(notification)
+    assert "topic" not in values
+    assert len(notification["entry"]) == 1
+    [event] = values["notification-event"]
+    assert [part["name"] for part in event] == ["event-number", "timestamp"]
