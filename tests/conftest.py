@@ -12,7 +12,8 @@ import pytest
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings
-from tests.backends import Backend, make_backend
+from fhirserver.storage.base import Store
+from tests.backends import BACKENDS, Backend, make_backend
 
 FHIR_JSON = "application/fhir+json"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,6 +38,19 @@ def test_backend(backend: str, settings: Settings) -> Iterator[Backend]:
     try:
         yield chosen
     finally:
+        chosen.cleanup()
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An opened store on every backend, for the tests below HTTP (jobs, export,
+    `$everything`)."""
+    chosen = make_backend(str(request.param), tmp_path / "store.sqlite")
+    await chosen.store.open()
+    try:
+        yield chosen.store
+    finally:
+        await chosen.store.close()
         chosen.cleanup()
 
 

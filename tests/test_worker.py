@@ -5,15 +5,10 @@ cannot finish, runs once when two runners compete, and is given up after MAX_ATT
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from fhirserver.storage.base import Job, Store
 from fhirserver.worker import MAX_ATTEMPTS, JobRunner, TryLater, backoff
-from tests.backends import BACKENDS, make_backend
 
 T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
 
@@ -24,15 +19,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    chosen = make_backend(str(request.param), tmp_path / "jobs.sqlite")
-    await chosen.store.open()
-    yield chosen.store
-    await chosen.store.close()
-    chosen.cleanup()
 
 
 async def record(store: Store, *jobs: Job) -> None:

@@ -8,7 +8,6 @@ job resumed after an interruption writing exactly the same files.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,22 +38,10 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.storage.base import Store
 from fhirserver.worker import LEASE, JobRunner
-from tests.backends import BACKENDS, make_backend
 from tests.clock import MovableClock
 
 # Near the real time: MongoDB (and mongomock) purge expired records by the real clock.
 START = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    chosen = make_backend(str(request.param), tmp_path / "store.sqlite")
-    await chosen.store.open()
-    try:
-        yield chosen.store
-    finally:
-        await chosen.store.close()
-        chosen.cleanup()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ durable").
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,8 @@ from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.storage.base import Store
 from fhirserver.worker import JobRunner
-from tests.backends import BACKENDS, make_backend
 from tests.bulk.test_export_engine import START, by_file, config, export, lines, patient, put
 from tests.clock import MovableClock
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    chosen = make_backend(str(request.param), tmp_path / "store.sqlite")
-    await chosen.store.open()
-    try:
-        yield chosen.store
-    finally:
-        await chosen.store.close()
-        chosen.cleanup()
 
 
 @pytest.fixture

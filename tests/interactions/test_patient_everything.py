@@ -9,7 +9,6 @@ nobody references.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.transaction import process
 from fhirserver.resources import codec
 from fhirserver.storage.base import Store, Version
-from tests.backends import BACKENDS, make_backend
 from tests.clock import MovableClock
 
 EVERYONE = Access.everything()
@@ -89,17 +87,6 @@ RECORD: list[dict[str, Any]] = [
 ]
 A_MEMBERS = {"Patient/a", "Encounter/ea", "Observation/oa1", "Observation/oa2"}
 A_REFERENCED = {"Practitioner/p1", "Organization/org1", "Location/loc1"}
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    chosen = make_backend(str(request.param), tmp_path / "store.sqlite")
-    await chosen.store.open()
-    try:
-        yield chosen.store
-    finally:
-        await chosen.store.close()
-        chosen.cleanup()
 
 
 @pytest.fixture
