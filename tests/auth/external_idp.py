@@ -6,9 +6,7 @@ mints its tokens with joserfc, as a real IdP's library would."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +17,6 @@ from urllib.parse import parse_qsl, quote
 
 import httpx
 import pytest
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key, RSAKey
 from starlette.applications import Starlette
@@ -29,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from tests.clock import MovableClock
+from tests.loopback import on_loopback
 
 CLIENT_ID = "fhir-server"
 CLIENT_SECRET = "s3cret:with/odd&chars"
@@ -135,21 +133,9 @@ def _basic(client_id: str, secret: str) -> str:
 async def serving(idp: FakeIdP) -> AsyncIterator[FakeIdP]:
     """The IdP on 127.0.0.1 (a port of the system's choosing) until the block ends;
     `idp.url` is its base URL, which is also its issuer."""
-    config = uvicorn.Config(idp.app(), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        deadline = time.monotonic() + WAIT
-        while not server.started:
-            assert not task.done(), "the fake IdP stopped before it started"
-            assert time.monotonic() < deadline, "the fake IdP did not start"
-            await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with on_loopback(idp.app()) as port:
         idp.url = f"http://127.0.0.1:{port}"
         yield idp
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
 
 
 # Shared by the external-mode suites: the IdP on a loopback port, a fixed clock and an

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -33,7 +32,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 from fhirserver.app import create_app
@@ -46,6 +44,7 @@ from fhirserver.telehealth.providers import (
     LiveKitProvider,
     VideoProvider,
 )
+from tests.loopback import free_port, on_loopback
 from tests.telehealth.providers.helpers import claims, client, clock
 from tests.telehealth.providers.test_hms import HOOK_SECRET, PREBUILT, FakeHms
 from tests.telehealth.providers.test_hms import SECRET as HMS_SECRET
@@ -261,31 +260,12 @@ class Hms(Harness):
 # -- the server -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def serving(app: Starlette, port: int) -> AsyncIterator[int]:
     """uvicorn in this event loop on 127.0.0.1:`port`, lifespan (job runner) included;
     yields the port it listens on."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        deadline = time.monotonic() + WAIT
-        while not server.started:
-            assert not task.done(), "uvicorn stopped before it started"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.02)
-        bound: int = server.servers[0].sockets[0].getsockname()[1]
+    async with on_loopback(app, port, lifespan="on") as bound:
         yield bound
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:

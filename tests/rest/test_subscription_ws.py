@@ -13,8 +13,6 @@ another server process would have recorded).
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -24,7 +22,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -38,6 +35,7 @@ from fhirserver.storage.base import Store
 from fhirserver.subscriptions.websocket import HEARTBEAT_PERIOD, Limits
 from tests.backends import Backend
 from tests.clock import MovableClock
+from tests.loopback import free_port, on_loopback
 from tests.rest.token_apps import ADMIN, authenticator, bearer
 
 WAIT = 10.0
@@ -131,13 +129,6 @@ def subscription(
     }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class Server:
     app: Starlette
@@ -194,22 +185,11 @@ async def serving(
     app.state.notification_source = notifications if source else None
     app.state.ws_limits = LIMITS
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
     base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.monotonic() + WAIT
-        while not server.started:
-            assert not task.done(), "uvicorn stopped before it started"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.02)
+    async with on_loopback(app, port, lifespan="on"):
         headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=WAIT) as http:
             yield Server(app, http, notifications, clock, base)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
 
 
 @pytest.fixture

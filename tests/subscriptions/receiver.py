@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.loopback import on_loopback
 
 WAIT = 10.0
 
@@ -65,18 +66,6 @@ class Receiver:
 
 @asynccontextmanager
 async def serving(receiver: Receiver) -> AsyncIterator[Receiver]:
-    config = uvicorn.Config(receiver.app(), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        deadline = time.monotonic() + WAIT
-        while not server.started:
-            assert not task.done(), "the receiver stopped before it started"
-            assert time.monotonic() < deadline, "the receiver did not start"
-            await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with on_loopback(receiver.app()) as port:
         receiver.url = f"http://127.0.0.1:{port}"
         yield receiver
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)

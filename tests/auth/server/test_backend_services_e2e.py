@@ -8,8 +8,6 @@ as `fhirserver clients add` does."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc.jwk import RSAKey
@@ -32,33 +29,16 @@ from fhirserver.auth import admin
 from fhirserver.auth.server import JwksUnavailable, fetch_jwks_over_http
 from fhirserver.config import Settings
 from fhirserver.storage.sqlite import SqliteStore
+from tests.loopback import free_port, on_loopback
 
 WAIT = 10.0
 SCOPE = "system/Patient.cruds"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def serving(app: Starlette, port: int) -> AsyncIterator[None]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        deadline = time.monotonic() + WAIT
-        while not server.started:
-            assert not task.done(), "uvicorn stopped before it started"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.02)
+    async with on_loopback(app, port, lifespan="on"):
         yield
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
 
 
 async def register(path: str, client_id: str, key: RSAKey) -> None:
