@@ -12,6 +12,7 @@ matters to a subscriber, and every Bundle we build validates as R4.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -529,3 +530,10 @@ def test_status_bundle_of_no_subscriptions_is_an_empty_searchset() -> None:
     assert bundle["link"] == [{"relation": "self", "url": STATUS_URL}]
     # Instants go out in UTC (the IG example's -05:00 is the same instant).
     assert bundle["timestamp"] == "2020-05-29T16:44:13.188243Z"
+
+
+def test_the_status_entry_is_addressed_by_its_own_uuid() -> None:
+    ours = build(content="id-only", events=(event(),))
+    first = ours["entry"][0]
+    assert first["fullUrl"] == f"urn:uuid:{first['resource']['id']}"
+    assert str(uuid.UUID(first["resource"]["id"])) == first["resource"]["id"]
