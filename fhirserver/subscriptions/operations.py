@@ -6,7 +6,6 @@ numbered events that are still retained. Both need read access to the Subscripti
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -17,7 +16,7 @@ from fhirserver.interactions import crud
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.events import events_after, events_so_far
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
-from fhirserver.subscriptions.notify import notification, status_parameters
+from fhirserver.subscriptions.notify import notification, status_searchset
 
 # The most events one $events call returns.
 MAX_EVENTS = 100
@@ -36,20 +35,7 @@ async def subscription_status(
     context: SubscriptionContext, subscription_id: str, access: Access
 ) -> dict[str, Any]:
     """$status: a searchset Bundle with the subscription's status Parameters."""
-    spec = await _spec(context, subscription_id, access)
-    total = await events_so_far(context.store, spec.id, context.clock())
-    parameters = status_parameters(context, spec, "query-status", total, ())
-    if spec.error:
-        parameters["parameter"].append(
-            {"name": "error", "valueCodeableConcept": {"text": spec.error}}
-        )
-    return {
-        "resourceType": "Bundle",
-        "id": uuid.uuid4().hex,
-        "type": "searchset",
-        "total": 1,
-        "entry": [{"resource": parameters, "search": {"mode": "match"}}],
-    }
+    return await status_searchset(context, await _spec(context, subscription_id, access))
 
 
 def _number(value: str | None, name: str) -> int | None:
