@@ -7,7 +7,8 @@ rows read and written as lines, nothing else).
 For each size: resources/s and the ratio to the floor; peak RSS (VmHWM) and the ratio to
 the 1x export's, the point being that it does not grow with the data; and the largest
 RSS in the first and second half of the run, which are level once SQLite's page caches
-(PRAGMA cache_size, 16 MiB per connection: a cap, not a share of the data) have filled.
+(PRAGMA cache_size, 2 MiB per reader connection: a cap, not a share of the data) have
+filled.
 
 Sizes 1x, `scale`x and 2 * `scale`x: the 10x peak is above the 1x one, and the 20x run
 shows whether that is a plateau (fixed ceilings reached in a longer run) or growth with
