@@ -11,7 +11,9 @@ SQL fhirserver compiles for them.
 
 Load (bench.load_bench): the Synthea Bundles bulk-loaded over HTTP and by `fhirserver
 import`, next to a bare executemany, with peak memory, and an import of a 10x NDJSON set.
-BENCH_ONLY=rest, search or load runs one of the three.
+Export (bench.export_bench) and subscriptions (bench.subscription_bench: notification
+latency and delivery throughput next to the bare write).
+BENCH_ONLY=rest, search, load, export or subscriptions runs one of them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from bench import export_bench, load_bench, search_run, servers, synthea
+from bench import export_bench, load_bench, search_run, servers, subscription_bench, synthea
 from bench.load import LoadError
 from bench.load_data import LoadBenchError
 from bench.measure import measure
@@ -32,6 +34,7 @@ from bench.patient import PATIENT_JSON
 from bench.report import report
 from bench.search_bench import SearchError
 from bench.search_cases import FixtureError
+from bench.subscription_bench import SubscriptionBenchError, SubscriptionParams
 
 
 def _cancel_on_sigterm() -> None:
@@ -81,6 +84,18 @@ async def export_benchmark(params: Params) -> None:
     await export_bench.run(params)
 
 
+async def subscriptions_benchmark(params: Params) -> None:
+    _cancel_on_sigterm()
+    await subscription_bench.run(
+        SubscriptionParams(
+            latency_writes=params.subs_latency_writes,
+            throughput_writes=params.subs_writes,
+            subscriptions=params.subs_count,
+            concurrency=params.concurrency,
+        )
+    )
+
+
 def main() -> None:
     params = Params.from_env()
     try:
@@ -92,6 +107,8 @@ def main() -> None:
             asyncio.run(bulk_load_bench(params))
         if params.runs("export"):
             asyncio.run(export_benchmark(params))
+        if params.runs("subscriptions"):
+            asyncio.run(subscriptions_benchmark(params))
     except (
         servers.ServerStartError,
         LoadError,
@@ -99,6 +116,7 @@ def main() -> None:
         FixtureError,
         SearchError,
         LoadBenchError,
+        SubscriptionBenchError,
     ) as error:
         sys.exit(f"bench: {error}")
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -1,13 +1,14 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest, search, load or export runs only that benchmark (all four run by default)."""
+BENCH_ONLY=rest, search, load, export or subscriptions runs only that benchmark (all five
+run by default)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-PARTS = ("rest", "search", "load", "export")
+PARTS = ("rest", "search", "load", "export", "subscriptions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,11 @@ class Params:
     # Bulk loading and export: copies of the Synthea data in the set that shows import and
     # export memory do not grow with the data.
     load_scale: int = 10
+    # Subscriptions: writes one at a time for notification latency, writes for delivery
+    # throughput, and the active subscriptions they all match.
+    subs_latency_writes: int = 200
+    subs_writes: int = 200
+    subs_count: int = 100
     only: str | None = None
 
     @classmethod
@@ -39,6 +45,9 @@ class Params:
             load_concurrency=_count("BENCH_LOAD_CONCURRENCY", defaults.load_concurrency),
             import_workers=_workers("BENCH_IMPORT_WORKERS"),
             load_scale=_count("BENCH_LOAD_SCALE", defaults.load_scale),
+            subs_latency_writes=_count("BENCH_SUBS_LATENCY_WRITES", defaults.subs_latency_writes),
+            subs_writes=_count("BENCH_SUBS_WRITES", defaults.subs_writes),
+            subs_count=_count("BENCH_SUBS_COUNT", defaults.subs_count),
             only=_only(),
         )
 

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhirserver.auth.authenticate import Authenticator
 from fhirserver.auth.external import ExternalAuthenticator
@@ -36,7 +38,7 @@ from fhirserver.subscriptions.context import (
 )
 from fhirserver.subscriptions.delivery import delivery_handlers
 from fhirserver.subscriptions.kinds import MATCH
-from fhirserver.subscriptions.matcher import match_handler
+from fhirserver.subscriptions.matcher import POLL, match_handler
 from fhirserver.subscriptions.rules import subscription_rules
 from fhirserver.subscriptions.signing import SECRET_JOB, secret_handler
 from fhirserver.subscriptions.source import StoreNotifications
@@ -52,6 +54,23 @@ logger = logging.getLogger("fhirserver")
 
 # Jobs one process runs at once (worker.py JobRunner).
 JOB_CONCURRENCY = 8
+
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class WakeJobsAfterWrites:
+    """Wakes the app's job runner once a write request has been answered (its unit of
+    work committed), so the subscription matcher looks at the change log now rather
+    than at its next poll (issue 15 "Bench": notification latency)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] in _WRITES:
+            scope["app"].state.jobs.wake()
 
 
 def open_store(settings: Settings) -> Store:
@@ -133,7 +152,11 @@ def create_app(
     }
     lease = timedelta(seconds=settings.job_lease_seconds)
     # Concurrent jobs: a slow notification endpoint does not hold up the others.
-    jobs = JobRunner(chosen, handlers, clock, lease=lease, concurrency=JOB_CONCURRENCY)
+    # A commit wakes the runner (WakeJobsAfterWrites), which then runs the matcher's
+    # next poll at once.
+    jobs = JobRunner(
+        chosen, handlers, clock, lease=lease, concurrency=JOB_CONCURRENCY, early={MATCH: POLL}
+    )
     # smart mode: the built-in authorization server (rest/smart.py; auth/server.py).
     smart_mode = settings.auth_mode == "smart"
     auth_server = make_auth_server(settings, chosen, clock) if smart_mode else None
@@ -164,6 +187,7 @@ def create_app(
         routes=routes(settings.base_path, settings.auth_mode),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
+        middleware=[Middleware(WakeJobsAfterWrites)],
     )
     app.state.settings = settings
     app.state.store = chosen
