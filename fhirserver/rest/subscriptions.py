@@ -7,6 +7,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhirserver.errors import BadRequest
 from fhirserver.resources import codec
 from fhirserver.rest.endpoints import read_options
 from fhirserver.rest.negotiation import (
@@ -34,8 +35,13 @@ async def _inputs(request: Request) -> dict[str, str]:
         if raw.strip():
             require_content_type(request, RESOURCE_TYPES)
             body = codec.load_object(raw)
-            for parameter in body.get("parameter") or []:
-                if isinstance(parameter, dict) and parameter.get("name") in _INPUTS:
+            parameters = body.get("parameter") or []
+            if body.get("resourceType") != "Parameters" or not isinstance(parameters, list):
+                raise BadRequest("the body must be a Parameters resource", expression="parameter")
+            for parameter in parameters:
+                if not isinstance(parameter, dict):
+                    raise BadRequest("each parameter must be an object", expression="parameter")
+                if parameter.get("name") in _INPUTS:
                     value = next((v for k, v in parameter.items() if k.startswith("value")), None)
                     if value is not None:
                         given[str(parameter["name"])] = str(value)

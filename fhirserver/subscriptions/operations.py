@@ -20,6 +20,8 @@ from fhirserver.subscriptions.notify import notification, status_searchset
 
 # The most events one $events call returns.
 MAX_EVENTS = 100
+# The largest integer64 (FHIR datatypes.html#integer64).
+_MAX_NUMBER = 2**63 - 1
 _CONTENTS = ("empty", "id-only", "full-resource")
 
 
@@ -41,8 +43,9 @@ async def subscription_status(
 def _number(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit():
-        raise BadRequest(f"{name} must be a whole number", expression=name)
+    # isdigit() alone takes "²" and other non-ASCII digits int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > _MAX_NUMBER:
+        raise BadRequest(f"{name} must be a whole number (integer64)", expression=name)
     return int(value)
 
 
