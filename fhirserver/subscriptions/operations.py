@@ -2,7 +2,9 @@
 Backport IG 1.1.0 OperationDefinitions `backport-subscription-status`,
 `backport-subscription-events`): what a subscription's state is, and a replay of its
 numbered events that are still retained. Both need read access to the Subscription
-(interactions/guard.py, through crud.read)."""
+(interactions/guard.py, through crud.read); with authorization on, `$events` also
+shows only the events whose focus the caller may read, and `content` asks no more
+than the subscription's own."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from typing import Any
 import orjson
 
 from fhirserver.auth.access import Access
+from fhirserver.auth.scopes import Interaction
 from fhirserver.errors import BadRequest
 from fhirserver.interactions import crud
+from fhirserver.interactions.guard import shows
 from fhirserver.subscriptions.context import SubscriptionContext
-from fhirserver.subscriptions.events import events_after, events_so_far
+from fhirserver.subscriptions.events import Event, events_after, events_so_far
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
 from fhirserver.subscriptions.notify import notification, status_searchset
 
@@ -38,6 +42,15 @@ async def subscription_status(
 ) -> dict[str, Any]:
     """$status: a searchset Bundle with the subscription's status Parameters."""
     return await status_searchset(context, await _spec(context, subscription_id, access))
+
+
+def _more(asked: str, own: str) -> bool:
+    return _CONTENTS.index(asked) > _CONTENTS.index(own) if own in _CONTENTS else True
+
+
+async def _shows(context: SubscriptionContext, access: Access, event: Event) -> bool:
+    found = await context.store.vread(event.resource_type, event.resource_id, event.version)
+    return found is not None and shows(access, Interaction.READ, found)
 
 
 def _number(value: str | None, name: str) -> int | None:
@@ -65,11 +78,22 @@ async def subscription_events(
     high = _number(until, "eventsUntilNumber")
     if content is not None and content not in _CONTENTS:
         raise BadRequest(f"content must be one of {', '.join(_CONTENTS)}", expression="content")
+    restricted = access != Access.everything()
+    if restricted and content is not None and _more(content, spec.content):
+        # The owner chose what the payload carries; a reader asks no more of it.
+        raise BadRequest(
+            f"content may not ask more than the subscription's own ({spec.content})",
+            expression="content",
+        )
     now = context.clock()
     total = await events_so_far(context.store, spec.id, now)
     last = min(total if high is None else high, total)
     count = max(0, min(last - low + 1, MAX_EVENTS))
     events = await events_after(context.store, spec.id, low - 1, count, now)
+    if restricted:
+        # Reading the Subscription is not reading its events' focus (DESIGN.md
+        # "Authorization"): an event shows only if the caller may read that version.
+        events = [e for e in events if await _shows(context, access, e)]
     if content is not None:
         spec = SubscriptionSpec(**{**spec.__dict__, "content": content})
     return await notification(context, spec, "query-event", events, total)
