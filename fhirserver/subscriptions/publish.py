@@ -7,14 +7,18 @@ and search by `code` for topics), e.g.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fhirserver.conformance import load_resources
+from fhirserver.errors import Unavailable
 from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.resources import codec
 from fhirserver.storage.base import Store
+
+logger = logging.getLogger("fhirserver")
 
 _TOPIC_URL_SUFFIX = "/StructureDefinition/extension-SubscriptionTopic.url"
 
@@ -54,3 +58,12 @@ async def publish_topics(
         await crud.update(store, server, "Basic", resource_id, _content(topic))
         written.append(f"Basic/{resource_id}")
     return written
+
+
+async def publish_on_start(store: Store, writes: WriteContext) -> None:
+    """At start-up: publish the shipped topics. A store that takes no writes (a
+    standalone MongoDB, which still serves reads) only loses topic discovery."""
+    try:
+        await publish_topics(store, writes, shipped_topic_resources())
+    except Unavailable as exc:
+        logger.warning("the subscription topics were not written to the store: %s", exc)

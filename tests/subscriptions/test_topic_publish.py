@@ -1,10 +1,12 @@
 """Topic discovery (Backport IG 1.1.0 "Subscription Topics in R4"; Capabilities.fsh
 backport-subscription-server-r4: servers SHOULD support Basic read and search by `code`
 for topics): the shipped topics are readable and searchable as Basic resources once the
-server has started, and a restart does not write them again."""
+server has started, and a restart does not write them again. A process that runs no
+jobs writes nothing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -33,8 +35,9 @@ def _urls(bundle: dict[str, object]) -> list[str]:
 
 
 async def _serve(settings: Settings, backend: Backend) -> tuple[list[str], dict[str, object]]:
-    """Start the app, search the topics and read one; what it found."""
-    app = create_app(settings, store=backend.store)
+    """Start the app as a job-running process (the ones that publish the topics),
+    search the topics and read one; what it found."""
+    app = create_app(replace(settings, run_jobs=True), store=backend.store)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -81,3 +84,12 @@ async def test_a_restart_writes_nothing_new_and_a_changed_topic_is_rewritten(
             assert await publish_topics(store, writes, shipped_topic_resources()) == []
     finally:
         chosen.cleanup()
+
+
+async def test_a_process_that_runs_no_jobs_publishes_nothing(
+    settings: Settings, test_backend: Backend
+) -> None:
+    assert not settings.run_jobs
+    app = create_app(settings, store=test_backend.store)
+    async with app.router.lifespan_context(app):
+        assert await test_backend.store.read("Basic", "SubscriptionTopic-patient-waiting") is None
