@@ -285,7 +285,9 @@ async def test_a_front_desk_follows_its_clinic_over_rest_hook_and_websocket(
         ws_url = outputs["websocket-url"]["valueUrl"]
         async with connect(ws_url) as ws:
             await ws.send(f"bind-with-token {token}")
-            kind, since, _, _ = notification(json.loads(await ws.recv(decode=True)))
+            kind, since, _, _ = notification(
+                json.loads(await asyncio.wait_for(ws.recv(decode=True), WAIT))
+            )
             assert (kind, since) == ("handshake", 0)
 
             # The day: clinic B's visit interleaved with clinic A's two.
@@ -304,7 +306,9 @@ async def test_a_front_desk_follows_its_clinic_over_rest_hook_and_websocket(
                 assert done.status_code == 200, done.text
 
             # visit-ended over the websocket: clinic A's one ended visit, numbered 1.
-            kind, since, focuses, carried = notification(json.loads(await ws.recv(decode=True)))
+            kind, since, focuses, carried = notification(
+                json.loads(await asyncio.wait_for(ws.recv(decode=True), WAIT))
+            )
             assert a1.encounter is not None
             assert (kind, since) == ("event-notification", 1)
             assert focuses == [f"{base}/Encounter/{a1.encounter['id']}"]
