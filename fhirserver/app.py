@@ -39,6 +39,7 @@ from fhirserver.subscriptions.context import (
 from fhirserver.subscriptions.delivery import delivery_handlers
 from fhirserver.subscriptions.kinds import MATCH
 from fhirserver.subscriptions.matcher import POLL, match_handler
+from fhirserver.subscriptions.publish import publish_on_start
 from fhirserver.subscriptions.rules import subscription_rules
 from fhirserver.subscriptions.signing import SECRET_JOB, secret_handler
 from fhirserver.subscriptions.source import StoreNotifications
@@ -170,7 +171,12 @@ def create_app(
         if chosen.index_outdated:
             logger.warning("search index tables were upgraded; rebuilding them")
             await reindex(chosen)
-        worker = asyncio.create_task(jobs.run_forever()) if settings.run_jobs else None
+        worker = None
+        if settings.run_jobs:
+            # Topic discovery (README "Subscriptions"): the shipped topics as Basic
+            # resources, written like the jobs' work by the processes that run jobs.
+            await publish_on_start(chosen, writes)
+            worker = asyncio.create_task(jobs.run_forever())
         try:
             yield
         finally:

@@ -153,13 +153,34 @@ def topic_canonicals() -> tuple[str, ...]:
     )
 
 
+# Backport IG 1.1.0 Capabilities.fsh (backport-subscription-server-r4): the Subscription
+# entry lists $status (SHALL), $events and $get-ws-binding-token (MAY) by the IG's
+# OperationDefinition canonicals (Operations.fsh). The IG defines no capability
+# extension for channel types, so the channels served (rest-hook, websocket) are not
+# advertised here; README "Subscriptions" names them.
+SUBSCRIPTION_OPERATIONS = (
+    ("status", f"{BACKPORT}/OperationDefinition/backport-subscription-status"),
+    ("events", f"{BACKPORT}/OperationDefinition/backport-subscription-events"),
+    (
+        "get-ws-binding-token",
+        f"{BACKPORT}/OperationDefinition/backport-subscription-get-ws-binding-token",
+    ),
+)
+_BACKPORT_NAMES = frozenset(name for name, _ in SUBSCRIPTION_OPERATIONS)
+
+
 def _with_topics(entry: dict[str, Any]) -> dict[str, Any]:
+    listed = [op for op in entry.get("operation", ()) if op["name"] not in _BACKPORT_NAMES]
     return {
         **entry,
         "extension": [
             {"url": TOPIC_CANONICAL, "valueCanonical": url} for url in topic_canonicals()
         ],
         "supportedProfile": [BACKPORT_SUBSCRIPTION],
+        "operation": [
+            *listed,
+            *({"name": name, "definition": url} for name, url in SUBSCRIPTION_OPERATIONS),
+        ],
     }
 
 

@@ -236,6 +236,17 @@ def _new_encounter(appointment: JSONObject, now: datetime) -> JSONObject:
         participants.append(entry)
     if participants:
         encounter["participant"] = participants
+    # The clinic: the Appointment's Location participants become Encounter.location
+    # (R4 encounter.html), so the visit topics' `location` filter finds the visit.
+    locations = [
+        who
+        for planned in appointment.get("participant") or []
+        if isinstance(planned, dict)
+        and (who := local_reference(planned.get("actor"))) is not None
+        and who.startswith("Location/")
+    ]
+    if locations:
+        encounter["location"] = [{"location": {"reference": who}} for who in locations]
     encounter["appointment"] = [{"reference": f"Appointment/{appointment.get('id')}"}]
     encounter["period"] = {"start": format_instant(now)}
     for key in ("reasonCode", "reasonReference"):

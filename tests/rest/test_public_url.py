@@ -17,7 +17,10 @@ PUBLIC = "https://fhir.example.org/r4"
 
 @pytest.fixture
 async def proxied(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(store=str(tmp_path / "f.sqlite"), public_url=PUBLIC + "/"))
+    # No job runner: the system history holds only this test's writes (a job-running
+    # process also publishes the subscription topics).
+    settings = Settings(store=str(tmp_path / "f.sqlite"), public_url=PUBLIC + "/", run_jobs=False)
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
