@@ -20,6 +20,8 @@ TIMEOUT = BACKPORT + "backport-timeout"
 MAX_COUNT = BACKPORT + "backport-max-count"
 
 REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
+# The shortest heartbeat period served: a subscriber's shorter one is refused on write.
+MIN_HEARTBEAT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,16 @@ def _first(element: Any, url: str) -> Any:
     return values[0] if values else None
 
 
+def positive_int(value: Any) -> bool:
+    """A JSON integer above zero (a boolean is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def channel_extension(resource: dict[str, Any], url: str) -> Any:
+    """The value of one `channel` extension, or None."""
+    return _first(resource.get("channel") or {}, url)
+
+
 def is_backport(resource: dict[str, Any]) -> bool:
     profiles = resource.get("meta", {}).get("profile", [])
     return BACKPORT_PROFILE in profiles if isinstance(profiles, list) else False
@@ -98,9 +110,13 @@ def read_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
         payload=str(payload) if payload else None,
         # Without the extension: `empty` when there is no payload type, else id-only.
         content=str(content) if content else ("id-only" if payload else "empty"),
-        heartbeat_seconds=int(heartbeat) if isinstance(heartbeat, int) else None,
-        timeout_seconds=int(timeout) if isinstance(timeout, int) else None,
-        max_count=int(max_count) if isinstance(max_count, int) and max_count > 0 else 1,
+        # Stored before the write rule checked them: never a period below the minimum
+        # (nor in the past), never a timeout of zero.
+        heartbeat_seconds=(
+            max(heartbeat, MIN_HEARTBEAT_SECONDS) if positive_int(heartbeat) else None
+        ),
+        timeout_seconds=timeout if positive_int(timeout) else None,
+        max_count=max_count if positive_int(max_count) else 1,
         end=date_range(str(end), "end")[0] if end else None,
         error=str(resource["error"]) if resource.get("error") else None,
     )
