@@ -96,7 +96,9 @@ async def post(
         response = await context.http.request(
             method, url, content=body or b"", headers=headers, timeout=limit
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        # ValueError (UnicodeError among them): a header or URL stored before the write
+        # rule refused it, which cannot be sent; a failure, not a crash retried for ever.
         raise DeliveryFailed(f"the endpoint could not be reached ({type(exc).__name__})") from None
     if not 200 <= response.status_code < 300:
         raise DeliveryFailed(f"the endpoint answered {response.status_code}")

@@ -5,6 +5,7 @@ extensions, payload content in `_payload.extension`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,13 @@ TIMEOUT = BACKPORT + "backport-timeout"
 MAX_COUNT = BACKPORT + "backport-max-count"
 
 REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
+# `channel.header` names the server sets itself (the signature: signing.py), never the
+# subscriber's: a Host would redirect the request, the others forge or break it.
+RESERVED_HEADERS = frozenset(
+    {"host", "x-signature", "content-type", "content-length", "transfer-encoding", "connection"}
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 # The shortest heartbeat period served: a subscriber's shorter one is refused on write.
 MIN_HEARTBEAT_SECONDS = 10
 
@@ -122,11 +130,25 @@ def read_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
     )
 
 
+def header_problem(header: str) -> str | None:
+    """Why a `channel.header` value ("Name: value") may not be sent, or None."""
+    name, colon, value = header.partition(":")
+    name = name.strip()
+    if not colon or not _HEADER_NAME.fullmatch(name):
+        return "is not a \"Name: value\" header"
+    if name.lower() in RESERVED_HEADERS:
+        return f"sets {name}, which the server sets itself"
+    if not _HEADER_VALUE.fullmatch(value):
+        return "has a value that is not printable ASCII"
+    return None
+
+
 def header_pairs(headers: tuple[str, ...]) -> list[tuple[str, str]]:
-    """`channel.header` values ("Name: value") as pairs; malformed ones left out."""
+    """`channel.header` values ("Name: value") as pairs; malformed ones and the names
+    the server sets itself (stored before the write rule refused them) left out."""
     pairs = []
     for header in headers:
         name, colon, value = header.partition(":")
-        if colon and name.strip():
+        if colon and name.strip() and name.strip().lower() not in RESERVED_HEADERS:
             pairs.append((name.strip(), value.strip()))
     return pairs

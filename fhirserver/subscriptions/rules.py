@@ -32,6 +32,7 @@ from fhirserver.subscriptions.model import (
     TIMEOUT,
     WEBSOCKET,
     channel_extension,
+    header_problem,
     positive_int,
     read_subscription,
 )
@@ -62,6 +63,19 @@ def _check_channel_extensions(resource: JSONObject) -> None:
             raise _refuse(
                 f"{name} must be a whole number of at least {least}, not {value!r}",
                 f"Subscription.channel.extension('{url}')",
+            )
+
+
+def _check_headers(resource: JSONObject) -> None:
+    """R4 `channel.header`: HTTP headers sent with each notification; those that would
+    override what the server sets (Host, the signature) or cannot be sent are refused."""
+    channel = resource.get("channel")
+    headers = channel.get("header", []) if isinstance(channel, dict) else []
+    for index, header in enumerate(headers if isinstance(headers, list) else []):
+        problem = header_problem(str(header))
+        if problem is not None:
+            raise _refuse(
+                f"channel.header[{index}] {problem}", f"Subscription.channel.header[{index}]"
             )
 
 
@@ -141,6 +155,7 @@ def subscription_rules(
             return None
         _check(new, settings, topics)
         new, secret = take_secret(new)
+        _check_headers(new)
         if secret is not None:
             if not secret:
                 raise _refuse("the signing secret is empty", "Subscription.channel.header")

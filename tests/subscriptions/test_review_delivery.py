@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fhirserver.subscriptions import delivery, events, matcher
+from fhirserver.subscriptions.model import read_subscription
 from tests.subscriptions.conftest import Harness, criteria_subscription
 
 
@@ -80,3 +81,32 @@ async def test_an_event_whose_count_lands_mid_delivery_is_sent_not_skipped(
     assert not deferred
     await harness.later(timedelta(seconds=5))
     assert [(r.method, r.path) for r in receiver.received] == [("POST", "/hook")]
+
+
+@pytest.mark.parametrize(
+    "header", ["X-Tenant: clinic-\u00e9", "X-Tenant: a\u2028b", "X-T\u00e9nant: a"]
+)
+async def test_a_header_that_cannot_be_sent_is_a_delivery_failure(
+    harness: Harness, header: str
+) -> None:
+    """Review bug #6: a `channel.header` stored before the write check that httpx cannot
+    encode is a failed delivery (retried, then `error`), not an endless crash-retry."""
+    resource = criteria_subscription(harness.receiver.url, "Patient?family=smith", header=[header])
+    spec = read_subscription({**resource, "id": "x"})
+    context = harness.app.state.subscriptions
+    with pytest.raises(delivery.DeliveryFailed):
+        await delivery.post(context, spec, "POST", spec.endpoint, None)
+    assert harness.receiver.received == []
+
+
+async def test_stored_reserved_headers_are_not_sent(harness: Harness) -> None:
+    """Review bug #6: neither Host nor the signature can be set by `channel.header`."""
+    headers = ["Host: evil.example", "x-signature: sha256=forged", "X-Tenant: a"]
+    resource = criteria_subscription(harness.receiver.url, "Patient?family=smith", header=headers)
+    spec = read_subscription({**resource, "id": "x"})
+    context = harness.app.state.subscriptions
+    await delivery.post(context, spec, "POST", spec.endpoint, None)
+    [got] = harness.receiver.received
+    assert got.headers["host"] != "evil.example"
+    assert "x-signature" not in got.headers
+    assert got.headers["x-tenant"] == "a"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fhirserver.subscriptions.model import read_subscription
-from tests.subscriptions.conftest import Harness, topic_subscription
+from tests.subscriptions.conftest import Harness, criteria_subscription, topic_subscription
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 
@@ -87,3 +87,43 @@ def test_a_stored_period_below_the_minimum_is_read_as_the_minimum() -> None:
             assert timedelta(seconds=spec.heartbeat_seconds or 0) >= timedelta(seconds=10)
     bad = _with("backport-timeout", "valueUnsignedInt", -1)
     assert read_subscription(bad).timeout_seconds is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Host: evil.example",
+        "host : evil.example",
+        "X-Signature: sha256=forged",
+        "Content-Length: 0",
+        "Transfer-Encoding: chunked",
+        "X-Tenant: clinic-\u00e9",
+        "X-Tenant: a\u0007b",
+        "X T: a",
+        "no colon here",
+    ],
+)
+async def test_channel_headers_that_would_forge_or_break_a_request_are_refused(
+    harness: Harness, header: str
+) -> None:
+    """Review bug #6 (R4 `channel.header`: "Name: value" HTTP headers): names the
+    server sets itself (Host, X-Signature, framing) and values that are not printable
+    ASCII are refused on write (422), not sent or retried for ever."""
+    resource = criteria_subscription(
+        harness.receiver.url, "Patient?family=smith", header=["X-Ok: 1", header]
+    )
+    response = await harness.http.post("/Subscription", json=resource)
+    assert response.status_code == 422, response.text
+    assert "Subscription.channel.header" in response.text
+    found = await harness.http.get("/Subscription")
+    assert found.json().get("total", 0) == 0
+
+
+async def test_ordinary_channel_headers_are_taken(harness: Harness) -> None:
+    resource = criteria_subscription(
+        harness.receiver.url,
+        "Patient?family=smith",
+        header=["Authorization: Bearer abc.def-1~", "X-Tenant: clinic 1"],
+    )
+    response = await harness.http.post("/Subscription", json=resource)
+    assert response.status_code == 201, response.text
