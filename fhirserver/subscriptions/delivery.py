@@ -16,6 +16,7 @@ deletion: an empty POST). Topic subscriptions: a notification Bundle of up to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -59,6 +60,8 @@ MAX_BACKOFF = timedelta(minutes=30)
 # How long a delivery waits for a newly registered signing secret to be in place.
 SECRET_WAIT = timedelta(seconds=1)
 AGAIN_SOON = timedelta(milliseconds=100)
+# How much of an endpoint's answer is read (its status is what counts).
+MAX_ANSWER_BYTES = 4096
 
 
 class DeliveryFailed(Exception):
@@ -93,9 +96,24 @@ async def post(
         limit = context.settings.timeout_seconds
         if spec.timeout_seconds:
             limit = min(limit, float(spec.timeout_seconds))
-        response = await context.http.request(
-            method, url, content=body or b"", headers=headers, timeout=limit
-        )
+        # httpx's timeout is per read: the whole request is bounded too (an endpoint
+        # dribbling its answer held the delivery and its lock as long as it liked).
+        async with asyncio.timeout(limit):
+            request = context.http.build_request(
+                method, url, content=body or b"", headers=headers, timeout=limit
+            )
+            response = await context.http.send(request, stream=True)
+            try:
+                # The status is the answer: of the body, a few KB at most are read.
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= MAX_ANSWER_BYTES:
+                        break
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise DeliveryFailed(f"the endpoint took longer than {limit:g} s") from None
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         # ValueError (UnicodeError among them): a header or URL stored before the write
         # rule refused it, which cannot be sent; a failure, not a crash retried for ever.

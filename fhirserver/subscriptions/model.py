@@ -135,7 +135,7 @@ def header_problem(header: str) -> str | None:
     name, colon, value = header.partition(":")
     name = name.strip()
     if not colon or not _HEADER_NAME.fullmatch(name):
-        return "is not a \"Name: value\" header"
+        return 'is not a "Name: value" header'
     if name.lower() in RESERVED_HEADERS:
         return f"sets {name}, which the server sets itself"
     if not _HEADER_VALUE.fullmatch(value):

@@ -3,13 +3,18 @@ effects and external calls": an event recorded is delivered, at least once)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from fhirserver.subscriptions import delivery, events, matcher
-from fhirserver.subscriptions.model import read_subscription
+from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
 from tests.subscriptions.conftest import Harness, criteria_subscription
 
 
@@ -110,3 +115,70 @@ async def test_stored_reserved_headers_are_not_sent(harness: Harness) -> None:
     assert got.headers["host"] != "evil.example"
     assert "x-signature" not in got.headers
     assert got.headers["x-tenant"] == "a"
+
+
+@asynccontextmanager
+async def _raw_endpoint(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await reader.read(65536)
+            await handle(reader, writer)
+        writer.close()
+
+    server = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    finally:
+        server.close()
+
+
+def _timeout_spec(url: str, seconds: int) -> SubscriptionSpec:
+    resource = criteria_subscription(url, "Patient?family=smith")
+    timeout = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-timeout"
+    resource["channel"]["extension"] = [{"url": timeout, "valueUnsignedInt": seconds}]
+    return read_subscription({**resource, "id": "x"})
+
+
+async def test_an_endpoint_dribbling_its_answer_is_cut_off_at_the_timeout(
+    harness: Harness,
+) -> None:
+    """Review bug #2: httpx's timeout is per read, so an endpoint sending a byte now and
+    then held the delivery (and its lock) as long as it liked; the whole request is
+    bounded by the timeout."""
+
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.3)
+
+    async with _raw_endpoint(dribble) as url:
+        context = harness.app.state.subscriptions
+        started = time.monotonic()
+        async with asyncio.timeout(8):
+            with pytest.raises(delivery.DeliveryFailed):
+                await delivery.post(context, _timeout_spec(url, 1), "POST", url, None)
+        assert time.monotonic() - started < 3
+
+
+async def test_a_huge_answer_is_not_read(harness: Harness) -> None:
+    """Review bug #2: the answer's status is what counts; its body is read no further
+    than a few KB (an endpoint could send gigabytes into memory)."""
+    sent = [0]
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+        chunk = b"y" * 4096
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+            sent[0] += len(chunk)
+            await asyncio.sleep(0.01)
+
+    async with _raw_endpoint(endless) as url:
+        context = harness.app.state.subscriptions
+        async with asyncio.timeout(8):
+            await delivery.post(context, _timeout_spec(url, 5), "POST", url, None)
+        assert sent[0] < 1_000_000

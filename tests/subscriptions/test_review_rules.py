@@ -35,9 +35,7 @@ async def test_a_zero_or_too_short_period_is_refused(
     harness: Harness, name: str, value: int
 ) -> None:
     """Valid unsignedInts the server does not take: 422 naming the extension."""
-    response = await harness.http.post(
-        "/Subscription", json=_with(name, "valueUnsignedInt", value)
-    )
+    response = await harness.http.post("/Subscription", json=_with(name, "valueUnsignedInt", value))
     assert response.status_code == 422, response.text
     assert name in response.text
     found = await harness.http.get("/Subscription")
