@@ -16,6 +16,7 @@ deletion: an empty POST). Topic subscriptions: a notification Bundle of up to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -59,6 +60,8 @@ MAX_BACKOFF = timedelta(minutes=30)
 # How long a delivery waits for a newly registered signing secret to be in place.
 SECRET_WAIT = timedelta(seconds=1)
 AGAIN_SOON = timedelta(milliseconds=100)
+# How much of an endpoint's answer is read (its status is what counts).
+MAX_ANSWER_BYTES = 4096
 
 
 class DeliveryFailed(Exception):
@@ -93,10 +96,27 @@ async def post(
         limit = context.settings.timeout_seconds
         if spec.timeout_seconds:
             limit = min(limit, float(spec.timeout_seconds))
-        response = await context.http.request(
-            method, url, content=body or b"", headers=headers, timeout=limit
-        )
-    except httpx.HTTPError as exc:
+        # httpx's timeout is per read: the whole request is bounded too (an endpoint
+        # dribbling its answer held the delivery and its lock as long as it liked).
+        async with asyncio.timeout(limit):
+            request = context.http.build_request(
+                method, url, content=body or b"", headers=headers, timeout=limit
+            )
+            response = await context.http.send(request, stream=True)
+            try:
+                # The status is the answer: of the body, a few KB at most are read.
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= MAX_ANSWER_BYTES:
+                        break
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise DeliveryFailed(f"the endpoint took longer than {limit:g} s") from None
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        # ValueError (UnicodeError among them): a header or URL stored before the write
+        # rule refused it, which cannot be sent; a failure, not a crash retried for ever.
         raise DeliveryFailed(f"the endpoint could not be reached ({type(exc).__name__})") from None
     if not 200 <= response.status_code < 300:
         raise DeliveryFailed(f"the endpoint answered {response.status_code}")
@@ -202,11 +222,14 @@ async def _deliver_some(
     state = await delivery_state(store, spec.id, now)
     delivered = int(state.get("delivered", 0))
     limit = spec.max_count if spec.topic is not None else 1
-    events = await events_after(store, spec.id, delivered, limit, now)
+    # The count first, and only events up to it: an event is written before its count,
+    # so each of these is there unless past retention. (Read after the events, a count
+    # the matcher raised meanwhile made a new event look expired: skipped unsent.)
+    total = await events_so_far(store, spec.id, now)
+    if total <= delivered:
+        return False
+    events = await events_after(store, spec.id, delivered, min(limit, total - delivered), now)
     if not events:
-        total = await events_so_far(store, spec.id, now)
-        if total <= delivered:
-            return False
         # Events past retention, never delivered: skipped (gone from $events too).
         skipped = {**state, "delivered": min(total, delivered + limit)}
         await store.put_record(DELIVERY, spec.id, skipped, None)

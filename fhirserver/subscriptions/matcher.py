@@ -176,8 +176,10 @@ async def match_changes(context: SubscriptionContext) -> bool:
                 interaction,
                 change.last_updated,
             )
-            if await append_event(store, sub.spec.id, event, now, context.settings.retention):
-                touched.add(sub.spec.id)
+            # Scheduled also when recorded already (None): a matcher that died between
+            # recording and scheduling left it recorded but undelivered.
+            await append_event(store, sub.spec.id, event, now, context.settings.retention)
+            touched.add(sub.spec.id)
     # A subscription in backoff keeps its retry time: the retry delivers the new events.
     due = [s for s in sorted(touched) if not await in_backoff(store, s, now)]
     if due:

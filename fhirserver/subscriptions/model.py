@@ -5,6 +5,7 @@ extensions, payload content in `_payload.extension`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,15 @@ TIMEOUT = BACKPORT + "backport-timeout"
 MAX_COUNT = BACKPORT + "backport-max-count"
 
 REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
+# `channel.header` names the server sets itself (the signature: signing.py), never the
+# subscriber's: a Host would redirect the request, the others forge or break it.
+RESERVED_HEADERS = frozenset(
+    {"host", "x-signature", "content-type", "content-length", "transfer-encoding", "connection"}
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# The shortest heartbeat period served: a subscriber's shorter one is refused on write.
+MIN_HEARTBEAT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,16 @@ def _first(element: Any, url: str) -> Any:
     return values[0] if values else None
 
 
+def positive_int(value: Any) -> bool:
+    """A JSON integer above zero (a boolean is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def channel_extension(resource: dict[str, Any], url: str) -> Any:
+    """The value of one `channel` extension, or None."""
+    return _first(resource.get("channel") or {}, url)
+
+
 def is_backport(resource: dict[str, Any]) -> bool:
     profiles = resource.get("meta", {}).get("profile", [])
     return BACKPORT_PROFILE in profiles if isinstance(profiles, list) else False
@@ -98,19 +118,37 @@ def read_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
         payload=str(payload) if payload else None,
         # Without the extension: `empty` when there is no payload type, else id-only.
         content=str(content) if content else ("id-only" if payload else "empty"),
-        heartbeat_seconds=int(heartbeat) if isinstance(heartbeat, int) else None,
-        timeout_seconds=int(timeout) if isinstance(timeout, int) else None,
-        max_count=int(max_count) if isinstance(max_count, int) and max_count > 0 else 1,
+        # Stored before the write rule checked them: never a period below the minimum
+        # (nor in the past), never a timeout of zero.
+        heartbeat_seconds=(
+            max(heartbeat, MIN_HEARTBEAT_SECONDS) if positive_int(heartbeat) else None
+        ),
+        timeout_seconds=timeout if positive_int(timeout) else None,
+        max_count=max_count if positive_int(max_count) else 1,
         end=date_range(str(end), "end")[0] if end else None,
         error=str(resource["error"]) if resource.get("error") else None,
     )
 
 
+def header_problem(header: str) -> str | None:
+    """Why a `channel.header` value ("Name: value") may not be sent, or None."""
+    name, colon, value = header.partition(":")
+    name = name.strip()
+    if not colon or not _HEADER_NAME.fullmatch(name):
+        return 'is not a "Name: value" header'
+    if name.lower() in RESERVED_HEADERS:
+        return f"sets {name}, which the server sets itself"
+    if not _HEADER_VALUE.fullmatch(value):
+        return "has a value that is not printable ASCII"
+    return None
+
+
 def header_pairs(headers: tuple[str, ...]) -> list[tuple[str, str]]:
-    """`channel.header` values ("Name: value") as pairs; malformed ones left out."""
+    """`channel.header` values ("Name: value") as pairs; malformed ones and the names
+    the server sets itself (stored before the write rule refused them) left out."""
     pairs = []
     for header in headers:
         name, colon, value = header.partition(":")
-        if colon and name.strip():
+        if colon and name.strip() and name.strip().lower() not in RESERVED_HEADERS:
             pairs.append((name.strip(), value.strip()))
     return pairs

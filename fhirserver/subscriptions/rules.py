@@ -24,7 +24,18 @@ from fhirserver.subscriptions.context import SubscriptionSettings
 from fhirserver.subscriptions.criteria import find_topic, parse_criteria_text, topic_filters
 from fhirserver.subscriptions.endpoints import EndpointRefused, check_endpoint
 from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY, RESTART
-from fhirserver.subscriptions.model import REST_HOOK, WEBSOCKET, read_subscription
+from fhirserver.subscriptions.model import (
+    HEARTBEAT_PERIOD,
+    MAX_COUNT,
+    MIN_HEARTBEAT_SECONDS,
+    REST_HOOK,
+    TIMEOUT,
+    WEBSOCKET,
+    channel_extension,
+    header_problem,
+    positive_int,
+    read_subscription,
+)
 from fhirserver.subscriptions.signing import secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
 from fhirserver.subscriptions.visibility import with_owner
@@ -38,9 +49,40 @@ def _refuse(text: str, expression: str) -> Unprocessable:
     return Unprocessable(text, issues=[Issue(text, "business-rule", "error", expression)])
 
 
+def _check_channel_extensions(resource: JSONObject) -> None:
+    """Backport IG: heartbeat period and timeout are unsignedInt seconds, max-count a
+    positiveInt; zero, negative or non-integer values are refused, and a heartbeat
+    period below the minimum (a zero one rescheduled itself in the past: a flood)."""
+    lowest = {HEARTBEAT_PERIOD: MIN_HEARTBEAT_SECONDS, TIMEOUT: 1, MAX_COUNT: 1}
+    for url, least in lowest.items():
+        value = channel_extension(resource, url)
+        if value is None:
+            continue
+        if not positive_int(value) or value < least:
+            name = url.rsplit("/", 1)[-1]
+            raise _refuse(
+                f"{name} must be a whole number of at least {least}, not {value!r}",
+                f"Subscription.channel.extension('{url}')",
+            )
+
+
+def _check_headers(resource: JSONObject) -> None:
+    """R4 `channel.header`: HTTP headers sent with each notification; those that would
+    override what the server sets (Host, the signature) or cannot be sent are refused."""
+    channel = resource.get("channel")
+    headers = channel.get("header", []) if isinstance(channel, dict) else []
+    for index, header in enumerate(headers if isinstance(headers, list) else []):
+        problem = header_problem(str(header))
+        if problem is not None:
+            raise _refuse(
+                f"channel.header[{index}] {problem}", f"Subscription.channel.header[{index}]"
+            )
+
+
 def _check(
     resource: JSONObject, settings: SubscriptionSettings, topics: Mapping[str, Topic]
 ) -> None:
+    _check_channel_extensions(resource)
     spec = read_subscription(resource)
     if spec.channel_type not in (REST_HOOK, WEBSOCKET):
         raise _refuse(
@@ -113,6 +155,7 @@ def subscription_rules(
             return None
         _check(new, settings, topics)
         new, secret = take_secret(new)
+        _check_headers(new)
         if secret is not None:
             if not secret:
                 raise _refuse("the signing secret is empty", "Subscription.channel.header")
