@@ -141,10 +141,16 @@ def test_the_fhirpath_criteria_must_hold_too() -> None:
 
 
 def _replace_fhirpath(resource: dict[str, Any], expression: str) -> dict[str, Any]:
+    return _replace_sub_extension(resource, "fhirPathCriteria", expression)
+
+
+def _replace_sub_extension(resource: dict[str, Any], url: str, text: str) -> dict[str, Any]:
+    """The topic with every sub-extension `url` holding `text` as its valueString."""
+
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
-            if value.get("url") == "fhirPathCriteria":
-                return {"url": "fhirPathCriteria", "valueString": expression}
+            if value.get("url") == url:
+                return {"url": url, "valueString": text}
             return {k: walk(v) for k, v in value.items()}
         if isinstance(value, list):
             return [walk(v) for v in value]
@@ -161,17 +167,7 @@ def test_a_topic_whose_criteria_the_server_cannot_search_with_is_refused() -> No
 
 
 def _replace_query(resource: dict[str, Any], criteria: str) -> dict[str, Any]:
-    def walk(value: Any) -> Any:
-        if isinstance(value, dict):
-            if value.get("url") == "current":
-                return {"url": "current", "valueString": criteria}
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-
-    changed: dict[str, Any] = walk(resource)
-    return changed
+    return _replace_sub_extension(resource, "current", criteria)
 
 
 # --- Trigger.fires: R5 queryCriteria semantics -----------------------------------------
