@@ -140,5 +140,9 @@ class JobRunner:
             except Exception:
                 # The store was unavailable: the jobs are still there for the next round.
                 logger.exception("running jobs failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancellation that meets
+            # a wake-up inside wait_for can be lost, and the app's shutdown then waits
+            # on this task for ever (seen as a hung test teardown).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.idle_seconds)
+                async with asyncio.timeout(self.idle_seconds):
+                    await self._wake.wait()
