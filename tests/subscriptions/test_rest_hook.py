@@ -6,6 +6,7 @@ then `error` (issue 15 "Durable delivery")."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from tests.subscriptions.conftest import Harness, criteria_subscription
 
@@ -85,7 +86,8 @@ async def test_redirects_are_not_followed(harness: Harness) -> None:
     assert receiver.refused == 1 and receiver.received == []
 
 
-async def test_past_the_retry_window_the_subscription_is_in_error(harness: Harness) -> None:
+async def _failed_past_the_window(harness: Harness) -> dict[str, Any]:
+    """A subscription whose endpoint refused one event for 30 hours: in `error`."""
     receiver = harness.receiver
     created = await harness.create(criteria_subscription(receiver.url, "Patient?family=smith"))
     receiver.status = 500
@@ -95,6 +97,12 @@ async def test_past_the_retry_window_the_subscription_is_in_error(harness: Harne
         await harness.later(timedelta(hours=1))
     sub = await harness.read(f"/Subscription/{created['id']}")
     assert sub["status"] == "error"
+    return sub
+
+
+async def test_past_the_retry_window_the_subscription_is_in_error(harness: Harness) -> None:
+    receiver = harness.receiver
+    sub = await _failed_past_the_window(harness)
     assert "500" in sub["error"]
     tries = receiver.refused
     await harness.create(_patient("smith"))
@@ -123,17 +131,10 @@ async def test_a_subscription_in_error_turned_on_again_delivers_what_is_left(
     harness: Harness,
 ) -> None:
     receiver = harness.receiver
-    created = await harness.create(criteria_subscription(receiver.url, "Patient?family=smith"))
-    receiver.status = 500
-    await harness.create(_patient("smith"))
-    await harness.run_jobs()
-    for _ in range(30):
-        await harness.later(timedelta(hours=1))
-    sub = await harness.read(f"/Subscription/{created['id']}")
-    assert sub["status"] == "error"
+    sub = await _failed_past_the_window(harness)
     receiver.status = 200
     sub["status"] = "active"
-    response = await harness.http.put(f"/Subscription/{created['id']}", json=sub)
+    response = await harness.http.put(f"/Subscription/{sub['id']}", json=sub)
     assert response.status_code == 200
     assert response.json()["status"] == "active" and "error" not in response.json()
     await harness.run_jobs()
