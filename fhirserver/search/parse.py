@@ -10,6 +10,7 @@ unknown prefix) is always a 400.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -303,12 +304,22 @@ def _number(code: str, kind: str, value: str, name: str) -> NumberPredicate:
         code,
         prefix,
         float(number),
-        float(number - half),
-        float(number + half),
+        float_not_below(number - half),
+        float_not_below(number + half),
         quantity=kind == "quantity",
         system=system,
         code=unit,
     )
+
+
+def float_not_below(exact: Decimal) -> float:
+    """The least float not below `exact`. A stored float f lies in the exact range
+    [low, high) exactly when float_not_below(low) <= f < float_not_below(high), so
+    the ends of a precision range are computed in decimals and rounded up once: a value
+    searched at its full stored precision (136.44756483911604) then lies in its own
+    range, which rounding each end to the nearest float would collapse to nothing."""
+    nearest = float(exact)
+    return math.nextafter(nearest, math.inf) if Decimal(nearest) < exact else nearest
 
 
 def _composite(param: SearchParam, value: str, name: str) -> CompositePredicate:

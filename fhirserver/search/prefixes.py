@@ -7,8 +7,11 @@ Each prefix is a set of comparisons of the stored range against the searched ran
 of which must hold (for `ne`, not all). A stored date is the instant range [low, high)
 its precision implies, a stored number the closed range [low, high] it stands for. The
 searched range is the one the search value's precision implies, except that a number's
-ordering prefixes (gt, lt, ge, le, sa, eb) compare with the value itself, and `ap`
-widens it: a date by 10% of its distance from now, a number by 10% of the value.
+ordering prefixes gt, lt, ge, le compare with the value itself (as HAPI does), and `ap`
+widens it: a date by 10% of its distance from now, a number by 10% of the value. `sa`
+and `eb` keep the range ("the range of the search value does not overlap with the range
+of the target value", search.html#prefix): a stored 81.224 does not start after 81,
+which stands for [80.5, 81.5).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ PREFIXES: Mapping[str, Prefix] = {
     "lt": Prefix(_all(("low", "<", "<", "low"))),
     "le": Prefix(_all(("low", "<", "<=", "high"))),
     # All of the stored range lies after (sa) or before (eb) the searched one.
-    "sa": Prefix(_all(("low", ">=", ">", "high"))),
+    "sa": Prefix(_all(("low", ">=", ">=", "high"))),
     "eb": Prefix(_all(("high", "<=", "<", "low"))),
     # The stored range meets the widened searched one.
     "ap": Prefix(_all(("low", "<", "<=", "high"), ("high", ">", ">=", "low"))),
@@ -89,7 +92,7 @@ def number_condition(prefix: str, value: float, low: float, high: float) -> Cond
     if prefix == "ap":
         margin = abs(value) * 0.1
         low, high = value - margin, value + margin
-    elif prefix not in ("eq", "ne"):
+    elif prefix not in ("eq", "ne", "sa", "eb"):
         low = high = value
     return _condition(prefix, True, low, high)
 

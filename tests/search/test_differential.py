@@ -83,7 +83,22 @@ STATUSES = ("final", "preliminary", "amended")
 UCUM = "http://unitsofmeasure.org"
 # This server's base: a reference under it is a local one (search.html#reference).
 BASE_URL = "http://server.test/fhir"
-STORED_NUMBERS = (-1.0, 0.0, 0.5, 5.0, 5.25, 5.5, 6.0, 10.0, 100.0)
+# With the Synthea values whose precision ranges went wrong once: 81.224 against sa81,
+# 142.89 against eb143, and a float searched at its full stored precision.
+STORED_NUMBERS = (
+    -1.0,
+    0.0,
+    0.5,
+    5.0,
+    5.25,
+    5.5,
+    6.0,
+    10.0,
+    100.0,
+    81.224,
+    142.89,
+    136.44756483911604,
+)
 TEXTS = ("high", "High result", "normal", "néant")
 TIME_ZONES = ("Z", "+02:00", "-05:00", "+14:00")
 
@@ -370,7 +385,10 @@ def date_params(name: str, texts: st.SearchStrategy[str]) -> st.SearchStrategy[P
     )
 
 
-SEARCH_NUMBERS = ("0", "0.0", "5", "5.5", "5.50", "6", "1e1", "100", "-1", "5.25")
+SEARCH_NUMBERS = (
+    *("0", "0.0", "5", "5.5", "5.50", "6", "1e1", "100", "-1", "5.25"),
+    *("81", "143", "136.44756483911604", "136.4475648391160"),
+)
 UNIT_FORMS = ("", f"|{UCUM}|mg", "||mg", "||milligram", f"|{UCUM}|", "|urn:other|mg", f"|{UCUM}|g")
 
 

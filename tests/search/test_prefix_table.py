@@ -41,7 +41,8 @@ def test_a_number_orders_against_its_value_and_equals_within_its_precision() -> 
         ("high", "<", 100.5),
     )
     assert number_condition("ge", 100, 99.5, 100.5).terms == (("high", ">=", 100),)
-    assert number_condition("sa", 100, 99.5, 100.5).terms == (("low", ">", 100),)
+    assert number_condition("sa", 100, 99.5, 100.5).terms == (("low", ">=", 100.5),)
+    assert number_condition("eb", 100, 99.5, 100.5).terms == (("high", "<", 99.5),)
 
 
 def test_number_ap_is_the_value_give_or_take_a_tenth() -> None:

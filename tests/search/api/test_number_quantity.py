@@ -1,8 +1,9 @@
 """Number and quantity search (R4 search.html#number, #quantity, with #prefix).
 
 A number without a prefix (or with `eq`/`ne`) stands for the range its precision
-implies: `0.5` is [0.45, 0.55), `100` is [99.5, 100.5). With `gt lt ge le sa eb` the
-precision is ignored. A Range target is its own range. A quantity is
+implies: `0.5` is [0.45, 0.55), `100` is [99.5, 100.5). `sa` and `eb` mean the target
+lies wholly above / below that range (search.html#prefix); with `gt lt ge le` the
+precision is ignored, as HAPI does. A Range target is its own range. A quantity is
 `[prefix][number]|[system]|[code]`; `[number]||[code]` matches the code or the unit;
 a bare number matches whatever the units.
 """
@@ -71,7 +72,8 @@ async def test_number_precision(risks: httpx.AsyncClient, value: str, expected: 
         ("lt0.5", {"r020", "range"}),
         ("ge0.5", {"r050", "r052", "r058", "r080", "range"}),
         ("le0.5", {"r020", "r050", "range"}),
-        ("sa0.5", {"r052", "r058", "r080"}),
+        # Above / below all of [0.45, 0.55): 0.52 is within it.
+        ("sa0.5", {"r058", "r080"}),
         ("eb0.5", {"r020"}),
         # Within 10% of 0.5: [0.45, 0.55], and the Range overlapping it.
         ("ap0.5", {"r050", "r052", "range"}),
@@ -180,7 +182,8 @@ async def test_quantity_units(
         (f"gt5.4|{UCUM}|mg", {"ucum-mg-7", "ucum-mg-542"}),
         (f"ge5.42|{UCUM}|mg", {"ucum-mg-7", "ucum-mg-542"}),
         (f"ne5.4|{UCUM}|mg", {"ucum-mg-7"}),
-        (f"sa5.4|{UCUM}|mg", {"ucum-mg-7", "ucum-mg-542"}),
+        # 5.42 lies within [5.35, 5.45), so it is not "starts after".
+        (f"sa5.4|{UCUM}|mg", {"ucum-mg-7"}),
         (f"eb5.42|{UCUM}|mg", {"ucum-mg"}),
         # About 5.4 mg: within 10%.
         (f"ap5.4|{UCUM}|mg", {"ucum-mg", "ucum-mg-542"}),
@@ -225,3 +228,43 @@ async def test_malformed_number_is_400(
     client: httpx.AsyncClient, resource_type: str, name: str, value: str
 ) -> None:
     await search_error(client, resource_type, {name: value})
+
+
+VITALS = [
+    observation(id="v81", valueQuantity={"value": 81.224, "system": UCUM, "code": "kg"}),
+    observation(id="v142", valueQuantity={"value": 142.89, "system": UCUM, "code": "mm[Hg]"}),
+    observation(
+        id="v136", valueQuantity={"value": 136.44756483911604, "system": UCUM, "code": "g"}
+    ),
+]
+vitals = seeded(VITALS)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # 81 is [80.5, 81.5): 81.224 equals it and neither starts after nor ends before it.
+        ("81", {"v81"}),
+        ("sa81", {"v136", "v142"}),
+        ("eb81", set()),
+        ("sa80", {"v81", "v136", "v142"}),
+        ("eb82", {"v81"}),
+        # 143 is [142.5, 143.5): 142.89 does not end before it.
+        ("eb143", {"v81", "v136"}),
+        ("sa143", set()),
+        # 142.9 is [142.85, 142.95), which holds 142.89; 142.8 is [142.75, 142.85).
+        ("sa142.9", set()),
+        ("eb142.9", {"v81", "v136"}),
+        ("sa142.8", {"v142"}),
+        # A value searched at its full stored precision equals itself (the half-open range
+        # is computed exactly, not collapsed in float arithmetic).
+        ("136.44756483911604", {"v136"}),
+        ("ne136.44756483911604", {"v81", "v142"}),
+        ("136.44756483911603", set()),
+        ("136.4475648391160", {"v136"}),
+    ],
+)
+async def test_quantity_precision_ranges(
+    vitals: httpx.AsyncClient, value: str, expected: set[str]
+) -> None:
+    assert await search(vitals, "Observation", {"value-quantity": value}) == expected
