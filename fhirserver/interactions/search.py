@@ -38,8 +38,9 @@ async def search(
     )
     if compartment is not None:
         query = _in_compartment(query, *compartment)
-    if query.summary == "count":
-        query = replace(query, count=0, total="accurate", includes=())
+    # search.html#count: "_count=0 ... SHALL be treated as _summary=count".
+    if query.summary == "count" or query.count == 0:
+        query = replace(query, summary="count", count=0, total="accurate", includes=())
     access = options.access
     if unrestricted(access, Interaction.SEARCH, query.resource_types):
         return query, await store.search(query)

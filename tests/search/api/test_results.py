@@ -192,11 +192,15 @@ async def test_count_smaller_page(client: httpx.AsyncClient) -> None:
     assert link(page, "next") is not None
 
 
-async def test_count_zero_returns_no_entries(client: httpx.AsyncClient) -> None:
+async def test_count_zero_is_summary_count(client: httpx.AsyncClient) -> None:
+    """search.html#count: "_count=0 ... SHALL be treated as _summary=count": the total,
+    no entries, no paging links."""
     for _ in range(3):
         await create(client, patient("Zero"))
     page = await fetch(client, "/Patient", [("_count", "0")])
     assert "entry" not in page
+    assert page["total"] == 3
+    assert link(page, "next") is None
     counted = await fetch(client, "/Patient", [("_count", "0"), ("_total", "accurate")])
     assert "entry" not in counted
     assert counted["total"] == 3
