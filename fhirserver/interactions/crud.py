@@ -163,6 +163,23 @@ async def patch(
         )
 
 
+async def conditional_patch(
+    store: Store,
+    context: WriteContext,
+    resource_type: str,
+    criteria: Params,
+    patcher: Patcher,
+    preconditions: Preconditions = NO_PRECONDITIONS,
+) -> WriteResult:
+    """PATCH [type]?[search] (R4 http.html#patch, matched as a conditional update is:
+    several matches 412); no match is 404, as in a transaction's conditional patch."""
+    async with store.unit_of_work() as unit:
+        match = await match_one(unit, context, resource_type, criteria, "patch")
+        if match is None:
+            raise NotFound(f"Conditional patch: no {resource_type} matches")
+        return await patch_in(unit, context, resource_type, match.id, match, patcher, preconditions)
+
+
 async def delete(
     store: Store,
     context: WriteContext,

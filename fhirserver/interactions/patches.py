@@ -1,6 +1,7 @@
 """Patch bodies (R4 http.html#patch): JSON Patch (RFC 6902) and FHIRPath Patch
-(R4 fhirpatch.html), checked when the request is read and applied later, inside the
-write's unit of work, to the current version.
+(R4 fhirpatch.html), and, an extension to R4 that clients such as fhirpy send, JSON
+Merge Patch (RFC 7396). Each is checked when the request is read and applied later,
+inside the write's unit of work, to the current version.
 """
 
 from __future__ import annotations
@@ -41,6 +42,28 @@ def json_patch(operations: Any) -> Patcher:
             raise Unprocessable(f"The patch cannot be applied: {exc}") from None
 
     return apply
+
+
+def merge_patch(document: Any) -> Patcher:
+    """A JSON Merge Patch (RFC 7396): a JSON object, checked now and applied later."""
+    if not isinstance(document, dict):
+        raise BadRequest("A JSON Merge Patch must be a JSON object")
+    return lambda resource: _merged(resource, document)
+
+
+def _merged(target: Any, patch: Any) -> Any:
+    """RFC 7396 section 2, MergePatch(Target, Patch): an object patch merges member by
+    member, null removing a member; anything else replaces the target whole (arrays
+    too). A few lines, so written here rather than taken as a dependency."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = _merged(merged.get(name), value)
+    return merged
 
 
 def fhirpath_patch(parameters: JSONObject) -> Patcher:

@@ -48,6 +48,7 @@ _INTERACTIONS = {
     ("type-search", "POST"): "search-type",
     ("type", "POST"): "create",
     ("type", "PUT"): "update",
+    ("type", "PATCH"): "patch",
     ("type", "DELETE"): "delete",
     ("system", "GET"): "search-system",
     ("system-search", "POST"): "search-system",

@@ -13,7 +13,7 @@ from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.interactions.history import history
-from fhirserver.interactions.patches import fhirpath_patch, json_patch
+from fhirserver.interactions.patches import Patcher, fhirpath_patch, json_patch, merge_patch
 from fhirserver.interactions.preconditions import if_none_exist_criteria
 from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
@@ -26,6 +26,8 @@ from fhirserver.rest.errors import operation_outcome
 from fhirserver.rest.negotiation import (
     FORM,
     JSON_PATCH,
+    MERGE_PATCH,
+    PLAIN_JSON,
     RESOURCE_TYPES,
     Format,
     media_type,
@@ -161,23 +163,46 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
     return _write_answer(request, fmt, result, "Updated")
 
 
+async def _patcher(request: Request) -> Patcher:
+    # R4 http.html#patch: JSON Patch, or FHIRPath Patch as a Parameters resource; and
+    # JSON Merge Patch (RFC 7396), an extension to R4 (README "Patch").
+    require_content_type(request, frozenset({JSON_PATCH, MERGE_PATCH, *RESOURCE_TYPES}))
+    body = codec.loads(await read_body(request, _settings(request).max_body_bytes))
+    kind = media_type(request)
+    if kind == JSON_PATCH:
+        return json_patch(body)
+    if kind == MERGE_PATCH or (
+        # Plain JSON holding an object that is no resource: a partial resource, as
+        # fhirpy's patch() sends it; Aidbox takes it as a merge patch too.
+        kind == PLAIN_JSON and isinstance(body, dict) and "resourceType" not in body
+    ):
+        return merge_patch(body)
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        return fhirpath_patch(body)
+    raise BadRequest("A FHIRPath Patch must be a Parameters resource")
+
+
 async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = response_format(request)
-    # R4 http.html#patch: JSON Patch, or FHIRPath Patch as a Parameters resource.
-    require_content_type(request, frozenset({JSON_PATCH, *RESOURCE_TYPES}))
-    body = codec.loads(await read_body(request, _settings(request).max_body_bytes))
-    if media_type(request) == JSON_PATCH:
-        patcher = json_patch(body)
-    elif isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        patcher = fhirpath_patch(body)
-    else:
-        raise BadRequest("A FHIRPath Patch must be a Parameters resource")
     result = await crud.patch(
         _store(request),
         _writes(request),
         resource_type,
         resource_id,
-        patcher,
+        await _patcher(request),
+        headers.preconditions(request),
+    )
+    return _write_answer(request, fmt, result, "Patched")
+
+
+async def conditional_patch(request: Request, resource_type: str) -> Response:
+    fmt = response_format(request)
+    result = await crud.conditional_patch(
+        _store(request),
+        _writes(request),
+        resource_type,
+        _criteria(request),
+        await _patcher(request),
         headers.preconditions(request),
     )
     return _write_answer(request, fmt, result, "Patched")

@@ -11,6 +11,7 @@ from fhirserver.errors import BadRequest, NotAcceptable, PayloadTooLarge, Unsupp
 FHIR_JSON = "application/fhir+json"
 PLAIN_JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 FORM = "application/x-www-form-urlencoded"
 # What a client may send a resource as (application/json+fhir is the DSTU2 name).
 RESOURCE_TYPES = frozenset({FHIR_JSON, PLAIN_JSON, "application/json+fhir"})

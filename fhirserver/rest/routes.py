@@ -38,6 +38,7 @@ _METHODS: dict[Kind, Methods] = {
         "GET": endpoints.search_type,
         "POST": endpoints.create,
         "PUT": endpoints.conditional_update,
+        "PATCH": endpoints.conditional_patch,
         "DELETE": endpoints.conditional_delete,
     },
     "type-history": {"GET": endpoints.history_endpoint},

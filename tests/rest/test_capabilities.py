@@ -31,7 +31,11 @@ def test_is_a_valid_r4_capability_statement(statement: dict[str, Any]) -> None:
     assert validate(statement, "CapabilityStatement") == "CapabilityStatement"
     assert statement["fhirVersion"] == "4.0.1"
     assert "application/fhir+json" in statement["format"]
-    assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
+    assert statement["patchFormat"] == [
+        "application/json-patch+json",
+        "application/fhir+json",
+        "application/merge-patch+json",
+    ]
     rest = statement["rest"][0]
     assert [r["type"] for r in rest["resource"]] == list(resource_types())
     assert {i["code"] for i in rest["interaction"]} == {
