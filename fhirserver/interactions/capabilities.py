@@ -14,6 +14,7 @@ from typing import Any
 
 from fhirserver import FHIR_VERSION, __version__
 from fhirserver.conformance import load_resources
+from fhirserver.interactions.lastn import DEFINITION as LASTN_DEFINITION
 from fhirserver.interactions.operations import instance_operations
 from fhirserver.resources.definitions import resource_types
 from fhirserver.resources.meta import format_instant
@@ -45,6 +46,7 @@ SYSTEM_OPERATIONS = ({"name": "export", "definition": f"{BULK_DATA}/OperationDef
 TYPE_OPERATIONS = {
     "Patient": {"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/patient-export"},
     "Group": {"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/group-export"},
+    "Observation": {"name": "lastn", "definition": LASTN_DEFINITION},
 }
 
 RESTFUL_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"

@@ -18,6 +18,7 @@ from fhirserver.rest import (
     endpoints,
     everything,
     export,
+    lastn,
     smart,
     smart_authorize,
     subscription_ws,
@@ -80,6 +81,10 @@ _OPERATIONS: dict[tuple[str | None, str], dict[str, Methods]] = {
     },
     ("Group", "export"): {
         "instance-operation": {"GET": export.group_export, "POST": export.group_export},
+    },
+    # R4 observation-operation-lastn.html: changes nothing, so GET or POST.
+    ("Observation", "lastn"): {
+        "type-operation": {"GET": lastn.observation_lastn, "POST": lastn.observation_lastn},
     },
     # Subscriptions Backport IG 1.1.0: a token to bind a websocket with.
     ("Subscription", "get-ws-binding-token"): {
