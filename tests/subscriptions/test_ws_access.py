@@ -10,6 +10,7 @@ notification, only its count), and the token lasts no longer than the client's a
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,9 +23,10 @@ from starlette.applications import Starlette
 
 from fhirserver.app import create_app
 from fhirserver.auth.access import Access
+from fhirserver.auth.registry import secret_key
 from fhirserver.auth.scopes import parse_scopes
 from fhirserver.config import Settings
-from fhirserver.subscriptions.websocket import Limits, Session
+from fhirserver.subscriptions.websocket import TOKEN_KIND, Limits, Session, redeem_token
 from tests.backends import Backend
 from tests.clock import MovableClock
 from tests.rest.token_apps import ADMIN, authenticator, bearer
@@ -222,3 +224,16 @@ async def test_a_token_expires_no_later_than_the_access_it_was_issued_under(ward
     sid = await ward.post(_subscription("id-only"))
     answer = await ward.token(sid, "short")
     assert answer["expiration"].startswith("2031-03-01T09:01:00")
+
+
+async def test_a_token_recorded_without_its_access_binds_nothing(ward: Ward) -> None:
+    # As an older server recorded one: who asked, but not what they may read.
+    token = secrets.token_urlsafe(32)
+    key = secret_key(token)
+    body = {
+        "subscriptions": ["a"],
+        "key": key,
+        "expires": (START + timedelta(minutes=5)).isoformat(),
+    }
+    await ward.app.state.store.put_record(TOKEN_KIND, key, body, START + timedelta(minutes=5))
+    assert await redeem_token(ward.app.state.store, token, START) is None
