@@ -8,6 +8,7 @@ than the subscription's own."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -53,6 +54,17 @@ async def _shows(context: SubscriptionContext, access: Access, event: Event) -> 
     return found is not None and shows(access, Interaction.READ, found)
 
 
+async def visible_events(
+    context: SubscriptionContext, access: Access, events: Sequence[Event]
+) -> list[Event]:
+    """The events `access` may see, for `$events` and the websocket channel alike.
+    Reading the Subscription is not reading its events' focus (DESIGN.md
+    "Authorization"): an event shows only if the caller may read that version."""
+    if access == Access.everything():
+        return list(events)
+    return [e for e in events if await _shows(context, access, e)]
+
+
 def _number(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
@@ -90,10 +102,7 @@ async def subscription_events(
     last = min(total if high is None else high, total)
     count = max(0, min(last - low + 1, MAX_EVENTS))
     events = await events_after(context.store, spec.id, low - 1, count, now)
-    if restricted:
-        # Reading the Subscription is not reading its events' focus (DESIGN.md
-        # "Authorization"): an event shows only if the caller may read that version.
-        events = [e for e in events if await _shows(context, access, e)]
+    events = await visible_events(context, access, events)
     if content is not None:
         spec = SubscriptionSpec(**{**spec.__dict__, "content": content})
     return await notification(context, spec, "query-event", events, total)

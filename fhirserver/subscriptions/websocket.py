@@ -21,11 +21,22 @@ far the log is, and `$events` replays what it missed (the IG has no resume-from 
 Binding tokens are random (`secrets`), stored under their SHA-256 in the store's keyed
 records with their expiry (like `fhirserver.auth.registry`'s one-time codes), so every
 process sharing the store accepts them and a copy of the store hands out none. A token
-stays good until it expires, for reconnects; sockets per token and per subscription are
-counted per process. With authorization on a token also carries the access it was issued
-under: the socket closes when that access expires, and a revoked access token's binding
-token no longer binds. A bound socket needs nothing from its client: a peer that is gone
-is found by the server's websocket pings (uvicorn's `ws_ping_interval`/`ws_ping_timeout`).
+stays good until it expires, for reconnects, and never longer than the access it was
+issued under. It carries that access (never the access token itself): the socket shows an
+event's focus only if that access may read it, by the test `$events` applies
+(`operations.visible_events`); an event it may not read is sent as `empty` content (its
+number and time, no focus, no resource). The socket closes when that access expires,
+and a revoked access token's binding token no longer binds. With authorization off the
+access is everything and every event is sent as the subscription's content says.
+
+The `Limits` on sockets (per token, per subscription) are counted per process
+(`SocketCounts`, in memory): N server processes sharing one store allow N times each
+limit. A real cross-process limit (counts in the store, with leases for processes that
+die holding them) is out of scope; the limits are there to stop one client exhausting
+one process.
+
+A bound socket needs nothing from its client: a peer that is gone is found by the
+server's websocket pings (uvicorn's `ws_ping_interval`/`ws_ping_timeout`).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import orjson
 
 from fhirserver.auth.access import Access
 from fhirserver.auth.registry import is_token_revoked, secret_key
+from fhirserver.auth.scopes import parse_scopes
 from fhirserver.clock import Clock
 from fhirserver.storage.base import Store
 
@@ -75,10 +87,11 @@ class NotificationSource(Protocol):
         ...
 
     async def events_after(
-        self, subscription_id: str, after: int, limit: int
+        self, subscription_id: str, after: int, limit: int, access: Access
     ) -> list[tuple[int, dict[str, Any]]]:
         """(event number, notification Bundle) of the events numbered above `after`,
-        oldest first, at most `limit`."""
+        oldest first, at most `limit`; an event whose focus `access` may not read (as
+        `$events` decides) is sent as `empty` content."""
         ...
 
     async def events_so_far(self, subscription_id: str) -> int:
@@ -100,15 +113,25 @@ class NotificationSource(Protocol):
 @dataclass(frozen=True)
 class Binding:
     """What a binding token stands for: the subscriptions it binds, until when, and the
-    access it was issued under (all None with authorization off)."""
+    access it was issued under (`Access.everything()` with authorization off), which is
+    what its sockets may show."""
 
     subscription_ids: tuple[str, ...]
     expires: datetime
     key: str
-    client_id: str | None = None
-    subject: str | None = None
-    access_token_id: str | None = None
-    access_expires: datetime | None = None
+    access: Access
+
+    @property
+    def client_id(self) -> str | None:
+        return self.access.client_id
+
+    @property
+    def access_token_id(self) -> str | None:
+        return self.access.token_id
+
+    @property
+    def access_expires(self) -> datetime | None:
+        return self.access.expires_at
 
 
 async def issue_token(
@@ -125,23 +148,12 @@ async def issue_token(
     expires = now + lifetime
     if access.expires_at is not None:
         expires = min(expires, access.expires_at)
-    binding = Binding(
-        subscription_ids=subscription_ids,
-        expires=expires,
-        key=secret_key(token),
-        client_id=access.client_id,
-        subject=access.subject,
-        access_token_id=access.token_id,
-        access_expires=access.expires_at,
-    )
+    binding = Binding(subscription_ids, expires, secret_key(token), access)
     body = {
         "subscriptions": list(subscription_ids),
         "key": binding.key,
         "expires": expires.isoformat(),
-        "client_id": access.client_id,
-        "subject": access.subject,
-        "token_id": access.token_id,
-        "access_expires": None if access.expires_at is None else access.expires_at.isoformat(),
+        "access": _access_record(access),
     }
     await store.put_record(TOKEN_KIND, binding.key, body, expires)
     return token, binding
@@ -158,18 +170,51 @@ async def redeem_token(store: Store, token: str, now: datetime) -> Binding | Non
     # the check constant-time whatever a backend's index does.
     if body is None or not hmac.compare_digest(str(body.get("key", "")), key):
         return None
-    token_id = body.get("token_id")
-    if isinstance(token_id, str) and await is_token_revoked(store, token_id, now):
+    recorded = body.get("access")
+    # A token recorded without its access (an older server's) shows nothing: refused,
+    # the client asks for a new one.
+    if not isinstance(recorded, dict):
         return None
-    access_expires = body.get("access_expires")
+    access = _access_of(recorded)
+    if access.token_id is not None and await is_token_revoked(store, access.token_id, now):
+        return None
     return Binding(
         subscription_ids=tuple(str(i) for i in body.get("subscriptions", [])),
         expires=datetime.fromisoformat(str(body["expires"])),
         key=key,
-        client_id=body.get("client_id"),
-        subject=body.get("subject"),
-        access_token_id=token_id if isinstance(token_id, str) else None,
-        access_expires=None if access_expires is None else datetime.fromisoformat(access_expires),
+        access=access,
+    )
+
+
+def _access_record(access: Access) -> dict[str, Any]:
+    """`access` as a stored record: no secret, the token itself never gets this far."""
+    return {
+        "client_id": access.client_id,
+        "scopes": str(access.scopes),
+        "subject": access.subject,
+        "user": access.user,
+        "patient": access.patient,
+        "encounter": access.encounter,
+        "token_id": access.token_id,
+        "expires_at": None if access.expires_at is None else access.expires_at.isoformat(),
+    }
+
+
+def _access_of(record: dict[str, Any]) -> Access:
+    def text(name: str) -> str | None:
+        value = record.get(name)
+        return value if isinstance(value, str) else None
+
+    expires_at = text("expires_at")
+    return Access(
+        client_id=text("client_id"),
+        scopes=parse_scopes(text("scopes") or ""),
+        subject=text("subject"),
+        user=text("user"),
+        patient=text("patient"),
+        encounter=text("encounter"),
+        token_id=text("token_id"),
+        expires_at=None if expires_at is None else datetime.fromisoformat(expires_at),
     )
 
 
@@ -215,7 +260,8 @@ class Connection(Protocol):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one socket may do and how often the session looks for events."""
+    """What one socket may do and how often the session looks for events. The socket
+    counts are per process (see the module docstring)."""
 
     # A socket that has not bound by then is closed.
     bind_seconds: float = 10.0
@@ -264,6 +310,9 @@ class _Bound:
     last_number: int
     heartbeat: timedelta | None
     last_sent: datetime
+    # What the socket may show of this subscription's events: the access its binding
+    # token was issued under (one socket may bind tokens of different callers).
+    access: Access
 
 
 class _Refused(Exception):
@@ -378,7 +427,12 @@ class Session:
             number = await self.source.events_so_far(subscription_id)
             await self._send(_json(await self.source.handshake(subscription_id)))
             self.bound[subscription_id] = _Bound(
-                subscription_id, False, number, heartbeat_period(subscription), self.clock()
+                subscription_id,
+                False,
+                number,
+                heartbeat_period(subscription),
+                self.clock(),
+                binding.access,
             )
 
     async def _bind_r4(self, subscription_id: str) -> None:
@@ -394,7 +448,10 @@ class Session:
         await self._count(self._per_subscription([subscription_id]))
         number = await self.source.events_so_far(subscription_id)
         await self._send(f"bound {subscription_id}")
-        self.bound[subscription_id] = _Bound(subscription_id, True, number, None, self.clock())
+        # Authorization is off (checked above): the socket may show everything.
+        self.bound[subscription_id] = _Bound(
+            subscription_id, True, number, None, self.clock(), Access.everything()
+        )
 
     async def _websocket_subscription(self, subscription_id: str) -> dict[str, Any]:
         subscription = await self.source.subscription(subscription_id)
@@ -429,7 +486,7 @@ class Session:
 
     async def _deliver(self, bound: _Bound) -> None:
         events = await self.source.events_after(
-            bound.subscription_id, bound.last_number, self.limits.batch
+            bound.subscription_id, bound.last_number, self.limits.batch, bound.access
         )
         for number, bundle in events:
             if bound.r4_style:

@@ -80,7 +80,7 @@ class FakeNotifications:
         return codec.load_object(version.body)
 
     async def events_after(
-        self, subscription_id: str, after: int, limit: int
+        self, subscription_id: str, after: int, limit: int, access: Access
     ) -> list[tuple[int, dict[str, Any]]]:
         log = self.events.get(subscription_id, [])
         return [(n, b) for n, b in enumerate(log, 1) if n > after][:limit]
@@ -501,7 +501,7 @@ async def test_the_socket_closes_when_the_access_it_was_bound_under_expires(
 async def test_a_failing_event_log_closes_the_socket_without_a_trace(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken(subscription_id: str, after: int, limit: int) -> list[Any]:
+    async def broken(subscription_id: str, after: int, limit: int, access: Access) -> list[Any]:
         raise RuntimeError("the event log is on fire at /secret/path")
 
     token = await server.token("desk")

@@ -4,6 +4,7 @@ their replay from a number)."""
 
 from __future__ import annotations
 
+from fhirserver.auth.access import Access
 from fhirserver.subscriptions.source import StoreNotifications
 from tests.subscriptions.conftest import Harness, topic_subscription
 
@@ -21,7 +22,7 @@ async def test_events_replay_from_any_number_as_notification_bundles(harness: Ha
     await harness.run_jobs()
     source = StoreNotifications(harness.app.state.subscriptions)
     assert await source.events_so_far(created["id"]) == 3
-    replay = await source.events_after(created["id"], 1, 10)
+    replay = await source.events_after(created["id"], 1, 10, Access.everything())
     assert [number for number, _ in replay] == [2, 3]
     first = replay[0][1]
     assert first["type"] == "history"
