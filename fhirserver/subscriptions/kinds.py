@@ -13,7 +13,8 @@ RESTART = b'{"restart": true}'
 # Records. The matcher's cursor in the change log (key MATCH_KEY); per subscription
 # (key: its id) how many events were recorded, and how far delivery got; per
 # subscription, its events (kind EVENTS + id, key the zero-padded number); the
-# delivery lock of a subscription (expiring, so a dead deliverer's passes on).
+# delivery lock of a subscription (expiring, so a dead deliverer's passes on; owned,
+# lock.py, so a deliverer whose lock ran out touches nobody else's).
 CURSOR = "subscription.cursor"
 COUNT = "subscription.count"
 DELIVERY = "subscription.delivery"
