@@ -209,8 +209,27 @@ class Store(Reader, Protocol):
         """The unexpired records of a kind, by key."""
         ...
 
-    async def delete_record(self, kind: str, key: str) -> bool:
-        """Remove the record; False if there was none (expired ones count as present)."""
+    async def delete_record(
+        self, kind: str, key: str, only_if: dict[str, Any] | None = None
+    ) -> bool:
+        """Remove the record; False if there was none (expired ones count as present)
+        or, given `only_if`, its body is another (and then nothing is removed): how the
+        holder of a lock lets go of its own lock and never of a later holder's."""
+        ...
+
+    async def replace_record(
+        self,
+        kind: str,
+        key: str,
+        expected: dict[str, Any],
+        body: dict[str, Any],
+        expires: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """Compare-and-set: replace the record if it is unexpired at `now` and its body
+        is `expected` (the same JSON, key order aside); False, and nothing written,
+        otherwise. Of concurrent replaces expecting one body, one wins: how the holder
+        of an expiring lock renews it, and finds out that it no longer holds it."""
         ...
 
     async def add_record(

@@ -2,7 +2,8 @@
 "Notifications", "Handshake", "Heartbeat"), per subscription in event order, at least
 once, retried with exponential backoff over the retry window, then `error`.
 
-One subscription is delivered by one worker at a time (an expiring lock record);
+One subscription is delivered by one worker at a time (an expiring lock record with
+an owner, lock.py: a worker whose lock ran out finds out before it writes, and stops);
 different subscriptions are different jobs, which the JobRunner runs concurrently,
 so a slow endpoint holds up only its own. Every delivery: the endpoint checked against
 the allowed hosts after DNS resolution, `channel.header` values sent, a timeout, no
@@ -41,6 +42,7 @@ from fhirserver.subscriptions.kinds import (
     MATCH_KEY,
     RESTART,
 )
+from fhirserver.subscriptions.lock import LockLost, OwnedLock
 from fhirserver.subscriptions.model import (
     REST_HOOK,
     SubscriptionSpec,
@@ -181,15 +183,19 @@ async def deliver(
     if not ready:
         await _reschedule(store, DELIVER, subscription_id, now + SECRET_WAIT)
         return
-    if not await store.add_record(DELIVERING, subscription_id, {}, now + _lock_time(context), now):
+    lock = OwnedLock(store, DELIVERING, subscription_id, _lock_time(context), context.clock)
+    if not await lock.acquire():
         return  # another worker delivers it; it looks for new events before it lets go
     try:
-        while await _deliver_some(context, spec, resource, secret):
-            # Still ours: a dead worker's lock runs out soon, a live one's is renewed.
-            renewed = context.clock() + _lock_time(context)
-            await store.put_record(DELIVERING, subscription_id, {}, renewed)
+        while await _deliver_some(context, spec, resource, secret, lock):
+            pass
+    except LockLost:
+        # Our lock ran out mid-request and another worker took over: it delivers (and
+        # sends the heartbeat) from here; we send nothing more.
+        logger.warning("Subscription/%s: delivery lock lost to another worker", spec.id)
+        return
     finally:
-        await store.delete_record(DELIVERING, subscription_id)
+        await lock.release()
     state = await delivery_state(store, subscription_id, context.clock())
     behind = await events_so_far(store, subscription_id, context.clock()) > state["delivered"]
     if behind and state.get("failing_since") is None:
@@ -216,8 +222,12 @@ async def _deliver_some(
     spec: SubscriptionSpec,
     resource: dict[str, Any],
     secret: str | None,
+    lock: OwnedLock,
 ) -> bool:
-    """One notification; whether to go on."""
+    """One notification; whether to go on. Every write is made with the lock renewed
+    just before (LockLost otherwise): a dead worker's lock runs out soon, and a worker
+    whose lock ran out mid-request never steps back what its successor recorded."""
+    await lock.keep()
     store, now = context.store, context.clock()
     state = await delivery_state(store, spec.id, now)
     delivered = int(state.get("delivered", 0))
@@ -237,6 +247,7 @@ async def _deliver_some(
     try:
         await send_events(context, spec, events, secret)
     except DeliveryFailed as exc:
+        await lock.keep()
         since = state.get("failing_since") or to_micros(now)
         attempts = int(state.get("attempts", 0)) + 1
         failed = {**state, "failing_since": since, "attempts": attempts}
@@ -252,6 +263,7 @@ async def _deliver_some(
             logger.warning("Subscription/%s delivery failed (%s); retrying", spec.id, exc)
             await _reschedule(store, DELIVER, spec.id, now + retry_backoff(attempts))
         return False
+    await lock.keep()
     done = {
         "delivered": events[-1].number,
         "attempts": 0,

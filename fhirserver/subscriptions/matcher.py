@@ -1,6 +1,6 @@
 """Matching from the change log (DESIGN.md "Storage": the change log is the source for
-Subscriptions; "Side effects and external calls"): a job, leased like every job so that
-one matcher runs at a time across processes, reads `Store.changes` from its cursor,
+Subscriptions; "Side effects and external calls"): a job that, under an owned lock so
+that one matcher runs at a time across processes, reads `Store.changes` from its cursor,
 evaluates each change against the active subscriptions with the in-memory matcher
 (search/match.py) or the topic's triggers, records each matching event in the
 subscription's event log (events.py) and schedules its delivery, then moves the cursor.
@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -36,7 +36,8 @@ from fhirserver.subscriptions.criteria import (
     topic_filters,
 )
 from fhirserver.subscriptions.events import Event, append_event, in_backoff
-from fhirserver.subscriptions.kinds import CURSOR, DELIVER, MATCH, MATCH_KEY
+from fhirserver.subscriptions.kinds import CURSOR, DELIVER, MATCH, MATCH_KEY, MATCHING
+from fhirserver.subscriptions.lock import LockLost, OwnedLock
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
 from fhirserver.subscriptions.status import set_status
 from fhirserver.subscriptions.topics import CREATE, DELETE, UPDATE, Topic
@@ -50,6 +51,10 @@ BATCH = 500
 MAX_BACKOFF = timedelta(minutes=5)
 # The pause between looks at the change log while subscriptions are active.
 POLL = timedelta(seconds=1)
+# How long the matcher's lock holds past its last renewal: the longest stretch without
+# a write (reading the active subscriptions, one change and its previous version), with
+# room. A dead matcher's lock passes on after it.
+LOCK_TIME = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,40 @@ async def _start_cursor(store: Store, subs: list[_Active]) -> int:
 
 
 async def match_changes(context: SubscriptionContext) -> bool:
-    """Handle one batch of the change log; whether there is more to do now."""
+    """Handle one batch of the change log, if no other matcher is at it; whether there
+    is more to do now."""
+    store = context.store
+    # The job's lease is not enough: a Subscription write puts the MATCH job again (a
+    # new subscription starts the matcher), and the job put again is free to claim
+    # while a matcher still runs the one it replaced.
+    lock = OwnedLock(store, MATCHING, MATCH_KEY, LOCK_TIME, context.clock)
+    if not await lock.acquire():
+        # The running matcher may have read the active subscriptions before the write
+        # that put this job: look again once it is done.
+        await _look_again(store, context.clock() + POLL)
+        return False
+    try:
+        return await _match_batch(context, lock)
+    except LockLost:
+        # Ours ran out (a pause) and another matcher took over from our cursor: it
+        # records what we did not (recording is idempotent) and schedules itself.
+        logger.warning("the subscription matcher's lock was lost to another matcher")
+        return False
+    finally:
+        await lock.release()
+
+
+async def _look_again(store: Store, due: datetime) -> None:
+    async with store.unit_of_work() as unit:
+        await unit.put_job(Job(MATCH, MATCH_KEY, due))
+
+
+async def _match_batch(context: SubscriptionContext, lock: OwnedLock) -> bool:
+    """One batch, every write made with the lock renewed just before (LockLost if it
+    is no longer ours): a matcher whose lock ran out never writes beside its successor."""
     store, now = context.store, context.clock()
     subs = await _active(store, context.topics)
+    await lock.keep()
     # R4 `end`: past it, no more events and the subscription is `off`.
     for ended in [s for s in subs if s.spec.end is not None and s.spec.end <= now]:
         await set_status(context, ended.resource, "off", None)
@@ -156,6 +192,7 @@ async def match_changes(context: SubscriptionContext) -> bool:
         if change.version > 1:
             previous = _body(await store.vread(change.resource_type, change.id, change.version - 1))
         interaction = _interaction(change, previous)
+        kept = False
         for sub in relevant:
             try:
                 matched = _matches(sub, change, interaction, previous, current)
@@ -176,12 +213,16 @@ async def match_changes(context: SubscriptionContext) -> bool:
                 interaction,
                 change.last_updated,
             )
+            if not kept:
+                await lock.keep()
+                kept = True
             # Scheduled also when recorded already (None): a matcher that died between
             # recording and scheduling left it recorded but undelivered.
             await append_event(store, sub.spec.id, event, now, context.settings.retention)
             touched.add(sub.spec.id)
     # A subscription in backoff keeps its retry time: the retry delivers the new events.
     due = [s for s in sorted(touched) if not await in_backoff(store, s, now)]
+    await lock.keep()
     if due:
         async with store.unit_of_work() as unit:
             for subscription_id in due:
@@ -192,8 +233,7 @@ async def match_changes(context: SubscriptionContext) -> bool:
         await store.put_record(CURSOR, MATCH_KEY, {"seq": cursor}, None)
     more = len(changes) == BATCH
     if subs or more:
-        async with store.unit_of_work() as unit:
-            await unit.put_job(Job(MATCH, MATCH_KEY, now if more else now + POLL))
+        await _look_again(store, now if more else now + POLL)
     return more
 
 

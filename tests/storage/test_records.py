@@ -2,7 +2,9 @@
 built-in authorization server keeps there needs an atomic insert-if-absent (RFC 7523
 section 3 / SMART backend-services.html: a `jti` is refused the second time) and an
 atomic read-and-delete (RFC 6749 section 4.1.2: an authorization code is used once;
-section 10.4 / 6: refresh-token rotation)."""
+section 10.4 / 6: refresh-token rotation). An expiring lock with an owner (the
+subscription engine's delivery and matcher locks) needs a compare-and-set renewal and a
+compare-and-delete release, so that a holder whose lock ran out touches nobody else's."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from fhirserver.storage.base import Record, Store
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 LATER = NOW + timedelta(minutes=5)
+LATER_STEP = timedelta(minutes=5)
 
 
 async def test_put_get_replace_delete(store: Store) -> None:
@@ -92,3 +95,49 @@ async def test_records_leave_resources_and_history_alone(store: Store) -> None:
     await store.put_record("client", "app", {"x": 1}, None)
     assert await store.count() == 0
     assert await store.changes(0, 10) == []
+
+
+async def test_replace_is_compare_and_set_on_the_body(store: Store) -> None:
+    mine, theirs = {"owner": "a", "n": 1}, {"owner": "b"}
+    await store.put_record("lock", "k", mine, LATER)
+    # Key order does not matter: the same JSON is the same body.
+    same = {"n": 1, "owner": "a"}
+    assert await store.replace_record("lock", "k", same, mine, LATER + LATER_STEP, NOW) is True
+    assert await store.replace_record("lock", "k", theirs, theirs, LATER, NOW) is False
+    assert await store.get_record("lock", "k", NOW) == mine
+    assert await store.list_records("lock", NOW) == [Record("lock", "k", mine, LATER + LATER_STEP)]
+    # Absent, or of another kind: nothing to replace, nothing created.
+    assert await store.replace_record("lock", "none", mine, mine, LATER, NOW) is False
+    assert await store.replace_record("other", "k", mine, mine, LATER, NOW) is False
+    assert await store.get_record("lock", "none", NOW) is None
+
+
+async def test_replace_refuses_an_expired_record(store: Store) -> None:
+    # Past `expires` a record is absent: a lock that ran out is not renewed.
+    await store.put_record("lock", "k", {"owner": "a"}, LATER)
+    assert not await store.replace_record(
+        "lock", "k", {"owner": "a"}, {"owner": "a"}, LATER + LATER_STEP, LATER
+    )
+    assert await store.get_record("lock", "k", NOW) == {"owner": "a"}
+
+
+async def test_concurrent_replaces_let_exactly_one_through(store: Store) -> None:
+    await store.put_record("lock", "k", {"owner": "a"}, LATER)
+    results = await asyncio.gather(
+        *(
+            store.replace_record("lock", "k", {"owner": "a"}, {"owner": str(n)}, LATER, NOW)
+            for n in range(8)
+        )
+    )
+    assert results.count(True) == 1
+    [winner] = [str(n) for n, won in enumerate(results) if won]
+    assert await store.get_record("lock", "k", NOW) == {"owner": winner}
+
+
+async def test_delete_only_if_the_body_is_the_one_given(store: Store) -> None:
+    await store.put_record("lock", "k", {"owner": "b"}, LATER)
+    assert await store.delete_record("lock", "k", only_if={"owner": "a"}) is False
+    assert await store.get_record("lock", "k", NOW) == {"owner": "b"}
+    assert await store.delete_record("lock", "k", only_if={"owner": "b"}) is True
+    assert await store.get_record("lock", "k", NOW) is None
+    assert await store.delete_record("lock", "k", only_if={"owner": "b"}) is False

@@ -218,16 +218,26 @@ def record_id(kind: str, key: str) -> str:
 def record_document(
     kind: str, key: str, body: dict[str, Any], expires: datetime | None
 ) -> Document:
-    """`body` as JSON text, so that any key (a dot, a leading $) is stored as given;
-    `exp` for queries, `purge_after` (a BSON date) for the TTL index."""
+    """`body` as JSON text, so that any key (a dot, a leading $) is stored as given,
+    with its keys sorted (equal bodies are equal text, for `record_is`); `exp` for
+    queries, `purge_after` (a BSON date) for the TTL index."""
     return {
         "_id": record_id(kind, key),
         "kind": kind,
         "key": key,
-        "body": orjson.dumps(body).decode(),
+        "body": record_text(body),
         "exp": None if expires is None else to_micros(expires),
         "purge_after": expires,
     }
+
+
+def record_text(body: dict[str, Any]) -> str:
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def record_is(kind: str, key: str, body: dict[str, Any]) -> Document:
+    """The filter of the record whose body is `body` (a compare-and-set's condition)."""
+    return {"_id": record_id(kind, key), "body": record_text(body)}
 
 
 def live_record(now: datetime) -> Document:

@@ -33,6 +33,7 @@ from fhirserver.storage.mongo.documents import (
     record_body,
     record_document,
     record_id,
+    record_is,
     record_of,
     version_of,
 )
@@ -240,9 +241,30 @@ class MongoStore:
         return [record_of(document) for document in await cursor.to_list(None)]
 
     @_unavailable
-    async def delete_record(self, kind: str, key: str) -> bool:
-        result = await self._db.records.delete_one({"_id": record_id(kind, key)})
+    async def delete_record(
+        self, kind: str, key: str, only_if: dict[str, Any] | None = None
+    ) -> bool:
+        found = {"_id": record_id(kind, key)} if only_if is None else record_is(kind, key, only_if)
+        result = await self._db.records.delete_one(found)
         return result.deleted_count == 1
+
+    @_unavailable
+    async def replace_record(
+        self,
+        kind: str,
+        key: str,
+        expected: dict[str, Any],
+        body: dict[str, Any],
+        expires: datetime | None,
+        now: datetime,
+    ) -> bool:
+        document = record_document(kind, key, body, expires)
+        del document["_id"]
+        # One update with the expected body in its filter: atomic on the document.
+        result = await self._db.records.update_one(
+            {**record_is(kind, key, expected), **live_record(now)}, {"$set": document}
+        )
+        return result.matched_count == 1
 
     @_unavailable
     async def add_record(

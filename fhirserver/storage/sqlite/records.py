@@ -1,9 +1,10 @@
 """Keyed records in the SQLite `records` table (storage/base.py `Record`).
 
 Every change is one statement, hence one transaction: an insert-if-absent
-(`INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`) or a read-and-delete
-(`DELETE ... RETURNING`) cannot be split by another connection to the file, in this
-process or another.
+(`INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`), a read-and-delete
+(`DELETE ... RETURNING`) or a compare-and-set (`UPDATE ... WHERE body = ?`) cannot be
+split by another connection to the file, in this process or another. Bodies are stored
+with their keys sorted, so that equal bodies are equal bytes to compare.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def _micros(moment: datetime | None) -> int | None:
     return None if moment is None else to_micros(moment)
 
 
+def _json(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
 def _body(raw: bytes) -> dict[str, Any]:
     body: dict[str, Any] = orjson.loads(raw)
     return body
@@ -41,7 +46,7 @@ def put(
 ) -> None:
     connection.execute(
         "INSERT OR REPLACE INTO records (kind, key, body, expires) VALUES (?, ?, ?, ?)",
-        (kind, key, orjson.dumps(body), _micros(expires)),
+        (kind, key, _json(body), _micros(expires)),
     )
 
 
@@ -66,8 +71,33 @@ def listed(connection: sqlite3.Connection, kind: str, now: datetime) -> list[Rec
     ]
 
 
-def delete(connection: sqlite3.Connection, kind: str, key: str) -> bool:
-    cursor = connection.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+def delete(
+    connection: sqlite3.Connection, kind: str, key: str, only_if: dict[str, Any] | None
+) -> bool:
+    if only_if is None:
+        cursor = connection.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+    else:
+        cursor = connection.execute(
+            "DELETE FROM records WHERE kind = ? AND key = ? AND body = ?",
+            (kind, key, _json(only_if)),
+        )
+    return cursor.rowcount == 1
+
+
+def replace(
+    connection: sqlite3.Connection,
+    kind: str,
+    key: str,
+    expected: dict[str, Any],
+    body: dict[str, Any],
+    expires: datetime | None,
+    now: datetime,
+) -> bool:
+    cursor = connection.execute(
+        f"UPDATE records SET body = ?, expires = ? WHERE kind = ? AND key = ? AND body = ? "
+        f"AND {_LIVE}",
+        (_json(body), _micros(expires), kind, key, _json(expected), to_micros(now)),
+    )
     return cursor.rowcount == 1
 
 
@@ -87,7 +117,7 @@ def add(
         "INSERT INTO records (kind, key, body, expires) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body, expires = excluded.expires "
         "WHERE records.expires IS NOT NULL AND records.expires <= ?",
-        (kind, key, orjson.dumps(body), _micros(expires), at),
+        (kind, key, _json(body), _micros(expires), at),
     )
     return cursor.rowcount == 1
 

@@ -312,8 +312,23 @@ class SqliteStore:
     async def list_records(self, kind: str, now: datetime) -> list[Record]:
         return await self._on_reader(lambda c: records.listed(c, kind, now))
 
-    async def delete_record(self, kind: str, key: str) -> bool:
-        return await self._between_units(lambda c: records.delete(c, kind, key))
+    async def delete_record(
+        self, kind: str, key: str, only_if: dict[str, Any] | None = None
+    ) -> bool:
+        return await self._between_units(lambda c: records.delete(c, kind, key, only_if))
+
+    async def replace_record(
+        self,
+        kind: str,
+        key: str,
+        expected: dict[str, Any],
+        body: dict[str, Any],
+        expires: datetime | None,
+        now: datetime,
+    ) -> bool:
+        return await self._between_units(
+            lambda c: records.replace(c, kind, key, expected, body, expires, now)
+        )
 
     async def add_record(
         self, kind: str, key: str, body: dict[str, Any], expires: datetime | None, now: datetime
