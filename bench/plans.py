@@ -81,7 +81,7 @@ def search_statements(
         traced: list[str] = []
         connection.set_trace_callback(traced.append)
         try:
-            find_includes(connection, query.includes, matches)
+            find_includes(connection, query.includes, matches, query.max_included)
         finally:
             connection.set_trace_callback(None)
         # The trace shows each statement with its arguments inlined.

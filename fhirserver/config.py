@@ -40,6 +40,9 @@ class Settings:
     history_page_size: int = 50
     search_page_size: int = 20
     max_page_size: int = 1000
+    # The most resources _include / _revinclude (with :iterate, as many rounds as it
+    # takes) bring into one page; a cut is reported in the Bundle.
+    max_included: int = 1000
     # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
     sqlite_synchronous: str = "NORMAL"
     log_level: str = "warning"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fhirserver.auth.access import Access
+from fhirserver.search.query import MAX_INCLUDED
 from fhirserver.search.result_params import DEFAULT_COUNT, MAX_COUNT
 
 
@@ -26,6 +27,8 @@ class ReadOptions:
     history_page_size: int = 50
     # The largest `_count` honoured, in searches and histories.
     max_page_size: int = MAX_COUNT
+    # The most resources `_include` / `_revinclude` bring in per page.
+    max_included: int = MAX_INCLUDED
     # Who reads: the request's token as an `Access` (everything when authorization is
     # off, or for the server's own reads).
     access: Access = field(default_factory=Access.everything)

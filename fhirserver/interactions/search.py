@@ -36,6 +36,7 @@ async def search(
         max_count=options.max_page_size,
         base_url=options.base_url,
     )
+    query = replace(query, max_included=options.max_included)
     if compartment is not None:
         query = _in_compartment(query, *compartment)
     # search.html#count: "_count=0 ... SHALL be treated as _summary=count".

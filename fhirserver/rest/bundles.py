@@ -88,13 +88,22 @@ def searchset_bundle(
     bundle["link"] = _links(f"{base_url}{path}", used, result.next_cursor, result.previous_cursor)
     entries = [_search_entry(base_url, v, "match", query) for v in result.matches]
     entries += [_search_entry(base_url, v, "include", query) for v in result.included]
-    if query.ignored:
-        outcome = operation_outcome(
-            [
-                Issue(f"Ignored {name}: {why}", "not-supported", "warning", name)
-                for name, why in query.ignored
-            ]
+    issues = [
+        Issue(f"Ignored {name}: {why}", "not-supported", "warning", name)
+        for name, why in query.ignored
+    ]
+    if not result.included_complete:
+        # search.html#include: a server may limit what it includes; the client is told.
+        issues.append(
+            Issue(
+                f"Included resources stop at {query.max_included} per page: _include / "
+                "_revinclude did not bring in everything they lead to",
+                "incomplete",
+                "warning",
+            )
         )
+    if issues:
+        outcome = operation_outcome(issues)
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})
     if entries:
         bundle["entry"] = entries

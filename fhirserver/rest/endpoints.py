@@ -79,6 +79,7 @@ def read_options(request: Request) -> ReadOptions:
         search_page_size=settings.search_page_size,
         history_page_size=settings.history_page_size,
         max_page_size=settings.max_page_size,
+        max_included=settings.max_included,
         access=_access(request),
     )
 

@@ -289,6 +289,10 @@ class Include:
     iterate: bool = False
 
 
+# The default bound on included resources per page: enough for real graphs, and bounded.
+MAX_INCLUDED = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     """An AND of OR-lists of predicates over `resource_types` (one, or several for a
@@ -306,6 +310,8 @@ class SearchQuery:
     cursor: str | None = None
     # (parameter, why) for each one ignored under lenient handling, to report back.
     ignored: tuple[tuple[str, str], ...] = field(default=())
+    # The most resources `_include` / `_revinclude` bring in per page (Settings).
+    max_included: int = MAX_INCLUDED
 
     @property
     def resource_type(self) -> str:

@@ -62,6 +62,8 @@ class SearchResult:
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
+    # False when `_include` stopped at the query's `max_included` (search.html#include).
+    included_complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,11 @@ class Page(Generic[R]):
     more: bool
 
     def result(
-        self, matches: list[Version], included: list[Version], total: int | None
+        self,
+        matches: list[Version],
+        included: list[Version],
+        total: int | None,
+        included_complete: bool = True,
     ) -> SearchResult:
         """The page as a result; `total` is the count of all matches when the request
         counts them, else None."""
@@ -78,4 +82,5 @@ class Page(Generic[R]):
             total,
             encode_cursor("after", self.keys[-1]) if later and self.keys else None,
             encode_cursor("before", self.keys[0]) if earlier and self.keys else None,
+            included_complete,
         )

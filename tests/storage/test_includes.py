@@ -5,15 +5,18 @@ end in tests/search/api/test_results.py."""
 from __future__ import annotations
 
 from fhirserver.search.query import Include
-from fhirserver.storage.includes import MAX_INCLUDE_ROUNDS, MAX_INCLUDED, Key, follow_includes
+from fhirserver.storage.includes import Key, follow_includes
 
 # A chain of Observations, each pointing at the next through `derived-from`.
 CHAIN = {("Observation", f"o{n}"): {("Observation", f"o{n + 1}")} for n in range(10)}
 DERIVED = Include("Observation", "derived-from", "Observation", iterate=True)
 
 
+LIMIT = 1000
+
+
 async def _follow(
-    includes: list[Include], matches: list[Key], graph: dict[Key, set[Key]]
+    includes: list[Include], matches: list[Key], graph: dict[Key, set[Key]], limit: int = LIMIT
 ) -> tuple[list[Key], list[list[Key]]]:
     """The included keys, and every load the rounds asked for."""
     loads: list[list[Key]] = []
@@ -25,8 +28,8 @@ async def _follow(
         loads.append(keys)
         return [key for key in keys if key != ("Observation", "gone")]
 
-    found = await follow_includes(includes, matches, lambda key: key, reach, load)
-    return found, loads
+    included = await follow_includes(includes, matches, lambda key: key, reach, load, limit)
+    return included.resources, loads
 
 
 async def test_only_iterate_includes_go_past_the_first_round() -> None:
@@ -35,10 +38,25 @@ async def test_only_iterate_includes_go_past_the_first_round() -> None:
     assert found == [("Observation", "o1")]
 
 
-async def test_iterate_stops_after_the_last_round() -> None:
+async def test_iterate_goes_on_until_nothing_new_is_reached() -> None:
     found, loads = await _follow([DERIVED], [("Observation", "o0")], CHAIN)
-    assert len(loads) == MAX_INCLUDE_ROUNDS
-    assert found == [("Observation", f"o{n}") for n in range(1, MAX_INCLUDE_ROUNDS + 1)]
+    # o1 ... o10, then a round that reaches nothing.
+    assert found == [("Observation", f"o{n}") for n in range(1, 11)]
+    assert len(loads) == 11
+
+
+async def test_the_bound_cuts_iteration_and_says_so() -> None:
+    async def reach(include: Include, frontier: list[Key]) -> set[Key]:
+        return set().union(*(CHAIN.get(key, set()) for key in frontier))
+
+    async def load(keys: list[Key]) -> list[Key]:
+        return keys
+
+    cut = await follow_includes([DERIVED], [("Observation", "o0")], lambda k: k, reach, load, 3)
+    assert cut.resources == [("Observation", f"o{n}") for n in range(1, 4)]
+    assert not cut.complete
+    whole = await follow_includes([DERIVED], [("Observation", "o0")], lambda k: k, reach, load, 10)
+    assert len(whole.resources) == 10 and whole.complete
 
 
 async def test_matches_and_seen_resources_are_not_included_again() -> None:
@@ -58,9 +76,9 @@ async def test_a_deleted_target_ends_its_branch() -> None:
 
 
 async def test_the_cut_keeps_the_first_keys_in_order() -> None:
-    many = {("Patient", "a"): {("Observation", f"{n:05}") for n in range(MAX_INCLUDED + 5)}}
+    many = {("Patient", "a"): {("Observation", f"{n:05}") for n in range(LIMIT + 5)}}
     found, _ = await _follow([Include("Patient", "*")], [("Patient", "a")], many)
-    assert found == [("Observation", f"{n:05}") for n in range(MAX_INCLUDED)]
+    assert found == [("Observation", f"{n:05}") for n in range(LIMIT)]
 
 
 async def test_nothing_to_include_asks_nothing() -> None:

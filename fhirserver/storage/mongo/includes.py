@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fhirserver.search.query import Include
-from fhirserver.storage.includes import Key, follow_includes
+from fhirserver.storage.includes import Included, Key, follow_includes
 from fhirserver.storage.mongo.documents import Document, keys_filter
 from fhirserver.storage.mongo.search import VERSION_PROJECTION, Finder
 
 
 async def find_includes(
-    find: Finder, includes: Sequence[Include], matches: Sequence[Document]
-) -> list[Document]:
+    find: Finder, includes: Sequence[Include], matches: Sequence[Document], limit: int
+) -> Included[Document]:
     """The included documents, in (type, id) order per round; `matches` carry `ref`."""
 
     async def reach(include: Include, frontier: list[Document]) -> set[Key]:
@@ -29,7 +29,7 @@ async def find_includes(
         )
         return sorted(documents, key=_key)
 
-    return await follow_includes(includes, matches, _key, reach, load)
+    return await follow_includes(includes, matches, _key, reach, load, limit)
 
 
 def _key(document: Document) -> Key:

@@ -100,9 +100,14 @@ class Reads:
         total = None
         if request.counts_total:
             total = await self._db.resources.count_documents(where, session=self._session)
-        included = await find_includes(self._find_resources, query.includes, page.rows)
+        included = await find_includes(
+            self._find_resources, query.includes, page.rows, query.max_included
+        )
         return page.result(
-            [version_of(d) for d in page.rows], [version_of(d) for d in included], total
+            [version_of(d) for d in page.rows],
+            [version_of(d) for d in included.resources],
+            total,
+            included.complete,
         )
 
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:

@@ -10,22 +10,25 @@ from typing import Any, TypeVar
 
 from fhirserver.search.query import Include
 from fhirserver.storage.base import Version
-from fhirserver.storage.includes import Key, follow_includes
+from fhirserver.storage.includes import Included, Key, follow_includes
 from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, version_of
 
 T = TypeVar("T")
 
 
 def find_includes(
-    connection: sqlite3.Connection, includes: Sequence[Include], matches: Sequence[Version]
-) -> list[Version]:
+    connection: sqlite3.Connection,
+    includes: Sequence[Include],
+    matches: Sequence[Version],
+    limit: int,
+) -> Included[Version]:
     async def reach(include: Include, frontier: list[Version]) -> set[Key]:
         return _targets(connection, include, [_key(version) for version in frontier])
 
     async def load(keys: list[Key]) -> list[Version]:
         return _current(connection, keys)
 
-    return _completed(follow_includes(includes, matches, _key, reach, load))
+    return _completed(follow_includes(includes, matches, _key, reach, load, limit))
 
 
 def _completed(rounds: Coroutine[Any, Any, T]) -> T:

@@ -159,8 +159,8 @@ def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
         total = None
         if request.counts_total:
             total = connection.execute(*compile_count(query)).fetchone()[0]
-        included = find_includes(connection, query.includes, matches)
-    return page.result(matches, included, total)
+        included = find_includes(connection, query.includes, matches, query.max_included)
+    return page.result(matches, included.resources, total, included.complete)
 
 
 class SqliteStore:
