@@ -1,6 +1,7 @@
 """Where notifications may go (issue 15 "Safety"): `http(s)` endpoints only, on the
 hosts `FHIRSERVER_SUBSCRIPTION_ALLOWED_HOSTS` lists, checked when a Subscription is
-written and again, after DNS resolution, before every delivery.
+written and again, after DNS resolution, on every connection to the endpoint
+(transport.py connects to the addresses checked here).
 
 An entry of the list is `*` (anywhere), a host name (`hooks.example.org`), a name
 pattern (`*.example.org`), an address (`10.0.0.5`) or a network (`10.0.0.0/8`). A
@@ -52,11 +53,13 @@ class AllowedHosts:
             for name in self.names
         )
 
-    def allows_addresses(self, addresses: list[str]) -> bool:
+    def admits(self, host: str, addresses: list[str]) -> bool:
+        """Whether an endpoint named `host`, resolved to `addresses`, may be reached."""
         if not addresses:
             return False
         parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
-        return all(any(a in network for network in self.networks) for a in parsed)
+        listed = all(any(a in network for network in self.networks) for a in parsed)
+        return self.allows_name(host) or listed
 
 
 def endpoint_host(url: str) -> tuple[str, int]:
@@ -79,15 +82,14 @@ def check_endpoint(url: str, allowed: AllowedHosts) -> None:
     """When the Subscription is written: the scheme, and the host if the list names it
     (an address or network entry is only decided after resolution, at delivery)."""
     host, _ = endpoint_host(url)
-    if allowed.allows_name(host):
-        return
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        if allowed.networks:
-            return  # a name that may resolve into an allowed network: checked at delivery
+        # A name that may resolve into an allowed network is checked at delivery.
+        if allowed.allows_name(host) or allowed.networks:
+            return
         raise EndpointRefused(f"notifications may not go to {host}") from None
-    if not allowed.allows_addresses([host]):
+    if not allowed.admits(host, [host]):
         raise EndpointRefused(f"notifications may not go to {host}")
 
 
@@ -97,15 +99,17 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-async def check_delivery(url: str, allowed: AllowedHosts, resolve: Resolver) -> None:
-    """Before each delivery: the endpoint is still allowed, its name resolved now."""
-    host, port = endpoint_host(url)
+async def checked_addresses(
+    host: str, port: int, allowed: AllowedHosts, resolve: Resolver
+) -> list[str]:
+    """The addresses of `host`, resolved now, which a connection may go to; raises
+    EndpointRefused if the endpoint may not be reached."""
     try:
         addresses = await resolve(host, port)
     except OSError:
         raise EndpointRefused(f"the endpoint host {host} does not resolve") from None
     if not addresses:
         raise EndpointRefused(f"the endpoint host {host} does not resolve")
-    if allowed.allows_name(host) or allowed.allows_addresses(addresses):
-        return
-    raise EndpointRefused(f"notifications may not go to {host}")
+    if not allowed.admits(host, addresses):
+        raise EndpointRefused(f"notifications may not go to {host}")
+    return addresses
