@@ -7,6 +7,12 @@ An entry of the list is `*` (anywhere), a host name (`hooks.example.org`), a nam
 pattern (`*.example.org`), an address (`10.0.0.5`) or a network (`10.0.0.0/8`). A
 host name entry allows that name; an address or network entry allows an endpoint
 whose name resolves only to addresses inside the listed ones.
+
+Link-local addresses (169.254.0.0/16, fe80::/10), the unspecified ones (0.0.0.0, ::)
+and multicast are refused whatever the list says, unless an address or network entry
+contains them: cloud metadata services answer at 169.254.169.254 (the first target of
+server-side request forgery), 0.0.0.0 reaches this very host, and no notification
+endpoint is a multicast group. Loopback and private addresses stay allowed by `*`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -57,9 +64,25 @@ class AllowedHosts:
         """Whether an endpoint named `host`, resolved to `addresses`, may be reached."""
         if not addresses:
             return False
-        parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
-        listed = all(any(a in network for network in self.networks) for a in parsed)
-        return self.allows_name(host) or listed
+        parsed = [_address(a) for a in addresses]
+        listed = [any(a in network for network in self.networks) for a in parsed]
+        if any(_unlisted_only(a) and not inside for a, inside in zip(parsed, listed, strict=True)):
+            return False
+        return self.allows_name(host) or all(listed)
+
+
+def _address(text: str) -> IPAddress:
+    """An address as the checks see it: no IPv6 zone, an IPv4-mapped IPv6 address as
+    the IPv4 address it reaches (::ffff:169.254.169.254 is the metadata service)."""
+    address = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _unlisted_only(address: IPAddress) -> bool:
+    """Addresses `*` and host name entries never allow (the module docstring says why)."""
+    return address.is_link_local or address.is_unspecified or address.is_multicast
 
 
 def endpoint_host(url: str) -> tuple[str, int]:

@@ -4,7 +4,10 @@ FHIRSERVER_SUBSCRIPTION_ALLOWED_HOSTS (issue 15 "Safety").
 
 The endpoint's name is resolved once per connection and the connection goes to the
 address that was checked, so a name that resolves to an allowed address for the check
-and to another one for the connection (DNS rebinding) reaches only the first.
+and to another one for the connection (DNS rebinding) reaches only the first. And the
+addresses no notification has business with (link-local, cloud metadata at
+169.254.169.254; unspecified; multicast) are refused even under `*`, unless the list
+names them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from collections.abc import Iterable
 
 import httpcore
 import httpx
+import pytest
 
 from fhirserver.subscriptions.context import SubscriptionContext, delivery_client
 from fhirserver.subscriptions.delivery import DeliveryFailed, post
-from fhirserver.subscriptions.endpoints import AllowedHosts
+from fhirserver.subscriptions.endpoints import AllowedHosts, EndpointRefused, check_endpoint
 from fhirserver.subscriptions.model import read_subscription
 from fhirserver.subscriptions.transport import DeliveryTransport
 from tests.subscriptions.conftest import Harness, criteria_subscription
@@ -85,6 +89,51 @@ async def test_a_loopback_receiver_gets_deliveries_under_the_default_list(
     context: SubscriptionContext = harness.app.state.subscriptions
     assert await _deliver(context, harness.receiver.url) is None
     assert len(harness.receiver.received) == 1
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/",
+        "http://0.0.0.0:8080/",
+        "http://[::]/",
+        "http://224.0.0.1/",
+        "http://[ff02::1]/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fe80::1%25eth0]/",
+    ],
+)
+async def test_link_local_unspecified_and_multicast_are_refused_under_star(
+    harness: Harness, endpoint: str
+) -> None:
+    created = await harness.http.post(
+        "/Subscription", json=criteria_subscription(endpoint, "Patient?")
+    )
+    assert created.status_code == 422, created.text
+    assert created.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_a_name_resolving_to_the_metadata_service_is_refused_under_star(
+    harness: Harness,
+) -> None:
+    resolve = Rebinding("169.254.169.254", "169.254.169.254")
+    failed = await _deliver(_context(harness, "*", resolve), "http://hooks.example.org/")
+    assert failed == "notifications may not go to hooks.example.org"
+    # A host name entry does not name the address either.
+    resolve = Rebinding("169.254.169.254", "169.254.169.254")
+    context = _context(harness, "hooks.example.org", resolve)
+    assert await _deliver(context, "http://hooks.example.org/") == failed
+
+
+async def test_a_listed_link_local_address_is_allowed(harness: Harness) -> None:
+    allowed = AllowedHosts.parse("*, 169.254.169.254")
+    check_endpoint("http://169.254.169.254/hook", allowed)
+    check_endpoint("http://[::ffff:169.254.169.254]/hook", AllowedHosts.parse("169.254.0.0/16"))
+    with pytest.raises(EndpointRefused):
+        check_endpoint("http://169.254.169.253/hook", allowed)
+    assert allowed.admits("metadata.internal", ["169.254.169.254"])
+    assert not allowed.admits("metadata.internal", ["169.254.169.254", "169.254.0.1"])
 
 
 class Recorded(httpcore.AsyncMockStream):
