@@ -14,6 +14,7 @@ from fhirserver.interactions.rules import WriteContext
 from fhirserver.storage.base import Store
 from fhirserver.subscriptions.endpoints import AllowedHosts, Resolver, system_resolver
 from fhirserver.subscriptions.topics import Topic
+from fhirserver.subscriptions.transport import DeliveryTransport
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,16 @@ class SubscriptionContext:
     http: httpx.AsyncClient
     # The FHIR base URL, for notification bundles' fullUrls.
     base_url: str
-    resolve: Resolver = system_resolver
 
 
-def delivery_client(settings: SubscriptionSettings) -> httpx.AsyncClient:
-    """Redirects are never followed (an allowed endpoint cannot send us elsewhere)."""
+def delivery_client(
+    settings: SubscriptionSettings, resolve: Resolver = system_resolver
+) -> httpx.AsyncClient:
+    """Connections only to the allowed hosts' checked addresses (transport.py), names
+    resolved by `resolve`; redirects never followed (an allowed endpoint cannot send
+    us elsewhere)."""
     return httpx.AsyncClient(
-        follow_redirects=False, timeout=httpx.Timeout(settings.timeout_seconds)
+        transport=DeliveryTransport(settings.allowed, resolve),
+        follow_redirects=False,
+        timeout=httpx.Timeout(settings.timeout_seconds),
     )

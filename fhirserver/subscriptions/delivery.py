@@ -31,7 +31,7 @@ import orjson
 from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import Job, Store
 from fhirserver.subscriptions.context import SubscriptionContext
-from fhirserver.subscriptions.endpoints import EndpointRefused, check_delivery
+from fhirserver.subscriptions.endpoints import EndpointRefused, endpoint_host
 from fhirserver.subscriptions.events import Event, delivery_state, events_after, events_so_far
 from fhirserver.subscriptions.kinds import (
     DELIVER,
@@ -85,7 +85,9 @@ async def post(
 ) -> None:
     """One request to the endpoint, after checking it is still allowed."""
     try:
-        await check_delivery(url, context.settings.allowed, context.resolve)
+        # The URL here; the host where the connection is made, against the addresses
+        # connected to (transport.py: no second lookup for DNS rebinding to answer).
+        endpoint_host(url)
     except EndpointRefused as exc:
         raise DeliveryFailed(str(exc)) from None
     headers = dict(header_pairs(spec.headers))
@@ -116,6 +118,8 @@ async def post(
                 await response.aclose()
     except TimeoutError:
         raise DeliveryFailed(f"the endpoint took longer than {limit:g} s") from None
+    except EndpointRefused as exc:
+        raise DeliveryFailed(str(exc)) from None
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         # ValueError (UnicodeError among them): a header or URL stored before the write
         # rule refused it, which cannot be sent; a failure, not a crash retried for ever.

@@ -1,11 +1,18 @@
 """Where notifications may go (issue 15 "Safety"): `http(s)` endpoints only, on the
 hosts `FHIRSERVER_SUBSCRIPTION_ALLOWED_HOSTS` lists, checked when a Subscription is
-written and again, after DNS resolution, before every delivery.
+written and again, after DNS resolution, on every connection to the endpoint
+(transport.py connects to the addresses checked here).
 
 An entry of the list is `*` (anywhere), a host name (`hooks.example.org`), a name
 pattern (`*.example.org`), an address (`10.0.0.5`) or a network (`10.0.0.0/8`). A
 host name entry allows that name; an address or network entry allows an endpoint
 whose name resolves only to addresses inside the listed ones.
+
+Link-local addresses (169.254.0.0/16, fe80::/10), the unspecified ones (0.0.0.0, ::)
+and multicast are refused whatever the list says, unless an address or network entry
+contains them: cloud metadata services answer at 169.254.169.254 (the first target of
+server-side request forgery), 0.0.0.0 reaches this very host, and no notification
+endpoint is a multicast group. Loopback and private addresses stay allowed by `*`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -52,11 +60,29 @@ class AllowedHosts:
             for name in self.names
         )
 
-    def allows_addresses(self, addresses: list[str]) -> bool:
+    def admits(self, host: str, addresses: list[str]) -> bool:
+        """Whether an endpoint named `host`, resolved to `addresses`, may be reached."""
         if not addresses:
             return False
-        parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
-        return all(any(a in network for network in self.networks) for a in parsed)
+        parsed = [_address(a) for a in addresses]
+        listed = [any(a in network for network in self.networks) for a in parsed]
+        if any(_unlisted_only(a) and not inside for a, inside in zip(parsed, listed, strict=True)):
+            return False
+        return self.allows_name(host) or all(listed)
+
+
+def _address(text: str) -> IPAddress:
+    """An address as the checks see it: no IPv6 zone, an IPv4-mapped IPv6 address as
+    the IPv4 address it reaches (::ffff:169.254.169.254 is the metadata service)."""
+    address = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _unlisted_only(address: IPAddress) -> bool:
+    """Addresses `*` and host name entries never allow (the module docstring says why)."""
+    return address.is_link_local or address.is_unspecified or address.is_multicast
 
 
 def endpoint_host(url: str) -> tuple[str, int]:
@@ -79,15 +105,14 @@ def check_endpoint(url: str, allowed: AllowedHosts) -> None:
     """When the Subscription is written: the scheme, and the host if the list names it
     (an address or network entry is only decided after resolution, at delivery)."""
     host, _ = endpoint_host(url)
-    if allowed.allows_name(host):
-        return
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        if allowed.networks:
-            return  # a name that may resolve into an allowed network: checked at delivery
+        # A name that may resolve into an allowed network is checked at delivery.
+        if allowed.allows_name(host) or allowed.networks:
+            return
         raise EndpointRefused(f"notifications may not go to {host}") from None
-    if not allowed.allows_addresses([host]):
+    if not allowed.admits(host, [host]):
         raise EndpointRefused(f"notifications may not go to {host}")
 
 
@@ -97,15 +122,17 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-async def check_delivery(url: str, allowed: AllowedHosts, resolve: Resolver) -> None:
-    """Before each delivery: the endpoint is still allowed, its name resolved now."""
-    host, port = endpoint_host(url)
+async def checked_addresses(
+    host: str, port: int, allowed: AllowedHosts, resolve: Resolver
+) -> list[str]:
+    """The addresses of `host`, resolved now, which a connection may go to; raises
+    EndpointRefused if the endpoint may not be reached."""
     try:
         addresses = await resolve(host, port)
     except OSError:
         raise EndpointRefused(f"the endpoint host {host} does not resolve") from None
     if not addresses:
         raise EndpointRefused(f"the endpoint host {host} does not resolve")
-    if allowed.allows_name(host) or allowed.allows_addresses(addresses):
-        return
-    raise EndpointRefused(f"notifications may not go to {host}")
+    if not allowed.admits(host, addresses):
+        raise EndpointRefused(f"notifications may not go to {host}")
+    return addresses
