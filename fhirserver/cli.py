@@ -10,6 +10,7 @@ import getpass
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -321,8 +322,27 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-async def serve(app: Starlette, settings: Settings) -> None:
-    # Open the store once before listening, so that an unreachable database is one
+def listen(settings: Settings) -> tuple[socket.socket, Settings]:
+    """The listening socket, bound before the app is built, and the settings with the
+    port it bound: with port 0 the system picks one, and the URLs the app builds from
+    its settings rather than a request (notification fullUrls, telehealth join links,
+    SMART endpoints) must name that port, not 0."""
+    host = settings.host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # Protocol TCP named, as uvicorn's own binding has it: asyncio sets TCP_NODELAY on
+    # the accepted connections only then; without it Nagle holds small answers ~40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, settings.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock, settings.with_overrides(port=sock.getsockname()[1])
+
+
+async def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None:
+    # Open the store once before serving, so that an unreachable database is one
     # line on stderr rather than uvicorn's start-up traceback.
     store: Store = app.state.store
     try:
@@ -339,7 +359,7 @@ async def serve(app: Starlette, settings: Settings) -> None:
         lifespan="on",
     )
     server = _Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn offers no start-up callback; poll its flag until it listens or gives up.
     while not server.started and not task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
@@ -381,10 +401,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             refusal = settings.unsafe_to_serve()
             if refusal is not None:
                 parser.error(refusal)
+        except ValueError as exc:
+            parser.error(str(exc))
+        try:
+            sock, settings = listen(settings)
+        except OSError as exc:
+            sys.exit(f"fhirserver: cannot listen on {settings.host}:{settings.port}: {exc}")
+        try:
             app = create_app(settings)
         except ValueError as exc:
             parser.error(str(exc))
-        asyncio.run(serve(app, settings))
+        asyncio.run(serve(app, settings, sock))
     elif args.command == "reindex":
         settings, store = _store_of(args, parser)
         asyncio.run(run_reindex(store, settings))

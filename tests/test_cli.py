@@ -3,10 +3,13 @@ with a one-line usage error, never a traceback."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
-from fhirserver.app import open_store
-from fhirserver.cli import main
+from fhirserver.app import fhir_base_url, open_store
+from fhirserver.cli import listen, main
 from fhirserver.config import Settings
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.sqlite import SqliteStore
@@ -117,6 +120,27 @@ def test_a_wildcard_or_ipv6_bind_address_still_makes_a_valid_origin() -> None:
     assert Settings(host="0.0.0.0").origin == "http://127.0.0.1:8080"
     assert Settings(host="::").origin == "http://127.0.0.1:8080"
     assert Settings(host="::1", port=9000).origin == "http://[::1]:9000"
+
+
+def test_port_zero_links_name_the_port_the_socket_bound() -> None:
+    sock, settings = listen(Settings(port=0))
+    with sock:
+        port = sock.getsockname()[1]
+        assert port != 0 and settings.port == port
+        assert fhir_base_url(settings) == f"http://127.0.0.1:{port}/fhir"
+        assert settings.origin == f"http://127.0.0.1:{port}"
+        # So that asyncio sets TCP_NODELAY on its connections, as on uvicorn's own.
+        assert sock.proto == socket.IPPROTO_TCP
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    taken, _ = listen(Settings(port=0))
+    taken.listen()
+    store = tmp_path / "fhir.sqlite"
+    with taken, pytest.raises(SystemExit) as stopped:
+        main(["serve", "--port", str(taken.getsockname()[1]), "--store", str(store)])
+    assert str(stopped.value.code).startswith("fhirserver: cannot listen on 127.0.0.1:")
+    assert not store.exists()
 
 
 def test_a_join_rate_of_zero_is_refused_at_start_up() -> None:

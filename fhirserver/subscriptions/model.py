@@ -6,11 +6,13 @@ extensions, payload content in `_payload.extension`)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fhirserver.auth.access import Access
 from fhirserver.search.time import date_range
+from fhirserver.subscriptions.visibility import owner_of
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 BACKPORT_PROFILE = BACKPORT + "backport-subscription"
@@ -53,6 +55,8 @@ class SubscriptionSpec:
     max_count: int
     end: datetime | None
     error: str | None
+    # Who is notified (visibility.py): what the notifications may show.
+    owner: Access = field(default_factory=Access.everything)
 
     @property
     def is_topic(self) -> bool:
@@ -127,6 +131,7 @@ def read_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
         max_count=max_count if positive_int(max_count) else 1,
         end=date_range(str(end), "end")[0] if end else None,
         error=str(resource["error"]) if resource.get("error") else None,
+        owner=owner_of(resource),
     )
 
 

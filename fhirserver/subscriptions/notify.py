@@ -1,6 +1,7 @@
 """A topic subscription's notifications, from its stored events: loads what the
-payload carries (the focus as of each event for `full-resource`) and builds the
-Bundle with `notification.py` (Subscriptions Backport IG 1.1.0 "Notifications")."""
+payload carries (the focus as of each event for `full-resource`, and what the topic's
+`notificationShape` adds to it) and builds the Bundle with `notification.py`
+(Subscriptions Backport IG 1.1.0 "Notifications", "Payloads")."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from typing import Any
 
 import orjson
 
+from fhirserver.auth.scopes import Interaction
+from fhirserver.interactions.guard import only_visible
+from fhirserver.search.parse import parse_search
 from fhirserver.storage.base import Store
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.events import Event, events_so_far
 from fhirserver.subscriptions.model import SubscriptionSpec
 from fhirserver.subscriptions.notification import (
+    EMPTY,
     FULL_RESOURCE,
     QUERY_STATUS,
     EventData,
@@ -30,6 +35,26 @@ async def event_resource(store: Store, event: Event) -> dict[str, Any] | None:
         return None
     body: dict[str, Any] = orjson.loads(found.body)
     return body
+
+
+async def additional_context(
+    context: SubscriptionContext, spec: SubscriptionSpec, event: Event
+) -> tuple[dict[str, Any], ...]:
+    """What the topic's `notificationShape` brings in with the event's focus (the
+    `additional-context` of id-only and full-resource payloads; `empty` "SHALL NOT
+    include references to resources", payloads.html), found by the server's own
+    `_include` / `_revinclude` from the focus as it is now, and only what the
+    subscription's owner may read (DESIGN.md "Authorization")."""
+    topic = context.topics.get(spec.topic) if spec.topic is not None else None
+    if topic is None or spec.content == EMPTY or event.interaction == "delete":
+        return ()
+    shape = topic.shape_params(event.resource_type)
+    if not shape:
+        return ()
+    query = parse_search((event.resource_type,), [("_id", event.resource_id), *shape], strict=True)
+    result = await context.store.search(query)
+    readable = only_visible(spec.owner, Interaction.READ, result.included)
+    return tuple(orjson.loads(v.body) for v in readable if v.body is not None)
 
 
 async def notification(
@@ -55,6 +80,7 @@ async def notification(
             resource=(
                 await event_resource(context.store, e) if spec.content == FULL_RESOURCE else None
             ),
+            additional=await additional_context(context, spec, e),
         )
         for e in events
     ]

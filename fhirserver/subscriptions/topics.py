@@ -144,6 +144,13 @@ class Topic:
     def rev_includes(self, resource_type: str) -> tuple[str, ...]:
         return next((inc for rt, inc in self.rev_shapes if rt == resource_type), ())
 
+    def shape_params(self, resource_type: str) -> list[tuple[str, str]]:
+        """The search parameters (`_include`, `_revinclude`) that bring in what a
+        notification about a `resource_type` focus carries besides it."""
+        return [("_include", _directive(i)) for i in self.includes(resource_type)] + [
+            ("_revinclude", _directive(r)) for r in self.rev_includes(resource_type)
+        ]
+
     def filter_query(self, criteria: str) -> SearchQuery:
         """The search a `backport-filter-criteria` value (`Appointment?patient=Patient/1`)
         stands for. Only parameters this topic's `canFilterBy` lists for that type, with
@@ -260,7 +267,7 @@ def topic_from_basic(resource: Mapping[str, Any]) -> Topic:
     triggers = tuple(_trigger(ext) for ext in elements.get("resourceTrigger", ()))
     filters = tuple(_filter(ext) for ext in elements.get("canFilterBy", ()))
     shapes = [_shape(ext) for ext in elements.get("notificationShape", ())]
-    return Topic(
+    topic = Topic(
         url=url,
         title=_first(elements, "title", "valueString") or url,
         triggers=triggers,
@@ -269,6 +276,11 @@ def topic_from_basic(resource: Mapping[str, Any]) -> Topic:
         rev_shapes=tuple((rt, rev) for rt, _, rev in shapes if rev),
         description=_first(elements, "description", "valueMarkdown"),
     )
+    for resource_type, _, _ in shapes:
+        # Parsed once here, so a shape the server cannot follow fails the load, not a
+        # delivery.
+        parse_search((resource_type,), topic.shape_params(resource_type), strict=True)
+    return topic
 
 
 def _elements(resource: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -348,6 +360,14 @@ def _filter(ext: Mapping[str, Any]) -> FilterBy:
         modifiers=tuple(v for n, v in values if n == "modifier"),
         comparators=tuple(v for n, v in values if n == "comparator"),
     )
+
+
+def _directive(include: str) -> str:
+    """The `_include` value of a shape's `include` / `revInclude`. R5 gives its format as
+    `[resource type]:[search parameter]`; the IG's example topic appends further search
+    syntax (`Encounter:patient&iterate=Patient.link`), which is left out: the shape's
+    include is followed, one level, as `_include` would (R4 search.html#include)."""
+    return include.split("&", 1)[0]
 
 
 def _shape(ext: Mapping[str, Any]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

@@ -305,6 +305,33 @@ def test_port_from_environment(launch: Launch, tmp_path: Path) -> None:
         assert http.get("/metadata").status_code == 200
 
 
+def test_port_zero_urls_name_the_port_bound(launch: Launch, tmp_path: Path) -> None:
+    """`--port 0`: the URLs the server builds from its own base, not from a request
+    (here a topic subscription's status, Backport IG `$status`), name the port the
+    socket bound, never port 0."""
+    server = launch(store=tmp_path / "fhir.sqlite")
+    backport = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+    subscription = {
+        "resourceType": "Subscription",
+        "meta": {"profile": [backport + "backport-subscription"]},
+        "status": "requested",
+        "reason": "port 0",
+        "criteria": "http://fhirserver.dev/fhir/SubscriptionTopic/appointment-booked",
+        # Nobody listens there: the handshake fails and is retried, which is no matter.
+        "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook"},
+    }
+    with http_client(server.base) as http:
+        created = http.post("/Subscription", json=subscription)
+        assert created.status_code == 201, created.text
+        status = http.get(f"/Subscription/{created.json()['id']}/$status")
+        assert status.status_code == 200, status.text
+    parameters = status.json()["entry"][0]["resource"]["parameter"]
+    [reference] = [
+        p["valueReference"]["reference"] for p in parameters if p["name"] == "subscription"
+    ]
+    assert reference == f"{server.base}/Subscription/{created.json()['id']}"
+
+
 async def test_concurrent_if_match_updates(launch: Launch, tmp_path: Path) -> None:
     server = launch(store=tmp_path / "fhir.sqlite")
     rounds = 10

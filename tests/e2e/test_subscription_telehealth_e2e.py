@@ -130,7 +130,8 @@ def front_desk(topic: str, channel: dict[str, Any], filter_criteria: str) -> dic
 
 def notification(bundle: dict[str, Any]) -> tuple[str, int, list[str], list[dict[str, Any]]]:
     """(type, eventsSinceSubscriptionStart, the focus of each notificationEvent, the
-    resources the Bundle carries after its status)."""
+    changed resources the Bundle carries after its status: not the topic's
+    additional context, which come as GET entries)."""
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "history"
     status = bundle["entry"][0]["resource"]
     assert status["resourceType"] == "Parameters"
@@ -142,7 +143,11 @@ def notification(bundle: dict[str, Any]) -> tuple[str, int, list[str], list[dict
         for part in p["part"]
         if part["name"] == "focus"
     ]
-    carried = [entry["resource"] for entry in bundle["entry"][1:] if "resource" in entry]
+    carried = [
+        entry["resource"]
+        for entry in bundle["entry"][1:]
+        if "resource" in entry and entry["request"]["method"] != "GET"
+    ]
     return (
         values["type"]["valueCode"],
         int(values["events-since-subscription-start"]["valueString"]),
