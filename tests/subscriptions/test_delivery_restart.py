@@ -23,11 +23,17 @@ WAIT = 30.0
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    paths: list[str]
+    """Answers a notification only once the gate is open: one that arrives before is
+    held unanswered (the first server is killed while it waits) and not counted, so
+    the only deliveries counted are those a server saw acknowledged."""
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        gate: threading.Event = self.server.gate  # type: ignore[attr-defined]
+        if not gate.is_set():
+            gate.wait()
+            return
         self.server.paths.append(self.path)  # type: ignore[attr-defined]
         self.send_response(200)
         self.end_headers()
@@ -37,14 +43,17 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def endpoint() -> Iterator[tuple[str, list[str]]]:
+def endpoint() -> Iterator[tuple[str, list[str], threading.Event]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     server.paths = []  # type: ignore[attr-defined]
+    gate = threading.Event()
+    server.gate = gate  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server.paths  # type: ignore[attr-defined]
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.paths, gate  # type: ignore[attr-defined]
     finally:
+        gate.set()
         server.shutdown()
         server.server_close()
 
@@ -52,9 +61,9 @@ def endpoint() -> Iterator[tuple[str, list[str]]]:
 def test_an_event_committed_before_a_kill_is_delivered_after_the_restart(
     launch: Launch,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
-    endpoint: tuple[str, list[str]],
+    endpoint: tuple[str, list[str], threading.Event],
 ) -> None:
-    url, received = endpoint
+    url, received, gate = endpoint
     store = tmp_path / "fhir.sqlite"
     env = {"FHIRSERVER_JOB_LEASE_SECONDS": str(LEASE_SECONDS)}
     first = launch(store=store, env=env)
@@ -69,8 +78,9 @@ def test_an_event_committed_before_a_kill_is_delivered_after_the_restart(
         assert http.post("/Subscription", json=sub).status_code == 201
         patient = {"resourceType": "Patient", "name": [{"family": "kill"}]}
         assert http.post("/Patient", json=patient).status_code == 201
-    # Committed; the matcher looks at the change log only a second later.
+    # Committed; whatever the first server sent is still waiting for its answer.
     first.kill()
+    gate.set()
     assert received == []
 
     second = launch(store=store, env=env)
