@@ -8,7 +8,9 @@ The server owns `status`: a client creates with `requested` (or `active`, taken 
 `requested`) and may set `off`; `error` is the server's. A criteria subscription, or a
 topic one on a websocket (the handshake is on bind), is accepted at once (`active`); a
 topic rest-hook one becomes `active` after a successful handshake (Backport IG
-"Handshake"). An `end` already past turns the subscription `off`.
+"Handshake"); one whose endpoint, payload or headers change is `requested` and
+handshaken again. An `end` already past turns the subscription `off`. The
+`subscription-signed` mark (signing.py) comes only with a registered secret.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from fhirserver.subscriptions.model import (
     positive_int,
     read_subscription,
 )
-from fhirserver.subscriptions.signing import secret_job, take_secret
+from fhirserver.subscriptions.signing import SIGNED, is_signed, secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
 from fhirserver.subscriptions.visibility import with_owner
 
@@ -105,13 +107,36 @@ def _check(
             )
 
 
+def _check_signed(current: JSONObject | None, new: JSONObject, secret: str | None) -> None:
+    """The SIGNED mark comes with a secret, or stays on a channel that has one. Refused
+    rather than dropped: a client that believes its notifications are signed while they
+    are not would reject every one of them (or, marked, they would wait for ever)."""
+    if is_signed(new) and secret is None and not (current is not None and is_signed(current)):
+        raise _refuse(
+            f"a channel is signed by registering a secret (channel.header "
+            f"'X-Subscription-Secret: ...'), not by the extension {SIGNED} alone",
+            f"Subscription.channel.extension('{SIGNED}')",
+        )
+
+
+def _receives(resource: JSONObject) -> tuple[object, ...]:
+    """What a rest-hook endpoint receives, and where: a change needs a new handshake."""
+    spec = read_subscription(resource)
+    return (spec.endpoint, spec.payload, spec.content, spec.headers)
+
+
 def _status(
     current: JSONObject | None, new: JSONObject, topic_rest_hook: bool, now: datetime
 ) -> str:
     asked = str(new.get("status", ""))
     was = str(current.get("status", "")) if current is not None else None
-    if asked == was and asked in ("active", "error"):
+    # Backport IG "Handshake": the handshake is with an endpoint, for what it receives;
+    # a subscription that points elsewhere, or sends something else, is `requested` again.
+    retargeted = topic_rest_hook and current is not None and _receives(current) != _receives(new)
+    if asked == was and asked in ("active", "error") and not retargeted:
         return asked  # a client writing back what it read
+    if asked == was == "error":
+        return "requested"  # retargeted: the new endpoint is tried
     if asked not in _CLIENT_STATUSES:
         raise _refuse(
             f"a client may set status requested, active or off, not {asked!r}",
@@ -156,6 +181,7 @@ def subscription_rules(
         _check(new, settings, topics)
         new, secret = take_secret(new)
         _check_headers(new)
+        _check_signed(change.current, new, secret)
         if secret is not None:
             if not secret:
                 raise _refuse("the signing secret is empty", "Subscription.channel.header")
