@@ -15,6 +15,7 @@ handshaken again. An `end` already past turns the subscription `off`. The
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -28,6 +29,7 @@ from fhirserver.subscriptions.endpoints import EndpointRefused, check_endpoint
 from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY, RESTART
 from fhirserver.subscriptions.model import (
     HEARTBEAT_PERIOD,
+    INCARNATION,
     MAX_COUNT,
     MIN_HEARTBEAT_SECONDS,
     REST_HOOK,
@@ -35,8 +37,10 @@ from fhirserver.subscriptions.model import (
     WEBSOCKET,
     channel_extension,
     header_problem,
+    incarnation_of,
     positive_int,
     read_subscription,
+    records_key,
 )
 from fhirserver.subscriptions.signing import SIGNED, is_signed, secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
@@ -166,15 +170,32 @@ async def _schedule(
         await unit.put_job(Job(MATCH, MATCH_KEY, now))
 
 
+def _with_incarnation(resource: JSONObject, current: JSONObject | None) -> JSONObject:
+    """The resource with its incarnation (model.INCARNATION): the current one's on an
+    update, whatever the client sent, a new one on a create (none stored: after a
+    delete). The server makes it; one created before incarnations keeps having none."""
+    incarnation = incarnation_of(current) if current is not None else uuid.uuid4().hex
+    extensions = [e for e in resource.get("extension", []) if e.get("url") != INCARNATION]
+    if incarnation:
+        extensions.append({"url": INCARNATION, "valueString": incarnation})
+    amended = {k: v for k, v in resource.items() if k != "extension"}
+    if extensions:
+        amended["extension"] = extensions
+    return amended
+
+
 def subscription_rules(
     settings: SubscriptionSettings, topics: Mapping[str, Topic]
 ) -> Mapping[str, WriteRule]:
     async def subscription(change: Change) -> JSONObject | None:
         new = change.new
         if new is None:
-            subscription_id = str((change.current or {}).get("id", ""))
+            current = change.current or {}
+            subscription_id = str(current.get("id", ""))
             await change.unit.drop_job(HANDSHAKE, subscription_id)
             await change.unit.drop_job(DELIVER, subscription_id)
+            # Its secret goes with it; its events expire (a new one has other records).
+            await change.unit.put_job(secret_job(records_key(current), None, change.now))
             return None
         if change.actor is Actor.SERVER:
             return None
@@ -182,10 +203,11 @@ def subscription_rules(
         new, secret = take_secret(new)
         _check_headers(new)
         _check_signed(change.current, new, secret)
+        new = _with_incarnation(new, change.current)
         if secret is not None:
             if not secret:
                 raise _refuse("the signing secret is empty", "Subscription.channel.header")
-            await change.unit.put_job(secret_job(str(new.get("id", "")), secret, change.now))
+            await change.unit.put_job(secret_job(records_key(new), secret, change.now))
         spec = read_subscription(new)
         topic_rest_hook = spec.topic is not None and spec.channel_type == REST_HOOK
         status = _status(change.current, new, topic_rest_hook, change.now)
