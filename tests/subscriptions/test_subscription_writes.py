@@ -6,6 +6,7 @@ marked `subscription-signed` only by registering a secret)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fhirserver.subscriptions.signing import SIGNED
@@ -115,3 +116,29 @@ async def test_a_new_payload_content_or_header_is_handshaken_again(harness: Harn
     sub = await harness.read(f"/Subscription/{sub['id']}")
     sub["reason"] = "another reason"
     assert (await _put(harness, sub))["status"] == "active"
+
+
+async def _in_error(harness: Harness, sub: dict[str, Any]) -> dict[str, Any]:
+    """`sub` created, its endpoint refusing for 30 hours: in `error`."""
+    harness.receiver.status = 500
+    created = await harness.create(sub)
+    await harness.create({"resourceType": "Patient", "name": [{"family": "smith"}]})
+    await harness.run_jobs()
+    for _ in range(30):
+        await harness.later(timedelta(hours=1))
+    found = await harness.read(f"/Subscription/{created['id']}")
+    assert found["status"] == "error"
+    return found
+
+
+async def test_an_errored_topic_subscription_turned_on_is_requested_and_handshaken(
+    harness: Harness,
+) -> None:
+    receiver = harness.receiver
+    sub = await _in_error(harness, topic_subscription(receiver.url))
+    receiver.status = 200
+    sub["status"] = "active"
+    assert (await _put(harness, sub))["status"] == "requested"
+    await harness.run_jobs()
+    assert _kinds(harness, "/") == ["handshake"]
+    assert (await harness.read(f"/Subscription/{sub['id']}"))["status"] == "active"
