@@ -157,7 +157,7 @@ async def _forget_failures(store: Store, subscription_id: str, now: datetime) ->
     """A new start: delivery goes on from where it got, with a new retry window."""
     state = await delivery_state(store, subscription_id, now)
     fresh = {**state, "failing_since": None, "attempts": 0, "last_sent": to_micros(now)}
-    await put_delivery_state(store, subscription_id, fresh)
+    await put_delivery_state(store, subscription_id, fresh, now)
 
 
 def _lock_time(context: SubscriptionContext) -> timedelta:
@@ -237,7 +237,7 @@ async def _deliver_some(
     if not events:
         # Events past retention, never delivered: skipped (gone from $events too).
         skipped = {**state, "delivered": min(total, delivered + limit)}
-        await put_delivery_state(store, spec, skipped)
+        await put_delivery_state(store, spec, skipped, now)
         return True
     try:
         await send_events(context, spec, events, secret)
@@ -245,7 +245,7 @@ async def _deliver_some(
         since = state.get("failing_since") or to_micros(now)
         attempts = int(state.get("attempts", 0)) + 1
         failed = {**state, "failing_since": since, "attempts": attempts}
-        await put_delivery_state(store, spec, failed)
+        await put_delivery_state(store, spec, failed, now)
         if now - from_micros(since) >= context.settings.retry_window:
             await set_status(
                 context,
@@ -263,7 +263,7 @@ async def _deliver_some(
         "failing_since": None,
         "last_sent": to_micros(context.clock()),
     }
-    await put_delivery_state(store, spec, done)
+    await put_delivery_state(store, spec, done, now)
     return True
 
 
@@ -286,10 +286,10 @@ async def _heartbeat(
             await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
         except DeliveryFailed as exc:
             logger.warning("Subscription/%s heartbeat failed (%s)", spec.id, exc)
-        await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)})
+        await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)}, now)
         due = now + period
     elif not last:
-        await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)})
+        await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)}, now)
     await _reschedule(store, DELIVER, spec.id, due)
 
 

@@ -144,9 +144,16 @@ async def delivery_state(store: Store, subscription: Subscription, now: datetime
 
 
 async def put_delivery_state(
-    store: Store, subscription: Subscription, state: dict[str, Any]
+    store: Store, subscription: Subscription, state: dict[str, Any], now: datetime
 ) -> None:
-    await store.put_record(DELIVERY, await _records(store, subscription), state, None)
+    """Keep `state`; `failing_since` only while something is left undelivered (events
+    that failed and then expired are skipped, not retried: no retry window runs on, and
+    the matcher does not wait for a retry that nobody scheduled)."""
+    key = await _records(store, subscription)
+    failing = state.get("failing_since") is not None
+    if failing and int(state.get("delivered", 0)) >= await _count(store, key, now):
+        state = {**state, "failing_since": None, "attempts": 0}
+    await store.put_record(DELIVERY, key, state, None)
 
 
 async def in_backoff(store: Store, subscription: Subscription, now: datetime) -> bool:

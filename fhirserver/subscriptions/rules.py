@@ -9,7 +9,10 @@ The server owns `status`: a client creates with `requested` (or `active`, taken 
 topic one on a websocket (the handshake is on bind), is accepted at once (`active`); a
 topic rest-hook one becomes `active` after a successful handshake (Backport IG
 "Handshake"); one whose endpoint, payload or headers change is `requested` and
-handshaken again. An `end` already past turns the subscription `off`. The
+handshaken again. A client turning on one in `error` does not give it a new retry
+window unprobed: a topic rest-hook one is `requested` (a handshake), a criteria one
+`active` with its failed delivery tried once more within the old window. An `end`
+already past turns the subscription `off`. The
 `subscription-signed` mark (signing.py) comes only with a registered secret.
 """
 
@@ -162,9 +165,15 @@ async def _schedule(
 ) -> None:
     if status == "requested" and topic_rest_hook:
         await unit.put_job(Job(HANDSHAKE, subscription_id, now))
-    if status == "active" and was in ("error", "off"):
+    if status == "active" and was == "off":
         # Turned on again: delivery starts afresh (a new retry window) where it stopped.
         await unit.put_job(Job(DELIVER, subscription_id, now, RESTART))
+    if status == "active" and was == "error":
+        # R4 "status": the server decides `active`; a criteria subscription has no
+        # handshake, so the probe is the delivery that failed, tried once within the
+        # old window: failing again, it is in error again at once, not retried for a
+        # new window (a topic rest-hook one is `requested` and handshaken instead).
+        await unit.put_job(Job(DELIVER, subscription_id, now))
     if status != "off":
         # The matcher runs while there are subscriptions; a new one starts it again.
         await unit.put_job(Job(MATCH, MATCH_KEY, now))

@@ -131,6 +131,38 @@ async def _in_error(harness: Harness, sub: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+async def test_an_errored_criteria_subscription_turned_on_is_probed_not_given_a_new_window(
+    harness: Harness,
+) -> None:
+    """R4 "status": the server decides `active`. A criteria subscription has no handshake:
+    the probe is the delivery it failed; failing again, it is in error again at once."""
+    receiver = harness.receiver
+    sub = await _in_error(harness, criteria_subscription(receiver.url, "Patient?family=smith"))
+    sub["status"] = "active"
+    await _put(harness, sub)
+    tries = receiver.refused
+    await harness.run_jobs()
+    assert receiver.refused == tries + 1
+    found = await harness.read(f"/Subscription/{sub['id']}")
+    assert found["status"] == "error" and "500" in found["error"]
+
+
+async def test_an_errored_criteria_subscription_whose_events_expired_delivers_new_ones(
+    harness: Harness,
+) -> None:
+    receiver = harness.receiver
+    sub = await _in_error(harness, criteria_subscription(receiver.url, "Patient?family=smith"))
+    await harness.later(timedelta(days=8))  # its undelivered event expired meanwhile
+    receiver.status = 200
+    sub["status"] = "active"
+    await _put(harness, sub)
+    await harness.run_jobs()
+    await harness.create({"resourceType": "Patient", "name": [{"family": "smith"}]})
+    await harness.run_jobs()
+    assert len(receiver.received) == 1
+    assert (await harness.read(f"/Subscription/{sub['id']}"))["status"] == "active"
+
+
 async def test_an_errored_topic_subscription_turned_on_is_requested_and_handshaken(
     harness: Harness,
 ) -> None:
