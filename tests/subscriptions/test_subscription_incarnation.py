@@ -88,3 +88,25 @@ async def test_a_subscription_created_again_starts_afresh(harness: Harness) -> N
     assert len(events["entry"]) == 2  # the status and the one new event's focus
     status = await harness.read(f"/Subscription/{old['id']}/$status")
     assert _parameters(status)["events-since-subscription-start"] == ["1"]
+
+
+async def test_an_incarnation_a_client_sends_is_not_taken(harness: Harness) -> None:
+    """The incarnation is the server's: a subscription created again from the body read
+    before the delete (its old incarnation in it) is still a new one."""
+    receiver = harness.receiver
+    old = await harness.create(topic_subscription(receiver.url))
+    await harness.run_jobs()
+    await _encounter_started(harness)
+    read_back = await harness.read(f"/Subscription/{old['id']}")
+    assert (await harness.http.delete(f"/Subscription/{old['id']}")).status_code in (200, 204)
+    response = await harness.http.put(f"/Subscription/{old['id']}", json=read_back)
+    assert response.status_code == 201, response.text
+    assert response.json()["extension"] != read_back["extension"]
+    # A client's update keeps the server's incarnation, whatever it sends.
+    again = {**response.json(), "extension": read_back["extension"]}
+    response = await harness.http.put(f"/Subscription/{old['id']}", json=again)
+    assert response.status_code == 200, response.text
+    receiver.received.clear()
+    await harness.run_jobs()
+    await _encounter_started(harness)
+    assert [_numbers(r.json()) for r in receiver.received] == [[], ["1"]]
