@@ -32,11 +32,16 @@ from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import Job, Store
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.endpoints import EndpointRefused, endpoint_host
-from fhirserver.subscriptions.events import Event, delivery_state, events_after, events_so_far
+from fhirserver.subscriptions.events import (
+    Event,
+    delivery_state,
+    events_after,
+    events_so_far,
+    put_delivery_state,
+)
 from fhirserver.subscriptions.kinds import (
     DELIVER,
     DELIVERING,
-    DELIVERY,
     HANDSHAKE,
     MATCH,
     MATCH_KEY,
@@ -158,7 +163,7 @@ async def _forget_failures(store: Store, subscription_id: str, now: datetime) ->
     """A new start: delivery goes on from where it got, with a new retry window."""
     state = await delivery_state(store, subscription_id, now)
     fresh = {**state, "failing_since": None, "attempts": 0, "last_sent": to_micros(now)}
-    await store.put_record(DELIVERY, subscription_id, fresh, None)
+    await put_delivery_state(store, subscription_id, fresh, now)
 
 
 def _lock_time(context: SubscriptionContext) -> timedelta:
@@ -217,7 +222,7 @@ async def _signing(
     signed channel whose secret is not in place yet (signing.py) waits."""
     if not is_signed(resource):
         return True, None
-    secret = await secret_for(context.store, str(resource["id"]), context.clock())
+    secret = await secret_for(context.store, resource, context.clock())
     return secret is not None, secret
 
 
@@ -233,20 +238,20 @@ async def _deliver_some(
     whose lock ran out mid-request never steps back what its successor recorded."""
     await lock.keep()
     store, now = context.store, context.clock()
-    state = await delivery_state(store, spec.id, now)
+    state = await delivery_state(store, spec, now)
     delivered = int(state.get("delivered", 0))
     limit = spec.max_count if spec.topic is not None else 1
     # The count first, and only events up to it: an event is written before its count,
     # so each of these is there unless past retention. (Read after the events, a count
     # the matcher raised meanwhile made a new event look expired: skipped unsent.)
-    total = await events_so_far(store, spec.id, now)
+    total = await events_so_far(store, spec, now)
     if total <= delivered:
         return False
-    events = await events_after(store, spec.id, delivered, min(limit, total - delivered), now)
+    events = await events_after(store, spec, delivered, min(limit, total - delivered), now)
     if not events:
         # Events past retention, never delivered: skipped (gone from $events too).
         skipped = {**state, "delivered": min(total, delivered + limit)}
-        await store.put_record(DELIVERY, spec.id, skipped, None)
+        await put_delivery_state(store, spec, skipped, now)
         return True
     try:
         await send_events(context, spec, events, secret)
@@ -255,7 +260,7 @@ async def _deliver_some(
         since = state.get("failing_since") or to_micros(now)
         attempts = int(state.get("attempts", 0)) + 1
         failed = {**state, "failing_since": since, "attempts": attempts}
-        await store.put_record(DELIVERY, spec.id, failed, None)
+        await put_delivery_state(store, spec, failed, now)
         if now - from_micros(since) >= context.settings.retry_window:
             await set_status(
                 context,
@@ -274,7 +279,7 @@ async def _deliver_some(
         "failing_since": None,
         "last_sent": to_micros(context.clock()),
     }
-    await store.put_record(DELIVERY, spec.id, done, None)
+    await put_delivery_state(store, spec, done, now)
     return True
 
 
@@ -285,7 +290,7 @@ async def _heartbeat(
     if spec.topic is None or not spec.heartbeat_seconds:
         return
     store, now = context.store, context.clock()
-    state = await delivery_state(store, spec.id, now)
+    state = await delivery_state(store, spec, now)
     if state.get("failing_since") is not None:
         return
     period = timedelta(seconds=spec.heartbeat_seconds)
@@ -297,10 +302,10 @@ async def _heartbeat(
             await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
         except DeliveryFailed as exc:
             logger.warning("Subscription/%s heartbeat failed (%s)", spec.id, exc)
-        await store.put_record(DELIVERY, spec.id, {**state, "last_sent": to_micros(now)}, None)
+        await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)}, now)
         due = now + period
     elif not last:
-        await store.put_record(DELIVERY, spec.id, {**state, "last_sent": to_micros(now)}, None)
+        await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)}, now)
     await _reschedule(store, DELIVER, spec.id, due)
 
 

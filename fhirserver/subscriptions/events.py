@@ -4,10 +4,17 @@
 retention period for redelivery, `$events` and websocket replay.
 
 Every operation is a point read or write (no scan): event n of subscription s is the
-record (EVENTS + s, n). Recording is idempotent per (subscription, change): the
-matcher works through the change log in order, so a change at or below the last
-recorded event's `seq` has been handled already, whether by this matcher before a
-crash or by a second one racing it; of two adds of one number, one wins.
+record (EVENTS + k, n), where k is the key of s's current incarnation (model.py
+`records_key`): a subscription deleted and created again under its id numbers from 1
+again; the old events expire (the old count and delivery state, one small record each,
+are left: nothing scans for them). Each function takes the subscription as read (its
+`SubscriptionSpec`: that incarnation's key, whatever happened since) or by id (the
+current incarnation's key is looked up: one point read).
+
+Recording is idempotent per (subscription, change): the matcher works through the
+change log in order, so a change at or below the last recorded event's `seq` has been
+handled already, whether by this matcher before a crash or by a second one racing it;
+of two adds of one number, one wins.
 """
 
 from __future__ import annotations
@@ -16,9 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from fhirserver.search.time import from_micros, to_micros
 from fhirserver.storage.base import Store
 from fhirserver.subscriptions.kinds import COUNT, DELIVERY, EVENTS
+from fhirserver.subscriptions.model import SubscriptionSpec, records_key
+
+# A subscription by id, or as read.
+Subscription = str | SubscriptionSpec
 
 
 @dataclass(frozen=True)
@@ -59,57 +72,89 @@ def _key(number: int) -> str:
     return f"{number:012d}"
 
 
-async def events_so_far(store: Store, subscription_id: str, now: datetime) -> int:
-    """How many events were recorded for the subscription (its last number)."""
-    found = await store.get_record(COUNT, subscription_id, now)
+async def _records(store: Store, subscription: Subscription) -> str:
+    """The key of the subscription's records (a gone one's: its id, where none are new)."""
+    if isinstance(subscription, SubscriptionSpec):
+        return subscription.key
+    found = await store.read("Subscription", subscription)
+    if found is None or found.body is None:
+        return subscription
+    return records_key(orjson.loads(found.body))
+
+
+async def _count(store: Store, key: str, now: datetime) -> int:
+    found = await store.get_record(COUNT, key, now)
     return int(found["count"]) if found else 0
 
 
+async def events_so_far(store: Store, subscription: Subscription, now: datetime) -> int:
+    """How many events were recorded for the subscription (its last number)."""
+    return await _count(store, await _records(store, subscription), now)
+
+
 async def append_event(
-    store: Store, subscription_id: str, event: Event, now: datetime, keep: timedelta
+    store: Store, subscription: Subscription, event: Event, now: datetime, keep: timedelta
 ) -> int | None:
     """Record the event under the next number; None if this change was recorded already.
     `event.number` is ignored."""
-    count = await events_so_far(store, subscription_id, now)
-    kind = EVENTS + subscription_id
+    key = await _records(store, subscription)
+    count = await _count(store, key, now)
+    kind = EVENTS + key
     while True:
         if count > 0:
             last = await store.get_record(kind, _key(count), now)
             if last is not None and int(last["seq"]) >= event.seq:
-                await _note_count(store, subscription_id, count, now)
+                await _note_count(store, key, count, now)
                 return None
         number = count + 1
         if await store.add_record(kind, _key(number), event.body(), now + keep, now):
-            await _note_count(store, subscription_id, number, now)
+            await _note_count(store, key, number, now)
             return number
         # Someone recorded this number (a racing matcher, or this one before a crash
         # left the count behind): look at it.
         count = number
 
 
-async def _note_count(store: Store, subscription_id: str, count: int, now: datetime) -> None:
-    if await events_so_far(store, subscription_id, now) < count:
-        await store.put_record(COUNT, subscription_id, {"count": count}, None)
+async def _note_count(store: Store, key: str, count: int, now: datetime) -> None:
+    # Without an expiry, as before incarnations: a count outlives its events (it is
+    # what the next number follows), and a re-created subscription has a new key.
+    if await _count(store, key, now) < count:
+        await store.put_record(COUNT, key, {"count": count}, None)
 
 
 async def events_after(
-    store: Store, subscription_id: str, after: int, limit: int, now: datetime
+    store: Store, subscription: Subscription, after: int, limit: int, now: datetime
 ) -> list[Event]:
     """Up to `limit` events numbered above `after`, oldest first (expired ones skipped)."""
-    last = min(await events_so_far(store, subscription_id, now), after + limit)
+    key = await _records(store, subscription)
+    last = min(await _count(store, key, now), after + limit)
     found = []
     for number in range(after + 1, last + 1):
-        body = await store.get_record(EVENTS + subscription_id, _key(number), now)
+        body = await store.get_record(EVENTS + key, _key(number), now)
         if body is not None:
             found.append(Event.of(number, body))
     return found
 
 
-async def delivery_state(store: Store, subscription_id: str, now: datetime) -> dict[str, Any]:
+async def delivery_state(store: Store, subscription: Subscription, now: datetime) -> dict[str, Any]:
     """How far delivery got: `delivered` (the last number delivered), `failing_since`
     (micros, while deliveries fail), `attempts`, `last_sent` (micros)."""
-    return await store.get_record(DELIVERY, subscription_id, now) or {"delivered": 0}
+    key = await _records(store, subscription)
+    return await store.get_record(DELIVERY, key, now) or {"delivered": 0}
 
 
-async def in_backoff(store: Store, subscription_id: str, now: datetime) -> bool:
-    return (await delivery_state(store, subscription_id, now)).get("failing_since") is not None
+async def put_delivery_state(
+    store: Store, subscription: Subscription, state: dict[str, Any], now: datetime
+) -> None:
+    """Keep `state`; `failing_since` only while something is left undelivered (events
+    that failed and then expired are skipped, not retried: no retry window runs on, and
+    the matcher does not wait for a retry that nobody scheduled)."""
+    key = await _records(store, subscription)
+    failing = state.get("failing_since") is not None
+    if failing and int(state.get("delivered", 0)) >= await _count(store, key, now):
+        state = {**state, "failing_since": None, "attempts": 0}
+    await store.put_record(DELIVERY, key, state, None)
+
+
+async def in_backoff(store: Store, subscription: Subscription, now: datetime) -> bool:
+    return (await delivery_state(store, subscription, now)).get("failing_since") is not None

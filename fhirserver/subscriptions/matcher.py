@@ -178,7 +178,7 @@ async def _match_batch(context: SubscriptionContext, lock: OwnedLock) -> bool:
     cursor_record = await store.get_record(CURSOR, MATCH_KEY, now)
     cursor = int(cursor_record["seq"]) if cursor_record else await _start_cursor(store, subs)
     changes = await store.changes(cursor, BATCH)
-    touched: set[str] = set()
+    touched: dict[str, SubscriptionSpec] = {}
     for change in changes:
         relevant = [
             s
@@ -218,10 +218,12 @@ async def _match_batch(context: SubscriptionContext, lock: OwnedLock) -> bool:
                 kept = True
             # Scheduled also when recorded already (None): a matcher that died between
             # recording and scheduling left it recorded but undelivered.
-            await append_event(store, sub.spec.id, event, now, context.settings.retention)
-            touched.add(sub.spec.id)
+            # Under the incarnation read with the subscription: one deleted and made
+            # again meanwhile does not get this one's events.
+            await append_event(store, sub.spec, event, now, context.settings.retention)
+            touched[sub.spec.id] = sub.spec
     # A subscription in backoff keeps its retry time: the retry delivers the new events.
-    due = [s for s in sorted(touched) if not await in_backoff(store, s, now)]
+    due = [i for i, spec in sorted(touched.items()) if not await in_backoff(store, spec, now)]
     await lock.keep()
     if due:
         async with store.unit_of_work() as unit:

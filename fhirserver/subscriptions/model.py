@@ -22,6 +22,13 @@ HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
 TIMEOUT = BACKPORT + "backport-timeout"
 MAX_COUNT = BACKPORT + "backport-max-count"
 
+# The server's mark of one incarnation of a subscription, stamped by the write rule
+# (rules.py) when the subscription is created (again, after a delete): a subscription
+# created again under its id is a new one, its records (events, count, delivery state,
+# secret) under a key of their own, so that its numbering starts at 1 (Backport IG
+# "Notification events") and the old records just expire.
+INCARNATION = "http://fhirserver.dev/fhir/StructureDefinition/subscription-incarnation"
+
 REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
 # `channel.header` names the server sets itself (the signature: signing.py), never the
 # subscriber's: a Host would redirect the request, the others forge or break it.
@@ -55,6 +62,8 @@ class SubscriptionSpec:
     max_count: int
     end: datetime | None
     error: str | None
+    # The key of this incarnation's records (records_key).
+    key: str
     # Who is notified (visibility.py): what the notifications may show.
     owner: Access = field(default_factory=Access.everything)
 
@@ -131,8 +140,23 @@ def read_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
         max_count=max_count if positive_int(max_count) else 1,
         end=date_range(str(end), "end")[0] if end else None,
         error=str(resource["error"]) if resource.get("error") else None,
+        key=records_key(resource),
         owner=owner_of(resource),
     )
+
+
+def incarnation_of(resource: dict[str, Any]) -> str | None:
+    found = _first(resource, INCARNATION)
+    return str(found) if found else None
+
+
+def records_key(resource: dict[str, Any]) -> str:
+    """The key of the subscription's records: its id and incarnation (the id alone for
+    one stored before incarnations were stamped, whose records are under it)."""
+    incarnation = incarnation_of(resource)
+    subscription_id = str(resource.get("id", ""))
+    # "@" is not in an id ([A-Za-z0-9\-.]{1,64}): no key is another's.
+    return f"{subscription_id}@{incarnation}" if incarnation else subscription_id
 
 
 def header_problem(header: str) -> str | None:

@@ -69,7 +69,7 @@ async def notification(
     now = context.clock()
     if total is None:
         # Backport IG: the count as of this notification (its last event), else so far.
-        total = events[-1].number if events else await events_so_far(context.store, spec.id, now)
+        total = events[-1].number if events else await events_so_far(context.store, spec, now)
     data = [
         EventData(
             number=e.number,
@@ -108,7 +108,7 @@ async def status_searchset(context: SubscriptionContext, spec: SubscriptionSpec)
         topic=spec.topic,
         status=spec.status,
         kind=QUERY_STATUS,
-        events_since_start=await events_so_far(context.store, spec.id, now),
+        events_since_start=await events_so_far(context.store, spec, now),
         events=(),
         content=spec.content,
         base_url=context.base_url,

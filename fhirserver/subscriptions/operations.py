@@ -98,10 +98,10 @@ async def subscription_events(
             expression="content",
         )
     now = context.clock()
-    total = await events_so_far(context.store, spec.id, now)
+    total = await events_so_far(context.store, spec, now)
     last = min(total if high is None else high, total)
     count = max(0, min(last - low + 1, MAX_EVENTS))
-    events = await events_after(context.store, spec.id, low - 1, count, now)
+    events = await events_after(context.store, spec, low - 1, count, now)
     events = await visible_events(context, access, events)
     if content is not None:
         spec = SubscriptionSpec(**{**spec.__dict__, "content": content})

@@ -8,11 +8,17 @@ The server owns `status`: a client creates with `requested` (or `active`, taken 
 `requested`) and may set `off`; `error` is the server's. A criteria subscription, or a
 topic one on a websocket (the handshake is on bind), is accepted at once (`active`); a
 topic rest-hook one becomes `active` after a successful handshake (Backport IG
-"Handshake"). An `end` already past turns the subscription `off`.
+"Handshake"); one whose endpoint, payload or headers change is `requested` and
+handshaken again. A client turning on one in `error` does not give it a new retry
+window unprobed: a topic rest-hook one is `requested` (a handshake), a criteria one
+`active` with its failed delivery tried once more within the old window. An `end`
+already past turns the subscription `off`. The
+`subscription-signed` mark (signing.py) comes only with a registered secret.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -26,6 +32,7 @@ from fhirserver.subscriptions.endpoints import EndpointRefused, check_endpoint
 from fhirserver.subscriptions.kinds import DELIVER, HANDSHAKE, MATCH, MATCH_KEY, RESTART
 from fhirserver.subscriptions.model import (
     HEARTBEAT_PERIOD,
+    INCARNATION,
     MAX_COUNT,
     MIN_HEARTBEAT_SECONDS,
     REST_HOOK,
@@ -33,10 +40,12 @@ from fhirserver.subscriptions.model import (
     WEBSOCKET,
     channel_extension,
     header_problem,
+    incarnation_of,
     positive_int,
     read_subscription,
+    records_key,
 )
-from fhirserver.subscriptions.signing import secret_job, take_secret
+from fhirserver.subscriptions.signing import SIGNED, is_signed, secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
 from fhirserver.subscriptions.visibility import with_owner
 
@@ -105,13 +114,36 @@ def _check(
             )
 
 
+def _check_signed(current: JSONObject | None, new: JSONObject, secret: str | None) -> None:
+    """The SIGNED mark comes with a secret, or stays on a channel that has one. Refused
+    rather than dropped: a client that believes its notifications are signed while they
+    are not would reject every one of them (or, marked, they would wait for ever)."""
+    if is_signed(new) and secret is None and not (current is not None and is_signed(current)):
+        raise _refuse(
+            f"a channel is signed by registering a secret (channel.header "
+            f"'X-Subscription-Secret: ...'), not by the extension {SIGNED} alone",
+            f"Subscription.channel.extension('{SIGNED}')",
+        )
+
+
+def _receives(resource: JSONObject) -> tuple[object, ...]:
+    """What a rest-hook endpoint receives, and where: a change needs a new handshake."""
+    spec = read_subscription(resource)
+    return (spec.endpoint, spec.payload, spec.content, spec.headers)
+
+
 def _status(
     current: JSONObject | None, new: JSONObject, topic_rest_hook: bool, now: datetime
 ) -> str:
     asked = str(new.get("status", ""))
     was = str(current.get("status", "")) if current is not None else None
-    if asked == was and asked in ("active", "error"):
+    # Backport IG "Handshake": the handshake is with an endpoint, for what it receives;
+    # a subscription that points elsewhere, or sends something else, is `requested` again.
+    retargeted = topic_rest_hook and current is not None and _receives(current) != _receives(new)
+    if asked == was and asked in ("active", "error") and not retargeted:
         return asked  # a client writing back what it read
+    if asked == was == "error":
+        return "requested"  # retargeted: the new endpoint is tried
     if asked not in _CLIENT_STATUSES:
         raise _refuse(
             f"a client may set status requested, active or off, not {asked!r}",
@@ -133,12 +165,32 @@ async def _schedule(
 ) -> None:
     if status == "requested" and topic_rest_hook:
         await unit.put_job(Job(HANDSHAKE, subscription_id, now))
-    if status == "active" and was in ("error", "off"):
+    if status == "active" and was == "off":
         # Turned on again: delivery starts afresh (a new retry window) where it stopped.
         await unit.put_job(Job(DELIVER, subscription_id, now, RESTART))
+    if status == "active" and was == "error":
+        # R4 "status": the server decides `active`; a criteria subscription has no
+        # handshake, so the probe is the delivery that failed, tried once within the
+        # old window: failing again, it is in error again at once, not retried for a
+        # new window (a topic rest-hook one is `requested` and handshaken instead).
+        await unit.put_job(Job(DELIVER, subscription_id, now))
     if status != "off":
         # The matcher runs while there are subscriptions; a new one starts it again.
         await unit.put_job(Job(MATCH, MATCH_KEY, now))
+
+
+def _with_incarnation(resource: JSONObject, current: JSONObject | None) -> JSONObject:
+    """The resource with its incarnation (model.INCARNATION): the current one's on an
+    update, whatever the client sent, a new one on a create (none stored: after a
+    delete). The server makes it; one created before incarnations keeps having none."""
+    incarnation = incarnation_of(current) if current is not None else uuid.uuid4().hex
+    extensions = [e for e in resource.get("extension", []) if e.get("url") != INCARNATION]
+    if incarnation:
+        extensions.append({"url": INCARNATION, "valueString": incarnation})
+    amended = {k: v for k, v in resource.items() if k != "extension"}
+    if extensions:
+        amended["extension"] = extensions
+    return amended
 
 
 def subscription_rules(
@@ -147,19 +199,24 @@ def subscription_rules(
     async def subscription(change: Change) -> JSONObject | None:
         new = change.new
         if new is None:
-            subscription_id = str((change.current or {}).get("id", ""))
+            current = change.current or {}
+            subscription_id = str(current.get("id", ""))
             await change.unit.drop_job(HANDSHAKE, subscription_id)
             await change.unit.drop_job(DELIVER, subscription_id)
+            # Its secret goes with it; its events expire (a new one has other records).
+            await change.unit.put_job(secret_job(records_key(current), None, change.now))
             return None
         if change.actor is Actor.SERVER:
             return None
         _check(new, settings, topics)
         new, secret = take_secret(new)
         _check_headers(new)
+        _check_signed(change.current, new, secret)
+        new = _with_incarnation(new, change.current)
         if secret is not None:
             if not secret:
                 raise _refuse("the signing secret is empty", "Subscription.channel.header")
-            await change.unit.put_job(secret_job(str(new.get("id", "")), secret, change.now))
+            await change.unit.put_job(secret_job(records_key(new), secret, change.now))
         spec = read_subscription(new)
         topic_rest_hook = spec.topic is not None and spec.channel_type == REST_HOOK
         status = _status(change.current, new, topic_rest_hook, change.now)

@@ -11,6 +11,8 @@ removing the extension stops the signing.
 The secret reaches the record through a job (the write's unit of work can only record
 jobs besides resources): the job runs at once and the secret leaves the jobs table with
 it. A delivery that finds the channel marked but the secret not yet in place waits.
+The record is the subscription incarnation's (model.py `records_key`): one created again
+under the same id never signs with the old secret, which a delete's job removes.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from typing import Any
 import orjson
 
 from fhirserver.storage.base import Job, Store
+from fhirserver.subscriptions.model import records_key
 from fhirserver.worker import Handler
 
 SIGNED = "http://fhirserver.dev/fhir/StructureDefinition/subscription-signed"
 SECRET_HEADER = "x-subscription-secret"
 SIGNATURE_HEADER = "X-Signature"
-# The job that carries a new secret to its record, and the record (key: the id).
+# The job that carries a new secret to its record (or, without one, removes it), and the
+# record; both keyed by the subscription's records key.
 SECRET_JOB = "subscription.secret"
 SECRET_RECORD = "subscription.secret"
 
@@ -70,12 +74,14 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def secret_job(subscription_id: str, secret: str, now: datetime) -> Job:
-    return Job(SECRET_JOB, subscription_id, now, orjson.dumps({"secret": secret}))
+def secret_job(key: str, secret: str | None, now: datetime) -> Job:
+    """The job that keeps `secret` for the subscription whose records key is `key`;
+    with None, that forgets it (the subscription is deleted)."""
+    return Job(SECRET_JOB, key, now, orjson.dumps({"secret": secret}))
 
 
-async def secret_for(store: Store, subscription_id: str, now: datetime) -> str | None:
-    found = await store.get_record(SECRET_RECORD, subscription_id, now)
+async def secret_for(store: Store, resource: dict[str, Any], now: datetime) -> str | None:
+    found = await store.get_record(SECRET_RECORD, records_key(resource), now)
     return str(found["secret"]) if found else None
 
 
@@ -84,5 +90,7 @@ def secret_handler(store: Store) -> Handler:
         secret = orjson.loads(job.payload).get("secret")
         if isinstance(secret, str):
             await store.put_record(SECRET_RECORD, job.key, {"secret": secret}, None)
+        else:
+            await store.delete_record(SECRET_RECORD, job.key)
 
     return keep

@@ -42,7 +42,7 @@ class StoreNotifications:
     ) -> list[tuple[int, dict[str, Any]]]:
         spec = await self._spec(subscription_id)
         now = self.context.clock()
-        found = await events_after(self.context.store, subscription_id, after, limit, now)
+        found = await events_after(self.context.store, spec, after, limit, now)
         return [(event.number, await self._notification(spec, event, access)) for event in found]
 
     async def _notification(
