@@ -194,7 +194,11 @@ async def deliver(
         return
     lock = OwnedLock(store, DELIVERING, subscription_id, _lock_time(context), context.clock)
     if not await lock.acquire():
-        return  # another worker delivers it; it looks for new events before it lets go
+        # Another worker delivers it, and looks for new events before it lets go. If
+        # that worker died mid-delivery, nobody would: look again once its lock has
+        # run out (a live holder leaves this run nothing to do).
+        await _reschedule(store, DELIVER, subscription_id, now + _lock_time(context))
+        return
     try:
         while await _deliver_some(context, spec, resource, secret, lock):
             pass

@@ -53,8 +53,8 @@ MAX_BACKOFF = timedelta(minutes=5)
 POLL = timedelta(seconds=1)
 # How long the matcher's lock holds past its last renewal: the longest stretch without
 # a write (reading the active subscriptions, one change and its previous version), with
-# room. A dead matcher's lock passes on after it.
-LOCK_TIME = timedelta(seconds=30)
+# room. A dead matcher's lock passes on after it: after a crash, matching waits this long.
+LOCK_TIME = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)

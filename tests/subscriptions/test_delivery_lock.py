@@ -138,3 +138,21 @@ async def test_a_lapsed_worker_does_not_step_delivery_back(
     assert endpoint.by("first") == [[1]]
     state = await delivery_state(context.store, subscription_id, harness.clock())
     assert state["delivered"] == 2
+
+
+async def test_a_dead_workers_lock_delays_delivery_but_does_not_stop_it(
+    harness: Harness,
+) -> None:
+    """A worker killed mid-delivery leaves its lock behind. The next worker to run the
+    delivery job finds it held; once the lock has run out, the events still go out
+    (nobody else would send them: the dead worker never looks for new events again)."""
+    sub = await harness.create(criteria_subscription(harness.receiver.url, "Patient?family=kill"))
+    await harness.run_jobs(rounds=1)
+    context: SubscriptionContext = harness.app.state.subscriptions
+    store, now = context.store, harness.clock()
+    await store.put_record(DELIVERING, str(sub["id"]), {"token": "dead"}, now + LAPSE)
+    await harness.create({"resourceType": "Patient", "name": [{"family": "kill"}]})
+    await harness.run_jobs()
+    assert harness.receiver.received == []
+    await harness.later(LAPSE)
+    assert len(harness.receiver.received) == 1

@@ -65,7 +65,12 @@ def test_an_event_committed_before_a_kill_is_delivered_after_the_restart(
 ) -> None:
     url, received, gate = endpoint
     store = tmp_path / "fhir.sqlite"
-    env = {"FHIRSERVER_JOB_LEASE_SECONDS": str(LEASE_SECONDS)}
+    # A short delivery timeout: the killed server's delivery lock (twice the timeout)
+    # runs out soon after the restart.
+    env = {
+        "FHIRSERVER_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+        "FHIRSERVER_SUBSCRIPTION_TIMEOUT_SECONDS": "2",
+    }
     first = launch(store=store, env=env)
     with http_client(first.base) as http:
         sub = {
