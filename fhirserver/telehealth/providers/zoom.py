@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
+from joserfc.jwk import OctKey
 
 from fhirserver.telehealth.providers import _common as common
 from fhirserver.telehealth.providers.base import (
@@ -167,7 +168,7 @@ class ZoomProvider(common.HttpClient):
         super().__init__(config.timeout, http)
         self.config = config
         self._key = common.oct_key(config.sdk_secret, "sdk_secret")
-        self._api_key = (
+        self._api_jwt_key = (
             common.oct_key(config.api_secret, "api_secret") if config.api_secret else None
         )
         self._clock = clock
@@ -187,11 +188,13 @@ class ZoomProvider(common.HttpClient):
         )
 
     async def close_room(self, room: Room) -> None:
-        if self._api_key is None:
+        key = self._api_jwt_key
+        if key is None:
             return None  # nothing to call: see the module docstring
-        for session_id in await self._live_sessions(room.name):
+        for session_id in await self._live_sessions(key, room.name):
             what = "Zoom end session"
             response, secrets = await self._api(
+                key,
                 "PUT",
                 f"/videosdk/sessions/{_session_path(session_id)}/status",
                 what,
@@ -201,7 +204,7 @@ class ZoomProvider(common.HttpClient):
             if not response.is_success and response.status_code != 404:
                 common.raise_for_status(response, what, secrets, self._clock())
 
-    async def _live_sessions(self, name: str) -> list[str]:
+    async def _live_sessions(self, key: OctKey, name: str) -> list[str]:
         """The ids of the live sessions called `name` (names are case-insensitive)."""
         now = self._clock()
         params = {
@@ -213,7 +216,9 @@ class ZoomProvider(common.HttpClient):
         found: list[str] = []
         what = "Zoom list sessions"
         for _ in range(_LIST_PAGES):
-            response, secrets = await self._api("GET", "/videosdk/sessions", what, params=params)
+            response, secrets = await self._api(
+                key, "GET", "/videosdk/sessions", what, params=params
+            )
             if not response.is_success:
                 common.raise_for_status(response, what, secrets, self._clock())
             data = common.response_object(response, what, secrets)
@@ -232,6 +237,7 @@ class ZoomProvider(common.HttpClient):
 
     async def _api(
         self,
+        key: OctKey,
         method: str,
         path: str,
         what: str,
@@ -239,14 +245,13 @@ class ZoomProvider(common.HttpClient):
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> tuple[httpx.Response, list[str | None]]:
-        assert self._api_key is not None
         now = self._clock()
         claims = {
             "iss": self.config.api_key,
             "iat": common.epoch(now),
             "exp": common.epoch(now + _API_TOKEN_TTL),
         }
-        token = common.sign_hs256(claims, self._api_key)
+        token = common.sign_hs256(claims, key)
         response = await common.send(
             self._http,
             method,
