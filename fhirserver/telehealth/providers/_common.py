@@ -35,7 +35,7 @@ REPLAY_WINDOW = timedelta(minutes=5)
 
 
 class HttpClient:
-    """What the REST providers (LiveKit, 100ms) share: one httpx client, closed by
+    """What the REST providers (LiveKit, 100ms, Zoom, Daily) share: one httpx client, closed by
     `aclose` only if the provider made it (a test's mock transport is left alone)."""
 
     def __init__(self, timeout: float, http: httpx.AsyncClient | None) -> None:
@@ -122,7 +122,7 @@ def room_name(prefix: str, key: str, secret: bytes | None = None) -> str:
     With `secret` it is `prefix` + 128 bits of HMAC-SHA256(secret, key) in base32: stable for
     the same key and secret, and unguessable without the secret (Jitsi, where the name is
     the only protection in no-account mode). Without, 128 bits of SHA-256(key) in hex: stable
-    across secret rotations, opaque, but not a secret (LiveKit, 100ms: tokens protect those).
+    across secret rotations, opaque, but not a secret (the providers with tokens).
     """
     if not key:
         raise ValueError("room key must not be empty")
