@@ -2,11 +2,13 @@
 with HMAC-SHA256 over the timestamp and the body.
 
 Followed docs (docs.daily.co):
-- "Create room" (/reference/rest-api/rooms/create-room): `POST /v1/rooms` with `name`,
-  `privacy` and `properties` — `exp` (after it nobody can join), `eject_at_room_exp`
-  (participants still in the room are removed at `exp`), `max_participants`. A name that
-  is taken is a 400 `invalid-request-error` ("already exists"), so create falls back to
-  "Get room config" (`GET /v1/rooms/:name`) and is idempotent on the name. "Delete room"
+- "The room object" (/reference/rest-api/rooms): `{id, name, api_created, privacy, url,
+  created_at, config}`, joined at `https://<domain>.daily.co/<room>`; "Create room"
+  (`POST /v1/rooms` with `name`, `privacy` and `properties` — `exp`, after which nobody
+  can join, `eject_at_room_exp`, which removes those still in the room at `exp`, and
+  `max_participants`). A taken name is refused (400 `invalid-request-error` "already
+  exists"; 409 is treated alike), so create then reads "Get room config" (`GET
+  /v1/rooms/:name`) and is idempotent on the name. "Delete room"
   (`DELETE /v1/rooms/:name`) answers 404 `not-found` for a room that is gone: success.
   Every call takes the API key as `Authorization: Bearer`; errors are
   `{"error": <type>, "info": <text>}`.
@@ -19,13 +21,16 @@ Followed docs (docs.daily.co):
   `eject_at_token_exp`: the token's ttl is how long it admits, not how long the visit
   lasts. A token is used as `https://<domain>.daily.co/<room>?t=<token>` (Daily Prebuilt).
 - "Webhooks" (/reference/rest-api/webhooks): the webhook's `hmac` secret is a base64
-  string; each delivery carries `X-Webhook-Timestamp` and `X-Webhook-Signature` = base64
-  HMAC-SHA256(base64-decoded secret, "{timestamp}.{raw body}"). Creating a webhook first
-  POSTs an unsigned `{"test": "test"}` to check the endpoint answers 200: that body alone
-  is accepted unsigned, and records nothing. Events ("Webhook events"): `participant.joined`
-  and `participant.left` (`payload` {room, user_id, user_name, session_id, joined_at,
-  duration}), `meeting.ended` ({room, start_ts, end_ts}); every event has `id` and
-  `event_ts` (epoch seconds).
+  string ("This secret must be BASE-64 encoded"); each delivery carries
+  `X-Webhook-Timestamp` and `X-Webhook-Signature` = base64 HMAC-SHA256(base64-decoded
+  secret, "{timestamp}.{raw body}"). Creating a webhook first POSTs an unsigned
+  `{"test": "test"}` to check the endpoint answers 200: that body alone is accepted
+  unsigned, and records nothing. The timestamp is read as epoch seconds.
+  Events (/reference/rest-api/webhooks/events/participant-joined and its siblings):
+  `participant.joined` and `participant.left` (`payload` {room, user_id (from the meeting
+  token), user_name, session_id, joined_at, and on leaving duration}), `meeting.ended`
+  ({room, start_ts, end_ts}); every event has `version`, `type`, `id`, `payload` and
+  `event_ts` (when the webhook was sent).
 
 Rooms are `private` (a token is needed to join) and expire `room_ttl` after they are
 provisioned; a visit booked further ahead than that needs a longer `room_ttl`.
@@ -150,7 +155,7 @@ class DailyProvider(common.HttpClient):
         what = "Daily create room"
         body = {"name": name, "privacy": "private", "properties": properties}
         response = await self._call("POST", "/rooms", what, body)
-        if response.status_code == 400:
+        if response.status_code in (400, 409):
             # Taken by the room we created before (create is retried), or a bad request.
             existing = await self._call("GET", f"/rooms/{quote(name, safe='')}", "Daily get room")
             if existing.is_success:

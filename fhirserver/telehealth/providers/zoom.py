@@ -20,15 +20,21 @@ Followed docs (developers.zoom.us):
   URL-encoded twice (the Zoom API's rule for UUIDs). Without API credentials, or for an
   account whose plan does not allow the API, `close_room` cannot end anything: the
   session ends when its last participant leaves, and tokens stop admitting at `exp`.
-- Webhooks ("Using webhooks", /docs/api/webhooks/): each request carries
-  `x-zm-request-timestamp` (epoch seconds) and `x-zm-signature` = "v0=" + hex
-  HMAC-SHA256(secret token, "v0:{timestamp}:{raw body}"). Registering the endpoint sends
-  a signed `endpoint.url_validation` event whose `payload.plainToken` must be answered
-  with `{"plainToken", "encryptedToken": hex HMAC-SHA256(secret token, plainToken)}`
-  (`webhook_challenge`). Video SDK events: `session.user_joined`, `session.user_left`
-  (`payload.object` {id, session_id, session_name, session_key, user {id, name,
-  user_key, participant_uuid, join_time / leave_time}}), `session.ended` ({..., end_time});
-  `event_ts` is in milliseconds.
+- Webhooks ("Using webhooks", /docs/api/webhooks/ "Verify webhook events" and "Validate
+  your webhook endpoint", pointed to by the changelog /changelog/platform/webhook-url-
+  validation; the formula as Zoom's own webhook skill runbook restates it): each request
+  carries `x-zm-request-timestamp` (epoch seconds) and `x-zm-signature` = "v0=" + hex
+  HMAC-SHA256(secret token, "v0:{timestamp}:{raw body}"). Registering the endpoint, and
+  every 72 hours after, Zoom sends an `endpoint.url_validation` event whose
+  `payload.plainToken` must be answered with `{"plainToken", "encryptedToken": hex
+  HMAC-SHA256(secret token, plainToken)}` (`webhook_challenge`); we answer it only when
+  its signature verifies, as Zoom's sample does. Video SDK events (changelog
+  /changelog/video-sdk/october-25-2021 and later): `session.user_joined`,
+  `session.user_left` (`payload.object` {id, session_id, session_name, session_key,
+  user {id, name, user_key (the token's user_identity), participant_uuid}}),
+  `session.ended`; `event_ts` is in milliseconds. The times `user.join_time` /
+  `user.leave_time` / `end_time` are read when present (as in the Meetings events),
+  else `event_ts`.
 
 Zoom puts no delivery id in the body, so `RoomEvent.event_id` is a hash of the signed
 body: a retried or replayed delivery (same body) is recorded once.
