@@ -150,6 +150,15 @@ async def test_create_room_is_private_expires_and_is_idempotent(
     assert Room.from_dict(json.loads(json.dumps(room.to_dict()))) == room
 
 
+async def test_a_conflict_for_a_taken_name_finds_the_room(
+    fake: FakeDaily, provider: DailyProvider
+) -> None:
+    room = await provider.create_room("appt-1")
+    fake.fail.append(error(409, "invalid-request-error", f"{room.name} already exists"))
+    assert await provider.create_room("appt-1") == room
+    assert fake.calls[-1][:2] == ("GET", f"/rooms/{room.name}") and len(fake.rooms) == 1
+
+
 async def test_room_ttl_is_configurable(fake: FakeDaily) -> None:
     await make(fake, room_ttl=timedelta(days=90)).create_room("appt-1")
     assert fake.calls[0][2]["properties"] == {
