@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 ENV_PREFIX = "FHIRSERVER_"
+VIDEO_PROVIDERS = ("jitsi", "livekit", "100ms", "zoom-video-sdk", "daily")
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
 # "" is unset: off, allowed on loopback only (`fhirserver serve` checks).
@@ -55,7 +56,8 @@ class Settings:
     join_token_minutes: int = 10
     # Telehealth: $start-virtual-visit needs the patient's telehealth Consent.
     require_consent: bool = False
-    # Telehealth: the video provider, jitsi | livekit | 100ms. Jitsi with no app secret
+    # Telehealth: the video provider, jitsi | livekit | 100ms | zoom-video-sdk | daily.
+    # Jitsi with no app secret
     # uses a public instance with no account (README "Telehealth").
     video_provider: str = "jitsi"
     jitsi_domain: str = "meet.jit.si"
@@ -70,6 +72,21 @@ class Settings:
     hms_prebuilt_domain: str = ""
     hms_template_id: str = ""
     hms_webhook_secret: str = field(default="", repr=False)
+    # Zoom Video SDK: the SDK credentials sign session tokens; the (separate) API
+    # credentials end sessions; the join page runs the Video SDK in the browser.
+    zoom_sdk_key: str = field(default="", repr=False)
+    zoom_sdk_secret: str = field(default="", repr=False)
+    zoom_join_page: str = ""
+    zoom_api_key: str = field(default="", repr=False)
+    zoom_api_secret: str = field(default="", repr=False)
+    zoom_webhook_secret: str = field(default="", repr=False)
+    # Daily: the subdomain (clinic of clinic.daily.co), its domain id (for meeting tokens)
+    # and the webhook's base64 hmac secret.
+    daily_api_key: str = field(default="", repr=False)
+    daily_domain: str = ""
+    daily_domain_id: str = ""
+    daily_webhook_hmac: str = field(default="", repr=False)
+    daily_room_days: int = 30
     # Requests per minute the public join endpoint allows per client and per code.
     join_rate_per_minute: int = 20
     # Run the store's jobs (room provisioning, no-show checks) in this process.
@@ -118,10 +135,13 @@ class Settings:
         object.__setattr__(self, "base_path", base)
         if self.join_rate_per_minute < 1:
             raise ValueError("join_rate_per_minute must be at least 1")
-        if self.video_provider not in ("jitsi", "livekit", "100ms"):
+        if self.video_provider not in VIDEO_PROVIDERS:
             raise ValueError(
-                f"video_provider must be jitsi, livekit or 100ms, not {self.video_provider!r}"
+                f"video_provider must be one of {', '.join(VIDEO_PROVIDERS)},"
+                f" not {self.video_provider!r}"
             )
+        if self.daily_room_days < 1:
+            raise ValueError("daily_room_days must be positive")
         if self.auth not in AUTH_MODES:
             raise ValueError(f"FHIRSERVER_AUTH must be off, smart or external, not {self.auth!r}")
         if self.auth == "external" and not (self.auth_issuer or self.auth_jwks_url):

@@ -188,7 +188,8 @@ def test_channel_code_system_is_our_providers() -> None:
     code_system = load("CodeSystem-virtual-service-type.json")
     assert code_system["url"] == virtual_service.CHANNEL_TYPE_SYSTEM
     codes = tuple(c["code"] for c in code_system["concept"])
-    assert codes == virtual_service.PROVIDER_CODES == ("jitsi", "livekit", "100ms")
+    assert codes == virtual_service.PROVIDER_CODES
+    assert codes == ("jitsi", "livekit", "100ms", "zoom-video-sdk", "daily")
     assert code_system["count"] == len(codes) and code_system["content"] == "complete"
     assert not set(codes) & set(virtual_service.HL7_CHANNEL_CODES)
 

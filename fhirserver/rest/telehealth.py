@@ -35,7 +35,7 @@ from fhirserver.telehealth.visit_operations import (
     end_virtual_visit,
     start_virtual_visit,
 )
-from fhirserver.telehealth.webhooks import record_webhook
+from fhirserver.telehealth.webhooks import challenge_answer, record_webhook
 
 
 class TooManyRequests(FHIRError):
@@ -171,11 +171,15 @@ def _joined(joined: Joined) -> dict[str, Any]:
 
 
 async def webhook(request: Request) -> Response:
-    """A provider's event delivery: verified by the provider (401 if not), then recorded."""
+    """A provider's event delivery: verified by the provider (401 if not), then recorded;
+    or its endpoint challenge, verified and answered."""
     context = _visit_context(request)
     if request.path_params["provider"] != context.provider.name:
         raise NotFound(f"No webhook for {request.path_params['provider']!r} here")
     body = await read_body(request, 256 * 1024)
+    answer = challenge_answer(context, request.headers, body)
+    if answer is not None:
+        return JSONResponse(answer)
     recorded = await record_webhook(context, request.headers, body)
     return JSONResponse({"recorded": recorded})
 

@@ -47,7 +47,7 @@ VIRTUAL_SERVICE_URL = f"{BASE_URL}/StructureDefinition/virtual-service"
 #: Our channel types: the video providers the server drives (providers/ `name`s).
 CHANNEL_TYPE_SYSTEM = f"{BASE_URL}/CodeSystem/virtual-service-type"
 CHANNEL_TYPE_VALUESET = f"{BASE_URL}/ValueSet/virtual-service-type"
-PROVIDER_CODES = ("jitsi", "livekit", "100ms")
+PROVIDER_CODES = ("jitsi", "livekit", "100ms", "zoom-video-sdk", "daily")
 #: R5's code system for channel types (zoom, ms-teams, whatsapp); not in R4 itself.
 HL7_CHANNEL_TYPE_SYSTEM = "http://hl7.org/fhir/virtual-service-type"
 HL7_CHANNEL_CODES = ("zoom", "ms-teams", "whatsapp")
@@ -173,7 +173,7 @@ def channel_type(code: str) -> Coding:
 
 
 def provider_name(service: VirtualService | None) -> str | None:
-    """The channel's code when it is one the server knows (ours: jitsi, livekit, 100ms;
+    """The channel's code when it is one the server knows (ours: PROVIDER_CODES;
     R5's: zoom, ms-teams, whatsapp); None for no service, no channelType, or a code
     system we do not know. Whether a provider is configured for it is not decided here."""
     if service is None or service.channel_type is None:

@@ -18,7 +18,7 @@ from fhirserver.telehealth.encounter_lifecycle import (
     participant_left,
 )
 from fhirserver.telehealth.lifecycle import FINAL_ENCOUNTER
-from fhirserver.telehealth.providers import RoomEvent
+from fhirserver.telehealth.providers import RoomEvent, WebhookChallenges
 from fhirserver.telehealth.records import (
     about_visit,
     audit,
@@ -28,6 +28,18 @@ from fhirserver.telehealth.records import (
     save,
     visit_encounter_version,
 )
+
+
+def challenge_answer(
+    context: VisitContext, headers: Mapping[str, str], body: bytes
+) -> dict[str, str] | None:
+    """The answer to a provider's endpoint challenge (Zoom's URL validation), verified
+    like any delivery (WebhookRejected); None for an ordinary delivery or a provider
+    without challenges. Records nothing."""
+    provider = context.provider
+    if isinstance(provider, WebhookChallenges):
+        return provider.webhook_challenge(headers, body)
+    return None
 
 
 async def record_webhook(context: VisitContext, headers: Mapping[str, str], body: bytes) -> int:

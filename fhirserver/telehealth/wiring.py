@@ -13,6 +13,8 @@ from fhirserver.interactions.rules import WriteContext
 from fhirserver.storage.base import Store
 from fhirserver.telehealth.context import VisitContext, VisitSettings
 from fhirserver.telehealth.providers import (
+    DailyConfig,
+    DailyProvider,
     HmsConfig,
     HmsProvider,
     JitsiConfig,
@@ -20,9 +22,17 @@ from fhirserver.telehealth.providers import (
     LiveKitConfig,
     LiveKitProvider,
     VideoProvider,
+    ZoomConfig,
+    ZoomProvider,
 )
 
-_PREFIXES = {"jitsi": "JITSI", "livekit": "LIVEKIT", "100ms": "HMS"}
+_PREFIXES = {
+    "jitsi": "JITSI",
+    "livekit": "LIVEKIT",
+    "100ms": "HMS",
+    "zoom-video-sdk": "ZOOM",
+    "daily": "DAILY",
+}
 
 
 def make_provider(
@@ -58,6 +68,25 @@ def _provider(settings: Settings, http: httpx.AsyncClient | None, clock: Clock) 
             webhook_url=webhook_url if settings.hms_webhook_secret else None,
         )
         return HmsProvider(hms, http=http, clock=clock)
+    if settings.video_provider == "zoom-video-sdk":
+        zoom = ZoomConfig(
+            sdk_key=settings.zoom_sdk_key,
+            sdk_secret=settings.zoom_sdk_secret,
+            join_page=settings.zoom_join_page,
+            api_key=settings.zoom_api_key or None,
+            api_secret=settings.zoom_api_secret or None,
+            webhook_secret=settings.zoom_webhook_secret or None,
+        )
+        return ZoomProvider(zoom, http=http, clock=clock)
+    if settings.video_provider == "daily":
+        daily = DailyConfig(
+            api_key=settings.daily_api_key,
+            domain=settings.daily_domain,
+            domain_id=settings.daily_domain_id,
+            webhook_hmac=settings.daily_webhook_hmac or None,
+            room_ttl=timedelta(days=settings.daily_room_days),
+        )
+        return DailyProvider(daily, http=http, clock=clock)
     jitsi = JitsiConfig(
         domain=settings.jitsi_domain,
         app_id=settings.jitsi_app_id or None,

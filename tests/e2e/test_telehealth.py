@@ -2,22 +2,23 @@
 
 A real uvicorn server on a loopback port (its job runner on), driven only through HTTP,
 once per video provider: Jitsi with no account (the server's default: no network, no
-tokens, no webhooks), LiveKit and 100ms on fake provider APIs (mock transports,
-tests/telehealth/providers). The walkthrough: a Patient and a Practitioner, a booked
-virtual Appointment (R4 appointment.html) provisioned by the job runner with a join
-address and meeting code, the patient in the waiting room by code (booked -> arrived),
-`$start-virtual-visit` (R4 operations.html#executing: POST [type]/[id]/$op with a
-Parameters body; the Appointment fulfilled, an in-progress VR Encounter, R4
-encounter.html), the patient admitted to the call, provider webhooks recording who was in
-the call as participant periods (replays and forgeries record nothing),
-`$end-virtual-visit` (the Encounter finished, every period closed), the room closed at
-the provider, the meeting code dead, and the visit's story as AuditEvents searchable by
-entity (R4 auditevent.html).
+tokens, no webhooks), LiveKit, 100ms, Zoom Video SDK and Daily on fake provider APIs
+(mock transports, tests/telehealth/providers). The walkthrough: a Patient and a
+Practitioner, a booked virtual Appointment (R4 appointment.html) provisioned by the job
+runner with a join address and meeting code, the patient in the waiting room by code
+(booked -> arrived), `$start-virtual-visit` (R4 operations.html#executing: POST
+[type]/[id]/$op with a Parameters body; the Appointment fulfilled, an in-progress VR
+Encounter, R4 encounter.html), the patient admitted to the call, provider webhooks
+recording who was in the call as participant periods (replays and forgeries record
+nothing), `$end-virtual-visit` (the Encounter finished, every period closed), the room
+closed at the provider, the meeting code dead, and the visit's story as AuditEvents
+searchable by entity (R4 auditevent.html).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from abc import ABC, abstractmethod
@@ -37,14 +38,18 @@ from starlette.applications import Starlette
 from fhirserver.app import create_app
 from fhirserver.config import Settings
 from fhirserver.telehealth.providers import (
+    DailyProvider,
     HmsProvider,
     JitsiConfig,
     JitsiProvider,
     LiveKitConfig,
     LiveKitProvider,
     VideoProvider,
+    ZoomProvider,
 )
+from fhirserver.telehealth.providers.zoom import identity_from_user_key, user_identity
 from tests.loopback import free_port, on_loopback
+from tests.telehealth.providers import test_daily, test_zoom
 from tests.telehealth.providers.helpers import claims, client, clock
 from tests.telehealth.providers.test_hms import HOOK_SECRET, PREBUILT, FakeHms
 from tests.telehealth.providers.test_hms import SECRET as HMS_SECRET
@@ -257,6 +262,104 @@ class Hms(Harness):
         return Delivery("/telehealth/webhooks/100ms", json.dumps(event).encode(), headers)
 
 
+class Zoom(Harness):
+    name = "zoom-video-sdk"
+    webhook_secret = test_zoom.HOOK_SECRET
+
+    def __init__(self) -> None:
+        self.fake = test_zoom.FakeZoom()
+        self.provider: ZoomProvider = test_zoom.make(self.fake)
+
+    def room_is_open(self, room_id: str) -> bool | None:
+        # Zoom has a session only once someone joins (the host link below "joins").
+        sessions = [s for s in self.fake.sessions.values() if s["session_name"] == room_id]
+        return any(s["live"] for s in sessions) if sessions else None
+
+    def holder(self, url: str, token: str | None) -> Holder:
+        assert token is not None, "a Zoom link needs its session token"
+        parts = urlsplit(url)
+        assert f"{parts.scheme}://{parts.netloc}{parts.path}" == test_zoom.JOIN_PAGE, url
+        assert parts.query == "", "the token travels in the fragment only"
+        fragment = parse_qs(parts.fragment)
+        assert fragment["token"] == [token], url
+        grant = claims(token, test_zoom.SDK_SECRET)
+        assert grant["app_key"] == test_zoom.SDK_KEY and fragment["session"] == [grant["tpc"]]
+        assert grant["exp"] - grant["iat"] >= 1800, "Zoom refuses shorter tokens"
+        if not self.room_is_open(grant["tpc"]):  # joining creates the session at Zoom
+            self.fake.start(grant["tpc"], f"session-{grant['tpc']}")
+        role = "host" if grant["role_type"] == 1 else "guest"
+        identity = identity_from_user_key(grant.get("user_identity"))
+        return Holder(grant["tpc"], fragment["name"][0], identity, role)
+
+    def delivery(
+        self, kind: Kind, room_id: str, identity: str, event_id: str, secret: str
+    ) -> Delivery:
+        now = datetime.now(UTC).replace(microsecond=0)
+        user = {
+            "id": "16778240",
+            "name": DOCTOR_NAME,
+            "user_key": user_identity(identity),
+            "participant_uuid": f"uuid-{identity}",
+            ("join_time" if kind == "joined" else "leave_time"): now.isoformat(),
+        }
+        event = {
+            "event": f"session.user_{kind}",
+            "event_ts": int(time.time() * 1000),
+            "payload": {
+                "account_id": "D8cJuqWVQ623CI4Q8yQK0Q",
+                "object": {"id": "s1", "session_id": "s1", "session_name": room_id, "user": user},
+            },
+        }
+        body = json.dumps(event).encode()
+        headers = test_zoom.signed(body, secret=secret)  # stamped on the provider's clock
+        return Delivery("/telehealth/webhooks/zoom-video-sdk", body, headers)
+
+
+class Daily(Harness):
+    name = "daily"
+    webhook_secret = test_daily.HOOK_HMAC
+
+    def __init__(self) -> None:
+        self.fake = test_daily.FakeDaily()
+        self.provider: DailyProvider = test_daily.make(self.fake)
+
+    def room_is_open(self, room_id: str) -> bool | None:
+        return room_id in self.fake.rooms
+
+    def holder(self, url: str, token: str | None) -> Holder:
+        assert token is not None, "a Daily link needs its meeting token"
+        parts = urlsplit(url)
+        assert (parts.scheme, parts.netloc) == ("https", f"{test_daily.DOMAIN}.daily.co"), url
+        assert parse_qs(parts.query) == {"t": [token]}, url
+        grant = claims(token, test_daily.API_KEY)
+        room = parts.path.lstrip("/")
+        assert grant["r"] == room and grant["d"] == test_daily.DOMAIN_ID, grant
+        assert room in self.fake.rooms and self.fake.rooms[room]["privacy"] == "private"
+        return Holder(room, grant["u"], grant["ud"], "host" if grant["o"] else "guest")
+
+    def delivery(
+        self, kind: Kind, room_id: str, identity: str, event_id: str, secret: str
+    ) -> Delivery:
+        payload = {
+            "room": room_id,
+            "user_id": identity,
+            "user_name": DOCTOR_NAME,
+            "session_id": "0c0d2dda-f21d-4cf9-ab56-86bf3c407ffa",
+            "joined_at": int(time.time()),
+        }
+        event = {
+            "version": "1.0.0",
+            "type": f"participant.{kind}",
+            "id": event_id,
+            "payload": payload,
+            "event_ts": time.time(),
+        }
+        body = json.dumps(event).encode()
+        key = secret if secret == self.webhook_secret else base64.b64encode(secret.encode())
+        headers = test_daily.signed(body, secret=key if isinstance(key, str) else key.decode())
+        return Delivery("/telehealth/webhooks/daily", body, headers)
+
+
 # -- the server -----------------------------------------------------------------------------
 
 
@@ -382,7 +485,11 @@ async def assert_rejected(http: httpx.AsyncClient, delivery: Delivery, encounter
 # -- the walkthrough ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make_harness", [Jitsi, LiveKit, Hms], ids=["jitsi", "livekit", "100ms"])
+@pytest.mark.parametrize(
+    "make_harness",
+    [Jitsi, LiveKit, Hms, Zoom, Daily],
+    ids=["jitsi", "livekit", "100ms", "zoom-video-sdk", "daily"],
+)
 async def test_a_virtual_visit_end_to_end(
     make_harness: Callable[[], Harness], tmp_path: Path
 ) -> None:

@@ -10,13 +10,18 @@ from fhirserver.telehealth.providers.base import (
     RoomEvent,
     VideoProvider,
     VideoProviderError,
+    WebhookChallenges,
     WebhookRejected,
 )
+from fhirserver.telehealth.providers.daily import DailyConfig, DailyProvider
 from fhirserver.telehealth.providers.hms import HmsConfig, HmsProvider
 from fhirserver.telehealth.providers.jitsi import JitsiConfig, JitsiProvider
 from fhirserver.telehealth.providers.livekit import LiveKitConfig, LiveKitProvider
+from fhirserver.telehealth.providers.zoom import ZoomConfig, ZoomProvider
 
 __all__ = [
+    "DailyConfig",
+    "DailyProvider",
     "EventKind",
     "HmsConfig",
     "HmsProvider",
@@ -32,5 +37,8 @@ __all__ = [
     "RoomEvent",
     "VideoProvider",
     "VideoProviderError",
+    "WebhookChallenges",
     "WebhookRejected",
+    "ZoomConfig",
+    "ZoomProvider",
 ]

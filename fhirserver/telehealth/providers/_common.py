@@ -30,10 +30,12 @@ Clock = Callable[[], datetime]
 # Longest participant token we sign: a visit plus margin. Longer asks are a caller bug.
 MAX_TOKEN_TTL = timedelta(hours=24)
 _SCRUBBED = "***"
+# Age beyond which a signed webhook is taken for a replay (providers retry within seconds).
+REPLAY_WINDOW = timedelta(minutes=5)
 
 
 class HttpClient:
-    """What the REST providers (LiveKit, 100ms) share: one httpx client, closed by
+    """What the REST providers (LiveKit, 100ms, Zoom, Daily) share: one httpx client, closed by
     `aclose` only if the provider made it (a test's mock transport is left alone)."""
 
     def __init__(self, timeout: float, http: httpx.AsyncClient | None) -> None:
@@ -120,7 +122,7 @@ def room_name(prefix: str, key: str, secret: bytes | None = None) -> str:
     With `secret` it is `prefix` + 128 bits of HMAC-SHA256(secret, key) in base32: stable for
     the same key and secret, and unguessable without the secret (Jitsi, where the name is
     the only protection in no-account mode). Without, 128 bits of SHA-256(key) in hex: stable
-    across secret rotations, opaque, but not a secret (LiveKit, 100ms: tokens protect those).
+    across secret rotations, opaque, but not a secret (the providers with tokens).
     """
     if not key:
         raise ValueError("room key must not be empty")
@@ -180,6 +182,23 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+def signed_at(raw: str | None, now: datetime, window: timedelta) -> int:
+    """The epoch seconds of a webhook's signed timestamp header, or WebhookRejected when it
+    is missing, malformed, or more than `window` away from `now` (a replayed capture of a
+    genuine delivery: its signature is still valid, only its age gives it away)."""
+    raw = (raw or "").strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16:
+        raise WebhookRejected("webhook has no valid timestamp")
+    stamp = int(raw)
+    if abs(now.timestamp() - stamp) > window.total_seconds():
+        raise WebhookRejected("webhook timestamp is too old or in the future")
+    return stamp
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
 def text_field(data: Mapping[str, Any], name: str) -> str | None:
     value = data.get(name)
     return value if isinstance(value, str) and value else None
@@ -219,7 +238,7 @@ def _detail(response: httpx.Response, secrets: Iterable[str | None]) -> str:
         return ""
     parts = [
         str(data[name])
-        for name in ("code", "msg", "message", "error")
+        for name in ("code", "msg", "message", "error", "info")
         if isinstance(data.get(name), str | int) and not isinstance(data.get(name), bool)
     ]
     detail = scrub(": ".join(parts), secrets)

@@ -1,8 +1,8 @@
 """The `VideoProvider` protocol, its data types and its errors.
 
-One protocol for every video vendor (Jitsi, LiveKit, 100ms). The lifecycle code calls it
-only after the state change that asked for a room has committed (DESIGN.md "Side effects
-and external calls"), so every call is built to be retried:
+One protocol for every video vendor (Jitsi, LiveKit, 100ms, Zoom Video SDK, Daily). The
+lifecycle code calls it only after the state change that asked for a room has committed
+(DESIGN.md "Side effects and external calls"), so every call is built to be retried:
 
 - `create_room(key)` is idempotent on `key`: the room name is derived from the key
   (deterministically), and the provider's own "create returns the existing room"
@@ -11,11 +11,14 @@ and external calls"), so every call is built to be retried:
   call where the provider needs none (Jitsi, LiveKit).
 - `close_room(room)` is idempotent: closing a room that is already closed, or that never
   materialised at the provider, is success.
-- `participant_token(...)` is synchronous in every provider: all three sign their
+- `participant_token(...)` is synchronous in every provider: all of them sign their
   tokens locally (HS256 JWTs) and need no network call.
 - `parse_webhook(headers, body)` verifies authenticity before it looks at the body and
   raises `WebhookRejected` for anything it cannot verify; it never returns events from
   an unverified request.
+- A provider that checks a webhook endpoint with a challenge before it delivers to it
+  (Zoom's `endpoint.url_validation`) also implements `WebhookChallenges`; the webhook
+  route answers a challenge instead of recording events.
 
 Errors: `ProviderUnavailable` (an outage: connection error, timeout, 408, 429, 5xx —
 retry with backoff) and `ProviderError` (a refusal retrying cannot fix: bad credentials,
@@ -162,9 +165,11 @@ class RoomEvent:
 
 @runtime_checkable
 class VideoProvider(Protocol):
-    """A video vendor. Implementations: `JitsiProvider`, `LiveKitProvider`, `HmsProvider`."""
+    """A video vendor. Implementations: `JitsiProvider`, `LiveKitProvider`, `HmsProvider`,
+    `ZoomProvider`, `DailyProvider`."""
 
-    #: "jitsi" | "livekit" | "100ms" — also `Room.provider` of the rooms it creates.
+    #: "jitsi" | "livekit" | "100ms" | "zoom-video-sdk" | "daily" — also `Room.provider`
+    #: of the rooms it creates.
     name: str
 
     async def create_room(self, key: str, max_participants: int | None = None) -> Room:
@@ -199,4 +204,14 @@ class VideoProvider(Protocol):
 
     async def aclose(self) -> None:
         """Release the HTTP client if the provider created it (an injected one is left open)."""
+        ...
+
+
+@runtime_checkable
+class WebhookChallenges(Protocol):
+    """A provider whose webhook endpoint must answer a challenge (Zoom)."""
+
+    def webhook_challenge(self, headers: Mapping[str, str], body: bytes) -> dict[str, str] | None:
+        """Verify the request like `parse_webhook` (WebhookRejected), then: the JSON answer
+        to send back if it is a challenge, None if it is an ordinary delivery."""
         ...
