@@ -5,13 +5,16 @@ is used; contained resources and Bundle entries are checked as their own types."
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from fhirserver.errors import Unprocessable
 from fhirserver.resources.bindings import binding_warnings, check_bindings, compile_tree, issues_in
 from fhirserver.resources.validate import validate
+from tests.conftest import SHARED_DATA
 
 GENDER_VS = "http://hl7.org/fhir/ValueSet/administrative-gender"
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
@@ -192,3 +195,34 @@ def test_a_required_coding_or_quantity_needs_system_and_code_from_the_valueset(
     tree = compile_tree(_CODED_TABLE, frozenset({"required"}))
     found = [issue.expression for issue in issues_in(tree, "Thing", value, "error")]
     assert found == wrong
+
+
+# validation.html: the official examples and the Synthea set as the definitions judge them.
+# Examples the required bindings refuse, by file name, with the reason: none of the 717
+# (each bound code, Coding and CodeableConcept in them is in its expandable ValueSet).
+EXAMPLES_REFUSED: dict[str, str] = {}
+
+
+def _refused(resources: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, list[str]]:
+    found = {}
+    for name, resource in resources:
+        issues = check_bindings(resource["resourceType"], resource)
+        if issues:
+            found[name] = [f"{i.expression}: {i.diagnostics}" for i in issues]
+    return found
+
+
+def test_the_official_examples_meet_their_required_bindings() -> None:
+    examples = sorted((SHARED_DATA / "r4" / "examples").glob("*.json"))
+    assert len(examples) == 717
+    refused = _refused((path.name, orjson.loads(path.read_bytes())) for path in examples)
+    assert set(refused) == set(EXAMPLES_REFUSED), refused
+
+
+def test_the_synthea_resources_meet_their_required_bindings() -> None:
+    def entries() -> Iterator[tuple[str, dict[str, Any]]]:
+        for path in sorted((SHARED_DATA / "synthea-2019").glob("*.json")):
+            for entry in orjson.loads(path.read_bytes())["entry"]:
+                yield entry["fullUrl"], entry["resource"]
+
+    assert _refused(entries()) == {}
