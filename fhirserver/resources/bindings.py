@@ -16,7 +16,7 @@ contained resources and Bundle entries are checked as their own types.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -49,30 +49,32 @@ Tree = Mapping[str, Mapping[str, Slot]]
 
 def check_bindings(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
     """Errors for each value outside the ValueSet of a required binding."""
-    return list(issues_in(_tree(_ENFORCED), resource_type, resource, "error"))
+    return issues_in(_tree(_ENFORCED), resource_type, resource, "error")
 
 
 def binding_warnings(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
     """Warnings for each value outside an extensible or preferred binding's ValueSet."""
-    return list(issues_in(_tree(_ADVISED), resource_type, resource, "warning"))
+    return issues_in(_tree(_ADVISED), resource_type, resource, "warning")
 
 
 def issues_in(
     tree: Tree, resource_type: str, resource: dict[str, Any], severity: str
-) -> Iterator[Issue]:
+) -> list[Issue]:
     """An issue of `severity` for each bound value of the resource outside its ValueSet."""
-    for where, slot, value in _bound_values(tree, resource_type, resource, resource_type):
-        assert slot.expansion is not None  # only bound slots are yielded
-        problem = _problem(slot.kind, value, slot.expansion)
-        if problem is not None:
-            text = f"{problem}: not in the ValueSet {slot.expansion.url} ({slot.strength} binding)"
-            yield Issue(text, code="code-invalid", severity=severity, expression=where)
+    found: list[Issue] = []
+    _walk(_Walk(tree, severity, found), resource_type, resource, resource_type)
+    return found
 
 
-def _bound_values(
-    tree: Tree, definition: str, value: dict[str, Any], path: str
-) -> Iterator[tuple[str, Slot, Any]]:
-    slots = tree.get(definition)
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    tree: Tree
+    severity: str
+    found: list[Issue]
+
+
+def _walk(walk: _Walk, definition: str, value: dict[str, Any], path: str) -> None:
+    slots = walk.tree.get(definition)
     if not slots:
         return
     # The resource's own keys, not the tree's: an absent element costs nothing.
@@ -80,23 +82,31 @@ def _bound_values(
         slot = slots.get(key)
         if slot is None:
             continue
-        where = f"{path}.{key}"
         if isinstance(item, list):
             for index, entry in enumerate(item):
                 if entry is not None:
-                    yield from _visit(tree, slot, entry, f"{where}[{index}]")
+                    _visit(walk, slot, entry, path, key, index)
         else:
-            yield from _visit(tree, slot, item, where)
+            _visit(walk, slot, item, path, key, None)
 
 
-def _visit(tree: Tree, slot: Slot, value: Any, where: str) -> Iterator[tuple[str, Slot, Any]]:
+def _visit(walk: _Walk, slot: Slot, value: Any, path: str, key: str, index: int | None) -> None:
+    # The element's FHIRPath is spelt out only where it is needed: most values pass.
     if slot.expansion is not None:
-        yield where, slot, value
+        problem = _problem(slot.kind, value, slot.expansion)
+        if problem is not None:
+            text = f"{problem}: not in the ValueSet {slot.expansion.url} ({slot.strength} binding)"
+            where = _where(path, key, index)
+            walk.found.append(Issue(text, "code-invalid", walk.severity, where))
     if slot.holds is None or not isinstance(value, dict):
         return
     definition = value.get("resourceType") if slot.holds == _RESOURCE else slot.holds
-    if isinstance(definition, str):
-        yield from _bound_values(tree, definition, value, where)
+    if isinstance(definition, str) and definition in walk.tree:
+        _walk(walk, definition, value, _where(path, key, index))
+
+
+def _where(path: str, key: str, index: int | None) -> str:
+    return f"{path}.{key}" if index is None else f"{path}.{key}[{index}]"
 
 
 def _problem(kind: str, value: Any, expansion: Expansion) -> str | None:
