@@ -95,3 +95,17 @@ async def test_a_data_type_binding_inside_a_resource_is_enforced(
     (issue,) = answer.json()["issue"]
     assert issue["expression"] == ["Patient.telecom[0].system"]
     assert "http://hl7.org/fhir/ValueSet/contact-point-system" in issue["diagnostics"]
+
+
+async def test_a_merge_patch_that_breaks_a_binding_is_refused(
+    client: httpx.AsyncClient, dump: Dump
+) -> None:
+    assert (await client.put("/Patient/p3", json=patient("P3", id="p3"))).status_code == 201
+    before = dump()
+    answer = await client.patch(
+        "/Patient/p3",
+        content=json.dumps({"gender": "dragon"}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    _assert_bad_gender(answer, "Patient.gender")
+    assert dump() == before
