@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench derive clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ serve: $(STAMP)
 	$(BIN)/fhirserver serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check fhirserver tests bench
-	$(BIN)/ruff format --check fhirserver tests bench
+	$(BIN)/ruff check fhirserver tests bench scripts
+	$(BIN)/ruff format --check fhirserver tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -26,6 +26,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Re-derive the tables in fhirserver/resources/derived/ from ../shared/data/r4/definitions
+# (commit the result; tests/scripts checks it is current).
+derive: $(STAMP)
+	for script in scripts/derive_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,9 @@ Load (bench.load_bench): the Synthea Bundles bulk-loaded over HTTP and by `fhirs
 import`, next to a bare executemany, with peak memory, and an import of a 10x NDJSON set.
 Export (bench.export_bench) and subscriptions (bench.subscription_bench: notification
 latency and delivery throughput next to the bare write).
-BENCH_ONLY=rest, search, load, export or subscriptions runs one of them.
+Bindings (bench.bindings_bench): the required-binding check's cost per Synthea resource,
+next to a bare walk of the same resources and the other validation layers.
+BENCH_ONLY=rest, search, load, export, subscriptions or bindings runs one of them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from bench import export_bench, load_bench, search_run, servers, subscription_bench, synthea
+from bench import (
+    bindings_bench,
+    export_bench,
+    load_bench,
+    search_run,
+    servers,
+    subscription_bench,
+    synthea,
+)
 from bench.load import LoadError
 from bench.load_data import LoadBenchError
 from bench.measure import measure
@@ -109,6 +119,8 @@ def main() -> None:
             asyncio.run(export_benchmark(params))
         if params.runs("subscriptions"):
             asyncio.run(subscriptions_benchmark(params))
+        if params.runs("bindings"):
+            bindings_bench.run()
     except (
         servers.ServerStartError,
         LoadError,

@@ -1,5 +1,6 @@
 """The wheel is self-contained (DESIGN.md "Layout"): a non-editable install finds the
-conformance folders and the R4 schema inside the package, not in a source checkout."""
+conformance folders, the R4 schema and the derived terminology tables inside the
+package, not in a source checkout."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from fhirserver.conformance import data_dir
 from fhirserver.clock import system_clock
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.search.params import registry
+from fhirserver.resources.bindings import check_bindings
 print(json.dumps({
     "package": fhirserver.__file__,
     "searchparams": str(data_dir("searchparams")),
     "types": len(capability_statement("http://x", system_clock())["rest"][0]["resource"]),
     "identifier": registry().get("Patient", "identifier") is not None,
+    "bindings": [i.expression for i in check_bindings("Patient", {"gender": "dragon"})],
 }))
 """
 
@@ -69,3 +72,5 @@ def test_installed_wheel_carries_its_data(tmp_path: Path) -> None:
     assert found["searchparams"].startswith(str(site))
     assert found["types"] == 146
     assert found["identifier"] is True
+    # The derived terminology tables ship in the package (resources/derived/).
+    assert found["bindings"] == ["Patient.gender"]

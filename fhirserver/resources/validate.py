@@ -5,7 +5,7 @@ lacks or reshaped are checked against the official R4 JSON Schema. Either way a
 failure names the offending element as a FHIRPath `expression`.
 Status (R4 http.html): 400 when the content cannot be parsed as the resource (unknown
 element, wrong type, bad primitive); 422 when it parses but breaks a rule such as a
-required element.
+required element or a required terminology binding (bindings.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import jsonschema
 from pydantic import ValidationError
 
 from fhirserver.errors import BadRequest, FHIRError, Issue, Unprocessable
+from fhirserver.resources.bindings import check_bindings
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.definitions import is_resource_type, r4b_model
 from fhirserver.resources.schema import r4_schema
@@ -26,6 +27,8 @@ from fhirserver.resources.structure import check_structure
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING_TYPES = frozenset({"missing", "model_field_validation.missing"})
+# Rules a well-formed resource can break (R4 http.html: 422, not 400).
+_RULE_CODES = frozenset({"required", "code-invalid"})
 _MAX_MESSAGE = 300
 _MAX_ISSUES = 20
 
@@ -58,6 +61,9 @@ def validate(resource: JSONObject, expected_type: str | None = None) -> str:
             issues = _schema_issues(resource_type, resource)
         else:
             issues = _model_issues(model, resource_type, resource)
+    if not issues:
+        # Terminology only once the structure holds: a binding judges well-formed values.
+        issues = check_bindings(resource_type, resource)[:_MAX_ISSUES]
     if issues:
         raise _failure(issues)
     return resource_type
@@ -113,7 +119,7 @@ def _schema_issues(resource_type: str, resource: JSONObject) -> list[Issue]:
 
 def _failure(issues: list[Issue]) -> FHIRError:
     summary = "; ".join(f"{i.expression}: {i.diagnostics}" for i in issues[:3])
-    error_class = Unprocessable if all(i.code == "required" for i in issues) else BadRequest
+    error_class = Unprocessable if all(i.code in _RULE_CODES for i in issues) else BadRequest
     return error_class(f"Invalid resource: {summary}", issues=issues)
 
 

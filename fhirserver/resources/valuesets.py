@@ -1,0 +1,79 @@
+"""The R4 core ValueSets, expanded, and the CodeSystem hierarchies they were built from.
+
+R4 valueset.html#compose and terminologies.html#binding. scripts/derive_terminology.py
+expands every ValueSet of the definitions it can from their CodeSystems (include,
+exclude, imported ValueSets, the filters the core ValueSets use) into
+derived/valuesets.json.gz; a ValueSet drawn from a terminology the definitions do not
+carry (SNOMED CT, LOINC, UCUM, MIME types...) is listed there as not expandable, and
+`expand` gives None for it: the server cannot tell its members, so it does not judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from fhirserver.resources.derived import load
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    url: str
+    codings: frozenset[tuple[str, str]]
+    # Codes alone, for `code` elements, which carry no system.
+    codes: frozenset[str]
+
+    def has_code(self, code: str) -> bool:
+        return code in self.codes
+
+    def has_coding(self, system: str, code: str) -> bool:
+        return (system, code) in self.codings
+
+
+@cache
+def expand(url: str) -> Expansion | None:
+    """The codes of a ValueSet canonical (any |version ignored); None if not expandable."""
+    canonical = url.split("|", 1)[0]
+    by_system: Mapping[str, list[str]] | None = load("valuesets.json.gz")["expansions"].get(
+        canonical
+    )
+    if by_system is None:
+        return None
+    codings = frozenset((system, code) for system, codes in by_system.items() for code in codes)
+    return Expansion(canonical, codings, frozenset(code for _, code in codings))
+
+
+def not_expandable() -> Mapping[str, str]:
+    """Each ValueSet of the definitions that cannot be expanded here, with the reason."""
+    found: Mapping[str, str] = load("valuesets.json.gz")["not_expandable"]
+    return found
+
+
+@cache
+def _children(system: str) -> Mapping[str, tuple[str, ...]]:
+    parents: Mapping[str, list[str]] = load("codesystems.json.gz")["parents"].get(system, {})
+    children: dict[str, list[str]] = {}
+    for child, its_parents in parents.items():
+        for parent in its_parents:
+            children.setdefault(parent, []).append(child)
+    return {parent: tuple(found) for parent, found in children.items()}
+
+
+def parents(system: str, code: str) -> tuple[str, ...]:
+    """The codes that directly subsume `code` in a hierarchical CodeSystem."""
+    found: list[str] = load("codesystems.json.gz")["parents"].get(system, {}).get(code, [])
+    return tuple(found)
+
+
+def descendants(system: str, code: str) -> frozenset[str]:
+    """Every code `code` subsumes in `system` (R4 codesystem.html#hierarchy), not itself."""
+    children = _children(system)
+    found: set[str] = set()
+    stack = [code]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return frozenset(found)
