@@ -84,7 +84,8 @@ NUMBER_EXPECTED = {
     "lt": {"n020", "range"},
     "ge": {"n050", "n052", "n058", "n090", "range"},
     "le": {"n020", "n050", "range"},
-    "sa": {"n052", "n058", "n090"},
+    # Wholly above 0.5's range [0.45, 0.55): 0.52 lies within it.
+    "sa": {"n058", "n090"},
     "eb": {"n020"},
     "ap": {"n050", "n052", "range"},
 }
@@ -118,7 +119,8 @@ QUANTITY_EXPECTED = {
     "lt": {"q5.0"},
     "ge": {"q5.4", "q5.42", "q6.0"},
     "le": {"q5.0", "q5.4"},
-    "sa": {"q5.42", "q6.0"},
+    # Wholly above 5.4's range [5.35, 5.45): 5.42 lies within it.
+    "sa": {"q6.0"},
     "eb": {"q5.0"},
     "ap": {"q5.0", "q5.4", "q5.42"},
 }
