@@ -21,7 +21,9 @@ from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.bulk.export_job import export_config, export_handlers
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
+from fhirserver.interactions.profile_rule import profile_rules
 from fhirserver.interactions.rules import WriteContext
+from fhirserver.profiles.source import ProfileSource
 from fhirserver.rest.authorization import refusal_audit_limit
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
@@ -131,6 +133,11 @@ def create_app(
         **write_rules(grace, settings.video_provider),
         **subscription_rules(subscription_settings, offered),
     }
+    # Profiles (README "Validation and profiles"): compiled once per stored version, for
+    # $validate, and on every write when FHIRSERVER_VALIDATE_PROFILES is on.
+    profiles = ProfileSource()
+    if settings.validate_profiles:
+        rules = profile_rules(rules, profiles)
     writes = WriteContext(rules, clock)
     subscriptions = SubscriptionContext(
         store=chosen,
@@ -198,6 +205,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = chosen
     app.state.writes = writes
+    app.state.profiles = profiles
     app.state.visit_context = visit_context
     app.state.jobs = jobs
     app.state.subscriptions = subscriptions

@@ -16,6 +16,7 @@ from fhirserver import FHIR_VERSION, __version__
 from fhirserver.conformance import load_resources
 from fhirserver.interactions.lastn import DEFINITION as LASTN_DEFINITION
 from fhirserver.interactions.operations import instance_operations
+from fhirserver.interactions.validate_op import DEFINITION as VALIDATE_DEFINITION
 from fhirserver.resources.definitions import resource_types
 from fhirserver.resources.meta import format_instant
 from fhirserver.search.params import registry
@@ -245,6 +246,8 @@ def _operations(resource_type: str) -> dict[str, list[dict[str, str]]]:
     ]
     if resource_type in TYPE_OPERATIONS:
         found.append(dict(TYPE_OPERATIONS[resource_type]))
+    # R4 resource-operation-validate.html: $validate on every type.
+    found.append({"name": "validate", "definition": VALIDATE_DEFINITION})
     return {"operation": found} if found else {}
 
 
