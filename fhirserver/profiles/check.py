@@ -80,9 +80,10 @@ class _Walk:
                 where, f"breaks constraint {constraint.key}: {constraint.human}",
                 "invariant", severity,
             )
-        if isinstance(value, dict) and not node.choice:
+        if isinstance(value, dict):
             for child in node.children:
-                self.child(child, value, where)
+                if not (node.choice and _typed(node, child)):
+                    self.child(child, value, where)
 
     def child(self, node: Node, parent: JSONObject, where: str) -> None:
         found = _choice_items(self, node, parent, where) if node.choice else _items(node, parent, where)
@@ -100,7 +101,7 @@ class _Walk:
                 # under its own JSON key.
                 key = at.rsplit(".", 1)[-1]
                 for typed in node.children:
-                    if typed.name == key:
+                    if _typed(node, typed) and typed.name == key:
                         self.item(typed, value, at)
         if node.slicing is not None:
             self.slices(node.slicing, found, label)
@@ -132,6 +133,12 @@ class _Walk:
                     label, f"allows slice {slice_.name} at most {slice_.max} time(s), found {count}",
                     "structure",
                 )
+
+
+def _typed(choice: Node, child: Node) -> bool:
+    """Whether `child` is a type slice of the choice (valueQuantity of value[x])."""
+    base = choice.name.removesuffix("[x]")
+    return child.name.startswith(base) and child.name[len(base) :][:1].isupper()
 
 
 def _items(node: Node, parent: JSONObject, where: str) -> list[tuple[Any, str]]:
