@@ -45,4 +45,6 @@ async def check_claimed(reader: Reader, source: ProfileSource, resource: JSONObj
             errors += [i for i in check_profile(profile, resource) if i.severity == "error"]
     if errors:
         summary = "; ".join(issue.diagnostics for issue in errors[:3])
-        raise Unprocessable(f"The resource does not conform to its profiles: {summary}", issues=errors)
+        raise Unprocessable(
+            f"The resource does not conform to its profiles: {summary}", issues=errors
+        )

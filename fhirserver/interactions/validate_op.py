@@ -42,7 +42,11 @@ def validate_request(
     """The operation's inputs from a body (a resource, or a Parameters with `resource`,
     `mode`, `profile`) and the query string's `mode` / `profile`."""
     resource = body
-    if body is not None and body.get("resourceType") == "Parameters" and resource_type != "Parameters":
+    if (
+        body is not None
+        and body.get("resourceType") == "Parameters"
+        and resource_type != "Parameters"
+    ):
         validate(body, "Parameters")
         resource = None
         for parameter in body.get("parameter") or ():
@@ -101,7 +105,9 @@ async def validate_operation(
     return issues
 
 
-async def _exists(store: Reader, resource_type: str, resource_id: str, access: Access) -> list[Issue]:
+async def _exists(
+    store: Reader, resource_type: str, resource_id: str, access: Access
+) -> list[Issue]:
     try:
         await crud.read(store, resource_type, resource_id, access)
     except FHIRError as missing:

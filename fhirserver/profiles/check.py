@@ -71,14 +71,18 @@ class _Walk:
                     continue
             except NotEvaluable as exc:
                 self.fail(
-                    where, f"constraint {constraint.key} could not be evaluated: {exc}",
-                    "informational", "warning",
+                    where,
+                    f"constraint {constraint.key} could not be evaluated: {exc}",
+                    "informational",
+                    "warning",
                 )
                 continue
             severity = "error" if constraint.severity == "error" else "warning"
             self.fail(
-                where, f"breaks constraint {constraint.key}: {constraint.human}",
-                "invariant", severity,
+                where,
+                f"breaks constraint {constraint.key}: {constraint.human}",
+                "invariant",
+                severity,
             )
         if isinstance(value, dict):
             for child in node.children:
@@ -86,7 +90,9 @@ class _Walk:
                     self.child(child, value, where)
 
     def child(self, node: Node, parent: JSONObject, where: str) -> None:
-        found = _choice_items(self, node, parent, where) if node.choice else _items(node, parent, where)
+        found = (
+            _choice_items(self, node, parent, where) if node.choice else _items(node, parent, where)
+        )
         # A primitive given by its extensions alone (`_birthDate`) is present too.
         present = len(found) or int(f"_{node.name}" in parent)
         label = f"{where}.{node.name.removesuffix('[x]')}"
@@ -125,12 +131,14 @@ class _Walk:
             count = counts[slice_.name]
             if count < slice_.min:
                 self.fail(
-                    label, f"needs slice {slice_.name} {slice_.min} time(s), found {count}",
+                    label,
+                    f"needs slice {slice_.name} {slice_.min} time(s), found {count}",
                     "required",
                 )
             if slice_.max is not None and count > slice_.max:
                 self.fail(
-                    label, f"allows slice {slice_.name} at most {slice_.max} time(s), found {count}",
+                    label,
+                    f"allows slice {slice_.name} at most {slice_.max} time(s), found {count}",
                     "structure",
                 )
 
@@ -154,7 +162,11 @@ def _choice_items(walk: _Walk, node: Node, parent: JSONObject, where: str) -> li
     found = []
     for key, value in parent.items():
         suffix = key[len(base) :]
-        if not key.startswith(base) or not suffix[:1].isupper() or suffix.lower() not in _type_names():
+        if (
+            not key.startswith(base)
+            or not suffix[:1].isupper()
+            or suffix.lower() not in _type_names()
+        ):
             continue
         if allowed and suffix.lower() not in allowed:
             walk.fail(

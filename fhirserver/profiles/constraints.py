@@ -63,7 +63,9 @@ def holds(constraint: Constraint, item: Any, resource: JSONObject, path: str) ->
         evaluate, target = compiled(f"{path}.all({constraint.expression})"), resource
     try:
         result = evaluate(target, {"resource": resource, "rootResource": resource})
-    except Exception as exc:  # noqa: BLE001 - any failure of the engine is "cannot say"
+    # Any failure of the engine (a function it lacks, a type it cannot handle) means
+    # "cannot say", never a 500.
+    except Exception as exc:
         raise NotEvaluable(str(exc)) from None
     # FHIRPath: an empty result, or a single false, fails the invariant.
     return bool(result) and result != [False]

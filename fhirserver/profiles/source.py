@@ -44,7 +44,9 @@ async def find_canonical(reader: Reader, resource_type: str, canonical: str) -> 
         params.append(("version", version))
     found = await reader.search(parse_search((resource_type,), params))
     bodies = [codec.loads(v.body) for v in found.matches if v.body is not None]
-    return max(bodies, key=lambda b: str((b.get("meta") or {}).get("lastUpdated", "")), default=None)
+    return max(
+        bodies, key=lambda b: str((b.get("meta") or {}).get("lastUpdated", "")), default=None
+    )
 
 
 class ProfileSource:

@@ -43,7 +43,9 @@ def systems_named(value_set: JSONObject) -> set[str]:
     }
 
 
-def _included(part: JSONObject, code_systems: Mapping[str, JSONObject]) -> set[tuple[str, str]] | None:
+def _included(
+    part: JSONObject, code_systems: Mapping[str, JSONObject]
+) -> set[tuple[str, str]] | None:
     system = str(part.get("system", ""))
     if part.get("valueSet") or part.get("filter") or not system:
         return None

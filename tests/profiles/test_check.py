@@ -82,9 +82,10 @@ def test_vital_signs_slices_fixed_values_and_choice_types(us_core: Package) -> N
     assert "'%'" in errors["Observation.valueQuantity.code"]
     other = {**PULSE_OX, "valueString": "high"}
     del other["valueQuantity"]
-    assert "allows Quantity" in _errors(us_core, "us-core-pulse-oximetry", other)[
-        "Observation.valueString"
-    ]
+    assert (
+        "allows Quantity"
+        in _errors(us_core, "us-core-pulse-oximetry", other)["Observation.valueString"]
+    )
 
 
 def test_a_pattern_slice_checks_its_content(us_core: Package) -> None:
@@ -138,11 +139,16 @@ def test_a_required_binding_to_an_expanded_value_set() -> None:
         binding={"strength": "required", "valueSet": "http://example.org/vs|1"}
     )
     profile = compile_profile(definition_, {"http://example.org/vs": frozenset({("s", "M")})})
-    married = {"resourceType": "Patient", "maritalStatus": {"coding": [{"system": "s", "code": "M"}]}}
+    married = {
+        "resourceType": "Patient",
+        "maritalStatus": {"coding": [{"system": "s", "code": "M"}]},
+    }
     assert check_profile(profile, married) == []
     other = {"resourceType": "Patient", "maritalStatus": {"coding": [{"system": "s", "code": "X"}]}}
     (issue,) = check_profile(profile, other)
-    assert issue.expression == "Patient.maritalStatus" and "http://example.org/vs" in issue.diagnostics
+    assert (
+        issue.expression == "Patient.maritalStatus" and "http://example.org/vs" in issue.diagnostics
+    )
     # A ValueSet the server could not expand is left unchecked, and said to be.
     unexpanded = compile_profile(definition_, {})
     assert check_profile(unexpanded, other) == []

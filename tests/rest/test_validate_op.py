@@ -115,8 +115,10 @@ async def test_parameters_with_mode_create(client: httpx.AsyncClient) -> None:
 async def test_a_request_that_cannot_run_is_400(
     client: httpx.AsyncClient, path: str, body: dict[str, Any] | None, query: dict[str, str]
 ) -> None:
-    response = await client.post(path, json=body, params=query) if body else await client.post(
-        path, params=query
+    response = (
+        await client.post(path, json=body, params=query)
+        if body
+        else await client.post(path, params=query)
     )
     assert response.status_code == 400, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
@@ -130,7 +132,9 @@ async def test_mode_update_checks_the_id_and_that_the_resource_exists(
     ok = _issues(await client.post(f"/Patient/{created['id']}/$validate?mode=update", json=same))
     assert [i["diagnostics"] for i in ok] == ["All OK"]
     other = _errors(
-        await client.post(f"/Patient/{created['id']}/$validate?mode=update", json={**same, "id": "x"})
+        await client.post(
+            f"/Patient/{created['id']}/$validate?mode=update", json={**same, "id": "x"}
+        )
     )
     assert "Patient.id" in other
     missing = _errors(
@@ -203,13 +207,22 @@ async def test_us_core_encounter_and_vital_signs(
         },
         "subject": {"reference": "Patient/1"},
         "effectiveDateTime": "2020-01-02",
-        "valueQuantity": {"value": 97, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"},
+        "valueQuantity": {
+            "value": 97,
+            "unit": "%",
+            "system": "http://unitsofmeasure.org",
+            "code": "%",
+        },
     }
-    answer = await client.post("/Observation/$validate", params={"profile": profile}, json=observation)
+    answer = await client.post(
+        "/Observation/$validate", params={"profile": profile}, json=observation
+    )
     assert _errors(answer) == {}
     no_category = {**observation, "category": []}
     del no_category["category"]
-    answer = await client.post("/Observation/$validate", params={"profile": profile}, json=no_category)
+    answer = await client.post(
+        "/Observation/$validate", params={"profile": profile}, json=no_category
+    )
     assert "Observation.category" in _errors(answer)
     encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}}
     answer = await client.post(
@@ -224,7 +237,9 @@ async def test_a_profile_posted_to_the_server_is_used(client: httpx.AsyncClient)
     assert (await client.post("/StructureDefinition", json=definition)).status_code == 201
     errors = _errors(
         await client.post(
-            "/Patient/$validate", params={"profile": PATIENT_PROFILE}, json={"resourceType": "Patient"}
+            "/Patient/$validate",
+            params={"profile": PATIENT_PROFILE},
+            json={"resourceType": "Patient"},
         )
     )
     assert "Patient.gender" in errors
@@ -235,7 +250,9 @@ async def test_a_profile_posted_to_the_server_is_used(client: httpx.AsyncClient)
     assert (await client.post("/StructureDefinition", json=differential)).status_code == 201
     errors = _errors(
         await client.post(
-            "/Patient/$validate", params={"profile": differential["url"]}, json={"resourceType": "Patient"}
+            "/Patient/$validate",
+            params={"profile": differential["url"]},
+            json={"resourceType": "Patient"},
         )
     )
     assert "no snapshot" in next(iter(errors.values()))
