@@ -1,6 +1,6 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest, search, load, export or subscriptions runs only that benchmark (all five
+BENCH_ONLY=rest, search, load, export, subscriptions or profiles runs only that benchmark (all
 run by default)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-PARTS = ("rest", "search", "load", "export", "subscriptions")
+PARTS = ("rest", "search", "load", "export", "subscriptions", "profiles")
 
 
 @dataclass(frozen=True, slots=True)
