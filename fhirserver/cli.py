@@ -316,7 +316,7 @@ async def run_ig_load(store: Store, settings: Settings, package: Package) -> int
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(loaded.written.items()))
     print(
         f"fhirserver: loaded {package.name} {package.version} into {settings.store_label}:"
-        f" {counts or 'nothing'}; restart the server for its search parameters",
+        f" {counts or 'nothing'}",
         flush=True,
     )
     return 1 if loaded.refused else 0
