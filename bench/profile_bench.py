@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from bench.synthea import DATA_DIR
 from fhirserver.interactions.ig_load import load_package
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.check import check_profile
@@ -26,8 +27,6 @@ from fhirserver.profiles.package import read_package
 from fhirserver.profiles.source import ProfileSource
 from fhirserver.resources.validate import validate
 from fhirserver.storage.sqlite import SqliteStore
-
-from bench.synthea import DATA_DIR
 
 US_CORE_TGZ = DATA_DIR.parent / "ig" / "hl7.fhir.us.core-3.1.0.tgz"
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition"
