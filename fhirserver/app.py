@@ -21,6 +21,7 @@ from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.bulk.export_job import export_config, export_handlers
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
+from fhirserver.interactions.ig_load import stored_registry
 from fhirserver.interactions.profile_rule import profile_rules
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.source import ProfileSource
@@ -30,6 +31,7 @@ from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.rest.smart import oauth_uris, token_rate_limit
 from fhirserver.rest.smart_authorize import login_limits
+from fhirserver.search.params import SearchParameters
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
@@ -138,7 +140,9 @@ def create_app(
     profiles = ProfileSource()
     if settings.validate_profiles:
         rules = profile_rules(rules, profiles)
-    writes = WriteContext(rules, clock)
+    # Search parameters: the shipped ones, joined at start by those stored (ig load).
+    search_params = SearchParameters()
+    writes = WriteContext(rules, clock, search_params=search_params)
     subscriptions = SubscriptionContext(
         store=chosen,
         settings=subscription_settings,
@@ -175,9 +179,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await chosen.open()
+        search_params.current = await stored_registry(chosen)
         if chosen.index_outdated:
             logger.warning("search index tables were upgraded; rebuilding them")
-            await reindex(chosen)
+            await reindex(chosen, known=search_params.current)
         worker = None
         if settings.run_jobs:
             # Topic discovery (README "Subscriptions"): the shipped topics as Basic

@@ -32,7 +32,7 @@ from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
-from fhirserver.interactions.ig_load import load_package
+from fhirserver.interactions.ig_load import load_package, stored_registry
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.package import Package, PackageError, read_package
 from fhirserver.progress import ProgressDisplay
@@ -316,7 +316,8 @@ async def run_ig_load(store: Store, settings: Settings, package: Package) -> int
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(loaded.written.items()))
     print(
         f"fhirserver: loaded {package.name} {package.version} into {settings.store_label}:"
-        f" {counts or 'nothing'}",
+        f" {counts or 'nothing'}; its search parameters apply from the server's next start,"
+        " to resources stored before it after `fhirserver reindex`",
         flush=True,
     )
     return 1 if loaded.refused else 0
@@ -325,8 +326,10 @@ async def run_ig_load(store: Store, settings: Settings, package: Package) -> int
 async def run_reindex(store: Store, settings: Settings) -> int:
     await store.open()
     try:
+        # With the SearchParameters stored by `ig load` (README "Validation and profiles").
+        known = await stored_registry(store)
         with ProgressDisplay("reindex") as progress:
-            done = await reindex(store, progress)
+            done = await reindex(store, progress, known)
     finally:
         await store.close()
     sys.stderr.write("\n")

@@ -13,7 +13,12 @@ from fhirserver.errors import FHIRError
 from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.package import Package
-from fhirserver.storage.base import Store
+from fhirserver.resources import codec
+from fhirserver.search.params import Registry, joined
+from fhirserver.search.parse import parse_search
+from fhirserver.storage.base import Reader, Store
+
+_PAGE = 500
 
 
 @dataclass
@@ -37,3 +42,17 @@ async def load_package(store: Store, context: WriteContext, package: Package) ->
             continue
         loaded.written[resource_type] += 1
     return loaded
+
+
+async def stored_registry(store: Reader) -> Registry:
+    """The shipped search parameters joined by every SearchParameter in the store (an
+    IG's, after `ig load`): what an app searches and indexes with once its store is open."""
+    found: list[dict[str, object]] = []
+    cursor: str | None = None
+    while True:
+        params = [("_count", str(_PAGE)), *([("_cursor", cursor)] if cursor else [])]
+        page = await store.search(parse_search(("SearchParameter",), params, max_count=_PAGE))
+        found += [codec.load_object(v.body) for v in page.matches if v.body is not None]
+        cursor = page.next_cursor
+        if cursor is None:
+            return joined(found)

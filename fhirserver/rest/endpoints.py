@@ -80,6 +80,7 @@ def read_options(request: Request) -> ReadOptions:
         history_page_size=settings.history_page_size,
         max_page_size=settings.max_page_size,
         access=_access(request),
+        known=request.app.state.writes.known(),
     )
 
 
@@ -100,7 +101,10 @@ async def capabilities(request: Request) -> Response:
     fmt = response_format(request)
     oauth = getattr(request.app.state, "oauth_uris", None)
     return fhir_response(
-        capability_statement(base_url(request), _writes(request).clock(), oauth), fmt
+        capability_statement(
+            base_url(request), _writes(request).clock(), oauth, _writes(request).known()
+        ),
+        fmt,
     )
 
 
