@@ -57,11 +57,14 @@ async def with_us_core(
     await load_package(store, WriteContext().as_server(), package)
     await store.close()
     app = create_app(settings, store=store)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://testserver/fhir",
-        headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
-    ) as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver/fhir",
+            headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+        ) as http,
+    ):
         yield http
 
 
