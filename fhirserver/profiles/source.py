@@ -19,7 +19,7 @@ from fhirserver.profiles.terminology import expand, systems_named
 from fhirserver.resources import codec
 from fhirserver.resources.codec import JSONObject
 from fhirserver.search.parse import parse_search
-from fhirserver.storage.base import Reader
+from fhirserver.storage.base import Reader, Version
 
 # A profile's compiled form: (url, where it came from and which version).
 _Key = tuple[str, str]
@@ -35,18 +35,23 @@ def shipped_definitions() -> Mapping[str, JSONObject]:
     }
 
 
-async def find_canonical(reader: Reader, resource_type: str, canonical: str) -> Any | None:
+async def stored_canonical(reader: Reader, resource_type: str, canonical: str) -> Version | None:
     """The newest current resource of `resource_type` with that canonical URL (and
-    version, when given), parsed; None when the store has none."""
+    version, when given); None when the store has none. Unparsed: a profile's body is
+    large, and its id and version tell whether the compiled form is still current."""
     url, _, version = canonical.partition("|")
     params = [("url", url), ("_count", "20")]
     if version:
         params.append(("version", version))
     found = await reader.search(parse_search((resource_type,), params))
-    bodies = [codec.loads(v.body) for v in found.matches if v.body is not None]
-    return max(
-        bodies, key=lambda b: str((b.get("meta") or {}).get("lastUpdated", "")), default=None
-    )
+    current = [v for v in found.matches if v.body is not None]
+    return max(current, key=lambda v: v.last_updated, default=None)
+
+
+async def find_canonical(reader: Reader, resource_type: str, canonical: str) -> Any | None:
+    """As `stored_canonical`, parsed."""
+    version = await stored_canonical(reader, resource_type, canonical)
+    return None if version is None or version.body is None else codec.loads(version.body)
 
 
 class ProfileSource:
@@ -57,10 +62,12 @@ class ProfileSource:
     async def find(self, reader: Reader, canonical: str) -> Profile | None:
         """The profile at `canonical`; None when neither the store nor extensions/ has
         it. A StructureDefinition that is no usable profile raises ProfileError."""
-        definition = await find_canonical(reader, "StructureDefinition", canonical)
-        if definition is not None:
-            meta = definition.get("meta") or {}
-            key = (canonical, f"{definition.get('id')}/{meta.get('versionId')}")
+        stored = await stored_canonical(reader, "StructureDefinition", canonical)
+        definition: JSONObject | None = None
+        if stored is not None and stored.body is not None:
+            key = (canonical, f"{stored.id}/{stored.version}")
+            if key not in self._compiled:
+                definition = codec.loads(stored.body)
         else:
             definition = self._shipped.get(canonical.partition("|")[0])
             if definition is None:
@@ -68,6 +75,7 @@ class ProfileSource:
             key = (canonical, "shipped")
         profile = self._compiled.get(key)
         if profile is None:
+            assert definition is not None
             profile = compile_profile(definition, await _code_sets(reader, definition))
             self._compiled[key] = profile
         return profile
