@@ -47,7 +47,7 @@ def compiled(expression: str) -> Evaluator:
     try:
         evaluator: Evaluator = fhirpathpy.compile(expression, models["r4"])
     except Exception as exc:  # fhirpathpy raises plain Exceptions from its parser
-        raise NotEvaluable(str(exc)) from None
+        raise NotEvaluable(_reason(exc)) from None
     return evaluator
 
 
@@ -66,6 +66,13 @@ def holds(constraint: Constraint, item: Any, resource: JSONObject, path: str) ->
     # Any failure of the engine (a function it lacks, a type it cannot handle) means
     # "cannot say", never a 500.
     except Exception as exc:
-        raise NotEvaluable(str(exc)) from None
+        raise NotEvaluable(_reason(exc)) from None
     # FHIRPath: an empty result, or a single false, fails the invariant.
     return bool(result) and result != [False]
+
+
+def _reason(exc: Exception) -> str:
+    """The engine's complaint without the data it quotes ("Expected boolean, got: {...}"):
+    an OperationOutcome must not echo a resource's values back at length."""
+    text = str(exc).split(", got:", 1)[0].split("\n", 1)[0]
+    return (text if len(text) <= 120 else text[:119] + "…") or type(exc).__name__

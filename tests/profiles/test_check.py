@@ -177,3 +177,21 @@ def test_a_pattern_value() -> None:
 def test_unusable_definitions_are_refused_clearly(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ProfileError, match=message):
         compile_profile({**_small_profile(), **change}, {})
+
+
+def test_an_invariant_fhirpathpy_cannot_evaluate_is_a_warning(us_core: Package) -> None:
+    # us-core-2 uses `value` as a boolean (FHIRPath singleton evaluation), which
+    # fhirpathpy refuses: a warning that names the key, never an error or a 500.
+    profile = compile_profile(definition(us_core, f"{US_CORE}/us-core-observation-lab"), {})
+    lab = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": VITALS, "code": "laboratory"}]}],
+        "code": {"coding": [{"system": LOINC, "code": "2339-0"}]},
+        "subject": {"reference": "Patient/1"},
+        "effectiveDateTime": "2020-01-02",
+        "valueQuantity": {"value": 1, "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+    }
+    (issue,) = check_profile(profile, lab)
+    assert issue.severity == "warning" and "us-core-2" in issue.diagnostics
+    assert "mg/dL" not in issue.diagnostics
