@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from fhirserver.interactions import crud
 from fhirserver.interactions.ig_load import load_package
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.check import check_profile
+from fhirserver.profiles.model import ProfileError
 from fhirserver.profiles.package import Package
 from fhirserver.profiles.source import ProfileSource
 from fhirserver.storage.base import Store
@@ -77,3 +80,15 @@ async def test_required_bindings_to_value_sets_in_the_store(store: Store, us_cor
 
 async def test_an_unknown_canonical_is_none(store: Store) -> None:
     assert await ProfileSource().find(store, "http://example.org/none") is None
+
+
+async def test_a_profile_shipped_in_extensions(store: Store) -> None:
+    # The store has none: the shipped one answers (extensions/ holds no resource
+    # profile today, so one is handed in as extensions/ would give it).
+    source = ProfileSource(shipped={PROFILE: _bound_profile()})
+    profile = await source.find(store, PROFILE)
+    assert profile is not None and profile.type == "Patient"
+    # The shipped extension definition is no profile of a resource: refused clearly.
+    extension = "http://fhirserver.dev/fhir/StructureDefinition/virtual-service"
+    with pytest.raises(ProfileError, match="not a StructureDefinition of a resource type"):
+        await ProfileSource().find(store, extension)
