@@ -15,7 +15,9 @@ Export (bench.export_bench) and subscriptions (bench.subscription_bench: notific
 latency and delivery throughput next to the bare write).
 Bindings (bench.bindings_bench): the required-binding check's cost per Synthea resource,
 next to a bare walk of the same resources and the other validation layers.
-BENCH_ONLY=rest, search, load, export, subscriptions or bindings runs one of them.
+Profiles (bench.profile_bench): US Core profile checks per resource next to the core
+validation and a floor.
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings or profiles runs one of them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench import (
     bindings_bench,
     export_bench,
     load_bench,
+    profile_bench,
     search_run,
     servers,
     subscription_bench,
@@ -121,6 +124,8 @@ def main() -> None:
             asyncio.run(subscriptions_benchmark(params))
         if params.runs("bindings"):
             bindings_bench.run()
+        if params.runs("profiles"):
+            profile_bench.run()
     except (
         servers.ServerStartError,
         LoadError,

@@ -1,14 +1,14 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest, search, load, export, subscriptions or bindings runs only that benchmark (all
-six run by default)."""
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings or profiles runs only that
+benchmark (all run by default)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-PARTS = ("rest", "search", "load", "export", "subscriptions", "bindings")
+PARTS = ("rest", "search", "load", "export", "subscriptions", "bindings", "profiles")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,17 @@ from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.bulk.export_job import export_config, export_handlers
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
+from fhirserver.interactions.ig_load import stored_registry
+from fhirserver.interactions.profile_rule import profile_rules
 from fhirserver.interactions.rules import WriteContext
+from fhirserver.profiles.source import ProfileSource
 from fhirserver.rest.authorization import refusal_audit_limit
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.rest.smart import oauth_uris, token_rate_limit
 from fhirserver.rest.smart_authorize import login_limits
+from fhirserver.search.params import SearchParameters
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 from fhirserver.storage.sqlite import SqliteStore
@@ -131,7 +135,14 @@ def create_app(
         **write_rules(grace, settings.video_provider),
         **subscription_rules(subscription_settings, offered),
     }
-    writes = WriteContext(rules, clock)
+    # Profiles (README "Validation and profiles"): compiled once per stored version, for
+    # $validate, and on every write when FHIRSERVER_VALIDATE_PROFILES is on.
+    profiles = ProfileSource()
+    if settings.validate_profiles:
+        rules = profile_rules(rules, profiles)
+    # Search parameters: the shipped ones, joined at start by those stored (ig load).
+    search_params = SearchParameters()
+    writes = WriteContext(rules, clock, search_params=search_params)
     subscriptions = SubscriptionContext(
         store=chosen,
         settings=subscription_settings,
@@ -168,9 +179,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await chosen.open()
+        search_params.current = await stored_registry(chosen)
         if chosen.index_outdated:
             logger.warning("search index tables were upgraded; rebuilding them")
-            await reindex(chosen)
+            await reindex(chosen, known=search_params.current)
         worker = None
         if settings.run_jobs:
             # Topic discovery (README "Subscriptions"): the shipped topics as Basic
@@ -198,6 +210,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = chosen
     app.state.writes = writes
+    app.state.profiles = profiles
     app.state.visit_context = visit_context
     app.state.jobs = jobs
     app.state.subscriptions = subscriptions

@@ -1,5 +1,6 @@
 """`fhirserver` command line: `serve` runs the server, `import` loads files, `reindex`
-rebuilds the search index, `clients` and `users` administer the built-in SMART
+rebuilds the search index, `ig load` stores an Implementation Guide package's profiles,
+terminology and search parameters, `clients` and `users` administer the built-in SMART
 authorization server (against the configured store; the server may be running)."""
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
+from fhirserver.interactions.ig_load import load_package, stored_registry
+from fhirserver.interactions.rules import WriteContext
+from fhirserver.profiles.package import Package, PackageError, read_package
 from fhirserver.progress import ProgressDisplay
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
@@ -87,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
         "--patient", action="append", default=[], help="only this patient's compartment"
     )
     whose.add_argument("--group", help="only the compartments of this Group's members")
+    ig_command = commands.add_parser(
+        "ig", help="Implementation Guide packages: load one into the store"
+    ).add_subparsers(dest="action", required=True)
+    ig_load = ig_command.add_parser(
+        "load",
+        help="store a FHIR package's CodeSystems, ValueSets, StructureDefinitions and"
+        " SearchParameters (again: updates them)",
+    )
+    ig_load.add_argument("package", metavar="PACKAGE.tgz")
+    ig_load.add_argument("--store", help=STORE_HELP)
     _auth_parsers(commands)
     return parser
 
@@ -290,11 +304,33 @@ async def run_export(
     return 0
 
 
+async def run_ig_load(store: Store, settings: Settings, package: Package) -> int:
+    """Writes the package's conformance resources as the server (README "Validation and
+    profiles"); 1 when any was refused."""
+    await store.open()
+    try:
+        loaded = await load_package(store, WriteContext().as_server(), package)
+    finally:
+        await store.close()
+    for where, why in loaded.refused:
+        print(f"fhirserver ig load: {where} refused: {why}", file=sys.stderr, flush=True)
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(loaded.written.items()))
+    print(
+        f"fhirserver: loaded {package.name} {package.version} into {settings.store_label}:"
+        f" {counts or 'nothing'}; its search parameters apply from the server's next start,"
+        " to resources stored before it after `fhirserver reindex`",
+        flush=True,
+    )
+    return 1 if loaded.refused else 0
+
+
 async def run_reindex(store: Store, settings: Settings) -> int:
     await store.open()
     try:
+        # With the SearchParameters stored by `ig load` (README "Validation and profiles").
+        known = await stored_registry(store)
         with ProgressDisplay("reindex") as progress:
-            done = await reindex(store, progress)
+            done = await reindex(store, progress, known)
     finally:
         await store.close()
     sys.stderr.write("\n")
@@ -428,6 +464,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "export":
         settings, store = _store_of(args, parser)
         sys.exit(asyncio.run(run_export(store, settings, args, parser)))
+    elif args.command == "ig":
+        settings, store = _store_of(args, parser)
+        try:
+            # Before the store is opened, so that a bad file creates no empty store.
+            package = read_package(Path(args.package))
+        except PackageError as exc:
+            parser.error(str(exc))
+        sys.exit(asyncio.run(run_ig_load(store, settings, package)))
     elif args.command in ("clients", "users"):
         settings, store = _store_of(args, parser)
         try:

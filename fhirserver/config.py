@@ -128,6 +128,10 @@ class Settings:
     subscription_allowed_hosts: str = "*"
     subscription_retry_hours: int = 24
     subscription_timeout_seconds: int = 10
+    # Validation (README "Validation and profiles"): enforce on every write the profiles
+    # a resource claims in meta.profile that the server holds (422 when it does not
+    # conform). Off: meta.profile is only checked by $validate.
+    validate_profiles: bool = False
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()

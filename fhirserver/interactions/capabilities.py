@@ -16,9 +16,10 @@ from fhirserver import FHIR_VERSION, __version__
 from fhirserver.conformance import load_resources
 from fhirserver.interactions.lastn import DEFINITION as LASTN_DEFINITION
 from fhirserver.interactions.operations import instance_operations
+from fhirserver.interactions.validate_op import DEFINITION as VALIDATE_DEFINITION
 from fhirserver.resources.definitions import resource_types
 from fhirserver.resources.meta import format_instant
-from fhirserver.search.params import registry
+from fhirserver.search.params import Registry, registry
 
 TYPE_INTERACTIONS = (
     "search-type",
@@ -108,17 +109,21 @@ def _base() -> dict[str, Any]:
 
 
 def capability_statement(
-    base_url: str, now: datetime, oauth: OAuthUris | None = None
+    base_url: str, now: datetime, oauth: OAuthUris | None = None, known: Registry | None = None
 ) -> dict[str, Any]:
     """`oauth`: the authorization endpoints when authorization is on (smart or
-    external mode); None leaves the "no authorization" security of capability/."""
+    external mode); None leaves the "no authorization" security of capability/.
+    `known`: the search parameters (the app's; default: the shipped ones)."""
     statement = copy.deepcopy(_base())
     statement["date"] = format_instant(now)
     statement["fhirVersion"] = FHIR_VERSION
     statement["software"] = {"name": "fhirserver", "version": __version__}
     statement["implementation"] = {"description": "fhirserver", "url": base_url}
     rest = statement["rest"][0]
-    rest["resource"] = [_with_topics(r) if r["type"] == "Subscription" else r for r in _resources()]
+    rest["resource"] = [
+        _with_topics(r) if r["type"] == "Subscription" else r
+        for r in _resources(known or registry())
+    ]
     rest["interaction"] = [{"code": code} for code in SYSTEM_INTERACTIONS]
     rest["operation"] = [dict(op) for op in SYSTEM_OPERATIONS]
     statement["instantiates"] = [f"{BULK_DATA}/CapabilityStatement/bulk-data"]
@@ -186,12 +191,12 @@ def _with_topics(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def search_params(resource_type: str) -> list[dict[str, Any]]:
+def search_params(resource_type: str, known: Registry) -> list[dict[str, Any]]:
     """Every parameter the search of `resource_type` understands, with its definition."""
     params = [
         {"name": name, "type": kind, "documentation": text} for name, kind, text in _COLUMN_PARAMS
     ]
-    for param, _ in registry().indexed(resource_type):
+    for param, _ in known.indexed(resource_type):
         params.append(
             {
                 "name": param.code,
@@ -203,23 +208,24 @@ def search_params(resource_type: str) -> list[dict[str, Any]]:
     return params
 
 
-def _reference_params(resource_type: str) -> list[str]:
-    return [p.code for p, _ in registry().indexed(resource_type) if p.type == "reference"]
+def _reference_params(known: Registry, resource_type: str) -> list[str]:
+    return [p.code for p, _ in known.indexed(resource_type) if p.type == "reference"]
 
 
 @cache
-def _resources() -> list[dict[str, Any]]:
-    # Built once: about 1.3 MB, dominated by the reverse-include lists.
-    return [_resource(name) for name in resource_types()]
+def _resources(known: Registry) -> list[dict[str, Any]]:
+    # Built once per registry (one for the process's life, or per app): about 1.3 MB,
+    # dominated by the reverse-include lists.
+    return [_resource(known, name) for name in resource_types()]
 
 
-def _targets(source: str, code: str) -> tuple[str, ...]:
-    param = registry().get(source, code)
+def _targets(known: Registry, source: str, code: str) -> tuple[str, ...]:
+    param = known.get(source, code)
     return param.targets if param is not None else ()
 
 
-def _resource(resource_type: str) -> dict[str, Any]:
-    refs = _reference_params(resource_type)
+def _resource(known: Registry, resource_type: str) -> dict[str, Any]:
+    refs = _reference_params(known, resource_type)
     return {
         "type": resource_type,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
@@ -232,8 +238,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalUpdate": True,
         "conditionalDelete": "single",
         "searchInclude": ["*", *(f"{resource_type}:{code}" for code in refs)],
-        **_rev_includes(resource_type),
-        "searchParam": search_params(resource_type),
+        **_rev_includes(known, resource_type),
+        "searchParam": search_params(resource_type, known),
         **_operations(resource_type),
     }
 
@@ -245,14 +251,16 @@ def _operations(resource_type: str) -> dict[str, list[dict[str, str]]]:
     ]
     if resource_type in TYPE_OPERATIONS:
         found.append(dict(TYPE_OPERATIONS[resource_type]))
+    # R4 resource-operation-validate.html: $validate on every type.
+    found.append({"name": "validate", "definition": VALIDATE_DEFINITION})
     return {"operation": found} if found else {}
 
 
-def _rev_includes(resource_type: str) -> dict[str, list[str]]:
+def _rev_includes(known: Registry, resource_type: str) -> dict[str, list[str]]:
     found = sorted(
         f"{source}:{code}"
         for source in resource_types()
-        for code in _reference_params(source)
-        if resource_type in _targets(source, code)
+        for code in _reference_params(known, source)
+        if resource_type in _targets(known, source, code)
     )
     return {"searchRevInclude": found} if found else {}

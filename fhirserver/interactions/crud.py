@@ -325,7 +325,7 @@ async def match_one(
 ) -> Version | None:
     """The one resource the criteria of a conditional `action` match, among those the
     writer may `action` (so a match cannot tell of resources outside its access)."""
-    query = parse_criteria(resource_type, criteria)
+    query = parse_criteria(resource_type, criteria, context.known())
     if not unrestricted(context.access, _MATCHED[action], (resource_type,)):
         query = confine(query, context.access, _MATCHED[action])
     matches = await unit.match(query, limit=2)
@@ -362,7 +362,7 @@ async def _write(
         stored["resourceType"], resource_id, number, moment, method, codec.dumps(stored)
     )
     # Index entries depend on neither id, version nor lastUpdated: those are columns.
-    await unit.write(version, index_entries(stored) if index is None else index)
+    await unit.write(version, index_entries(stored, context.known()) if index is None else index)
     return WriteResult(version, created=current is None or current.deleted)
 
 

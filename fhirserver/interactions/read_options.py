@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fhirserver.auth.access import Access
+from fhirserver.search.params import Registry
 from fhirserver.search.query import MAX_INCLUDED
 from fhirserver.search.result_params import DEFAULT_COUNT, MAX_COUNT
 
@@ -32,3 +33,6 @@ class ReadOptions:
     # Who reads: the request's token as an `Access` (everything when authorization is
     # off, or for the server's own reads).
     access: Access = field(default_factory=Access.everything)
+    # The search parameters (the app's, with an Implementation Guide's joined); None:
+    # the shipped ones.
+    known: Registry | None = None

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from fhirserver.auth.access import Access
 from fhirserver.clock import Clock, system_clock
 from fhirserver.resources.codec import JSONObject
+from fhirserver.search.params import Registry, SearchParameters
 from fhirserver.storage.base import UnitOfWork
 
 
@@ -62,6 +63,12 @@ class WriteContext:
     clock: Clock = system_clock
     actor: Actor = Actor.CLIENT
     access: Access = field(default_factory=Access.everything)
+    # The search parameters writes index with and conditional writes match by (the
+    # app's, with an Implementation Guide's joined); None: the shipped ones.
+    search_params: SearchParameters | None = None
+
+    def known(self) -> Registry | None:
+        return self.search_params.current if self.search_params is not None else None
 
     def rule_for(self, resource_type: str) -> WriteRule | None:
         return self.rules.get(resource_type)

@@ -35,6 +35,7 @@ async def search(
         default_count=options.search_page_size,
         max_count=options.max_page_size,
         base_url=options.base_url,
+        known=options.known,
     )
     query = replace(query, max_included=options.max_included)
     if compartment is not None:

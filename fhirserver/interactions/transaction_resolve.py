@@ -57,7 +57,7 @@ async def _resolve(
         entry.resource_id = target.id
     elif method == "POST":
         if entry.if_none_exist is not None:
-            query = parse_criteria(entry.resource_type, entry.if_none_exist)
+            query = parse_criteria(entry.resource_type, entry.if_none_exist, context.known())
             found = await _stored_matches(unit, context, query, entries)
             if len(found) > 1:
                 raise PreconditionFailed(
@@ -179,7 +179,7 @@ async def _conditional_reference(
     resource_type, _, query_string = value.partition("?")
     criteria = parse_qsl(query_string, keep_blank_values=True)
     try:
-        query = parse_criteria(resource_type, criteria)
+        query = parse_criteria(resource_type, criteria, context.known())
     except FHIRError as exc:
         raise BadRequest(f"Conditional reference {value!r}: {exc}") from None
     found = {version.id for version in await _stored_matches(unit, context, query, entries)}

@@ -81,6 +81,7 @@ def read_options(request: Request) -> ReadOptions:
         max_page_size=settings.max_page_size,
         max_included=settings.max_included,
         access=_access(request),
+        known=request.app.state.writes.known(),
     )
 
 
@@ -101,7 +102,10 @@ async def capabilities(request: Request) -> Response:
     fmt = response_format(request)
     oauth = getattr(request.app.state, "oauth_uris", None)
     return fhir_response(
-        capability_statement(base_url(request), _writes(request).clock(), oauth), fmt
+        capability_statement(
+            base_url(request), _writes(request).clock(), oauth, _writes(request).known()
+        ),
+        fmt,
     )
 
 

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from fhirserver.errors import Forbidden, MethodNotAllowed, NotFound
 from fhirserver.interactions.paths import Kind, Target, parse_path
+from fhirserver.resources.definitions import resource_types
 from fhirserver.rest import (
     endpoints,
     everything,
@@ -24,6 +25,7 @@ from fhirserver.rest import (
     subscription_ws,
     subscriptions,
     telehealth,
+    validate_op,
 )
 from fhirserver.rest.authorization import EVERYTHING, audit_refusal, request_access
 
@@ -96,6 +98,15 @@ _OPERATIONS: dict[tuple[str | None, str], dict[str, Methods]] = {
             "GET": subscription_ws.type_binding_token,
             "POST": subscription_ws.type_binding_token,
         },
+    },
+    # R4 resource-operation-validate.html: on every type, at the type and instance
+    # levels; POST only (it takes a resource).
+    **{
+        (resource_type, "validate"): {
+            "type-operation": {"POST": validate_op.type_validate},
+            "instance-operation": {"POST": validate_op.instance_validate},
+        }
+        for resource_type in resource_types()
     },
     # Subscriptions R5 Backport IG 1.1.0.
     ("Subscription", "status"): {

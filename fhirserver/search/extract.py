@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from fhirserver.errors import FHIRError
-from fhirserver.search.params import SearchParam, compile_expression, registry
+from fhirserver.search.params import Registry, SearchParam, compile_expression, registry
 from fhirserver.search.query import (
     MAX_MICROS,
     MIN_MICROS,
@@ -39,18 +39,22 @@ def normalize(text: str) -> str:
     return " ".join("".join(c for c in folded if not unicodedata.combining(c)).split())
 
 
-def index_entries(resource: dict[str, Any]) -> tuple[IndexEntry, ...]:
+def index_entries(
+    resource: dict[str, Any], known: Registry | None = None
+) -> tuple[IndexEntry, ...]:
+    """`known`: the search parameters to extract (default: the shipped ones)."""
+    known = known or registry()
     resource_type = resource["resourceType"]
     entries: list[IndexEntry] = []
-    for param, evaluate in registry().indexed(resource_type):
+    for param, evaluate in known.indexed(resource_type):
         try:
             values = evaluate(resource)
         except Exception:
             continue
         if param.type == "composite":
-            entries.extend(_composite(resource_type, param, values))
+            entries.extend(_composite(known, param, values))
         else:
-            family = _is_family(resource_type, param.code)
+            family = _is_family(known, resource_type, param.code)
             for value in values:
                 if family and isinstance(value, str):
                     value = {"family": value}
@@ -59,16 +63,16 @@ def index_entries(resource: dict[str, Any]) -> tuple[IndexEntry, ...]:
 
 
 @cache
-def _is_family(resource_type: str, code: str) -> bool:
+def _is_family(known: Registry, resource_type: str, code: str) -> bool:
     """Whether a parameter is a HumanName.family, whose parts are searched one by one."""
-    param = registry().get(resource_type, code)
+    param = known.get(resource_type, code)
     return param is not None and (param.expression_for(resource_type) or "").endswith("name.family")
 
 
-def _composite(resource_type: str, param: SearchParam, elements: list[Any]) -> Iterator[IndexEntry]:
+def _composite(known: Registry, param: SearchParam, elements: list[Any]) -> Iterator[IndexEntry]:
     for group, element in enumerate(elements):
         for position, component in enumerate(param.components):
-            definition = registry().by_url(component.definition)
+            definition = known.by_url(component.definition)
             if definition is None:
                 continue
             try:

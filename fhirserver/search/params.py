@@ -219,6 +219,7 @@ def _step(items: list[tuple[str, Any]], kind: str, value: str) -> list[tuple[str
 
 class Registry:
     def __init__(self, params: list[SearchParam]) -> None:
+        self.params = tuple(params)
         self._by_type: dict[str, dict[str, SearchParam]] = {}
         self._by_url = {param.url: param for param in params}
         for param in params:
@@ -266,25 +267,60 @@ def bad_modifier(name: str, modifier: str, kind: str) -> BadRequest:
     return BadRequest(f"Modifier :{modifier} does not apply to a {kind} parameter", expression=name)
 
 
+def search_param(resource: dict[str, Any]) -> SearchParam:
+    """A SearchParameter resource as the registry holds it."""
+    return SearchParam(
+        code=resource["code"],
+        type=resource["type"],
+        expression=resource.get("expression", ""),
+        base=tuple(resource.get("base", ())),
+        url=resource.get("url", ""),
+        description=resource.get("description", ""),
+        targets=tuple(resource.get("target", ())),
+        components=tuple(
+            Component(c["definition"], c["expression"]) for c in resource.get("component", ())
+        ),
+    )
+
+
 @cache
 def registry() -> Registry:
-    params = [
-        SearchParam(
-            code=resource["code"],
-            type=resource["type"],
-            expression=resource.get("expression", ""),
-            base=tuple(resource.get("base", ())),
-            url=resource.get("url", ""),
-            description=resource.get("description", ""),
-            targets=tuple(resource.get("target", ())),
-            components=tuple(
-                Component(c["definition"], c["expression"]) for c in resource.get("component", ())
-            ),
-        )
-        for resource in load_resources("searchparams")
+    """The shipped definitions (searchparams/): what every search and index uses unless
+    an app passes its own (`joined`)."""
+    return Registry(
+        [
+            search_param(resource)
+            for resource in load_resources("searchparams")
+            if resource.get("resourceType") == "SearchParameter"
+        ]
+    )
+
+
+class SearchParameters:
+    """The registry one app searches and indexes with: the shipped one until its store
+    is open, then the shipped one joined by the SearchParameters stored there (an
+    Implementation Guide's). One per app, handed to every read and write; nothing global."""
+
+    def __init__(self, current: Registry | None = None) -> None:
+        self.current = current or registry()
+
+
+def joined(extra: list[dict[str, Any]]) -> Registry:
+    """The shipped definitions and `extra` SearchParameter resources (an Implementation
+    Guide's, stored by `fhirserver ig load`); an extra one with the code of a shipped
+    one on the same type replaces it there. The shipped registry itself when there is
+    nothing to add, so its compiled caches are shared."""
+    usable = [
+        search_param(resource)
+        for resource in extra
         if resource.get("resourceType") == "SearchParameter"
+        and isinstance(resource.get("code"), str)
+        and isinstance(resource.get("type"), str)
+        and resource.get("base")
     ]
-    return Registry(params)
+    if not usable:
+        return registry()
+    return Registry([*registry().params, *usable])
 
 
 @cache

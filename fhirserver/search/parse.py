@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from fhirserver.errors import BadRequest, NotSupported
 from fhirserver.resources.definitions import is_resource_type
 from fhirserver.search.escaping import split_bars, split_escaped, split_or, unescape
-from fhirserver.search.params import UNSUPPORTED, SearchParam, bad_modifier, registry
+from fhirserver.search.params import UNSUPPORTED, Registry, SearchParam, bad_modifier, registry
 from fhirserver.search.query import (
     ID,
     LAST_UPDATED,
@@ -66,6 +66,8 @@ class _Builder:
     # Why the parameter being parsed was dropped, if it was.
     dropped: str | None = None
     values: int = 0
+    # The search parameters known: the shipped ones, or an app's (params.joined).
+    known: Registry = field(default_factory=registry)
 
     def ignore(self, name: str, reason: str) -> None:
         if self.strict:
@@ -81,8 +83,10 @@ def parse_search(
     default_count: int = DEFAULT_COUNT,
     max_count: int = MAX_COUNT,
     base_url: str = "",
+    known: Registry | None = None,
 ) -> SearchQuery:
-    builder = _Builder(resource_types, strict, base_url.rstrip("/"))
+    """`known`: the search parameters to use (default: the shipped ones)."""
+    builder = _Builder(resource_types, strict, base_url.rstrip("/"), known=known or registry())
     results: dict[str, list[str]] = {}
     for name, value in params:
         base = name.split(":")[0]
@@ -96,12 +100,14 @@ def parse_search(
         count=default_count,
         ignored=tuple(builder.ignored),
     )
-    return with_results(query, results, max_count)
+    return with_results(query, results, max_count, builder.known)
 
 
-def parse_criteria(resource_type: str, params: Iterable[tuple[str, str]]) -> SearchQuery:
+def parse_criteria(
+    resource_type: str, params: Iterable[tuple[str, str]], known: Registry | None = None
+) -> SearchQuery:
     """The criteria of a conditional interaction: strict, and never empty."""
-    query = parse_search((resource_type,), params, strict=True)
+    query = parse_search((resource_type,), params, strict=True, known=known)
     if not query.clauses:
         raise BadRequest("A conditional interaction needs search criteria")
     return query
@@ -147,26 +153,26 @@ def _predicate(
     if code in UNSUPPORTED:
         builder.ignore(name, UNSUPPORTED[code])
         return None
-    param = registry().shared(types, code)
+    param = builder.known.shared(types, code)
     if param is None:
         builder.ignore(name, f"unknown search parameter for {'/'.join(types)}")
         return None
     if modifier == "missing":
         if value not in ("true", "false"):
             raise BadRequest(f":missing takes true or false, not {value!r}", expression=name)
-        code, kind = _missing_param(param)
+        code, kind = _missing_param(param, builder.known)
         return MissingPredicate(code, value == "true", kind)
     if modifier in ("in", "not-in"):
         raise NotSupported(
             f"The :{modifier} modifier (value sets) is not supported", expression=name
         )
-    return _typed(param, param.type, code, modifier, value, name, builder.base_url)
+    return _typed(param, param.type, code, modifier, value, name, builder.base_url, builder.known)
 
 
-def _missing_param(param: SearchParam) -> tuple[str, str]:
+def _missing_param(param: SearchParam, known: Registry) -> tuple[str, str]:
     """Where a parameter's entries are: (code, type); a composite's under its first part."""
     if param.type == "composite" and param.components:
-        first = registry().by_url(param.components[0].definition)
+        first = known.by_url(param.components[0].definition)
         return f"{param.code}#0", first.type if first else "token"
     return param.code, param.type
 
@@ -179,6 +185,7 @@ def _typed(
     value: str,
     name: str,
     base_url: str = "",
+    known: Registry | None = None,
 ) -> Predicate:
     if kind == "string":
         modes = {"": "start", "exact": "exact", "contains": "contains"}
@@ -204,7 +211,7 @@ def _typed(
         return UriPredicate(code, unescape(value), modes[modifier])
     if kind == "composite":
         _no_modifier(name, modifier, kind)
-        return _composite(param, value, name)
+        return _composite(param, value, name, known or registry())
     raise NotSupported(
         f"Search parameter {name!r} of type {kind} is not supported", expression=name
     )
@@ -322,7 +329,7 @@ def float_not_below(exact: Decimal) -> float:
     return math.nextafter(nearest, math.inf) if Decimal(nearest) < exact else nearest
 
 
-def _composite(param: SearchParam, value: str, name: str) -> CompositePredicate:
+def _composite(param: SearchParam, value: str, name: str, known: Registry) -> CompositePredicate:
     values = split_escaped(value, "$")
     if len(values) != len(param.components):
         raise BadRequest(
@@ -330,7 +337,7 @@ def _composite(param: SearchParam, value: str, name: str) -> CompositePredicate:
         )
     components = []
     for position, (component, text) in enumerate(zip(param.components, values, strict=True)):
-        definition = registry().by_url(component.definition)
+        definition = known.by_url(component.definition)
         if definition is None:
             raise NotSupported(f"Composite {param.code} has an unknown component", expression=name)
         components.append(
@@ -344,7 +351,7 @@ def _chain(
 ) -> Predicate | None:
     head, _, rest = name.partition(".")
     code, _, type_modifier = head.partition(":")
-    param = registry().shared(types, code)
+    param = builder.known.shared(types, code)
     if param is None or param.type != "reference":
         builder.ignore(name, f"{code!r} is not a reference parameter to chain through")
         return None
@@ -357,7 +364,7 @@ def _chain(
         for t in targets
         if inner_code in (ID, LAST_UPDATED)
         or inner_code.startswith("_has")
-        or registry().get(t, inner_code) is not None
+        or builder.known.get(t, inner_code) is not None
     )
     if not usable:
         builder.ignore(name, f"no target of {code!r} has a parameter {inner_code!r}")
@@ -375,7 +382,7 @@ def _has(
     _, source_type, code, rest = parts
     if not is_resource_type(source_type):
         raise BadRequest(f"Unknown resource type {source_type!r} in _has", expression=name)
-    param = registry().get(source_type, code)
+    param = builder.known.get(source_type, code)
     if param is None or param.type != "reference":
         raise BadRequest(f"{source_type}.{code} is not a reference parameter", expression=name)
     inner = _predicate(builder, (source_type,), rest, value, depth + 1)

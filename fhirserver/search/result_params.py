@@ -15,7 +15,7 @@ from dataclasses import replace
 from fhirserver.errors import BadRequest
 from fhirserver.resources.definitions import is_resource_type
 from fhirserver.resources.elements import SUMMARY_MODES
-from fhirserver.search.params import bad_modifier, registry
+from fhirserver.search.params import Registry, bad_modifier, registry
 from fhirserver.search.query import ID, LAST_UPDATED, Include, SearchQuery, SortKey
 
 DEFAULT_COUNT = 20
@@ -30,9 +30,16 @@ FORMAT_PARAMS = frozenset({"_format", "_pretty"})
 TOTAL_MODES = ("none", "estimate", "accurate")
 
 
-def with_results(query: SearchQuery, results: dict[str, list[str]], max_count: int) -> SearchQuery:
+def with_results(
+    query: SearchQuery,
+    results: dict[str, list[str]],
+    max_count: int,
+    known: Registry | None = None,
+) -> SearchQuery:
     """`query` shaped by `results`: each result parameter as sent (name with any
-    modifier) and its values in order; `_count` is capped at `max_count`."""
+    modifier) and its values in order; `_count` is capped at `max_count`. `known`: the
+    search parameters (default: the shipped ones)."""
+    known = known or registry()
     sort: tuple[SortKey, ...] = ()
     includes: list[Include] = []
     count, total, summary, cursor = query.count, "none", None, None
@@ -41,7 +48,7 @@ def with_results(query: SearchQuery, results: dict[str, list[str]], max_count: i
         base, _, modifier = name.partition(":")
         value = values[-1]
         if base == "_sort":
-            sort = _sort(query.resource_types, value)
+            sort = _sort(query.resource_types, value, known)
         elif base == "_count":
             if not value.isascii() or not value.isdigit() or len(value) > 9:
                 raise BadRequest(
@@ -52,7 +59,7 @@ def with_results(query: SearchQuery, results: dict[str, list[str]], max_count: i
             if modifier not in ("", "iterate", "recurse"):
                 raise bad_modifier(name, modifier, base)
             for item in values:
-                includes.append(_include(item, base == "_revinclude", bool(modifier), name))
+                includes.append(_include(item, base == "_revinclude", bool(modifier), name, known))
         elif base == "_summary":
             if value not in SUMMARY_MODES:
                 raise BadRequest(
@@ -79,7 +86,7 @@ def with_results(query: SearchQuery, results: dict[str, list[str]], max_count: i
     )
 
 
-def _sort(types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
+def _sort(types: tuple[str, ...], value: str, known: Registry) -> tuple[SortKey, ...]:
     keys = []
     for item in value.split(","):
         item = item.strip()
@@ -87,7 +94,7 @@ def _sort(types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
         code = item.lstrip("-")
         kind = "special"
         if code not in (ID, LAST_UPDATED):
-            param = registry().shared(types, code)
+            param = known.shared(types, code)
             if param is None or param.type not in SORTABLE:
                 raise BadRequest(f"Cannot sort by {code!r}", expression="_sort")
             kind = param.type
@@ -95,7 +102,7 @@ def _sort(types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
     return tuple(keys)
 
 
-def _include(value: str, reverse: bool, iterate: bool, name: str) -> Include:
+def _include(value: str, reverse: bool, iterate: bool, name: str, known: Registry) -> Include:
     if value == "*":
         return Include("*", "*", None, reverse, iterate)
     parts = value.split(":")
@@ -106,7 +113,7 @@ def _include(value: str, reverse: bool, iterate: bool, name: str) -> Include:
     if target is not None and not is_resource_type(target):
         raise BadRequest(f"Unknown target type {target!r} in {name}", expression=name)
     if code != "*":
-        param = registry().get(source, code)
+        param = known.get(source, code)
         if param is None or param.type != "reference":
             raise BadRequest(f"{source}:{code} is not a reference parameter", expression=name)
     return Include(source, code, target, reverse, iterate)

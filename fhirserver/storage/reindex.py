@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from fhirserver.resources import codec
 from fhirserver.search.extract import index_entries
+from fhirserver.search.params import Registry
 from fhirserver.storage.base import Store
 
 BATCH = 500
@@ -17,8 +18,11 @@ BATCH = 500
 Progress = Callable[[int, int], None]
 
 
-async def reindex(store: Store, progress: Progress | None = None) -> int:
-    """Reindex every current resource; `progress(done, total)` after each batch."""
+async def reindex(
+    store: Store, progress: Progress | None = None, known: Registry | None = None
+) -> int:
+    """Reindex every current resource; `progress(done, total)` after each batch.
+    `known`: the search parameters (default: the shipped ones)."""
     total = await store.count()
     done = 0
     after: tuple[str, str] | None = None
@@ -26,7 +30,7 @@ async def reindex(store: Store, progress: Progress | None = None) -> int:
         async with store.unit_of_work() as unit:
             for version in batch:
                 assert version.body is not None
-                entries = index_entries(codec.load_object(version.body))
+                entries = index_entries(codec.load_object(version.body), known)
                 await unit.set_index(version.resource_type, version.id, entries)
         done += len(batch)
         after = (batch[-1].resource_type, batch[-1].id)

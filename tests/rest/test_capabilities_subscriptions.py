@@ -20,7 +20,9 @@ async def test_the_subscription_entry_lists_the_backport_operations(
         "status": OPERATION_DEFINITION + "backport-subscription-status",
         "events": OPERATION_DEFINITION + "backport-subscription-events",
         "get-ws-binding-token": OPERATION_DEFINITION + "backport-subscription-get-ws-binding-token",
+        # R4 resource-operation-validate.html: on every type.
+        "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
     }
     # The topics are still there, and no other resource got the operations.
     assert resources["Subscription"]["extension"]
-    assert "operation" not in resources["Basic"]
+    assert [op["name"] for op in resources["Basic"]["operation"]] == ["validate"]

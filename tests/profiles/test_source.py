@@ -1,0 +1,94 @@
+"""Profiles found by canonical URL in the store (R4 references.html#canonical,
+validation.html#profile), with the required bindings they make to ValueSets held in the
+store expanded from their concept lists or from whole CodeSystems (R4
+valueset.html#compose; terminologies.html#binding), on every backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fhirserver.interactions import crud
+from fhirserver.interactions.ig_load import load_package
+from fhirserver.interactions.rules import WriteContext
+from fhirserver.profiles.check import check_profile
+from fhirserver.profiles.model import ProfileError
+from fhirserver.profiles.package import Package
+from fhirserver.profiles.source import ProfileSource
+from fhirserver.storage.base import Store
+
+OMB_RACE = "http://hl7.org/fhir/us/core/ValueSet/omb-race-category"
+DOC_CATEGORY = "http://hl7.org/fhir/us/core/ValueSet/us-core-documentreference-category"
+PROFILE = "http://example.org/StructureDefinition/bound"
+
+
+def _bound_profile() -> dict[str, Any]:
+    def element(name: str, value_set: str) -> dict[str, Any]:
+        return {
+            "id": f"Patient.{name}",
+            "path": f"Patient.{name}",
+            "min": 0,
+            "max": "*",
+            "base": {"path": f"Patient.{name}", "min": 0, "max": "*"},
+            "binding": {"strength": "required", "valueSet": value_set},
+        }
+
+    return {
+        "resourceType": "StructureDefinition",
+        "url": PROFILE,
+        "name": "Bound",
+        "status": "active",
+        "kind": "resource",
+        "abstract": False,
+        "type": "Patient",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+        "derivation": "constraint",
+        "snapshot": {
+            "element": [
+                {"id": "Patient", "path": "Patient", "min": 0, "max": "*"},
+                element("maritalStatus", f"{OMB_RACE}|3.1.0"),
+                element("communication.language", DOC_CATEGORY),
+            ]
+        },
+    }
+
+
+async def test_required_bindings_to_value_sets_in_the_store(store: Store, us_core: Package) -> None:
+    context = WriteContext().as_server()
+    await load_package(store, context, us_core)
+    await crud.create(store, context, "StructureDefinition", _bound_profile())
+    profile = await ProfileSource().find(store, PROFILE)
+    assert profile is not None and profile.unchecked == ()
+    race = "urn:oid:2.16.840.1.113883.6.238"
+    good = {
+        "resourceType": "Patient",
+        "maritalStatus": {"coding": [{"system": race, "code": "2106-3"}]},
+    }
+    assert check_profile(profile, good) == []
+    bad = {"resourceType": "Patient", "maritalStatus": {"coding": [{"system": race, "code": "x"}]}}
+    (issue,) = check_profile(profile, bad)
+    assert issue.expression == "Patient.maritalStatus" and OMB_RACE in issue.diagnostics
+    # A whole CodeSystem included (us-core-documentreference-category: clinical-note).
+    system = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
+    note = {"coding": [{"system": system, "code": "clinical-note"}]}
+    assert (
+        check_profile(profile, {"resourceType": "Patient", "communication": [{"language": note}]})
+        == []
+    )
+
+
+async def test_an_unknown_canonical_is_none(store: Store) -> None:
+    assert await ProfileSource().find(store, "http://example.org/none") is None
+
+
+async def test_a_profile_shipped_in_extensions(store: Store) -> None:
+    # The store has none: the shipped one answers (extensions/ holds no resource
+    # profile today, so one is handed in as extensions/ would give it).
+    source = ProfileSource(shipped={PROFILE: _bound_profile()})
+    profile = await source.find(store, PROFILE)
+    assert profile is not None and profile.type == "Patient"
+    # The shipped extension definition is no profile of a resource: refused clearly.
+    extension = "http://fhirserver.dev/fhir/StructureDefinition/virtual-service"
+    with pytest.raises(ProfileError, match="not a StructureDefinition of a resource type"):
+        await ProfileSource().find(store, extension)
