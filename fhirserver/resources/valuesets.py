@@ -77,3 +77,29 @@ def descendants(system: str, code: str) -> frozenset[str]:
                 found.add(child)
                 stack.append(child)
     return frozenset(found)
+
+
+def ancestors(system: str, code: str) -> frozenset[str]:
+    """Every code that subsumes `code` in `system`, not itself."""
+    found: set[str] = set()
+    stack = [code]
+    while stack:
+        for parent in parents(system, stack.pop()):
+            if parent not in found:
+                found.add(parent)
+                stack.append(parent)
+    return frozenset(found)
+
+
+# The code systems the R4 definitions carry whole: HL7's own. Other systems (SNOMED CT,
+# LOINC ...) appear in expansions only as the few codes a ValueSet lists.
+_CARRIED = ("http://hl7.org/fhir/", "http://terminology.hl7.org/CodeSystem/")
+
+
+@cache
+def known_systems() -> frozenset[str]:
+    """The code systems whose whole content the server knows (for subsumption)."""
+    expansions: Mapping[str, Mapping[str, list[str]]] = load("valuesets.json.gz")["expansions"]
+    hierarchies: Mapping[str, object] = load("codesystems.json.gz")["parents"]
+    drawn = {system for found in expansions.values() for system in found}
+    return frozenset(s for s in drawn if s.startswith(_CARRIED)) | frozenset(hierarchies)

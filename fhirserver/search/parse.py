@@ -44,6 +44,8 @@ from fhirserver.search.result_params import (
     RESULT_PARAMS,
     with_results,
 )
+from fhirserver.search.terminology import MODIFIERS as TERMINOLOGY_MODIFIERS
+from fhirserver.search.terminology import token_set
 from fhirserver.search.time import date_range
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -162,10 +164,10 @@ def _predicate(
             raise BadRequest(f":missing takes true or false, not {value!r}", expression=name)
         code, kind = _missing_param(param, builder.known)
         return MissingPredicate(code, value == "true", kind)
+    if modifier in TERMINOLOGY_MODIFIERS and param.type == "token":
+        return token_set(code, modifier, value, name)
     if modifier in ("in", "not-in"):
-        raise NotSupported(
-            f"The :{modifier} modifier (value sets) is not supported", expression=name
-        )
+        raise bad_modifier(name, modifier, param.type)
     return _typed(param, param.type, code, modifier, value, name, builder.base_url, builder.known)
 
 
@@ -225,11 +227,6 @@ def _token(code: str, modifier: str, value: str, name: str) -> Predicate:
         if len(parts) != 3 or not all(parts[1:]):
             raise BadRequest(f":of-type takes system|code|value, not {value!r}", expression=name)
         return TokenPredicate(f"{code}:of-type", parts[0] or None, f"{parts[1]}|{parts[2]}")
-    if modifier in ("above", "below"):
-        raise NotSupported(
-            f"The :{modifier} modifier needs code system hierarchies, not supported on tokens",
-            expression=name,
-        )
     if modifier not in ("", "not"):
         raise bad_modifier(name, modifier, "token")
     system, token = parse_token(value, name)
