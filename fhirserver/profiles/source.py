@@ -18,6 +18,7 @@ from fhirserver.profiles.model import CodeSet, Profile, compile_profile
 from fhirserver.profiles.terminology import expand, systems_named
 from fhirserver.resources import codec
 from fhirserver.resources.codec import JSONObject
+from fhirserver.resources.valuesets import expand as shipped_expansion
 from fhirserver.search.parse import parse_search
 from fhirserver.storage.base import Reader, Version
 
@@ -82,7 +83,8 @@ class ProfileSource:
 
 
 async def _code_sets(reader: Reader, definition: JSONObject) -> dict[str, CodeSet]:
-    """The expansions of the ValueSets the profile binds required, from the store."""
+    """The expansions of the ValueSets the profile binds required: from the store, else
+    the R4 core ones the server ships."""
     urls = {
         str(binding["valueSet"]).split("|", 1)[0]
         for element in (definition.get("snapshot") or {}).get("element") or ()
@@ -93,6 +95,10 @@ async def _code_sets(reader: Reader, definition: JSONObject) -> dict[str, CodeSe
     for url in sorted(urls):
         value_set = await find_canonical(reader, "ValueSet", url)
         if value_set is None:
+            # Not in the store: an R4 core ValueSet the server ships expanded, if it is one.
+            shipped = shipped_expansion(url)
+            if shipped is not None:
+                found[url] = shipped.codings
             continue
         systems = {}
         for system in systems_named(value_set):

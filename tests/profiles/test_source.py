@@ -92,3 +92,22 @@ async def test_a_profile_shipped_in_extensions(store: Store) -> None:
     extension = "http://fhirserver.dev/fhir/StructureDefinition/virtual-service"
     with pytest.raises(ProfileError, match="not a StructureDefinition of a resource type"):
         await ProfileSource().find(store, extension)
+
+
+async def test_required_bindings_to_shipped_core_value_sets(store: Store) -> None:
+    """A ValueSet the store does not hold but the server ships (an R4 core one) is used:
+    the profile makes marital-status (extensible in R4) required."""
+    profile_resource = _bound_profile()
+    marital = profile_resource["snapshot"]["element"][1]
+    marital["binding"]["valueSet"] = "http://hl7.org/fhir/ValueSet/marital-status"
+    await crud.create(store, WriteContext().as_server(), "StructureDefinition", profile_resource)
+    profile = await ProfileSource().find(store, PROFILE)
+    assert profile is not None
+    married = {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}
+    good = {"resourceType": "Patient", "maritalStatus": {"coding": [married]}}
+    assert check_profile(profile, good) == []
+    odd = {"system": "urn:example", "code": "M"}
+    (issue,) = check_profile(
+        profile, {"resourceType": "Patient", "maritalStatus": {"coding": [odd]}}
+    )
+    assert issue.expression == "Patient.maritalStatus"
