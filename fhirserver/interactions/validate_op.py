@@ -19,6 +19,7 @@ from fhirserver.errors import BadRequest, FHIRError, Issue
 from fhirserver.interactions import crud
 from fhirserver.profiles.check import check_profile
 from fhirserver.profiles.source import ProfileSource
+from fhirserver.resources.bindings import binding_warnings
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
 from fhirserver.storage.base import Reader
@@ -122,7 +123,9 @@ def _content(resource: JSONObject, resource_type: str) -> list[Issue]:
         validate(resource, resource_type)
     except FHIRError as invalid:
         return list(invalid.issues)
-    return []
+    # terminologies.html#binding: a code outside an extensible or preferred binding is
+    # allowed, and worth a warning.
+    return binding_warnings(resource_type, resource)
 
 
 def _same_id(resource: JSONObject, resource_type: str, resource_id: str) -> list[Issue]:

@@ -81,6 +81,22 @@ async def test_an_invalid_resource_is_200_with_the_errors(client: httpx.AsyncCli
     assert await _count(client, "Patient") == 0
 
 
+async def test_bindings_refuse_or_warn_by_strength(client: httpx.AsyncClient) -> None:
+    """terminologies.html#binding: outside a required binding is an error, outside an
+    extensible one (Patient.maritalStatus) a warning."""
+    dragon = {"resourceType": "Patient", "gender": "dragon"}
+    assert "Patient.gender" in _errors(await client.post("/Patient/$validate", json=dragon))
+    odd = {"coding": [{"system": "urn:example", "code": "x"}]}
+    issues = _issues(
+        await client.post(
+            "/Patient/$validate", json={"resourceType": "Patient", "maritalStatus": odd}
+        )
+    )
+    warnings = [i for i in issues if i["severity"] == "warning"]
+    assert [w["expression"] for w in warnings] == [["Patient.maritalStatus"]]
+    assert not [i for i in issues if i["severity"] == "error"]
+
+
 async def test_parameters_with_mode_create(client: httpx.AsyncClient) -> None:
     body = {
         "resourceType": "Parameters",
