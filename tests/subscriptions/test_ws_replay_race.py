@@ -21,6 +21,7 @@ from fhirserver.storage.base import Store
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.events import Event, append_event
 from fhirserver.subscriptions.kinds import COUNT
+from fhirserver.subscriptions.model import records_key
 from fhirserver.subscriptions.source import StoreNotifications
 from fhirserver.subscriptions.websocket import Limits, Session, SocketCounts, issue_token
 from tests.subscriptions.conftest import Harness, topic_subscription
@@ -34,9 +35,10 @@ class RecordingMidRead:
     """The store, where the next read of the subscription's event count is followed at
     once by the matcher recording another event: the reader has the old count."""
 
-    def __init__(self, store: Store, subscription_id: str) -> None:
+    def __init__(self, store: Store, records: str) -> None:
         self._store = store
-        self._subscription_id = subscription_id
+        # The key of the subscription's records (`model.records_key`), not its id.
+        self._records = records
         self.next_event: Event | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -45,8 +47,8 @@ class RecordingMidRead:
     async def get_record(self, kind: str, key: str, now: Any) -> dict[str, Any] | None:
         found = await self._store.get_record(kind, key, now)
         event, self.next_event = self.next_event, None
-        if kind == COUNT and key == self._subscription_id and event is not None:
-            await append_event(self._store, self._subscription_id, event, now, KEEP)
+        if kind == COUNT and key == self._records and event is not None:
+            await append_event(self._store, self._records, event, now, KEEP)
         else:
             self.next_event = event
         return found
@@ -69,13 +71,14 @@ async def test_an_event_recorded_between_the_count_and_the_events_is_sent_once(
     sub = topic_subscription("http://127.0.0.1:9/unused")
     sub["channel"]["type"] = "websocket"
     sub["channel"].pop("endpoint")
-    sid = (await harness.create(sub))["id"]
+    created = await harness.create(sub)
+    sid = created["id"]
     store: Store = harness.app.state.store
-    racing = RecordingMidRead(store, sid)
+    racing = RecordingMidRead(store, records_key(created))
     context: SubscriptionContext = harness.app.state.subscriptions
     source = StoreNotifications(replace(context, store=cast(Store, racing)))
     token, _ = await issue_token(
-        store, (sid,), Access.everything(), harness.clock(), timedelta(minutes=5)
+        store, (records_key(created),), Access.everything(), harness.clock(), timedelta(minutes=5)
     )
     pipe = Pipe()
     session = Session(
