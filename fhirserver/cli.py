@@ -33,6 +33,7 @@ from fhirserver.clock import system_clock
 from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
 from fhirserver.progress import ProgressDisplay
+from fhirserver.rest.subscription_ws import MAX_MESSAGE_BYTES
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 
@@ -341,6 +342,19 @@ def listen(settings: Settings) -> tuple[socket.socket, Settings]:
     return sock, settings.with_overrides(port=sock.getsockname()[1])
 
 
+def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves the app. A websocket client's message is capped at the
+    subscription socket's largest command (uvicorn reads no frame beyond it)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        ws_max_size=MAX_MESSAGE_BYTES,
+    )
+
+
 async def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None:
     # Open the store once before serving, so that an unreachable database is one
     # line on stderr rather than uvicorn's start-up traceback.
@@ -351,14 +365,7 @@ async def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None
         print(f"fhirserver: the store cannot be opened: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     await store.close()
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-    )
-    server = _Server(config)
+    server = _Server(server_config(app, settings))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn offers no start-up callback; poll its flag until it listens or gives up.
     while not server.started and not task.done():  # noqa: ASYNC110

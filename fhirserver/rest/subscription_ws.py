@@ -52,6 +52,11 @@ OPERATION = "get-ws-binding-token"
 SOCKET_PATH = "/websocket"
 # Subscriptions one token may bind.
 MAX_IDS = 16
+# The largest message the server reads from a websocket client (uvicorn's `ws_max_size`,
+# which the CLI sets: it applies before the app sees a frame, so a larger one is never
+# buffered; uvicorn's default is 16 MiB). A command is at most `Limits.max_message_chars`
+# (1024) characters, 4 bytes each at most in UTF-8; anything larger closes with 1009.
+MAX_MESSAGE_BYTES = 4096
 _UNAVAILABLE = "websocket notifications are not available on this server"
 
 
