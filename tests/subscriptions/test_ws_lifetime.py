@@ -18,6 +18,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from fhirserver.auth.registry import revoke_token_id
 from fhirserver.subscriptions.websocket import Limits, Session
 from tests.rest.token_apps import ADMIN, bearer
@@ -131,11 +133,22 @@ async def test_a_revoked_binding_ends_and_the_sockets_other_binding_stays(ward: 
     assert pipe.sent.empty()
 
 
-async def test_a_socket_bound_across_a_delete_and_re_create_ends_cleanly(ward: Ward) -> None:
+@pytest.mark.parametrize(
+    ("recheck", "new_events"),
+    [
+        # The recheck is slow: the session meets the change with events to send (the new
+        # subscription's 4th would pass as the old one's next).
+        (60.0, 4),
+        # Fewer new events than the socket had seen: none to send; the recheck ends it.
+        (0.05, 1),
+    ],
+)
+async def test_a_socket_bound_across_a_delete_and_re_create_ends_cleanly(
+    ward: Ward, recheck: float, new_events: int
+) -> None:
     sub = {**_subscription("id-only"), "id": "ws1"}
     await _put(ward, sub)
-    # The recheck is slow: the session meets the change while reading events.
-    pipe, task = await _bind(ward, "ws1", ADMIN, recheck=60.0)
+    pipe, task = await _bind(ward, "ws1", ADMIN, recheck=recheck)
     await _handshake(pipe)
     for i in range(3):
         await ward.post(_observation("p1", f"old{i}"))
@@ -144,7 +157,7 @@ async def test_a_socket_bound_across_a_delete_and_re_create_ends_cleanly(ward: W
         await pipe.next()
     await _delete(ward, "ws1")
     await _put(ward, sub)
-    for i in range(4):
+    for i in range(new_events):
         await ward.post(_observation("p1", f"new{i}"))
     await ward.match()
     sent = await _until_closed(pipe, task)
