@@ -37,6 +37,7 @@ from fhirserver.interactions.ig_load import load_package, stored_registry
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.package import Package, PackageError, read_package
 from fhirserver.progress import ProgressDisplay
+from fhirserver.rest.subscription_ws import MAX_MESSAGE_BYTES
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 
@@ -377,6 +378,19 @@ def listen(settings: Settings) -> tuple[socket.socket, Settings]:
     return sock, settings.with_overrides(port=sock.getsockname()[1])
 
 
+def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves the app. A websocket client's message is capped at the
+    subscription socket's largest command (uvicorn reads no frame beyond it)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        ws_max_size=MAX_MESSAGE_BYTES,
+    )
+
+
 async def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None:
     # Open the store once before serving, so that an unreachable database is one
     # line on stderr rather than uvicorn's start-up traceback.
@@ -387,14 +401,7 @@ async def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None
         print(f"fhirserver: the store cannot be opened: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     await store.close()
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-    )
-    server = _Server(config)
+    server = _Server(server_config(app, settings))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn offers no start-up callback; poll its flag until it listens or gives up.
     while not server.started and not task.done():  # noqa: ASYNC110

@@ -36,6 +36,7 @@ from fhirserver.rest.negotiation import RESOURCE_TYPES, read_body, require_conte
 from fhirserver.rest.negotiation import response_format as _response_format
 from fhirserver.rest.responses import fhir_response
 from fhirserver.storage.base import Store
+from fhirserver.subscriptions.model import records_key
 from fhirserver.subscriptions.websocket import (
     CLOSE_TRY_LATER,
     Disconnected,
@@ -51,6 +52,11 @@ OPERATION = "get-ws-binding-token"
 SOCKET_PATH = "/websocket"
 # Subscriptions one token may bind.
 MAX_IDS = 16
+# The largest message the server reads from a websocket client (uvicorn's `ws_max_size`,
+# which the CLI sets: it applies before the app sees a frame, so a larger one is never
+# buffered; uvicorn's default is 16 MiB). A command is at most `Limits.max_message_chars`
+# (1024) characters, 4 bytes each at most in UTF-8; anything larger closes with 1009.
+MAX_MESSAGE_BYTES = 4096
 _UNAVAILABLE = "websocket notifications are not available on this server"
 
 
@@ -99,19 +105,23 @@ async def _binding_token(request: Request, ids: tuple[str, ...]) -> Response:
         raise NotSupported(_UNAVAILABLE)
     store: Store = request.app.state.store
     access: Access = request.state.access
+    incarnations: list[str] = []
     for subscription_id in ids:
         # Read as the caller: a subscription it may not read is not found (or forbidden).
         version = await crud.read(store, "Subscription", subscription_id, access)
         assert version.body is not None
-        if not is_websocket(codec.load_object(version.body)):
+        subscription = codec.load_object(version.body)
+        if not is_websocket(subscription):
             raise BadRequest(
                 f"Subscription/{subscription_id} does not have a websocket channel",
                 expression="Subscription.channel.type",
             )
+        # The token binds this incarnation only, not one re-created under the id.
+        incarnations.append(records_key(subscription))
     settings: Settings = request.app.state.settings
     writes: WriteContext = request.app.state.writes
     lifetime = timedelta(seconds=settings.ws_binding_token_seconds)
-    token, binding = await issue_token(store, ids, access, writes.clock(), lifetime)
+    token, binding = await issue_token(store, tuple(incarnations), access, writes.clock(), lifetime)
     parameters: list[dict[str, Any]] = [
         {"name": "token", "valueString": token},
         {"name": "expiration", "valueDateTime": format_instant(binding.expires)},

@@ -25,9 +25,17 @@ stays good until it expires, for reconnects, and never longer than the access it
 issued under. It carries that access (never the access token itself): the socket shows an
 event's focus only if that access may read it, by the test `$events` applies
 (`operations.visible_events`); an event it may not read is sent as `empty` content (its
-number and time, no focus, no resource). The socket closes when that access expires,
-and a revoked access token's binding token no longer binds. With authorization off the
-access is everything and every event is sent as the subscription's content says.
+number and time, no focus, no resource). A binding ends when that access expires, when
+its access token is revoked or it may no longer read the Subscription (looked at every
+`recheck_seconds` and before each batch of events is sent): the token showed that
+authorization "during a websocket connection", so a lapsed one shows nothing more. A
+revoked access token's binding token no longer binds. With authorization off the access
+is everything and every event is sent as the subscription's content says.
+
+A token and a binding name one incarnation of a subscription (`model.records_key`): a
+Subscription deleted and created again under its id is another subscription, its events
+numbered from 1 again, so the old binding ends (its socket is told, and closed normally
+with no binding left) and the old token binds nothing.
 
 The `Limits` on sockets (per token, per subscription) are counted per process
 (`SocketCounts`, in memory): N server processes sharing one store allow N times each
@@ -56,9 +64,12 @@ import orjson
 
 from fhirserver.auth.access import Access
 from fhirserver.auth.registry import is_token_revoked, secret_key
-from fhirserver.auth.scopes import parse_scopes
+from fhirserver.auth.scopes import Interaction, parse_scopes
 from fhirserver.clock import Clock
+from fhirserver.interactions.guard import shows
+from fhirserver.resources import codec
 from fhirserver.storage.base import Store
+from fhirserver.subscriptions.model import records_key
 
 logger = logging.getLogger("fhirserver")
 
@@ -112,14 +123,18 @@ class NotificationSource(Protocol):
 
 @dataclass(frozen=True)
 class Binding:
-    """What a binding token stands for: the subscriptions it binds, until when, and the
-    access it was issued under (`Access.everything()` with authorization off), which is
-    what its sockets may show."""
+    """What a binding token stands for: the subscriptions it binds (each incarnation's
+    `records_key`), until when, and the access it was issued under
+    (`Access.everything()` with authorization off), which is what its sockets may show."""
 
-    subscription_ids: tuple[str, ...]
+    incarnations: tuple[str, ...]
     expires: datetime
     key: str
     access: Access
+
+    @property
+    def subscription_ids(self) -> tuple[str, ...]:
+        return tuple(subscription_id_of(i) for i in self.incarnations)
 
     @property
     def client_id(self) -> str | None:
@@ -134,23 +149,29 @@ class Binding:
         return self.access.expires_at
 
 
+def subscription_id_of(incarnation: str) -> str:
+    """The subscription id in a `records_key` ("id@incarnation", or the id alone)."""
+    return incarnation.partition("@")[0]
+
+
 async def issue_token(
     store: Store,
-    subscription_ids: tuple[str, ...],
+    incarnations: tuple[str, ...],
     access: Access,
     now: datetime,
     lifetime: timedelta,
 ) -> tuple[str, Binding]:
-    """A new binding token for `subscription_ids`, and what it stands for. It expires
-    after `lifetime`, or with the access it was issued under if that is sooner. The
-    caller has checked that `access` may read each subscription."""
+    """A new binding token for the subscriptions `incarnations` name (each one's
+    `records_key`), and what it stands for. It expires after `lifetime`, or with the
+    access it was issued under if that is sooner. The caller has checked that `access`
+    may read each subscription."""
     token = secrets.token_urlsafe(32)
     expires = now + lifetime
     if access.expires_at is not None:
         expires = min(expires, access.expires_at)
-    binding = Binding(subscription_ids, expires, secret_key(token), access)
+    binding = Binding(incarnations, expires, secret_key(token), access)
     body = {
-        "subscriptions": list(subscription_ids),
+        "subscriptions": list(incarnations),
         "key": binding.key,
         "expires": expires.isoformat(),
         "access": _access_record(access),
@@ -179,7 +200,7 @@ async def redeem_token(store: Store, token: str, now: datetime) -> Binding | Non
     if access.token_id is not None and await is_token_revoked(store, access.token_id, now):
         return None
     return Binding(
-        subscription_ids=tuple(str(i) for i in body.get("subscriptions", [])),
+        incarnations=tuple(str(i) for i in body.get("subscriptions", [])),
         expires=datetime.fromisoformat(str(body["expires"])),
         key=key,
         access=access,
@@ -306,6 +327,8 @@ class _Bound:
     """One subscription a socket is bound to (the session's own mutable state)."""
 
     subscription_id: str
+    # The incarnation bound (`records_key`): another one under the id ends the binding.
+    incarnation: str
     r4_style: bool
     last_number: int
     heartbeat: timedelta | None
@@ -337,7 +360,6 @@ class Session:
     authorization: bool
     limits: Limits = field(default_factory=Limits)
     bound: dict[str, _Bound] = field(default_factory=dict)
-    access_expires: datetime | None = None
     counted: list[str] = field(default_factory=list)
 
     async def run(self) -> None:
@@ -384,13 +406,19 @@ class Session:
                 if loop.time() >= bind_by:
                     raise _Refused(f"no bind within {self.limits.bind_seconds:g} seconds")
                 continue
-            if self.access_expires is not None and self.clock() >= self.access_expires:
-                raise _Refused("the access this socket was bound under has expired")
+            for bound in list(self.bound.values()):
+                expires = bound.access.expires_at
+                if expires is not None and self.clock() >= expires:
+                    await self._lapse(bound, "has expired")
             if loop.time() >= recheck_at:
                 recheck_at = loop.time() + self.limits.recheck_seconds
                 await self._recheck()
             for bound in list(self.bound.values()):
-                await self._deliver(bound)
+                try:
+                    await self._deliver(bound)
+                except LookupError:
+                    # The source found the subscription gone since the last recheck.
+                    await self._end(bound)
 
     async def _command(self, message: str) -> None:
         if len(message) > self.limits.max_message_chars:
@@ -410,24 +438,29 @@ class Session:
         binding = await redeem_token(self.store, token, now)
         if binding is None:
             raise _Refused("the binding token is unknown or has expired")
-        wanted = [i for i in binding.subscription_ids if i not in self.bound]
+        wanted = [i for i in binding.incarnations if subscription_id_of(i) not in self.bound]
         if not wanted:
             return
         self._room_for(len(wanted))
-        subscriptions = {i: await self._websocket_subscription(i) for i in wanted}
+        subscriptions = {
+            subscription_id_of(i): await self._websocket_subscription(subscription_id_of(i), i)
+            for i in wanted
+        }
         limits = [(f"token:{binding.key}", self.limits.max_sockets_per_token)]
-        await self._count([*limits, *self._per_subscription(wanted)])
-        if binding.access_expires is not None:
-            self.access_expires = min(
-                binding.access_expires, self.access_expires or binding.access_expires
-            )
+        await self._count([*limits, *self._per_subscription(list(subscriptions))])
         for subscription_id, subscription in subscriptions.items():
             # The log's position before the handshake: an event recorded in between is
             # both counted in the handshake and sent (at least once, never lost).
             number = await self.source.events_so_far(subscription_id)
-            await self._send(_json(await self.source.handshake(subscription_id)))
+            try:
+                handshake = await self.source.handshake(subscription_id)
+            except LookupError:
+                # Deleted since it was looked up above.
+                raise _Refused(f"no websocket subscription {subscription_id}") from None
+            await self._send(_json(handshake))
             self.bound[subscription_id] = _Bound(
                 subscription_id,
+                records_key(subscription),
                 False,
                 number,
                 heartbeat_period(subscription),
@@ -444,18 +477,33 @@ class Session:
             await self._send(f"bound {subscription_id}")
             return
         self._room_for(1)
-        await self._websocket_subscription(subscription_id)
+        subscription = await self._websocket_subscription(subscription_id)
         await self._count(self._per_subscription([subscription_id]))
         number = await self.source.events_so_far(subscription_id)
         await self._send(f"bound {subscription_id}")
         # Authorization is off (checked above): the socket may show everything.
         self.bound[subscription_id] = _Bound(
-            subscription_id, True, number, None, self.clock(), Access.everything()
+            subscription_id,
+            records_key(subscription),
+            True,
+            number,
+            None,
+            self.clock(),
+            Access.everything(),
         )
 
-    async def _websocket_subscription(self, subscription_id: str) -> dict[str, Any]:
+    async def _websocket_subscription(
+        self, subscription_id: str, incarnation: str | None = None
+    ) -> dict[str, Any]:
+        """The subscription, if it has a websocket channel and is on (and is
+        `incarnation`, for a token: one issued for a deleted subscription binds nothing
+        of one re-created under its id)."""
         subscription = await self.source.subscription(subscription_id)
-        if subscription is None or not is_websocket(subscription):
+        if (
+            subscription is None
+            or not is_websocket(subscription)
+            or (incarnation is not None and records_key(subscription) != incarnation)
+        ):
             raise _Refused(f"no websocket subscription {subscription_id}")
         if subscription.get("status") == "off":
             raise _Refused(f"subscription {subscription_id} is off")
@@ -475,19 +523,59 @@ class Session:
         self.counted.extend(key for key, _ in keys)
 
     async def _recheck(self) -> None:
-        """Drop subscriptions deleted or turned off since binding; end with none left."""
-        for subscription_id in list(self.bound):
-            subscription = await self.source.subscription(subscription_id)
-            if subscription is None or subscription.get("status") == "off":
-                del self.bound[subscription_id]
-                await self._send(f"error subscription {subscription_id} has ended")
+        for bound in list(self.bound.values()):
+            await self._stands(bound)
+
+    async def _stands(self, bound: _Bound) -> bool:
+        """Whether the binding still stands; if not, it is ended (and the socket closed
+        with no binding left). It ends when its access token was revoked or may no
+        longer read the Subscription, or when the subscription was deleted, re-created
+        or turned off since binding."""
+        token_id = bound.access.token_id
+        if token_id is not None and await is_token_revoked(self.store, token_id, self.clock()):
+            await self._lapse(bound, "was revoked")
+            return False
+        # The stored version, not the source's resource: the policy's read test (the
+        # one `$get-ws-binding-token` applied) is on a version.
+        version = await self.store.read("Subscription", bound.subscription_id)
+        if version is None or version.body is None:
+            await self._end(bound)
+            return False
+        if not shows(bound.access, Interaction.READ, version):
+            await self._lapse(bound, "may no longer read the subscription")
+            return False
+        subscription = codec.load_object(version.body)
+        if records_key(subscription) != bound.incarnation or subscription.get("status") == "off":
+            await self._end(bound)
+            return False
+        return True
+
+    async def _end(self, bound: _Bound) -> None:
+        """The binding's subscription has ended: tell the socket; close it normally
+        with no binding left."""
+        del self.bound[bound.subscription_id]
+        await self._send(f"error subscription {bound.subscription_id} has ended")
         if not self.bound:
             raise _Refused("no subscription left on this socket", CLOSE_NORMAL)
+
+    async def _lapse(self, bound: _Bound, why: str) -> None:
+        """The access a binding was made under has lapsed (`why`): the socket's last
+        binding closes it as a policy violation (RFC 6455 section 7.4.1, 1008); another
+        binding ends as a deleted subscription's does, the others going on."""
+        if len(self.bound) == 1:
+            raise _Refused(f"the access this socket was bound under {why}")
+        await self._end(bound)
 
     async def _deliver(self, bound: _Bound) -> None:
         events = await self.source.events_after(
             bound.subscription_id, bound.last_number, self.limits.batch, bound.access
         )
+        # Looked at again before sending (one read a batch, none when idle), so nothing
+        # goes out after a revocation the recheck has not yet seen, nor another
+        # incarnation's events: they were read from whatever holds the id now, and an
+        # incarnation never comes back, so one bound after the read was bound during it.
+        if events and not await self._stands(bound):
+            return
         for number, bundle in events:
             if bound.r4_style:
                 await self._send(f"ping {bound.subscription_id}")

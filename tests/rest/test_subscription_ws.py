@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -29,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from fhirserver.app import create_app
 from fhirserver.auth.access import Access
 from fhirserver.auth.scopes import parse_scopes
+from fhirserver.cli import listen, server_config
 from fhirserver.config import Settings
 from fhirserver.resources import codec
 from fhirserver.storage.base import Store
@@ -390,6 +392,32 @@ async def test_a_message_too_long_closes_the_socket(server: Server) -> None:
         await ws.send("bind " + "a" * 5000)
         lines, code = await closed_with(ws)
     assert lines == ["error message too long"] and code == 1009
+
+
+async def test_the_server_reads_no_client_message_beyond_its_cap(
+    settings: Settings, test_backend: Backend
+) -> None:
+    # uvicorn as `fhirserver serve` configures it: a 64 KiB message is refused by the
+    # websocket protocol (1009) before the app sees it (it would answer "error message
+    # too long" after buffering the whole message, up to uvicorn's default 16 MiB).
+    app = create_app(settings, store=test_backend.store)
+    app.state.notification_source = FakeNotifications(test_backend.store)
+    sock, bound = listen(settings.with_overrides(host="127.0.0.1", port=0))
+    server = uvicorn.Server(server_config(app, bound))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn stopped before it started"
+            await asyncio.sleep(0.02)
+        url = f"ws://127.0.0.1:{bound.port}{bound.base_path}/websocket"
+        async with connect(url, max_size=None) as ws:
+            await ws.send("bind " + "a" * 65536)
+            lines, code = await closed_with(ws)
+        assert lines == [] and code == 1009
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, WAIT)
+        sock.close()
 
 
 async def test_a_socket_that_does_not_bind_is_closed(server: Server) -> None:

@@ -35,10 +35,10 @@ class RecordingMidRead:
     """The store, where the next read of the subscription's event count is followed at
     once by the matcher recording another event: the reader has the old count."""
 
-    def __init__(self, store: Store, records_key: str) -> None:
+    def __init__(self, store: Store, records: str) -> None:
         self._store = store
-        # The key of the subscription's records (its id and incarnation).
-        self._records_key = records_key
+        # The key of the subscription's records (`model.records_key`), not its id.
+        self._records = records
         self.next_event: Event | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -47,8 +47,8 @@ class RecordingMidRead:
     async def get_record(self, kind: str, key: str, now: Any) -> dict[str, Any] | None:
         found = await self._store.get_record(kind, key, now)
         event, self.next_event = self.next_event, None
-        if kind == COUNT and key == self._records_key and event is not None:
-            await append_event(self._store, self._records_key.partition("@")[0], event, now, KEEP)
+        if kind == COUNT and key == self._records and event is not None:
+            await append_event(self._store, self._records, event, now, KEEP)
         else:
             self.next_event = event
         return found
@@ -78,7 +78,7 @@ async def test_an_event_recorded_between_the_count_and_the_events_is_sent_once(
     context: SubscriptionContext = harness.app.state.subscriptions
     source = StoreNotifications(replace(context, store=cast(Store, racing)))
     token, _ = await issue_token(
-        store, (sid,), Access.everything(), harness.clock(), timedelta(minutes=5)
+        store, (records_key(created),), Access.everything(), harness.clock(), timedelta(minutes=5)
     )
     pipe = Pipe()
     session = Session(
