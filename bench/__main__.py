@@ -13,7 +13,8 @@ Load (bench.load_bench): the Synthea Bundles bulk-loaded over HTTP and by `fhirs
 import`, next to a bare executemany, with peak memory, and an import of a 10x NDJSON set.
 Export (bench.export_bench) and subscriptions (bench.subscription_bench: notification
 latency and delivery throughput next to the bare write).
-BENCH_ONLY=rest, search, load, export or subscriptions runs one of them.
+Validation (bench.validate_bench): the cost per resource of each validation layer.
+BENCH_ONLY=rest, search, load, export, subscriptions or validate runs one of them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from bench import export_bench, load_bench, search_run, servers, subscription_bench, synthea
+from bench import (
+    export_bench,
+    load_bench,
+    search_run,
+    servers,
+    subscription_bench,
+    synthea,
+    validate_bench,
+)
 from bench.load import LoadError
 from bench.load_data import LoadBenchError
 from bench.measure import measure
@@ -109,6 +118,8 @@ def main() -> None:
             asyncio.run(export_benchmark(params))
         if params.runs("subscriptions"):
             asyncio.run(subscriptions_benchmark(params))
+        if params.runs("validate"):
+            validate_bench.run(params)
     except (
         servers.ServerStartError,
         LoadError,

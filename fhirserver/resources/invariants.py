@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,9 +37,9 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 
 from fhirserver.errors import Issue
-from fhirserver.resources.definitions import is_resource_type
+from fhirserver.resources.invariant_shortcuts import STRING_LITERAL, Shortcut, shortcut
 from fhirserver.resources.native_invariants import Check, native
-from fhirserver.resources.schema import RESOURCE_LIST, choice_keys, elements
+from fhirserver.resources.schema import RESOURCE_LIST, choice_keys, elements, primitive_kind
 
 # fhirpathpy's node with its FHIR type path, so `value` finds valueQuantity and dates
 # compare as dates (fhirpathpy leaves this function untyped).
@@ -47,6 +47,9 @@ _typed_node: Callable[[Any, str], Any] = ResourceNode.create_node
 TABLE_PATH = Path(__file__).with_name("derived") / "invariants.json.gz"
 Evaluator = Callable[..., list[Any]]
 
+# ele-1 and ext-1 hold for every element and extension: checked natively, not in the table.
+_ELE_1 = "All FHIR elements must have a @value or children"
+_EXT_1 = "Must have either extensions or value[x], not both"
 # Functions the R4 invariants use that fhirpathpy lacks; FHIRPath spec semantics.
 _EXTRA_FUNCTIONS: Mapping[str, Mapping[str, Any]] = {
     # hasValue(): one primitive item that has a value (not only extensions).
@@ -66,16 +69,6 @@ _OPERATORS = frozenset({"in", "and", "or", "xor", "implies", "contains", "is", "
 _AS_FUNCTION = re.compile(r"\.as\(")
 _IS_SYSTEM = re.compile(r"\bis (Boolean|String|Integer|Decimal|Date|DateTime|Time)\b")
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
-_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
-# A function called on the context itself (not after a dot), or a variable that names the
-# context or its resource: the expression may read the whole node, so it is never skipped.
-_READS_CONTEXT = re.compile(
-    r"(?<![.\w`])(?!(?:iif|in|and|or|xor|implies|contains|is|as|div|mod)\b)[A-Za-z_]\w*\s*\("
-    r"|%rootResource|%context|\$this"
-)
-# Identifiers not after a dot: the first steps of paths from the context (and, inside
-# where(), from its items: a superset, which only makes skipping rarer).
-_FIRST_STEP = re.compile(r"(?<![.\w`])(?:`([^`]*)`|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +86,17 @@ class Invariant:
     evaluate: Evaluator | None
     # The native form, when there is one (native_invariants.py); used instead of evaluate.
     check: Check | None
-    # The node's JSON keys the expression can read; None: it may read the whole node.
-    reads: frozenset[str] | None
-    # Whether it holds on a node that has none of `reads`.
-    holds_when_absent: bool
+    # The keys an element-level context takes (its choice forms: valueString, ...).
+    element_keys: tuple[str, ...]
+    # Decides from the keys a node has, when it can (invariant_shortcuts.py).
+    shortcut: Shortcut | None
 
 
 def missing_functions(expression: str) -> list[str]:
     """Functions the expression calls that fhirpathpy (with our additions) lacks."""
     from fhirpathpy.engine.invocations import invocation_registry
 
-    called = _FUNCTION.findall(_STRING.sub("''", expression))
+    called = _FUNCTION.findall(STRING_LITERAL.sub("''", expression))
     known = invocation_registry.keys() | _EXTRA_FUNCTIONS.keys() | _OPERATORS
     return sorted({name for name in called if name not in known})
 
@@ -155,128 +148,132 @@ def _compile(definition: str, row: Mapping[str, Any]) -> Invariant:
     unsupported: str | None = row["unsupported"]
     check = native(row["key"], row["expression"])
     evaluate = None if unsupported or check else compile_expression(row["expression"])
-    reads = None if row["element"] else _reads(definition, row["expression"])
-    absent = True
-    if evaluate is not None and reads is not None:
-        absent = holds(run(evaluate, {}, row["path"], {}, {}))
+    path = row["path"]
+    found = None
+    if check is None and row["element"] is None:
+        found = shortcut(
+            definition,
+            row["expression"],
+            lambda part: run(compile_expression(part), {}, path, {}, {}),
+        )
     return Invariant(
         key=row["key"],
         severity=row["severity"],
         human=row["human"],
         expression=row["expression"],
-        path=row["path"],
+        path=path,
         element=row["element"],
         unsupported=unsupported,
         evaluate=evaluate,
         check=check,
-        reads=reads,
-        holds_when_absent=absent,
+        element_keys=_element_keys(definition, row["element"]),
+        shortcut=found,
     )
 
 
-def _reads(definition: str, expression: str) -> frozenset[str] | None:
-    """Every key of the definition that a first step of the expression may name, so
-    skipping on their absence is safe. `%resource` is the context itself on a resource
-    (its paths start with the same names); elsewhere it is another node."""
-    text = _STRING.sub("''", expression)
-    if _READS_CONTEXT.search(text):
-        return None
-    if "%resource" in text and not is_resource_type(definition):
-        return None
-    names = {quoted or plain for quoted, plain in _FIRST_STEP.findall(text)}
-    keys: set[str] = set()
-    for name in names:
-        for key in {name} | choice_keys(definition, name):
-            keys.update((key, f"_{key}"))
-    return frozenset(keys & elements(definition).keys())
+def _element_keys(definition: str, element: str | None) -> tuple[str, ...]:
+    if element is None:
+        return ()
+    return tuple(sorted({element} | choice_keys(definition, element)))
 
 
 def check_invariants(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
     """Issues (errors and warnings) for the invariants `resource` breaks or that could
     not be checked; [] when all hold."""
-    return list(_check_node(resource_type, resource, resource_type, resource, resource))
+    issues: list[Issue] = []
+    _check_node(resource_type, resource, resource_type, resource, resource, issues)
+    return issues
+
+
+@cache
+def _complex_children(definition: str) -> Mapping[str, str]:
+    """The keys of a definition that hold objects (complex types, backbone elements,
+    resources, primitives' `_x` extension holders), with their definition: the walk's
+    only way down; primitive values have no invariants of their own to visit."""
+    return {
+        key: element.target
+        for key, element in elements(definition).items()
+        if element.target == RESOURCE_LIST
+        or (element.definition is not None and primitive_kind(element.target) is None)
+    }
 
 
 def _check_node(
-    definition: str, node: dict[str, Any], where: str, resource: Any, root: Any
-) -> Iterator[Issue]:
+    definition: str,
+    node: dict[str, Any],
+    where: str,
+    resource: Any,
+    root: Any,
+    issues: list[Issue],
+) -> None:
     if definition == "Extension" and ("extension" in node) == any(
         key.startswith("value") for key in node
     ):
-        yield Issue(
-            "Constraint ext-1 failed: Must have either extensions or value[x], not both",
-            "invariant",
-            expression=where,
-        )
+        issues.append(_native_issue("ext-1", _EXT_1, where))
     for invariant in invariants_of(definition):
         if invariant.element is None:
-            yield from _check(invariant, node, where, resource, root)
-        else:
-            for key in {invariant.element} | choice_keys(definition, invariant.element):
-                for value, at in _values(node.get(key), f"{where}.{key}"):
-                    yield from _check(invariant, value, at, resource, root)
-    listed = elements(definition)
+            _check(invariant, node, where, resource, root, issues)
+            continue
+        for key in invariant.element_keys:
+            for value, at in _values(node.get(key), f"{where}.{key}"):
+                _check(invariant, value, at, resource, root, issues)
+    children = _complex_children(definition)
     for key, item in node.items():
-        element = listed.get(key)
-        target = element.definition if element else None
+        target = children.get(key)
         if target is None:
             continue
         for value, at in _values(item, f"{where}.{key}"):
             if not isinstance(value, dict):
                 continue
             if target != RESOURCE_LIST:
-                if not value.keys() - {"id"}:
-                    yield _ele_1(at)
-                    continue
-                yield from _check_node(target, value, at, resource, root)
+                if not value or (len(value) == 1 and "id" in value):
+                    issues.append(_native_issue("ele-1", _ELE_1, at))
+                else:
+                    _check_node(target, value, at, resource, root, issues)
             elif isinstance(kind := value.get("resourceType"), str):
                 # A contained resource is its own %resource inside its container's
                 # %rootResource; an entry's resource (Bundle, Parameters) is its own root.
                 nested_root = root if key == "contained" else value
-                yield from _check_node(kind, value, at, value, nested_root)
+                _check_node(kind, value, at, value, nested_root, issues)
 
 
-def _ele_1(where: str) -> Issue:
-    return Issue(
-        "Constraint ele-1 failed: All FHIR elements must have a @value or children",
-        "invariant",
-        expression=where,
-    )
+def _native_issue(key: str, human: str, where: str) -> Issue:
+    return Issue(f"Constraint {key} failed: {human}", "invariant", expression=where)
 
 
-def _values(item: Any, where: str) -> Iterator[tuple[Any, str]]:
+def _values(item: Any, where: str) -> list[tuple[Any, str]]:
     if isinstance(item, list):
-        for index, value in enumerate(item):
-            if value is not None:
-                yield value, f"{where}[{index}]"
-    elif item is not None:
-        yield item, where
+        return [(value, f"{where}[{i}]") for i, value in enumerate(item) if value is not None]
+    return [] if item is None else [(item, where)]
 
 
 def _check(
-    invariant: Invariant, node: Any, where: str, resource: Any, root: Any
-) -> Iterator[Issue]:
-    reads = invariant.reads
-    if reads is not None and not reads.intersection(node):
-        # Unsupported ones are not known to hold here; they are only warned about where
-        # the resource has something they read.
-        if invariant.evaluate is not None and not invariant.holds_when_absent:
-            yield _issue(invariant, where, invariant.severity)
-        return
+    invariant: Invariant,
+    node: Any,
+    where: str,
+    resource: Any,
+    root: Any,
+    issues: list[Issue],
+) -> None:
     if invariant.check is not None:
         if not invariant.check(node, resource, root):
-            yield _issue(invariant, where, invariant.severity)
+            issues.append(_issue(invariant, where, invariant.severity))
+        return
+    decided = invariant.shortcut.decide(node) if invariant.shortcut is not None else None
+    if decided is not None:
+        if not decided:
+            issues.append(_issue(invariant, where, invariant.severity))
         return
     if invariant.evaluate is None:
-        yield _issue(invariant, where, "warning", f"not checked: {invariant.unsupported}")
+        issues.append(_issue(invariant, where, "warning", f"not checked: {invariant.unsupported}"))
         return
     try:
         result = run(invariant.evaluate, node, invariant.path, resource, root)
     except Exception as exc:  # fhirpathpy raises bare Exceptions on data it cannot handle
-        yield _issue(invariant, where, "warning", f"not checked: {str(exc)[:80]}")
+        issues.append(_issue(invariant, where, "warning", f"not checked: {str(exc)[:80]}"))
         return
     if not holds(result):
-        yield _issue(invariant, where, invariant.severity)
+        issues.append(_issue(invariant, where, invariant.severity))
 
 
 def _issue(invariant: Invariant, where: str, severity: str, note: str | None = None) -> Issue:

@@ -10,9 +10,11 @@ against (`native(key, expression)`): if the definitions change, fhirpathpy takes
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+
+import orjson
 
 # (node, %resource, %rootResource) -> whether the invariant holds.
 Check = Callable[[Any, Any, Any], bool]
@@ -46,13 +48,16 @@ def native(key: str, expression: str) -> Check | None:
 def _dom_3(node: Any, resource: Any, root: Any) -> bool:
     """Every contained resource is referenced from elsewhere in the resource (or refers to
     its container with `#`). Any string value stands for the reference, canonical, uri
-    and url values the expression collects: only those spell `#id` in practice."""
+    and url values the expression collects (only those spell `#id` in practice), and is
+    found in the resource's JSON text: ids need no escaping."""
     contained = node.get("contained")
     if not isinstance(contained, list):
         return True
-    strings = set(_strings(node))
+    text = orjson.dumps(node)
     return all(
-        not isinstance(item, dict) or f"#{item.get('id')}" in strings or "#" in set(_strings(item))
+        not isinstance(item, dict)
+        or f'"#{item.get("id")}"'.encode() in text
+        or b'"#"' in orjson.dumps(item)
         for item in contained
     )
 
@@ -116,17 +121,6 @@ def _utc(parts: tuple[int, ...], zone: str | None) -> datetime:
         sign = 1 if zone[0] == "+" else -1
         moment -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
     return moment
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 _NATIVE: Mapping[tuple[str, str], Check] = {
