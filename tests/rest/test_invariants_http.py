@@ -33,8 +33,9 @@ async def test_create_breaking_an_invariant_is_422(client: httpx.AsyncClient) ->
     refused = issue(response)
     assert refused["code"] == "invariant" and refused["expression"] == ["Observation"]
     assert "obs-6" in refused["diagnostics"]
-    assert "dataAbsentReason SHALL only be present if Observation.value[x] is not present" in (
-        refused["diagnostics"]
+    assert (
+        "dataAbsentReason SHALL only be present if Observation.value[x] is not present"
+        in (refused["diagnostics"])
     )
     search = await client.get("/Observation", params={"_summary": "count"})
     assert search.json()["total"] == 0
