@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
+from fhirserver.resources import codec
 
 # (node, %resource, %rootResource) -> whether the invariant holds.
 Check = Callable[[Any, Any, Any], bool]
@@ -53,11 +53,11 @@ def _dom_3(node: Any, resource: Any, root: Any) -> bool:
     contained = node.get("contained")
     if not isinstance(contained, list):
         return True
-    text = orjson.dumps(node)
+    text = codec.dumps(node)
     return all(
         not isinstance(item, dict)
         or f'"#{item.get("id")}"'.encode() in text
-        or b'"#"' in orjson.dumps(item)
+        or b'"#"' in codec.dumps(item)
         for item in contained
     )
 

@@ -5,7 +5,6 @@ mutated examples, every issue found with them is the issue fhirpathpy alone find
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fhirserver.resources import invariants
+from fhirserver.resources import codec, invariants
 from fhirserver.resources.invariant_shortcuts import reads, shortcut
 from fhirserver.resources.invariants import Invariant, check_invariants, compile_expression
 from tests.resources.test_invariants import CASES, mutate
@@ -49,15 +48,15 @@ def samples() -> Iterator[dict[str, Any]]:
     rng = random.Random(2)
     examples = sorted((DATA / "r4" / "examples").glob("*.json"))
     for path in examples[::3]:
-        yield json.loads(path.read_text())
+        yield codec.loads(path.read_bytes())
     for path in sorted((DATA / "synthea-2019").glob("*.json"))[:2]:
-        for entry in json.loads(path.read_text())["entry"]:
+        for entry in codec.loads(path.read_bytes())["entry"]:
             yield entry["resource"]
     for case in CASES:
         yield case[3]
         yield case[4]
     for _ in range(60):
-        yield mutate(json.loads(rng.choice(examples).read_text()), rng)
+        yield mutate(codec.loads(rng.choice(examples).read_bytes()), rng)
 
 
 def test_shortcuts_agree_with_fhirpathpy(monkeypatch: pytest.MonkeyPatch) -> None:
