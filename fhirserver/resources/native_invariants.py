@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 
 from fhirserver.resources import codec
@@ -37,6 +38,66 @@ _REF_1 = (
 )
 _RNG_2 = "low.empty() or high.empty() or (low <= high)"
 _PER_1 = "start.hasValue().not() or end.hasValue().not() or (start <= end)"
+_HTML_CHECKS = "htmlChecks()"
+# The elements narrative.html allows (HTML 4.0 chapters 7-11 and 11-16, as the reference
+# validator lists them).
+_XHTML_ELEMENTS = frozenset(
+    {
+        "p",
+        "br",
+        "div",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "a",
+        "span",
+        "b",
+        "em",
+        "i",
+        "strong",
+        "small",
+        "big",
+        "tt",
+        "dfn",
+        "q",
+        "var",
+        "abbr",
+        "acronym",
+        "cite",
+        "blockquote",
+        "hr",
+        "address",
+        "bdo",
+        "kbd",
+        "sub",
+        "sup",
+        "ul",
+        "ol",
+        "li",
+        "dl",
+        "dt",
+        "dd",
+        "pre",
+        "table",
+        "caption",
+        "colgroup",
+        "col",
+        "thead",
+        "tr",
+        "tfoot",
+        "tbody",
+        "th",
+        "td",
+        "code",
+        "samp",
+        "img",
+        "map",
+        "area",
+    }
+)
 # date / dateTime / instant: year, month, day, hour, minute, seconds (fraction ignored:
 # FHIRPath compares seconds and milliseconds at one precision), zone.
 _DATE_TIME = re.compile(
@@ -127,6 +188,49 @@ def _rng_2(node: Any, resource: Any, root: Any) -> bool:
     return low_value <= high_value
 
 
+class _Narrative(HTMLParser):
+    """What txt-1 and txt-2 ask of a Narrative's div: the elements it uses, whether it
+    uses event attributes, and whether it has content (text or an image)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: set[str] = set()
+        self.event_attribute = False
+        self.content = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.add(tag)
+        self.content = self.content or tag == "img"
+        self.event_attribute = self.event_attribute or any(
+            name.lower().startswith("on") for name, _ in attrs
+        )
+
+    def handle_data(self, data: str) -> None:
+        self.content = self.content or bool(data.strip())
+
+
+def _narrative(value: Any) -> _Narrative | None:
+    if not isinstance(value, str):
+        return None
+    parsed = _Narrative()
+    parsed.feed(value)
+    parsed.close()
+    return parsed
+
+
+def _txt_1(node: Any, resource: Any, root: Any) -> bool:
+    """Only the basic HTML formatting elements (narrative.html#xhtml): no scripts, forms,
+    frames, objects, head or body, and no event attributes."""
+    parsed = _narrative(node)
+    return parsed is None or (parsed.elements <= _XHTML_ELEMENTS and not parsed.event_attribute)
+
+
+def _txt_2(node: Any, resource: Any, root: Any) -> bool:
+    """Some non-whitespace content."""
+    parsed = _narrative(node)
+    return parsed is None or parsed.content
+
+
 def _moment(value: Any) -> tuple[tuple[int, ...], str | None] | None:
     match = _DATE_TIME.match(value) if isinstance(value, str) else None
     if match is None:
@@ -154,4 +258,7 @@ _NATIVE: Mapping[tuple[str, str], Check] = {
     ("ref-1", _REF_1): _ref_1,
     ("per-1", _PER_1): _per_1,
     ("rng-2", _RNG_2): _rng_2,
+    # fhirpathpy has no htmlChecks().
+    ("txt-1", _HTML_CHECKS): _txt_1,
+    ("txt-2", _HTML_CHECKS): _txt_2,
 }
