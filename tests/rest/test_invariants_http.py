@@ -5,10 +5,17 @@ nothing is stored; a warning (dom-6) refuses nothing."""
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from fhirserver.resources import codec
+from fhirserver.resources.validate import validate
+from tests.resources.test_invariants import mutate
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "r4" / "examples"
 CODE = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
 ABSENT_AND_VALUE = {
     "resourceType": "Observation",
@@ -95,3 +102,20 @@ async def test_a_warning_refuses_nothing(client: httpx.AsyncClient) -> None:
     # No narrative: dom-6 is a best-practice warning in R4.
     response = await client.post("/Patient", json={"resourceType": "Patient", "active": True})
     assert response.status_code == 201
+
+
+async def test_mutated_examples_never_give_a_500_nor_store_what_is_invalid(
+    client: httpx.AsyncClient,
+) -> None:
+    rng = random.Random(25)
+    names = sorted(EXAMPLES.glob("*.json"))
+    for _ in range(40):
+        resource = codec.loads(rng.choice(names).read_bytes())
+        for _ in range(rng.randint(1, 3)):
+            resource = mutate(resource, rng)
+        kind = resource.get("resourceType")
+        response = await client.post(f"/{kind}", content=codec.dumps(resource))
+        assert response.status_code < 500, response.text
+        if response.status_code == 201:
+            stored = codec.loads(response.content)
+            assert validate(stored) == kind
