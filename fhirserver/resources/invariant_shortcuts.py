@@ -92,6 +92,8 @@ def reads(definition: str, expression: str) -> frozenset[str] | None:
         return None
     if "%resource" in text and not is_resource_type(definition):
         return None
+    # On a resource, `%resource.code` reads the node's own `code`: a first step too.
+    text = text.replace("%resource.", " ")
     names = {quoted or plain for quoted, plain in _FIRST_STEP.findall(text)}
     found: set[str] = set()
     for name in names:

@@ -84,6 +84,8 @@ def test_what_a_part_reads() -> None:
         "end",
         "_end",
     }
+    # On a resource, %resource is the node: what it reads there is read too.
+    assert "status" in (reads("Observation", "%resource.status.exists()") or ())
     # Reading the context itself or another node: any key may matter.
     assert reads("Element", "hasValue() or children().exists()") is None
     assert reads("Reference", "reference in %rootResource.contained.id") is None
