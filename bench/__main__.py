@@ -17,7 +17,9 @@ Bindings (bench.bindings_bench): the required-binding check's cost per Synthea r
 next to a bare walk of the same resources and the other validation layers.
 Profiles (bench.profile_bench): US Core profile checks per resource next to the core
 validation and a floor.
-BENCH_ONLY=rest, search, load, export, subscriptions, bindings or profiles runs one of them.
+Validation (bench.validate_bench): the cost per resource of each validation layer.
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles or validate runs
+one of them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bench import (
     servers,
     subscription_bench,
     synthea,
+    validate_bench,
 )
 from bench.load import LoadError
 from bench.load_data import LoadBenchError
@@ -126,6 +129,8 @@ def main() -> None:
             bindings_bench.run()
         if params.runs("profiles"):
             profile_bench.run()
+        if params.runs("validate"):
+            validate_bench.run(params)
     except (
         servers.ServerStartError,
         LoadError,

@@ -1,14 +1,14 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest, search, load, export, subscriptions, bindings or profiles runs only that
-benchmark (all run by default)."""
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles or validate runs
+only that benchmark (all run by default)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-PARTS = ("rest", "search", "load", "export", "subscriptions", "bindings", "profiles")
+PARTS = ("rest", "search", "load", "export", "subscriptions", "bindings", "profiles", "validate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,8 @@ class Params:
     subs_latency_writes: int = 200
     subs_writes: int = 200
     subs_count: int = 100
+    # Validation cost per layer: resources of this many Synthea Bundles.
+    validate_files: int = 20
     only: str | None = None
 
     @classmethod
@@ -48,6 +50,7 @@ class Params:
             subs_latency_writes=_count("BENCH_SUBS_LATENCY_WRITES", defaults.subs_latency_writes),
             subs_writes=_count("BENCH_SUBS_WRITES", defaults.subs_writes),
             subs_count=_count("BENCH_SUBS_COUNT", defaults.subs_count),
+            validate_files=_count("BENCH_VALIDATE_FILES", defaults.validate_files),
             only=_only(),
         )
 

@@ -3,9 +3,10 @@
 R4B models (fhir.resources) check structure, types and primitive formats; types R4B
 lacks or reshaped are checked against the official R4 JSON Schema. Either way a
 failure names the offending element as a FHIRPath `expression`.
+Then the R4 invariants (invariants.py) of severity error.
 Status (R4 http.html): 400 when the content cannot be parsed as the resource (unknown
 element, wrong type, bad primitive); 422 when it parses but breaks a rule such as a
-required element or a required terminology binding (bindings.py).
+required element, a required terminology binding (bindings.py) or an invariant.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fhirserver.errors import BadRequest, FHIRError, Issue, Unprocessable
 from fhirserver.resources.bindings import check_bindings
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.definitions import is_resource_type, r4b_model
+from fhirserver.resources.invariants import check_invariants
 from fhirserver.resources.schema import r4_schema
 from fhirserver.resources.structure import check_structure
 
@@ -66,6 +68,10 @@ def validate(resource: JSONObject, expected_type: str | None = None) -> str:
         issues = check_bindings(resource_type, resource)[:_MAX_ISSUES]
     if issues:
         raise _failure(issues)
+    # Invariants last: they assume the structure is sound. Warnings never refuse a write.
+    broken = [i for i in check_invariants(resource_type, resource) if i.severity == "error"]
+    if broken:
+        raise _failure(broken[:_MAX_ISSUES], Unprocessable)
     return resource_type
 
 
@@ -117,9 +123,10 @@ def _schema_issues(resource_type: str, resource: JSONObject) -> list[Issue]:
     ]
 
 
-def _failure(issues: list[Issue]) -> FHIRError:
+def _failure(issues: list[Issue], error_class: type[FHIRError] | None = None) -> FHIRError:
     summary = "; ".join(f"{i.expression}: {i.diagnostics}" for i in issues[:3])
-    error_class = Unprocessable if all(i.code in _RULE_CODES for i in issues) else BadRequest
+    if error_class is None:
+        error_class = Unprocessable if all(i.code in _RULE_CODES for i in issues) else BadRequest
     return error_class(f"Invalid resource: {summary}", issues=issues)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fhirserver.errors import BadRequest, NotFound
+from fhirserver.errors import BadRequest, NotFound, Unprocessable
 from fhirserver.interactions.operations import definition, input_parameters, instance_operations
 from fhirserver.interactions.paths import Target, parse_path
 
@@ -52,15 +52,28 @@ def test_inputs_by_name() -> None:
         parameters(
             {"name": "display", "valueString": "a"}, {"name": "display", "valueString": "b"}
         ),
-        parameters({"name": "display"}),  # no value
         # not a target the definition's targetProfile allows
         parameters({"name": "practitioner", "valueReference": {"reference": "Patient/1"}}),
-        parameters({"name": "practitioner", "valueReference": {"reference": "#contained"}}),
         {"resourceType": "Patient"},  # not Parameters
     ],
 )
 def test_inputs_the_definition_does_not_allow_are_400(body: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):
+        input_parameters(START, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        parameters({"name": "display"}),  # no value: inv-1
+        # a local reference to nothing contained: ref-1
+        parameters({"name": "practitioner", "valueReference": {"reference": "#contained"}}),
+    ],
+)
+def test_inputs_breaking_an_r4_invariant_are_422(body: dict[str, Any]) -> None:
+    """The Parameters itself is invalid R4 (conformance-rules.html#constraints): refused
+    as any resource breaking an invariant is, before the definition is consulted."""
+    with pytest.raises(Unprocessable):
         input_parameters(START, body)
 
 

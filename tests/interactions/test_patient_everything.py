@@ -47,8 +47,9 @@ RECORD: list[dict[str, Any]] = [
     {"resourceType": "Patient", "id": "b"},
     {"resourceType": "Practitioner", "id": "p1"},
     {"resourceType": "Practitioner", "id": "p2"},
-    {"resourceType": "Organization", "id": "org1"},
-    {"resourceType": "Organization", "id": "lonely"},
+    # org-1 (R4): an Organization has a name or an identifier.
+    {"resourceType": "Organization", "id": "org1", "name": "Org One"},
+    {"resourceType": "Organization", "id": "lonely", "name": "Lonely"},
     {"resourceType": "Location", "id": "loc1"},
     {
         "resourceType": "Encounter",

@@ -54,7 +54,8 @@ SEED: list[dict[str, Any]] = [
     {"resourceType": "Patient", "id": "b"},
     {"resourceType": "Practitioner", "id": "p1"},
     {"resourceType": "Practitioner", "id": "p2"},
-    {"resourceType": "Organization", "id": "org1"},
+    # org-1 (R4): an Organization has a name or an identifier.
+    {"resourceType": "Organization", "id": "org1", "name": "Org One"},
     {
         "resourceType": "Encounter",
         "id": "ea",

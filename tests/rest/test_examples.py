@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings
+from tests.resources.test_invariants import EXPECTED_INVALID_EXAMPLES
 
 FHIR_JSON = "application/fhir+json"
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "r4" / "examples"
@@ -33,8 +34,13 @@ EXAMPLE_FILES = sorted(path.name for path in EXAMPLES.glob("*.json"))
 # `error` is never the client's), so these do not round-trip as sent
 # (tests/subscriptions/test_subscription_rules.py covers them).
 SERVER_OWNED_STATUS = ("Subscription-example.json", "Subscription-example-error.json")
+# Invalid R4 by an invariant (the table lists each with the constraint it breaks).
 VALID_EXAMPLES = [
-    name for name in EXAMPLE_FILES if name != INVALID_EXAMPLE and name not in SERVER_OWNED_STATUS
+    name
+    for name in EXAMPLE_FILES
+    if name != INVALID_EXAMPLE
+    and name not in SERVER_OWNED_STATUS
+    and name not in EXPECTED_INVALID_EXAMPLES
 ]
 
 # The async tests share one event loop, so that they can share one app and store.
@@ -161,3 +167,15 @@ async def test_invalid_example_is_refused(examples_client: httpx.AsyncClient) ->
         "linkId" in " ".join([issue.get("diagnostics", ""), *issue.get("expression", [])])
         for issue in outcome["issue"]
     ), outcome
+
+
+@module_loop
+@pytest.mark.parametrize("name", sorted(EXPECTED_INVALID_EXAMPLES))
+async def test_examples_breaking_an_invariant_are_refused(
+    examples_client: httpx.AsyncClient, name: str
+) -> None:
+    raw = (EXAMPLES / name).read_bytes()
+    response = await examples_client.post(f"/{name.split('-')[0]}", content=raw)
+    assert response.status_code == 422, response.text
+    key = EXPECTED_INVALID_EXAMPLES[name][0]
+    assert any(key in issue["diagnostics"] for issue in response.json()["issue"])

@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
+from fhirserver.resources.invariants import check_invariants
 from fhirserver.search.extract import index_entries
 from fhirserver.search.match import matches
 from fhirserver.search.parse import parse_search
@@ -187,7 +188,11 @@ START, END = _maybe(date_texts((2020, 2021))), _maybe(date_texts((2021, 2022)))
 @st.composite
 def periods(draw: st.DrawFn) -> Resource:
     period = {"start": draw(START), "end": draw(END)}
-    return {key: value for key, value in period.items() if value is not None} or {"start": "2021"}
+    period = {key: value for key, value in period.items() if value is not None} or {"start": "2021"}
+    # per-1 (R4): the start is not after the end; the overlapping years may draw one.
+    if check_invariants("Period", period):
+        period = {"start": period["end"], "end": period["start"]}
+    return period
 
 
 CODINGS = st.lists(
@@ -239,7 +244,11 @@ def observations(draw: st.DrawFn, resource_id: str, patient_ids: list[str]) -> R
     if subject is not None:
         base = draw(st.sampled_from(("", "", f"{BASE_URL}/")))
         observation["subject"] = {"reference": f"{base}Patient/{subject}"}
-    components = draw(COMPONENTS)
+    # obs-7 (R4): with a value, no component repeats the Observation's code.
+    codings = observation["code"]["coding"]
+    components = [
+        c for c in draw(COMPONENTS) if value is None or c["code"]["coding"][0] not in codings
+    ]
     if components:
         observation["component"] = components
     return observation

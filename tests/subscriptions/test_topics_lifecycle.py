@@ -113,6 +113,8 @@ async def test_a_proposal_booked_later_fires_on_the_booking_and_a_cancel_fires_n
         changed = {**created, "status": status}
         if status == "booked":
             changed["participant"] = [{"actor": {"reference": "Patient/p1"}, "status": "accepted"}]
+            # app-3 (R4): only a proposed, cancelled or waitlisted one may lack its times.
+            changed["start"], changed["end"] = "2030-01-01T10:00:00Z", "2030-01-01T10:30:00Z"
         updated = await http.put(f"{FHIR}/Appointment/{created['id']}", json=changed)
         assert updated.status_code == 200, updated.text
         created = updated.json()

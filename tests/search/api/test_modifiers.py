@@ -4,9 +4,9 @@
 those with one, on every parameter type. A terminology modifier (`:in`, `:not-in`,
 `:above`/`:below` on tokens) over a ValueSet or code system the server cannot expand
 (test_token_terminology.py has the ones it can) is refused rather than ignored, and so
-is a modifier that does not exist or does not apply to the parameter's type. The type-specific modifiers (`:exact`, `:contains`,
-`:not`, `:text`, `:of-type`, `:[type]`, `:identifier`, `:below`, `:above` on uri) are
-tested with their type.
+is a modifier that does not exist or does not apply to the parameter's type. The
+type-specific modifiers (`:exact`, `:contains`, `:not`, `:text`, `:of-type`, `:[type]`,
+`:identifier`, `:below`, `:above` on uri) are tested with their type.
 """
 
 from __future__ import annotations

@@ -270,7 +270,8 @@ async def test_string_on_a_plain_string_element(client: httpx.AsyncClient) -> No
         [
             {"resourceType": "Organization", "id": "acme", "name": "Acme Health Inc."},
             {"resourceType": "Organization", "id": "zenith", "name": "Zénith Clinic"},
-            {"resourceType": "Organization", "id": "unnamed", "active": True},
+            # Without a name, so with an identifier (org-1 asks for one of them).
+            {"resourceType": "Organization", "id": "unnamed", "identifier": [{"value": "u"}]},
         ],
     )
     assert await search(client, "Organization", {"name": "acme"}) == {"acme"}
