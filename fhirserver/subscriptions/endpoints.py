@@ -71,18 +71,35 @@ class AllowedHosts:
         return self.allows_name(host) or all(listed)
 
 
+# NAT64 (RFC 6052): the well-known prefix carries an IPv4 address in its last 32 bits;
+# a local-use prefix places it by prefix length, so its addresses are judged unknown.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def _address(text: str) -> IPAddress:
-    """An address as the checks see it: no IPv6 zone, an IPv4-mapped IPv6 address as
-    the IPv4 address it reaches (::ffff:169.254.169.254 is the metadata service)."""
+    """An address as the checks see it: no IPv6 zone, and an IPv6 address that carries
+    an IPv4 one (IPv4-mapped, NAT64's well-known prefix, 6to4) as the IPv4 address it
+    reaches: ::ffff:169.254.169.254 and 64:ff9b::a9fe:a9fe are the metadata service."""
     address = ipaddress.ip_address(text.split("%")[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if address.sixtofour is not None:
+            return address.sixtofour
     return address
 
 
 def _unlisted_only(address: IPAddress) -> bool:
     """Addresses `*` and host name entries never allow (the module docstring says why)."""
-    return address.is_link_local or address.is_unspecified or address.is_multicast
+    return (
+        address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+        or address in _NAT64_LOCAL
+    )
 
 
 def endpoint_host(url: str) -> tuple[str, int]:

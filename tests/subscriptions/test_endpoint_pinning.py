@@ -102,6 +102,12 @@ async def test_a_loopback_receiver_gets_deliveries_under_the_default_list(
         "http://[ff02::1]/",
         "http://[::ffff:169.254.169.254]/",
         "http://[fe80::1%25eth0]/",
+        # NAT64's well-known prefix and 6to4 carry the metadata address too (RFC 6052,
+        # RFC 3056); a local-use NAT64 prefix places it by prefix length.
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[64:ff9b::169.254.169.254]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://[64:ff9b:1::a9fe:a9fe]/",
     ],
 )
 async def test_link_local_unspecified_and_multicast_are_refused_under_star(
