@@ -21,6 +21,10 @@ PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
 HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
 TIMEOUT = BACKPORT + "backport-timeout"
 MAX_COUNT = BACKPORT + "backport-max-count"
+# The most events one notification carries, whatever `backport-max-count` asks (as
+# `$events` returns at most 100): a backlog is sent in Bundles that can be built and
+# sent within the timeout.
+MAX_EVENTS_PER_NOTIFICATION = 100
 
 # The server's mark of one incarnation of a subscription, stamped by the write rule
 # (rules.py) when the subscription is created (again, after a delete): a subscription
@@ -137,7 +141,7 @@ def read_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
             max(heartbeat, MIN_HEARTBEAT_SECONDS) if positive_int(heartbeat) else None
         ),
         timeout_seconds=timeout if positive_int(timeout) else None,
-        max_count=max_count if positive_int(max_count) else 1,
+        max_count=min(max_count, MAX_EVENTS_PER_NOTIFICATION) if positive_int(max_count) else 1,
         end=date_range(str(end), "end")[0] if end else None,
         error=str(resource["error"]) if resource.get("error") else None,
         key=records_key(resource),

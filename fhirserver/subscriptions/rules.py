@@ -34,6 +34,7 @@ from fhirserver.subscriptions.model import (
     HEARTBEAT_PERIOD,
     INCARNATION,
     MAX_COUNT,
+    MAX_EVENTS_PER_NOTIFICATION,
     MIN_HEARTBEAT_SECONDS,
     REST_HOOK,
     TIMEOUT,
@@ -60,17 +61,21 @@ def _refuse(text: str, expression: str) -> Unprocessable:
 
 def _check_channel_extensions(resource: JSONObject) -> None:
     """Backport IG: heartbeat period and timeout are unsignedInt seconds, max-count a
-    positiveInt; zero, negative or non-integer values are refused, and a heartbeat
-    period below the minimum (a zero one rescheduled itself in the past: a flood)."""
+    positiveInt; zero, negative or non-integer values are refused, a heartbeat period
+    below the minimum (a zero one rescheduled itself in the past: a flood), and a
+    max-count above what one notification carries here."""
     lowest = {HEARTBEAT_PERIOD: MIN_HEARTBEAT_SECONDS, TIMEOUT: 1, MAX_COUNT: 1}
+    highest = {MAX_COUNT: MAX_EVENTS_PER_NOTIFICATION}
     for url, least in lowest.items():
         value = channel_extension(resource, url)
         if value is None:
             continue
-        if not positive_int(value) or value < least:
+        most = highest.get(url)
+        if not positive_int(value) or value < least or (most is not None and value > most):
             name = url.rsplit("/", 1)[-1]
+            bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
             raise _refuse(
-                f"{name} must be a whole number of at least {least}, not {value!r}",
+                f"{name} must be a whole number {bounds}, not {value!r}",
                 f"Subscription.channel.extension('{url}')",
             )
 

@@ -52,6 +52,10 @@ async def test_a_zero_or_too_short_period_is_refused(
         ("backport-timeout", "valueUnsignedInt", 2.5),
         ("backport-max-count", "valuePositiveInt", 0),
         ("backport-max-count", "valuePositiveInt", -3),
+        # More events per notification than the server sends (MAX_EVENTS_PER_NOTIFICATION):
+        # a backlog would become one Bundle too large to build and send in time.
+        ("backport-max-count", "valuePositiveInt", 101),
+        ("backport-max-count", "valuePositiveInt", 10**9),
     ],
 )
 async def test_values_not_of_their_type_are_refused(
@@ -125,3 +129,9 @@ async def test_ordinary_channel_headers_are_taken(harness: Harness) -> None:
     )
     response = await harness.http.post("/Subscription", json=resource)
     assert response.status_code == 201, response.text
+
+
+def test_a_stored_max_count_above_the_cap_is_read_as_the_cap() -> None:
+    """A subscription stored before the cap sends at most 100 events a notification."""
+    resource = topic_subscription("http://127.0.0.1:9/hook", max_count=10**9)
+    assert read_subscription(resource).max_count == 100
