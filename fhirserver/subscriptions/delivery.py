@@ -211,12 +211,14 @@ async def deliver(
         await lock.release()
     state = await delivery_state(store, subscription_id, context.clock())
     behind = await events_so_far(store, subscription_id, context.clock()) > state["delivered"]
-    if behind and state.get("failing_since") is None:
-        # Recorded while we held the lock, and its own run found the lock held. (A
-        # moment later, not now: a run_due never spins on one job.)
-        await _reschedule(store, DELIVER, subscription_id, context.clock() + AGAIN_SOON)
+    if behind:
+        if state.get("failing_since") is None:
+            # Recorded while we held the lock, and its own run found the lock held. (A
+            # moment later, not now: a run_due never spins on one job.)
+            await _reschedule(store, DELIVER, subscription_id, context.clock() + AGAIN_SOON)
+        # Else a failed delivery has its retry scheduled already.
         return
-    await _heartbeat(context, spec, secret)
+    await _heartbeat(context, spec, resource, secret)
 
 
 async def _signing(
@@ -261,20 +263,7 @@ async def _deliver_some(
         await send_events(context, spec, events, secret)
     except DeliveryFailed as exc:
         await lock.keep()
-        since = state.get("failing_since") or to_micros(now)
-        attempts = int(state.get("attempts", 0)) + 1
-        failed = {**state, "failing_since": since, "attempts": attempts}
-        await put_delivery_state(store, spec, failed, now)
-        if now - from_micros(since) >= context.settings.retry_window:
-            await set_status(
-                context,
-                resource,
-                "error",
-                f"delivery failed since {from_micros(since).isoformat()}: {exc}",
-            )
-        else:
-            logger.warning("Subscription/%s delivery failed (%s); retrying", spec.id, exc)
-            await _reschedule(store, DELIVER, spec.id, now + retry_backoff(attempts))
+        await _record_failure(context, spec, resource, state, exc)
         return False
     await lock.keep()
     done = {
@@ -287,26 +276,57 @@ async def _deliver_some(
     return True
 
 
-async def _heartbeat(
-    context: SubscriptionContext, spec: SubscriptionSpec, secret: str | None
+async def _record_failure(
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    resource: dict[str, Any],
+    state: dict[str, Any],
+    exc: DeliveryFailed,
+    heartbeat: bool = False,
 ) -> None:
-    """Backport IG "Heartbeat": a topic subscription hears from us at least every period."""
+    """A notification (an event's, or a heartbeat) the endpoint did not take: retried
+    with backoff until the retry window has passed since the first failure, then
+    `error` (R4 subscription.html)."""
+    store, now = context.store, context.clock()
+    since = state.get("failing_since") or to_micros(now)
+    attempts = int(state.get("attempts", 0)) + 1
+    failed = {**state, "failing_since": since, "attempts": attempts}
+    await put_delivery_state(store, spec, failed, now, heartbeat_failed=heartbeat)
+    if now - from_micros(since) >= context.settings.retry_window:
+        failed_since = from_micros(since).isoformat()
+        await set_status(context, resource, "error", f"delivery failed since {failed_since}: {exc}")
+    else:
+        logger.warning("Subscription/%s delivery failed (%s); retrying", spec.id, exc)
+        await _reschedule(store, DELIVER, spec.id, now + retry_backoff(attempts))
+
+
+async def _heartbeat(
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    resource: dict[str, Any],
+    secret: str | None,
+) -> None:
+    """Backport IG "Heartbeat": a topic subscription hears from us at least every period.
+    Called with nothing left undelivered, so a failure on record is a heartbeat's: this
+    run is its retry, sent now."""
     if spec.topic is None or not spec.heartbeat_seconds:
         return
     store, now = context.store, context.clock()
     state = await delivery_state(store, spec, now)
-    if state.get("failing_since") is not None:
-        return
+    failing = state.get("failing_since") is not None
     period = timedelta(seconds=spec.heartbeat_seconds)
     last = state.get("last_sent")
     due = (from_micros(int(last)) if last else now) + period
-    if last and due <= now:
+    if failing or (last and due <= now):
         try:
             bundle = await notification(context, spec, "heartbeat", ())
             await post(context, spec, "POST", spec.endpoint, orjson.dumps(bundle), secret)
         except DeliveryFailed as exc:
-            logger.warning("Subscription/%s heartbeat failed (%s)", spec.id, exc)
-        await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)}, now)
+            failure = DeliveryFailed(f"heartbeat: {exc}")
+            await _record_failure(context, spec, resource, state, failure, heartbeat=True)
+            return
+        sent = {**state, "last_sent": to_micros(now), "failing_since": None, "attempts": 0}
+        await put_delivery_state(store, spec, sent, now)
         due = now + period
     elif not last:
         await put_delivery_state(store, spec, {**state, "last_sent": to_micros(now)}, now)

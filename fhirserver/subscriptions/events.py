@@ -144,13 +144,18 @@ async def delivery_state(store: Store, subscription: Subscription, now: datetime
 
 
 async def put_delivery_state(
-    store: Store, subscription: Subscription, state: dict[str, Any], now: datetime
+    store: Store,
+    subscription: Subscription,
+    state: dict[str, Any],
+    now: datetime,
+    heartbeat_failed: bool = False,
 ) -> None:
     """Keep `state`; `failing_since` only while something is left undelivered (events
     that failed and then expired are skipped, not retried: no retry window runs on, and
-    the matcher does not wait for a retry that nobody scheduled)."""
+    the matcher does not wait for a retry that nobody scheduled), or while heartbeats
+    fail (`heartbeat_failed`: their retry is scheduled, and is the probe)."""
     key = await _records(store, subscription)
-    failing = state.get("failing_since") is not None
+    failing = state.get("failing_since") is not None and not heartbeat_failed
     if failing and int(state.get("delivered", 0)) >= await _count(store, key, now):
         state = {**state, "failing_since": None, "attempts": 0}
     await store.put_record(DELIVERY, key, state, None)
