@@ -362,8 +362,9 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
     await _forget_failures(store, spec.id, now)
     # The matcher stops when no subscription is active: this one starts it again.
     await _reschedule(store, MATCH, MATCH_KEY, now)
-    if spec.heartbeat_seconds:
-        await _reschedule(store, DELIVER, spec.id, now + timedelta(seconds=spec.heartbeat_seconds))
+    # Events recorded while it waited for the handshake go out now; the delivery run
+    # then schedules the heartbeat.
+    await _reschedule(store, DELIVER, spec.id, now)
 
 
 async def _again(context: SubscriptionContext, job: Job) -> None:

@@ -75,8 +75,13 @@ def _body(version: Version | None) -> dict[str, Any] | None:
     return body
 
 
+# The statuses a subscription is matched in: `active`, and `requested` (a topic
+# rest-hook waiting for its handshake keeps its events, delivered once it is active).
+MATCHED_STATUSES = ("requested", "active")
+
+
 async def _active(store: Store, topics: Mapping[str, Topic]) -> list[_Active]:
-    query = parse_search(("Subscription",), [("status", "active")])
+    query = parse_search(("Subscription",), [("status", ",".join(MATCHED_STATUSES))])
     query = dataclasses.replace(query, count=BATCH)
     found: list[_Active] = []
     while True:
@@ -85,14 +90,30 @@ async def _active(store: Store, topics: Mapping[str, Topic]) -> list[_Active]:
             resource = _body(version)
             if resource is None:
                 continue
-            first = await store.vread("Subscription", version.id, 1)
+            start = await _start_seq(store, version)
             try:
-                found.append(_prepare(resource, first.seq if first else version.seq, topics))
+                found.append(_prepare(resource, start, topics))
             except FHIRError:  # no longer valid here (its topic gone): skipped
                 continue
         if page.next_cursor is None:
             return found
         query = dataclasses.replace(query, cursor=page.next_cursor)
+
+
+async def _start_seq(store: Store, version: Version) -> int:
+    """Where the subscription's current run began: the oldest of its latest versions that
+    are all matched (requested or active), going back no further than a deletion (a
+    re-creation is a new subscription) or an `off` / `error` version (R4
+    subscription.html: nothing is notified while off; turned on again, it counts from
+    then). Changes at or below it came before."""
+    start = version
+    while start.version > 1:
+        previous = await store.vread("Subscription", start.id, start.version - 1)
+        body = _body(previous)
+        if previous is None or body is None or body.get("status") not in MATCHED_STATUSES:
+            break
+        start = previous
+    return start.seq
 
 
 def _prepare(resource: dict[str, Any], start_seq: int, topics: Mapping[str, Topic]) -> _Active:
