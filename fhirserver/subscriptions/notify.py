@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from fhirserver.auth.access import Access
 from fhirserver.auth.scopes import Interaction
 from fhirserver.interactions.guard import only_visible
 from fhirserver.search.parse import parse_search
@@ -38,13 +39,18 @@ async def event_resource(store: Store, event: Event) -> dict[str, Any] | None:
 
 
 async def additional_context(
-    context: SubscriptionContext, spec: SubscriptionSpec, event: Event
+    context: SubscriptionContext,
+    spec: SubscriptionSpec,
+    event: Event,
+    reader: Access | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """What the topic's `notificationShape` brings in with the event's focus (the
     `additional-context` of id-only and full-resource payloads; `empty` "SHALL NOT
     include references to resources", payloads.html), found by the server's own
     `_include` / `_revinclude` from the focus as it is now, and only what the
-    subscription's owner may read (DESIGN.md "Authorization")."""
+    subscription's owner may read (DESIGN.md "Authorization") and, when someone reads
+    the notification (`$events`, a websocket binding), what that `reader` may read too;
+    a rest-hook delivery has no reader but the owner."""
     topic = context.topics.get(spec.topic) if spec.topic is not None else None
     if topic is None or spec.content == EMPTY or event.interaction == "delete":
         return ()
@@ -54,6 +60,8 @@ async def additional_context(
     query = parse_search((event.resource_type,), [("_id", event.resource_id), *shape], strict=True)
     result = await context.store.search(query)
     readable = only_visible(spec.owner, Interaction.READ, result.included)
+    if reader is not None:
+        readable = only_visible(reader, Interaction.READ, readable)
     return tuple(orjson.loads(v.body) for v in readable if v.body is not None)
 
 
@@ -63,9 +71,11 @@ async def notification(
     kind: str,
     events: Sequence[Event],
     total: int | None = None,
+    reader: Access | None = None,
 ) -> dict[str, Any]:
     """A topic subscription's notification Bundle of `kind` (handshake, heartbeat,
-    event-notification, query-event) for `events`; `total` the events so far."""
+    event-notification, query-event) for `events`; `total` the events so far; `reader`
+    who reads it besides the owner (None for a rest-hook delivery)."""
     now = context.clock()
     if total is None:
         # Backport IG: the count as of this notification (its last event), else so far.
@@ -80,7 +90,7 @@ async def notification(
             resource=(
                 await event_resource(context.store, e) if spec.content == FULL_RESOURCE else None
             ),
-            additional=await additional_context(context, spec, e),
+            additional=await additional_context(context, spec, e, reader),
         )
         for e in events
     ]

@@ -105,4 +105,4 @@ async def subscription_events(
     events = await visible_events(context, access, events)
     if content is not None:
         spec = SubscriptionSpec(**{**spec.__dict__, "content": content})
-    return await notification(context, spec, "query-event", events, total)
+    return await notification(context, spec, "query-event", events, total, access)

@@ -48,7 +48,7 @@ from fhirserver.subscriptions.model import (
 )
 from fhirserver.subscriptions.signing import SIGNED, is_signed, secret_job, take_secret
 from fhirserver.subscriptions.topics import Topic
-from fhirserver.subscriptions.visibility import with_owner
+from fhirserver.subscriptions.visibility import owner_after
 
 # R4 payload types a rest-hook may ask for: JSON is what this server writes.
 _PAYLOADS = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -225,7 +225,7 @@ def subscription_rules(
         spec = read_subscription(new)
         topic_rest_hook = spec.topic is not None and spec.channel_type == REST_HOOK
         status = _status(change.current, new, topic_rest_hook, change.now)
-        amended = with_owner(dict(new), change.access)
+        amended = owner_after(change.current, dict(new), change.access)
         amended["status"] = status
         if status != "error":
             amended.pop("error", None)

@@ -55,7 +55,7 @@ class StoreNotifications:
         # count tells of it anyway.
         if not await visible_events(self.context, access, [event]):
             spec = replace(spec, content=EMPTY)
-        return await notification(self.context, spec, "event-notification", [event])
+        return await notification(self.context, spec, "event-notification", [event], reader=access)
 
     async def events_so_far(self, subscription_id: str) -> int:
         return await events_so_far(self.context.store, subscription_id, self.context.clock())

@@ -9,6 +9,13 @@ the one policy (`interactions/guard.py shows`) whether that owner may read the
 version; if not, there is no event, so neither a channel nor `$events` nor a websocket
 replay can show it. The extension is readable by whoever may read the Subscription: it
 holds no secret (the token itself never gets this far).
+
+On update the owner is replaced only by the same client and user; another writer (an
+administrator fixing `reason`, turning it on again) leaves the stored owner, so an edit
+never widens what a restricted client's endpoint receives. Only when another writer
+changes where or what it sends (the channel's type or endpoint, or the criteria) does
+that writer become the owner: it chose the recipient, which then gets no more than a
+subscription of its own would.
 """
 
 from __future__ import annotations
@@ -40,6 +47,26 @@ def with_owner(resource: dict[str, Any], access: Access) -> dict[str, Any]:
     if extensions:
         amended["extension"] = extensions
     return amended
+
+
+def _same_writer(owner: Access, writer: Access) -> bool:
+    return (owner.client_id, owner.user) == (writer.client_id, writer.user)
+
+
+def _destination(resource: dict[str, Any]) -> tuple[Any, ...]:
+    channel = resource.get("channel") or {}
+    return channel.get("type"), channel.get("endpoint"), resource.get("criteria")
+
+
+def owner_after(
+    current: dict[str, Any] | None, new: dict[str, Any], writer: Access
+) -> dict[str, Any]:
+    """`new` with OWNER as it stands after `writer` writes it over `current` (see above)."""
+    if current is not None and _destination(current) == _destination(new):
+        owner = owner_of(current)
+        if not _same_writer(owner, writer):
+            return with_owner(new, owner)
+    return with_owner(new, writer)
 
 
 def owner_of(resource: dict[str, Any]) -> Access:
