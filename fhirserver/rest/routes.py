@@ -111,6 +111,7 @@ _OPERATIONS: dict[tuple[str | None, str], dict[str, Methods]] = {
     # Subscriptions R5 Backport IG 1.1.0.
     ("Subscription", "status"): {
         "instance-operation": {"GET": subscriptions.status, "POST": subscriptions.status},
+        "type-operation": {"GET": subscriptions.type_status, "POST": subscriptions.type_status},
     },
     ("Subscription", "events"): {
         "instance-operation": {"GET": subscriptions.events, "POST": subscriptions.events},

@@ -109,19 +109,24 @@ async def notification(
     )
 
 
-async def status_searchset(context: SubscriptionContext, spec: SubscriptionSpec) -> dict[str, Any]:
-    """`$status` (OperationDefinition backport-subscription-status): a searchset of the
+async def status_searchset(
+    context: SubscriptionContext, specs: Sequence[SubscriptionSpec]
+) -> dict[str, Any]:
+    """`$status` (OperationDefinition backport-subscription-status): a searchset of each
     subscription's status Parameters, with its `error` if it is in error."""
     now = context.clock()
-    parameters = status_parameters(
-        subscription_id=spec.id,
-        topic=spec.topic,
-        status=spec.status,
-        kind=QUERY_STATUS,
-        events_since_start=await events_so_far(context.store, spec, now),
-        events=(),
-        content=spec.content,
-        base_url=context.base_url,
-        errors=(spec.error,) if spec.error else (),
-    )
-    return status_bundle([parameters], context.base_url, str(uuid.uuid4()), now)
+    statuses = [
+        status_parameters(
+            subscription_id=spec.id,
+            topic=spec.topic,
+            status=spec.status,
+            kind=QUERY_STATUS,
+            events_since_start=await events_so_far(context.store, spec, now),
+            events=(),
+            content=spec.content,
+            base_url=context.base_url,
+            errors=(spec.error,) if spec.error else (),
+        )
+        for spec in specs
+    ]
+    return status_bundle(statuses, context.base_url, str(uuid.uuid4()), now)

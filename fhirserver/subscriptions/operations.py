@@ -18,13 +18,16 @@ from fhirserver.auth.scopes import Interaction
 from fhirserver.errors import BadRequest
 from fhirserver.interactions import crud
 from fhirserver.interactions.guard import shows
+from fhirserver.interactions.read_options import ReadOptions
+from fhirserver.interactions.search import search
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.events import Event, events_after, events_so_far
 from fhirserver.subscriptions.model import SubscriptionSpec, read_subscription
 from fhirserver.subscriptions.notify import notification, status_searchset
 
-# The most events one $events call returns.
+# The most events one $events call returns, and statuses one type-level $status.
 MAX_EVENTS = 100
+MAX_STATUSES = 100
 # The largest integer64 (FHIR datatypes.html#integer64).
 _MAX_NUMBER = 2**63 - 1
 _CONTENTS = ("empty", "id-only", "full-resource")
@@ -42,7 +45,26 @@ async def subscription_status(
     context: SubscriptionContext, subscription_id: str, access: Access
 ) -> dict[str, Any]:
     """$status: a searchset Bundle with the subscription's status Parameters."""
-    return await status_searchset(context, await _spec(context, subscription_id, access))
+    return await status_searchset(context, [await _spec(context, subscription_id, access)])
+
+
+async def subscriptions_status(
+    context: SubscriptionContext,
+    ids: Sequence[str],
+    statuses: Sequence[str],
+    options: ReadOptions,
+) -> dict[str, Any]:
+    """Type-level `Subscription/$status` (backport-subscription-status, `id` and `status`
+    each OR'ed): the status of each listed Subscription the caller may read, or of every
+    one it may read; unknown or unreadable ids are left out. At most MAX_STATUSES."""
+    params = [("_count", str(MAX_STATUSES))]
+    if ids:
+        params.append(("_id", ",".join(ids)))
+    if statuses:
+        params.append(("status", ",".join(statuses)))
+    _, result = await search(context.store, ("Subscription",), params, options)
+    specs = [read_subscription(orjson.loads(v.body)) for v in result.matches if v.body]
+    return await status_searchset(context, specs)
 
 
 def _more(asked: str, own: str) -> bool:

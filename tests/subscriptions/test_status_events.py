@@ -13,7 +13,7 @@ from fhirserver.config import Settings
 from tests.backends import Backend
 from tests.clock import MovableClock
 from tests.rest.token_apps import access, authenticator, bearer
-from tests.subscriptions.conftest import Harness, topic_subscription
+from tests.subscriptions.conftest import Harness, criteria_subscription, topic_subscription
 
 
 def _values(parameters: dict[str, Any], name: str) -> list[Any]:
@@ -104,3 +104,36 @@ async def test_status_and_events_need_read_access_to_the_subscription(
                     await http.get(f"{path}/{operation}", headers=bearer("other"))
                 ).status_code == 403
                 assert (await http.get(f"{path}/{operation}")).status_code == 401
+
+
+async def test_type_level_status_lists_the_subscriptions_asked_for(harness: Harness) -> None:
+    """Backport IG Operations.fsh backport-subscription-status (type = true): `id` and
+    `status` each OR'ed; without ids, every Subscription the caller may read."""
+    first = await harness.create(criteria_subscription(harness.receiver.url, "Patient?family=a"))
+    second = await harness.create(criteria_subscription(harness.receiver.url, "Patient?family=b"))
+    turned_off = await harness.http.put(
+        f"/Subscription/{second['id']}", json={**second, "status": "off"}
+    )
+    assert turned_off.json()["status"] == "off"
+
+    async def listed(query: str) -> dict[str, str]:
+        answer = await harness.http.get(f"/Subscription/$status{query}")
+        assert answer.status_code == 200, answer.text
+        bundle = answer.json()
+        assert bundle["type"] == "searchset"
+        found = {}
+        for entry in bundle.get("entry", []):
+            values = {p["name"]: p for p in entry["resource"]["parameter"]}
+            reference = values["subscription"]["valueReference"]["reference"]
+            found[reference.rsplit("/", 1)[-1]] = values["status"]["valueCode"]
+        return found
+
+    assert await listed("") == {first["id"]: "active", second["id"]: "off"}
+    assert await listed(f"?id={first['id']}") == {first["id"]: "active"}
+    assert await listed("?status=off") == {second["id"]: "off"}
+    assert await listed(f"?id={first['id']}&id=unknown") == {first["id"]: "active"}
+    posted = await harness.http.post(
+        "/Subscription/$status",
+        json={"resourceType": "Parameters", "parameter": [{"name": "status", "valueCode": "off"}]},
+    )
+    assert posted.status_code == 200 and len(posted.json()["entry"]) == 1
