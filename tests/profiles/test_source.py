@@ -30,6 +30,7 @@ def _bound_profile() -> dict[str, Any]:
             "path": f"Patient.{name}",
             "min": 0,
             "max": "*",
+            "definition": f"The patient's {name}, bound for the test.",
             "base": {"path": f"Patient.{name}", "min": 0, "max": "*"},
             "binding": {"strength": "required", "valueSet": value_set},
         }
@@ -46,7 +47,15 @@ def _bound_profile() -> dict[str, Any]:
         "derivation": "constraint",
         "snapshot": {
             "element": [
-                {"id": "Patient", "path": "Patient", "min": 0, "max": "*"},
+                # sdf-3 and sdf-8b: a snapshot element has a definition and a base.
+                {
+                    "id": "Patient",
+                    "path": "Patient",
+                    "definition": "A patient.",
+                    "min": 0,
+                    "max": "*",
+                    "base": {"path": "Patient", "min": 0, "max": "*"},
+                },
                 element("maritalStatus", f"{OMB_RACE}|3.1.0"),
                 element("communication.language", DOC_CATEGORY),
             ]

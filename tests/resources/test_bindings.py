@@ -44,7 +44,8 @@ def test_codes_in_their_valuesets_pass() -> None:
         "gender": "female",
         "telecom": [{"system": "phone", "value": "1", "use": "home"}],
         "name": [{"use": "official", "family": "X"}],
-        "contact": [{"gender": "other"}],
+        # pat-1: a contact has details.
+        "contact": [{"gender": "other", "name": {"family": "Y"}}],
     }
     assert validate(patient) == "Patient"
     assert check_bindings("Patient", patient) == []
