@@ -205,7 +205,7 @@ def participant_left(
     updated = copy.deepcopy(encounter)
     for entry in _entries(updated, who, display):
         if _is_open(entry):
-            entry["period"]["end"] = format_instant(now)
+            _close(entry["period"], format_instant(now))
     return updated
 
 
@@ -276,7 +276,7 @@ def _enter(encounter: JSONObject, old: JSONObject | None, status: str, now: date
         period_.setdefault("end", at)
         for entry in encounter.get("participant") or []:
             if _is_open(entry):
-                entry["period"]["end"] = period_["end"]
+                _close(entry["period"], period_["end"])
     if not period_:
         del encounter["period"]
     return encounter
@@ -329,6 +329,17 @@ def _entries(encounter: JSONObject, who: str | None, display: str | None) -> lis
         elif "reference" not in reference and reference.get("display") == display:
             found.append(entry)
     return found
+
+
+def _close(period: JSONObject, end: str) -> None:
+    """End an open period at `end`, or at its start if `end` comes before it (an event
+    delivered late and stamped earlier): a period never ends before it starts (per-1)."""
+    start = period.get("start")
+    period["end"] = start if isinstance(start, str) and _instant(end) < _instant(start) else end
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _is_open(entry: JSONObject) -> bool:

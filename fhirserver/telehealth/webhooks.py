@@ -8,6 +8,7 @@ AuditEvent. A delivery is recorded once: its id is an entity of the AuditEvent i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from fhirserver.resources.references import local_reference
 from fhirserver.storage.base import UnitOfWork
@@ -18,7 +19,7 @@ from fhirserver.telehealth.encounter_lifecycle import (
     participant_left,
 )
 from fhirserver.telehealth.lifecycle import FINAL_ENCOUNTER
-from fhirserver.telehealth.providers import RoomEvent, WebhookChallenges
+from fhirserver.telehealth.providers import RoomEvent, WebhookChallenges, WebhookRejected
 from fhirserver.telehealth.records import (
     about_visit,
     audit,
@@ -40,6 +41,12 @@ def challenge_answer(
     if isinstance(provider, WebhookChallenges):
         return provider.webhook_challenge(headers, body)
     return None
+
+
+# How far an event's time may lie from now: providers retry deliveries for hours to a
+# few days, and clocks differ by seconds.
+EVENT_PAST = timedelta(days=7)
+EVENT_AHEAD = timedelta(minutes=5)
 
 
 async def record_webhook(context: VisitContext, headers: Mapping[str, str], body: bytes) -> int:
@@ -67,6 +74,11 @@ async def _record_event(context: VisitContext, unit: UnitOfWork, event: RoomEven
     encounter = load(current)
     if encounter is None or encounter.get("status") in FINAL_ENCOUNTER:
         return 0
+    now = context.writes.clock()
+    if not now - EVENT_PAST <= event.at <= now + EVENT_AHEAD:
+        # Verified, about a visit in progress, but stamped far from now: refused, not
+        # made a participant period from the year 9999 (or 1970).
+        raise WebhookRejected(f"webhook event time {event.at.isoformat()} is implausible")
     who = local_reference({"reference": event.participant_identity})
     display = clean_display(event.participant_display) or (
         None if who else clean_display(event.participant_identity)

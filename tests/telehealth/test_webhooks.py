@@ -6,6 +6,7 @@ signs its deliveries (a JWT carrying the body's sha256)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -13,7 +14,6 @@ from starlette.applications import Starlette
 
 from fhirserver.telehealth.virtual_service import virtual_service
 from tests.telehealth.helpers import book, events, outputs, read, start
-from tests.telehealth.providers.helpers import NOW
 from tests.telehealth.providers.test_livekit import signed
 
 HOOK = "/telehealth/webhooks/livekit"
@@ -24,7 +24,8 @@ def event(kind: str, room: str, event_id: str, identity: str = "Practitioner/d1"
         "event": kind,
         "id": event_id,
         "room": {"name": room},
-        "createdAt": str(int(NOW.timestamp())),
+        # The server's time (its clock is real time here); the provider's checks run at NOW.
+        "createdAt": str(int(time.time())),
     }
     if kind != "room_finished":
         data["participant"] = {"identity": identity, "name": "Dr One", "sid": "PA_1"}
@@ -144,4 +145,52 @@ async def test_odd_event_times_and_names_are_refused_or_dropped_never_500(
     odd = json.loads(event("participant_left", room, "EV_odd", identity="guest-1"))
     odd["participant"]["name"] = "\ud800"
     answer = await deliver(http, json.dumps(odd).encode())
-    assert answer.status_code == 200 and answer.json() == {"recorded": 0}
+    # A lone surrogate is not JSON text (RFC 8259 8.1: UTF-8): refused, or dropped.
+    assert answer.status_code in (200, 401)
+    assert answer.status_code == 401 or answer.json() == {"recorded": 0}
+
+
+async def test_a_deeply_nested_verified_body_is_refused_not_500(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    """Issue 20 "Webhooks": parsing is depth- and size-limited (a signed body nested
+    200,000 deep gave a RecursionError, a 500; 100,000 fits the body limit)."""
+    await visit(http, app)
+    deep = b'{"event": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = await deliver(http, deep)
+    assert answer.status_code in (400, 401), answer.text
+    assert answer.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_event_times_far_from_now_are_refused_and_record_nothing(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    """A time outside a plausible window around now (a year ahead, a year back) is not
+    stored as a participant period."""
+    room, encounter = await visit(http, app)
+    for offset in (365 * 86400, -365 * 86400):
+        data = json.loads(event("participant_joined", room, f"EV_far{offset}"))
+        data["createdAt"] = str(int(time.time()) + offset)
+        answer = await deliver(http, json.dumps(data).encode())
+        assert answer.status_code in (400, 401), answer.text
+    stored = await read(http, "Encounter", encounter["id"])
+    assert all("period" not in p or "start" not in p["period"] for p in stored["participant"])
+
+
+async def test_a_participant_period_never_ends_before_it_starts(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    room, encounter = await visit(http, app)
+    joined = json.loads(event("participant_joined", room, "EV_j"))
+    joined["createdAt"] = str(int(time.time()) + 120)
+    assert (await deliver(http, json.dumps(joined).encode())).json() == {"recorded": 1}
+    left = json.loads(event("participant_left", room, "EV_l"))
+    left["createdAt"] = str(int(time.time()) + 60)  # delivered late, stamped earlier
+    assert (await deliver(http, json.dumps(left).encode())).status_code == 200
+    stored = await read(http, "Encounter", encounter["id"])
+    periods = [
+        p["period"]
+        for p in stored["participant"]
+        if p.get("individual", {}).get("reference") == "Practitioner/d1" and "period" in p
+    ]
+    assert periods and all(p["start"] <= p.get("end", p["start"]) for p in periods)
