@@ -27,6 +27,7 @@ from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.source import ProfileSource
 from fhirserver.rest.authorization import refusal_audit_limit
 from fhirserver.rest.errors import EXCEPTION_HANDLERS
+from fhirserver.rest.proxies import proxy_middleware
 from fhirserver.rest.ratelimit import RateLimit
 from fhirserver.rest.routes import routes
 from fhirserver.rest.smart import oauth_uris, token_rate_limit
@@ -205,7 +206,8 @@ def create_app(
         routes=routes(settings.base_path, settings.auth_mode),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
-        middleware=[Middleware(WakeJobsAfterWrites)],
+        # Forwarded headers first: everything after sees the client the proxies name.
+        middleware=[*proxy_middleware(settings), Middleware(WakeJobsAfterWrites)],
     )
     app.state.settings = settings
     app.state.store = chosen

@@ -380,7 +380,9 @@ def listen(settings: Settings) -> tuple[socket.socket, Settings]:
 
 def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     """How uvicorn serves the app. A websocket client's message is capped at the
-    subscription socket's largest command (uvicorn reads no frame beyond it)."""
+    subscription socket's largest command (uvicorn reads no frame beyond it). Forwarded
+    headers are the app's to believe or not (rest/proxies.py): uvicorn's own handling
+    would trust them from 127.0.0.1, whoever the client on loopback is."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -388,6 +390,7 @@ def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         lifespan="on",
         ws_max_size=MAX_MESSAGE_BYTES,
+        proxy_headers=False,
     )
 
 

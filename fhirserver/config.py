@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -89,6 +90,10 @@ class Settings:
     daily_room_days: int = 30
     # Requests per minute the public join endpoint allows per client and per code.
     join_rate_per_minute: int = 20
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of
+    # addresses and CIDR networks): the reverse proxies in front. Empty: none, the
+    # connection's peer is the client (rest/proxies.py).
+    trusted_proxies: str = ""
     # Run the store's jobs (room provisioning, no-show checks) in this process.
     run_jobs: bool = True
     # Authorization (README "Security"): off | smart | external. Unset ("") means off,
@@ -158,8 +163,25 @@ class Settings:
             raise ValueError("ws_binding_token_seconds must be positive")
         if self.job_lease_seconds < 1:
             raise ValueError("job_lease_seconds must be positive")
+        # A typo would otherwise trust nothing (or the wrong peer) without a word.
+        self.proxy_networks  # noqa: B018
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
+
+    @property
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The trusted proxies as networks (an address is its /32 or /128). Host names
+        are refused: a peer is known by its address."""
+        networks = []
+        for item in filter(None, (i.strip() for i in self.trusted_proxies.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except ValueError:
+                raise ValueError(
+                    "FHIRSERVER_TRUSTED_PROXIES lists IP addresses and networks"
+                    f" (10.0.0.0/8), not {item!r}"
+                ) from None
+        return networks
 
     @property
     def sqlite_path(self) -> str:

@@ -30,6 +30,14 @@ async def on_loopback(app: Any, port: int = 0, lifespan: str = "auto") -> AsyncI
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
     )
+    async with serving(config) as bound:
+        yield bound
+
+
+@asynccontextmanager
+async def serving(config: uvicorn.Config) -> AsyncIterator[int]:
+    """Serve as `config` says (as `fhirserver serve` would: cli.server_config) until the
+    block ends; yields the port it listens on."""
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
