@@ -220,13 +220,9 @@ def create_app(
     # Turns a request's bearer token into an `Access`; None: authorization is off.
     app.state.authenticator = authenticator
     app.state.refusal_audit_limit = refusal_audit_limit()
-    # Join by code: per client address and per code (a guessing client changes codes;
-    # a code under attack is guessed from many addresses).
+    # Join by code: wrong guesses per client address (rest/telehealth.py `join`).
     per_minute = settings.join_rate_per_minute
-    app.state.join_limits = (
-        RateLimit(per_minute, burst=per_minute),
-        RateLimit(per_minute, burst=per_minute),
-    )
+    app.state.join_limit = RateLimit(per_minute, burst=per_minute)
     app.state.auth_server = auth_server
     # SMART login page: per client address and per username (rest/smart_authorize.py).
     app.state.login_limits = login_limits()

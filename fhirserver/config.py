@@ -88,7 +88,7 @@ class Settings:
     daily_domain_id: str = ""
     daily_webhook_hmac: str = field(default="", repr=False)
     daily_room_days: int = 30
-    # Requests per minute the public join endpoint allows per client and per code.
+    # Wrong meeting codes per minute the public join endpoint allows per client address.
     join_rate_per_minute: int = 20
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of
     # addresses and CIDR networks): the reverse proxies in front. Empty: none, the

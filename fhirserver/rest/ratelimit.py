@@ -47,6 +47,15 @@ class RateLimit:
             self._buckets.popitem(last=False)
         return 0.0
 
+    def give_back(self, key: str) -> None:
+        """Return a request `key` spent and turned out not to count (a success where
+        only failures should): taken first and given back after, rather than counted
+        after, so that requests in flight at once cannot all pass a check of the count."""
+        if key not in self._buckets:
+            return
+        tokens, then = self._buckets[key]
+        self._buckets[key] = (min(float(self.burst), tokens + 1), then)
+
     @staticmethod
     def retry_after(wait: float) -> str:
         """The Retry-After header value for a wait, in whole seconds."""

@@ -26,7 +26,6 @@ from fhirserver.rest.negotiation import (
 )
 from fhirserver.rest.ratelimit import RateLimit, client_key
 from fhirserver.rest.responses import fhir_response
-from fhirserver.telehealth import codes
 from fhirserver.telehealth.context import VisitContext
 from fhirserver.telehealth.join import Joined, join_by_code
 from fhirserver.telehealth.records import MAX_DISPLAY, clean_display
@@ -122,20 +121,27 @@ async def join_page(request: Request) -> Response:
 
 async def join(request: Request) -> Response:
     """POST /join/{code} with {"name": ...} (JSON or a form): 429 past the rate limit, the
-    same 404 for every code that does not admit now, else the waiting room or the call."""
+    same 404 for every code that does not admit now, else the waiting room or the call.
+
+    Only wrong guesses count, against the client that made them (its address, an IPv6
+    /64): a code is never locked, the clients that guessed wrong are. A count kept per
+    code, as before, let anyone who knew a code spend it and keep the patient out; the
+    48-bit codes, not a per-code count, are what defeat guessing from many addresses.
+    A client past the limit is refused even the right code, or the answer would tell
+    it which guess was right. A join that admits (waiting or ready, the waiting room
+    polling every 5 s) gives its attempt back."""
     typed = request.path_params["code"]
-    limits: tuple[RateLimit, RateLimit] = request.app.state.join_limits
+    limit: RateLimit = request.app.state.join_limit
     client = client_key(request)
-    code = codes.normalize(typed) or typed[:32]
-    for limit, key in zip(limits, (client, code), strict=True):
-        wait = limit.take(key)
-        if wait:
-            raise TooManyRequests(
-                "Too many attempts: wait before trying again",
-                headers={"Retry-After": RateLimit.retry_after(wait)},
-            )
+    wait = limit.take(client)
+    if wait:
+        raise TooManyRequests(
+            "Too many attempts: wait before trying again",
+            headers={"Retry-After": RateLimit.retry_after(wait)},
+        )
     name = await _display_name(request)
     joined = await join_by_code(_visit_context(request), typed, name)
+    limit.give_back(client)
     return JSONResponse(_joined(joined), headers={"Cache-Control": "no-store"})
 
 

@@ -34,3 +34,19 @@ def test_keys_are_bounded() -> None:
     assert len(limit._buckets) == 100
     # The most recent keys are the ones remembered.
     assert limit.take("999") > 0
+
+
+def test_a_request_given_back_costs_nothing() -> None:
+    """Issue 20 point 3: a join or login that succeeds gives its request back, so only
+    failures count."""
+    clock = Clock()
+    limit = RateLimit(per_minute=6, burst=2, clock=clock)
+    for _ in range(5):
+        assert limit.take("a") == 0.0
+        limit.give_back("a")
+    assert [limit.take("a") > 0 for _ in range(3)] == [False, False, True]
+    # Never more than the burst, and nothing to give back for a key it never saw.
+    limit.give_back("c")
+    for _ in range(4):
+        limit.give_back("d")
+    assert [limit.take("d") > 0 for _ in range(3)] == [False, False, True]

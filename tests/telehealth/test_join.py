@@ -1,10 +1,13 @@
 """Join by code, the public endpoint outside the FHIR base (issue 6 "Join by code"):
 the waiting room, then the call once the visit starts, the visit window, the page, the
-one answer for every code that does not admit, and the rate limits per client and per
-code that make guessing a 48-bit code hopeless."""
+one answer for every code that does not admit, and the rate limit on wrong guesses per
+client that makes guessing a 48-bit code hopeless without letting anyone lock a code out
+(issue 20 point 3)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,40 +35,55 @@ async def test_the_page_is_html_with_the_form(http: httpx.AsyncClient) -> None:
         assert "<form" in page.text and 'name="name"' in page.text
 
 
+GUESSES = ("ABCDEFGHJK", "BCDEFGHJKM", "CDEFGHJKMN", "DEFGHJKMNP", "EFGHJKMNPQ", "FGHJKMNPQR")
+
+
 async def test_guessing_codes_from_one_client_is_throttled(http: httpx.AsyncClient) -> None:
-    answers = [
-        await http.post(f"/join/{guess}", json={"name": "Mallory"})
-        for guess in (
-            "ABCDEFGHJK",
-            "BCDEFGHJKM",
-            "CDEFGHJKMN",
-            "DEFGHJKMNP",
-            "EFGHJKMNPQ",
-            "FGHJKMNPQR",
-        )
-    ]
+    answers = [await http.post(f"/join/{guess}", json={"name": "Mallory"}) for guess in GUESSES]
     assert [a.status_code for a in answers] == [404] * 5 + [429]
     assert int(answers[-1].headers["Retry-After"]) >= 1
     assert answers[-1].json()["issue"][0]["code"] == "throttled"
 
 
-async def test_one_code_tried_from_many_clients_is_throttled(
+@asynccontextmanager
+async def _from(app: Starlette, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=(address, 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+        yield other
+
+
+async def _joins(http: httpx.AsyncClient, *codes: str) -> list[int]:
+    return [(await http.post(f"/join/{c}", json={"name": "Pat"})).status_code for c in codes]
+
+
+async def test_nobody_can_lock_a_code_out(http: httpx.AsyncClient, app: Starlette) -> None:
+    """Issue 20 point 3: only wrong guesses count, against the client that made them."""
+    booked = await book(http, app)
+    code = meeting_code(booked)
+    async with _from(app, "10.0.0.66") as mallory:
+        # Mallory knows the code and uses it over and over.
+        spent = await _joins(mallory, *[code] * 6)
+        # The patient, from another address, is admitted all the same.
+        for address in ("10.0.0.1", "10.0.0.2"):
+            async with _from(app, address) as patient:
+                assert await _joins(patient, code) == [200]
+        assert spent == [200] * 6
+        # Guessing is still slow, and locked against Mallory, who guessed wrong: even
+        # the right code.
+        assert await _joins(mallory, *GUESSES, code) == [404] * 5 + [429, 429]
+
+
+async def test_the_waiting_room_polling_is_never_refused(
     http: httpx.AsyncClient, app: Starlette
 ) -> None:
     booked = await book(http, app)
-    code = meeting_code(booked)
-    statuses = []
-    for client in range(6):
-        transport = httpx.ASGITransport(app=app, client=(f"10.0.0.{client}", 1234))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
-            statuses.append((await other.post(f"/join/{code}", json={"name": "Pat"})).status_code)
-    assert statuses == [200] * 5 + [429]
+    assert await _joins(http, *[meeting_code(booked)] * 12) == [200] * 12
 
 
 async def test_a_form_post_works_and_a_missing_name_is_400(
     http: httpx.AsyncClient, app: Starlette
 ) -> None:
-    app.state.join_limits = (RateLimit(60, 60), RateLimit(60, 60))
+    app.state.join_limit = RateLimit(60, 60)
     booked = await book(http, app)
     code = meeting_code(booked)
     form_type = {"Content-Type": "application/x-www-form-urlencoded"}
