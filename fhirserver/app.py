@@ -224,7 +224,8 @@ def create_app(
     per_minute = settings.join_rate_per_minute
     app.state.join_limit = RateLimit(per_minute, burst=per_minute)
     app.state.auth_server = auth_server
-    # SMART login page: per client address and per username (rest/smart_authorize.py).
+    # SMART login page: failures per client address, and per address and username
+    # (rest/smart_authorize.py).
     app.state.login_limits = login_limits()
     app.state.oauth_uris = oauth_uris(settings, app.state.auth_server)
     # Token, introspection and revocation requests per client address.

@@ -84,7 +84,8 @@ COOKIE = "fhirserver_auth_session"
 MAX_FORM_BYTES = 16 * 1024
 # The picker lists this many patients at most; more asks for a narrower search.
 PICKER_LIMIT = 25
-# Logins per minute (burst the same) per client address and per username.
+# Failed logins per minute (burst the same) per client address, and per client address
+# and username (burst twice that).
 LOGINS_PER_ADDRESS = 20
 LOGINS_PER_USERNAME = 5
 _START_AGAIN = (
@@ -93,7 +94,8 @@ _START_AGAIN = (
 
 
 def login_limits() -> tuple[RateLimit, RateLimit]:
-    """The login rate limits (per client address, per username) for `app.state`."""
+    """The login rate limits (per client address, per address and username) for
+    `app.state`."""
     return (
         RateLimit(LOGINS_PER_ADDRESS, burst=LOGINS_PER_ADDRESS),
         RateLimit(LOGINS_PER_USERNAME, burst=LOGINS_PER_USERNAME * 2),
@@ -141,8 +143,14 @@ async def login(request: Request) -> Response:
         return step
     form, session, flow = step
     username, password = _one(form, "username"), _one(form, "password")
+    # Failures count against the address that made them, per username and in all: a
+    # count per username alone let anyone lock a user out by failing as them. A right
+    # password from an address that has not been failing is never refused; one past
+    # its limit is (else the answer would tell which guess was right). Each attempt is
+    # taken first and a success given back, so attempts at once cannot all pass.
     limits: tuple[RateLimit, RateLimit] = request.app.state.login_limits
-    keys = (client_key(request), username.strip().casefold()[:255])
+    address = client_key(request)
+    keys = (address, f"{address} {username.strip().casefold()[:255]}")
     for limit, key in zip(limits, keys, strict=True):
         wait = limit.take(key)
         if wait:
@@ -156,6 +164,8 @@ async def login(request: Request) -> Response:
         await _audit_failed_login(request, username, flow.pending.client_id, now)
         html = login_page(LOGIN, flow.flow_id, session.csrf, flow.pending.client_id, FAILED_LOGIN)
         return _page(request, html, 200, session, flow)
+    for limit, key in zip(limits, keys, strict=True):
+        limit.give_back(key)
     try:
         context = await patient_context(store, flow.pending, user.fhir_user)
     except AuthorizeError as error:

@@ -329,9 +329,11 @@ async def test_wrong_password_and_unknown_user_get_the_same_page_and_an_audit_ev
         assert b"guess" not in event.body and b"110122" in event.body
 
 
-async def test_logins_are_rate_limited_per_username(
+async def test_failed_logins_lock_out_only_the_address_that_failed(
     browser: httpx.AsyncClient, smart_app: Starlette
 ) -> None:
+    """Issue 20 point 3: failures count per (address, username) and per address, so
+    nobody can lock a user out by failing logins as them."""
     smart_app.state.login_limits = (RateLimit(60, burst=100), RateLimit(1, burst=2))
     params = authorize_params(Pkce(), PRACTITIONER_SCOPE)
     form = only_form(await browser.get(authorize_url(params)))
@@ -342,6 +344,12 @@ async def test_logins_are_rate_limited_per_username(
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     other = await submit(browser, form, form.submission(username="dr.who", password="x"))
     assert other.status_code == 200
+    # Alice, from another address, signs in; again and again, successes cost nothing.
+    transport = httpx.ASGITransport(app=smart_app, client=("10.0.0.2", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as alice:
+        for _ in range(3):
+            page = await log_in(alice, authorize_params(Pkce(), PRACTITIONER_SCOPE), "alice")
+            assert page.status_code == 200 and "wrong password" not in page.text, page.text
 
 
 async def test_logins_are_rate_limited_per_address(
