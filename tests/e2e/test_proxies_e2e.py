@@ -45,7 +45,6 @@ async def _guesses(tmp_path: Path, trusted: str) -> tuple[list[int], list[str]]:
     )
     config = server_config(create_app(settings), settings)
     access = Lines()
-    config.load()
     logging.getLogger("uvicorn.access").addHandler(access)
     try:
         async with serving(config) as port, httpx.AsyncClient(timeout=10.0) as http:
