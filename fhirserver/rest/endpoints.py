@@ -12,6 +12,12 @@ from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
 from fhirserver.interactions.capabilities import capability_statement
+from fhirserver.interactions.checked import (
+    CheckedResource,
+    check_bundle,
+    check_resource,
+    portable,
+)
 from fhirserver.interactions.history import history
 from fhirserver.interactions.patches import Patcher, fhirpath_patch, json_patch, merge_patch
 from fhirserver.interactions.preconditions import if_none_exist_criteria
@@ -36,6 +42,7 @@ from fhirserver.rest.negotiation import (
     response_format,
 )
 from fhirserver.rest.responses import SHAPE_PARAMS, fhir_response, shaped_resource, write_response
+from fhirserver.search.params import registry
 from fhirserver.search.result_params import FORMAT_PARAMS
 from fhirserver.storage.base import Store, Version
 
@@ -89,9 +96,14 @@ def _criteria(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k not in SHAPE_PARAMS]
 
 
-async def _resource_body(request: Request) -> codec.JSONObject:
+async def _checked_body(request: Request, resource_type: str) -> CheckedResource:
+    """The body parsed, validated and indexed: in a worker process when it is large, so
+    that other requests do not wait on it (issue 20)."""
     require_content_type(request, RESOURCE_TYPES)
-    return codec.load_object(await read_body(request, _settings(request).max_body_bytes))
+    body = await read_body(request, _settings(request).max_body_bytes)
+    writes = _writes(request)
+    known = portable(writes.known() or registry())
+    return await writes.work(check_resource, body, resource_type, known, cost=len(body))
 
 
 def _location(request: Request, version: Version) -> str:
@@ -130,7 +142,7 @@ async def vread(request: Request, resource_type: str, resource_id: str, vid: str
 
 async def create(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
-    resource = await _resource_body(request)
+    resource = await _checked_body(request, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
     criteria = None
     if if_none_exist is not None:
@@ -142,7 +154,7 @@ async def create(request: Request, resource_type: str) -> Response:
 
 async def update(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = response_format(request)
-    resource = await _resource_body(request)
+    resource = await _checked_body(request, resource_type)
     result = await crud.update(
         _store(request),
         _writes(request),
@@ -156,7 +168,7 @@ async def update(request: Request, resource_type: str, resource_id: str) -> Resp
 
 async def conditional_update(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
-    resource = await _resource_body(request)
+    resource = await _checked_body(request, resource_type)
     result = await crud.conditional_update(
         _store(request),
         _writes(request),
@@ -172,7 +184,8 @@ async def _patcher(request: Request) -> Patcher:
     # R4 http.html#patch: JSON Patch, or FHIRPath Patch as a Parameters resource; and
     # JSON Merge Patch (RFC 7396), an extension to R4 (README "Patch").
     require_content_type(request, frozenset({JSON_PATCH, MERGE_PATCH, *RESOURCE_TYPES}))
-    body = codec.loads(await read_body(request, _settings(request).max_body_bytes))
+    raw = await read_body(request, _settings(request).max_body_bytes)
+    body = await _writes(request).work(codec.loads, raw, cost=len(raw))
     kind = media_type(request)
     if kind == JSON_PATCH:
         return json_patch(body)
@@ -240,16 +253,15 @@ async def conditional_delete(request: Request, resource_type: str) -> Response:
 async def bundle(request: Request) -> Response:
     """POST [base] with a batch or transaction Bundle (R4 http.html#transaction)."""
     fmt = response_format(request)
-    body = await _resource_body(request)
-    validate_type = body.get("resourceType")
-    if validate_type != "Bundle":
-        raise BadRequest(
-            f"POST to the base takes a Bundle, not {validate_type!r}", expression="resourceType"
-        )
+    require_content_type(request, RESOURCE_TYPES)
+    body = await read_body(request, _settings(request).max_body_bytes)
     options = read_options(request)
-    results = await process(_store(request), _writes(request), body, options)
+    writes = _writes(request)
+    # Parsed and its entries validated in a worker process when large (issue 20).
+    checked = await writes.work(check_bundle, body, options.base_url, cost=len(body))
+    results = await process(_store(request), writes, checked, options)
     answer = response_bundle(
-        str(body["type"]), options.base_url, results, headers.return_preference(request)
+        str(checked.bundle["type"]), options.base_url, results, headers.return_preference(request)
     )
     return fhir_response(answer, fmt)
 
