@@ -93,5 +93,5 @@ def test_reads_answer_while_large_resources_are_created(
     assert [r.status_code for r in created] == [201, 201], [r.text[:300] for r in created]
     assert len(created[0].json()["name"]) == 60_000
     assert len(latencies) > 50
-    p99 = statistics.quantiles(latencies, n=100)[98]
+    p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98]
     assert p99 < P99_BOUND, f"p99 {p99:.3f} s over {len(latencies)} reads"
