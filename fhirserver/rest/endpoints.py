@@ -41,7 +41,7 @@ from fhirserver.rest.negotiation import (
     require_content_type,
     response_format,
 )
-from fhirserver.rest.responses import SHAPE_PARAMS, fhir_response, shaped_resource, write_response
+from fhirserver.rest.responses import SHAPE_PARAMS, fhir_response, resource_response, write_response
 from fhirserver.search.params import registry
 from fhirserver.search.result_params import FORMAT_PARAMS
 from fhirserver.storage.base import Store, Version
@@ -128,15 +128,15 @@ async def read(request: Request, resource_type: str, resource_id: str) -> Respon
     if headers.not_modified(request, version):
         return Response(status_code=304, headers=version_headers)
     assert version.body is not None
-    return fhir_response(shaped_resource(request, version.body), fmt, headers=version_headers)
+    return await resource_response(request, version.body, fmt, headers=version_headers)
 
 
 async def vread(request: Request, resource_type: str, resource_id: str, vid: str) -> Response:
     fmt = response_format(request)
     version = await crud.vread(_store(request), resource_type, resource_id, vid, _access(request))
     assert version.body is not None
-    return fhir_response(
-        shaped_resource(request, version.body), fmt, headers=headers.version_headers(version)
+    return await resource_response(
+        request, version.body, fmt, headers=headers.version_headers(version)
     )
 
 
@@ -149,7 +149,7 @@ async def create(request: Request, resource_type: str) -> Response:
         # R4 http.html#ccreate: the header holds the query part of a search URL.
         criteria = if_none_exist_criteria(if_none_exist)
     result = await crud.create(_store(request), _writes(request), resource_type, resource, criteria)
-    return _write_answer(request, fmt, result, "Created")
+    return await _write_answer(request, fmt, result, "Created")
 
 
 async def update(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -163,7 +163,7 @@ async def update(request: Request, resource_type: str, resource_id: str) -> Resp
         resource,
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Updated")
+    return await _write_answer(request, fmt, result, "Updated")
 
 
 async def conditional_update(request: Request, resource_type: str) -> Response:
@@ -177,7 +177,7 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
         resource,
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Updated")
+    return await _write_answer(request, fmt, result, "Updated")
 
 
 async def _patcher(request: Request) -> Patcher:
@@ -210,7 +210,7 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
         await _patcher(request),
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Patched")
+    return await _write_answer(request, fmt, result, "Patched")
 
 
 async def conditional_patch(request: Request, resource_type: str) -> Response:
@@ -223,7 +223,7 @@ async def conditional_patch(request: Request, resource_type: str) -> Response:
         await _patcher(request),
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Patched")
+    return await _write_answer(request, fmt, result, "Patched")
 
 
 async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -282,7 +282,9 @@ async def history_endpoint(
     return fhir_response(bundle, fmt)
 
 
-def _write_answer(request: Request, fmt: Format, result: crud.WriteResult, verb: str) -> Response:
+async def _write_answer(
+    request: Request, fmt: Format, result: crud.WriteResult, verb: str
+) -> Response:
     version = result.version
     response_headers = headers.version_headers(version)
     location = _location(request, version)
@@ -295,8 +297,14 @@ def _write_answer(request: Request, fmt: Format, result: crud.WriteResult, verb:
     message = f"{verb} {version.resource_type}/{version.id} version {version.version}"
     if not result.created and verb == "Created":
         message = f"Matched existing {version.resource_type}/{version.id}; nothing created"
-    return write_response(
-        headers.return_preference(request), version.body, fmt, status, response_headers, message
+    return await write_response(
+        request,
+        headers.return_preference(request),
+        version.body,
+        fmt,
+        status,
+        response_headers,
+        message,
     )
 
 

@@ -120,3 +120,19 @@ async def test_work_past_the_budget_answers_413(client: httpx.AsyncClient) -> No
     assert (await client.get("/Patient", params={"_summary": "count"})).json()["total"] == 0
     # The server goes on: the next large body is taken.
     assert (await client.post("/Patient", json=patient(100))).status_code == 201
+
+
+async def test_a_large_resource_is_read_shaped_and_pretty(client: httpx.AsyncClient) -> None:
+    created = (await client.post("/Patient", json={**patient(100), "gender": "male"})).json()
+    path = f"/Patient/{created['id']}"
+    summary = (await client.get(path, params={"_summary": "true"})).json()
+    assert len(summary["name"]) == 100
+    elements = (await client.get(path, params={"_elements": "gender"})).json()
+    assert elements["gender"] == "male" and "name" not in elements
+    pretty = await client.get(path, params={"_pretty": "true"})
+    assert pretty.text.startswith('{\n  "resourceType": "Patient"')
+    assert (await client.get(path, params={"_summary": "count"})).status_code == 400
+    written = await client.put(
+        path, json={**created, "gender": "female"}, params={"_pretty": "true"}
+    )
+    assert written.status_code == 200 and '\n  "gender": "female"' in written.text
