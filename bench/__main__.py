@@ -18,8 +18,10 @@ next to a bare walk of the same resources and the other validation layers.
 Profiles (bench.profile_bench): US Core profile checks per resource next to the core
 validation and a floor.
 Validation (bench.validate_bench): the cost per resource of each validation layer.
-BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles or validate runs
-one of them.
+Isolation (bench.isolation): a reader's latency while another client posts large
+resources, next to the same reads alone.
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate or
+isolation runs one of them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from bench import (
     bindings_bench,
     export_bench,
+    isolation,
     load_bench,
     profile_bench,
     search_run,
@@ -131,6 +134,8 @@ def main() -> None:
             profile_bench.run()
         if params.runs("validate"):
             validate_bench.run(params)
+        if params.runs("isolation"):
+            asyncio.run(isolation.run())
     except (
         servers.ServerStartError,
         LoadError,

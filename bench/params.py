@@ -1,14 +1,24 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles or validate runs
-only that benchmark (all run by default)."""
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate or
+isolation runs only that benchmark (all run by default)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-PARTS = ("rest", "search", "load", "export", "subscriptions", "bindings", "profiles", "validate")
+PARTS = (
+    "rest",
+    "search",
+    "load",
+    "export",
+    "subscriptions",
+    "bindings",
+    "profiles",
+    "validate",
+    "isolation",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,17 +41,21 @@ def baseline_command(store: Path) -> list[str]:
     return [sys.executable, "-m", "bench.baseline", "--store", str(store)]
 
 
-def _environment() -> dict[str, str]:
+def _environment(settings: dict[str, str] | None = None) -> dict[str, str]:
     # FHIRSERVER_* variables could change what is measured (e.g. synchronous=FULL, another
-    # base path); the bench measures the defaults, which the baseline copies.
-    return {k: v for k, v in os.environ.items() if not k.startswith("FHIRSERVER_")}
+    # base path); the bench measures the defaults, which the baseline copies, unless a
+    # bench names the settings it compares.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("FHIRSERVER_")}
+    return {**inherited, **(settings or {})}
 
 
 @asynccontextmanager
-async def running(name: str, command: list[str]) -> AsyncIterator[Server]:
+async def running(
+    name: str, command: list[str], settings: dict[str, str] | None = None
+) -> AsyncIterator[Server]:
     """Run `command` until the block ends; yield it with the base URL it prints once up."""
     process = await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, env=_environment(), stdout=asyncio.subprocess.PIPE
+        *command, cwd=ROOT, env=_environment(settings), stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None

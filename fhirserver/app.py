@@ -21,6 +21,7 @@ from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.bulk.export_job import export_config, export_handlers
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
+from fhirserver.cpu import CpuLimits, CpuPool
 from fhirserver.interactions.ig_load import stored_registry
 from fhirserver.interactions.profile_rule import profile_rules
 from fhirserver.interactions.rules import WriteContext
@@ -143,7 +144,15 @@ def create_app(
         rules = profile_rules(rules, profiles)
     # Search parameters: the shipped ones, joined at start by those stored (ig load).
     search_params = SearchParameters()
-    writes = WriteContext(rules, clock, search_params=search_params)
+    # Large bodies are parsed, validated and indexed in worker processes (issue 20).
+    cpu = CpuPool(
+        CpuLimits(
+            offload_bytes=settings.offload_bytes,
+            budget_seconds=settings.request_cpu_seconds,
+            workers=settings.cpu_workers,
+        )
+    )
+    writes = WriteContext(rules, clock, search_params=search_params, cpu=cpu)
     subscriptions = SubscriptionContext(
         store=chosen,
         settings=subscription_settings,
@@ -201,6 +210,7 @@ def create_app(
             await idp_http.aclose()
             await subscriptions.http.aclose()
             await chosen.close()
+            await asyncio.to_thread(cpu.close)
 
     app = Starlette(
         routes=routes(settings.base_path, settings.auth_mode),

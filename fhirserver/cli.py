@@ -32,6 +32,7 @@ from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
+from fhirserver.cpu import tune_for_serving
 from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
 from fhirserver.interactions.ig_load import load_package, stored_registry
 from fhirserver.interactions.rules import WriteContext
@@ -404,6 +405,7 @@ async def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None
         print(f"fhirserver: the store cannot be opened: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     await store.close()
+    tune_for_serving()
     server = _Server(server_config(app, settings))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn offers no start-up callback; poll its flag until it listens or gives up.

@@ -45,6 +45,13 @@ class Settings:
     # The most resources _include / _revinclude (with :iterate, as many rounds as it
     # takes) bring into one page; a cut is reported in the Bundle.
     max_included: int = 1000
+    # Request bodies of at least this many bytes are parsed, validated and indexed in
+    # worker processes, off the event loop (README "Large requests").
+    offload_bytes: int = 64 * 1024
+    # Seconds of that work one request may take before it is stopped with 413.
+    request_cpu_seconds: int = 30
+    # Worker processes for it; 0: one per core.
+    cpu_workers: int = 0
     # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
     sqlite_synchronous: str = "NORMAL"
     log_level: str = "warning"

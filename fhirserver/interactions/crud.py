@@ -27,6 +27,7 @@ from fhirserver.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from fhirserver.interactions.checked import CheckedResource, portable
 from fhirserver.interactions.guard import hidden, require, require_visible, require_write
 from fhirserver.interactions.patches import Patcher
 from fhirserver.interactions.preconditions import (
@@ -40,6 +41,7 @@ from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
 from fhirserver.search.extract import index_entries
+from fhirserver.search.params import registry
 from fhirserver.search.parse import parse_criteria
 from fhirserver.search.query import IndexEntry
 from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
@@ -97,10 +99,10 @@ async def create(
     store: Store,
     context: WriteContext,
     resource_type: str,
-    resource: JSONObject,
+    resource: JSONObject | CheckedResource,
     if_none_exist: Params | None = None,
 ) -> WriteResult:
-    validate(resource, resource_type)
+    resource, index = _checked(resource, resource_type)
     async with store.unit_of_work() as unit:
         if if_none_exist is not None:
             existing = await match_one(unit, context, resource_type, if_none_exist, "create")
@@ -112,7 +114,7 @@ async def create(
                     )
                 return WriteResult(existing, created=False)
         # R4 http.html#create: an id in the body is ignored; the server assigns one.
-        return await write_new(unit, context, resource, meta.new_id())
+        return await write_new(unit, context, resource, meta.new_id(), index)
 
 
 async def update(
@@ -120,15 +122,15 @@ async def update(
     context: WriteContext,
     resource_type: str,
     resource_id: str,
-    resource: JSONObject,
+    resource: JSONObject | CheckedResource,
     preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
     meta.check_id(resource_id)
-    validate(resource, resource_type)
+    resource, index = _checked(resource, resource_type)
     check_body_id(resource, resource_id)
     async with store.unit_of_work() as unit:
         current = await unit.read(resource_type, resource_id)
-        return await update_in(unit, context, resource, resource_id, current, preconditions)
+        return await update_in(unit, context, resource, resource_id, current, preconditions, index)
 
 
 async def conditional_update(
@@ -136,14 +138,14 @@ async def conditional_update(
     context: WriteContext,
     resource_type: str,
     criteria: Params,
-    resource: JSONObject,
+    resource: JSONObject | CheckedResource,
     preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
-    validate(resource, resource_type)
+    resource, index = _checked(resource, resource_type)
     async with store.unit_of_work() as unit:
         resource_id = await conditional_update_id(unit, context, resource_type, criteria, resource)
         current = await unit.read(resource_type, resource_id)
-        return await update_in(unit, context, resource, resource_id, current, preconditions)
+        return await update_in(unit, context, resource, resource_id, current, preconditions, index)
 
 
 async def patch(
@@ -297,7 +299,8 @@ async def patch_in(
     if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
         raise Unprocessable("A patch may not change the resource's type or id")
     try:
-        validate(patched, resource_type)
+        # The patched resource is about the size of the stored one.
+        await context.work(validate, patched, resource_type, cost=len(current.body))
     except FHIRError as exc:
         # R4 http.html#patch: a patch whose result is not valid is unprocessable.
         raise Unprocessable(
@@ -358,11 +361,13 @@ async def _write(
         if amended is not None:
             resource, index = amended, None
     stored = meta.stamp(resource, resource_id, number, moment)
-    version = Version(
-        stored["resourceType"], resource_id, number, moment, method, codec.dumps(stored)
-    )
-    # Index entries depend on neither id, version nor lastUpdated: those are columns.
-    await unit.write(version, index_entries(stored, context.known()) if index is None else index)
+    body = codec.dumps(stored)
+    version = Version(stored["resourceType"], resource_id, number, moment, method, body)
+    if index is None:
+        # Index entries depend on neither id, version nor lastUpdated: those are columns.
+        known = portable(context.known() or registry())
+        index = await context.work(index_entries, stored, known, cost=len(body))
+    await unit.write(version, index)
     return WriteResult(version, created=current is None or current.deleted)
 
 
@@ -381,6 +386,17 @@ async def _tombstone(
     )
     await unit.write(tombstone, ())
     return tombstone
+
+
+def _checked(
+    resource: JSONObject | CheckedResource, resource_type: str
+) -> tuple[JSONObject, tuple[IndexEntry, ...] | None]:
+    """The resource, validated (here unless it was already), and its index entries if
+    they were worked out with the validation."""
+    if isinstance(resource, CheckedResource):
+        return resource.resource, resource.index
+    validate(resource, resource_type)
+    return resource, None
 
 
 def _refuse_hidden(

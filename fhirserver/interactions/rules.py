@@ -19,12 +19,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from fhirserver.auth.access import Access
 from fhirserver.clock import Clock, system_clock
+from fhirserver.cpu import CpuPool, work
 from fhirserver.resources.codec import JSONObject
 from fhirserver.search.params import Registry, SearchParameters
 from fhirserver.storage.base import UnitOfWork
+
+T = TypeVar("T")
 
 
 class Actor(enum.Enum):
@@ -66,9 +70,15 @@ class WriteContext:
     # The search parameters writes index with and conditional writes match by (the
     # app's, with an Implementation Guide's joined); None: the shipped ones.
     search_params: SearchParameters | None = None
+    # Where a large resource's CPU-heavy steps run (worker processes); None: inline.
+    cpu: CpuPool | None = None
 
     def known(self) -> Registry | None:
         return self.search_params.current if self.search_params is not None else None
+
+    async def work(self, fn: Callable[..., T], *args: Any, cost: int) -> T:
+        """`fn(*args)`, off the event loop when `cost` (bytes) makes it heavy."""
+        return await work(self.cpu, fn, *args, cost=cost)
 
     def rule_for(self, resource_type: str) -> WriteRule | None:
         return self.rules.get(resource_type)

@@ -17,6 +17,7 @@ from typing import Any
 
 from fhirserver.errors import BadRequest, FHIRError, NotSupported
 from fhirserver.interactions import crud
+from fhirserver.interactions.checked import CheckedBundle
 from fhirserver.interactions.history import HistoryPage, history
 from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
@@ -49,9 +50,16 @@ class EntryResult:
 
 
 async def process(
-    store: Store, context: WriteContext, bundle: JSONObject, options: ReadOptions
+    store: Store,
+    context: WriteContext,
+    bundle: JSONObject | CheckedBundle,
+    options: ReadOptions,
 ) -> list[EntryResult]:
-    """Run a batch or transaction Bundle; the results in request order."""
+    """Run a batch or transaction Bundle; the results in request order. A CheckedBundle's
+    entries were validated already (off the event loop: rest/endpoints.py)."""
+    checked = bundle if isinstance(bundle, CheckedBundle) else None
+    if isinstance(bundle, CheckedBundle):
+        bundle = bundle.bundle
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
         raise BadRequest(
@@ -62,9 +70,9 @@ async def process(
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be a list", expression="Bundle.entry")
     if kind == "transaction":
-        entries = read_entries(raw_entries, options.base_url)
+        entries = read_entries(raw_entries, options.base_url, validated=checked is not None)
         return await transaction(store, context, entries, options)
-    return await batch(store, context, raw_entries, options)
+    return await batch(store, context, raw_entries, options, checked)
 
 
 async def transaction(
@@ -76,7 +84,11 @@ async def transaction(
 
 
 async def batch(
-    store: Store, context: WriteContext, raw_entries: list[Any], options: ReadOptions
+    store: Store,
+    context: WriteContext,
+    raw_entries: list[Any],
+    options: ReadOptions,
+    checked: CheckedBundle | None = None,
 ) -> list[EntryResult]:
     """Each entry alone, in its own unit of work, in the transaction order; a failure
     is that entry's answer."""
@@ -84,7 +96,9 @@ async def batch(
     entries: list[Entry] = []
     for index, raw in enumerate(raw_entries):
         try:
-            entries.append(read_entry(index, raw, options.base_url))
+            if checked is not None and index in checked.refused:
+                raise checked.refused[index]
+            entries.append(read_entry(index, raw, options.base_url, validated=checked is not None))
         except FHIRError as exc:
             results[index] = EntryResult(None, exc.status, error=exc)
     for entry in in_processing_order(entries):

@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhirserver.auth.access import Access
+from fhirserver.cpu import CpuPool, work
 from fhirserver.errors import BadRequest, FHIRError, Issue
 from fhirserver.interactions import crud
 from fhirserver.profiles.check import check_profile
 from fhirserver.profiles.source import ProfileSource
+from fhirserver.resources import codec
 from fhirserver.resources.bindings import binding_warnings
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
@@ -87,7 +89,9 @@ async def validate_operation(
     resource_id: str | None,
     request: ValidateRequest,
     access: Access,
+    cpu: CpuPool | None = None,
 ) -> list[Issue]:
+    """`cpu`: where a large resource's content check runs (off the event loop)."""
     if request.mode in ("update", "delete") and resource_id is None:
         raise BadRequest(
             f"mode {request.mode} checks a nominated resource: POST [type]/[id]/$validate"
@@ -97,7 +101,8 @@ async def validate_operation(
         issues += await _exists(store, resource_type, resource_id, access)
     resource = request.resource
     if resource is not None and request.mode != "delete":
-        issues += _content(resource, resource_type)
+        size = len(codec.dumps(resource))
+        issues += await work(cpu, _content, resource, resource_type, cost=size)
         if request.mode == "update" and resource_id is not None:
             issues += _same_id(resource, resource_type, resource_id)
         issues += await _profiles(store, profiles, resource, request.profiles)

@@ -12,6 +12,12 @@ from fhirserver.config import Settings
 from fhirserver.errors import BadRequest, Issue
 from fhirserver.interactions import crud
 from fhirserver.interactions.capabilities import capability_statement
+from fhirserver.interactions.checked import (
+    CheckedResource,
+    check_bundle,
+    check_resource,
+    portable,
+)
 from fhirserver.interactions.history import history
 from fhirserver.interactions.patches import Patcher, fhirpath_patch, json_patch, merge_patch
 from fhirserver.interactions.preconditions import if_none_exist_criteria
@@ -35,7 +41,8 @@ from fhirserver.rest.negotiation import (
     require_content_type,
     response_format,
 )
-from fhirserver.rest.responses import SHAPE_PARAMS, fhir_response, shaped_resource, write_response
+from fhirserver.rest.responses import SHAPE_PARAMS, fhir_response, resource_response, write_response
+from fhirserver.search.params import registry
 from fhirserver.search.result_params import FORMAT_PARAMS
 from fhirserver.storage.base import Store, Version
 
@@ -89,9 +96,14 @@ def _criteria(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k not in SHAPE_PARAMS]
 
 
-async def _resource_body(request: Request) -> codec.JSONObject:
+async def _checked_body(request: Request, resource_type: str) -> CheckedResource:
+    """The body parsed, validated and indexed: in a worker process when it is large, so
+    that other requests do not wait on it (issue 20)."""
     require_content_type(request, RESOURCE_TYPES)
-    return codec.load_object(await read_body(request, _settings(request).max_body_bytes))
+    body = await read_body(request, _settings(request).max_body_bytes)
+    writes = _writes(request)
+    known = portable(writes.known() or registry())
+    return await writes.work(check_resource, body, resource_type, known, cost=len(body))
 
 
 def _location(request: Request, version: Version) -> str:
@@ -116,33 +128,33 @@ async def read(request: Request, resource_type: str, resource_id: str) -> Respon
     if headers.not_modified(request, version):
         return Response(status_code=304, headers=version_headers)
     assert version.body is not None
-    return fhir_response(shaped_resource(request, version.body), fmt, headers=version_headers)
+    return await resource_response(request, version.body, fmt, headers=version_headers)
 
 
 async def vread(request: Request, resource_type: str, resource_id: str, vid: str) -> Response:
     fmt = response_format(request)
     version = await crud.vread(_store(request), resource_type, resource_id, vid, _access(request))
     assert version.body is not None
-    return fhir_response(
-        shaped_resource(request, version.body), fmt, headers=headers.version_headers(version)
+    return await resource_response(
+        request, version.body, fmt, headers=headers.version_headers(version)
     )
 
 
 async def create(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
-    resource = await _resource_body(request)
+    resource = await _checked_body(request, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
     criteria = None
     if if_none_exist is not None:
         # R4 http.html#ccreate: the header holds the query part of a search URL.
         criteria = if_none_exist_criteria(if_none_exist)
     result = await crud.create(_store(request), _writes(request), resource_type, resource, criteria)
-    return _write_answer(request, fmt, result, "Created")
+    return await _write_answer(request, fmt, result, "Created")
 
 
 async def update(request: Request, resource_type: str, resource_id: str) -> Response:
     fmt = response_format(request)
-    resource = await _resource_body(request)
+    resource = await _checked_body(request, resource_type)
     result = await crud.update(
         _store(request),
         _writes(request),
@@ -151,12 +163,12 @@ async def update(request: Request, resource_type: str, resource_id: str) -> Resp
         resource,
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Updated")
+    return await _write_answer(request, fmt, result, "Updated")
 
 
 async def conditional_update(request: Request, resource_type: str) -> Response:
     fmt = response_format(request)
-    resource = await _resource_body(request)
+    resource = await _checked_body(request, resource_type)
     result = await crud.conditional_update(
         _store(request),
         _writes(request),
@@ -165,14 +177,15 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
         resource,
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Updated")
+    return await _write_answer(request, fmt, result, "Updated")
 
 
 async def _patcher(request: Request) -> Patcher:
     # R4 http.html#patch: JSON Patch, or FHIRPath Patch as a Parameters resource; and
     # JSON Merge Patch (RFC 7396), an extension to R4 (README "Patch").
     require_content_type(request, frozenset({JSON_PATCH, MERGE_PATCH, *RESOURCE_TYPES}))
-    body = codec.loads(await read_body(request, _settings(request).max_body_bytes))
+    raw = await read_body(request, _settings(request).max_body_bytes)
+    body = await _writes(request).work(codec.loads, raw, cost=len(raw))
     kind = media_type(request)
     if kind == JSON_PATCH:
         return json_patch(body)
@@ -197,7 +210,7 @@ async def patch(request: Request, resource_type: str, resource_id: str) -> Respo
         await _patcher(request),
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Patched")
+    return await _write_answer(request, fmt, result, "Patched")
 
 
 async def conditional_patch(request: Request, resource_type: str) -> Response:
@@ -210,7 +223,7 @@ async def conditional_patch(request: Request, resource_type: str) -> Response:
         await _patcher(request),
         headers.preconditions(request),
     )
-    return _write_answer(request, fmt, result, "Patched")
+    return await _write_answer(request, fmt, result, "Patched")
 
 
 async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -240,16 +253,15 @@ async def conditional_delete(request: Request, resource_type: str) -> Response:
 async def bundle(request: Request) -> Response:
     """POST [base] with a batch or transaction Bundle (R4 http.html#transaction)."""
     fmt = response_format(request)
-    body = await _resource_body(request)
-    validate_type = body.get("resourceType")
-    if validate_type != "Bundle":
-        raise BadRequest(
-            f"POST to the base takes a Bundle, not {validate_type!r}", expression="resourceType"
-        )
+    require_content_type(request, RESOURCE_TYPES)
+    body = await read_body(request, _settings(request).max_body_bytes)
     options = read_options(request)
-    results = await process(_store(request), _writes(request), body, options)
+    writes = _writes(request)
+    # Parsed and its entries validated in a worker process when large (issue 20).
+    checked = await writes.work(check_bundle, body, options.base_url, cost=len(body))
+    results = await process(_store(request), writes, checked, options)
     answer = response_bundle(
-        str(body["type"]), options.base_url, results, headers.return_preference(request)
+        str(checked.bundle["type"]), options.base_url, results, headers.return_preference(request)
     )
     return fhir_response(answer, fmt)
 
@@ -270,7 +282,9 @@ async def history_endpoint(
     return fhir_response(bundle, fmt)
 
 
-def _write_answer(request: Request, fmt: Format, result: crud.WriteResult, verb: str) -> Response:
+async def _write_answer(
+    request: Request, fmt: Format, result: crud.WriteResult, verb: str
+) -> Response:
     version = result.version
     response_headers = headers.version_headers(version)
     location = _location(request, version)
@@ -283,8 +297,14 @@ def _write_answer(request: Request, fmt: Format, result: crud.WriteResult, verb:
     message = f"{verb} {version.resource_type}/{version.id} version {version.version}"
     if not result.created and verb == "Created":
         message = f"Matched existing {version.resource_type}/{version.id}; nothing created"
-    return write_response(
-        headers.return_preference(request), version.body, fmt, status, response_headers, message
+    return await write_response(
+        request,
+        headers.return_preference(request),
+        version.body,
+        fmt,
+        status,
+        response_headers,
+        message,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhirserver.cpu import CpuPool, work
 from fhirserver.errors import BadRequest, Issue
 from fhirserver.resources import codec
 from fhirserver.resources.elements import SUMMARY_MODES, select_elements, summarize
@@ -33,22 +34,43 @@ def fhir_response(
     return Response(body, status_code=status, headers=headers, media_type=fmt.media_type)
 
 
-def shaped_resource(request: Request, body: bytes) -> bytes | dict[str, Any]:
-    """The stored JSON, cut down by `_summary` or `_elements` if the request asks."""
-    summary = request.query_params.get("_summary")
-    elements = request.query_params.get("_elements")
+def render_resource(body: bytes, summary: str | None, elements: str | None, pretty: bool) -> bytes:
+    """The stored JSON, cut down by `_summary` or `_elements`, and pretty printed, as
+    asked; a plain function of bytes, so a worker process can run it for a large body."""
     if summary is None and elements is None:
-        return body
+        return codec.dumps(codec.loads(body), pretty=True) if pretty else body
     resource = codec.load_object(body)
     if summary is not None:
         if summary not in SUMMARY_MODES or summary == "count":
             raise BadRequest(f"_summary={summary!r} is not valid on a read", expression="_summary")
-        return summarize(resource, summary)
-    assert elements is not None
-    return select_elements(resource, [e.strip() for e in elements.split(",") if e.strip()])
+        shaped = summarize(resource, summary)
+    else:
+        assert elements is not None
+        shaped = select_elements(resource, [e.strip() for e in elements.split(",") if e.strip()])
+    return codec.dumps(shaped, pretty=pretty)
 
 
-def write_response(
+async def resource_response(
+    request: Request,
+    body: bytes | None,
+    fmt: Format,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A stored resource as the request asks; rendered in a worker process when large
+    (issue 20: no request holds the event loop)."""
+    if body is None:
+        return Response(status_code=status, headers=headers)
+    summary = request.query_params.get("_summary")
+    elements = request.query_params.get("_elements")
+    if summary is not None or elements is not None or fmt.pretty:
+        cpu: CpuPool | None = request.app.state.writes.cpu
+        body = await work(cpu, render_resource, body, summary, elements, fmt.pretty, cost=len(body))
+    return Response(body, status_code=status, headers=headers, media_type=fmt.media_type)
+
+
+async def write_response(
+    request: Request,
     preference: str,
     body: bytes | None,
     fmt: Format,
@@ -62,4 +84,8 @@ def write_response(
     if preference == "OperationOutcome" or body is None:
         outcome = operation_outcome([Issue(message, "informational", "information")])
         return fhir_response(outcome, fmt, status, headers)
-    return fhir_response(body, fmt, status, headers)
+    # The written resource as stored: _summary / _elements shape reads, not writes.
+    if fmt.pretty:
+        cpu: CpuPool | None = request.app.state.writes.cpu
+        body = await work(cpu, render_resource, body, None, None, True, cost=len(body))
+    return Response(body, status_code=status, headers=headers, media_type=fmt.media_type)

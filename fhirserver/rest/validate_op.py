@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhirserver.cpu import CpuPool, work
 from fhirserver.interactions.validate_op import validate_operation, validate_request
 from fhirserver.profiles.source import ProfileSource
 from fhirserver.resources import codec
@@ -50,6 +51,7 @@ async def _validate(request: Request, resource_type: str, resource_id: str | Non
         resource_id,
         asked,
         request.state.access,
+        request.app.state.writes.cpu,
     )
     return fhir_response(operation_outcome(issues), fmt, 200)
 
@@ -59,4 +61,5 @@ async def _body(request: Request) -> JSONObject | None:
     if not raw.strip():
         return None
     require_content_type(request, RESOURCE_TYPES)
-    return codec.load_object(raw)
+    cpu: CpuPool | None = request.app.state.writes.cpu
+    return await work(cpu, codec.load_object, raw, cost=len(raw))
