@@ -21,6 +21,7 @@ from fhirserver.auth.smart_authenticator import smart_authenticator
 from fhirserver.bulk.export_job import export_config, export_handlers
 from fhirserver.clock import Clock, system_clock
 from fhirserver.config import Settings
+from fhirserver.connections import BodyDeadline
 from fhirserver.cpu import CpuLimits, CpuPool
 from fhirserver.interactions.ig_load import stored_registry
 from fhirserver.interactions.profile_rule import profile_rules
@@ -217,7 +218,12 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
         # Forwarded headers first: everything after sees the client the proxies name.
-        middleware=[*proxy_middleware(settings), Middleware(WakeJobsAfterWrites)],
+        # A stalled body ends in 408 (fhirserver/connections.py).
+        middleware=[
+            *proxy_middleware(settings),
+            Middleware(BodyDeadline, seconds=settings.body_timeout_seconds),
+            Middleware(WakeJobsAfterWrites),
+        ],
     )
     app.state.settings = settings
     app.state.store = chosen

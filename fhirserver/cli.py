@@ -32,6 +32,7 @@ from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
+from fhirserver.connections import ConnectionGuard, guarded_protocol
 from fhirserver.cpu import tune_for_serving
 from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
 from fhirserver.interactions.ig_load import load_package, stored_registry
@@ -383,7 +384,8 @@ def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     """How uvicorn serves the app. A websocket client's message is capped at the
     subscription socket's largest command (uvicorn reads no frame beyond it). Forwarded
     headers are the app's to believe or not (rest/proxies.py): uvicorn's own handling
-    would trust them from 127.0.0.1, whoever the client on loopback is."""
+    would trust them from 127.0.0.1, whoever the client on loopback is. Connections get
+    a header deadline and a cap per client address."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -392,6 +394,14 @@ def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         ws_max_size=MAX_MESSAGE_BYTES,
         proxy_headers=False,
+        # Header deadline and connections per client (fhirserver/connections.py).
+        http=guarded_protocol(
+            ConnectionGuard(
+                header_seconds=settings.header_timeout_seconds,
+                max_per_client=settings.max_connections_per_client,
+                exempt=settings.proxy_networks,
+            )
+        ),
     )
 
 

@@ -101,6 +101,12 @@ class Settings:
     # addresses and CIDR networks): the reverse proxies in front. Empty: none, the
     # connection's peer is the client (rest/proxies.py).
     trusted_proxies: str = ""
+    # Connections (README "Behind a reverse proxy"): seconds for a request's headers to
+    # arrive whole, seconds between two parts of a body, and connections open at once
+    # per client address (trusted proxies are not counted).
+    header_timeout_seconds: int = 10
+    body_timeout_seconds: int = 30
+    max_connections_per_client: int = 64
     # Run the store's jobs (room provisioning, no-show checks) in this process.
     run_jobs: bool = True
     # Authorization (README "Security"): off | smart | external. Unset ("") means off,

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from fhirserver.connections import client_gone
 from fhirserver.errors import FHIRError, Issue
 from fhirserver.resources import codec
 
@@ -61,7 +62,14 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return outcome_response(500, [Issue("Internal server error", "exception", "fatal")])
 
 
+async def client_disconnected(request: Request, exc: Exception) -> Response:
+    # Nobody is left to answer: one line in the log, no traceback (issue 20 finding 5).
+    client_gone(dict(request.scope))
+    return Response(status_code=400)
+
+
 EXCEPTION_HANDLERS = {
+    ClientDisconnect: client_disconnected,
     FHIRError: fhir_error,
     HTTPException: http_error,
     Exception: unexpected_error,

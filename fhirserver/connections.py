@@ -1,0 +1,191 @@
+"""Connections one client cannot hog (issue 20, finding 5): a deadline for a request's
+headers, a cap on open connections per client address, and a quiet line (not a
+traceback) for a client that goes away mid-request.
+
+uvicorn times out only idle keep-alive connections, and only once a first response has
+been sent: a client that sends half its headers and stalls holds its connection, and
+its slot in the server, for ever. `guarded_protocol` is uvicorn's h11 protocol with a
+header deadline (from the connection's start, and again from each response's end, to
+the next request's complete headers, as nginx's `client_header_timeout`) and the cap
+(nginx's `limit_conn`). The body's deadline is an ASGI middleware (`BodyDeadline`), as
+the app is what reads the body. Peers in FHIRSERVER_TRUSTED_PROXIES are not capped:
+every client behind them shares their address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from fhirserver.errors import FHIRError
+
+# uvicorn's own server log, where it reports invalid requests: what an operator reads.
+logger = logging.getLogger("uvicorn.error")
+
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/fhir+json\r\n"
+    b"retry-after: 5\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+_TOO_MANY = (
+    b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"throttled",'
+    b'"diagnostics":"Too many open connections from this address"}]}'
+)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class ConnectionGuard:
+    """The limits, and the connections open per client address in this server."""
+
+    header_seconds: float = 10.0
+    max_per_client: int = 64
+    # Peers whose connections are not counted (trusted proxies).
+    exempt: Sequence[Network] = ()
+    open: Counter[str] = field(default_factory=Counter)
+
+    def counted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return True
+        return not any(address in network for network in self.exempt)
+
+
+class RequestTimeout(FHIRError):
+    """The body did not arrive in time (R4 has no code of its own: `timeout`)."""
+
+    status, code = 408, "timeout"
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol under `guard` (pass as uvicorn.Config's `http`)."""
+
+    class GuardedProtocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _host: str | None = None
+        _refused = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            host = self.client[0] if self.client else None
+            if host is not None and guard.counted(host):
+                if guard.open[host] >= guard.max_per_client:
+                    logger.info("%s: connection refused, %d already open", host, guard.open[host])
+                    # Answer, then close a moment later, reading and dropping what the
+                    # client sent meanwhile: closing on unread data would reset the
+                    # connection, and the client would never see the answer.
+                    self._refused = True
+                    transport.write(_REFUSED % (len(_TOO_MANY), _TOO_MANY))
+                    transport.write_eof()
+                    self.loop.call_later(1.0, transport.close)
+                    return
+                guard.open[host] += 1
+                self._host = host
+            self._start_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_deadline()
+            if self._host is not None:
+                guard.open[self._host] -= 1
+                if guard.open[self._host] <= 0:
+                    del guard.open[self._host]
+                self._host = None
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refused:
+                super().data_received(data)
+
+        def handle_events(self) -> None:
+            scope = self.scope
+            super().handle_events()
+            if self.scope is not scope:
+                # A request's headers are complete (or the connection became a websocket).
+                self._stop_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and (
+                self.cycle is None or self.cycle.response_complete
+            ):
+                self._start_deadline()
+
+        def _start_deadline(self) -> None:
+            self._stop_deadline()
+            self._deadline = self.loop.call_later(guard.header_seconds, self._headers_late)
+
+        def _stop_deadline(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_late(self) -> None:
+            self._deadline = None
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
+                host = self.client[0] if self.client else "?"
+                logger.info(
+                    "%s: no complete request headers in %g s; closed", host, guard.header_seconds
+                )
+                self.transport.close()
+
+    return GuardedProtocol
+
+
+class BodyDeadline:
+    """ASGI middleware: each part of a request body must arrive within `seconds` of the
+    last (nginx's `client_body_timeout`), else 408 and the connection closed. A body
+    read whole is not timed further: waiting for a disconnect is not reading a body."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.seconds):
+                    message = await receive()
+            except TimeoutError:
+                client = scope.get("client")
+                logger.info(
+                    "%s: request body stalled for %g s; answered 408",
+                    client[0] if client else "?",
+                    self.seconds,
+                )
+                raise RequestTimeout(
+                    f"The request body did not arrive within {self.seconds:g} s",
+                    headers={"Connection": "close"},
+                ) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
+
+
+def client_gone(scope: dict[str, Any]) -> None:
+    """One line for a client that disconnected before the app had its whole request."""
+    client = scope.get("client")
+    logger.info(
+        "%s: client disconnected during %s %s",
+        client[0] if client else "?",
+        scope.get("method", "?"),
+        scope.get("path", "?"),
+    )

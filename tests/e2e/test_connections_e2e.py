@@ -1,0 +1,133 @@
+"""Issue 20, finding 5: connections one client cannot hog, over a real `fhirserver serve`.
+
+Raw sockets on loopback: half-sent headers are cut off at the header deadline, a stalled
+body is answered 408 (an OperationOutcome) at the body deadline, connections past the
+cap per client address are refused with 503 while another address is served, and a
+client that disconnects mid-upload costs one log line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_serve import Launch, Server, launch  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.e2e
+
+LIMITS = {
+    "FHIRSERVER_HEADER_TIMEOUT_SECONDS": "1",
+    "FHIRSERVER_BODY_TIMEOUT_SECONDS": "1",
+    "FHIRSERVER_MAX_CONNECTIONS_PER_CLIENT": "4",
+    "FHIRSERVER_LOG_LEVEL": "info",
+}
+
+
+def address(server: Server) -> tuple[str, int]:
+    host, port = server.base.split("//")[1].split("/")[0].split(":")
+    return host, int(port)
+
+
+def connect(server: Server, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.settimeout(10)
+    sock.connect(address(server))
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (or 10 s pass)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def get(path: str) -> bytes:
+    return f"GET /fhir{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+
+
+@pytest.fixture
+def server(launch: Launch, tmp_path: Path) -> Server:  # noqa: F811 - the fixture
+    return launch(store=tmp_path / "fhir.sqlite", env=LIMITS)
+
+
+def test_half_sent_headers_are_cut_off(server: Server) -> None:
+    sock = connect(server)
+    sock.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    assert read_all(sock) == b""
+    assert time.monotonic() - started < 5
+    # A keep-alive connection's next request is held to the same deadline.
+    sock = connect(server)
+    sock.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200")
+    sock.sendall(b"GET /fhir/metadata HTTP/1.1\r\n")
+    started = time.monotonic()
+    while sock.recv(65536):
+        pass
+    assert time.monotonic() - started < 5
+
+
+def test_a_stalled_body_is_answered_408(server: Server) -> None:
+    sock = connect(server)
+    head = (
+        "POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b'{"resourceType"')
+    started = time.monotonic()
+    answer = read_all(sock)
+    assert time.monotonic() - started < 5
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer[:200]
+    outcome = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert outcome["issue"][0]["code"] == "timeout"
+    assert "1 s" in outcome["issue"][0]["diagnostics"]
+
+
+def test_connections_past_the_cap_are_refused_per_address(server: Server) -> None:
+    held = [connect(server) for _ in range(4)]
+    for sock in held:
+        sock.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    extra = connect(server)
+    extra.sendall(get("/metadata"))
+    refused = read_all(extra)
+    assert refused.startswith(b"HTTP/1.1 503"), refused[:100]
+    assert b"Too many open connections" in refused
+    # Another address is served meanwhile (all of 127/8 reaches loopback on Linux).
+    other = connect(server, source="127.0.0.2")
+    other.sendall(get("/metadata"))
+    assert read_all(other).startswith(b"HTTP/1.1 200")
+    # A closed connection frees its place.
+    held.pop().close()
+    time.sleep(0.3)
+    again = connect(server)
+    again.sendall(get("/metadata"))
+    assert read_all(again).startswith(b"HTTP/1.1 200")
+    for sock in held:
+        sock.close()
+
+
+def test_a_client_gone_mid_upload_is_one_log_line(server: Server) -> None:
+    sock = connect(server)
+    head = (
+        "POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b'{"resourceType": "Patient", ')
+    time.sleep(0.3)
+    sock.close()
+    time.sleep(1.0)
+    log = server.stderr()
+    assert "Traceback" not in log, log
+    gone = [line for line in log.splitlines() if "disconnected" in line]
+    assert len(gone) == 1, log
+    assert "127.0.0.1" in gone[0] and "POST /fhir/Patient" in gone[0]
