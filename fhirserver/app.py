@@ -90,8 +90,12 @@ def open_store(settings: Settings) -> Store:
             raise ValueError(
                 "a mongodb:// store needs PyMongo: pip install 'fhirserver[mongo]'"
             ) from None
-        return MongoStore(settings.store)
-    return SqliteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+        return MongoStore(settings.store, search_timeout=settings.search_timeout_seconds)
+    return SqliteStore(
+        settings.sqlite_path,
+        synchronous=settings.sqlite_synchronous,
+        search_timeout=settings.search_timeout_seconds,
+    )
 
 
 def fhir_base_url(settings: Settings) -> str:

@@ -104,6 +104,10 @@ class Settings:
     # Connections (README "Behind a reverse proxy"): seconds for a request's headers to
     # arrive whole, seconds between two parts of a body, and connections open at once
     # per client address (trusted proxies are not counted).
+    # Seconds a search (with its includes and total) or a history page may take; past
+    # it the answer is 503 too-costly. 30 s: SQL Server's default command timeout, as
+    # the Microsoft FHIR server keeps it.
+    search_timeout_seconds: int = 30
     header_timeout_seconds: int = 10
     body_timeout_seconds: int = 30
     max_connections_per_client: int = 64

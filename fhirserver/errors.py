@@ -82,6 +82,15 @@ class PayloadTooLarge(FHIRError):
     status, code = 413, "too-costly"
 
 
+class TooCostly(FHIRError):
+    """Work the server stopped to protect itself: a search past its time limit. 503 as
+    the status (the server declines to finish; 4xx would blame a valid request), and
+    the IssueType that says why (`too-costly`), as the Microsoft and b.well servers
+    turned their 500s on a database timeout into."""
+
+    status, code = 503, "too-costly"
+
+
 class UnsupportedMediaType(FHIRError):
     status, code = 415, "not-supported"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import mongomock
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
+from pymongo.errors import ExecutionTimeout
 
 Document = dict[str, Any]
 
@@ -28,6 +29,16 @@ class AsyncMockClient:
         self.sync = mongomock.MongoClient()
         self.admin = _Admin()
         self.lock = asyncio.Lock()
+        # As a server would: every find / aggregate / count takes `query_ms`, and one
+        # with a maxTimeMS below that fails with ExecutionTimeout. Each query's limit is
+        # kept in `time_limits` (None: none given).
+        self.query_ms = 0
+        self.time_limits: list[tuple[str, int | None]] = []
+
+    def timed(self, operation: str, limit: int | None) -> None:
+        self.time_limits.append((operation, limit))
+        if limit is not None and self.query_ms > limit:
+            raise ExecutionTimeout("operation exceeded time limit", 50)
 
     def get_default_database(self, default: str, **_: Any) -> AsyncMockDatabase:
         return AsyncMockDatabase(self, default)
@@ -87,7 +98,7 @@ class AsyncMockDatabase:
         self.sync = client.sync[name]
 
     def __getitem__(self, name: str) -> AsyncMockCollection:
-        return AsyncMockCollection(self.sync[name])
+        return AsyncMockCollection(self.sync[name], self._client)
 
     def __getattr__(self, name: str) -> AsyncMockCollection:
         return self[name]
@@ -113,8 +124,9 @@ class AsyncMockCursor:
 class AsyncMockCollection:
     """Each write inside a transaction first records what it will change."""
 
-    def __init__(self, collection: mongomock.Collection) -> None:
+    def __init__(self, collection: mongomock.Collection, client: AsyncMockClient) -> None:
         self.sync = collection
+        self._client = client
 
     def _record(self, session: MockSession | None, where: Document) -> None:
         if session is None or session.undo is None:
@@ -127,21 +139,33 @@ class AsyncMockCollection:
             session.undo.append((self.sync, key, None))
 
     def find(
-        self, where: Document | None = None, projection: Document | None = None, session: Any = None
+        self,
+        where: Document | None = None,
+        projection: Document | None = None,
+        session: Any = None,
+        max_time_ms: int | None = None,
     ) -> AsyncMockCursor:
+        self._client.timed("find", max_time_ms)
         # Copies: mongomock adds to a projection it is given, PyMongo does not.
         return AsyncMockCursor(self.sync.find(where or {}, _copy(projection)))
 
     async def find_one(
         self, where: Document, projection: Document | None = None, session: Any = None
     ) -> Document | None:
+        self._client.timed("find_one", None)
         found: Document | None = self.sync.find_one(where, _copy(projection))
         return found
 
-    async def aggregate(self, pipeline: list[Document], session: Any = None) -> AsyncMockCursor:
+    async def aggregate(
+        self, pipeline: list[Document], session: Any = None, maxTimeMS: int | None = None
+    ) -> AsyncMockCursor:
+        self._client.timed("aggregate", maxTimeMS)
         return AsyncMockCursor(_Listed(self.sync.aggregate(pipeline)))
 
-    async def count_documents(self, where: Document, session: Any = None) -> int:
+    async def count_documents(
+        self, where: Document, session: Any = None, maxTimeMS: int | None = None
+    ) -> int:
+        self._client.timed("count_documents", maxTimeMS)
         count: int = self.sync.count_documents(where)
         return count
 

@@ -24,9 +24,18 @@ READ_PROJECTION: Document = {field: 0 for field in INDEX_FIELDS}
 class Reads:
     """The reads of the protocol, in the session given (None: outside any)."""
 
-    def __init__(self, database: AsyncDatabase[Document], session: AsyncClientSession | None):
+    def __init__(
+        self,
+        database: AsyncDatabase[Document],
+        session: AsyncClientSession | None,
+        max_time_ms: int | None = None,
+    ):
+        """`max_time_ms`: the time limit of each query a search or history page runs."""
         self._db = database
         self._session = session
+        # find() names the limit max_time_ms; aggregate() and count_documents() maxTimeMS.
+        self._limit: Document = {} if max_time_ms is None else {"maxTimeMS": max_time_ms}
+        self._find_limit: Document = {} if max_time_ms is None else {"max_time_ms": max_time_ms}
 
     async def _ready(self) -> None:
         """Before every read: a unit of work sends its buffered writes, to read them."""
@@ -35,7 +44,9 @@ class Reads:
         self, collection: str, where: Document, projection: Document | None = None
     ) -> list[Document]:
         await self._ready()
-        cursor = self._db[collection].find(where, projection, session=self._session)
+        cursor = self._db[collection].find(
+            where, projection, session=self._session, **self._find_limit
+        )
         return await cursor.to_list(None)
 
     async def _find_resources(self, where: Document, projection: Document) -> list[Document]:
@@ -79,12 +90,16 @@ class Reads:
         if query.before_seq is not None:
             page["_id"] = {"$lt": query.before_seq}
         cursor = (
-            self._db.versions.find(page, session=self._session).sort("_id", -1).limit(query.count)
+            self._db.versions.find(page, session=self._session, **self._find_limit)
+            .sort("_id", -1)
+            .limit(query.count)
         )
         documents = await cursor.to_list(None)
         total = None
         if query.with_total:
-            total = await self._db.versions.count_documents(where, session=self._session)
+            total = await self._db.versions.count_documents(
+                where, session=self._session, **self._limit
+            )
         return [version_of(d) for d in documents], total
 
     async def search(self, query: SearchQuery) -> SearchResult:
@@ -94,12 +109,16 @@ class Reads:
         pipeline, names = page_pipeline(
             where, query, request.limit, request.after, request.backwards
         )
-        cursor = await self._db.resources.aggregate(pipeline, session=self._session)
+        cursor = await self._db.resources.aggregate(
+            pipeline, session=self._session, **self._limit
+        )
         documents = await cursor.to_list(None)
         page = request.page(documents, lambda document: [document[name] for name in names])
         total = None
         if request.counts_total:
-            total = await self._db.resources.count_documents(where, session=self._session)
+            total = await self._db.resources.count_documents(
+                where, session=self._session, **self._limit
+            )
         included = await find_includes(
             self._find_resources, query.includes, page.rows, query.max_included
         )

@@ -17,10 +17,15 @@ from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+)
 from pymongo.write_concern import WriteConcern
 
-from fhirserver.errors import Unavailable
+from fhirserver.errors import TooCostly, Unavailable
 from fhirserver.search.query import SearchQuery
 from fhirserver.search.time import to_micros
 from fhirserver.storage.base import HistoryQuery, Job, Record, SearchResult, Version
@@ -45,6 +50,7 @@ logger = logging.getLogger("fhirserver.storage.mongo")
 P = ParamSpec("P")
 T = TypeVar("T")
 DEFAULT_DATABASE = "fhirserver"
+SEARCHES_AT_ONCE = 50
 STANDALONE = (
     "The MongoDB server is a standalone server: fhirserver writes only to a replica set "
     "(or a sharded cluster), whose transactions make each write atomic. Start mongod "
@@ -54,6 +60,11 @@ STANDALONE = (
 
 def _translated(exc: PyMongoError) -> Exception:
     """What a client gets for a database failure: 503 when trying again can work."""
+    if isinstance(exc, ExecutionTimeout):
+        return TooCostly(
+            "The search took longer than the server's time limit;"
+            " narrow its criteria or page with a smaller _count"
+        )
     if isinstance(exc, ConnectionFailure):
         return Unavailable(
             "The database cannot be reached; try again", headers={"Retry-After": "1"}
@@ -85,9 +96,16 @@ class MongoStore:
         url: str,
         client: AsyncMongoClient[Document] | None = None,
         lock_timeout: float = 10.0,
+        search_timeout: float = 30.0,
     ) -> None:
+        """`search_timeout`: seconds a search or history page may take (maxTimeMS on
+        each of its queries; TooCostly past it)."""
         self.url = url
         self.lock_timeout = lock_timeout
+        self.search_timeout = search_timeout
+        # Searches in flight at once: fewer than the driver's pool (100 connections),
+        # so reads by id always find a free connection however many searches run.
+        self._searches = asyncio.Semaphore(SEARCHES_AT_ONCE)
         self.index_outdated = False
         # False on a standalone server: every unit of work is refused.
         self.transactions = False
@@ -128,6 +146,10 @@ class MongoStore:
         stale = layout is not None and layout.get("version") != LAYOUT_VERSION
         self.index_outdated = stale and await self._db.resources.find_one({}) is not None
 
+    @property
+    def _max_time_ms(self) -> int:
+        return max(1, int(self.search_timeout * 1000))
+
     async def close(self) -> None:
         if self._given_client is None:
             await self._client.close()
@@ -135,14 +157,15 @@ class MongoStore:
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[Reads]:
         """Reads that see one snapshot, where the server offers snapshots."""
-        if not self.transactions:
-            yield Reads(self._db, None)
-            return
-        session = self._client.start_session(snapshot=True)
-        try:
-            yield Reads(self._db, session)
-        finally:
-            await session.end_session()
+        async with self._searches:
+            if not self.transactions:
+                yield Reads(self._db, None, self._max_time_ms)
+                return
+            session = self._client.start_session(snapshot=True)
+            try:
+                yield Reads(self._db, session, self._max_time_ms)
+            finally:
+                await session.end_session()
 
     @_unavailable
     async def read(self, resource_type: str, resource_id: str) -> Version | None:

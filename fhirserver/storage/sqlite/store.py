@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fhirserver.errors import Unavailable
+from fhirserver.errors import TooCostly, Unavailable
 from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.search.time import to_micros
 from fhirserver.storage.base import (
@@ -48,6 +49,13 @@ from fhirserver.storage.sqlite.search import compile_count, compile_matches, com
 T = TypeVar("T")
 # Keys looked up per statement by read_many: well inside SQLite's 32,766 variables.
 _KEYS_PER_QUERY = 500
+# SQLite virtual-machine steps between two looks at a search's deadline: ~10 ms of
+# work. Each look takes the GIL, which under load can mean a wait; 100 looks a second
+# cost nothing noticeable.
+PROGRESS_STEPS = 100_000
+# Threads for reads by id, apart from the searches' threads: a read never queues
+# behind slow searches (issue 20).
+LOOKUP_THREADS = 2
 Row = tuple[Any, ...]
 
 
@@ -149,6 +157,31 @@ def _history(
     return [version_of(row) for row in rows], total
 
 
+@contextmanager
+def _time_limit(
+    connection: sqlite3.Connection, seconds: float, steps: int = PROGRESS_STEPS
+) -> Iterator[None]:
+    """Statements on `connection` stop once `seconds` have passed (SQLite calls the
+    progress handler every few thousand steps; a non-zero answer interrupts)."""
+    end = time.monotonic() + seconds
+    connection.set_progress_handler(lambda: time.monotonic() > end, steps)
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "interrupt" not in str(exc):
+            raise
+        raise TooCostly(
+            f"The search took longer than the server's {seconds:g} s limit;"
+            " narrow its criteria or page with a smaller _count"
+        ) from None
+    finally:
+        connection.set_progress_handler(None, 0)
+        if connection.in_transaction:
+            # Stopped inside its read transaction (even in the COMMIT): end it, or the
+            # thread's connection would read that snapshot for good.
+            connection.rollback()
+
+
 def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
     request = PageRequest.of(query)
     compiled = compile_page(query, request.limit, request.after, request.backwards)
@@ -170,13 +203,17 @@ class SqliteStore:
         synchronous: str = "NORMAL",
         readers: int = 4,
         busy_timeout_ms: int = 10_000,
+        search_timeout: float = 30.0,
     ) -> None:
+        """`search_timeout`: seconds a search or history page may take (TooCostly past)."""
         if path == ":memory:" or path.startswith("file::memory:"):
             # Every connection would open its own, empty, database.
             raise ValueError("the SQLite store needs a file, not :memory:")
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
+        self.search_timeout = search_timeout
+        self.progress_steps = PROGRESS_STEPS
         self._reader_count = readers
         self._connections: list[sqlite3.Connection] = []
         self._local = threading.local()
@@ -189,6 +226,7 @@ class SqliteStore:
         self._reader_pool = ThreadPoolExecutor(
             self._reader_count, thread_name_prefix="sqlite-reader"
         )
+        self._lookup_pool = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="sqlite-lookup")
         loop = asyncio.get_running_loop()
         self._writer = await loop.run_in_executor(
             self._writer_pool, lambda: self._connect(WRITER_CACHE_KIB)
@@ -204,6 +242,7 @@ class SqliteStore:
         self._writer_pool.submit(lambda: self._writer.execute("PRAGMA optimize")).result()
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
+        self._lookup_pool.shutdown(wait=True)
         for connection in self._connections:
             connection.close()
         self._connections.clear()
@@ -224,6 +263,20 @@ class SqliteStore:
             self._reader_pool, lambda: job(self._reader())
         )
 
+    async def _on_lookup(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._lookup_pool, lambda: job(self._reader())
+        )
+
+    async def _timed(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """`job` on a search thread, within the search time limit."""
+
+        def run(connection: sqlite3.Connection) -> T:
+            with _time_limit(connection, self.search_timeout, self.progress_steps):
+                return job(connection)
+
+        return await self._on_reader(run)
+
     async def _on_writer(self, job: Callable[[sqlite3.Connection], T]) -> T:
         future = asyncio.get_running_loop().run_in_executor(
             self._writer_pool, lambda: job(self._writer)
@@ -241,22 +294,22 @@ class SqliteStore:
             raise
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
-        row = await self._on_reader(lambda c: _read_current(c, resource_type, resource_id))
+        row = await self._on_lookup(lambda c: _read_current(c, resource_type, resource_id))
         return None if row is None else version_of(row)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
-        return await self._on_reader(lambda c: _vread(c, resource_type, resource_id, version))
+        return await self._on_lookup(lambda c: _vread(c, resource_type, resource_id, version))
 
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
-        return await self._on_reader(lambda c: _history(c, query))
+        return await self._timed(lambda c: _history(c, query))
 
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
         if not keys:
             return {}
-        return await self._on_reader(lambda c: _read_many(c, keys))
+        return await self._on_lookup(lambda c: _read_many(c, keys))
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        return await self._on_reader(lambda c: _search(c, query))
+        return await self._timed(lambda c: _search(c, query))
 
     async def scan(self, after: tuple[str, str] | None, limit: int) -> list[Version]:
         start = after or ("", "")
