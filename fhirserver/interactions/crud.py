@@ -37,9 +37,11 @@ from fhirserver.interactions.preconditions import (
     check_preconditions,
 )
 from fhirserver.interactions.rules import Change, WriteContext
+from fhirserver.interactions.search import holding
 from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
+from fhirserver.search.confirm import needs_confirmation
 from fhirserver.search.extract import index_entries
 from fhirserver.search.params import registry
 from fhirserver.search.parse import parse_criteria
@@ -48,6 +50,8 @@ from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
 
 Params = Sequence[tuple[str, str]]
 EVERYTHING = Access.everything()
+# Candidates a conditional write confirms when index values may have been cut.
+CONFIRM_AT_MOST = 1000
 # A conditional action -> what the writer must be allowed on the resources it matches.
 _MATCHED = {
     "create": Interaction.CREATE,
@@ -331,7 +335,11 @@ async def match_one(
     query = parse_criteria(resource_type, criteria, context.known())
     if not unrestricted(context.access, _MATCHED[action], (resource_type,)):
         query = confine(query, context.access, _MATCHED[action])
-    matches = await unit.match(query, limit=2)
+    if needs_confirmation(query):
+        # Index values are cut: what the store matched is confirmed on each resource.
+        matches = holding(query, await unit.match(query, limit=CONFIRM_AT_MOST))
+    else:
+        matches = await unit.match(query, limit=2)
     if len(matches) > 1:
         raise PreconditionFailed(
             f"Conditional {action}: the criteria match more than one {resource_type}"

@@ -11,11 +11,13 @@ from fhirserver.auth.scopes import Interaction
 from fhirserver.errors import BadRequest, NotFound
 from fhirserver.interactions.guard import only_visible
 from fhirserver.interactions.read_options import ReadOptions
-from fhirserver.resources import meta
+from fhirserver.resources import codec, meta
 from fhirserver.resources.definitions import is_resource_type, resource_types
+from fhirserver.search.confirm import needs_confirmation
+from fhirserver.search.match import matches
 from fhirserver.search.parse import parse_search
 from fhirserver.search.query import SearchQuery
-from fhirserver.storage.base import Reader, SearchResult
+from fhirserver.storage.base import Reader, SearchResult, Version
 
 Params = Sequence[tuple[str, str]]
 
@@ -45,12 +47,27 @@ async def search(
         query = replace(query, summary="count", count=0, total="accurate", includes=())
     access = options.access
     if unrestricted(access, Interaction.SEARCH, query.resource_types):
-        return query, await store.search(query)
+        return query, confirmed(query, await store.search(query))
     # The token's reach becomes part of the query (DESIGN.md "Authorization"); what
     # `_include` / `_revinclude` bring in is checked one by one, as a search would.
     result = await store.search(confine(query, access, Interaction.SEARCH))
     included = only_visible(access, Interaction.SEARCH, result.included)
-    return query, replace(result, included=included)
+    return query, confirmed(query, replace(result, included=included))
+
+
+def confirmed(query: SearchQuery, result: SearchResult) -> SearchResult:
+    """The result without the matches the store let in on cut index values
+    (search/confirm.py). Its total then counts them too, so it is left out, as HAPI
+    leaves out a total it cannot give exactly (search.html#total: "the server MAY
+    omit it")."""
+    if not needs_confirmation(query):
+        return result
+    return replace(result, matches=holding(query, result.matches), total=None)
+
+
+def holding(query: SearchQuery, versions: list[Version]) -> list[Version]:
+    """The versions `query` matches, tested on each resource by the in-memory matcher."""
+    return [v for v in versions if v.body and matches(query, codec.load_object(v.body))]
 
 
 def system_scope(params: Params) -> tuple[tuple[str, ...], list[tuple[str, str]]]:

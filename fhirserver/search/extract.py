@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
@@ -27,6 +28,48 @@ from fhirserver.search.query import (
 )
 from fhirserver.search.time import date_range, to_micros
 
+# Strings, tokens, URIs and reference URLs are indexed by their first INDEX_CUT
+# characters (issue 20): one Patient with a 15 MB family name stored it four times over
+# (150 MiB) and slowed every search of the parameter. 256: HAPI cuts strings at 200 and
+# URIs at 254; the longest token, system, URI and reference in the R4 examples are 106,
+# 81, 80 and 72 characters, so no real code, identifier or canonical URL is cut, only
+# long texts. Searches compare values cut the same way, and what that may let in is
+# confirmed on the resource (search/confirm.py).
+INDEX_CUT = 256
+
+
+def cut(text: str) -> str:
+    return text[:INDEX_CUT]
+
+
+def _cut_or_none(text: str | None) -> str | None:
+    return None if text is None else text[:INDEX_CUT]
+
+
+def cut_entry(entry: IndexEntry) -> IndexEntry:
+    """The entry as it is stored: its text values at most INDEX_CUT characters."""
+    changes: dict[str, Any]
+    if isinstance(entry, StringEntry):
+        changes = {"normalized": cut(entry.normalized), "exact": cut(entry.exact)}
+    elif isinstance(entry, TokenEntry):
+        changes = {"system": _cut_or_none(entry.system), "code": _cut_or_none(entry.code)}
+    elif isinstance(entry, UriEntry):
+        changes = {"value": cut(entry.value)}
+    elif isinstance(entry, ReferenceEntry):
+        changes = {"url": _cut_or_none(entry.url)}
+    elif isinstance(entry, NumberEntry):
+        changes = {
+            "system": _cut_or_none(entry.system),
+            "code": _cut_or_none(entry.code),
+            "unit": _cut_or_none(entry.unit),
+        }
+    else:
+        return entry
+    if all(getattr(entry, name) == value for name, value in changes.items()):
+        return entry
+    return replace(entry, **changes)
+
+
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
@@ -40,9 +83,11 @@ def normalize(text: str) -> str:
 
 
 def index_entries(
-    resource: dict[str, Any], known: Registry | None = None
+    resource: dict[str, Any], known: Registry | None = None, whole: bool = False
 ) -> tuple[IndexEntry, ...]:
-    """`known`: the search parameters to extract (default: the shipped ones)."""
+    """`known`: the search parameters to extract (default: the shipped ones). Text
+    values are cut as the stores keep them (search/cut.py), unless `whole`: the
+    in-memory matcher compares the values whole."""
     known = known or registry()
     resource_type = resource["resourceType"]
     entries: list[IndexEntry] = []
@@ -59,6 +104,8 @@ def index_entries(
                 if family and isinstance(value, str):
                     value = {"family": value}
                 entries.extend(entries_for(param.type, param.code, value))
+    if not whole:
+        entries = [cut_entry(entry) for entry in entries]
     return tuple(dict.fromkeys(entries))
 
 

@@ -219,7 +219,7 @@ class _Matcher:
     def entries(self, resource: Resource) -> tuple[IndexEntry, ...]:
         key = id(resource)
         if key not in self._entries:
-            self._entries[key] = (resource, index_entries(resource))
+            self._entries[key] = (resource, index_entries(resource, whole=True))
         return self._entries[key][1]
 
     def predicate(self, p: Predicate, resource: Resource) -> bool:

@@ -33,7 +33,8 @@ from fhirserver.storage.base import Job, Record, Version
 Document = dict[str, Any]
 
 # Bumped when the layout of the embedded index changes: the app then rebuilds it.
-LAYOUT_VERSION = 1
+# 2: index values cut to INDEX_CUT characters (search/extract.py).
+LAYOUT_VERSION = 2
 
 # Beyond every stored string: the upper bound of a prefix range, and where a resource
 # without the sort parameter goes in an ascending sort.

@@ -109,9 +109,7 @@ class Reads:
         pipeline, names = page_pipeline(
             where, query, request.limit, request.after, request.backwards
         )
-        cursor = await self._db.resources.aggregate(
-            pipeline, session=self._session, **self._limit
-        )
+        cursor = await self._db.resources.aggregate(pipeline, session=self._session, **self._limit)
         documents = await cursor.to_list(None)
         page = request.page(documents, lambda document: [document[name] for name in names])
         total = None

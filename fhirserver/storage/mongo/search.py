@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fhirserver.errors import BadRequest
-from fhirserver.search.extract import normalize
+from fhirserver.search.extract import INDEX_CUT, cut, normalize
 from fhirserver.search.prefixes import (
     Condition,
     End,
@@ -151,20 +151,25 @@ class Compiler:
     def element(self, p: RowPredicate) -> tuple[str, Document]:
         """(index array, the condition one of its elements must meet)."""
         if isinstance(p, StringPredicate):
+            # Values are stored cut (search/extract.py INDEX_CUT), so compared cut.
             if p.mode == "exact":
-                return "str", {"p": p.param, "e": p.value}
-            value = normalize(p.value)
+                return "str", {"p": p.param, "e": cut(p.value)}
+            value = cut(normalize(p.value))
             if p.mode == "contains":
-                return "str", {"p": p.param, "n": {"$regex": re.escape(value)}}
+                # A cut value may hold the text past its cut: a candidate, confirmed later.
+                return "str", {
+                    "p": p.param,
+                    "n": {"$regex": f"{re.escape(value)}|^[\\s\\S]{{{INDEX_CUT}}}$"},
+                }
             return "str", {"p": p.param, "n": {"$gte": value, "$lt": value + STRING_END}}
         if isinstance(p, TokenPredicate):
             token: Document = {"p": p.param}
             if p.code is not None:
-                token["c"] = p.code
+                token["c"] = cut(p.code)
             if p.system == "":
                 token["s"] = None
             elif p.system is not None:
-                token["s"] = p.system
+                token["s"] = cut(p.system)
             return "tok", token
         if isinstance(p, DatePredicate):
             condition = date_condition(p.prefix, to_micros(p.low), to_micros(p.high))
@@ -184,23 +189,24 @@ class Compiler:
         if isinstance(p, ReferencePredicate):
             local: Document = {}
             if p.url is not None:
-                local["u"] = p.url
+                local["u"] = cut(p.url)
             if p.target_id is not None:
                 local["ti"] = p.target_id
             if p.target_type is not None:
                 local["tt"] = p.target_type
             if p.absolute:
                 # The same target written as an absolute URL on this server.
-                return "ref", {"p": p.param, "$or": [local, {"u": {"$in": list(p.absolute)}}]}
+                absolute = [cut(url) for url in p.absolute]
+                return "ref", {"p": p.param, "$or": [local, {"u": {"$in": absolute}}]}
             return "ref", {"p": p.param, **local}
         if isinstance(p, UriPredicate):
             if p.mode == "below":
-                uri: Any = {"$gte": p.value, "$lt": p.value + STRING_END}
+                uri: Any = {"$gte": cut(p.value), "$lt": cut(p.value) + STRING_END}
             elif p.mode == "above":
                 # The stored uri is a prefix of the value: one of its prefixes.
-                uri = {"$in": [p.value[:n] for n in range(1, len(p.value) + 1)]}
+                uri = {"$in": [p.value[:n] for n in range(1, min(len(p.value), INDEX_CUT) + 1)]}
             else:
-                uri = p.value
+                uri = cut(p.value)
             return "uri", {"p": p.param, "v": uri}
         raise TypeError(f"no index element for {p!r}")
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from fhirserver.errors import BadRequest
-from fhirserver.search.extract import normalize
+from fhirserver.search.extract import INDEX_CUT, cut, normalize
 from fhirserver.search.prefixes import Condition, date_condition, number_condition
 from fhirserver.search.query import (
     MAX_MICROS,
@@ -197,15 +197,18 @@ class Compiler:
         if isinstance(p, StringPredicate):
             a = self.alias("s")
             param = f"{a}.param = {self.arg(p.param)}"
+            # Values are stored cut (search/extract.py INDEX_CUT), so compared cut.
             if p.mode == "exact":
-                return "idx_string", a, f"{param} AND {a}.exact = {self.arg(p.value)}"
-            value = normalize(p.value)
+                return "idx_string", a, f"{param} AND {a}.exact = {self.arg(cut(p.value))}"
+            value = cut(normalize(p.value))
             if p.mode == "contains":
                 pattern = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                # A cut value may hold the text past its cut: a candidate, confirmed later.
                 return (
                     "idx_string",
                     a,
-                    f"{param} AND {a}.norm LIKE {self.arg(pattern + '%')} ESCAPE '\\'",
+                    f"{param} AND ({a}.norm LIKE {self.arg(pattern + '%')} ESCAPE '\\'"
+                    f" OR length({a}.norm) = {INDEX_CUT})",
                 )
             return (
                 "idx_string",
@@ -217,11 +220,11 @@ class Compiler:
             a = self.alias("t")
             conditions = [f"{a}.param = {self.arg(p.param)}"]
             if p.code is not None:
-                conditions.append(f"{a}.code = {self.arg(p.code)}")
+                conditions.append(f"{a}.code = {self.arg(cut(p.code))}")
             if p.system == "":
                 conditions.append(f"{a}.system IS NULL")
             elif p.system is not None:
-                conditions.append(f"{a}.system = {self.arg(p.system)}")
+                conditions.append(f"{a}.system = {self.arg(cut(p.system))}")
             return "idx_token", a, " AND ".join(conditions)
         if isinstance(p, DatePredicate):
             a = self.alias("d")
@@ -244,7 +247,7 @@ class Compiler:
             a = self.alias("f")
             local = []
             if p.url is not None:
-                local.append(f"{a}.url = {self.arg(p.url)}")
+                local.append(f"{a}.url = {self.arg(cut(p.url))}")
             if p.target_id is not None:
                 local.append(f"{a}.target_id = {self.arg(p.target_id)}")
             if p.target_type is not None:
@@ -252,7 +255,7 @@ class Compiler:
             target = " AND ".join(local) or "1 = 1"
             if p.absolute:
                 # The same target written as an absolute URL on this server.
-                urls = ", ".join(self.arg(url) for url in p.absolute)
+                urls = ", ".join(self.arg(cut(url)) for url in p.absolute)
                 target = f"(({target}) OR {a}.url IN ({urls}))"
             return "idx_reference", a, f"{a}.param = {self.arg(p.param)} AND {target}"
         if isinstance(p, UriPredicate):
@@ -260,13 +263,13 @@ class Compiler:
             param = f"{a}.param = {self.arg(p.param)}"
             if p.mode == "below":
                 condition = (
-                    f"{a}.value >= {self.arg(p.value)} AND {a}.value < "
-                    f"{self.arg(p.value + _STRING_END)}"
+                    f"{a}.value >= {self.arg(cut(p.value))} AND {a}.value < "
+                    f"{self.arg(cut(p.value) + _STRING_END)}"
                 )
             elif p.mode == "above":
                 condition = f"substr({self.arg(p.value)}, 1, length({a}.value)) = {a}.value"
             else:
-                condition = f"{a}.value = {self.arg(p.value)}"
+                condition = f"{a}.value = {self.arg(cut(p.value))}"
             return "idx_uri", a, f"{param} AND {condition}"
         raise TypeError(f"no index row for {p!r}")
 
