@@ -48,7 +48,7 @@ async def read_on_schedule(base: str, path: str, until: threading.Event) -> list
         assert response.status_code == 200
         latencies.append(time.perf_counter() - due)
 
-    limits = httpx.Limits(max_connections=50)
+    limits = httpx.Limits(max_connections=32)  # below the cap per client (64)
     async with httpx.AsyncClient(base_url=base, timeout=120.0, limits=limits) as http:
         tasks = []
         due = time.perf_counter()
