@@ -164,7 +164,11 @@ async def _display_name(request: Request) -> str:
 
 def _joined(joined: Joined) -> dict[str, Any]:
     if joined.waiting or joined.token is None:
-        return {"status": "waiting", "start": joined.start}
+        waiting: dict[str, Any] = {"status": "waiting", "start": joined.start}
+        waiting["with"] = list(joined.room.with_whom)
+        if joined.room.language is not None:
+            waiting["language"] = joined.room.language
+        return waiting
     answer: dict[str, Any] = {"status": "ready", "url": joined.token.join_url}
     if joined.token.token is not None:
         answer["token"] = joined.token.token

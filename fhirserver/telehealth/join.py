@@ -8,7 +8,7 @@ answer tells a guesser nothing. No HTTP here: rest/telehealth.py rate-limits and
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fhirserver.errors import NotFound
@@ -30,6 +30,7 @@ from fhirserver.telehealth.records import (
     visit_encounter_version,
 )
 from fhirserver.telehealth.virtual_service import is_virtual, patient_reference
+from fhirserver.telehealth.waiting_room import WaitingRoom, waiting_room
 
 # Appointment statuses in which a meeting code admits (inside the time window).
 _JOINABLE = frozenset({"booked", "arrived", "checked-in", "fulfilled"})
@@ -43,6 +44,8 @@ class Joined:
     waiting: bool
     start: str | None = None
     token: ParticipantToken | None = None
+    # While waiting: who the visit is with, and the page's language.
+    room: WaitingRoom = field(default_factory=WaitingRoom)
 
 
 class NotOpen(NotFound):
@@ -97,7 +100,10 @@ async def join_by_code(context: VisitContext, typed_code: str, display: str) -> 
                 )
     if not started or room is None:
         start = appointment.get("start")
-        return Joined(str(appointment["id"]), True, start if isinstance(start, str) else None)
+        shown = await waiting_room(context.store, appointment)
+        return Joined(
+            str(appointment["id"]), True, start if isinstance(start, str) else None, room=shown
+        )
     identity = patient or f"guest-{uuid.uuid4().hex[:12]}"
     token = context.provider.participant_token(
         room, identity, display, "guest", context.settings.token_ttl

@@ -570,7 +570,11 @@ async def walkthrough(http: httpx.AsyncClient, case: Harness, base: str) -> None
     assert "Join your video visit" in page.text
     waiting = await post_join(http, code)
     assert waiting.status_code == 200, waiting.text
-    assert waiting.json() == {"status": "waiting", "start": appointment["start"]}
+    assert waiting.json() == {
+        "status": "waiting",
+        "start": appointment["start"],
+        "with": ["Dr Who"],
+    }
     assert (await read(http, appointment_ref))["status"] == "arrived"
 
     # 5. The practitioner starts the visit.

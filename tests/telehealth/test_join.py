@@ -143,7 +143,7 @@ async def test_the_patient_waits_then_joins_once_the_visit_starts(
     code = meeting_code(booked)
     waiting = await http.post(f"/join/{code}", json={"name": "Pat Doe"})
     assert waiting.status_code == 200, waiting.text
-    assert waiting.json() == {"status": "waiting", "start": booked["start"]}
+    assert waiting.json() == {"status": "waiting", "start": booked["start"], "with": []}
     assert (await read(http, "Appointment", booked["id"]))["status"] == "arrived"
 
     started = await start(http, booked["id"], display="Dr One")
