@@ -4,6 +4,7 @@ the public join page (`/join/{code}`) and the providers' webhooks
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
@@ -110,7 +111,18 @@ def _started_parameters(started: StartedVisit) -> dict[str, Any]:
 
 
 def _page() -> str:
-    return resources.files("fhirserver.rest").joinpath("join.html").read_text()
+    """The page, with the messages of every language it speaks (join_messages/*.json;
+    the page picks the patient's, README "Join by code")."""
+    folder = resources.files("fhirserver.rest").joinpath("join_messages")
+    messages = {
+        item.name.removesuffix(".json"): json.loads(item.read_text(encoding="utf-8"))
+        for item in folder.iterdir()
+        if item.name.endswith(".json")
+    }
+    # Inside a <script> element: no "</" may close it early.
+    inline = json.dumps(messages, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
+    page = resources.files("fhirserver.rest").joinpath("join.html").read_text(encoding="utf-8")
+    return page.replace("{{MESSAGES}}", inline)
 
 
 async def join_page(request: Request) -> Response:
