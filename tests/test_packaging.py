@@ -1,6 +1,6 @@
 """The wheel is self-contained (DESIGN.md "Layout"): a non-editable install finds the
-conformance folders, the R4 schema and the derived terminology tables inside the
-package, not in a source checkout."""
+conformance folders, the R4 schema, the derived terminology tables and the join page's
+message files inside the package, not in a source checkout."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from fhirserver.clock import system_clock
 from fhirserver.interactions.capabilities import capability_statement
 from fhirserver.search.params import registry
 from fhirserver.resources.bindings import check_bindings
+from fhirserver.rest.telehealth import _page
 print(json.dumps({
     "package": fhirserver.__file__,
     "searchparams": str(data_dir("searchparams")),
     "types": len(capability_statement("http://x", system_clock())["rest"][0]["resource"]),
     "identifier": registry().get("Patient", "identifier") is not None,
     "bindings": [i.expression for i in check_bindings("Patient", {"gender": "dragon"})],
+    "join page": "Sala de espera" in _page() and "{{MESSAGES}}" not in _page(),
 }))
 """
 
@@ -74,3 +76,5 @@ def test_installed_wheel_carries_its_data(tmp_path: Path) -> None:
     assert found["identifier"] is True
     # The derived terminology tables ship in the package (resources/derived/).
     assert found["bindings"] == ["Patient.gender"]
+    # The join page with its message files (rest/join.html, rest/join_messages/).
+    assert found["join page"] is True
