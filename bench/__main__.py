@@ -18,8 +18,10 @@ next to a bare walk of the same resources and the other validation layers.
 Profiles (bench.profile_bench): US Core profile checks per resource next to the core
 validation and a floor.
 Validation (bench.validate_bench): the cost per resource of each validation layer.
-BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles or validate runs
-one of them.
+Soak (bench.soak): 200k mixed reads, searches and creates against one server, its RSS
+over time and whether it plateaus; `python -m bench soak --requests N` runs it alone.
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate or soak
+runs one of them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bench import (
     profile_bench,
     search_run,
     servers,
+    soak,
     subscription_bench,
     synthea,
     validate_bench,
@@ -48,9 +51,21 @@ from bench.measure import measure
 from bench.params import Params
 from bench.patient import PATIENT_JSON
 from bench.report import report
+from bench.rss import MemoryUnknown
 from bench.search_bench import SearchError
 from bench.search_cases import FixtureError
 from bench.subscription_bench import SubscriptionBenchError, SubscriptionParams
+
+_BENCH_ERRORS = (
+    servers.ServerStartError,
+    LoadError,
+    synthea.LoadFailed,
+    FixtureError,
+    SearchError,
+    LoadBenchError,
+    SubscriptionBenchError,
+    MemoryUnknown,
+)
 
 
 def _cancel_on_sigterm() -> None:
@@ -112,7 +127,15 @@ async def subscriptions_benchmark(params: Params) -> None:
     )
 
 
+async def soak_benchmark(params: soak.SoakParams) -> None:
+    _cancel_on_sigterm()
+    await soak.run(params)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["soak"]:
+        _run_soak(soak.parse(sys.argv[2:]))
+        return
     params = Params.from_env()
     try:
         if params.runs("rest"):
@@ -131,18 +154,21 @@ def main() -> None:
             profile_bench.run()
         if params.runs("validate"):
             validate_bench.run(params)
-    except (
-        servers.ServerStartError,
-        LoadError,
-        synthea.LoadFailed,
-        FixtureError,
-        SearchError,
-        LoadBenchError,
-        SubscriptionBenchError,
-    ) as error:
+    except _BENCH_ERRORS as error:
         sys.exit(f"bench: {error}")
     except (KeyboardInterrupt, asyncio.CancelledError):
         sys.exit("bench: interrupted; the servers and imports were stopped")
+    if params.runs("soak"):
+        _run_soak(soak.SoakParams(requests=params.soak_requests))
+
+
+def _run_soak(params: soak.SoakParams) -> None:
+    try:
+        asyncio.run(soak_benchmark(params))
+    except _BENCH_ERRORS as error:
+        sys.exit(f"bench: {error}")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("bench: interrupted; the servers were stopped")
 
 
 if __name__ == "__main__":
