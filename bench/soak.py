@@ -2,8 +2,9 @@
 
 `concurrency` clients, each with its own kept-alive httpx connection, share one request
 counter; request n is a create (1 in 10), a search (2 in 10, with a different name or
-birth date each time, so a per-key cache would show) or a read of one of the Patients
-created so far. The server's VmRSS is printed before the load, every `requests / 10`
+birth date each time, so a per-key cache would show), a search naming a ValueSet the
+server does not know (1 in 20, a new 1 KB URL each time) or a read of one of the
+Patients created so far. The server's VmRSS is printed before the load, every `requests / 10`
 requests, at the end and after `idle` seconds without requests, with its VmHWM (the
 kernel's exact peak). The run plateaus when the second half of the load added less than
 `PLATEAU_SHARE` of the RSS it had at half-way (or less than `PLATEAU_FLOOR_KIB`):
@@ -36,6 +37,7 @@ CHECKPOINTS = 10
 PLATEAU_SHARE = 0.10
 PLATEAU_FLOOR_KIB = 16 * 1024
 _SEED_PATIENTS = 100
+_UNKNOWN_VALUE_SET = "http://example.org/fhir/ValueSet/" + "v" * 1000 + "-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,11 @@ async def _send(http: httpx.AsyncClient, number: int, progress: _Progress) -> No
     elif kind in (1, 2):
         response = await http.get(_search(number))
         expected = 200
+    elif kind == 3 and number % 20 == 3:
+        # A ValueSet of the client's choosing, a new one each time: the server cannot
+        # expand it (400) and must not keep anything of it.
+        response = await http.get(f"Observation?code:in={_UNKNOWN_VALUE_SET}{number}")
+        expected = 400
     else:
         response = await http.get(f"Patient/{random.choice(progress.ids)}")
         expected = 200
@@ -137,7 +144,8 @@ def plateaus(points: list[tuple[int, int]]) -> bool:
 
 async def run(params: SoakParams) -> None:
     print(
-        f"soak: {params.requests} mixed requests (1/10 creates, 2/10 searches, 7/10 reads) "
+        f"soak: {params.requests} mixed requests (1/10 creates, 2/10 searches, "
+        "1/20 searches on an unknown ValueSet, the rest reads) "
         f"from {params.concurrency} clients, then {params.idle:.0f} s idle",
         flush=True,
     )
