@@ -88,7 +88,12 @@ def open_store(settings: Settings) -> Store:
                 "a mongodb:// store needs PyMongo: pip install 'fhirserver[mongo]'"
             ) from None
         return MongoStore(settings.store)
-    return SqliteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+    return SqliteStore(
+        settings.sqlite_path,
+        synchronous=settings.sqlite_synchronous,
+        writer_cache_kib=settings.sqlite_cache_kib,
+        reader_cache_kib=settings.sqlite_reader_cache_kib,
+    )
 
 
 def fhir_base_url(settings: Settings) -> str:

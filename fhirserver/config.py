@@ -46,6 +46,10 @@ class Settings:
     max_included: int = 1000
     # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
     sqlite_synchronous: str = "NORMAL"
+    # SQLite page cache, in KiB: the writer's (large: index inserts touch many B-tree
+    # pages), and each reader thread's (one connection per thread).
+    sqlite_cache_kib: int = 16384
+    sqlite_reader_cache_kib: int = 2048
     log_level: str = "warning"
     # Telehealth: minutes after a virtual Appointment's start with nobody joined before
     # it becomes a no-show.
@@ -158,6 +162,9 @@ class Settings:
             raise ValueError("ws_binding_token_seconds must be positive")
         if self.job_lease_seconds < 1:
             raise ValueError("job_lease_seconds must be positive")
+        for name in ("sqlite_cache_kib", "sqlite_reader_cache_kib"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
 
