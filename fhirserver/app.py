@@ -142,7 +142,7 @@ def create_app(
     }
     # Profiles (README "Validation and profiles"): compiled once per stored version, for
     # $validate, and on every write when FHIRSERVER_VALIDATE_PROFILES is on.
-    profiles = ProfileSource()
+    profiles = ProfileSource(size=settings.profile_cache_size)
     if settings.validate_profiles:
         rules = profile_rules(rules, profiles)
     # Search parameters: the shipped ones, joined at start by those stored (ig load).

@@ -136,6 +136,9 @@ class Settings:
     # a resource claims in meta.profile that the server holds (422 when it does not
     # conform). Off: meta.profile is only checked by $validate.
     validate_profiles: bool = False
+    # Validation: how many compiled profiles are kept, the most recently used (one per
+    # canonical asked for and stored version).
+    profile_cache_size: int = 100
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
@@ -162,7 +165,7 @@ class Settings:
             raise ValueError("ws_binding_token_seconds must be positive")
         if self.job_lease_seconds < 1:
             raise ValueError("job_lease_seconds must be positive")
-        for name in ("sqlite_cache_kib", "sqlite_reader_cache_kib"):
+        for name in ("sqlite_cache_kib", "sqlite_reader_cache_kib", "profile_cache_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
