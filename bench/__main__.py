@@ -20,8 +20,10 @@ validation and a floor.
 Validation (bench.validate_bench): the cost per resource of each validation layer.
 Isolation (bench.isolation): a reader's latency while another client posts large
 resources, next to the same reads alone.
-BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate or
-isolation runs one of them.
+Soak (bench.soak): 200k mixed reads, searches and creates against one server, its RSS
+over time and whether it plateaus; `python -m bench soak --requests N` runs it alone.
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate,
+isolation or soak runs one of them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from bench import (
     profile_bench,
     search_run,
     servers,
+    soak,
     subscription_bench,
     synthea,
     validate_bench,
@@ -51,9 +54,21 @@ from bench.measure import measure
 from bench.params import Params
 from bench.patient import PATIENT_JSON
 from bench.report import report
+from bench.rss import MemoryUnknown
 from bench.search_bench import SearchError
 from bench.search_cases import FixtureError
 from bench.subscription_bench import SubscriptionBenchError, SubscriptionParams
+
+_BENCH_ERRORS = (
+    servers.ServerStartError,
+    LoadError,
+    synthea.LoadFailed,
+    FixtureError,
+    SearchError,
+    LoadBenchError,
+    SubscriptionBenchError,
+    MemoryUnknown,
+)
 
 
 def _cancel_on_sigterm() -> None:
@@ -115,7 +130,15 @@ async def subscriptions_benchmark(params: Params) -> None:
     )
 
 
+async def soak_benchmark(params: soak.SoakParams) -> None:
+    _cancel_on_sigterm()
+    await soak.run(params)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["soak"]:
+        _run_soak(soak.parse(sys.argv[2:]))
+        return
     params = Params.from_env()
     try:
         if params.runs("rest"):
@@ -136,18 +159,21 @@ def main() -> None:
             validate_bench.run(params)
         if params.runs("isolation"):
             asyncio.run(isolation.run())
-    except (
-        servers.ServerStartError,
-        LoadError,
-        synthea.LoadFailed,
-        FixtureError,
-        SearchError,
-        LoadBenchError,
-        SubscriptionBenchError,
-    ) as error:
+    except _BENCH_ERRORS as error:
         sys.exit(f"bench: {error}")
     except (KeyboardInterrupt, asyncio.CancelledError):
         sys.exit("bench: interrupted; the servers and imports were stopped")
+    if params.runs("soak"):
+        _run_soak(soak.SoakParams(requests=params.soak_requests))
+
+
+def _run_soak(params: soak.SoakParams) -> None:
+    try:
+        asyncio.run(soak_benchmark(params))
+    except _BENCH_ERRORS as error:
+        sys.exit(f"bench: {error}")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("bench: interrupted; the servers were stopped")
 
 
 if __name__ == "__main__":

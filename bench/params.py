@@ -1,7 +1,7 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
-BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate or
-isolation runs only that benchmark (all run by default)."""
+BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate,
+isolation or soak runs only that benchmark (all run by default)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ PARTS = (
     "profiles",
     "validate",
     "isolation",
+    "soak",
 )
 
 
@@ -44,6 +45,8 @@ class Params:
     subs_count: int = 100
     # Validation cost per layer: resources of this many Synthea Bundles.
     validate_files: int = 20
+    # Soak: mixed requests against one server while its RSS is traced.
+    soak_requests: int = 200_000
     only: str | None = None
 
     @classmethod
@@ -61,6 +64,7 @@ class Params:
             subs_writes=_count("BENCH_SUBS_WRITES", defaults.subs_writes),
             subs_count=_count("BENCH_SUBS_COUNT", defaults.subs_count),
             validate_files=_count("BENCH_VALIDATE_FILES", defaults.validate_files),
+            soak_requests=_count("BENCH_SOAK_REQUESTS", defaults.soak_requests),
             only=_only(),
         )
 

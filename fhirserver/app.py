@@ -95,6 +95,8 @@ def open_store(settings: Settings) -> Store:
         settings.sqlite_path,
         synchronous=settings.sqlite_synchronous,
         search_timeout=settings.search_timeout_seconds,
+        writer_cache_kib=settings.sqlite_cache_kib,
+        reader_cache_kib=settings.sqlite_reader_cache_kib,
     )
 
 
@@ -144,7 +146,7 @@ def create_app(
     }
     # Profiles (README "Validation and profiles"): compiled once per stored version, for
     # $validate, and on every write when FHIRSERVER_VALIDATE_PROFILES is on.
-    profiles = ProfileSource()
+    profiles = ProfileSource(size=settings.profile_cache_size)
     if settings.validate_profiles:
         rules = profile_rules(rules, profiles)
     # Search parameters: the shipped ones, joined at start by those stored (ig load).

@@ -54,6 +54,10 @@ class Settings:
     cpu_workers: int = 0
     # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
     sqlite_synchronous: str = "NORMAL"
+    # SQLite page cache, in KiB: the writer's (large: index inserts touch many B-tree
+    # pages), and each reader thread's (one connection per thread).
+    sqlite_cache_kib: int = 16384
+    sqlite_reader_cache_kib: int = 2048
     log_level: str = "warning"
     # Telehealth: minutes after a virtual Appointment's start with nobody joined before
     # it becomes a no-show.
@@ -154,6 +158,9 @@ class Settings:
     # a resource claims in meta.profile that the server holds (422 when it does not
     # conform). Off: meta.profile is only checked by $validate.
     validate_profiles: bool = False
+    # Validation: how many compiled profiles are kept, the most recently used (one per
+    # canonical asked for and stored version).
+    profile_cache_size: int = 100
 
     def __post_init__(self) -> None:
         base = self.base_path.strip()
@@ -182,6 +189,9 @@ class Settings:
             raise ValueError("job_lease_seconds must be positive")
         # A typo would otherwise trust nothing (or the wrong peer) without a word.
         self.proxy_networks  # noqa: B018
+        for name in ("sqlite_cache_kib", "sqlite_reader_cache_kib", "profile_cache_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"invalid sqlite_synchronous {self.sqlite_synchronous!r}")
 

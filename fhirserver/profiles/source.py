@@ -9,6 +9,7 @@ module-level registry). ValueSets a profile binds to are read when it is compile
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -24,6 +25,8 @@ from fhirserver.storage.base import Reader, Version
 
 # A profile's compiled form: (url, where it came from and which version).
 _Key = tuple[str, str]
+# The default of Settings.profile_cache_size (FHIRSERVER_PROFILE_CACHE_SIZE).
+PROFILE_CACHE_SIZE = 100
 
 
 @cache
@@ -56,9 +59,15 @@ async def find_canonical(reader: Reader, resource_type: str, canonical: str) -> 
 
 
 class ProfileSource:
-    def __init__(self, shipped: Mapping[str, JSONObject] | None = None) -> None:
+    def __init__(
+        self, shipped: Mapping[str, JSONObject] | None = None, size: int = PROFILE_CACHE_SIZE
+    ) -> None:
         self._shipped = shipped_definitions() if shipped is None else shipped
-        self._compiled: dict[_Key, Profile] = {}
+        # Least recently used first: the canonical (with any |version) comes from the
+        # client, and so does each stored version, so keeping every one compiled let
+        # clients grow the server's memory without bound (issue 20 point 8).
+        self._compiled: OrderedDict[_Key, Profile] = OrderedDict()
+        self._size = size
 
     async def find(self, reader: Reader, canonical: str) -> Profile | None:
         """The profile at `canonical`; None when neither the store nor extensions/ has
@@ -79,6 +88,10 @@ class ProfileSource:
             assert definition is not None
             profile = compile_profile(definition, await _code_sets(reader, definition))
             self._compiled[key] = profile
+            while len(self._compiled) > self._size:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
         return profile
 
 

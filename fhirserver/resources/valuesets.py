@@ -31,15 +31,20 @@ class Expansion:
         return (system, code) in self.codings
 
 
-@cache
 def expand(url: str) -> Expansion | None:
     """The codes of a ValueSet canonical (any |version ignored); None if not expandable."""
     canonical = url.split("|", 1)[0]
-    by_system: Mapping[str, list[str]] | None = load("valuesets.json.gz")["expansions"].get(
-        canonical
-    )
-    if by_system is None:
+    if canonical not in load("valuesets.json.gz")["expansions"]:
         return None
+    return _expansion(canonical)
+
+
+# Cached by shipped canonical only, so its size is bounded by the definitions: `url`
+# comes from clients too (`code:in=...`), and caching every URL asked for let one
+# client grow the server's memory without bound (issue 20 point 8).
+@cache
+def _expansion(canonical: str) -> Expansion:
+    by_system: Mapping[str, list[str]] = load("valuesets.json.gz")["expansions"][canonical]
     codings = frozenset((system, code) for system, codes in by_system.items() for code in codes)
     return Expansion(canonical, codings, frozenset(code for _, code in codings))
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fhirserver.config import Settings
 from fhirserver.interactions import crud
 from fhirserver.interactions.ig_load import load_package
 from fhirserver.interactions.rules import WriteContext
@@ -120,3 +121,21 @@ async def test_required_bindings_to_shipped_core_value_sets(store: Store) -> Non
         profile, {"resourceType": "Patient", "maritalStatus": {"coding": [odd]}}
     )
     assert issue.expression == "Patient.maritalStatus"
+
+
+async def test_compiled_profiles_are_bounded(store: Store) -> None:
+    """Issue 20 point 8: a client names the canonical (meta.profile, $validate), so each
+    `|version` asked for was compiled and kept for good; the cache keeps the most recently
+    used up to its size (FHIRSERVER_PROFILE_CACHE_SIZE)."""
+    source = ProfileSource(shipped={PROFILE: _bound_profile()})
+    for number in range(3 * Settings().profile_cache_size):
+        assert await source.find(store, f"{PROFILE}|{number}") is not None
+    assert len(source._compiled) == Settings().profile_cache_size
+    small = ProfileSource(shipped={PROFILE: _bound_profile()}, size=2)
+    first = await small.find(store, f"{PROFILE}|a")
+    await small.find(store, f"{PROFILE}|b")
+    assert await small.find(store, f"{PROFILE}|a") is first  # used most recently: kept
+    await small.find(store, f"{PROFILE}|c")
+    assert list(small._compiled) == [(f"{PROFILE}|a", "shipped"), (f"{PROFILE}|c", "shipped")]
+    with pytest.raises(ValueError, match="profile_cache_size"):
+        Settings(profile_cache_size=0)

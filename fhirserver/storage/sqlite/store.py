@@ -204,6 +204,8 @@ class SqliteStore:
         readers: int = 4,
         busy_timeout_ms: int = 10_000,
         search_timeout: float = 30.0,
+        writer_cache_kib: int = WRITER_CACHE_KIB,
+        reader_cache_kib: int = READER_CACHE_KIB,
     ) -> None:
         """`search_timeout`: seconds a search or history page may take (TooCostly past)."""
         if path == ":memory:" or path.startswith("file::memory:"):
@@ -214,6 +216,7 @@ class SqliteStore:
         self.busy_timeout_ms = busy_timeout_ms
         self.search_timeout = search_timeout
         self.progress_steps = PROGRESS_STEPS
+        self._writer_cache_kib, self._reader_cache_kib = writer_cache_kib, reader_cache_kib
         self._reader_count = readers
         self._connections: list[sqlite3.Connection] = []
         self._local = threading.local()
@@ -229,7 +232,7 @@ class SqliteStore:
         self._lookup_pool = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="sqlite-lookup")
         loop = asyncio.get_running_loop()
         self._writer = await loop.run_in_executor(
-            self._writer_pool, lambda: self._connect(WRITER_CACHE_KIB)
+            self._writer_pool, lambda: self._connect(self._writer_cache_kib)
         )
         # Set when an upgraded file's index must be rebuilt (the app runs a reindex).
         self.index_outdated = await self._on_writer(create_schema)
@@ -247,7 +250,7 @@ class SqliteStore:
             connection.close()
         self._connections.clear()
 
-    def _connect(self, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int) -> sqlite3.Connection:
         connection = connect(self.path, self.synchronous, self.busy_timeout_ms, cache_kib)
         self._connections.append(connection)
         return connection
@@ -255,7 +258,7 @@ class SqliteStore:
     def _reader(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._local.connection = self._connect()
+            connection = self._local.connection = self._connect(self._reader_cache_kib)
         return connection
 
     async def _on_reader(self, job: Callable[[sqlite3.Connection], T]) -> T:
