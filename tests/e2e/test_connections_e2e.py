@@ -48,6 +48,15 @@ def read_all(sock: socket.socket) -> bytes:
     return received
 
 
+def part_of_a_post(length: int, start: bytes) -> bytes:
+    """The head of a POST announcing `length` bytes of body, and its first bytes."""
+    head = (
+        "POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    )
+    return head.encode() + start
+
+
 def get(path: str) -> bytes:
     return f"GET /fhir{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
 
@@ -77,11 +86,7 @@ def test_half_sent_headers_are_cut_off(server: Server) -> None:
 
 def test_a_stalled_body_is_answered_408(server: Server) -> None:
     sock = connect(server)
-    head = (
-        "POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
-        "Content-Length: 1000\r\n\r\n"
-    )
-    sock.sendall(head.encode() + b'{"resourceType"')
+    sock.sendall(part_of_a_post(1000, b'{"resourceType"'))
     started = time.monotonic()
     answer = read_all(sock)
     assert time.monotonic() - started < 5
@@ -118,11 +123,7 @@ def test_connections_past_the_cap_are_refused_per_address(server: Server) -> Non
 
 def test_a_client_gone_mid_upload_is_one_log_line(server: Server) -> None:
     sock = connect(server)
-    head = (
-        "POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
-        "Content-Length: 100000\r\n\r\n"
-    )
-    sock.sendall(head.encode() + b'{"resourceType": "Patient", ')
+    sock.sendall(part_of_a_post(100_000, b'{"resourceType": "Patient", '))
     time.sleep(0.3)
     sock.close()
     time.sleep(1.0)
