@@ -32,7 +32,7 @@ from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
-from fhirserver.connections import ConnectionGuard, guarded_protocol
+from fhirserver.connections import ConnectionGuard, GuardedWebSocket, guarded_protocol
 from fhirserver.cpu import tune_for_serving
 from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
 from fhirserver.interactions.ig_load import load_package, stored_registry
@@ -394,6 +394,8 @@ def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         ws_max_size=MAX_MESSAGE_BYTES,
         proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        ws=GuardedWebSocket,
         # Header deadline and connections per client (fhirserver/connections.py).
         http=guarded_protocol(
             ConnectionGuard(

@@ -113,6 +113,10 @@ class Settings:
     # the Microsoft FHIR server keeps it.
     search_timeout_seconds: int = 30
     header_timeout_seconds: int = 10
+    # Seconds an idle connection is kept for its next request. 30 s, Jetty's idle
+    # timeout under HAPI: well past HTTP clients' pool expiry (httpx 5 s, uvicorn's
+    # own default), so a client never sends on a connection the server is closing.
+    keep_alive_seconds: int = 30
     body_timeout_seconds: int = 30
     max_connections_per_client: int = 64
     # Run the store's jobs (room provisioning, no-show checks) in this process.

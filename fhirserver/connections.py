@@ -5,25 +5,30 @@ traceback) for a client that goes away mid-request.
 uvicorn times out only idle keep-alive connections, and only once a first response has
 been sent: a client that sends half its headers and stalls holds its connection, and
 its slot in the server, for ever. `guarded_protocol` is uvicorn's h11 protocol with a
-header deadline (from the connection's start, and again from each response's end, to
-the next request's complete headers, as nginx's `client_header_timeout`) and the cap
-(nginx's `limit_conn`). The body's deadline is an ASGI middleware (`BodyDeadline`), as
-the app is what reads the body. Peers in FHIRSERVER_TRUSTED_PROXIES are not capped:
-every client behind them shares their address.
+header deadline (from the connection's start, and on a kept-alive connection from the
+next request's first byte, to its complete headers: nginx's `client_header_timeout`;
+idle time between requests is the keep-alive's, nginx's `keepalive_timeout`) and the
+cap (nginx's `limit_conn`). A connection upgraded to a websocket keeps its place until
+the websocket closes (`GuardedWebSocket`). The body's deadline is an ASGI middleware
+(`BodyDeadline`), as the app is what reads the body. Peers in
+FHIRSERVER_TRUSTED_PROXIES are not capped: every client behind them shares their
+address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from fhirserver.errors import FHIRError
 
@@ -59,11 +64,30 @@ class ConnectionGuard:
             return True
         return not any(address in network for network in self.exempt)
 
+    def release(self, host: str) -> None:
+        """A counted connection from `host` closed."""
+        self.open[host] -= 1
+        if self.open[host] <= 0:
+            del self.open[host]
+
 
 class RequestTimeout(FHIRError):
     """The body did not arrive in time (R4 has no code of its own: `timeout`)."""
 
     status, code = 408, "timeout"
+
+
+class GuardedWebSocket(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol (pass as uvicorn.Config's `ws`), giving back the
+    place its connection held under the guard when the websocket closes."""
+
+    release: Callable[[], None] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.release is not None:
+            self.release()
+            self.release = None
+        super().connection_lost(exc)
 
 
 def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
@@ -73,6 +97,8 @@ def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
         _deadline: asyncio.TimerHandle | None = None
         _host: str | None = None
         _refused = False
+        # No request is under way: its first byte starts the header deadline.
+        _between_requests = True
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -95,27 +121,47 @@ def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_deadline()
             if self._host is not None:
-                guard.open[self._host] -= 1
-                if guard.open[self._host] <= 0:
-                    del guard.open[self._host]
+                guard.release(self._host)
                 self._host = None
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if not self._refused:
-                super().data_received(data)
+            if self._refused:
+                return
+            if self._between_requests and self._deadline is None:
+                self._start_deadline()
+            super().data_received(data)
 
         def handle_events(self) -> None:
             scope = self.scope
             super().handle_events()
             if self.scope is not scope:
-                # A request's headers are complete (or the connection became a websocket).
+                # A request's headers are complete.
+                self._between_requests = False
                 self._stop_deadline()
 
+        def handle_websocket_upgrade(self, event: Any) -> None:
+            # From here the transport is the websocket's: this protocol never hears of
+            # the connection again, so its place passes to the websocket.
+            self._stop_deadline()
+            host, self._host = self._host, None
+            super().handle_websocket_upgrade(event)
+            websocket = self.transport.get_protocol()
+            if host is not None:
+                if isinstance(websocket, GuardedWebSocket):
+                    websocket.release = functools.partial(guard.release, host)
+                else:  # nothing would give the place back
+                    guard.release(host)
+
         def on_response_complete(self) -> None:
+            self._between_requests = True
             super().on_response_complete()
-            if not self.transport.is_closing() and (
-                self.cycle is None or self.cycle.response_complete
+            # Idle until the next request: uvicorn's keep-alive timer, unless part of a
+            # pipelined request is already here.
+            if (
+                self._between_requests
+                and not self.transport.is_closing()
+                and self.conn.trailing_data[0]
             ):
                 self._start_deadline()
 
@@ -130,8 +176,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
 
         def _headers_late(self) -> None:
             self._deadline = None
-            idle = self.cycle is None or self.cycle.response_complete
-            if idle and not self.transport.is_closing():
+            if self._between_requests and not self.transport.is_closing():
                 host = self.client[0] if self.client else "?"
                 logger.info(
                     "%s: no complete request headers in %g s; closed", host, guard.header_seconds

@@ -6,10 +6,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
-from fhirserver.app import fhir_base_url, open_store
-from fhirserver.cli import listen, main
+from fhirserver.app import create_app, fhir_base_url, open_store
+from fhirserver.cli import listen, main, server_config
 from fhirserver.config import Settings
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.sqlite import SqliteStore
@@ -146,3 +147,11 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
 def test_a_join_rate_of_zero_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="join_rate_per_minute"):
         Settings.from_env({"FHIRSERVER_JOIN_RATE_PER_MINUTE": "0"})
+
+
+def test_idle_connections_outlive_http_clients_pool_expiry(tmp_path: Path) -> None:
+    """A server that closes an idle connection as a client reuses it fails that
+    request (httpx.ReadError): the keep-alive must outlast clients' pool expiry."""
+    settings = Settings(store=str(tmp_path / "fhir.sqlite"))
+    config = server_config(create_app(settings), settings)
+    assert config.timeout_keep_alive > httpx.Limits().keepalive_expiry

@@ -48,6 +48,26 @@ def read_all(sock: socket.socket) -> bytes:
     return received
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole answer on a keep-alive connection (head and Content-Length body)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed by the server after {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed by the server mid-answer"
+        body += chunk
+    return head
+
+
 def part_of_a_post(length: int, start: bytes) -> bytes:
     """The head of a POST announcing `length` bytes of body, and its first bytes."""
     head = (
@@ -132,3 +152,47 @@ def test_a_client_gone_mid_upload_is_one_log_line(server: Server) -> None:
     gone = [line for line in log.splitlines() if "disconnected" in line]
     assert len(gone) == 1, log
     assert "127.0.0.1" in gone[0] and "POST /fhir/Patient" in gone[0]
+
+
+def test_an_idle_keep_alive_connection_waits_for_its_next_request(server: Server) -> None:
+    """The header deadline runs from a request's first byte, not from the last answer:
+    idle time is the keep-alive's (longer than HTTP clients' pool expiry, 5 s for httpx,
+    so a pooled connection is never closed under a request being sent on it)."""
+    sock = connect(server)
+    for _ in range(2):
+        sock.sendall(b"GET /fhir/Patient/absent HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 404")
+        time.sleep(2.5)  # past the header deadline (1 s)
+    sock.sendall(get("/Patient/absent"))
+    assert read_all(sock).startswith(b"HTTP/1.1 404")
+
+
+def upgrade(sock: socket.socket) -> bytes:
+    """Ask for the subscription websocket; the first bytes of the answer."""
+    sock.sendall(
+        b"GET /fhir/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    return sock.recv(65536)
+
+
+def test_websockets_count_while_open_and_free_their_place_when_closed(server: Server) -> None:
+    held = [connect(server) for _ in range(4)]
+    for sock in held:
+        assert upgrade(sock).startswith(b"HTTP/1.1 101")
+    extra = connect(server)
+    extra.sendall(get("/metadata"))
+    assert read_all(extra).startswith(b"HTTP/1.1 503")
+    for sock in held:
+        sock.close()
+    time.sleep(0.3)
+    # Closed websockets hold no place: a client may open and close many over time.
+    for _ in range(6):
+        sock = connect(server)
+        assert upgrade(sock).startswith(b"HTTP/1.1 101")
+        sock.close()
+    time.sleep(0.3)
+    again = connect(server)
+    again.sendall(get("/metadata"))
+    assert read_all(again).startswith(b"HTTP/1.1 200")
