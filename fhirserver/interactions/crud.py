@@ -25,6 +25,7 @@ from fhirserver.errors import (
     Gone,
     NotFound,
     PreconditionFailed,
+    TooCostly,
     Unprocessable,
 )
 from fhirserver.interactions.checked import CheckedResource, portable
@@ -42,10 +43,10 @@ from fhirserver.resources import codec, meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.validate import validate
 from fhirserver.search.confirm import needs_confirmation
-from fhirserver.search.extract import index_entries
+from fhirserver.search.extract import INDEX_CUT, index_entries
 from fhirserver.search.params import registry
 from fhirserver.search.parse import parse_criteria
-from fhirserver.search.query import IndexEntry
+from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
 
 Params = Sequence[tuple[str, str]]
@@ -335,16 +336,33 @@ async def match_one(
     query = parse_criteria(resource_type, criteria, context.known())
     if not unrestricted(context.access, _MATCHED[action], (resource_type,)):
         query = confine(query, context.access, _MATCHED[action])
-    if needs_confirmation(query):
-        # Index values are cut: what the store matched is confirmed on each resource.
-        matches = holding(query, await unit.match(query, limit=CONFIRM_AT_MOST))
-    else:
-        matches = await unit.match(query, limit=2)
+    matches = await stored_matches(unit, context, query, limit=2)
     if len(matches) > 1:
         raise PreconditionFailed(
             f"Conditional {action}: the criteria match more than one {resource_type}"
         )
     return matches[0] if matches else None
+
+
+async def stored_matches(
+    unit: UnitOfWork, context: WriteContext, query: SearchQuery, limit: int
+) -> list[Version]:
+    """Up to `limit` stored resources `query` matches. Where index values may have been
+    cut (search/confirm.py) the store's candidates are confirmed on each resource, off
+    the event loop when their bodies are large; when more candidates share the cut
+    prefix than can be confirmed, the answer would be a guess, so it is refused."""
+    if not needs_confirmation(query):
+        return await unit.match(query, limit=limit)
+    candidates = await unit.match(query, limit=CONFIRM_AT_MOST)
+    known = portable(context.known() or registry())
+    cost = sum(len(version.body or b"") for version in candidates)
+    held = await context.work(holding, query, candidates, known, cost=cost)
+    if len(candidates) == CONFIRM_AT_MOST and len(held) < limit:
+        raise TooCostly(
+            f"More than {CONFIRM_AT_MOST} resources share the first {INDEX_CUT} characters"
+            " of the criteria's values; they cannot all be compared whole"
+        )
+    return held[:limit]
 
 
 async def _write(

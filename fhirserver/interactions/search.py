@@ -8,18 +8,25 @@ from dataclasses import replace
 from fhirserver.auth.compartment import membership
 from fhirserver.auth.confine import confine, unrestricted
 from fhirserver.auth.scopes import Interaction
-from fhirserver.errors import BadRequest, NotFound
+from fhirserver.errors import BadRequest, NotFound, TooCostly
 from fhirserver.interactions.guard import only_visible
 from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.resources import codec, meta
 from fhirserver.resources.definitions import is_resource_type, resource_types
 from fhirserver.search.confirm import needs_confirmation
+from fhirserver.search.extract import INDEX_CUT
 from fhirserver.search.match import matches
+from fhirserver.search.params import Registry
 from fhirserver.search.parse import parse_search
 from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import Reader, SearchResult, Version
 
 Params = Sequence[tuple[str, str]]
+
+# Candidates a total is counted over when index values may have been cut, and how many
+# are confirmed at a time.
+COUNT_AT_MOST = 10_000
+COUNT_PAGE = 1000
 
 
 async def search(
@@ -47,27 +54,62 @@ async def search(
         query = replace(query, summary="count", count=0, total="accurate", includes=())
     access = options.access
     if unrestricted(access, Interaction.SEARCH, query.resource_types):
-        return query, confirmed(query, await store.search(query))
+        return query, await confirmed(store, query, await store.search(query), options.known)
     # The token's reach becomes part of the query (DESIGN.md "Authorization"); what
     # `_include` / `_revinclude` bring in is checked one by one, as a search would.
-    result = await store.search(confine(query, access, Interaction.SEARCH))
+    confined = confine(query, access, Interaction.SEARCH)
+    result = await store.search(confined)
     included = only_visible(access, Interaction.SEARCH, result.included)
-    return query, confirmed(query, replace(result, included=included))
+    return query, await confirmed(
+        store, confined, replace(result, included=included), options.known
+    )
 
 
-def confirmed(query: SearchQuery, result: SearchResult) -> SearchResult:
+async def confirmed(
+    store: Reader, query: SearchQuery, result: SearchResult, known: Registry | None
+) -> SearchResult:
     """The result without the matches the store let in on cut index values
-    (search/confirm.py). Its total then counts them too, so it is left out, as HAPI
-    leaves out a total it cannot give exactly (search.html#total: "the server MAY
-    omit it")."""
+    (search/confirm.py). The store's total counts them too: when a total was asked for,
+    it is counted again over confirmed candidates (`confirmed_total`)."""
     if not needs_confirmation(query):
         return result
-    return replace(result, matches=holding(query, result.matches), total=None)
+    total = None
+    if query.total == "accurate":
+        total = await confirmed_total(store, query, known)
+        if total is None and query.summary == "count":
+            raise TooCostly(
+                f"More than {COUNT_AT_MOST} resources share the first {INDEX_CUT}"
+                " characters of the criteria's values; they cannot all be compared whole"
+            )
+    return replace(result, matches=holding(query, result.matches, known), total=total)
 
 
-def holding(query: SearchQuery, versions: list[Version]) -> list[Version]:
-    """The versions `query` matches, tested on each resource by the in-memory matcher."""
-    return [v for v in versions if v.body and matches(query, codec.load_object(v.body))]
+async def confirmed_total(store: Reader, query: SearchQuery, known: Registry | None) -> int | None:
+    """How many resources match `query`, each of the store's candidates confirmed, a
+    page at a time; None past COUNT_AT_MOST candidates, where a total is left out, as
+    HAPI leaves out one it cannot give exactly (search.html#total: "the server MAY
+    omit it")."""
+    pages = replace(
+        query, count=COUNT_PAGE, total="none", summary=None, elements=(), includes=(), sort=()
+    )
+    candidates = total = 0
+    while True:
+        page = await store.search(pages)
+        candidates += len(page.matches)
+        total += len(holding(query, page.matches, known))
+        if page.next_cursor is None:
+            return total
+        if candidates >= COUNT_AT_MOST:
+            return None
+        pages = replace(pages, cursor=page.next_cursor)
+
+
+def holding(query: SearchQuery, versions: list[Version], known: Registry | None) -> list[Version]:
+    """The versions `query` matches, tested on each resource by the in-memory matcher
+    with the search parameters `query` was parsed with (`known`; None: the shipped)."""
+    return [
+        v for v in versions if v.body and matches(query, codec.load_object(v.body), known=known)
+    ]
 
 
 def system_scope(params: Params) -> tuple[tuple[str, ...], list[tuple[str, str]]]:

@@ -26,6 +26,7 @@ from fhirserver.resources import meta
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import is_placeholder, references, rewrite_references
 from fhirserver.search.match import matches
+from fhirserver.search.params import Registry
 from fhirserver.search.parse import parse_criteria
 from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import UnitOfWork, Version
@@ -65,7 +66,7 @@ async def _resolve(
                 )
             entry.existing = found[0] if found else None
             if entry.existing is None:
-                entry.same_as = _created_earlier(entry, entries)
+                entry.same_as = _created_earlier(entry, entries, context.known())
         entry.resource_id = (
             entry.existing.id
             if entry.existing
@@ -101,17 +102,17 @@ async def _stored_matches(
     }
     if not unrestricted(context.access, Interaction.SEARCH, query.resource_types):
         query = confine(query, context.access, Interaction.SEARCH)
-    found = await unit.match(query, limit=2 + len(deleted))
+    found = await crud.stored_matches(unit, context, query, limit=2 + len(deleted))
     return [v for v in found if (v.resource_type, v.id) not in deleted][:2]
 
 
-def _created_earlier(entry: Entry, entries: list[Entry]) -> Entry | None:
+def _created_earlier(entry: Entry, entries: list[Entry], known: Registry | None) -> Entry | None:
     """An earlier create in this Bundle that the entry's ifNoneExist matches, so that
     two conditional creates of one thing make one resource."""
     assert entry.if_none_exist is not None
-    query = parse_criteria(entry.resource_type, entry.if_none_exist)
+    query = parse_criteria(entry.resource_type, entry.if_none_exist, known)
     for other in _creates(entries, before=entry):
-        if other.resource_type == entry.resource_type and _matches(query, other):
+        if other.resource_type == entry.resource_type and _matches(query, other, known):
             return other
     return None
 
@@ -125,10 +126,10 @@ def _creates(entries: Iterable[Entry], before: Entry | None = None) -> Iterator[
             yield other
 
 
-def _matches(query: SearchQuery, entry: Entry) -> bool:
+def _matches(query: SearchQuery, entry: Entry, known: Registry | None) -> bool:
     assert entry.resource is not None
     try:
-        return matches(query, entry.resource)
+        return matches(query, entry.resource, known=known)
     except NotSupported:
         # Chains and _has need stored resources; such criteria match only the store.
         return False
@@ -186,7 +187,11 @@ async def _conditional_reference(
     found |= {
         other.resource_id
         for other in _creates(entries)
-        if other.resource_type == resource_type and other.resource_id and _matches(query, other)
+        if (
+            other.resource_type == resource_type
+            and other.resource_id
+            and _matches(query, other, context.known())
+        )
     }
     if not found:
         raise BadRequest(f"Conditional reference {value!r} matches no resource")

@@ -22,6 +22,7 @@ from typing import Any
 
 from fhirserver.errors import FHIRError, NotSupported
 from fhirserver.search.extract import index_entries, normalize
+from fhirserver.search.params import Registry
 from fhirserver.search.prefixes import Condition, date_condition, number_condition
 from fhirserver.search.query import (
     AllOfPredicate,
@@ -210,6 +211,8 @@ def _last_updated(resource: Resource) -> tuple[int, int] | None:
 class _Matcher:
     resolve: Resolve | None
     referrers: Referrers | None
+    # The search parameters the query was parsed with (None: the shipped ones).
+    known: Registry | None = None
     # id(resource) -> (resource, its entries): each resource is indexed once per call,
     # and kept alive so that its id is not reused.
     _entries: dict[int, tuple[Resource, tuple[IndexEntry, ...]]] = field(
@@ -219,7 +222,7 @@ class _Matcher:
     def entries(self, resource: Resource) -> tuple[IndexEntry, ...]:
         key = id(resource)
         if key not in self._entries:
-            self._entries[key] = (resource, index_entries(resource, whole=True))
+            self._entries[key] = (resource, index_entries(resource, self.known, whole=True))
         return self._entries[key][1]
 
     def predicate(self, p: Predicate, resource: Resource) -> bool:
@@ -294,8 +297,10 @@ def matches(
     *,
     resolve: Resolve | None = None,
     referrers: Referrers | None = None,
+    known: Registry | None = None,
 ) -> bool:
-    """Whether `resource` is one of the matches of `query` (result parameters aside).
+    """Whether `resource` is one of the matches of `query` (result parameters aside),
+    by the search parameters `known` (those `query` was parsed with; None: the shipped).
 
     Raises NotSupported when the query chains without `resolve`, or has `_has` without
     `referrers`.
@@ -303,5 +308,5 @@ def matches(
     _check_supported((p for clause in query.clauses for p in clause), resolve, referrers)
     if resource.get("resourceType") not in query.resource_types:
         return False
-    matcher = _Matcher(resolve, referrers)
+    matcher = _Matcher(resolve, referrers, known)
     return all(any(matcher.predicate(p, resource) for p in clause) for clause in query.clauses)

@@ -96,3 +96,35 @@ async def test_an_ig_search_parameter_searches_and_is_listed(
 async def test_without_an_ig_race_is_unknown(client: httpx.AsyncClient) -> None:
     answer = await client.get("/Patient?race=2028-9", headers={"Prefer": "handling=strict"})
     assert answer.status_code == 400
+
+
+async def test_an_ig_parameter_with_a_long_value_is_found_and_matched_once(
+    with_us_core: httpx.AsyncClient,
+) -> None:
+    """A value past the index cut (search/extract.py INDEX_CUT) is confirmed on the
+    resource by the IG's own parameter, in a search and in a conditional create
+    (http.html#ccreate: one match is that match, not a second resource)."""
+    client = with_us_core
+    long = "c" * 300
+    one = (await client.post("/Patient", json=_patient(long + "1"))).json()["id"]
+    await client.post("/Patient", json=_patient(long + "2"))
+    assert await _ids(client, f"race={long}1") == {one}
+    again = await client.post(
+        "/Patient", json=_patient(long + "1"), headers={"If-None-Exist": f"race={long}1"}
+    )
+    assert again.status_code == 200 and again.json()["id"] == one
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:4f7a0e1c-0000-4000-8000-000000000001",
+                "resource": _patient(long + "1"),
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"race={long}1"},
+            }
+        ],
+    }
+    answer = await client.post("", json=bundle)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["entry"][0]["response"]["status"].startswith("200")
+    assert await _ids(client, f"race={long}1") == {one}

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from fhirserver.config import Settings
+from fhirserver.interactions import crud, search
 from fhirserver.search.extract import INDEX_CUT
 
 LONG = "x" * 300
@@ -59,16 +60,23 @@ async def test_long_strings_are_found_exactly(client: httpx.AsyncClient) -> None
     assert await found(client, "/Patient", **{"family:contains": "x" * 120}) == sorted([a, b])
 
 
-async def test_a_total_that_cannot_be_exact_is_left_out(client: httpx.AsyncClient) -> None:
-    await create(client, patient(LONG + "A"))
-    await create(client, patient(LONG + "B"))
+async def test_a_total_that_cannot_be_exact_is_left_out(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "COUNT_AT_MOST", 2)
+    monkeypatch.setattr(search, "COUNT_PAGE", 1)
+    for end in "ABC":
+        await create(client, patient(LONG + end))
     exact = await client.get("/Patient", params={"family": "xx", "_total": "accurate"})
-    assert exact.json()["total"] == 2
+    assert exact.json()["total"] == 3
     confirmed = await client.get(
         "/Patient", params={"family:exact": LONG + "A", "_total": "accurate"}
     )
     assert len(confirmed.json()["entry"]) == 1
     assert "total" not in confirmed.json()
+    count = await client.get("/Patient", params={"family:exact": LONG + "A", "_summary": "count"})
+    assert count.status_code == 503
+    assert count.json()["issue"][0]["code"] == "too-costly"
 
 
 async def test_long_tokens_and_uris_are_found_exactly(client: httpx.AsyncClient) -> None:
@@ -126,3 +134,37 @@ async def test_the_index_grows_with_the_data_not_the_string(
         grown = stored_bytes(store) - before
         assert grown < 2.5 * len(family), f"{grown / 1e6:.1f} MB for a 5 MB name"
     assert await found(client, "/Patient", family="F" * 10) != []
+
+
+async def test_a_conditional_match_too_broad_to_confirm_is_refused(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More candidates share the cut prefix than are confirmed: the one that matches
+    may be among those not compared, so creating would risk a duplicate."""
+    monkeypatch.setattr(crud, "CONFIRM_AT_MOST", 3)
+    for n in range(4):
+        await create(client, patient("P", "c" * 300 + str(n)))
+    headers = {"If-None-Exist": "identifier=urn:x|" + "c" * 300 + "3"}
+    answer = await client.post("/Patient", json=patient("P", "c" * 300 + "3"), headers=headers)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["issue"][0]["code"] == "too-costly"
+    assert len(await found(client, "/Patient", identifier="c" * 300 + "3")) == 1
+
+
+async def test_counts_of_searches_past_the_cut_are_exact(client: httpx.AsyncClient) -> None:
+    """search.html#total / #summary: `_summary=count` and `_total=accurate` count what
+    matches, not what shares a cut prefix (search/confirm.py)."""
+    await create(client, patient(LONG + "A-needle"))
+    await create(client, patient(LONG + "B"))
+    await create(client, patient("short needle"))
+    await create(client, patient("other"))
+    for params in (
+        {"family:contains": "needle", "_summary": "count"},
+        {"family:contains": "needle", "_total": "accurate"},
+        {"family:contains": "needle", "_count": "0"},
+        {"family": LONG + "A", "_summary": "count"},
+    ):
+        answer = await client.get("/Patient", params=params)
+        assert answer.status_code == 200, answer.text
+        expected = 1 if "family" in params else 2
+        assert answer.json().get("total") == expected, (params, answer.json())
