@@ -72,6 +72,25 @@ async def fill_more(store: Store) -> None:
         await unit.write(Version("Patient", "late", 1, T0, "POST", b"{}"), ())
 
 
+async def test_a_conditional_match_past_the_limit_fails_its_unit(store: Store) -> None:
+    """A conditional write's match (http.html#ccreate) is a search the writer waits
+    for: held to the same limit, and its unit of work rolled back."""
+    await fill(store, 2000)
+    limit = store.search_timeout  # type: ignore[attr-defined]
+    make_slow(store)
+    query = parse_search(("Patient",), [("name:missing", "false")])
+    with pytest.raises(TooCostly):
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", "lost", 1, T0, "POST", b"{}"), ())
+            await unit.match(query, limit=2)
+    if isinstance(store, MongoStore):
+        store._given_client.query_ms = 0  # type: ignore[union-attr]
+    store.search_timeout = limit  # type: ignore[attr-defined]
+    assert await store.read("Patient", "lost") is None
+    await fill_more(store)
+    assert await store.read("Patient", "late") is not None
+
+
 async def test_every_query_of_a_mongodb_search_has_a_time_limit() -> None:
     client = AsyncMockClient()
     store = MongoStore("mongodb://mongomock/fhirserver", client=client)  # type: ignore[arg-type]

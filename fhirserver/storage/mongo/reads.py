@@ -137,5 +137,7 @@ class Reads:
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         await self._ready()
         where = await Compiler(self._find_resources).filter(query)
-        cursor = self._db.resources.find(where, READ_PROJECTION, session=self._session)
+        cursor = self._db.resources.find(
+            where, READ_PROJECTION, session=self._session, **self._find_limit
+        )
         return [version_of(document) for document in await cursor.limit(limit).to_list(None)]

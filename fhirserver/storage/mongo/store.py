@@ -334,7 +334,7 @@ class MongoStore:
 
     @_unavailable
     async def _begin(self) -> MongoUnitOfWork:
-        return await begin(self._client, self._db, self.lock_timeout)
+        return await begin(self._client, self._db, self.lock_timeout, self._max_time_ms)
 
 
 def _claimed(job: Job) -> Document:

@@ -44,10 +44,14 @@ logger = logging.getLogger("fhirserver.storage.mongo")
 
 
 async def begin(
-    client: AsyncMongoClient[Document], database: AsyncDatabase[Document], lock_timeout: float
+    client: AsyncMongoClient[Document],
+    database: AsyncDatabase[Document],
+    lock_timeout: float,
+    max_time_ms: int | None = None,
 ) -> MongoUnitOfWork:
     """Start a transaction holding the counter's write lock, waiting for it with
-    backoff while another unit (in any process) holds it."""
+    backoff while another unit (in any process) holds it. `max_time_ms`: the time
+    limit of each query the unit makes (a conditional write's match is a search)."""
     deadline = time.monotonic() + lock_timeout
     delay = 0.002
     while True:
@@ -73,7 +77,7 @@ async def begin(
             continue
         if counter is None:
             raise RuntimeError("the change counter is missing: open() creates it")
-        return MongoUnitOfWork(database, session, counter["seq"], deadline)
+        return MongoUnitOfWork(database, session, counter["seq"], deadline, max_time_ms)
 
 
 async def abort_transaction(session: AsyncClientSession) -> None:
@@ -94,8 +98,9 @@ class MongoUnitOfWork(Reads):
         session: AsyncClientSession,
         seq: int,
         deadline: float,
+        max_time_ms: int | None = None,
     ) -> None:
-        super().__init__(database, session)
+        super().__init__(database, session, max_time_ms)
         self.session = session
         self._deadline = deadline
         self._first_seq = self._seq = seq

@@ -158,11 +158,12 @@ def _history(
 
 
 @contextmanager
-def _time_limit(
+def _interrupted_after(
     connection: sqlite3.Connection, seconds: float, steps: int = PROGRESS_STEPS
 ) -> Iterator[None]:
     """Statements on `connection` stop once `seconds` have passed (SQLite calls the
-    progress handler every few thousand steps; a non-zero answer interrupts)."""
+    progress handler every few thousand steps; a non-zero answer interrupts). An
+    interrupted SELECT leaves the connection's transaction as it was."""
     end = time.monotonic() + seconds
     connection.set_progress_handler(lambda: time.monotonic() > end, steps)
     try:
@@ -176,6 +177,17 @@ def _time_limit(
         ) from None
     finally:
         connection.set_progress_handler(None, 0)
+
+
+@contextmanager
+def _time_limit(
+    connection: sqlite3.Connection, seconds: float, steps: int = PROGRESS_STEPS
+) -> Iterator[None]:
+    """A search thread's statements within `seconds`; its read transaction ended."""
+    try:
+        with _interrupted_after(connection, seconds, steps):
+            yield
+    finally:
         if connection.in_transaction:
             # Stopped inside its read transaction (even in the COMMIT): end it, or the
             # thread's connection would read that snapshot for good.
@@ -472,7 +484,15 @@ class _SqliteUnitOfWork:
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         sql, args = compile_matches(query, limit)
-        rows = await self._after_flush(lambda c: c.execute(sql, args).fetchall())
+        store = self._store
+
+        def matching(connection: sqlite3.Connection) -> list[Any]:
+            # Within the search limit too: the writer waits for it. Interrupted, the
+            # unit fails and rolls back as for any error.
+            with _interrupted_after(connection, store.search_timeout, store.progress_steps):
+                return connection.execute(sql, args).fetchall()
+
+        rows = await self._after_flush(matching)
         return [version_of(row) for row in rows]
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
