@@ -90,7 +90,14 @@ async def confirmed_total(store: Reader, query: SearchQuery, known: Registry | N
     HAPI leaves out one it cannot give exactly (search.html#total: "the server MAY
     omit it")."""
     pages = replace(
-        query, count=COUNT_PAGE, total="none", summary=None, elements=(), includes=(), sort=()
+        query,
+        count=COUNT_PAGE,
+        total="none",
+        summary=None,
+        elements=(),
+        includes=(),
+        sort=(),
+        cursor=None,  # from the first match, whatever page was asked for
     )
     candidates = total = 0
     while True:

@@ -168,3 +168,16 @@ async def test_counts_of_searches_past_the_cut_are_exact(client: httpx.AsyncClie
         assert answer.status_code == 200, answer.text
         expected = 1 if "family" in params else 2
         assert answer.json().get("total") == expected, (params, answer.json())
+
+
+async def test_a_confirmed_total_is_the_same_on_every_page(client: httpx.AsyncClient) -> None:
+    for end in "ABC":
+        await create(client, patient(LONG + end + " needle"))
+    await create(client, patient("other"))
+    params = {"family:contains": "needle", "_total": "accurate", "_count": "1"}
+    page = (await client.get("/Patient", params=params)).json()
+    totals = [page.get("total")]
+    while next_link := [link["url"] for link in page["link"] if link["relation"] == "next"]:
+        page = (await client.get(next_link[0])).json()
+        totals.append(page.get("total"))
+    assert totals == [3, 3, 3]
