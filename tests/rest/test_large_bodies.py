@@ -68,6 +68,20 @@ async def test_large_updates_and_conditional_updates(client: httpx.AsyncClient) 
     assert found.json()["total"] == 1
 
 
+async def test_a_conditional_create_confirms_large_candidates_in_a_worker(
+    client: httpx.AsyncClient,
+) -> None:
+    """Criteria past the index cut (search/confirm.py) are confirmed on the stored
+    resources; large ones are parsed in a worker, with the same answer."""
+    long = "L" * 300
+    stored = [await client.post("/Patient", json=patient(60, long + end)) for end in "AB"]
+    assert all(answer.status_code == 201 for answer in stored)
+    headers = {"If-None-Exist": f"family:exact={long}B7"}
+    again = await client.post("/Patient", json=patient(60, long + "B"), headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == stored[1].json()["id"]
+
+
 async def test_a_patch_of_a_large_resource_is_validated(client: httpx.AsyncClient) -> None:
     await client.put("/Patient/p1", json={**patient(100), "id": "p1"})
     headers = {"Content-Type": "application/json-patch+json"}
