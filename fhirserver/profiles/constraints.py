@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import fhirpathpy
@@ -42,7 +42,13 @@ class NotEvaluable(Exception):
     """fhirpathpy cannot run this expression (an unsupported function, say)."""
 
 
-@cache
+# Compiled expressions kept, the most recently used: stored StructureDefinitions (any
+# writer's) bring their own, so an unbounded cache would grow with what clients store.
+# US Core 3.1.0's profiles carry 39 distinct expressions.
+COMPILED_AT_MOST = 2048
+
+
+@lru_cache(maxsize=COMPILED_AT_MOST)
 def compiled(expression: str) -> Evaluator:
     try:
         evaluator: Evaluator = fhirpathpy.compile(expression, models["r4"])

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fhirserver.profiles.check import check_profile
+from fhirserver.profiles.constraints import COMPILED_AT_MOST, compiled
 from fhirserver.profiles.model import ProfileError, compile_profile
 from fhirserver.profiles.package import Package
 from tests.profiles.conftest import US_CORE, definition
@@ -195,3 +196,13 @@ def test_an_invariant_fhirpathpy_cannot_evaluate_is_a_warning(us_core: Package) 
     (issue,) = check_profile(profile, lab)
     assert issue.severity == "warning" and "us-core-2" in issue.diagnostics
     assert "mg/dL" not in issue.diagnostics
+
+
+def test_compiled_constraints_are_bounded() -> None:
+    """Constraints come from StructureDefinitions any writer may store: the compiled
+    ones kept are bounded, the most recently used first (issue 20, bounded memory)."""
+    before = compiled.cache_info()
+    assert before.maxsize == COMPILED_AT_MOST
+    for n in range(COMPILED_AT_MOST + 5):
+        compiled(f"name.count() >= {n}")
+    assert compiled.cache_info().currsize == COMPILED_AT_MOST
