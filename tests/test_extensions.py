@@ -197,11 +197,12 @@ def test_channel_code_system_is_our_providers() -> None:
 def test_consent_category_code_system() -> None:
     code_system = load("CodeSystem-consent-category.json")
     assert code_system["url"] == virtual_service.CONSENT_CATEGORY.system
-    (concept,) = code_system["concept"]
-    assert (concept["code"], concept["display"]) == (
-        virtual_service.CONSENT_CATEGORY.code,
-        virtual_service.CONSENT_CATEGORY.display,
-    )
+    concepts = [(c["code"], c["display"]) for c in code_system["concept"]]
+    assert concepts == [
+        (category.code, category.display)
+        for category in (virtual_service.CONSENT_CATEGORY, virtual_service.RECORDING_CATEGORY)
+    ]
+    assert code_system["count"] == len(concepts)
 
 
 # --- The operations ------------------------------------------------------------------------

@@ -18,6 +18,12 @@ from fhirserver.resources.meta import format_instant
 from fhirserver.telehealth.virtual_service import BASE_URL
 
 EVENT_SYSTEM = f"{BASE_URL}/CodeSystem/telehealth-event"
+#: DocumentReference.type of a visit's recording (the same code system).
+VISIT_RECORDING = {
+    "system": EVENT_SYSTEM,
+    "code": "visit-recording",
+    "display": "Virtual visit recording",
+}
 _DISPLAYS = {
     "room-provisioned": "Room provisioned",
     "patient-waiting": "Patient waiting",
@@ -27,6 +33,8 @@ _DISPLAYS = {
     "visit-ended": "Visit ended",
     "room-closed": "Room closed",
     "no-show": "No-show",
+    "recording-linked": "Recording linked",
+    "recording-discarded": "Recording discarded",
 }
 SUBTYPES = tuple(_DISPLAYS)
 # R4 AuditEvent.source.type: security-source-type#4 "Application Server".

@@ -51,6 +51,15 @@ async def find(
     return (await reader.search(query)).matches
 
 
+async def find_identifier(
+    reader: Reader, resource_type: str, system: str, value: str
+) -> list[Version]:
+    """The resource with this identifier (`identifier=system|value`, each part escaped)."""
+    token = f"{_escape(system)}|{_escape(value)}"
+    query = parse_search((resource_type,), [("identifier", token), ("_count", "1")], strict=True)
+    return (await reader.search(query)).matches
+
+
 def _escape(value: str) -> str:
     for special in ("\\", ",", "|", "$"):
         value = value.replace(special, "\\" + special)

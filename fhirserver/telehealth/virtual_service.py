@@ -125,6 +125,9 @@ VR_CLASS = Coding(ACT_CODE_SYSTEM, "VR", "virtual")
 CONSENT_SCOPE = Coding(CONSENT_SCOPE_SYSTEM, "treatment", "Treatment")
 #: Consent.category the server accepts for `require_consent` (our code system).
 CONSENT_CATEGORY = Coding(CONSENT_CATEGORY_SYSTEM, "telehealth", "Telehealth visit")
+RECORDING_CATEGORY = Coding(
+    CONSENT_CATEGORY_SYSTEM, "telehealth-recording", "Telehealth visit recording"
+)
 OPT_OUT = Coding(ACT_CODE_SYSTEM, "OPTOUT")
 
 
@@ -271,13 +274,25 @@ def patient_reference(appointment: JSONObject) -> str | None:
     return None
 
 
-def consent_permits_visit(consent: JSONObject, patient: str, at: datetime) -> bool:
+def consent_permits_recording(consent: JSONObject, patient: str, at: datetime) -> bool:
+    """Whether `consent` lets the visits of `patient` be recorded at `at`: the same shape
+    as `consent_permits_visit`, with the category `RECORDING_CATEGORY`
+    (consent-category#telehealth-recording) in place of the visit's. A Consent of its own,
+    so that a patient who agrees to video visits is not thereby recorded, and can take
+    back the recording alone (status inactive, or a root provision of type deny)."""
+    return consent_permits_visit(consent, patient, at, RECORDING_CATEGORY)
+
+
+def consent_permits_visit(
+    consent: JSONObject, patient: str, at: datetime, category: Coding = CONSENT_CATEGORY
+) -> bool:
     """Whether `consent` is a telehealth consent of `patient` ("Patient/id") in force at `at`.
 
     The shape accepted (R4 consent.html; all of it must hold):
     - `resourceType` Consent, `status` = active;
     - `scope` has http://terminology.hl7.org/CodeSystem/consentscope#treatment;
-    - `category` has a CodeableConcept with our `CONSENT_CATEGORY` (consent-category#telehealth);
+    - `category` has a CodeableConcept with `category` (by default our `CONSENT_CATEGORY`,
+      consent-category#telehealth);
     - `patient` references the visit's patient;
     - `policy` or `policyRule` is present (R4 invariant ppc-1), and `policyRule` is not
       v3-ActCode#OPTOUT (the patient declined);
@@ -291,7 +306,7 @@ def consent_permits_visit(consent: JSONObject, patient: str, at: datetime) -> bo
         return False
     if not CONSENT_SCOPE.in_concept(consent.get("scope")):
         return False
-    if not any(CONSENT_CATEGORY.in_concept(c) for c in _list(consent.get("category"))):
+    if not any(category.in_concept(c) for c in _list(consent.get("category"))):
         return False
     if local_reference(consent.get("patient")) != patient:
         return False

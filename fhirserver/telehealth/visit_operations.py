@@ -20,6 +20,7 @@ from fhirserver.telehealth.context import VisitContext, join_url
 from fhirserver.telehealth.encounter_lifecycle import end_visit, is_startable, start_visit
 from fhirserver.telehealth.lifecycle import business_rule
 from fhirserver.telehealth.providers import ParticipantToken, Room
+from fhirserver.telehealth.recordings import recording_permitted, visit_permitted
 from fhirserver.telehealth.records import (
     about_encounter,
     about_visit,
@@ -27,7 +28,6 @@ from fhirserver.telehealth.records import (
     audit,
     create,
     current_content,
-    find,
     load,
     max_participants,
     room_id,
@@ -36,7 +36,6 @@ from fhirserver.telehealth.records import (
     visit_encounter_version,
 )
 from fhirserver.telehealth.virtual_service import (
-    consent_permits_visit,
     patient_reference,
     virtual_service,
 )
@@ -89,12 +88,17 @@ async def start_virtual_visit(
     service = virtual_service(appointment)
     code = service.meeting_code if service is not None else None
     assert code is not None  # assigned above, in this unit or before
+    # The host's token may start the recording only with the patient's recording Consent
+    # in force now (recordings.py); for providers that cannot grant it per token, a
+    # recording made anyway is checked again when it arrives.
+    record = await recording_permitted(store, appointment, [context.writes.clock()])
     host = provider.participant_token(
         room,
         practitioner or f"host-{uuid.uuid4().hex[:12]}",
         display or "Clinician",
         "host",
         settings.token_ttl,
+        record=record,
     )
     return StartedVisit(visit, host, join_url(settings, code), code)
 
@@ -212,14 +216,9 @@ def _participants(resource: JSONObject) -> set[str]:
 
 async def _check_consent(context: VisitContext, appointment: JSONObject) -> None:
     patient = patient_reference(appointment)
-    if patient is not None:
-        criteria = [("patient", patient), ("status", "active")]
-        consents = await find(context.store, "Consent", criteria, 100)
-        now = context.writes.clock()
-        for version in consents:
-            consent = load(version)
-            if consent is not None and consent_permits_visit(consent, patient, now):
-                return
+    now = context.writes.clock()
+    if patient is not None and await visit_permitted(context.store, patient, now):
+        return
     raise business_rule(
         f"{patient or 'The patient'} has no active telehealth Consent "
         "(scope treatment, category telehealth) covering this visit",

@@ -1,8 +1,9 @@
 """Provider webhooks (README "Telehealth" / "Providers"): a verified event about a room
 becomes a participant period opened or closed on the visit's Encounter (R4
-encounter.html Encounter.participant.period), or the visit finished, each with its
-AuditEvent. A delivery is recorded once: its id is an entity of the AuditEvent it made
-(audit.py), and a delivery without an id changes nothing the second time.
+encounter.html Encounter.participant.period), the visit finished, or a finished recording
+linked as a DocumentReference or discarded (recordings.py), each with its AuditEvent. A
+delivery is recorded once: its id is an entity of the AuditEvent it made (audit.py), and
+a delivery without an id changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from fhirserver.resources.references import local_reference
-from fhirserver.storage.base import UnitOfWork
+from fhirserver.storage.base import Reader, UnitOfWork
 from fhirserver.telehealth.context import VisitContext
 from fhirserver.telehealth.encounter_lifecycle import (
     end_visit,
@@ -19,12 +20,25 @@ from fhirserver.telehealth.encounter_lifecycle import (
     participant_left,
 )
 from fhirserver.telehealth.lifecycle import FINAL_ENCOUNTER
-from fhirserver.telehealth.providers import RoomEvent, WebhookChallenges, WebhookRejected
+from fhirserver.telehealth.providers import (
+    Recording,
+    RecordingDeletion,
+    RoomEvent,
+    WebhookChallenges,
+    WebhookRejected,
+)
+from fhirserver.telehealth.recordings import (
+    recording_document,
+    recording_identifier_system,
+    recording_permitted,
+)
 from fhirserver.telehealth.records import (
     about_visit,
     audit,
     clean_display,
+    create,
     find,
+    find_identifier,
     load,
     save,
     visit_encounter_version,
@@ -56,15 +70,35 @@ async def record_webhook(context: VisitContext, headers: Mapping[str, str], body
     events = context.provider.parse_webhook(headers, body)
     recorded = 0
     for event in events:
+        if event.recording is not None:
+            recorded += await _record_recording(context, event, event.recording)
+            continue
         async with context.store.unit_of_work() as unit:
             recorded += await _record_event(context, unit, event)
     return recorded
 
 
-async def _record_event(context: VisitContext, unit: UnitOfWork, event: RoomEvent) -> int:
-    delivery = f"{event.provider}:{event.event_id}" if event.event_id else None
+def _delivery(event: RoomEvent) -> str | None:
+    return f"{event.provider}:{event.event_id}" if event.event_id else None
+
+
+async def _delivered(reader: Reader, delivery: str | None) -> bool:
+    """Whether this delivery was recorded before (an AuditEvent names it)."""
     seen = [("entity-name:exact", delivery)] if delivery else []
-    if seen and await find(unit, "AuditEvent", seen, 1):
+    return bool(seen and await find(reader, "AuditEvent", seen, 1))
+
+
+def _check_time(context: VisitContext, event: RoomEvent) -> None:
+    now = context.writes.clock()
+    if not now - EVENT_PAST <= event.at <= now + EVENT_AHEAD:
+        # Verified, about a visit we know, but stamped far from now: refused, not made a
+        # participant period (or a recording) from the year 9999 (or 1970).
+        raise WebhookRejected(f"webhook event time {event.at.isoformat()} is implausible")
+
+
+async def _record_event(context: VisitContext, unit: UnitOfWork, event: RoomEvent) -> int:
+    delivery = _delivery(event)
+    if await _delivered(unit, delivery):
         return 0
     found = await find(unit, "Appointment", [("session-key", event.room_id)], 1)
     appointment = load(found[0]) if found else None
@@ -74,11 +108,7 @@ async def _record_event(context: VisitContext, unit: UnitOfWork, event: RoomEven
     encounter = load(current)
     if encounter is None or encounter.get("status") in FINAL_ENCOUNTER:
         return 0
-    now = context.writes.clock()
-    if not now - EVENT_PAST <= event.at <= now + EVENT_AHEAD:
-        # Verified, about a visit in progress, but stamped far from now: refused, not
-        # made a participant period from the year 9999 (or 1970).
-        raise WebhookRejected(f"webhook event time {event.at.isoformat()} is implausible")
+    _check_time(context, event)
     who = local_reference({"reference": event.participant_identity})
     display = clean_display(event.participant_display) or (
         None if who else clean_display(event.participant_identity)
@@ -110,3 +140,60 @@ async def _record_event(context: VisitContext, unit: UnitOfWork, event: RoomEven
         delivery=delivery,
     )
     return 1
+
+
+async def _record_recording(context: VisitContext, event: RoomEvent, recording: Recording) -> int:
+    """Link a finished recording to its visit, or discard it (recordings.py). The
+    provider is called (to delete) before the unit of work opens: a deletion that fails
+    records nothing, so the provider's retry of the delivery tries again."""
+    store, writes = context.store, context.writes
+    delivery = _delivery(event)
+    identifier = (recording_identifier_system(event.provider), recording.recording_id)
+    if await _recording_seen(store, delivery, identifier):
+        return 0
+    found = await find(store, "Appointment", [("session-key", event.room_id)], 1)
+    appointment = load(found[0]) if found else None
+    if appointment is None:
+        return 0
+    _check_time(context, event)
+    now = writes.clock()
+    instants = [now] if recording.started is None else [recording.started, now]
+    permitted = await recording_permitted(store, appointment, instants)
+    deleted = False
+    provider = context.provider
+    if not permitted and isinstance(provider, RecordingDeletion):
+        deleted = await provider.delete_recording(recording)
+    async with store.unit_of_work() as unit:
+        if await _recording_seen(unit, delivery, identifier):
+            return 0
+        encounter = load(await visit_encounter_version(unit, str(appointment["id"])))
+        about = about_visit(appointment, encounter)
+        if permitted:
+            document = recording_document(event.provider, recording, appointment, encounter, now)
+            stored = await create(unit, writes.as_server(), document)
+            about.append(f"DocumentReference/{stored['id']}")
+            await audit(unit, writes, "recording-linked", now, about, delivery=delivery)
+        else:
+            outcome = "no telehealth-recording Consent of the patient was in force; " + (
+                "the recording was deleted at the provider"
+                if deleted
+                else "the provider's copy could not be deleted from here: delete it there"
+            )
+            await audit(
+                unit,
+                writes,
+                "recording-discarded",
+                now,
+                about,
+                delivery=delivery,
+                outcome=outcome,
+            )
+    return 1
+
+
+async def _recording_seen(
+    reader: Reader, delivery: str | None, identifier: tuple[str, str]
+) -> bool:
+    if await _delivered(reader, delivery):
+        return True
+    return bool(await find_identifier(reader, "DocumentReference", *identifier))

@@ -20,7 +20,9 @@ from fhirserver.telehealth.virtual_service import (
 FHIR = "/fhir"
 
 
-def appointment(status: str = "booked", start: datetime | None = None) -> dict[str, Any]:
+def appointment(
+    status: str = "booked", start: datetime | None = None, channel: str = "livekit"
+) -> dict[str, Any]:
     start = start or datetime.now(UTC) + timedelta(minutes=5)
     resource: dict[str, Any] = {
         "resourceType": "Appointment",
@@ -32,7 +34,7 @@ def appointment(status: str = "booked", start: datetime | None = None) -> dict[s
             {"actor": {"reference": "Practitioner/d1"}, "status": "accepted"},
         ],
     }
-    return with_virtual_service(resource, VirtualService(channel_type("livekit")))
+    return with_virtual_service(resource, VirtualService(channel_type(channel)))
 
 
 async def book(http: httpx.AsyncClient, app: Starlette, **kwargs: Any) -> dict[str, Any]:

@@ -93,9 +93,10 @@ def check_time_claims(claims: Mapping[str, Any], now: datetime, leeway: int) -> 
 
 
 def check_token_request(
-    room: Room, provider: str, identity: str, role: str, ttl: timedelta
+    room: Room, provider: str, identity: str, role: str, ttl: timedelta, record: bool = False
 ) -> ParticipantRole:
-    """What every provider's participant_token checks first; the role, typed."""
+    """What every provider's participant_token checks first; the role, typed. Only a
+    host's token may record (a patient never starts a recording)."""
     if room.provider != provider:
         raise ValueError(f"a {room.provider} room cannot be used with the {provider} provider")
     if role not in ROLES:
@@ -104,6 +105,8 @@ def check_token_request(
         raise ValueError("identity must not be empty")
     if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
         raise ValueError(f"ttl must be positive and at most {MAX_TOKEN_TTL}")
+    if record and role != "host":
+        raise ValueError("only a host's token may record")
     return "host" if role == "host" else "guest"
 
 
@@ -203,6 +206,13 @@ def hmac_sha256(key: bytes, message: bytes) -> bytes:
 def text_field(data: Mapping[str, Any], name: str) -> str | None:
     value = data.get(name)
     return value if isinstance(value, str) and value else None
+
+
+def number(value: object) -> float | None:
+    """A reported quantity (a duration, a size): a finite number of at least 0, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value < float("inf") else None
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:

@@ -12,7 +12,13 @@ lifecycle code calls it only after the state change that asked for a room has co
 - `close_room(room)` is idempotent: closing a room that is already closed, or that never
   materialised at the provider, is success.
 - `participant_token(...)` is synchronous in every provider: all of them sign their
-  tokens locally (HS256 JWTs) and need no network call.
+  tokens locally (HS256 JWTs) and need no network call. `record=True` (asked only for a
+  host, and only when the patient's recording Consent is in force) lets that token start
+  the provider's cloud recording where the provider grants recording per token (Daily);
+  without it no token of ours grants recording.
+- A finished recording arrives as a `recording-ready` event carrying a `Recording`. A
+  provider that can delete recordings implements `RecordingDeletion`: the server deletes
+  a recording no Consent allows (webhooks.py).
 - `parse_webhook(headers, body)` verifies authenticity before it looks at the body and
   raises `WebhookRejected` for anything it cannot verify; it never returns events from
   an unverified request.
@@ -37,7 +43,7 @@ from typing import Literal, Protocol, runtime_checkable
 from fhirserver.errors import FHIRError
 
 ParticipantRole = Literal["host", "guest"]
-EventKind = Literal["participant-joined", "participant-left", "room-ended"]
+EventKind = Literal["participant-joined", "participant-left", "room-ended", "recording-ready"]
 ROLES: tuple[ParticipantRole, ...] = ("host", "guest")
 
 
@@ -143,6 +149,23 @@ class ParticipantToken:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """A finished recording at the provider, as its webhook reported it.
+
+    `recording_id` is what the provider's API calls it (what `delete_recording` needs);
+    `url` is where the provider serves it, without any credential (the provider's own
+    API authorisation is needed to fetch it: a download token a webhook carries is never
+    kept); `size` in bytes and `duration` in seconds when reported."""
+
+    recording_id: str
+    url: str
+    content_type: str
+    started: datetime | None = None
+    duration: float | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class RoomEvent:
     """One verified event from a provider webhook.
 
@@ -161,6 +184,7 @@ class RoomEvent:
     participant_display: str | None = None
     participant_sid: str | None = None
     event_id: str | None = None
+    recording: Recording | None = None
 
 
 @runtime_checkable
@@ -192,9 +216,12 @@ class VideoProvider(Protocol):
         display: str,
         role: ParticipantRole,
         ttl: timedelta,
+        *,
+        record: bool = False,
     ) -> ParticipantToken:
         """Sign a token for one participant (no network call). `identity` is a stable,
-        non-PII id such as "Patient/123"; `display` is the name shown in the room."""
+        non-PII id such as "Patient/123"; `display` is the name shown in the room;
+        `record`: the token may start the cloud recording (hosts only; see above)."""
         ...
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[RoomEvent]:
@@ -204,6 +231,17 @@ class VideoProvider(Protocol):
 
     async def aclose(self) -> None:
         """Release the HTTP client if the provider created it (an injected one is left open)."""
+        ...
+
+
+@runtime_checkable
+class RecordingDeletion(Protocol):
+    """A provider whose API deletes a finished recording (Daily; Zoom with API
+    credentials)."""
+
+    async def delete_recording(self, recording: Recording) -> bool:
+        """Delete it at the provider; True once it is gone (already gone included), False
+        when this provider is not configured to delete (no API credentials)."""
         ...
 
 

@@ -31,6 +31,16 @@ Followed docs (docs.daily.co):
   token), user_name, session_id, joined_at, and on leaving duration}), `meeting.ended`
   ({room, start_ts, end_ts}); every event has `version`, `type`, `id`, `payload` and
   `event_ts` (when the webhook was sent).
+- Recordings: a token's `enable_recording` (`er`: "cloud") lets its holder record, and
+  `start_cloud_recording` (`sr`) starts the cloud recording when the holder joins ("Self-
+  signing tokens" abbreviations). Only a host token asked for with `record=True` carries
+  them; rooms are created without `enable_recording`, so no other token can record.
+  "Recording ready to download" (/reference/rest-api/webhooks/events/recording-ready-to-
+  download): `recording.ready-to-download` with `payload` {type ("cloud" or
+  "raw-tracks"), recording_id, room_name, start_ts, status, max_participants, duration,
+  s3_key}; the recording is then the API's `GET /v1/recordings/:id` (an access link to
+  the file comes from `GET /v1/recordings/:id/access-link`, with the API key), and
+  "Delete recording" is `DELETE /v1/recordings/:id` (404 when gone).
 
 Rooms are `private` (a token is needed to join) and expire `room_ttl` after they are
 provisioned; a visit booked further ahead than that needs a longer `room_ttl`.
@@ -56,6 +66,7 @@ from fhirserver.telehealth.providers.base import (
     ParticipantRole,
     ParticipantToken,
     ProviderError,
+    Recording,
     Room,
     RoomEvent,
     WebhookRejected,
@@ -66,6 +77,7 @@ _EVENTS: dict[str, EventKind] = {
     "participant.joined": "participant-joined",
     "participant.left": "participant-left",
     "meeting.ended": "room-ended",
+    "recording.ready-to-download": "recording-ready",
 }
 # What Daily POSTs, unsigned, when a webhook is created (the endpoint check).
 _ENDPOINT_CHECK = {"test": "test"}
@@ -188,8 +200,10 @@ class DailyProvider(common.HttpClient):
         display: str,
         role: ParticipantRole,
         ttl: timedelta,
+        *,
+        record: bool = False,
     ) -> ParticipantToken:
-        role = common.check_token_request(room, self.name, identity, role, ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl, record)
         now = self._clock()
         expires = now + ttl
         claims = {
@@ -202,6 +216,8 @@ class DailyProvider(common.HttpClient):
             "nbf": common.epoch(now),
             "exp": common.epoch(expires),
         }
+        if record:
+            claims |= {"er": "cloud", "sr": True}
         token = common.sign_hs256(claims, self._key)
         return ParticipantToken(
             token=token,
@@ -209,6 +225,16 @@ class DailyProvider(common.HttpClient):
             role=role,
             expires_at=expires,
         )
+
+    # -- recordings -----------------------------------------------------------------------
+
+    async def delete_recording(self, recording: Recording) -> bool:
+        what = "Daily delete recording"
+        path = f"/recordings/{quote(recording.recording_id, safe='')}"
+        response = await self._call("DELETE", path, what)
+        if response.is_success or response.status_code == 404:
+            return True  # deleted now, or already gone
+        common.raise_for_status(response, what, self._secrets(), self._clock())
 
     # -- webhooks -------------------------------------------------------------------------
 
@@ -233,6 +259,8 @@ class DailyProvider(common.HttpClient):
         data = event.get("payload")
         if not isinstance(data, dict):
             raise WebhookRejected("webhook event has no payload")
+        if kind == "recording-ready":
+            return [self._recording(data, common.text_field(event, "id"))]
         room = common.text_field(data, "room")
         if room is None:
             raise WebhookRejected("webhook event has no room")
@@ -257,6 +285,26 @@ class DailyProvider(common.HttpClient):
                 event_id=event_id,
             )
         ]
+
+    def _recording(self, data: Mapping[str, Any], event_id: str | None) -> RoomEvent:
+        room = common.text_field(data, "room_name")
+        recording_id = common.text_field(data, "recording_id")
+        if room is None or recording_id is None:
+            raise WebhookRejected("recording event has no room_name or recording_id")
+        started = common.parse_time(data.get("start_ts"))
+        duration = data.get("duration")
+        recording = Recording(
+            recording_id=recording_id,
+            url=f"{self._base}/recordings/{quote(recording_id, safe='')}",
+            # Cloud recordings are MP4; raw-tracks recordings are WebM files per track.
+            content_type="video/webm" if data.get("type") == "raw-tracks" else "video/mp4",
+            started=started,
+            duration=common.number(duration),
+        )
+        at = started or self._clock()
+        return RoomEvent(
+            self.name, "recording-ready", room, at, event_id=event_id, recording=recording
+        )
 
 
 def _left_at(data: Mapping[str, Any]) -> datetime | None:

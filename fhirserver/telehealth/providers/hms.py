@@ -144,8 +144,10 @@ class HmsProvider(common.HttpClient):
         display: str,
         role: ParticipantRole,
         ttl: timedelta,
+        *,
+        record: bool = False,
     ) -> ParticipantToken:
-        role = common.check_token_request(room, self.name, identity, role, ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl, record)
         role_name = self._role_name(role)
         claims = self._claims("app", ttl)
         claims.update(room_id=room.room_id, user_id=identity, role=role_name)

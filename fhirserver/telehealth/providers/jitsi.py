@@ -139,8 +139,10 @@ class JitsiProvider:
         display: str,
         role: ParticipantRole,
         ttl: timedelta,
+        *,
+        record: bool = False,
     ) -> ParticipantToken:
-        role = common.check_token_request(room, self.name, identity, role, ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl, record)
         url = self._room_url(room.name)
         if self._key is None:
             # Jitsi's URL-hash config overrides (userInfo.displayName) prefill the name.

@@ -141,8 +141,10 @@ class LiveKitProvider(common.HttpClient):
         display: str,
         role: ParticipantRole,
         ttl: timedelta,
+        *,
+        record: bool = False,
     ) -> ParticipantToken:
-        role = common.check_token_request(room, self.name, identity, role, ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl, record)
         grant = {
             "room": room.name,
             "roomJoin": True,

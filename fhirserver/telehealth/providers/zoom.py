@@ -36,6 +36,20 @@ Followed docs (developers.zoom.us):
   `user.leave_time` / `end_time` are read when present (as in the Meetings events),
   else `event_ts`.
 
+Recordings (changelog /changelog/video-sdk/december-18-2021, "Cloud recording APIs and
+session webhooks"): `session.recording_completed` carries `payload.object` {session_id,
+session_name, session_key, start_time, recording_files [{id, recording_start,
+recording_end, file_type (MP4, M4A, TRANSCRIPT, CHAT, ...), file_size, download_url,
+status, recording_type}]} and a `download_token` beside it. Each MP4 (video) and M4A
+(audio) file becomes one `recording-ready` event; the other files (chat, transcripts,
+timelines) are not a recording of the visit. The `download_token` is a credential and is
+never kept: the `download_url` (without any query) is fetched with an API token. A
+recording's id is "{session id}:{file id}" (Zoom session ids are base64, never ":");
+"Delete a recording" is `DELETE /videosdk/sessions/{sessionId}/recordings/{recordingId}`,
+possible only with API credentials. The cloud recording is started by the host from the
+Video SDK UI: a Zoom token cannot grant or withhold it, so a recording no Consent allows
+is deleted when it arrives (webhooks.py).
+
 Zoom puts no delivery id in the body, so `RoomEvent.event_id` is a hash of the signed
 body: a retried or replayed delivery (same body) is recorded once.
 
@@ -56,7 +70,7 @@ import hmac
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -68,6 +82,7 @@ from fhirserver.telehealth.providers.base import (
     EventKind,
     ParticipantRole,
     ParticipantToken,
+    Recording,
     Room,
     RoomEvent,
     WebhookRejected,
@@ -84,7 +99,10 @@ _EVENTS: dict[str, EventKind] = {
     "session.user_joined": "participant-joined",
     "session.user_left": "participant-left",
     "session.ended": "room-ended",
+    "session.recording_completed": "recording-ready",
 }
+# The recording files that are a recording of the visit, and their media types.
+_RECORDING_TYPES = {"MP4": "video/mp4", "M4A": "audio/mp4"}
 _VALIDATION = "endpoint.url_validation"
 
 
@@ -291,8 +309,10 @@ class ZoomProvider(common.HttpClient):
         display: str,
         role: ParticipantRole,
         ttl: timedelta,
+        *,
+        record: bool = False,
     ) -> ParticipantToken:
-        role = common.check_token_request(room, self.name, identity, role, ttl)
+        role = common.check_token_request(room, self.name, identity, role, ttl, record)
         now = self._clock()
         expires = now + max(ttl, MIN_SDK_TOKEN_TTL)
         claims: dict[str, Any] = {
@@ -320,6 +340,23 @@ class ZoomProvider(common.HttpClient):
             role=role,
             expires_at=expires,
         )
+
+    # -- recordings -----------------------------------------------------------------------
+
+    async def delete_recording(self, recording: Recording) -> bool:
+        key = self._api_jwt_key
+        if key is None:
+            return False  # without API credentials nothing can be deleted
+        session_id, _, file_id = recording.recording_id.rpartition(":")
+        if not session_id or not file_id:
+            raise ValueError("a Zoom recording id is {session id}:{file id}")
+        what = "Zoom delete recording"
+        session = _session_path(session_id)
+        path = f"/videosdk/sessions/{session}/recordings/{quote(file_id, safe='')}"
+        response, secrets = await self._api(key, "DELETE", path, what)
+        if response.is_success or response.status_code == 404:
+            return True  # deleted now, or already gone
+        common.raise_for_status(response, what, secrets, self._clock())
 
     # -- webhooks -------------------------------------------------------------------------
 
@@ -370,6 +407,8 @@ class ZoomProvider(common.HttpClient):
         if kind == "room-ended":
             at = common.parse_time(data.get("end_time")) or sent_at or self._clock()
             return [RoomEvent(self.name, kind, room_id, at, event_id=event_id)]
+        if kind == "recording-ready":
+            return self._recordings(data, room_id, event_id, sent_at or self._clock())
         user = data.get("user")
         if not isinstance(user, dict):
             raise WebhookRejected("webhook event has no user")
@@ -387,3 +426,45 @@ class ZoomProvider(common.HttpClient):
                 event_id=event_id,
             )
         ]
+
+    def _recordings(
+        self, data: Mapping[str, Any], room_id: str, event_id: str, sent_at: datetime
+    ) -> list[RoomEvent]:
+        session_id = common.text_field(data, "session_id")
+        files = data.get("recording_files")
+        if session_id is None or not isinstance(files, list):
+            raise WebhookRejected("recording event has no session_id or recording_files")
+        events = []
+        for item in files:
+            if not isinstance(item, dict):
+                continue
+            content_type = _RECORDING_TYPES.get(str(item.get("file_type")).upper())
+            file_id = common.text_field(item, "id")
+            location = common.text_field(item, "download_url")
+            if content_type is None or file_id is None or location is None:
+                continue
+            parts = urlsplit(location)
+            if parts.scheme != "https" or not parts.netloc:
+                continue
+            started = common.parse_time(item.get("recording_start"))
+            ended = common.parse_time(item.get("recording_end"))
+            size = common.number(item.get("file_size"))
+            recording = Recording(
+                recording_id=f"{session_id}:{file_id}",
+                url=f"https://{parts.netloc}{parts.path}",  # no query: no credential kept
+                content_type=content_type,
+                started=started,
+                duration=(ended - started).total_seconds() if started and ended else None,
+                size=int(size) if size is not None else None,
+            )
+            events.append(
+                RoomEvent(
+                    provider=self.name,
+                    kind="recording-ready",
+                    room_id=room_id,
+                    at=started or sent_at,
+                    event_id=f"{event_id}:{file_id}",
+                    recording=recording,
+                )
+            )
+        return events

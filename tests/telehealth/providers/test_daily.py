@@ -10,7 +10,10 @@ api_created, privacy, url, created_at, config}; a taken name: 400 {"error":
 tokens" (HS256 with the API key; r, d, o, u, ud, nbf, exp, iat) and "Webhooks" (the hmac
 secret base64; X-Webhook-Timestamp, X-Webhook-Signature = base64 HMAC-SHA256(decoded
 secret, "{timestamp}.{body}"); the unsigned {"test": "test"} endpoint check; events
-participant.joined / participant.left / meeting.ended with id, payload, event_ts).
+participant.joined / participant.left / meeting.ended with id, payload, event_ts),
+"Recording ready to download" (recording.ready-to-download: payload {type, recording_id,
+room_name, start_ts, status, max_participants, duration, s3_key}) and "Delete recording"
+(`DELETE /v1/recordings/:id` -> {"deleted": true, "id"}; 404 when gone).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class FakeDaily:
 
     def __init__(self) -> None:
         self.rooms: dict[str, dict[str, Any]] = {}
+        self.recordings: set[str] = set()
         self.calls: list[tuple[str, str, Any]] = []
         self.fail: list[httpx.Response | Exception] = []
 
@@ -84,6 +88,12 @@ class FakeDaily:
             }
             self.rooms[name] = room
             return httpx.Response(200, json=room)
+        if request.method == "DELETE" and path.startswith("/recordings/"):
+            recording = unquote(path.removeprefix("/recordings/"))
+            if recording not in self.recordings:
+                return error(404, "not-found", f"recording {recording} not found")
+            self.recordings.discard(recording)
+            return httpx.Response(200, json={"deleted": True, "id": recording})
         name = unquote(path.removeprefix("/rooms/"))
         if request.method == "GET" and path.startswith("/rooms/"):
             if name not in self.rooms:
@@ -265,6 +275,25 @@ async def test_meeting_token_claims(provider: DailyProvider, role: str, owner: b
     assert parse_qs(url.query) == {"t": [issued.token]}
 
 
+async def test_only_a_host_token_asked_to_record_may_record(
+    fake: FakeDaily, provider: DailyProvider
+) -> None:
+    """enable_recording (`er`) and start_cloud_recording (`sr`) only when asked for, and
+    never for a guest: the room itself is created without enable_recording."""
+    room = await provider.create_room("appt-1")
+    ttl = timedelta(minutes=10)
+    recording = provider.participant_token(room, "Practitioner/d1", "Dr", "host", ttl, record=True)
+    assert recording.token is not None
+    got = claims(recording.token, API_KEY)
+    assert (got["er"], got["sr"], got["o"]) == ("cloud", True, True)
+    plain = provider.participant_token(room, "Practitioner/d1", "Dr", "host", ttl)
+    assert plain.token is not None
+    assert not {"er", "sr"} & set(claims(plain.token, API_KEY))
+    with pytest.raises(ValueError):
+        provider.participant_token(room, "Patient/p1", "Pat", "guest", ttl, record=True)
+    assert "enable_recording" not in fake.rooms[room.name]["config"]
+
+
 async def test_tokens_are_checked(provider: DailyProvider) -> None:
     room = await provider.create_room("appt-1")
     with pytest.raises(ValueError):
@@ -341,8 +370,57 @@ def test_webhook_events_we_do_not_track_are_verified_then_ignored(
 ) -> None:
     body = hook("recording.started", "rec-1")
     assert provider.parse_webhook(signed(body), body) == []
+    body = hook("recording.error", "rec-2")
+    assert provider.parse_webhook(signed(body), body) == []
     with pytest.raises(WebhookRejected):
         provider.parse_webhook(signed(body, secret=base64.b64encode(b"guess").decode()), body)
+
+
+RECORDING = {
+    "type": "cloud",
+    "recording_id": "cadf8094-62d8-4405-a56e-7640a1ec22cb",
+    "room_name": "visit-0123",
+    "start_ts": int(NOW.timestamp()) - 1800,
+    "status": "finished",
+    "max_participants": 2,
+    "duration": 1200,
+    "s3_key": "clinic/visit-0123/1658411764284",
+}
+
+
+def test_webhook_recording_ready_to_download(provider: DailyProvider) -> None:
+    body = hook("recording.ready-to-download", "rec-ready-1", **RECORDING)
+    [got] = provider.parse_webhook(signed(body), body)
+    assert (got.kind, got.room_id, got.event_id) == ("recording-ready", "visit-0123", "rec-ready-1")
+    assert got.recording is not None and got.at == NOW - timedelta(minutes=30)
+    assert got.recording.recording_id == RECORDING["recording_id"]
+    assert got.recording.url == f"{BASE}/recordings/{RECORDING['recording_id']}"
+    assert (got.recording.content_type, got.recording.duration) == ("video/mp4", 1200)
+    assert got.recording.started == NOW - timedelta(minutes=30)
+    raw_tracks = hook(
+        "recording.ready-to-download", "rec-ready-2", **RECORDING | {"type": "raw-tracks"}
+    )
+    [tracks] = provider.parse_webhook(signed(raw_tracks), raw_tracks)
+    assert tracks.recording is not None and tracks.recording.content_type == "video/webm"
+    no_id = hook("recording.ready-to-download", "rec-ready-3", room_name="visit-0123")
+    with pytest.raises(WebhookRejected):
+        provider.parse_webhook(signed(no_id), no_id)
+
+
+async def test_delete_recording_is_idempotent_and_outages_are_retryable(
+    fake: FakeDaily, provider: DailyProvider
+) -> None:
+    body = hook("recording.ready-to-download", "rec-ready-1", **RECORDING)
+    [event] = provider.parse_webhook(signed(body), body)
+    assert event.recording is not None
+    fake.recordings.add(event.recording.recording_id)
+    assert await provider.delete_recording(event.recording) is True
+    assert fake.recordings == set()
+    assert fake.calls[-1] == ("DELETE", f"/recordings/{RECORDING['recording_id']}", None)
+    assert await provider.delete_recording(event.recording) is True  # gone already: done
+    fake.fail.append(error(503, "server-error", "try again"))
+    with pytest.raises(ProviderUnavailable):
+        await provider.delete_recording(event.recording)
 
 
 def test_the_endpoint_check_is_accepted_unsigned_and_records_nothing(

@@ -12,7 +12,12 @@ ended session 404 {"code": 3001, "message": ...}; 401 {"code": 124, "message": "
 access token."}; 429 {"code": 429, ...}) and the webhook pages (x-zm-request-timestamp,
 x-zm-signature "v0=" + hex HMAC-SHA256(secret token, "v0:{ts}:{body}"), the
 endpoint.url_validation challenge, session.user_joined / session.user_left /
-session.ended with payload.object and event_ts in milliseconds).
+session.ended with payload.object and event_ts in milliseconds), the recording webhook
+(changelog 2021-12-18: session.recording_completed with payload.object {session_id,
+session_name, start_time, recording_files [{id, recording_start, recording_end,
+file_type, file_size, download_url, status, recording_type}]} and a download_token) and
+"Delete a recording" (`DELETE /v2/videosdk/sessions/{sessionId}/recordings/{recordingId}`
+-> 204; 404 {"code": 3301} when gone).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class FakeZoom:
         self.calls: list[tuple[str, str, Any]] = []
         self.fail: list[httpx.Response | Exception] = []
         self.page_size = 300
+        self.recordings: set[tuple[str, str]] = set()  # (session id, file id)
 
     def start(self, name: str, session_id: str) -> None:
         """Someone joined `name` with an SDK token: Zoom created the session."""
@@ -120,6 +126,17 @@ class FakeZoom:
                 return error(404, 3001, "Session does not exist.")
             assert body == {"action": "end"}
             session["live"] = False
+            return httpx.Response(204)
+        if (
+            request.method == "DELETE"
+            and parts[:2] == ["videosdk", "sessions"]
+            and parts[3:4] == ["recordings"]
+            and len(parts) == 5
+        ):
+            key = (unquote(unquote(parts[2])), unquote(parts[4]))
+            if key not in self.recordings:
+                return error(404, 3301, "There is no recording for this session.")
+            self.recordings.discard(key)
             return httpx.Response(204)
         return error(404, 404, "Not found")
 
@@ -414,6 +431,82 @@ def test_webhook_events_we_do_not_track_are_verified_then_ignored(provider: Zoom
     assert provider.parse_webhook(signed(body), body) == []
     with pytest.raises(WebhookRejected):
         provider.parse_webhook(signed(body, secret="wrong-secret-token"), body)
+
+
+DOWNLOAD_TOKEN = "abJhbGciOiJIUzUxMiJ9.download-token-of-this-delivery"
+FILES = [
+    {
+        "id": "a2f19f96-9294-4f51-8134-6f0eea108eb2",
+        "recording_start": "2030-05-17T09:00:00Z",
+        "recording_end": "2030-05-17T09:20:00Z",
+        "file_type": "MP4",
+        "file_size": 7220,
+        "download_url": "https://zoom.us/rec/webhook_download/Qg75t7xZBtEbAkjdlgbfdngBBBB",
+        "status": "completed",
+        "recording_type": "shared_screen_with_speaker_view",
+    },
+    {
+        "id": "b3f19f96-9294-4f51-8134-6f0eea108eb3",
+        "recording_start": "2030-05-17T09:00:00Z",
+        "recording_end": "2030-05-17T09:20:00Z",
+        "file_type": "M4A",
+        "file_size": 2048,
+        "download_url": "https://zoom.us/rec/webhook_download/Ab75t7xZBtEbAkjdlgbfdngCCCC?x=1",
+        "status": "completed",
+        "recording_type": "audio_only",
+    },
+    {
+        "id": "c4f19f96-9294-4f51-8134-6f0eea108eb4",
+        "file_type": "CHAT",
+        "download_url": "https://zoom.us/rec/webhook_download/chat",
+        "status": "completed",
+    },
+]
+
+
+def recording_hook() -> bytes:
+    body = json.loads(hook("session.recording_completed", recording_files=FILES))
+    body["download_token"] = DOWNLOAD_TOKEN
+    return json.dumps(body).encode()
+
+
+def test_webhook_recording_completed_gives_one_event_per_media_file(
+    provider: ZoomProvider,
+) -> None:
+    body = recording_hook()
+    video, audio = provider.parse_webhook(signed(body), body)
+    assert (video.kind, video.room_id) == ("recording-ready", "v-0123")
+    assert video.recording is not None and audio.recording is not None
+    assert video.recording.recording_id == f"Uf8+8hQ9TxqGg1PY/ZPi1w==:{FILES[0]['id']}"
+    assert (video.recording.content_type, audio.recording.content_type) == (
+        "video/mp4",
+        "audio/mp4",
+    )
+    assert video.recording.url == FILES[0]["download_url"]
+    assert audio.recording.url == "https://zoom.us/rec/webhook_download/Ab75t7xZBtEbAkjdlgbfdngCCCC"
+    assert (video.recording.size, video.recording.duration) == (7220, 1200.0)
+    assert video.at == video.recording.started and video.event_id != audio.event_id
+    assert DOWNLOAD_TOKEN not in repr((video, audio)), "the download token is a credential"
+
+
+async def test_delete_recording_needs_api_credentials_and_is_idempotent(
+    fake: FakeZoom, provider: ZoomProvider
+) -> None:
+    body = recording_hook()
+    video, _ = provider.parse_webhook(signed(body), body)
+    assert video.recording is not None
+    fake.recordings.add(("Uf8+8hQ9TxqGg1PY/ZPi1w==", FILES[0]["id"]))
+    assert await provider.delete_recording(video.recording) is True
+    assert fake.recordings == set()
+    method, path, _ = fake.calls[-1]
+    assert method == "DELETE" and path.endswith(f"/recordings/{FILES[0]['id']}")
+    assert "Uf8%252B8hQ9TxqGg1PY%252FZPi1w%253D%253D" not in path  # encoded once: no "//"
+    assert await provider.delete_recording(video.recording) is True  # gone already
+    fake.fail.append(error(503, 503, "busy"))
+    with pytest.raises(ProviderUnavailable):
+        await provider.delete_recording(video.recording)
+    without_api = make(fake, api_key=None, api_secret=None)
+    assert await without_api.delete_recording(video.recording) is False
 
 
 def test_url_validation_challenge_is_answered(provider: ZoomProvider) -> None:

@@ -1,0 +1,256 @@
+"""Recordings of virtual visits (issue 19 point 6; R4 consent.html, documentreference.html,
+auditevent.html; README "Recordings"): nothing is recorded without the patient's
+telehealth-recording Consent. With it, the host's token may start Daily's cloud recording
+and the finished recording becomes a DocumentReference on the visit's Encounter with an
+AuditEvent; without it (never given, withdrawn, or its period over) the host's token
+cannot record, a recording that arrives anyway is deleted at the provider and linked to
+nothing, and only an AuditEvent says it existed. Daily on a fake REST API
+(tests/telehealth/providers/test_daily.py)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from fhirserver.config import Settings
+from fhirserver.telehealth.providers import DailyProvider, VideoProvider
+from fhirserver.telehealth.virtual_service import virtual_service
+from tests.telehealth.helpers import FHIR, book, events, outputs, read, search, start
+from tests.telehealth.providers import test_daily
+from tests.telehealth.providers.helpers import claims
+
+RECORDING_ID = "cadf8094-62d8-4405-a56e-7640a1ec22cb"
+
+
+@pytest.fixture
+def fake_daily() -> test_daily.FakeDaily:
+    return test_daily.FakeDaily()
+
+
+@pytest.fixture
+def provider(fake_daily: test_daily.FakeDaily) -> VideoProvider:
+    return test_daily.make(fake_daily)
+
+
+@pytest.fixture
+def telehealth_settings(settings: Settings) -> Settings:
+    return settings.with_overrides(video_provider="daily")
+
+
+def consent(category: str = "telehealth-recording", **changes: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "treatment",
+                }
+            ]
+        },
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://fhirserver.dev/fhir/CodeSystem/consent-category",
+                        "code": category,
+                    }
+                ]
+            }
+        ],
+        "patient": {"reference": "Patient/p1"},
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+    } | changes
+
+
+async def give(http: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, Any]:
+    created = await http.post(f"{FHIR}/Consent", json=resource)
+    assert created.status_code == 201, created.text
+    body: dict[str, Any] = created.json()
+    return body
+
+
+async def started_visit(http: httpx.AsyncClient, app: Starlette) -> tuple[str, dict[str, Any]]:
+    """A started visit: its room and the $start-virtual-visit outputs."""
+    booked = await book(http, app, channel="daily")
+    answer = await start(http, booked["id"])
+    assert answer.status_code == 200, answer.text
+    room = virtual_service(booked).session_key  # type: ignore[union-attr]
+    assert room is not None
+    return room, outputs(answer.json())
+
+
+def recording_ready(room: str, event_id: str = "rec-ready-1") -> bytes:
+    return test_daily.hook(
+        "recording.ready-to-download",
+        event_id,
+        **test_daily.RECORDING | {"room_name": room, "start_ts": int(time.time()) - 1800},
+    )
+
+
+async def deliver(http: httpx.AsyncClient, body: bytes) -> httpx.Response:
+    return await http.post(
+        "/telehealth/webhooks/daily", content=body, headers=test_daily.signed(body)
+    )
+
+
+def may_record(host_token: str) -> bool:
+    grant = claims(host_token, test_daily.API_KEY)
+    return grant.get("er") == "cloud" and grant.get("sr") is True
+
+
+async def recordings(http: httpx.AsyncClient, encounter_id: str) -> list[dict[str, Any]]:
+    return await search(http, f"DocumentReference?encounter=Encounter/{encounter_id}")
+
+
+async def test_with_consent_the_host_records_and_the_recording_is_linked_once(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    await give(http, consent())
+    room, started = await started_visit(http, app)
+    assert may_record(started["hostToken"])
+    encounter = started["encounter"]
+    answer = await deliver(http, recording_ready(room))
+    assert answer.status_code == 200 and answer.json() == {"recorded": 1}, answer.text
+    [document] = await recordings(http, encounter["id"])
+    assert document["subject"] == {"reference": "Patient/p1"}
+    assert document["status"] == "current" and document["docStatus"] == "final"
+    assert document["type"]["coding"][0]["code"] == "visit-recording"
+    attachment = document["content"][0]["attachment"]
+    assert attachment["url"] == f"{test_daily.BASE}/recordings/{RECORDING_ID}"
+    assert attachment["contentType"] == "video/mp4"
+    period = document["context"]["period"]
+    assert period["start"] < period["end"]
+    linked = await search(http, f"AuditEvent?entity=DocumentReference/{document['id']}")
+    assert [e["subtype"][0]["code"] for e in linked] == ["recording-linked"]
+    # The same delivery again, and the same recording in another delivery: linked once.
+    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 0}
+    assert (await deliver(http, recording_ready(room, "rec-ready-2"))).json() == {"recorded": 0}
+    assert len(await recordings(http, encounter["id"])) == 1
+    assert not [c for c in fake_daily.calls if c[1].startswith("/recordings")], "nothing deleted"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param([], id="no consent"),
+        pytest.param([consent("telehealth")], id="only the visit's consent"),
+        pytest.param([consent(status="inactive")], id="withdrawn"),
+        pytest.param(
+            [consent(provision={"type": "permit", "period": {"end": "2020-01-01T00:00:00Z"}})],
+            id="period over",
+        ),
+        pytest.param(
+            [consent(patient={"reference": "Patient/someone-else"})], id="another patient's"
+        ),
+    ],
+)
+async def test_without_consent_nothing_is_recorded(
+    http: httpx.AsyncClient,
+    app: Starlette,
+    fake_daily: test_daily.FakeDaily,
+    given: list[dict[str, Any]],
+) -> None:
+    for resource in given:
+        await give(http, resource)
+    room, started = await started_visit(http, app)
+    assert not may_record(started["hostToken"]), "the host's token may start a recording"
+    encounter = started["encounter"]
+    fake_daily.recordings.add(RECORDING_ID)  # made anyway (the domain's own settings, say)
+    answer = await deliver(http, recording_ready(room))
+    assert answer.status_code == 200 and answer.json() == {"recorded": 1}, answer.text
+    assert await recordings(http, encounter["id"]) == []
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set(), "the recording was not deleted at the provider"
+    assert (await events(http, f"Encounter/{encounter['id']}"))[-1] == "recording-discarded"
+    [discarded] = await search(http, "AuditEvent?subtype=recording-discarded")
+    assert "deleted at the provider" in discarded["outcomeDesc"]
+    assert RECORDING_ID not in str(discarded)
+
+
+async def test_a_consent_withdrawn_after_the_visit_started_wins(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    given = await give(http, consent())
+    room, started = await started_visit(http, app)
+    assert may_record(started["hostToken"])
+    withdrawn = given | {"status": "inactive"}
+    assert (await http.put(f"{FHIR}/Consent/{given['id']}", json=withdrawn)).status_code == 200
+    fake_daily.recordings.add(RECORDING_ID)
+    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set()
+
+
+@pytest.mark.parametrize(
+    ("starts", "ends"),
+    [
+        pytest.param(-7200, -600, id="ended after the recording began"),
+        pytest.param(-600, 7200, id="began after the recording began"),
+    ],
+)
+async def test_a_consent_must_cover_the_recording_from_its_start_to_its_arrival(
+    http: httpx.AsyncClient,
+    app: Starlette,
+    fake_daily: test_daily.FakeDaily,
+    starts: int,
+    ends: int,
+) -> None:
+    """The recording began 30 minutes ago and arrives now."""
+    period = {"start": instant(starts), "end": instant(ends)}
+    await give(http, consent(provision={"type": "permit", "period": period}))
+    room, _ = await started_visit(http, app)
+    fake_daily.recordings.add(RECORDING_ID)
+    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set()
+
+
+def instant(seconds_from_now: int) -> str:
+    moment = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def test_a_deletion_that_fails_records_nothing_and_the_retry_deletes(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    room, started = await started_visit(http, app)
+    encounter = started["encounter"]
+    audit = await events(http, f"Encounter/{encounter['id']}")
+    fake_daily.recordings.add(RECORDING_ID)
+    fake_daily.fail.append(test_daily.error(503, "server-error", "busy"))
+    failed = await deliver(http, recording_ready(room))
+    assert failed.status_code == 503 and failed.json()["resourceType"] == "OperationOutcome"
+    assert await events(http, f"Encounter/{encounter['id']}") == audit
+    assert fake_daily.recordings == {RECORDING_ID}
+    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
+    assert fake_daily.recordings == set()
+
+
+async def test_a_recording_of_an_unknown_room_is_dropped(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    await give(http, consent())
+    assert (await deliver(http, recording_ready("visit-unknown"))).json() == {"recorded": 0}
+    assert await search(http, "DocumentReference") == []
+
+
+async def test_the_stored_document_names_no_credential(
+    http: httpx.AsyncClient, app: Starlette, provider: DailyProvider
+) -> None:
+    await give(http, consent())
+    room, started = await started_visit(http, app)
+    await deliver(http, recording_ready(room))
+    [document] = await recordings(http, started["encounter"]["id"])
+    stored = await read(http, "DocumentReference", document["id"])
+    assert test_daily.API_KEY not in str(stored) and test_daily.HOOK_HMAC not in str(stored)
