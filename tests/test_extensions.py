@@ -39,6 +39,7 @@ def test_the_folder_holds_our_resources() -> None:
         "Basic-SubscriptionTopic-patient-waiting.json",
         "Basic-SubscriptionTopic-visit-ended.json",
         "Basic-SubscriptionTopic-visit-started.json",
+        "CodeSystem-call-quality.json",
         "CodeSystem-consent-category.json",
         "CodeSystem-telehealth-event.json",
         "CodeSystem-virtual-service-type.json",

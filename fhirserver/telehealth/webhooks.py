@@ -1,7 +1,8 @@
 """Provider webhooks (README "Telehealth" / "Providers"): a verified event about a room
 becomes a participant period opened or closed on the visit's Encounter (R4
 encounter.html Encounter.participant.period), the visit finished, or a finished recording
-linked as a DocumentReference or discarded (recordings.py), each with its AuditEvent. A
+linked as a DocumentReference or discarded (recordings.py), each with its AuditEvent;
+a participant's network quality the provider reports is an Observation (call_quality.py). A
 delivery is recorded once: its id is an entity of the AuditEvent it made (audit.py), and
 a delivery without an id changes nothing the second time.
 """
@@ -13,6 +14,7 @@ from datetime import timedelta
 
 from fhirserver.resources.references import local_reference
 from fhirserver.storage.base import Reader, UnitOfWork
+from fhirserver.telehealth.call_quality import quality_observation
 from fhirserver.telehealth.context import VisitContext
 from fhirserver.telehealth.encounter_lifecycle import (
     end_visit,
@@ -139,6 +141,11 @@ async def _record_event(context: VisitContext, unit: UnitOfWork, event: RoomEven
         display=display,
         delivery=delivery,
     )
+    if event.network_quality is not None and subtype != "visit-ended":
+        observation = quality_observation(
+            event.network_quality, event.at, appointment, encounter, who, display
+        )
+        await create(unit, context.writes.as_server(), observation)
     return 1
 
 

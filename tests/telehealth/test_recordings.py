@@ -17,29 +17,18 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from fhirserver.config import Settings
-from fhirserver.telehealth.providers import DailyProvider, VideoProvider
-from fhirserver.telehealth.virtual_service import virtual_service
-from tests.telehealth.helpers import FHIR, book, events, outputs, read, search, start
+from fhirserver.telehealth.providers import DailyProvider
+from tests.telehealth import daily_app
+from tests.telehealth.daily_app import deliver, started_visit
+from tests.telehealth.helpers import FHIR, events, read, search
 from tests.telehealth.providers import test_daily
 from tests.telehealth.providers.helpers import claims
 
+# The app on Daily: these fixtures replace conftest.py's LiveKit ones in this module.
+fake_daily = daily_app.fake_daily
+provider = daily_app.provider
+telehealth_settings = daily_app.telehealth_settings
 RECORDING_ID = "cadf8094-62d8-4405-a56e-7640a1ec22cb"
-
-
-@pytest.fixture
-def fake_daily() -> test_daily.FakeDaily:
-    return test_daily.FakeDaily()
-
-
-@pytest.fixture
-def provider(fake_daily: test_daily.FakeDaily) -> VideoProvider:
-    return test_daily.make(fake_daily)
-
-
-@pytest.fixture
-def telehealth_settings(settings: Settings) -> Settings:
-    return settings.with_overrides(video_provider="daily")
 
 
 def consent(category: str = "telehealth-recording", **changes: Any) -> dict[str, Any]:
@@ -80,27 +69,11 @@ async def give(http: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, A
     return body
 
 
-async def started_visit(http: httpx.AsyncClient, app: Starlette) -> tuple[str, dict[str, Any]]:
-    """A started visit: its room and the $start-virtual-visit outputs."""
-    booked = await book(http, app, channel="daily")
-    answer = await start(http, booked["id"])
-    assert answer.status_code == 200, answer.text
-    room = virtual_service(booked).session_key  # type: ignore[union-attr]
-    assert room is not None
-    return room, outputs(answer.json())
-
-
 def recording_ready(room: str, event_id: str = "rec-ready-1") -> bytes:
     return test_daily.hook(
         "recording.ready-to-download",
         event_id,
         **test_daily.RECORDING | {"room_name": room, "start_ts": int(time.time()) - 1800},
-    )
-
-
-async def deliver(http: httpx.AsyncClient, body: bytes) -> httpx.Response:
-    return await http.post(
-        "/telehealth/webhooks/daily", content=body, headers=test_daily.signed(body)
     )
 
 

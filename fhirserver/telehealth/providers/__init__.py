@@ -1,7 +1,9 @@
 """Video providers behind one protocol: rooms, participant tokens, webhooks."""
 
 from fhirserver.telehealth.providers.base import (
+    NETWORK_QUALITIES,
     EventKind,
+    NetworkQuality,
     ParticipantRole,
     ParticipantToken,
     ProviderError,
@@ -22,6 +24,7 @@ from fhirserver.telehealth.providers.livekit import LiveKitConfig, LiveKitProvid
 from fhirserver.telehealth.providers.zoom import ZoomConfig, ZoomProvider
 
 __all__ = [
+    "NETWORK_QUALITIES",
     "DailyConfig",
     "DailyProvider",
     "EventKind",
@@ -31,6 +34,7 @@ __all__ = [
     "JitsiProvider",
     "LiveKitConfig",
     "LiveKitProvider",
+    "NetworkQuality",
     "ParticipantRole",
     "ParticipantToken",
     "ProviderError",

@@ -45,6 +45,10 @@ from fhirserver.errors import FHIRError
 ParticipantRole = Literal["host", "guest"]
 EventKind = Literal["participant-joined", "participant-left", "room-ended", "recording-ready"]
 ROLES: tuple[ParticipantRole, ...] = ("host", "guest")
+#: A participant's network quality as a provider reports it (Daily's
+#: `networkQualityState`; "unknown" is reported as None).
+NetworkQuality = Literal["good", "warning", "bad"]
+NETWORK_QUALITIES: tuple[NetworkQuality, ...] = ("good", "warning", "bad")
 
 
 class VideoProviderError(FHIRError):
@@ -173,7 +177,9 @@ class RoomEvent:
     identity, 100ms user_id, Jitsi context.user.id) when the provider reports it;
     `participant_sid` is the provider's id for that one connection (pairs a join with its
     leave); `event_id` is the provider's id for the delivery, for de-duplication (webhooks
-    are delivered at least once, and a captured one can be replayed).
+    are delivered at least once, and a captured one can be replayed). `recording` comes
+    with a `recording-ready` event; `network_quality` with a participant event, where
+    the provider reports the participant's connection (call_quality.py).
     """
 
     provider: str
@@ -185,6 +191,7 @@ class RoomEvent:
     participant_sid: str | None = None
     event_id: str | None = None
     recording: Recording | None = None
+    network_quality: NetworkQuality | None = None
 
 
 @runtime_checkable

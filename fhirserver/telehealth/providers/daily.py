@@ -28,7 +28,8 @@ Followed docs (docs.daily.co):
   unsigned, and records nothing. The timestamp is read as epoch seconds.
   Events (/reference/rest-api/webhooks/events/participant-joined and its siblings):
   `participant.joined` and `participant.left` (`payload` {room, user_id (from the meeting
-  token), user_name, session_id, joined_at, and on leaving duration}), `meeting.ended`
+  token), user_name, session_id, joined_at, owner, "the quality of the user's network",
+  and on leaving duration}), `meeting.ended`
   ({room, start_ts, end_ts}); every event has `version`, `type`, `id`, `payload` and
   `event_ts` (when the webhook was sent).
 - Recordings: a token's `enable_recording` (`er`: "cloud") lets its holder record, and
@@ -41,6 +42,11 @@ Followed docs (docs.daily.co):
   s3_key}; the recording is then the API's `GET /v1/recordings/:id` (an access link to
   the file comes from `GET /v1/recordings/:id/access-link`, with the API key), and
   "Delete recording" is `DELETE /v1/recordings/:id` (404 when gone).
+
+The network quality in participant events is read from `networkQualityState`, the name
+and values ('good' | 'warning' | 'bad' | 'unknown') of the DailyParticipant object
+(/reference/daily-js/types/daily-participant) the webhook payload reports from; "unknown"
+and anything else are left out.
 
 Rooms are `private` (a token is needed to join) and expire `room_ttl` after they are
 provisioned; a visit booked further ahead than that needs a longer `room_ttl`.
@@ -62,7 +68,9 @@ import httpx
 
 from fhirserver.telehealth.providers import _common as common
 from fhirserver.telehealth.providers.base import (
+    NETWORK_QUALITIES,
     EventKind,
+    NetworkQuality,
     ParticipantRole,
     ParticipantToken,
     ProviderError,
@@ -283,6 +291,7 @@ class DailyProvider(common.HttpClient):
                 participant_display=common.text_field(data, "user_name"),
                 participant_sid=common.text_field(data, "session_id"),
                 event_id=event_id,
+                network_quality=_network_quality(data.get("networkQualityState")),
             )
         ]
 
@@ -305,6 +314,13 @@ class DailyProvider(common.HttpClient):
         return RoomEvent(
             self.name, "recording-ready", room, at, event_id=event_id, recording=recording
         )
+
+
+def _network_quality(value: object) -> NetworkQuality | None:
+    for quality in NETWORK_QUALITIES:
+        if value == quality:
+            return quality
+    return None
 
 
 def _left_at(data: Mapping[str, Any]) -> datetime | None:

@@ -351,6 +351,20 @@ def test_webhook_participant_joined(provider: DailyProvider) -> None:
     assert got.at == NOW - timedelta(minutes=1)
 
 
+@pytest.mark.parametrize(
+    ("reported", "quality"),
+    [("good", "good"), ("warning", "warning"), ("bad", "bad"), ("unknown", None), (3, None)],
+)
+def test_webhook_participant_network_quality(
+    provider: DailyProvider, reported: object, quality: str | None
+) -> None:
+    body = hook("participant.joined", **PARTICIPANT, networkQualityState=reported)
+    [got] = provider.parse_webhook(signed(body), body)
+    assert got.network_quality == quality
+    body = hook("participant.joined", **PARTICIPANT)
+    assert provider.parse_webhook(signed(body), body)[0].network_quality is None
+
+
 def test_webhook_participant_left_and_meeting_ended(provider: DailyProvider) -> None:
     headers_body = hook("participant.left", "ptcpt-left-1", **PARTICIPANT, duration=45)
     [left] = provider.parse_webhook(signed(headers_body), headers_body)
