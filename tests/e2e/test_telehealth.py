@@ -11,8 +11,10 @@ runner with a join address and meeting code, the patient in the waiting room by 
 Encounter, R4 encounter.html), the patient admitted to the call, provider webhooks
 recording who was in the call as participant periods (replays and forgeries record
 nothing), `$end-virtual-visit` (the Encounter finished, every period closed), the room
-closed at the provider, the meeting code dead, and the visit's story as AuditEvents
-searchable by entity (R4 auditevent.html).
+closed at the provider, the meeting code dead, the visit's story as AuditEvents
+searchable by entity (R4 auditevent.html), and, where the provider reports recordings
+(Zoom, Daily), the recording the patient consented to linked to the Encounter as a
+DocumentReference (R4 documentreference.html).
 """
 
 from __future__ import annotations
@@ -123,6 +125,11 @@ class Harness(ABC):
         self, kind: Kind, room_id: str, identity: str, event_id: str, secret: str
     ) -> Delivery:
         """A webhook saying `identity` joined or left the room, authenticated with `secret`."""
+
+    def recording(self, room_id: str) -> Delivery | None:
+        """A "recording ready" webhook about the room; None where the provider's recordings
+        do not reach the server."""
+        return None
 
     def genuine(self, kind: Kind, room_id: str, identity: str, event_id: str) -> Delivery | None:
         """A webhook the provider would send; None where it sends none."""
@@ -314,6 +321,25 @@ class Zoom(Harness):
         headers = test_zoom.signed(body, secret=secret)  # stamped on the provider's clock
         return Delivery("/telehealth/webhooks/zoom-video-sdk", body, headers)
 
+    def recording(self, room_id: str) -> Delivery | None:
+        began = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+        video = test_zoom.FILES[0] | {
+            "recording_start": began.isoformat(),
+            "recording_end": (began + timedelta(minutes=15)).isoformat(),
+        }
+        event = {
+            "event": "session.recording_completed",
+            "event_ts": int(time.time() * 1000),
+            "payload": {
+                "account_id": "D8cJuqWVQ623CI4Q8yQK0Q",
+                "object": {"session_id": "s1", "session_name": room_id, "recording_files": [video]},
+            },
+            "download_token": test_zoom.DOWNLOAD_TOKEN,
+        }
+        body = json.dumps(event).encode()
+        headers = test_zoom.signed(body)
+        return Delivery("/telehealth/webhooks/zoom-video-sdk", body, headers)
+
 
 class Daily(Harness):
     name = "daily"
@@ -358,6 +384,12 @@ class Daily(Harness):
         key = secret if secret == self.webhook_secret else base64.b64encode(secret.encode())
         headers = test_daily.signed(body, secret=key if isinstance(key, str) else key.decode())
         return Delivery("/telehealth/webhooks/daily", body, headers)
+
+    def recording(self, room_id: str) -> Delivery | None:
+        began = int(time.time()) - 20 * 60
+        payload = test_daily.RECORDING | {"room_name": room_id, "start_ts": began}
+        body = test_daily.hook("recording.ready-to-download", "rec-ready-1", **payload)
+        return Delivery("/telehealth/webhooks/daily", body, test_daily.signed(body))
 
 
 # -- the server -----------------------------------------------------------------------------
@@ -414,6 +446,29 @@ async def audit_events(http: httpx.AsyncClient, about: str) -> list[dict[str, An
 
 async def subtypes(http: httpx.AsyncClient, about: str) -> Counter[str]:
     return Counter(event["subtype"][0]["code"] for event in await audit_events(http, about))
+
+
+def recording_consent(patient_ref: str) -> dict[str, Any]:
+    system = "http://fhirserver.dev/fhir/CodeSystem/consent-category"
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "treatment",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": system, "code": "telehealth-recording"}]}],
+        "patient": {"reference": patient_ref},
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+    }
 
 
 def virtual_service(appointment: dict[str, Any]) -> dict[str, Any]:
@@ -517,6 +572,8 @@ async def walkthrough(http: httpx.AsyncClient, case: Harness, base: str) -> None
         http, {"resourceType": "Practitioner", "name": [{"family": "Who", "prefix": ["Dr"]}]}
     )
     patient_ref, doctor_ref = f"Patient/{patient['id']}", f"Practitioner/{doctor['id']}"
+    # The patient agrees to the visit being recorded (README "Recordings and call quality").
+    await create(http, recording_consent(patient_ref))
 
     # 2. The booking: a virtual Appointment in five minutes.
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
@@ -692,3 +749,15 @@ async def walkthrough(http: httpx.AsyncClient, case: Harness, base: str) -> None
     before = Counter({"room-provisioned": 1, "patient-waiting": 1})
     assert await subtypes(http, encounter_ref) == +during
     assert await subtypes(http, appointment_ref) == +(before + during)
+
+    # 11. The recording, where the provider reports one: linked to the visit, once.
+    recording = case.recording(room)
+    if recording is not None:
+        response = await deliver(http, recording)
+        assert (response.status_code, response.json()) == (200, {"recorded": 1}), response.text
+        [document] = await search(http, f"DocumentReference?encounter={encounter_ref}")
+        assert document["subject"] == {"reference": patient_ref}
+        assert document["content"][0]["attachment"]["url"].startswith("https://")
+        assert (await deliver(http, recording)).json() == {"recorded": 0}
+        linked = await subtypes(http, f"DocumentReference/{document['id']}")
+        assert linked == Counter({"recording-linked": 1})
