@@ -51,6 +51,7 @@ from fhirserver.telehealth.providers import (
 )
 from fhirserver.telehealth.providers.zoom import identity_from_user_key, user_identity
 from tests.loopback import free_port, on_loopback
+from tests.telehealth.helpers import consent
 from tests.telehealth.providers import test_daily, test_zoom
 from tests.telehealth.providers.helpers import claims, client, clock
 from tests.telehealth.providers.test_hms import HOOK_SECRET, PREBUILT, FakeHms
@@ -448,29 +449,6 @@ async def subtypes(http: httpx.AsyncClient, about: str) -> Counter[str]:
     return Counter(event["subtype"][0]["code"] for event in await audit_events(http, about))
 
 
-def recording_consent(patient_ref: str) -> dict[str, Any]:
-    system = "http://fhirserver.dev/fhir/CodeSystem/consent-category"
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "treatment",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": system, "code": "telehealth-recording"}]}],
-        "patient": {"reference": patient_ref},
-        "policyRule": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
-            ]
-        },
-    }
-
-
 def virtual_service(appointment: dict[str, Any]) -> dict[str, Any]:
     """The virtual-service sub-extensions as {name: value}."""
     [extension] = [e for e in appointment.get("extension", []) if e["url"] == VIRTUAL_SERVICE]
@@ -573,7 +551,7 @@ async def walkthrough(http: httpx.AsyncClient, case: Harness, base: str) -> None
     )
     patient_ref, doctor_ref = f"Patient/{patient['id']}", f"Practitioner/{doctor['id']}"
     # The patient agrees to the visit being recorded (README "Recordings and call quality").
-    await create(http, recording_consent(patient_ref))
+    await create(http, consent(patient_ref, category="telehealth-recording"))
 
     # 2. The booking: a virtual Appointment in five minutes.
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)

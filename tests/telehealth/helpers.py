@@ -91,3 +91,39 @@ def http_client(app: Starlette) -> httpx.AsyncClient:
         base_url="http://testserver",
         headers={"Content-Type": "application/fhir+json"},
     )
+
+
+def consent(
+    patient: str = "Patient/p1", category: str = "telehealth", **changes: Any
+) -> dict[str, Any]:
+    """A Consent of the shape README "Consent" accepts: active, scope treatment, opt-in,
+    with the category `telehealth` (the visit) or `telehealth-recording`."""
+    resource: dict[str, Any] = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "treatment",
+                }
+            ]
+        },
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://fhirserver.dev/fhir/CodeSystem/consent-category",
+                        "code": category,
+                    }
+                ]
+            }
+        ],
+        "patient": {"reference": patient},
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+    }
+    return resource | changes

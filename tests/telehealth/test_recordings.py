@@ -18,7 +18,7 @@ import pytest
 from starlette.applications import Starlette
 
 from fhirserver.telehealth.providers import DailyProvider
-from tests.telehealth import daily_app
+from tests.telehealth import daily_app, helpers
 from tests.telehealth.daily_app import deliver, started_visit
 from tests.telehealth.helpers import FHIR, events, read, search
 from tests.telehealth.providers import test_daily
@@ -31,35 +31,12 @@ telehealth_settings = daily_app.telehealth_settings
 RECORDING_ID = "cadf8094-62d8-4405-a56e-7640a1ec22cb"
 
 
-def consent(category: str = "telehealth-recording", **changes: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "treatment",
-                }
-            ]
-        },
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://fhirserver.dev/fhir/CodeSystem/consent-category",
-                        "code": category,
-                    }
-                ]
-            }
-        ],
-        "patient": {"reference": "Patient/p1"},
-        "policyRule": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
-            ]
-        },
-    } | changes
+def consent(patient: str = "Patient/p1", **changes: Any) -> dict[str, Any]:
+    return helpers.consent(patient, "telehealth-recording", **changes)
+
+
+def visit_consent() -> dict[str, Any]:
+    return helpers.consent()
 
 
 async def give(http: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, Any]:
@@ -117,15 +94,13 @@ async def test_with_consent_the_host_records_and_the_recording_is_linked_once(
     "given",
     [
         pytest.param([], id="no consent"),
-        pytest.param([consent("telehealth")], id="only the visit's consent"),
+        pytest.param([visit_consent()], id="only the visit's consent"),
         pytest.param([consent(status="inactive")], id="withdrawn"),
         pytest.param(
             [consent(provision={"type": "permit", "period": {"end": "2020-01-01T00:00:00Z"}})],
             id="period over",
         ),
-        pytest.param(
-            [consent(patient={"reference": "Patient/someone-else"})], id="another patient's"
-        ),
+        pytest.param([consent("Patient/someone-else")], id="another patient's"),
     ],
 )
 async def test_without_consent_nothing_is_recorded(

@@ -19,6 +19,7 @@ from tests.telehealth.helpers import (
     FHIR,
     appointment,
     book,
+    consent,
     events,
     http_client,
     meeting_code,
@@ -148,38 +149,6 @@ async def test_the_capability_statement_lists_the_operations(http: httpx.AsyncCl
         "start-virtual-visit",
         "end-virtual-visit",
     }
-
-
-def consent(patient: str = "Patient/p1", **changes: Any) -> dict[str, Any]:
-    resource: dict[str, Any] = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "treatment",
-                }
-            ]
-        },
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://fhirserver.dev/fhir/CodeSystem/consent-category",
-                        "code": "telehealth",
-                    }
-                ]
-            }
-        ],
-        "patient": {"reference": patient},
-        "policyRule": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
-            ]
-        },
-    }
-    return {**resource, **changes}
 
 
 async def test_with_require_consent_a_visit_needs_the_patients_telehealth_consent(
