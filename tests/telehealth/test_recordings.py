@@ -202,3 +202,21 @@ async def test_the_stored_document_names_no_credential(
     [document] = await recordings(http, started["encounter"]["id"])
     stored = await read(http, "DocumentReference", document["id"])
     assert test_daily.API_KEY not in str(stored) and test_daily.HOOK_HMAC not in str(stored)
+
+
+@pytest.mark.parametrize("duration", [1e300, -5, "1200", 10 * 24 * 3600])
+async def test_an_implausible_duration_is_left_out_not_a_500(
+    http: httpx.AsyncClient, app: Starlette, duration: object
+) -> None:
+    await give(http, consent())
+    room, started = await started_visit(http, app)
+    body = test_daily.hook(
+        "recording.ready-to-download",
+        "rec-ready-1",
+        **test_daily.RECORDING
+        | {"room_name": room, "start_ts": int(time.time()) - 1800, "duration": duration},
+    )
+    answer = await deliver(http, body)
+    assert answer.status_code == 200 and answer.json() == {"recorded": 1}, answer.text
+    [document] = await recordings(http, started["encounter"]["id"])
+    assert "period" not in document["context"]

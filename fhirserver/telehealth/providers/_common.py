@@ -215,6 +215,17 @@ def number(value: object) -> float | None:
     return float(value) if 0 <= value < float("inf") else None
 
 
+#: The longest a recording of one visit can plausibly run (a provider's room lasts a day
+#: or two at most); a longer reported duration is left out, not believed.
+MAX_RECORDING = timedelta(days=2)
+
+
+def recording_duration(seconds: object) -> float | None:
+    """A recording's reported duration in seconds: between 0 and MAX_RECORDING, else None."""
+    value = number(seconds)
+    return value if value is not None and value <= MAX_RECORDING.total_seconds() else None
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """Replace every secret (and every bearer token we sent) that occurs in `text`."""
     for secret in secrets:

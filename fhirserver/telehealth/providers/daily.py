@@ -308,7 +308,7 @@ class DailyProvider(common.HttpClient):
             # Cloud recordings are MP4; raw-tracks recordings are WebM files per track.
             content_type="video/webm" if data.get("type") == "raw-tracks" else "video/mp4",
             started=started,
-            duration=common.number(duration),
+            duration=common.recording_duration(duration),
         )
         at = started or self._clock()
         return RoomEvent(

@@ -454,7 +454,9 @@ class ZoomProvider(common.HttpClient):
                 url=f"https://{parts.netloc}{parts.path}",  # no query: no credential kept
                 content_type=content_type,
                 started=started,
-                duration=(ended - started).total_seconds() if started and ended else None,
+                duration=common.recording_duration((ended - started).total_seconds())
+                if started and ended
+                else None,
                 size=int(size) if size is not None else None,
             )
             events.append(
