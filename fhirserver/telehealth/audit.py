@@ -43,7 +43,8 @@ _SOURCE_TYPE = {
     "code": "4",
     "display": "Application Server",
 }
-# R4 AuditEvent.entity.type: audit-entity-type#2 "System Object" (the delivery).
+# R4 AuditEvent.entity.type: audit-entity-type#2 "System Object" (a delivery, a recording
+# at the provider).
 _DELIVERY_TYPE = {
     "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
     "code": "2",
@@ -60,10 +61,16 @@ def audit_event(
     display: str | None = None,
     delivery: str | None = None,
     outcome: str | None = None,
+    action: str = "E",
+    failed: bool = False,
+    named: Iterable[JSONObject] = (),
 ) -> JSONObject:
     """An AuditEvent for `subtype` at `at`; `about`: "Appointment/1", "Encounter/2",
     "Patient/3"...; `who`/`display`: the person acting (a reference, a name, or both);
-    `outcome`: a reason given for the event (AuditEvent.outcomeDesc)."""
+    `outcome`: a reason given for the event (AuditEvent.outcomeDesc); `action` its R4
+    audit-event-action (C create, D delete, E execute); `failed`: it fell short of what
+    it set out to do (audit-event-outcome 4, minor failure); `named`: identifiers of
+    things outside the server the event is about (AuditEvent.entity.what.identifier)."""
     if subtype not in _DISPLAYS:
         raise ValueError(f"Unknown telehealth event {subtype!r}")
     agent: JSONObject = {"requestor": who is not None or display is not None}
@@ -74,15 +81,18 @@ def audit_event(
         person["display"] = display
     agent["who"] = person or {"display": "fhirserver"}
     entities: list[JSONObject] = [{"what": {"reference": reference}} for reference in about]
+    entities += [
+        {"what": {"identifier": identifier}, "type": _DELIVERY_TYPE} for identifier in named
+    ]
     if delivery is not None:
         entities.append({"type": _DELIVERY_TYPE, "name": delivery})
     event: JSONObject = {
         "resourceType": "AuditEvent",
         "type": {"system": EVENT_SYSTEM, "code": "virtual-visit", "display": "Virtual visit"},
         "subtype": [{"system": EVENT_SYSTEM, "code": subtype, "display": _DISPLAYS[subtype]}],
-        "action": "E",
+        "action": action,
         "recorded": format_instant(at),
-        "outcome": "0",
+        "outcome": "4" if failed else "0",
         "agent": [agent],
         "source": {"observer": {"display": "fhirserver"}, "type": [_SOURCE_TYPE]},
         "entity": entities,

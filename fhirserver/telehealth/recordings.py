@@ -5,8 +5,8 @@ Nothing is recorded without consent, at three places:
 - a host token may start the provider's recording only when `recording_permitted` holds
   at the visit's start (visit_operations.py; the providers that grant recording per token);
 - a finished recording the provider reports (webhooks.py) is linked to the record only
-  when `recording_permitted` holds both when it started and when it arrives (a Consent
-  withdrawn meanwhile wins);
+  when one Consent holds from when it began to when it ended and when it arrives (a
+  Consent withdrawn meanwhile wins), decided again inside the unit of work that links it;
 - otherwise it is deleted at the provider where the provider's API allows, and only an
   AuditEvent `recording-discarded` says it existed.
 
@@ -61,16 +61,30 @@ async def visit_permitted(reader: Reader, patient: str, at: datetime) -> bool:
 async def recording_permitted(
     reader: Reader, appointment: JSONObject, instants: Iterable[datetime]
 ) -> bool:
-    """Whether the Appointment's patient has a recording Consent in force at every one of
-    `instants`; False for a visit without a patient."""
+    """Whether one recording Consent of the Appointment's patient is in force at every
+    one of `instants` (one Consent, so that no gap between two Consents' periods is
+    covered by neither); False for a visit without a patient."""
     patient = patient_reference(appointment)
     if patient is None:
         return False
-    consents = await active_consents(reader, patient)
-    return all(
-        any(consent_permits_recording(consent, patient, at) for consent in consents)
-        for at in instants
+    moments = list(instants)
+    return any(
+        all(consent_permits_recording(consent, patient, at) for at in moments)
+        for consent in await active_consents(reader, patient)
     )
+
+
+def recording_instants(recordings: Iterable[Recording], now: datetime) -> list[datetime] | None:
+    """When a Consent must have been in force for `recordings` to be linked: as each
+    began and ended, and now, when they arrive (a Consent withdrawn meanwhile wins).
+    None when no recording says when it began: consent then cannot be shown."""
+    instants = [now]
+    for recording in recordings:
+        if recording.started is not None:
+            instants.append(recording.started)
+            if recording.duration is not None:
+                instants.append(recording.started + timedelta(seconds=recording.duration))
+    return instants if len(instants) > 1 else None
 
 
 def recording_document(
@@ -86,7 +100,7 @@ def recording_document(
     attachment: JSONObject = {
         "contentType": recording.content_type,
         "url": recording.url,
-        "title": "Recording of the virtual visit",
+        "title": recording.title,
     }
     if recording.size is not None and recording.size <= _MAX_SIZE:
         attachment["size"] = recording.size

@@ -12,6 +12,7 @@ one room, one Encounter and one meeting code.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
@@ -113,10 +114,22 @@ async def audit(
     display: str | None = None,
     delivery: str | None = None,
     outcome: str | None = None,
+    action: str = "E",
+    failed: bool = False,
+    named: Iterable[JSONObject] = (),
 ) -> None:
-    """Record the AuditEvent of a visit event in the unit (audit.py)."""
+    """Record the AuditEvent of a visit event in the unit (audit.py `audit_event`)."""
     event = audit_event(
-        subtype, at, about, who=who, display=display, delivery=delivery, outcome=outcome
+        subtype,
+        at,
+        about,
+        who=who,
+        display=display,
+        delivery=delivery,
+        outcome=outcome,
+        action=action,
+        failed=failed,
+        named=named,
     )
     await crud.write_new(unit, writes, event, meta.new_id())
 

@@ -279,8 +279,37 @@ def consent_permits_recording(consent: JSONObject, patient: str, at: datetime) -
     as `consent_permits_visit`, with the category `RECORDING_CATEGORY`
     (consent-category#telehealth-recording) in place of the visit's. A Consent of its own,
     so that a patient who agrees to video visits is not thereby recorded, and can take
-    back the recording alone (status inactive, or a root provision of type deny)."""
-    return consent_permits_visit(consent, patient, at, RECORDING_CATEGORY)
+    back the recording alone (status inactive, or a root provision of type deny).
+
+    Stricter than a visit's, because a recording is kept:
+    - it covers nothing before it was given: `Consent.dateTime` ("when this Consent was
+      issued"), read at its latest edge ("2024-05-17" counts from the end of that day);
+      undated, the time the server stored this version (`meta.lastUpdated`);
+    - a nested `provision.provision` of type deny, at any depth, refuses: it is an
+      exception to the root rule (R4 consent.html) for an actor, purpose, action or data
+      the server cannot show the recording falls outside of.
+    """
+    if not consent_permits_visit(consent, patient, at, RECORDING_CATEGORY):
+        return False
+    given = consent.get("dateTime")
+    if not isinstance(given, str):
+        meta = consent.get("meta")
+        given = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    try:
+        if not isinstance(given, str) or at < _bound(given, low=False):
+            return False
+    except FHIRError:
+        return False
+    return not _denies(consent.get("provision"), root=True)
+
+
+def _denies(provision: Any, *, root: bool = False) -> bool:
+    """Whether a nested provision below `provision` (or it, when nested) is a deny."""
+    if not isinstance(provision, dict):
+        return False
+    if not root and provision.get("type") == "deny":
+        return True
+    return any(_denies(nested) for nested in _list(provision.get("provision")))
 
 
 def consent_permits_visit(

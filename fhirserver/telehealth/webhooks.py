@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 
+from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import local_reference
 from fhirserver.storage.base import Reader, UnitOfWork
 from fhirserver.telehealth.call_quality import quality_observation
@@ -32,6 +33,7 @@ from fhirserver.telehealth.providers import (
 from fhirserver.telehealth.recordings import (
     recording_document,
     recording_identifier_system,
+    recording_instants,
     recording_permitted,
 )
 from fhirserver.telehealth.records import (
@@ -72,11 +74,14 @@ async def record_webhook(context: VisitContext, headers: Mapping[str, str], body
     events = context.provider.parse_webhook(headers, body)
     recorded = 0
     for event in events:
-        if event.recording is not None:
-            recorded += await _record_recording(context, event, event.recording)
-            continue
-        async with context.store.unit_of_work() as unit:
-            recorded += await _record_event(context, unit, event)
+        if event.recording is None:
+            async with context.store.unit_of_work() as unit:
+                recorded += await _record_event(context, unit, event)
+    ready = [event for event in events if event.recording is not None]
+    if ready:
+        # The files of one recording (Zoom's video, audio, chat, transcript) are decided
+        # together: all linked, or all discarded.
+        recorded += await _record_recordings(context, ready)
     return recorded
 
 
@@ -149,58 +154,109 @@ async def _record_event(context: VisitContext, unit: UnitOfWork, event: RoomEven
     return 1
 
 
-async def _record_recording(context: VisitContext, event: RoomEvent, recording: Recording) -> int:
-    """Link a finished recording to its visit, or discard it (recordings.py). The
-    provider is called (to delete) before the unit of work opens: a deletion that fails
-    records nothing, so the provider's retry of the delivery tries again."""
-    store, writes = context.store, context.writes
-    delivery = _delivery(event)
-    identifier = (recording_identifier_system(event.provider), recording.recording_id)
-    if await _recording_seen(store, delivery, identifier):
+async def _record_recordings(context: VisitContext, events: list[RoomEvent]) -> int:
+    """Link the finished recordings of one delivery to their visit, or discard them
+    (recordings.py); how many were recorded. Deleting at the provider happens before the
+    unit of work opens: a deletion that fails records nothing, so the provider's retry
+    of the delivery tries again."""
+    store = context.store
+    fresh = [event for event in events if not await _recording_seen(store, event)]
+    if not fresh:
         return 0
-    found = await find(store, "Appointment", [("session-key", event.room_id)], 1)
+    found = await find(store, "Appointment", [("session-key", fresh[0].room_id)], 1)
     appointment = load(found[0]) if found else None
     if appointment is None:
         return 0
-    _check_time(context, event)
+    for event in fresh:
+        _check_time(context, event)
+    linked = await _link(context, appointment, fresh)
+    return linked if linked is not None else await _discard(context, appointment, fresh)
+
+
+def _recordings(events: list[RoomEvent]) -> list[Recording]:
+    return [event.recording for event in events if event.recording is not None]
+
+
+async def _link(
+    context: VisitContext, appointment: JSONObject, events: list[RoomEvent]
+) -> int | None:
+    """Link the recordings if a Consent allows it, deciding once before and again inside
+    the unit that links them (a Consent withdrawn in between wins); None when it does not."""
+    writes = context.writes
     now = writes.clock()
-    instants = [now] if recording.started is None else [recording.started, now]
-    permitted = await recording_permitted(store, appointment, instants)
-    deleted = False
-    provider = context.provider
-    if not permitted and isinstance(provider, RecordingDeletion):
-        deleted = await provider.delete_recording(recording)
-    async with store.unit_of_work() as unit:
-        if await _recording_seen(unit, delivery, identifier):
-            return 0
+    instants = recording_instants(_recordings(events), now)
+    if instants is None or not await recording_permitted(context.store, appointment, instants):
+        return None
+    linked = 0
+    async with context.store.unit_of_work() as unit:
+        if not await recording_permitted(unit, appointment, instants):
+            return None  # nothing was written: the unit commits empty
         encounter = load(await visit_encounter_version(unit, str(appointment["id"])))
-        about = about_visit(appointment, encounter)
-        if permitted:
-            document = recording_document(event.provider, recording, appointment, encounter, now)
+        for event in events:
+            if event.recording is None or await _recording_seen(unit, event):
+                continue
+            document = recording_document(
+                event.provider, event.recording, appointment, encounter, now
+            )
             stored = await create(unit, writes.as_server(), document)
-            about.append(f"DocumentReference/{stored['id']}")
-            await audit(unit, writes, "recording-linked", now, about, delivery=delivery)
-        else:
-            outcome = "no telehealth-recording Consent of the patient was in force; " + (
+            about = [*about_visit(appointment, encounter), f"DocumentReference/{stored['id']}"]
+            delivery = _delivery(event)
+            await audit(unit, writes, "recording-linked", now, about, delivery=delivery, action="C")
+            linked += 1
+    return linked
+
+
+async def _discard(context: VisitContext, appointment: JSONObject, events: list[RoomEvent]) -> int:
+    """Delete the recordings at the provider where it can, then record that they were
+    discarded: a deleted one is not named (nothing of it is kept); one left at the provider
+    is named by its id, a minor failure, so that someone deletes it there."""
+    provider, writes = context.provider, context.writes
+    deleted: dict[str, bool] = {}
+    for recording in _recordings(events):
+        gone = False
+        if isinstance(provider, RecordingDeletion):
+            gone = await provider.delete_recording(recording)
+        deleted[recording.recording_id] = gone
+    now = writes.clock()
+    discarded = 0
+    async with context.store.unit_of_work() as unit:
+        encounter = load(await visit_encounter_version(unit, str(appointment["id"])))
+        for event in events:
+            if event.recording is None or await _recording_seen(unit, event):
+                continue
+            gone = deleted[event.recording.recording_id]
+            identifier = {
+                "system": recording_identifier_system(event.provider),
+                "value": event.recording.recording_id,
+            }
+            outcome = "no telehealth-recording Consent of the patient covered it; " + (
                 "the recording was deleted at the provider"
-                if deleted
-                else "the provider's copy could not be deleted from here: delete it there"
+                if gone
+                else "the recording could not be deleted from here: delete it at the provider"
             )
             await audit(
                 unit,
                 writes,
                 "recording-discarded",
                 now,
-                about,
-                delivery=delivery,
+                about_visit(appointment, encounter),
+                delivery=_delivery(event),
                 outcome=outcome,
+                action="D" if gone else "E",
+                failed=not gone,
+                named=() if gone else [identifier],
             )
-    return 1
+            discarded += 1
+    return discarded
 
 
-async def _recording_seen(
-    reader: Reader, delivery: str | None, identifier: tuple[str, str]
-) -> bool:
-    if await _delivered(reader, delivery):
+async def _recording_seen(reader: Reader, event: RoomEvent) -> bool:
+    """Whether this delivery, or this recording in another delivery, was recorded."""
+    if await _delivered(reader, _delivery(event)):
         return True
-    return bool(await find_identifier(reader, "DocumentReference", *identifier))
+    if event.recording is None:
+        return False
+    system = recording_identifier_system(event.provider)
+    return bool(
+        await find_identifier(reader, "DocumentReference", system, event.recording.recording_id)
+    )

@@ -550,8 +550,10 @@ async def walkthrough(http: httpx.AsyncClient, case: Harness, base: str) -> None
         http, {"resourceType": "Practitioner", "name": [{"family": "Who", "prefix": ["Dr"]}]}
     )
     patient_ref, doctor_ref = f"Patient/{patient['id']}", f"Practitioner/{doctor['id']}"
-    # The patient agrees to the visit being recorded (README "Recordings and call quality").
-    await create(http, consent(patient_ref, category="telehealth-recording"))
+    # The patient agreed, an hour ago, to the visit being recorded (README "Recordings and
+    # call quality"): a Consent covers a recording only from when it was given.
+    given = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="seconds")
+    await create(http, consent(patient_ref, category="telehealth-recording", dateTime=given))
 
     # 2. The booking: a virtual Appointment in five minutes.
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)

@@ -9,7 +9,10 @@ nothing, and only an AuditEvent says it existed. Daily on a fake REST API
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +20,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from fhirserver.telehealth.providers import DailyProvider
+from fhirserver.storage.base import Store, UnitOfWork
+from fhirserver.telehealth.context import VisitContext
+from fhirserver.telehealth.providers import DailyProvider, Recording
+from fhirserver.telehealth.webhooks import record_webhook
 from tests.telehealth import daily_app, helpers
 from tests.telehealth.daily_app import deliver, started_visit
 from tests.telehealth.helpers import FHIR, events, read, search
@@ -31,8 +37,16 @@ telehealth_settings = daily_app.telehealth_settings
 RECORDING_ID = "cadf8094-62d8-4405-a56e-7640a1ec22cb"
 
 
+def instant(seconds_from_now: int) -> str:
+    moment = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def consent(patient: str = "Patient/p1", **changes: Any) -> dict[str, Any]:
-    return helpers.consent(patient, "telehealth-recording", **changes)
+    """The patient's recording Consent, given an hour ago (before the recording began)."""
+    return helpers.consent(
+        patient, "telehealth-recording", **{"dateTime": instant(-3600)} | changes
+    )
 
 
 def visit_consent() -> dict[str, Any]:
@@ -164,11 +178,6 @@ async def test_a_consent_must_cover_the_recording_from_its_start_to_its_arrival(
     assert fake_daily.recordings == set()
 
 
-def instant(seconds_from_now: int) -> str:
-    moment = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 async def test_a_deletion_that_fails_records_nothing_and_the_retry_deletes(
     http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
 ) -> None:
@@ -220,3 +229,151 @@ async def test_an_implausible_duration_is_left_out_not_a_500(
     assert answer.status_code == 200 and answer.json() == {"recorded": 1}, answer.text
     [document] = await recordings(http, started["encounter"]["id"])
     assert "period" not in document["context"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param(-600, id="dated after the recording began"),
+        pytest.param(None, id="undated, stored after the recording began"),
+    ],
+)
+async def test_a_consent_given_after_the_recording_began_does_not_cover_it(
+    http: httpx.AsyncClient,
+    app: Starlette,
+    fake_daily: test_daily.FakeDaily,
+    given: int | None,
+) -> None:
+    """The recording began 30 minutes ago. A Consent counts from Consent.dateTime (when it
+    was given), or, undated, from when the server stored it: a patient who agrees
+    afterwards did not agree to what was recorded before."""
+    resource = consent()
+    del resource["dateTime"]
+    if given is not None:
+        resource["dateTime"] = instant(given)
+    await give(http, resource)
+    room, _ = await started_visit(http, app)
+    fake_daily.recordings.add(RECORDING_ID)
+    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set()
+
+
+async def test_a_nested_deny_refuses_the_recording(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    """R4 consent.html Consent.provision.provision: a nested rule is an exception to the
+    root one. Whatever it denies (an actor, a purpose, an action), the server cannot tell
+    that the recording is outside it, so it does not record."""
+    nested = {"type": "deny", "purpose": [{"code": "HRESCH"}]}
+    await give(http, consent(provision={"type": "permit", "provision": [{"provision": [nested]}]}))
+    room, started = await started_visit(http, app)
+    assert not may_record(started["hostToken"])
+    fake_daily.recordings.add(RECORDING_ID)
+    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set()
+
+
+class BeforeEachUnit:
+    """The app's store, with `before` run as each unit of work is about to open: what a
+    concurrent request may do between the webhook's decision and its unit."""
+
+    def __init__(self, store: Store, before: Callable[[], Awaitable[None]]) -> None:
+        self._store, self._before = store, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        await self._before()
+        async with self._store.unit_of_work() as unit:
+            yield unit
+
+
+async def test_a_consent_withdrawn_while_the_recording_is_linked_wins(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    """The Consent is decided again inside the unit that links the recording: withdrawn
+    between the first look and the write, the recording is discarded, not linked."""
+    given = await give(http, consent())
+    room, _ = await started_visit(http, app)
+    fake_daily.recordings.add(RECORDING_ID)
+
+    async def withdraw() -> None:
+        if given["status"] == "active":
+            given["status"] = "inactive"
+            answer = await http.put(f"{FHIR}/Consent/{given['id']}", json=given)
+            assert answer.status_code == 200, answer.text
+
+    context: VisitContext = app.state.visit_context
+    racing = dataclasses.replace(context, store=BeforeEachUnit(context.store, withdraw))
+    body = recording_ready(room)
+    assert await record_webhook(racing, test_daily.signed(body), body) == 1
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set(), "the recording was not deleted at the provider"
+    [discarded] = await search(http, "AuditEvent?subtype=recording-discarded")
+    assert discarded["outcome"] == "0"
+
+
+class CannotDelete:
+    """The app's provider, configured without the credentials that delete recordings."""
+
+    def __init__(self, provider: DailyProvider) -> None:
+        self._provider = provider
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._provider, name)
+
+    async def delete_recording(self, recording: Recording) -> bool:
+        return False
+
+
+async def test_the_audit_events_say_what_happened_to_the_recording(
+    http: httpx.AsyncClient,
+    app: Starlette,
+    provider: DailyProvider,
+    fake_daily: test_daily.FakeDaily,
+) -> None:
+    """R4 AuditEvent.action and .outcome: linking creates a record (C, success); a
+    recording deleted at the provider is a delete (D, success); one left there because
+    it could not be deleted is a minor failure (4) that names the recording, so someone
+    can delete it by hand."""
+    given = await give(http, consent())
+    room, _ = await started_visit(http, app)
+    await deliver(http, recording_ready(room))
+    [linked] = await search(http, "AuditEvent?subtype=recording-linked")
+    assert (linked["action"], linked["outcome"]) == ("C", "0")
+    withdrawn = given | {"status": "inactive"}
+    assert (await http.put(f"{FHIR}/Consent/{given['id']}", json=withdrawn)).status_code == 200
+
+    other = "0b9d0d4f-0c7a-4a39-a6a4-63c0a7e1f0aa"
+    body = test_daily.hook(
+        "recording.ready-to-download",
+        "rec-ready-9",
+        **test_daily.RECORDING
+        | {"room_name": room, "start_ts": int(time.time()) - 600, "recording_id": other},
+    )
+    context: VisitContext = app.state.visit_context
+    kept = dataclasses.replace(context, provider=CannotDelete(provider))
+    assert await record_webhook(kept, test_daily.signed(body), body) == 1
+    [left] = await search(http, "AuditEvent?subtype=recording-discarded")
+    assert (left["action"], left["outcome"]) == ("E", "4")
+    assert "could not be deleted" in left["outcomeDesc"]
+    named = [e["what"].get("identifier") for e in left["entity"] if "what" in e]
+    assert {"system": "http://fhirserver.dev/fhir/sid/recording-daily", "value": other} in named
+
+    deleted_body = test_daily.hook(
+        "recording.ready-to-download",
+        "rec-ready-10",
+        **test_daily.RECORDING
+        | {"room_name": room, "start_ts": int(time.time()) - 600, "recording_id": "r-3"},
+    )
+    fake_daily.recordings.add("r-3")
+    assert (await deliver(http, deleted_body)).json() == {"recorded": 1}
+    assert fake_daily.recordings == set()
+    events_ = await search(http, "AuditEvent?subtype=recording-discarded&_sort=-_lastUpdated")
+    deleted = next(e for e in events_ if e["id"] != left["id"])
+    assert (deleted["action"], deleted["outcome"]) == ("D", "0")
+    assert "r-3" not in str(deleted), "a deleted recording is not named"

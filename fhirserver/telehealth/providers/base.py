@@ -159,11 +159,13 @@ class Recording:
     `recording_id` is what the provider's API calls it (what `delete_recording` needs);
     `url` is where the provider serves it, without any credential (the provider's own
     API authorisation is needed to fetch it: a download token a webhook carries is never
-    kept); `size` in bytes and `duration` in seconds when reported."""
+    kept); `title` what the file is (a recording, its transcript, its chat); `size` in
+    bytes and `duration` in seconds when reported."""
 
     recording_id: str
     url: str
     content_type: str
+    title: str = "Recording of the virtual visit"
     started: datetime | None = None
     duration: float | None = None
     size: int | None = None

@@ -40,13 +40,17 @@ Recordings (changelog /changelog/video-sdk/december-18-2021, "Cloud recording AP
 session webhooks"): `session.recording_completed` carries `payload.object` {session_id,
 session_name, session_key, start_time, recording_files [{id, recording_start,
 recording_end, file_type (MP4, M4A, TRANSCRIPT, CHAT, ...), file_size, download_url,
-status, recording_type}]} and a `download_token` beside it. Each MP4 (video) and M4A
-(audio) file becomes one `recording-ready` event; the other files (chat, transcripts,
-timelines) are not a recording of the visit. The `download_token` is a credential and is
-never kept: the `download_url` (without any query) is fetched with an API token. A
-recording's id is "{session id}:{file id}" (Zoom session ids are base64, never ":");
-"Delete a recording" is `DELETE /videosdk/sessions/{sessionId}/recordings/{recordingId}`,
-possible only with API credentials. The cloud recording is started by the host from the
+status, recording_type}]} and a `download_token` beside it. Every file with an id becomes
+one `recording-ready` event: the video (MP4) and audio (M4A), and the chat, transcript,
+captions and timeline Zoom keeps beside them, since all of them record the visit and fall
+under the same Consent. The `download_token` is a credential and is never kept: the
+`download_url` (without any query or user information) is fetched with an API token. A
+recording's id is "{session id}:{file id}" (Zoom session ids are base64, never ":", and a
+session id that holds one is dropped). A recording no Consent allows is deleted with
+"Delete session's recordings", `DELETE /videosdk/sessions/{sessionId}/recordings
+?action=delete`: every file of the session at once, including the captions and timelines
+Zoom lists without an id, and for good (the default action, trash, keeps them 30 days).
+That needs API credentials. The cloud recording is started by the host from the
 Video SDK UI: a Zoom token cannot grant or withhold it, so a recording no Consent allows
 is deleted when it arrives (webhooks.py).
 
@@ -101,9 +105,21 @@ _EVENTS: dict[str, EventKind] = {
     "session.ended": "room-ended",
     "session.recording_completed": "recording-ready",
 }
-# The recording files that are a recording of the visit, and their media types.
-_RECORDING_TYPES = {"MP4": "video/mp4", "M4A": "audio/mp4"}
+# What each recording file is: its media type and title (an unknown type is a file).
+_FILE_TYPES = {
+    "MP4": ("video/mp4", "Recording"),
+    "M4A": ("audio/mp4", "Audio recording"),
+    "CHAT": ("text/plain", "Chat"),
+    "TRANSCRIPT": ("text/vtt", "Transcript"),
+    "CC": ("text/vtt", "Closed captions"),
+    "TIMELINE": ("application/json", "Timeline"),
+    "TB": ("application/json", "Timeline"),
+    "CSV": ("text/csv", "Poll results"),
+    "SUMMARY": ("application/json", "Summary"),
+}
+_OTHER_FILE = ("application/octet-stream", "File of the recording")
 _VALIDATION = "endpoint.url_validation"
+_FOR_GOOD = {"action": "delete"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +186,21 @@ def identity_from_user_key(user_key: str | None) -> str | None:
     if not kind.isalpha() or len(packed) != 22 or len(raw) != 16:
         return None
     return f"{kind}/{uuid.UUID(bytes=raw)}"
+
+
+def _credential_free(location: str) -> str | None:
+    """An https URL without its query or user information (where a download token may
+    ride); None for anything else."""
+    parts = urlsplit(location)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if parts.scheme != "https" or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"https://{host}{f':{port}' if port is not None else ''}{parts.path}"
 
 
 def _session_path(session_id: str) -> str:
@@ -347,13 +378,10 @@ class ZoomProvider(common.HttpClient):
         key = self._api_jwt_key
         if key is None:
             return False  # without API credentials nothing can be deleted
-        session_id, _, file_id = recording.recording_id.rpartition(":")
-        if not session_id or not file_id:
-            raise ValueError("a Zoom recording id is {session id}:{file id}")
+        session_id = recording.recording_id.partition(":")[0]
         what = "Zoom delete recording"
-        session = _session_path(session_id)
-        path = f"/videosdk/sessions/{session}/recordings/{quote(file_id, safe='')}"
-        response, secrets = await self._api(key, "DELETE", path, what)
+        path = f"/videosdk/sessions/{_session_path(session_id)}/recordings"
+        response, secrets = await self._api(key, "DELETE", path, what, params=_FOR_GOOD)
         if response.is_success or response.status_code == 404:
             return True  # deleted now, or already gone
         common.raise_for_status(response, what, secrets, self._clock())
@@ -434,25 +462,26 @@ class ZoomProvider(common.HttpClient):
         files = data.get("recording_files")
         if session_id is None or not isinstance(files, list):
             raise WebhookRejected("recording event has no session_id or recording_files")
+        if ":" in session_id:
+            return []  # not a Zoom session id: the recording id could not be taken apart
         events = []
         for item in files:
             if not isinstance(item, dict):
                 continue
-            content_type = _RECORDING_TYPES.get(str(item.get("file_type")).upper())
+            content_type, title = _FILE_TYPES.get(str(item.get("file_type")).upper(), _OTHER_FILE)
             file_id = common.text_field(item, "id")
             location = common.text_field(item, "download_url")
-            if content_type is None or file_id is None or location is None:
-                continue
-            parts = urlsplit(location)
-            if parts.scheme != "https" or not parts.netloc:
+            url = _credential_free(location) if location else None
+            if file_id is None or url is None:
                 continue
             started = common.parse_time(item.get("recording_start"))
             ended = common.parse_time(item.get("recording_end"))
             size = common.number(item.get("file_size"))
             recording = Recording(
                 recording_id=f"{session_id}:{file_id}",
-                url=f"https://{parts.netloc}{parts.path}",  # no query: no credential kept
+                url=url,
                 content_type=content_type,
+                title=f"{title} of the virtual visit",
                 started=started,
                 duration=common.recording_duration((ended - started).total_seconds())
                 if started and ended

@@ -130,13 +130,16 @@ class FakeZoom:
         if (
             request.method == "DELETE"
             and parts[:2] == ["videosdk", "sessions"]
-            and parts[3:4] == ["recordings"]
-            and len(parts) == 5
+            and parts[3:] == ["recordings"]
         ):
-            key = (unquote(unquote(parts[2])), unquote(parts[4]))
-            if key not in self.recordings:
+            # "Delete session's recordings": every file of the session; action=delete is
+            # for good (the default, trash, keeps them 30 days).
+            session_id = unquote(unquote(parts[2]))
+            assert request.url.params.get("action") == "delete"
+            files = {key for key in self.recordings if key[0] == session_id}
+            if not files:
                 return error(404, 3301, "There is no recording for this session.")
-            self.recordings.discard(key)
+            self.recordings -= files
             return httpx.Response(204)
         return error(404, 404, "Not found")
 
@@ -461,45 +464,87 @@ FILES = [
         "download_url": "https://zoom.us/rec/webhook_download/chat",
         "status": "completed",
     },
+    {
+        "id": "d5f19f96-9294-4f51-8134-6f0eea108eb5",
+        "recording_start": "2030-05-17T09:00:00Z",
+        "recording_end": "2030-05-17T09:20:00Z",
+        "file_type": "TRANSCRIPT",
+        "download_url": "https://zoom.us/rec/webhook_download/transcript",
+        "status": "completed",
+    },
+    # Zoom lists closed captions and timelines without an id of their own.
+    {"file_type": "CC", "download_url": "https://zoom.us/rec/webhook_download/cc"},
 ]
+SESSION_ID = "Uf8+8hQ9TxqGg1PY/ZPi1w=="
 
 
-def recording_hook() -> bytes:
-    body = json.loads(hook("session.recording_completed", recording_files=FILES))
+def recording_hook(files: list[dict[str, Any]] = FILES, session_id: str = SESSION_ID) -> bytes:
+    body = json.loads(
+        hook("session.recording_completed", recording_files=files, session_id=session_id)
+    )
     body["download_token"] = DOWNLOAD_TOKEN
     return json.dumps(body).encode()
 
 
-def test_webhook_recording_completed_gives_one_event_per_media_file(
-    provider: ZoomProvider,
-) -> None:
+def test_webhook_recording_completed_gives_one_event_per_file(provider: ZoomProvider) -> None:
+    """Every file Zoom keeps of the recording (video, audio, chat, transcript) is under
+    the same Consent: each one is linked, or each one discarded."""
     body = recording_hook()
-    video, audio = provider.parse_webhook(signed(body), body)
+    video, audio, chat, transcript = provider.parse_webhook(signed(body), body)
     assert (video.kind, video.room_id) == ("recording-ready", "v-0123")
     assert video.recording is not None and audio.recording is not None
-    assert video.recording.recording_id == f"Uf8+8hQ9TxqGg1PY/ZPi1w==:{FILES[0]['id']}"
-    assert (video.recording.content_type, audio.recording.content_type) == (
+    assert chat.recording is not None and transcript.recording is not None
+    assert video.recording.recording_id == f"{SESSION_ID}:{FILES[0]['id']}"
+    assert [e.recording.content_type for e in (video, audio, chat, transcript) if e.recording] == [
         "video/mp4",
         "audio/mp4",
+        "text/plain",
+        "text/vtt",
+    ]
+    assert (chat.recording.title, transcript.recording.title) == (
+        "Chat of the virtual visit",
+        "Transcript of the virtual visit",
     )
     assert video.recording.url == FILES[0]["download_url"]
     assert audio.recording.url == "https://zoom.us/rec/webhook_download/Ab75t7xZBtEbAkjdlgbfdngCCCC"
     assert (video.recording.size, video.recording.duration) == (7220, 1200.0)
     assert video.at == video.recording.started and video.event_id != audio.event_id
+    assert len({e.event_id for e in (video, audio, chat, transcript)}) == 4
     assert DOWNLOAD_TOKEN not in repr((video, audio)), "the download token is a credential"
 
 
-async def test_delete_recording_needs_api_credentials_and_is_idempotent(
+def test_a_download_url_keeps_no_user_information(provider: ZoomProvider) -> None:
+    files = [FILES[0] | {"download_url": "https://user:secret@Zoom.us:8443/rec/x?token=t"}]
+    body = recording_hook(files)
+    [video] = provider.parse_webhook(signed(body), body)
+    assert video.recording is not None and video.recording.url == "https://zoom.us:8443/rec/x"
+
+
+def test_a_session_id_with_a_colon_is_not_mistaken_for_a_file_id(provider: ZoomProvider) -> None:
+    """A recording's id is "{session id}:{file id}": Zoom's base64 session ids never hold
+    ":", so one that does is not ours to take apart, and a file id may hold any."""
+    body = recording_hook(session_id="odd:session")
+    assert provider.parse_webhook(signed(body), body) == []
+    body = recording_hook([FILES[0] | {"id": "file:with:colons:"}])
+    [video] = provider.parse_webhook(signed(body), body)
+    assert video.recording is not None
+    assert video.recording.recording_id == f"{SESSION_ID}:file:with:colons:"
+
+
+async def test_delete_recording_deletes_every_file_of_the_session_for_good(
     fake: FakeZoom, provider: ZoomProvider
 ) -> None:
-    body = recording_hook()
-    video, _ = provider.parse_webhook(signed(body), body)
+    """Chat, transcript and caption files are deleted with the video: the session's
+    recordings whole, with action=delete (not the 30 days' trash)."""
+    body = recording_hook([FILES[0] | {"id": "file:id:"}])
+    [video] = provider.parse_webhook(signed(body), body)
     assert video.recording is not None
-    fake.recordings.add(("Uf8+8hQ9TxqGg1PY/ZPi1w==", FILES[0]["id"]))
+    fake.recordings |= {(SESSION_ID, "file:id:"), (SESSION_ID, "chat"), (SESSION_ID, "cc")}
+    fake.recordings.add(("another-session", "x"))
     assert await provider.delete_recording(video.recording) is True
-    assert fake.recordings == set()
+    assert fake.recordings == {("another-session", "x")}
     method, path, _ = fake.calls[-1]
-    assert method == "DELETE" and path.endswith(f"/recordings/{FILES[0]['id']}")
+    assert method == "DELETE" and path.endswith("/recordings")
     assert "Uf8%252B8hQ9TxqGg1PY%252FZPi1w%253D%253D" not in path  # encoded once: no "//"
     assert await provider.delete_recording(video.recording) is True  # gone already
     fake.fail.append(error(503, 503, "busy"))
