@@ -77,14 +77,15 @@ async def recording_permitted(
 def recording_instants(recordings: Iterable[Recording], now: datetime) -> list[datetime] | None:
     """When a Consent must have been in force for `recordings` to be linked: as each
     began and ended, and now, when they arrive (a Consent withdrawn meanwhile wins).
-    None when no recording says when it began: consent then cannot be shown."""
+    None when a recording does not say when it began: consent then cannot be shown."""
     instants = [now]
     for recording in recordings:
-        if recording.started is not None:
-            instants.append(recording.started)
-            if recording.duration is not None:
-                instants.append(recording.started + timedelta(seconds=recording.duration))
-    return instants if len(instants) > 1 else None
+        if recording.started is None:
+            return None
+        instants.append(recording.started)
+        if recording.duration is not None:
+            instants.append(recording.started + timedelta(seconds=recording.duration))
+    return instants
 
 
 def recording_document(

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fhirserver.errors import FHIRError, Issue, Unprocessable
@@ -282,25 +282,42 @@ def consent_permits_recording(consent: JSONObject, patient: str, at: datetime) -
     back the recording alone (status inactive, or a root provision of type deny).
 
     Stricter than a visit's, because a recording is kept:
-    - it covers nothing before it was given: `Consent.dateTime` ("when this Consent was
-      issued"), read at its latest edge ("2024-05-17" counts from the end of that day);
-      undated, the time the server stored this version (`meta.lastUpdated`);
+    - it covers nothing before it was given (`given_at`);
     - a nested `provision.provision` of type deny, at any depth, refuses: it is an
       exception to the root rule (R4 consent.html) for an actor, purpose, action or data
       the server cannot show the recording falls outside of.
     """
     if not consent_permits_visit(consent, patient, at, RECORDING_CATEGORY):
         return False
-    given = consent.get("dateTime")
-    if not isinstance(given, str):
-        meta = consent.get("meta")
-        given = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    given = given_at(consent)
+    return given is not None and given <= at and not _denies(consent.get("provision"), root=True)
+
+
+# Time zones run from -12:00 to +14:00: a day written without one may end this late in UTC.
+_LATEST_ZONE = timedelta(hours=12)
+
+
+def given_at(consent: JSONObject) -> datetime | None:
+    """The earliest instant the Consent is known to have been given, or None.
+
+    `Consent.dateTime` ("when this Consent was issued") with a time is that instant. A
+    date alone ("2024-05-17", or a month, or a year) is read at its latest edge in the
+    latest time zone, unless the server stored this version earlier (`meta.lastUpdated`:
+    it was given by then). Undated, the time the server stored this version (a later
+    edit moves it on: undated Consents are read strictly)."""
+    meta = consent.get("meta")
+    stored_text = meta.get("lastUpdated") if isinstance(meta, dict) else None
     try:
-        if not isinstance(given, str) or at < _bound(given, low=False):
-            return False
+        stored = _bound(stored_text, low=True) if isinstance(stored_text, str) else None
+        text = consent.get("dateTime")
+        if not isinstance(text, str):
+            return stored
+        if "T" in text:
+            return _bound(text, low=True)
+        latest = _bound(text, low=False) + _LATEST_ZONE
     except FHIRError:
-        return False
-    return not _denies(consent.get("provision"), root=True)
+        return None
+    return min(latest, stored) if stored is not None else latest
 
 
 def _denies(provision: Any, *, root: bool = False) -> bool:

@@ -65,6 +65,8 @@ def challenge_answer(
 # few days, and clocks differ by seconds.
 EVENT_PAST = timedelta(days=7)
 EVENT_AHEAD = timedelta(minutes=5)
+# The most recordings of one visit read when deciding what a deletion must spare.
+LINKED_READ = 1000
 
 
 async def record_webhook(context: VisitContext, headers: Mapping[str, str], body: bytes) -> int:
@@ -212,10 +214,11 @@ async def _discard(context: VisitContext, appointment: JSONObject, events: list[
     is named by its id, a minor failure, so that someone deletes it there."""
     provider, writes = context.provider, context.writes
     deleted: dict[str, bool] = {}
+    keep = await _linked(context.store, appointment, events[0].provider)
     for recording in _recordings(events):
         gone = False
         if isinstance(provider, RecordingDeletion):
-            gone = await provider.delete_recording(recording)
+            gone = await provider.delete_recording(recording, keep)
         deleted[recording.recording_id] = gone
     now = writes.clock()
     discarded = 0
@@ -248,6 +251,19 @@ async def _discard(context: VisitContext, appointment: JSONObject, events: list[
             )
             discarded += 1
     return discarded
+
+
+async def _linked(reader: Reader, appointment: JSONObject, provider: str) -> set[str]:
+    """The provider's ids of the visit's recordings linked to the record."""
+    related = [("related", f"Appointment/{appointment['id']}")]
+    system = recording_identifier_system(provider)
+    return {
+        str(identifier.get("value"))
+        for document in map(load, await find(reader, "DocumentReference", related, LINKED_READ))
+        if document is not None
+        for identifier in document.get("identifier") or []
+        if isinstance(identifier, dict) and identifier.get("system") == system
+    }
 
 
 async def _recording_seen(reader: Reader, event: RoomEvent) -> bool:

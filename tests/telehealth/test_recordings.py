@@ -10,8 +10,9 @@ nothing, and only an AuditEvent says it existed. Daily on a fake REST API
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,11 +24,13 @@ from starlette.applications import Starlette
 from fhirserver.storage.base import Store, UnitOfWork
 from fhirserver.telehealth.context import VisitContext
 from fhirserver.telehealth.providers import DailyProvider, Recording
+from fhirserver.telehealth.recordings import recording_instants
+from fhirserver.telehealth.virtual_service import consent_permits_recording
 from fhirserver.telehealth.webhooks import record_webhook
 from tests.telehealth import daily_app, helpers
 from tests.telehealth.daily_app import deliver, started_visit
 from tests.telehealth.helpers import FHIR, events, read, search
-from tests.telehealth.providers import test_daily
+from tests.telehealth.providers import test_daily, test_zoom
 from tests.telehealth.providers.helpers import claims
 
 # The app on Daily: these fixtures replace conftest.py's LiveKit ones in this module.
@@ -326,7 +329,7 @@ class CannotDelete:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._provider, name)
 
-    async def delete_recording(self, recording: Recording) -> bool:
+    async def delete_recording(self, recording: Recording, keep: Collection[str] = ()) -> bool:
         return False
 
 
@@ -377,3 +380,103 @@ async def test_the_audit_events_say_what_happened_to_the_recording(
     deleted = next(e for e in events_ if e["id"] != left["id"])
     assert (deleted["action"], deleted["outcome"]) == ("D", "0")
     assert "r-3" not in str(deleted), "a deleted recording is not named"
+
+
+async def test_two_consents_with_a_gap_between_them_do_not_cover_the_recording(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    """The recording ran from 30 to 10 minutes ago; one Consent ended 25 minutes ago,
+    the next began 15 minutes ago: for ten minutes nothing allowed it."""
+    first = {"type": "permit", "period": {"start": instant(-7200), "end": instant(-1500)}}
+    second = {"type": "permit", "period": {"start": instant(-900)}}
+    await give(http, consent(provision=first))
+    await give(http, consent(provision=second))
+    room, _ = await started_visit(http, app)
+    fake_daily.recordings.add(RECORDING_ID)
+    body = test_daily.hook(
+        "recording.ready-to-download",
+        "rec-ready-1",
+        **test_daily.RECORDING
+        | {"room_name": room, "start_ts": int(time.time()) - 1800, "duration": 1200},
+    )
+    assert (await deliver(http, body)).json() == {"recorded": 1}
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set()
+
+
+STORED = "2024-05-17T08:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("given", "stored", "at", "covered"),
+    [
+        pytest.param("2024-05-17T10:00:00Z", STORED, "2024-05-17T09:59:59Z", False, id="before"),
+        pytest.param("2024-05-17T10:00:00Z", STORED, "2024-05-17T10:00:00Z", True, id="at"),
+        # A date alone: given by the time the server stored it...
+        pytest.param("2024-05-17", STORED, "2024-05-17T07:00:00Z", False, id="day before store"),
+        pytest.param("2024-05-17", STORED, "2024-05-17T15:00:00Z", True, id="day after store"),
+        # ...or by the end of that day in the latest time zone (UTC-12).
+        pytest.param("2024-05-17", "2024-06-01T00:00:00Z", "2024-05-18T11:00:00Z", False, id="-12"),
+        pytest.param("2024-05-17", "2024-06-01T00:00:00Z", "2024-05-18T12:00:00Z", True, id="end"),
+        pytest.param("2024-05", "2024-06-01T00:00:00Z", "2024-05-31T13:00:00Z", False, id="month"),
+        pytest.param(None, STORED, "2024-05-17T07:59:59Z", False, id="undated before store"),
+        pytest.param(None, STORED, "2024-05-17T08:00:00Z", True, id="undated at store"),
+    ],
+)
+def test_a_recording_consent_counts_from_when_it_was_given(
+    given: str | None, stored: str, at: str, covered: bool
+) -> None:
+    resource = consent(meta={"lastUpdated": stored})
+    del resource["dateTime"]
+    if given is not None:
+        resource["dateTime"] = given
+    moment = datetime.fromisoformat(at)
+    assert consent_permits_recording(resource, "Patient/p1", moment) is covered
+
+
+def test_a_recording_that_does_not_say_when_it_began_cannot_be_shown_covered() -> None:
+    now = datetime.now(UTC)
+    began = Recording("r1", "https://x.example/r1", "video/mp4", started=now, duration=60)
+    unknown = Recording("r2", "https://x.example/r2", "text/plain")
+    assert recording_instants([began], now) == [now, now, now + timedelta(seconds=60)]
+    assert recording_instants([began, unknown], now) is None
+
+
+async def test_zoom_files_are_decided_together_and_linked_files_survive_a_later_discard(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    """Zoom reports a recording's files together and deletes a session's recordings
+    whole. Linked while the Consent held, the video stays at Zoom when a later file of
+    the same session is discarded: that file alone is deleted."""
+    fake = test_zoom.FakeZoom()
+    context: VisitContext = app.state.visit_context
+    zoom = dataclasses.replace(context, provider=test_zoom.make(fake))
+    given = await give(http, consent())
+    room, started = await started_visit(http, app)
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    span = {
+        "recording_start": began.isoformat(),
+        "recording_end": (began + timedelta(minutes=15)).isoformat(),
+    }
+    video, chat, transcript = (test_zoom.FILES[i] | span for i in (0, 2, 3))
+    session = test_zoom.SESSION_ID
+    fake.recordings |= {(session, f["id"]) for f in (video, chat, transcript)}
+
+    def delivery(*files: dict[str, Any]) -> bytes:
+        body = json.loads(test_zoom.recording_hook(list(files)))
+        body["payload"]["object"]["session_name"] = room
+        return json.dumps(body).encode()
+
+    first = delivery(video, chat)
+    assert await record_webhook(zoom, test_zoom.signed(first), first) == 2
+    linked = await recordings(http, started["encounter"]["id"])
+    assert sorted(d["content"][0]["attachment"]["contentType"] for d in linked) == [
+        "text/plain",
+        "video/mp4",
+    ]
+    withdrawn = given | {"status": "inactive"}
+    assert (await http.put(f"{FHIR}/Consent/{given['id']}", json=withdrawn)).status_code == 200
+    second = delivery(video, transcript)
+    assert await record_webhook(zoom, test_zoom.signed(second), second) == 1
+    assert fake.recordings == {(session, video["id"]), (session, chat["id"])}
+    assert len(await recordings(http, started["encounter"]["id"])) == 2

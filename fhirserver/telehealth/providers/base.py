@@ -35,7 +35,7 @@ key; config objects keep their credentials out of `repr()`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, runtime_checkable
@@ -248,9 +248,11 @@ class RecordingDeletion(Protocol):
     """A provider whose API deletes a finished recording (Daily; Zoom with API
     credentials)."""
 
-    async def delete_recording(self, recording: Recording) -> bool:
-        """Delete it at the provider; True once it is gone (already gone included), False
-        when this provider is not configured to delete (no API credentials)."""
+    async def delete_recording(self, recording: Recording, keep: Collection[str] = ()) -> bool:
+        """Delete it at the provider for good; True once it is gone (already gone
+        included), False when this provider is not configured to delete (no API
+        credentials). `keep`: the ids of recordings linked to the record, which must
+        survive a deletion that would take more than this one (Zoom's whole session)."""
         ...
 
 

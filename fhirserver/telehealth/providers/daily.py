@@ -58,7 +58,7 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -236,7 +236,7 @@ class DailyProvider(common.HttpClient):
 
     # -- recordings -----------------------------------------------------------------------
 
-    async def delete_recording(self, recording: Recording) -> bool:
+    async def delete_recording(self, recording: Recording, keep: Collection[str] = ()) -> bool:
         what = "Daily delete recording"
         path = f"/recordings/{quote(recording.recording_id, safe='')}"
         response = await self._call("DELETE", path, what)

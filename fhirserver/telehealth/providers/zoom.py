@@ -49,7 +49,9 @@ recording's id is "{session id}:{file id}" (Zoom session ids are base64, never "
 session id that holds one is dropped). A recording no Consent allows is deleted with
 "Delete session's recordings", `DELETE /videosdk/sessions/{sessionId}/recordings
 ?action=delete`: every file of the session at once, including the captions and timelines
-Zoom lists without an id, and for good (the default action, trash, keeps them 30 days).
+Zoom lists without an id, and for good (the default action, trash, keeps them 30 days);
+when files of the session are linked to the record, only the one file
+(`DELETE /videosdk/sessions/{sessionId}/recordings/{recordingId}?action=delete`).
 That needs API credentials. The cloud recording is started by the host from the
 Video SDK UI: a Zoom token cannot grant or withhold it, so a recording no Consent allows
 is deleted when it arrives (webhooks.py).
@@ -72,7 +74,7 @@ import binascii
 import hashlib
 import hmac
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -374,13 +376,16 @@ class ZoomProvider(common.HttpClient):
 
     # -- recordings -----------------------------------------------------------------------
 
-    async def delete_recording(self, recording: Recording) -> bool:
+    async def delete_recording(self, recording: Recording, keep: Collection[str] = ()) -> bool:
         key = self._api_jwt_key
         if key is None:
             return False  # without API credentials nothing can be deleted
-        session_id = recording.recording_id.partition(":")[0]
+        session_id, _, file_id = recording.recording_id.partition(":")
         what = "Zoom delete recording"
         path = f"/videosdk/sessions/{_session_path(session_id)}/recordings"
+        if any(kept.partition(":")[0] == session_id for kept in keep):
+            # Files of this session are linked to the record: this file alone.
+            path += f"/{quote(file_id, safe='')}"
         response, secrets = await self._api(key, "DELETE", path, what, params=_FOR_GOOD)
         if response.is_success or response.status_code == 404:
             return True  # deleted now, or already gone

@@ -130,6 +130,18 @@ class FakeZoom:
         if (
             request.method == "DELETE"
             and parts[:2] == ["videosdk", "sessions"]
+            and parts[3:4] == ["recordings"]
+            and len(parts) == 5
+        ):
+            assert request.url.params.get("action") == "delete"
+            key = (unquote(unquote(parts[2])), unquote(parts[4]))
+            if key not in self.recordings:
+                return error(404, 3301, "There is no recording for this session.")
+            self.recordings.discard(key)
+            return httpx.Response(204)
+        if (
+            request.method == "DELETE"
+            and parts[:2] == ["videosdk", "sessions"]
             and parts[3:] == ["recordings"]
         ):
             # "Delete session's recordings": every file of the session; action=delete is
@@ -460,6 +472,8 @@ FILES = [
     },
     {
         "id": "c4f19f96-9294-4f51-8134-6f0eea108eb4",
+        "recording_start": "2030-05-17T09:00:00Z",
+        "recording_end": "2030-05-17T09:20:00Z",
         "file_type": "CHAT",
         "download_url": "https://zoom.us/rec/webhook_download/chat",
         "status": "completed",
@@ -552,6 +566,22 @@ async def test_delete_recording_deletes_every_file_of_the_session_for_good(
         await provider.delete_recording(video.recording)
     without_api = make(fake, api_key=None, api_secret=None)
     assert await without_api.delete_recording(video.recording) is False
+
+
+async def test_delete_recording_spares_the_files_linked_to_the_record(
+    fake: FakeZoom, provider: ZoomProvider
+) -> None:
+    """With a file of the session linked, deleting the whole session would take it too:
+    only the one file goes."""
+    body = recording_hook()
+    video, _, _, transcript = provider.parse_webhook(signed(body), body)
+    assert video.recording is not None and transcript.recording is not None
+    fake.recordings |= {(SESSION_ID, FILES[0]["id"]), (SESSION_ID, FILES[3]["id"])}
+    linked = [video.recording.recording_id]
+    assert await provider.delete_recording(transcript.recording, linked) is True
+    assert fake.recordings == {(SESSION_ID, FILES[0]["id"])}
+    method, path, _ = fake.calls[-1]
+    assert method == "DELETE" and path.endswith(f"/recordings/{FILES[3]['id']}")
 
 
 def test_url_validation_challenge_is_answered(provider: ZoomProvider) -> None:
