@@ -37,6 +37,8 @@ class Element:
     # primitive's JSON kind: boolean, decimal, integer or string.
     target: str
     inline: bool = False
+    # The FHIR primitive type it holds (dateTime, positiveInt, code...); None if complex.
+    primitive: str | None = None
 
     @property
     def definition(self) -> str | None:
@@ -65,10 +67,30 @@ def elements(definition: str) -> Mapping[str, Element]:
         target = schema.get("items", {}) if is_array else schema
         ref = target.get("$ref")
         if ref:
-            found[name] = Element(is_array, ref.rsplit("/", 1)[1])
+            held = ref.rsplit("/", 1)[1]
+            primitive = held if primitive_kind(held) is not None else None
+            found[name] = Element(is_array, held, primitive=primitive)
         else:
-            found[name] = Element(is_array, _inline_kind(target), inline=True)
+            kind = _inline_kind(target)
+            found[name] = Element(is_array, kind, inline=True, primitive=_inline_type(name, kind))
     return found
+
+
+def _inline_type(name: str, kind: str) -> str:
+    """The primitive type of an element the schema spells inline: a choice form names it
+    (valueDateTime: dateTime); otherwise it is a code whose values the schema enumerates."""
+    for primitive in _PRIMITIVES_LONGEST_FIRST:
+        if name.endswith(primitive[0].upper() + primitive[1:]) and name != primitive:
+            return primitive
+    return "code" if kind == "string" else kind
+
+
+@cache
+def primitive_pattern(primitive: str) -> str | None:
+    """The official regular expression a primitive's value matches (on its JSON string
+    form; numbers by their decimal digits); None where the schema gives none."""
+    pattern = r4_schema()["definitions"].get(primitive, {}).get("pattern")
+    return pattern if isinstance(pattern, str) else None
 
 
 def _inline_kind(schema: dict[str, Any]) -> str:
@@ -77,6 +99,37 @@ def _inline_kind(schema: dict[str, Any]) -> str:
     if json_type == "number":
         return "decimal" if "\\." in schema.get("pattern", "\\.") else "integer"
     return "boolean" if json_type == "boolean" else "string"
+
+
+# The primitive types of R4 (datatypes.html#primitive).
+_PRIMITIVES_LONGEST_FIRST = tuple(
+    sorted(
+        [
+            "base64Binary",
+            "boolean",
+            "canonical",
+            "code",
+            "date",
+            "dateTime",
+            "decimal",
+            "id",
+            "instant",
+            "integer",
+            "markdown",
+            "oid",
+            "positiveInt",
+            "string",
+            "time",
+            "unsignedInt",
+            "uri",
+            "url",
+            "uuid",
+            "xhtml",
+        ],
+        key=len,
+        reverse=True,
+    )
+)
 
 
 @cache

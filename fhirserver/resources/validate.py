@@ -1,8 +1,10 @@
 """Validate an incoming resource as R4 (4.0.1).
 
-R4B models (fhir.resources) check structure, types and primitive formats; types R4B
-lacks or reshaped are checked against the official R4 JSON Schema. Either way a
-failure names the offending element as a FHIRPath `expression`.
+One walk (structure.py) checks elements, JSON kinds, primitive formats, required
+elements and choice groups against the official R4 JSON Schema and StructureDefinitions;
+resource types fhir.resources' R4B models lack or reshaped (R4-only types) are also
+checked against the JSON Schema itself, as before. A failure names the offending element
+as a FHIRPath `expression`.
 Then the R4 invariants (invariants.py) of severity error.
 Status (R4 http.html): 400 when the content cannot be parsed as the resource (unknown
 element, wrong type, bad primitive); 422 when it parses but breaks a rule such as a
@@ -17,7 +19,6 @@ from functools import cache
 from typing import Any
 
 import jsonschema
-from pydantic import ValidationError
 
 from fhirserver.errors import BadRequest, FHIRError, Issue, Unprocessable
 from fhirserver.resources.bindings import check_bindings
@@ -28,7 +29,6 @@ from fhirserver.resources.schema import r4_schema
 from fhirserver.resources.structure import check_structure
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MISSING_TYPES = frozenset({"missing", "model_field_validation.missing"})
 # Rules a well-formed resource can break (R4 http.html: 422, not 400).
 _RULE_CODES = frozenset({"required", "code-invalid"})
 _MAX_MESSAGE = 300
@@ -55,14 +55,10 @@ def check_resource_type(resource: JSONObject, expected: str | None) -> str:
 def validate(resource: JSONObject, expected_type: str | None = None) -> str:
     """Check `resource` is a valid R4 resource (of `expected_type`); return its type."""
     resource_type = check_resource_type(resource, expected_type)
-    model = r4b_model(resource_type)
     structure = check_structure(resource_type, resource)
-    issues = structure.issues
-    if not issues:
-        if model is None or structure.needs_schema:
-            issues = _schema_issues(resource_type, resource)
-        else:
-            issues = _model_issues(model, resource_type, resource)
+    issues = structure.issues[:_MAX_ISSUES]
+    if not issues and (structure.needs_schema or r4b_model(resource_type) is None):
+        issues = _schema_issues(resource_type, resource)
     if not issues:
         # Terminology only once the structure holds: a binding judges well-formed values.
         issues = check_bindings(resource_type, resource)[:_MAX_ISSUES]
@@ -83,24 +79,6 @@ def expression(resource_type: str, path: Iterable[Any]) -> str:
         elif isinstance(part, str) and _NAME.match(part):
             text += "." + (f"_{part[:-5]}" if part.endswith("__ext") else part)
     return text
-
-
-def _model_issues(model: Any, resource_type: str, resource: JSONObject) -> list[Issue]:
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        return [
-            Issue(
-                _trim(error["msg"]),
-                code="required" if error["type"] in _MISSING_TYPES else "structure",
-                expression=expression(resource_type, error["loc"]),
-            )
-            for error in exc.errors(include_url=False)[:_MAX_ISSUES]
-        ]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        # fhir.resources raises plain errors from some of its own validators.
-        return [Issue(_trim(str(exc)), code="structure", expression=resource_type)]
-    return []
 
 
 @cache

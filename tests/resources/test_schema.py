@@ -17,7 +17,7 @@ from fhirserver.resources.schema import (
 def test_elements_name_their_cardinality_and_definition() -> None:
     patient = elements("Patient")
     assert patient["name"] == Element(is_array=True, target="HumanName")
-    assert patient["birthDate"] == Element(is_array=False, target="date")
+    assert patient["birthDate"] == Element(is_array=False, target="date", primitive="date")
     assert patient["contact"].definition == "Patient_Contact"
     assert elements("Patient_Contact")["telecom"] == Element(True, "ContactPoint")
 
@@ -36,6 +36,25 @@ def test_inline_primitives_have_a_kind_and_no_definition(
 ) -> None:
     element = elements(definition)[name]
     assert (element.target, element.inline, element.definition) == (kind, True, None)
+
+
+@pytest.mark.parametrize(
+    ("definition", "name", "primitive"),
+    [
+        ("Observation", "valueDateTime", "dateTime"),
+        ("Observation", "valueTime", "time"),
+        ("Extension", "valueUnsignedInt", "unsignedInt"),
+        ("Extension", "valueBase64Binary", "base64Binary"),
+        ("Patient", "gender", "code"),  # a code enum
+        ("Observation", "issued", "instant"),
+        ("Observation", "code", None),
+    ],
+)
+def test_elements_name_the_primitive_type_they_hold(
+    definition: str, name: str, primitive: str | None
+) -> None:
+    """What the structure walk checks each value's format against (datatypes.html)."""
+    assert elements(definition)[name].primitive == primitive
 
 
 @pytest.mark.parametrize("definition", ["string", "NotAType"])
