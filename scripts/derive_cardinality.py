@@ -21,12 +21,10 @@ Usage: python scripts/derive_cardinality.py [--definitions DIR] [--out DIR]
 from __future__ import annotations
 
 import argparse
-import gzip
 from pathlib import Path
 from typing import Any
 
-import orjson
-from derive_invariants import DEFINITIONS, OUT, structure_definitions
+from derive_invariants import DEFINITIONS, OUT, structure_definitions, write
 
 from fhirserver.resources.schema import elements
 
@@ -78,22 +76,13 @@ def derive(folder: Path) -> dict[str, dict[str, Any]]:
     return {name: table[name] for name in sorted(table)}
 
 
-def write(table: dict[str, dict[str, Any]], out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / FILE_NAME
-    data = orjson.dumps(table, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
-    # mtime=0: the same definitions give the same bytes, so the up-to-date test can compare.
-    target.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
-    return target
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--definitions", type=Path, default=DEFINITIONS)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     table = derive(args.definitions)
-    target = write(table, args.out)
+    target = write(table, args.out, FILE_NAME)
     required = sum(len(v["required"]) for v in table.values())
     choices = sum(len(v["choices"]) for v in table.values())
     print(f"{target}: {required} required elements, {choices} choice elements")

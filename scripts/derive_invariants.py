@@ -118,9 +118,10 @@ def derive(folder: Path) -> dict[str, list[dict[str, Any]]]:
     return {name: table[name] for name in sorted(table)}
 
 
-def write(table: dict[str, list[dict[str, Any]]], out: Path) -> Path:
+def write(table: dict[str, Any], out: Path, file_name: str = FILE_NAME) -> Path:
+    """The table as sorted, gzipped JSON: the same definitions give the same bytes."""
     out.mkdir(parents=True, exist_ok=True)
-    target = out / FILE_NAME
+    target = out / file_name
     data = orjson.dumps(table, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     # mtime=0: the same definitions give the same bytes, so the up-to-date test can compare.
     target.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))

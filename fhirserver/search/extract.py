@@ -42,6 +42,10 @@ def cut(text: str) -> str:
     return text[:INDEX_CUT]
 
 
+def _short(text: str | None) -> bool:
+    return text is None or len(text) <= INDEX_CUT
+
+
 def _cut_or_none(text: str | None) -> str | None:
     return None if text is None else text[:INDEX_CUT]
 
@@ -49,6 +53,8 @@ def _cut_or_none(text: str | None) -> str | None:
 def cut_entry(entry: IndexEntry) -> IndexEntry:
     """The entry as it is stored: its text values at most INDEX_CUT characters."""
     changes: dict[str, Any]
+    if isinstance(entry, TokenEntry) and _short(entry.system) and _short(entry.code):
+        return entry  # most entries: nothing to cut, nothing to copy
     if isinstance(entry, StringEntry):
         changes = {"normalized": cut(entry.normalized), "exact": cut(entry.exact)}
     elif isinstance(entry, TokenEntry):
@@ -76,6 +82,9 @@ _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "co
 
 def normalize(text: str) -> str:
     """What string search compares (search.html#string): case and accents folded."""
+    if text.isascii():
+        # Nothing to decompose and no accents: folding ASCII is lowering it.
+        return " ".join(text.lower().split())
     # Decompose first: compatibility forms (U+210D, a double-struck H) become letters
     # that case folding then knows.
     folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())

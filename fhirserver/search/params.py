@@ -183,16 +183,28 @@ def _choice_keys() -> frozenset[tuple[str, str]]:
     return frozenset(found)
 
 
+@cache
+def _choice_forms(name: str) -> frozenset[str]:
+    """The JSON names of the choice forms of element `name` anywhere in R4 (most names
+    have none: then only the name itself is looked for)."""
+    return frozenset(key for base, key in _choice_keys() if base == name)
+
+
 def _step(items: list[tuple[str, Any]], kind: str, value: str) -> list[tuple[str, Any]]:
     """Each item is (the JSON key it came from, the value)."""
     out: list[tuple[str, Any]] = []
     if kind == "name":
-        choices = _choice_keys()
+        forms = _choice_forms(value)
         for _, node in items:
             if not isinstance(node, dict):
                 continue
             # An element and choice forms of the same name never stand side by side.
-            keys = [value] if value in node else [k for k in node if (value, k) in choices]
+            if value in node:
+                keys = [value]
+            elif forms:
+                keys = [k for k in node if k in forms]
+            else:
+                continue
             for key in keys:
                 child = node[key]
                 out.extend((key, c) for c in (child if isinstance(child, list) else [child]))

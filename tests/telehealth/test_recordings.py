@@ -80,6 +80,18 @@ async def recordings(http: httpx.AsyncClient, encounter_id: str) -> list[dict[st
     return await search(http, f"DocumentReference?encounter=Encounter/{encounter_id}")
 
 
+async def assert_discarded(
+    http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
+) -> None:
+    """A visit whose recording, begun 30 minutes ago, arrives now: linked to nothing and
+    deleted at Daily."""
+    room, _ = await started_visit(http, app)
+    fake_daily.recordings.add(RECORDING_ID)
+    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
+    assert await search(http, "DocumentReference") == []
+    assert fake_daily.recordings == set()
+
+
 async def test_with_consent_the_host_records_and_the_recording_is_linked_once(
     http: httpx.AsyncClient, app: Starlette, fake_daily: test_daily.FakeDaily
 ) -> None:
@@ -174,11 +186,7 @@ async def test_a_consent_must_cover_the_recording_from_its_start_to_its_arrival(
     """The recording began 30 minutes ago and arrives now."""
     period = {"start": instant(starts), "end": instant(ends)}
     await give(http, consent(provision={"type": "permit", "period": period}))
-    room, _ = await started_visit(http, app)
-    fake_daily.recordings.add(RECORDING_ID)
-    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
-    assert await search(http, "DocumentReference") == []
-    assert fake_daily.recordings == set()
+    await assert_discarded(http, app, fake_daily)
 
 
 async def test_a_deletion_that_fails_records_nothing_and_the_retry_deletes(
@@ -255,11 +263,7 @@ async def test_a_consent_given_after_the_recording_began_does_not_cover_it(
     if given is not None:
         resource["dateTime"] = instant(given)
     await give(http, resource)
-    room, _ = await started_visit(http, app)
-    fake_daily.recordings.add(RECORDING_ID)
-    assert (await deliver(http, recording_ready(room))).json() == {"recorded": 1}
-    assert await search(http, "DocumentReference") == []
-    assert fake_daily.recordings == set()
+    await assert_discarded(http, app, fake_daily)
 
 
 async def test_a_nested_deny_refuses_the_recording(
