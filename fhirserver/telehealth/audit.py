@@ -45,7 +45,7 @@ _SOURCE_TYPE = {
 }
 # R4 AuditEvent.entity.type: audit-entity-type#2 "System Object" (a delivery, a recording
 # at the provider).
-_DELIVERY_TYPE = {
+_SYSTEM_OBJECT = {
     "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
     "code": "2",
     "display": "System Object",
@@ -82,10 +82,10 @@ def audit_event(
     agent["who"] = person or {"display": "fhirserver"}
     entities: list[JSONObject] = [{"what": {"reference": reference}} for reference in about]
     entities += [
-        {"what": {"identifier": identifier}, "type": _DELIVERY_TYPE} for identifier in named
+        {"what": {"identifier": identifier}, "type": _SYSTEM_OBJECT} for identifier in named
     ]
     if delivery is not None:
-        entities.append({"type": _DELIVERY_TYPE, "name": delivery})
+        entities.append({"type": _SYSTEM_OBJECT, "name": delivery})
     event: JSONObject = {
         "resourceType": "AuditEvent",
         "type": {"system": EVENT_SYSTEM, "code": "virtual-visit", "display": "Virtual visit"},
