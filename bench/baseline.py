@@ -132,7 +132,7 @@ def create_app(path: str) -> Starlette:
 
 
 async def serve(store: str) -> None:
-    # Started as fhirserver.cli.serve starts uvicorn (same options, port 0, asyncio.run),
+    # Started as fhirserver.serving starts uvicorn (same options, port 0, asyncio.run),
     # so both servers listen on sockets set up the same way, e.g. with TCP_NODELAY.
     config = uvicorn.Config(
         create_app(store), host="127.0.0.1", port=0, log_level="warning", lifespan="on"

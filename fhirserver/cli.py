@@ -10,19 +10,13 @@ import asyncio
 import getpass
 import json
 import os
-import signal
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-
-from fhirserver.app import create_app, open_store
+from fhirserver.app import open_store
 from fhirserver.auth import admin, registry
 from fhirserver.auth.urls import auth_urls
 from fhirserver.bulk.export_local import MANIFEST, ExportFailed, export_to_folder
@@ -32,14 +26,12 @@ from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
-from fhirserver.connections import ConnectionGuard, GuardedWebSocket, guarded_protocol
-from fhirserver.cpu import tune_for_serving
-from fhirserver.errors import BadRequest, FHIRError, NotSupported, Unavailable
+from fhirserver.errors import BadRequest, FHIRError, NotSupported
 from fhirserver.interactions.ig_load import load_package, stored_registry
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.package import Package, PackageError, read_package
 from fhirserver.progress import ProgressDisplay
-from fhirserver.rest.subscription_ws import MAX_MESSAGE_BYTES
+from fhirserver.serving import listen, serve
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
 
@@ -58,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         "--public-url", help="public base URL behind a proxy (FHIRSERVER_PUBLIC_URL)"
     )
     serve.add_argument("--log-level", help="uvicorn log level (FHIRSERVER_LOG_LEVEL)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port and the store (FHIRSERVER_WORKERS; default 1)",
+    )
     reindex_command = commands.add_parser(
         "reindex", help="rebuild the search index after search parameters changed"
     )
@@ -341,101 +338,6 @@ async def run_reindex(store: Store, settings: Settings) -> int:
     return done
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, except that SIGINT / SIGTERM end it with exit status 0.
-
-    uvicorn re-raises a caught signal after its graceful shutdown, so the process
-    would die of it (status 143, or a KeyboardInterrupt traceback) after shutting
-    down cleanly.
-    """
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-
-def listen(settings: Settings) -> tuple[socket.socket, Settings]:
-    """The listening socket, bound before the app is built, and the settings with the
-    port it bound: with port 0 the system picks one, and the URLs the app builds from
-    its settings rather than a request (notification fullUrls, telehealth join links,
-    SMART endpoints) must name that port, not 0."""
-    host = settings.host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # Protocol TCP named, as uvicorn's own binding has it: asyncio sets TCP_NODELAY on
-    # the accepted connections only then; without it Nagle holds small answers ~40 ms.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, settings.port))
-    except OSError:
-        sock.close()
-        raise
-    return sock, settings.with_overrides(port=sock.getsockname()[1])
-
-
-def server_config(app: Starlette, settings: Settings) -> uvicorn.Config:
-    """How uvicorn serves the app. A websocket client's message is capped at the
-    subscription socket's largest command (uvicorn reads no frame beyond it). Forwarded
-    headers are the app's to believe or not (rest/proxies.py): uvicorn's own handling
-    would trust them from 127.0.0.1, whoever the client on loopback is. Connections get
-    a header deadline and a cap per client address."""
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        ws_max_size=MAX_MESSAGE_BYTES,
-        proxy_headers=False,
-        timeout_keep_alive=settings.keep_alive_seconds,
-        ws=GuardedWebSocket,
-        # Header deadline and connections per client (fhirserver/connections.py).
-        http=guarded_protocol(
-            ConnectionGuard(
-                header_seconds=settings.header_timeout_seconds,
-                max_per_client=settings.max_connections_per_client,
-                exempt=settings.proxy_networks,
-            )
-        ),
-    )
-
-
-async def serve(app: Starlette, settings: Settings, sock: socket.socket) -> None:
-    # Open the store once before serving, so that an unreachable database is one
-    # line on stderr rather than uvicorn's start-up traceback.
-    store: Store = app.state.store
-    try:
-        await store.open()
-    except (Unavailable, OSError) as exc:
-        print(f"fhirserver: the store cannot be opened: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    await store.close()
-    tune_for_serving()
-    server = _Server(server_config(app, settings))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    # uvicorn offers no start-up callback; poll its flag until it listens or gives up.
-    while not server.started and not task.done():  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    if server.started:
-        host, port = server.servers[0].sockets[0].getsockname()[:2]
-        host = f"[{host}]" if ":" in host else host
-        print(
-            f"fhirserver: FHIR R4 at http://{host}:{port}{settings.base_path}"
-            f" (store {settings.store_label})",
-            flush=True,
-        )
-    await task
-    if not server.started:
-        sys.exit(1)
-
-
 def _store_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Settings, Store]:
     """The settings and (unopened) store a command's --store and the environment name."""
     try:
@@ -457,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 store=args.store,
                 public_url=args.public_url,
                 log_level=args.log_level,
+                workers=args.workers,
             )
             refusal = settings.unsafe_to_serve()
             if refusal is not None:
@@ -468,10 +371,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         except OSError as exc:
             sys.exit(f"fhirserver: cannot listen on {settings.host}:{settings.port}: {exc}")
         try:
-            app = create_app(settings)
+            sys.exit(serve(settings, sock))
         except ValueError as exc:
             parser.error(str(exc))
-        asyncio.run(serve(app, settings, sock))
     elif args.command == "reindex":
         settings, store = _store_of(args, parser)
         asyncio.run(run_reindex(store, settings))

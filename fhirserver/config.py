@@ -59,6 +59,9 @@ class Settings:
     sqlite_cache_kib: int = 16384
     sqlite_reader_cache_kib: int = 2048
     log_level: str = "warning"
+    # Server processes sharing the listening socket and the store (README "Worker
+    # processes"); 1: the server is this one process.
+    workers: int = 1
     # Telehealth: minutes after a virtual Appointment's start with nobody joined before
     # it becomes a no-show.
     no_show_grace_minutes: int = 15
@@ -193,7 +196,8 @@ class Settings:
             raise ValueError("job_lease_seconds must be positive")
         # A typo would otherwise trust nothing (or the wrong peer) without a word.
         self.proxy_networks  # noqa: B018
-        for name in ("sqlite_cache_kib", "sqlite_reader_cache_kib", "profile_cache_size"):
+        positive = ("workers", "sqlite_cache_kib", "sqlite_reader_cache_kib", "profile_cache_size")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):

@@ -36,7 +36,7 @@ async def on_loopback(app: Any, port: int = 0, lifespan: str = "auto") -> AsyncI
 
 @asynccontextmanager
 async def serving(config: uvicorn.Config) -> AsyncIterator[int]:
-    """Serve as `config` says (as `fhirserver serve` would: cli.server_config) until the
+    """Serve as `config` says (as `fhirserver serve` would: serving.server_config) until the
     block ends; yields the port it listens on."""
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

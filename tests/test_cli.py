@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from fhirserver.app import create_app, fhir_base_url, open_store
-from fhirserver.cli import listen, main, server_config
+from fhirserver.cli import main
 from fhirserver.config import Settings
+from fhirserver.serving import listen, server_config
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.sqlite import SqliteStore
 

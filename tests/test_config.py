@@ -1,6 +1,6 @@
-"""Settings for the authorization modes (issue 16 point 1; SMART App Launch 2.2
+"""Settings: the authorization modes (issue 16 point 1; SMART App Launch 2.2
 "Security": a server reachable by others must not run without authorization by
-accident)."""
+accident), and the number of worker processes (issue 18 point 4)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,10 @@ def test_modes_are_read_from_the_environment_and_checked() -> None:
     external = Settings(auth="external", auth_issuer="https://idp.example.org")
     assert external.auth_mode == "external"
     assert "secret" not in repr(Settings(auth_introspection_client_secret="secret"))
+
+
+def test_workers_are_read_from_the_environment_and_must_be_positive() -> None:
+    assert Settings().workers == 1
+    assert Settings.from_env({"FHIRSERVER_WORKERS": "3"}).workers == 3
+    with pytest.raises(ValueError, match="workers must be positive"):
+        Settings.from_env({"FHIRSERVER_WORKERS": "0"})

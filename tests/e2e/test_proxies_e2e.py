@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from fhirserver.app import create_app
-from fhirserver.cli import server_config
 from fhirserver.config import Settings
+from fhirserver.serving import server_config
 from tests.loopback import serving
 from tests.rest.test_proxies import guess
 

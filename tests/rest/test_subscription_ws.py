@@ -30,9 +30,9 @@ from websockets.exceptions import ConnectionClosed
 from fhirserver.app import create_app
 from fhirserver.auth.access import Access
 from fhirserver.auth.scopes import parse_scopes
-from fhirserver.cli import listen, server_config
 from fhirserver.config import Settings
 from fhirserver.resources import codec
+from fhirserver.serving import listen, server_config
 from fhirserver.storage.base import Store
 from fhirserver.subscriptions.websocket import HEARTBEAT_PERIOD, Limits
 from tests.backends import Backend
