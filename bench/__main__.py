@@ -100,7 +100,17 @@ async def bench(params: Params) -> None:
             )
             ours_figures = await measure(ours, params)
             baseline_figures = await measure(baseline, params)
+            # Both cores serving (issue 18 point 4): the same store contract, N processes.
+            workers = await stack.enter_async_context(
+                servers.running(
+                    "fhirserver --workers 2",
+                    servers.fhirserver_command(Path(scratch, "workers.sqlite")),
+                    {"FHIRSERVER_WORKERS": "2"},
+                )
+            )
+            workers_figures = await measure(workers, params)
     print("\n".join(report(ours_figures, baseline_figures)))
+    print("\n".join(report(workers_figures, baseline_figures, "fhirserver --workers 2")))
 
 
 async def search_bench(store: Path, params: Params) -> None:

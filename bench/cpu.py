@@ -1,7 +1,8 @@
 """CPU time spent during a measurement: by the server process and by the load client.
 
-The server's comes from /proc/<pid>/stat (all its threads, so SQLite's too); where there
-is no /proc (not Linux) it is None. The client's is this process's own CPU time.
+The server's comes from /proc/<pid>/stat (all its threads, so SQLite's too), added up
+over the process and its children (`fhirserver serve --workers N`); where there is no
+/proc (not Linux) it is None. The client's is this process's own CPU time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ class Usage:
 
 
 def usage(server_pid: int) -> Usage:
-    return Usage(_process_seconds(server_pid), time.process_time())
+    seconds = [_process_seconds(pid) for pid in [server_pid, *_children(server_pid)]]
+    server = None if seconds[0] is None else sum(s for s in seconds if s is not None)
+    return Usage(server, time.process_time())
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def _process_seconds(pid: int) -> float | None:

@@ -4,6 +4,7 @@ the writer inside a transaction, and the store is a real file."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from fhirserver.errors import Unavailable
 from fhirserver.storage.base import Version
 from fhirserver.storage.sqlite import SqliteStore
-from fhirserver.storage.sqlite.store import _SqliteUnitOfWork
+from fhirserver.storage.sqlite.store import _SqliteUnitOfWork, _WriteGroup
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -65,12 +66,14 @@ class _CommitFails:
         return 1
 
 
-def test_failed_commit_rolls_back(tmp_path: Path) -> None:
-    unit = _SqliteUnitOfWork(SqliteStore(str(tmp_path / "f.sqlite")))
+async def test_failed_commit_rolls_back(tmp_path: Path) -> None:
+    group = _WriteGroup(asyncio.get_running_loop().create_future())
+    unit = _SqliteUnitOfWork(SqliteStore(str(tmp_path / "f.sqlite")), group)
     connection = _CommitFails()
     unit._pending.append((Version("Patient", "a", 1, NOW, "POST", b"{}"), ()))
+    unit.release(connection)  # type: ignore[arg-type]
     with pytest.raises(sqlite3.OperationalError):
-        unit.commit(connection)  # type: ignore[arg-type]
+        group.commit(connection)  # type: ignore[arg-type]
     assert connection.statements[-1] == "ROLLBACK"
     assert not connection.in_transaction
 
@@ -107,3 +110,113 @@ async def test_an_older_file_gets_fresh_index_tables(tmp_path: Path) -> None:
         assert await upgraded.read("Patient", "a") is not None
     finally:
         await upgraded.close()
+
+
+# Group commit (issue 18 point 3): units of work queued for the writer share one
+# transaction, each in its own savepoint.
+
+
+def _commits(store: SqliteStore) -> list[str]:
+    """The COMMITs the store's writer connection runs from now on."""
+    seen: list[str] = []
+    store._writer.set_trace_callback(
+        lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None
+    )
+    return seen
+
+
+def _visible(path: str, resource_id: str) -> bool:
+    """Whether another connection (another process, after a crash) sees the resource."""
+    with sqlite3.connect(path) as other:
+        found = other.execute(
+            "SELECT 1 FROM resources WHERE type = 'Patient' AND id = ?", (resource_id,)
+        ).fetchone()
+    return found is not None
+
+
+async def test_queued_units_share_one_commit_and_return_after_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path)
+    await store.open()
+    commits = _commits(store)
+    seen_at_return: dict[str, bool] = {}
+
+    async def create(n: int) -> None:
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+        seen_at_return[f"p{n}"] = _visible(path, f"p{n}")
+
+    try:
+        await asyncio.gather(*(create(n) for n in range(16)))
+    finally:
+        await store.close()
+    # Acknowledged only once committed: each unit's write is on disk when it returns.
+    assert seen_at_return == {f"p{n}": True for n in range(16)}
+    assert 1 <= len(commits) < 16, commits
+
+
+async def test_a_failing_unit_rolls_back_alone_and_the_group_commits(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path)
+    await store.open()
+    commits = _commits(store)
+
+    async def create(n: int) -> str:
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+            if n == 3:
+                # Written and flushed (a read inside the unit), then the unit fails.
+                await unit.read("Patient", f"p{n}")
+                raise ValueError("the unit's own failure")
+            if n == 5:
+                # Version 2 of a resource that has none: refused at the write.
+                await unit.write(Version("Patient", "ghost", 2, NOW, "PUT", b"{}"), ())
+        return "ok"
+
+    try:
+        answers = await asyncio.gather(*(create(n) for n in range(10)), return_exceptions=True)
+    finally:
+        await store.close()
+    assert [type(a).__name__ for a in answers] == [
+        *["str"] * 3,
+        "ValueError",
+        "str",
+        "VersionConflict",
+        *["str"] * 4,
+    ]
+    assert [n for n in range(10) if _visible(path, f"p{n}")] == [0, 1, 2, 4, 6, 7, 8, 9]
+    assert not _visible(path, "ghost")
+    assert len(commits) < 8, commits  # the others did share commits
+
+
+async def test_a_failed_group_commit_fails_every_unit_of_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path)
+    await store.open()
+    commit = _WriteGroup.commit
+
+    def full_disk(self: _WriteGroup, connection: sqlite3.Connection) -> None:
+        if self.units > 1:
+            connection.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        commit(self, connection)
+
+    monkeypatch.setattr(_WriteGroup, "commit", full_disk)
+
+    async def create(n: int) -> None:
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+
+    try:
+        answers = await asyncio.gather(*(create(n) for n in range(8)), return_exceptions=True)
+        # The writer is usable afterwards.
+        await create(99)
+    finally:
+        await store.close()
+    failed = [n for n, a in enumerate(answers) if isinstance(a, sqlite3.OperationalError)]
+    assert failed, answers  # a group of more than one unit formed, and its commit failed
+    assert not any(_visible(path, f"p{n}") for n in failed)
+    assert all(_visible(path, f"p{n}") for n in range(8) if n not in failed)
+    assert _visible(path, "p99")

@@ -4,6 +4,13 @@ Writes go through one connection on one thread, serialised by an asyncio lock an
 by SQLite's own write lock (BEGIN IMMEDIATE), so a read-check-write inside a unit of
 work cannot race another writer, in this process or another. Reads use a small pool
 of connections on their own threads; WAL lets them run beside the writer.
+
+Group commit: units of work that queue for the writer share one transaction. Each runs
+inside its own savepoint, so a unit that fails rolls back alone and the others keep
+their writes; the transaction commits once when no unit waits any more (or the group
+is full), and every unit of the group returns only after that commit, so nothing is
+acknowledged before it is durable. One commit writes each page the group touched to
+the WAL once (the index B-trees' shared pages above all) instead of once per unit.
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ PROGRESS_STEPS = 100_000
 # Threads for reads by id, apart from the searches' threads: a read never queues
 # behind slow searches (issue 20).
 LOOKUP_THREADS = 2
+# Units of work one commit takes at most: under a steady queue of writers the first of a
+# group still gets its answer after a bounded wait.
+MAX_GROUP = 32
 Row = tuple[Any, ...]
 
 
@@ -233,6 +243,10 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = asyncio.Lock()
+        # The write transaction units of work share (group commit), while one is open,
+        # and how many units wait for the lock to join it.
+        self._group: _WriteGroup | None = None
+        self._units_waiting = 0
         self.index_outdated = False
 
     async def open(self) -> None:
@@ -408,36 +422,115 @@ class SqliteStore:
 
     async def _between_units(self, statement: Callable[[sqlite3.Connection], T]) -> T:
         """Run a statement on the writer while no unit of work is open: inside one it
-        would join the unit's transaction, and vanish if the unit rolled back."""
+        would join the unit's transaction, and vanish if the unit rolled back. An open
+        group is committed first, for the same reason."""
         async with self._lock:
+            await self._commit_group()
             return await self._on_writer(statement)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        async with self._lock:
-            unit = _SqliteUnitOfWork(self)
+        self._units_waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._units_waiting -= 1
+        joined: _WriteGroup | None = None
+        try:
+            if self._group is None:
+                self._group = _WriteGroup(asyncio.get_running_loop().create_future())
+            unit = _SqliteUnitOfWork(self, self._group)
             try:
                 yield unit
             except BaseException:
                 await self._on_writer(unit.rollback)
                 raise
-            await self._on_writer(unit.commit)
+            else:
+                await self._on_writer(unit.release)
+                if unit.begun:
+                    joined = self._group
+            finally:
+                # Go on with the group while other units wait to join it; commit it
+                # when none does (or it is full), here or in a task queued behind them.
+                group = self._group
+                if group is not None:
+                    group.units += unit.begun
+                    if self._units_waiting and group.units < MAX_GROUP:
+                        if group.closer is None:
+                            group.closer = asyncio.create_task(self._close(group))
+                    else:
+                        await self._commit_group()
+        finally:
+            self._lock.release()
+        if joined is not None:
+            # Acknowledged only once the group's transaction is committed; a failed
+            # commit fails every unit of the group.
+            await asyncio.shield(joined.committed)
+
+    async def _close(self, group: _WriteGroup) -> None:
+        async with self._lock:
+            if self._group is group:
+                await self._commit_group()
+
+    async def _commit_group(self) -> None:
+        """Commit the open group, if any (the lock held). Its units learn the outcome
+        from `committed`: a unit that failed on its own keeps its own error."""
+        group, self._group = self._group, None
+        if group is None:
+            return
+        try:
+            await self._on_writer(group.commit)
+        except BaseException as exc:
+            group.committed.set_exception(exc)
+            group.committed.exception()  # marked seen: no unit may be left to await it
+            return
+        group.committed.set_result(None)
+
+
+class _WriteGroup:
+    """The write transaction units of work share, and the future they wait on."""
+
+    def __init__(self, committed: asyncio.Future[None]) -> None:
+        self.committed = committed
+        # Whether the transaction was begun (by the first unit that writes or reads).
+        self.begun = False
+        self.units = 0
+        self.closer: asyncio.Task[None] | None = None
+
+    def begin(self, connection: sqlite3.Connection) -> None:
+        if not self.begun:
+            connection.execute("BEGIN IMMEDIATE")
+            self.begun = True
+
+    def commit(self, connection: sqlite3.Connection) -> None:
+        if not self.begun:
+            return
+        try:
+            connection.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT can leave the transaction open; never keep the writer in it.
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
 
 
 class _SqliteUnitOfWork:
     """Buffers writes so that a plain create costs one trip to the writer thread."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteStore, group: _WriteGroup) -> None:
         self._store = store
-        self._begun = False
+        self._group = group
+        # Whether the unit has opened its savepoint (in the group's transaction).
+        self.begun = False
         self._pending: list[tuple[Version, tuple[IndexEntry, ...]]] = []
         # Jobs to put, or to drop (None), by (kind, key): the last call for a key wins.
         self._jobs: dict[tuple[str, str], Job | None] = {}
 
     def _begin(self, connection: sqlite3.Connection) -> None:
-        if not self._begun:
-            connection.execute("BEGIN IMMEDIATE")
-            self._begun = True
+        if not self.begun:
+            self._group.begin(connection)
+            connection.execute("SAVEPOINT unit")
+            self.begun = True
 
     def _flush(self, connection: sqlite3.Connection) -> None:
         self._begin(connection)
@@ -513,22 +606,26 @@ class _SqliteUnitOfWork:
     async def drop_job(self, kind: str, key: str) -> None:
         self._jobs[kind, key] = None
 
-    def commit(self, connection: sqlite3.Connection) -> None:
-        if not self._pending and not self._jobs and not self._begun:
+    def release(self, connection: sqlite3.Connection) -> None:
+        """Write what is buffered and end the savepoint: the unit's writes join the
+        group's transaction, committed with it."""
+        if not self._pending and not self._jobs and not self.begun:
             return
         try:
             self._flush(connection)
-            connection.execute("COMMIT")
+            connection.execute("RELEASE unit")
         except BaseException:
-            # A failed COMMIT can leave the transaction open; never keep the writer in it.
             self.rollback(connection)
             raise
 
     def rollback(self, connection: sqlite3.Connection) -> None:
+        """Undo this unit's writes only; the group's transaction goes on."""
         self._pending.clear()
         self._jobs.clear()
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
+        if self.begun:
+            self.begun = False
+            connection.execute("ROLLBACK TO unit")
+            connection.execute("RELEASE unit")
 
 
 def _write(connection: sqlite3.Connection, version: Version) -> None:
