@@ -1,4 +1,5 @@
-"""FHIR JSON (R4 json.html#primitive): decimals keep the precision their text carries."""
+"""FHIR JSON (R4 json.html#primitive): decimals keep the precision their text carries;
+nesting past the server's depth limit is a 400 (R4 http.html: bad syntax)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from fhirserver.errors import BadRequest
 from fhirserver.resources import codec
+from fhirserver.resources.codec import MAX_DEPTH, loads
 
 
 @pytest.mark.parametrize("text", ["1.50", "0.000168", "1e2", "-0.0", "12345678901234567890.123"])
@@ -27,3 +29,18 @@ def test_invalid_json_is_400(data: bytes) -> None:
 def test_load_object_wants_an_object() -> None:
     with pytest.raises(BadRequest):
         codec.load_object(b"[1]")
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1])
+@pytest.mark.parametrize("padding", [0, 500])
+def test_nesting_deeper_than_the_limit_is_400(depth: int, padding: int) -> None:
+    """Refused by its depth alone, with other brackets beside the nesting or not."""
+    text = '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+    if padding:
+        text = '{"pad": [' + ", ".join(["{}"] * padding) + '], "deep": ' + text + "}"
+        depth += 1
+    if depth > MAX_DEPTH:
+        with pytest.raises(BadRequest, match="levels deep"):
+            loads(text)
+    else:
+        assert isinstance(loads(text), dict)
