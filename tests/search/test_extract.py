@@ -53,3 +53,17 @@ def test_every_path_of_a_union_expression() -> None:
 
 def test_type_without_identifier_parameter() -> None:
     assert identifiers({"resourceType": "Binary", "contentType": "text/plain"}) == ()
+
+
+def test_a_composite_is_indexed_only_with_every_component() -> None:
+    """search.html#composite: the components match within one element, so an element
+    missing one of them (here the value of code-value-date) is no composite value."""
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "1234-5"}]},
+        "valueQuantity": {"value": 5.5, "system": "http://unitsofmeasure.org", "code": "mg"},
+    }
+    params = {entry.param.split(":")[0] for entry in index_entries(observation)}
+    assert {"code-value-quantity#0", "code-value-quantity#1"} <= params
+    assert not any(p.startswith(("code-value-date#", "code-value-concept#")) for p in params)

@@ -375,6 +375,9 @@ def test_uri(param: str, value: str, expected: bool) -> None:
         (OBSERVATION, "value-quantity:missing", "false", True),
         (OBSERVATION, "value-string:missing", "true", True),
         (OBSERVATION, "code-value-quantity:missing", "false", True),  # composite: 1st part
+        # A composite without its value component has no value (search.html#composite).
+        (OBSERVATION, "code-value-date:missing", "true", True),
+        (OBSERVATION, "code-value-concept:missing", "false", False),
         (OBSERVATION, "subject:missing", "false", True),
     ],
 )

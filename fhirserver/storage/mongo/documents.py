@@ -34,7 +34,8 @@ Document = dict[str, Any]
 
 # Bumped when the layout of the embedded index changes: the app then rebuilds it.
 # 2: index values cut to INDEX_CUT characters (search/extract.py).
-LAYOUT_VERSION = 2
+# 3: composite groups indexed only when every component has a value.
+LAYOUT_VERSION = 3
 
 # Beyond every stored string: the upper bound of a prefix range, and where a resource
 # without the sort parameter goes in an ascending sort.

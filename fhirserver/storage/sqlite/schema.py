@@ -28,7 +28,8 @@ def table_of(kind: str) -> str:
 # Bumped when the tables change; an older file gets fresh (empty) index tables, and the
 # app rebuilds their content from the stored resources at start-up.
 # 4: index values cut to INDEX_CUT characters (search/extract.py).
-SCHEMA_VERSION = 4
+# 5: composite groups indexed only when every component has a value.
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 -- Every version of every resource. It is also the change log: `seq` increases with
