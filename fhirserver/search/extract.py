@@ -130,7 +130,7 @@ def _composite(known: Registry, param: SearchParam, elements: list[Any]) -> Iter
     all its components within one group (search.html#composite), so a group without
     one (an Observation's code in code-value-date when it has a valueQuantity) never
     matches and is not indexed, as HAPI indexes composites only when whole. Of the
-    Synthea set's index rows these were a sixth."""
+    Synthea set's index rows these were a fifth."""
     for group, element in enumerate(elements):
         found: list[IndexEntry] = []
         for position, component in enumerate(param.components):
@@ -142,8 +142,13 @@ def _composite(known: Registry, param: SearchParam, elements: list[Any]) -> Iter
             except Exception:
                 values = []
             code = f"{param.code}#{position}"
+            # Not the :text and :of-type entries a token also gets: a composite takes
+            # no modifier (search.html#composite), so nothing would search them.
             parts = [
-                e for value in values for e in entries_for(definition.type, code, value, group)
+                entry
+                for value in values
+                for entry in entries_for(definition.type, code, value, group)
+                if entry.param == code
             ]
             if not parts:
                 break

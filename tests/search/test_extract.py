@@ -67,3 +67,17 @@ def test_a_composite_is_indexed_only_with_every_component() -> None:
     params = {entry.param.split(":")[0] for entry in index_entries(observation)}
     assert {"code-value-quantity#0", "code-value-quantity#1"} <= params
     assert not any(p.startswith(("code-value-date#", "code-value-concept#")) for p in params)
+
+
+def test_a_composite_component_gets_no_modifier_entries() -> None:
+    """A composite takes no modifier (search.html#composite): its token component is
+    indexed as the token, not also for :text."""
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "1234-5"}], "text": "Sugar"},
+        "valueQuantity": {"value": 5.5, "system": "http://unitsofmeasure.org", "code": "mg"},
+    }
+    params = {entry.param for entry in index_entries(observation)}
+    assert "code-value-quantity#0" in params and "code:text" in params
+    assert not any("#" in p and ":" in p for p in params)
