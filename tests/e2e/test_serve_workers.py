@@ -136,12 +136,20 @@ def conditional_transaction(n: int) -> dict[str, Any]:
     }
 
 
-def test_workers_share_one_port_and_one_store(
+@pytest.fixture
+def two_workers(
     launch: Launch,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
-) -> None:
+) -> tuple[Server, list[int]]:
+    """`fhirserver serve --workers 2` on a fresh store, and its worker processes."""
     server = launch("--workers", "2", store=tmp_path / "fhir.sqlite")
-    workers = workers_of(server)
+    return server, workers_of(server)
+
+
+def test_workers_share_one_port_and_one_store(
+    two_workers: tuple[Server, list[int]],
+) -> None:
+    server, workers = two_workers
     before = {pid: cpu_seconds(pid) for pid in workers}
     answers = each_request(
         server.base, 60, lambda http, n: http.post("", json=conditional_transaction(n))
@@ -251,11 +259,9 @@ def test_acknowledged_writes_survive_sigkill_of_every_process(
 
 
 def test_workers_end_with_their_parent(
-    launch: Launch,  # noqa: F811 - the fixture imported above
-    tmp_path: Path,
+    two_workers: tuple[Server, list[int]],
 ) -> None:
-    server = launch("--workers", "2", store=tmp_path / "fhir.sqlite")
-    workers = workers_of(server)
+    server, workers = two_workers
     server.process.send_signal(signal.SIGKILL)
     server.process.wait()
     try:
@@ -268,11 +274,9 @@ def test_workers_end_with_their_parent(
 
 
 def test_a_dead_worker_is_replaced(
-    launch: Launch,  # noqa: F811 - the fixture imported above
-    tmp_path: Path,
+    two_workers: tuple[Server, list[int]],
 ) -> None:
-    server = launch("--workers", "2", store=tmp_path / "fhir.sqlite")
-    first, second = workers_of(server)
+    server, (first, second) = two_workers
     os.kill(first, signal.SIGKILL)
     replaced = eventually(
         lambda: found if first not in (found := workers_of(server)) else None,
@@ -286,12 +290,10 @@ def test_a_dead_worker_is_replaced(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_every_worker_cleanly(
-    launch: Launch,  # noqa: F811 - the fixture imported above
-    tmp_path: Path,
+    two_workers: tuple[Server, list[int]],
     sig: signal.Signals,
 ) -> None:
-    server = launch("--workers", "2", store=tmp_path / "fhir.sqlite")
-    workers = workers_of(server)
+    server, workers = two_workers
     with http_client(server.base) as http:
         assert http.get("/metadata").status_code == 200
         code, _ = server.stop(sig)
