@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,38 @@ async def test_a_failed_group_commit_fails_every_unit_of_the_group(
     assert not any(_visible(path, f"p{n}") for n in failed)
     assert all(_visible(path, f"p{n}") for n in range(8) if n not in failed)
     assert _visible(path, "p99")
+
+
+async def test_a_unit_cancelled_while_it_commits_its_group_fails_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last unit of a group commits it; its request cancelled meanwhile (a client
+    gone), the units before it are still told the truth: committed."""
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path)
+    await store.open()
+    commit = _WriteGroup.commit
+    committing = threading.Event()
+
+    def slow(self: _WriteGroup, connection: sqlite3.Connection) -> None:
+        if self.units > 1:
+            committing.set()
+            time.sleep(0.3)
+        commit(self, connection)
+
+    monkeypatch.setattr(_WriteGroup, "commit", slow)
+
+    async def create(n: int) -> None:
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+
+    try:
+        tasks = [asyncio.create_task(create(n)) for n in range(4)]
+        assert await asyncio.to_thread(committing.wait, 10)
+        # The last unit found nobody waiting: its task runs the COMMIT.
+        tasks[-1].cancel()
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await store.close()
+    assert answers[:3] == [None, None, None], answers
+    assert all(_visible(path, f"p{n}") for n in range(4))

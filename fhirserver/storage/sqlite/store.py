@@ -16,6 +16,7 @@ the WAL once (the index B-trees' shared pages above all) instead of once per uni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -306,21 +307,18 @@ class SqliteStore:
 
         return await self._on_reader(run)
 
-    async def _on_writer(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        future = asyncio.get_running_loop().run_in_executor(
+    def _send(self, job: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue `job` on the writer thread; jobs run in the order sent."""
+        return asyncio.get_running_loop().run_in_executor(
             self._writer_pool, lambda: job(self._writer)
         )
+
+    async def _on_writer(self, job: Callable[[sqlite3.Connection], T]) -> T:
         try:
             # Shielded: a cancelled request must not leave the writer mid-transaction.
-            return await asyncio.shield(future)
+            return await asyncio.shield(self._send(job))
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                # Another process held the write lock past busy_timeout.
-                raise Unavailable(
-                    "The store is busy with another writer; try again",
-                    headers={"Retry-After": "1"},
-                ) from None
-            raise
+            raise _busy_or(exc) from None
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         row = await self._on_lookup(lambda c: _read_current(c, resource_type, resource_id))
@@ -474,17 +472,25 @@ class SqliteStore:
 
     async def _commit_group(self) -> None:
         """Commit the open group, if any (the lock held). Its units learn the outcome
-        from `committed`: a unit that failed on its own keeps its own error."""
+        from `committed`, set by the COMMIT itself: a caller cancelled meanwhile does
+        not change what the others are told, and a unit that failed on its own keeps
+        its own error."""
         group, self._group = self._group, None
         if group is None:
             return
-        try:
-            await self._on_writer(group.commit)
-        except BaseException as exc:
-            group.committed.set_exception(exc)
-            group.committed.exception()  # marked seen: no unit may be left to await it
-            return
-        group.committed.set_result(None)
+        commit = self._send(group.commit)
+        commit.add_done_callback(group.settle)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(commit)
+
+
+def _busy_or(error: sqlite3.OperationalError) -> Exception:
+    """The write lock held by another process past busy_timeout is 503."""
+    if "locked" in str(error) or "busy" in str(error):
+        return Unavailable(
+            "The store is busy with another writer; try again", headers={"Retry-After": "1"}
+        )
+    return error
 
 
 class _WriteGroup:
@@ -501,6 +507,20 @@ class _WriteGroup:
         if not self.begun:
             connection.execute("BEGIN IMMEDIATE")
             self.begun = True
+
+    def settle(self, commit: asyncio.Future[None]) -> None:
+        """Tell the units the COMMIT's outcome."""
+        if commit.cancelled():  # the writer was shut down first
+            self.committed.cancel()
+            return
+        error = commit.exception()
+        if error is None:
+            self.committed.set_result(None)
+            return
+        if isinstance(error, sqlite3.OperationalError):
+            error = _busy_or(error)
+        self.committed.set_exception(error)
+        self.committed.exception()  # marked seen: no unit may be left to await it
 
     def commit(self, connection: sqlite3.Connection) -> None:
         if not self.begun:
