@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fhirserver.app import open_store
+from fhirserver.app import create_app, open_store
 from fhirserver.auth import admin, registry
 from fhirserver.auth.urls import auth_urls
 from fhirserver.bulk.export_local import MANIFEST, ExportFailed, export_to_folder
@@ -371,9 +371,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         except OSError as exc:
             sys.exit(f"fhirserver: cannot listen on {settings.host}:{settings.port}: {exc}")
         try:
-            sys.exit(serve(settings, sock))
+            app = create_app(settings)
         except ValueError as exc:
             parser.error(str(exc))
+        sys.exit(serve(app, settings, sock))
     elif args.command == "reindex":
         settings, store = _store_of(args, parser)
         asyncio.run(run_reindex(store, settings))

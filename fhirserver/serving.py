@@ -47,6 +47,8 @@ from fhirserver.storage.reindex import reindex
 START_SECONDS = 60.0
 # Seconds a worker has to finish its requests after SIGTERM before it is killed.
 STOP_SECONDS = 30.0
+# The longest wait before starting a worker again after a replacement failed to start.
+MAX_RETRY_SECONDS = 60.0
 # Seconds between two looks at the workers (and, in a worker, at its parent).
 WATCH_SECONDS = 0.5
 
@@ -181,10 +183,9 @@ async def _exit_with_parent(server: uvicorn.Server, parent: int) -> None:
             server.should_exit = True
 
 
-def serve(settings: Settings, sock: socket.socket) -> int:
-    """`fhirserver serve`; the exit status. A ValueError: the settings are not usable
-    (the app is built here first, in the parent too, so that it is said at once)."""
-    app = create_app(settings)
+def serve(app: Starlette, settings: Settings, sock: socket.socket) -> int:
+    """`fhirserver serve` of `app` (built by the caller from `settings`, so that bad
+    settings are said at once, also before worker processes start); the exit status."""
     if not asyncio.run(prepare_store(app.state.store)):
         return 1
     if settings.workers > 1:
@@ -198,6 +199,9 @@ def serve(settings: Settings, sock: socket.socket) -> int:
 
 def _worker(settings: Settings, sock: socket.socket, ready: Connection, parent: int) -> None:
     """A worker process: its own app and store on the shared socket."""
+    # Ctrl-C at a terminal reaches every process of the group; the parent stops the
+    # workers itself (SIGTERM), and uvicorn handles signals once it serves.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     app = create_app(settings)
 
     def report() -> None:
@@ -261,20 +265,31 @@ class _Supervisor:
         return False
 
     def _watch(self) -> bool:
-        """Replace workers that die, until a signal asks to stop (True) or a
-        replacement does not start (False)."""
+        """Replace workers that die, until a signal asks to stop (True). A replacement
+        that does not start is tried again later, waiting twice as long each time
+        (up to a minute), while the others serve; when none is left, False."""
+        retry_at: dict[int, float] = {}
+        delay: dict[int, float] = {}
         while not self.stopping.is_set():
             wait([worker.sentinel for worker in self.workers], timeout=WATCH_SECONDS)
             for slot, worker in enumerate(self.workers):
-                if worker.exitcode is not None and not self.stopping.is_set():
-                    print(
-                        f"fhirserver: worker process {worker.pid} ended (exit status"
-                        f" {worker.exitcode}); starting another",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    if not self._start(slot):
-                        return self.stopping.is_set()
+                if self.stopping.is_set() or worker.exitcode is None:
+                    continue
+                if time.monotonic() < retry_at.get(slot, 0.0):
+                    continue
+                print(
+                    f"fhirserver: worker process {worker.pid} ended (exit status"
+                    f" {worker.exitcode}); starting another",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if self._start(slot):
+                    delay.pop(slot, None)
+                    continue
+                delay[slot] = min(2 * delay.get(slot, 0.5), MAX_RETRY_SECONDS)
+                retry_at[slot] = time.monotonic() + delay[slot]
+                if all(worker.exitcode is not None for worker in self.workers):
+                    return self.stopping.is_set()
         return True
 
     def _stop_all(self) -> None:

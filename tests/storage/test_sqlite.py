@@ -257,3 +257,48 @@ async def test_a_unit_cancelled_while_it_commits_its_group_fails_no_other(
         await store.close()
     assert answers[:3] == [None, None, None], answers
     assert all(_visible(path, f"p{n}") for n in range(4))
+
+
+async def test_a_transaction_sqlite_rolled_back_fails_its_whole_group(tmp_path: Path) -> None:
+    """SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, IOERR):
+    every unit of the group lost its writes and is told so, and no later unit of the
+    group commits on its own."""
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path)
+    await store.open()
+
+    async def create(n: int) -> str:
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+            if n == 1:
+                await unit.read("Patient", "p1")
+                # As SQLite does on a full disk: the whole transaction is gone.
+                await store._on_writer(lambda c: c.execute("ROLLBACK"))
+                raise OSError("database or disk is full")
+        return "ok"
+
+    try:
+        answers = await asyncio.gather(*(create(n) for n in range(4)), return_exceptions=True)
+        assert not store._writer.in_transaction
+    finally:
+        await store.close()
+    assert [type(a).__name__ for a in answers] == ["OperationalError", "OSError"] + [
+        "OperationalError"
+    ] * 2, answers
+    assert not any(_visible(path, f"p{n}") for n in range(4))
+
+
+async def test_close_commits_an_open_group(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path)
+    await store.open()
+
+    async def create(n: int) -> None:
+        async with store.unit_of_work() as unit:
+            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+
+    tasks = [asyncio.create_task(create(n)) for n in range(3)]
+    await asyncio.sleep(0)  # all three queued for the lock
+    await store.close()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [None] * 3
+    assert all(_visible(path, f"p{n}") for n in range(3))

@@ -265,6 +265,8 @@ class SqliteStore:
         self.index_outdated = await self._on_writer(create_schema)
 
     async def close(self) -> None:
+        async with self._lock:
+            await self._commit_group()  # its units are waiting to be told
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
@@ -478,7 +480,12 @@ class SqliteStore:
         group, self._group = self._group, None
         if group is None:
             return
-        commit = self._send(group.commit)
+        try:
+            commit = self._send(group.commit)
+        except RuntimeError as exc:  # the writer is shut down: nothing was committed
+            group.committed.set_exception(exc)
+            group.committed.exception()
+            return
         commit.add_done_callback(group.settle)
         with contextlib.suppress(Exception):
             await asyncio.shield(commit)
@@ -507,6 +514,11 @@ class _WriteGroup:
         if not self.begun:
             connection.execute("BEGIN IMMEDIATE")
             self.begun = True
+        elif not connection.in_transaction:
+            # SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, NOMEM): the
+            # units before lost their writes, and a savepoint now would commit on its
+            # own. The group fails (its COMMIT finds no transaction), and so does this.
+            raise sqlite3.OperationalError("the group's transaction was rolled back")
 
     def settle(self, commit: asyncio.Future[None]) -> None:
         """Tell the units the COMMIT's outcome."""
@@ -644,8 +656,9 @@ class _SqliteUnitOfWork:
         self._jobs.clear()
         if self.begun:
             self.begun = False
-            connection.execute("ROLLBACK TO unit")
-            connection.execute("RELEASE unit")
+            if connection.in_transaction:  # else SQLite rolled it all back already
+                connection.execute("ROLLBACK TO unit")
+                connection.execute("RELEASE unit")
 
 
 def _write(connection: sqlite3.Connection, version: Version) -> None:
