@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,12 @@ def _commits(store: SqliteStore) -> list[str]:
     return seen
 
 
+async def _create(store: SqliteStore, n: int) -> None:
+    """Patient pn in a unit of work of its own."""
+    async with store.unit_of_work() as unit:
+        await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+
+
 def _visible(path: str, resource_id: str) -> bool:
     """Whether another connection (another process, after a crash) sees the resource."""
     with sqlite3.connect(path) as other:
@@ -144,8 +151,7 @@ async def test_queued_units_share_one_commit_and_return_after_it(tmp_path: Path)
     seen_at_return: dict[str, bool] = {}
 
     async def create(n: int) -> None:
-        async with store.unit_of_work() as unit:
-            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+        await _create(store, n)
         seen_at_return[f"p{n}"] = _visible(path, f"p{n}")
 
     try:
@@ -207,9 +213,8 @@ async def test_a_failed_group_commit_fails_every_unit_of_the_group(
 
     monkeypatch.setattr(_WriteGroup, "commit", full_disk)
 
-    async def create(n: int) -> None:
-        async with store.unit_of_work() as unit:
-            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+    def create(n: int) -> Coroutine[Any, Any, None]:
+        return _create(store, n)
 
     try:
         answers = await asyncio.gather(*(create(n) for n in range(8)), return_exceptions=True)
@@ -243,9 +248,8 @@ async def test_a_unit_cancelled_while_it_commits_its_group_fails_no_other(
 
     monkeypatch.setattr(_WriteGroup, "commit", slow)
 
-    async def create(n: int) -> None:
-        async with store.unit_of_work() as unit:
-            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+    def create(n: int) -> Coroutine[Any, Any, None]:
+        return _create(store, n)
 
     try:
         tasks = [asyncio.create_task(create(n)) for n in range(4)]
@@ -293,9 +297,8 @@ async def test_close_commits_an_open_group(tmp_path: Path) -> None:
     store = SqliteStore(path)
     await store.open()
 
-    async def create(n: int) -> None:
-        async with store.unit_of_work() as unit:
-            await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
+    def create(n: int) -> Coroutine[Any, Any, None]:
+        return _create(store, n)
 
     tasks = [asyncio.create_task(create(n)) for n in range(3)]
     await asyncio.sleep(0)  # all three queued for the lock
