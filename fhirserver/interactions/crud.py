@@ -119,7 +119,7 @@ async def create(
                     )
                 return WriteResult(existing, created=False)
         # R4 http.html#create: an id in the body is ignored; the server assigns one.
-        return await write_new(unit, context, resource, meta.new_id(), index)
+        return await write_new(unit, context, resource, index=index)
 
 
 async def update(
@@ -240,7 +240,7 @@ async def conditional_update_id(
     match = await match_one(unit, context, resource_type, criteria, "update")
     if match is None:
         if not isinstance(body_id, str):
-            return meta.new_id()
+            return meta.new_id(context.clock())
         current = await unit.read(resource_type, meta.check_id(body_id))
         _refuse_hidden(context, Interaction.UPDATE, current)
         if current is not None and not current.deleted:
@@ -260,11 +260,13 @@ async def write_new(
     unit: UnitOfWork,
     context: WriteContext,
     resource: JSONObject,
-    resource_id: str,
+    resource_id: str | None = None,
     index: tuple[IndexEntry, ...] | None = None,
 ) -> WriteResult:
-    """A create with an id already chosen. `index`: the resource's index entries, when
-    the caller has them already."""
+    """A create, under `resource_id` if one was chosen already, else under a new id.
+    `index`: the resource's index entries, when the caller has them already."""
+    if resource_id is None:
+        resource_id = meta.new_id(context.clock())
     return await _write(unit, context, resource, resource_id, None, "POST", index)
 
 

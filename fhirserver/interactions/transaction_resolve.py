@@ -72,7 +72,7 @@ async def _resolve(
             if entry.existing
             else entry.same_as.resource_id
             if entry.same_as
-            else meta.new_id()
+            else meta.new_id(context.clock())
         )
     elif method == "PUT":
         assert entry.resource is not None

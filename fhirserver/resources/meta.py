@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from datetime import UTC, datetime
 
@@ -14,8 +15,15 @@ _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+def new_id(now: datetime) -> str:
+    """A new resource id: a version 7 UUID (RFC 9562 section 5.7), the milliseconds of
+    `now` then 74 random bits. Ids made one after another sort one after another, so a
+    store's B-trees keyed by id take new rows at their end rather than on a random page
+    each: a create dirties a few pages instead of dozens (the index tables are keyed by
+    type and id). Unguessable as a version 4 UUID is, near enough: 74 random bits."""
+    millis = int(now.timestamp() * 1000) & (1 << 48) - 1
+    value = millis << 80 | 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62
+    return str(uuid.UUID(int=value | secrets.randbits(62)))
 
 
 def whole_number(text: str) -> int | None:

@@ -20,7 +20,6 @@ from fhirserver.errors import FHIRError, Forbidden
 from fhirserver.interactions import crud
 from fhirserver.interactions.paths import Target
 from fhirserver.interactions.rules import WriteContext
-from fhirserver.resources import meta
 from fhirserver.rest.ratelimit import RateLimit, client_key
 from fhirserver.storage.base import Store
 
@@ -105,6 +104,6 @@ async def audit_refusal(request: Request, target: Target | None, refused: FHIREr
     )
     try:
         async with store.unit_of_work() as unit:
-            await crud.write_new(unit, writes.as_server(), event, meta.new_id())
+            await crud.write_new(unit, writes.as_server(), event)
     except Exception:  # the refusal stands even if its record cannot be written
         logger.exception("could not record a refused access")

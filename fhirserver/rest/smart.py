@@ -34,7 +34,6 @@ from fhirserver.config import Settings
 from fhirserver.interactions import crud
 from fhirserver.interactions.capabilities import OAuthUris
 from fhirserver.interactions.rules import WriteContext
-from fhirserver.resources import meta
 from fhirserver.rest.negotiation import FORM, media_type, read_body
 from fhirserver.rest.ratelimit import RateLimit, client_key
 
@@ -240,4 +239,4 @@ async def _audit(request: Request, event: dict[str, Any]) -> None:
     search, like the telehealth events)."""
     writes: WriteContext = request.app.state.writes
     async with request.app.state.store.unit_of_work() as unit:
-        await crud.write_new(unit, writes.as_server(), event, meta.new_id())
+        await crud.write_new(unit, writes.as_server(), event)

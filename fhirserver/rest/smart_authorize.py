@@ -63,7 +63,7 @@ from fhirserver.clock import Clock
 from fhirserver.errors import BadRequest
 from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
-from fhirserver.resources import codec, meta
+from fhirserver.resources import codec
 from fhirserver.rest.negotiation import FORM, read_body
 from fhirserver.rest.ratelimit import RateLimit, client_key
 from fhirserver.rest.smart_pages import (
@@ -368,7 +368,7 @@ async def _audit_failed_login(
         at=now, issuer=issuer, username=username, client_id=client_id, address=address
     )
     async with _store(request).unit_of_work() as unit:
-        await crud.write_new(unit, _writes(request), event, meta.new_id())
+        await crud.write_new(unit, _writes(request), event)
 
 
 # -- EHR launch -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from fhirserver.errors import Gone
 from fhirserver.interactions import crud
 from fhirserver.interactions.preconditions import NO_PRECONDITIONS
 from fhirserver.interactions.rules import WriteContext
-from fhirserver.resources import codec, meta
+from fhirserver.resources import codec
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import local_reference
 from fhirserver.search.parse import parse_search
@@ -98,7 +98,7 @@ async def save(
 
 
 async def create(unit: UnitOfWork, writes: WriteContext, resource: JSONObject) -> JSONObject:
-    result = await crud.write_new(unit, writes, resource, meta.new_id())
+    result = await crud.write_new(unit, writes, resource)
     assert result.version.body is not None
     return codec.load_object(result.version.body)
 
@@ -131,7 +131,7 @@ async def audit(
         failed=failed,
         named=named,
     )
-    await crud.write_new(unit, writes, event, meta.new_id())
+    await crud.write_new(unit, writes, event)
 
 
 def about_visit(appointment: JSONObject, encounter: JSONObject | None = None) -> list[str]:
