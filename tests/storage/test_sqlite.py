@@ -8,7 +8,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,15 @@ class _CommitFails:
 
 
 async def test_failed_commit_rolls_back(tmp_path: Path) -> None:
-    group = _WriteGroup(asyncio.get_running_loop().create_future())
-    unit = _SqliteUnitOfWork(SqliteStore(str(tmp_path / "f.sqlite")), group)
+    store = SqliteStore(str(tmp_path / "f.sqlite"))
+    unit = _SqliteUnitOfWork(store)
     connection = _CommitFails()
     unit._pending.append((Version("Patient", "a", 1, NOW, "POST", b"{}"), ()))
     unit.release(connection)  # type: ignore[arg-type]
+    store._commit_group(connection)  # type: ignore[arg-type]
+    assert unit.group is not None
     with pytest.raises(sqlite3.OperationalError):
-        group.commit(connection)  # type: ignore[arg-type]
+        unit.group.committed.result()
     assert connection.statements[-1] == "ROLLBACK"
     assert not connection.in_transaction
 
@@ -134,6 +137,24 @@ async def _create(store: SqliteStore, n: int) -> None:
         await unit.write(Version("Patient", f"p{n}", 1, NOW, "POST", b"{}"), ())
 
 
+@asynccontextmanager
+async def _writer_busy(store: SqliteStore, queued: int) -> AsyncIterator[None]:
+    """Hold the writer thread until `queued` jobs wait for it: units of work started in
+    the block queue their writes behind it, as under load, and form one group."""
+    go = threading.Event()
+    held = store._send(lambda _: go.wait(10))
+    try:
+        yield
+        for _ in range(1000):
+            if store._queued >= queued:
+                break
+            await asyncio.sleep(0.001)
+        assert store._queued >= queued
+    finally:
+        go.set()
+        await held
+
+
 def _visible(path: str, resource_id: str) -> bool:
     """Whether another connection (another process, after a crash) sees the resource."""
     with sqlite3.connect(path) as other:
@@ -155,12 +176,14 @@ async def test_queued_units_share_one_commit_and_return_after_it(tmp_path: Path)
         seen_at_return[f"p{n}"] = _visible(path, f"p{n}")
 
     try:
-        await asyncio.gather(*(create(n) for n in range(16)))
+        async with _writer_busy(store, queued=16):
+            tasks = [asyncio.create_task(create(n)) for n in range(16)]
+        await asyncio.gather(*tasks)
     finally:
         await store.close()
     # Acknowledged only once committed: each unit's write is on disk when it returns.
     assert seen_at_return == {f"p{n}": True for n in range(16)}
-    assert 1 <= len(commits) < 16, commits
+    assert commits == ["COMMIT"]
 
 
 async def test_a_failing_unit_rolls_back_alone_and_the_group_commits(tmp_path: Path) -> None:
@@ -182,7 +205,10 @@ async def test_a_failing_unit_rolls_back_alone_and_the_group_commits(tmp_path: P
         return "ok"
 
     try:
-        answers = await asyncio.gather(*(create(n) for n in range(10)), return_exceptions=True)
+        # Units 0 to 2 queue their writes, and unit 3 its read, behind the held writer.
+        async with _writer_busy(store, queued=4):
+            tasks = [asyncio.create_task(create(n)) for n in range(10)]
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await store.close()
     assert [type(a).__name__ for a in answers] == [
@@ -217,23 +243,24 @@ async def test_a_failed_group_commit_fails_every_unit_of_the_group(
         return _create(store, n)
 
     try:
-        answers = await asyncio.gather(*(create(n) for n in range(8)), return_exceptions=True)
+        async with _writer_busy(store, queued=8):
+            tasks = [asyncio.create_task(create(n)) for n in range(8)]
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
         # The writer is usable afterwards.
         await create(99)
     finally:
         await store.close()
-    failed = [n for n, a in enumerate(answers) if isinstance(a, sqlite3.OperationalError)]
-    assert failed, answers  # a group of more than one unit formed, and its commit failed
-    assert not any(_visible(path, f"p{n}") for n in failed)
-    assert all(_visible(path, f"p{n}") for n in range(8) if n not in failed)
+    # One group of eight formed, and its commit failed.
+    assert all(isinstance(a, sqlite3.OperationalError) for a in answers), answers
+    assert not any(_visible(path, f"p{n}") for n in range(8))
     assert _visible(path, "p99")
 
 
 async def test_a_unit_cancelled_while_it_commits_its_group_fails_no_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The last unit of a group commits it; its request cancelled meanwhile (a client
-    gone), the units before it are still told the truth: committed."""
+    """A unit's request cancelled while its group commits (a client gone): the other
+    units are still told the truth, committed."""
     path = str(tmp_path / "f.sqlite")
     store = SqliteStore(path)
     await store.open()
@@ -252,9 +279,9 @@ async def test_a_unit_cancelled_while_it_commits_its_group_fails_no_other(
         return _create(store, n)
 
     try:
-        tasks = [asyncio.create_task(create(n)) for n in range(4)]
+        async with _writer_busy(store, queued=4):
+            tasks = [asyncio.create_task(create(n)) for n in range(4)]
         assert await asyncio.to_thread(committing.wait, 10)
-        # The last unit found nobody waiting: its task runs the COMMIT.
         tasks[-1].cancel()
         answers = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
@@ -265,8 +292,8 @@ async def test_a_unit_cancelled_while_it_commits_its_group_fails_no_other(
 
 async def test_a_transaction_sqlite_rolled_back_fails_its_whole_group(tmp_path: Path) -> None:
     """SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, IOERR):
-    every unit of the group lost its writes and is told so, and no later unit of the
-    group commits on its own."""
+    every unit of the group lost its writes and is told so; units after it write in a
+    transaction of their own."""
     path = str(tmp_path / "f.sqlite")
     store = SqliteStore(path)
     await store.open()
@@ -282,14 +309,15 @@ async def test_a_transaction_sqlite_rolled_back_fails_its_whole_group(tmp_path: 
         return "ok"
 
     try:
-        answers = await asyncio.gather(*(create(n) for n in range(4)), return_exceptions=True)
+        # Unit 0 writes in the group, unit 1 reads in it, behind the held writer.
+        async with _writer_busy(store, queued=2):
+            tasks = [asyncio.create_task(create(n)) for n in range(4)]
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
         assert not store._writer.in_transaction
     finally:
         await store.close()
-    assert [type(a).__name__ for a in answers] == ["OperationalError", "OSError"] + [
-        "OperationalError"
-    ] * 2, answers
-    assert not any(_visible(path, f"p{n}") for n in range(4))
+    assert [type(a).__name__ for a in answers] == ["OperationalError", "OSError", "str", "str"]
+    assert [n for n in range(4) if _visible(path, f"p{n}")] == [2, 3]
 
 
 async def test_close_commits_an_open_group(tmp_path: Path) -> None:
@@ -300,8 +328,9 @@ async def test_close_commits_an_open_group(tmp_path: Path) -> None:
     def create(n: int) -> Coroutine[Any, Any, None]:
         return _create(store, n)
 
-    tasks = [asyncio.create_task(create(n)) for n in range(3)]
-    await asyncio.sleep(0)  # all three queued for the lock
-    await store.close()
+    async with _writer_busy(store, queued=3):
+        tasks = [asyncio.create_task(create(n)) for n in range(3)]
+    closing = asyncio.create_task(store.close())
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [None] * 3
+    await closing
     assert all(_visible(path, f"p{n}") for n in range(3))

@@ -5,18 +5,23 @@ by SQLite's own write lock (BEGIN IMMEDIATE), so a read-check-write inside a uni
 work cannot race another writer, in this process or another. Reads use a small pool
 of connections on their own threads; WAL lets them run beside the writer.
 
-Group commit: units of work that queue for the writer share one transaction. Each runs
-inside its own savepoint, so a unit that fails rolls back alone and the others keep
-their writes; the transaction commits once when no unit waits any more (or the group
-is full), and every unit of the group returns only after that commit, so nothing is
-acknowledged before it is durable. One commit writes each page the group touched to
-the WAL once (the index B-trees' shared pages above all) instead of once per unit.
+Group commit: units of work the writer runs one after another share one transaction.
+Each runs inside its own savepoint, so a unit that fails rolls back alone and the others
+keep their writes. The writer thread commits the transaction when it has nothing more
+queued and no unit is open (or the group is full), and every unit of the group returns
+only after that commit, so nothing is acknowledged before it is durable. One commit
+writes each page the group touched to the WAL once instead of once per unit.
+
+A unit's last trip to the writer (its buffered writes and the end of its savepoint) is
+sent, not awaited, before the next unit may start: the writer runs jobs in the order
+sent, so the next unit still sees those writes, while its own work on the event loop
+(stamping, index entries) overlaps with the writer's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import sqlite3
 import threading
 import time
@@ -244,10 +249,13 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = asyncio.Lock()
-        # The write transaction units of work share (group commit), while one is open,
-        # and how many units wait for the lock to join it.
+        # Jobs sent to the writer thread and not yet started.
+        self._queued = 0
+        self._queued_lock = threading.Lock()
+        # The writer thread's own: the transaction units of work share (group commit)
+        # while one is open, and whether a unit is open in it (begun, not yet ended).
         self._group: _WriteGroup | None = None
-        self._units_waiting = 0
+        self._unit_open = False
         self.index_outdated = False
 
     async def open(self) -> None:
@@ -266,7 +274,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         async with self._lock:
-            await self._commit_group()  # its units are waiting to be told
+            await self._on_writer(self._commit_group)  # its units are waiting to be told
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
@@ -310,10 +318,25 @@ class SqliteStore:
         return await self._on_reader(run)
 
     def _send(self, job: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Queue `job` on the writer thread; jobs run in the order sent."""
-        return asyncio.get_running_loop().run_in_executor(
-            self._writer_pool, lambda: job(self._writer)
-        )
+        """Queue `job` on the writer thread; jobs run in the order sent. After each, an
+        open group is committed if the writer has nothing more to do."""
+
+        def run() -> T:
+            with self._queued_lock:
+                self._queued -= 1
+            try:
+                return job(self._writer)
+            finally:
+                self._commit_if_idle(self._writer)
+
+        with self._queued_lock:
+            self._queued += 1
+        try:
+            return asyncio.get_running_loop().run_in_executor(self._writer_pool, run)
+        except BaseException:
+            with self._queued_lock:
+                self._queued -= 1
+            raise
 
     async def _on_writer(self, job: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -424,76 +447,106 @@ class SqliteStore:
         """Run a statement on the writer while no unit of work is open: inside one it
         would join the unit's transaction, and vanish if the unit rolled back. An open
         group is committed first, for the same reason."""
+
+        def after_commit(connection: sqlite3.Connection) -> T:
+            self._commit_group(connection)
+            return statement(connection)
+
         async with self._lock:
-            await self._commit_group()
-            return await self._on_writer(statement)
+            return await self._on_writer(after_commit)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        self._units_waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._units_waiting -= 1
-        joined: _WriteGroup | None = None
-        try:
-            if self._group is None:
-                self._group = _WriteGroup(asyncio.get_running_loop().create_future())
-            unit = _SqliteUnitOfWork(self, self._group)
+        released: asyncio.Future[None] | None = None
+        async with self._lock:
+            unit = _SqliteUnitOfWork(self)
             try:
                 yield unit
             except BaseException:
                 await self._on_writer(unit.rollback)
                 raise
-            else:
-                await self._on_writer(unit.release)
-                if unit.begun:
-                    joined = self._group
-            finally:
-                # Go on with the group while other units wait to join it; commit it
-                # when none does (or it is full), here or in a task queued behind them.
-                group = self._group
-                if group is not None:
-                    group.units += unit.begun
-                    if self._units_waiting and group.units < MAX_GROUP:
-                        if group.closer is None:
-                            group.closer = asyncio.create_task(self._close(group))
-                    else:
-                        await self._commit_group()
-        finally:
-            self._lock.release()
-        if joined is not None:
+            # Sent, not awaited (see the module's docstring).
+            released = self._send(unit.release)
+        try:
+            # This unit's own error (a version conflict, say), its writes undone.
+            await asyncio.shield(released)
+        except sqlite3.OperationalError as exc:
+            raise _busy_or(exc) from None
+        if unit.group is not None:
             # Acknowledged only once the group's transaction is committed; a failed
             # commit fails every unit of the group.
-            await asyncio.shield(joined.committed)
+            await asyncio.shield(asyncio.wrap_future(unit.group.committed))
 
-    async def _close(self, group: _WriteGroup) -> None:
-        async with self._lock:
-            if self._group is group:
-                await self._commit_group()
+    # The writer thread's side of group commit.
 
-    async def _commit_group(self) -> None:
-        """Commit the open group, if any (the lock held). Its units learn the outcome
-        from `committed`, set by the COMMIT itself: a caller cancelled meanwhile does
-        not change what the others are told, and a unit that failed on its own keeps
-        its own error."""
+    def _join_group(self, connection: sqlite3.Connection) -> _WriteGroup:
+        """The open group, begun if none is, for a unit that starts to write or read."""
+        group = self._group
+        if group is None:
+            _begin_immediate(connection, self.busy_timeout_ms / 1000)
+            group = self._group = _WriteGroup()
+        elif not connection.in_transaction:
+            # SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, NOMEM): the
+            # units before lost their writes, and a savepoint now would commit on its
+            # own. The group fails (its COMMIT finds no transaction), and so does this.
+            raise sqlite3.OperationalError("the group's transaction was rolled back")
+        group.units += 1
+        self._unit_open = True
+        return group
+
+    def _commit_if_idle(self, connection: sqlite3.Connection) -> None:
+        group = self._group
+        if group is None or self._unit_open:
+            return
+        with self._queued_lock:
+            idle = self._queued == 0
+        if idle or group.units >= MAX_GROUP:
+            self._commit_group(connection)
+
+    def _commit_group(self, connection: sqlite3.Connection) -> None:
+        """Commit the open group, if any, and tell its units the outcome."""
         group, self._group = self._group, None
         if group is None:
             return
         try:
-            commit = self._send(group.commit)
-        except RuntimeError as exc:  # the writer is shut down: nothing was committed
-            group.committed.set_exception(exc)
-            group.committed.exception()
-            return
-        commit.add_done_callback(group.settle)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(commit)
+            group.commit(connection)
+        except Exception as exc:
+            error = _busy_or(exc) if isinstance(exc, sqlite3.OperationalError) else exc
+            group.committed.set_exception(error)
+        else:
+            group.committed.set_result(None)
+
+
+def _begin_immediate(connection: sqlite3.Connection, timeout: float) -> None:
+    """BEGIN IMMEDIATE, waiting up to `timeout` seconds for another process's write
+    lock. SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20 ms and so on between
+    tries, so a writer process that found the lock taken kept waiting long after it
+    was free, and two `--workers` wrote little more than one. Here the tries start 50
+    microseconds apart and are at most a millisecond apart."""
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.00005
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.001)
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def _busy_or(error: sqlite3.OperationalError) -> Exception:
     """The write lock held by another process past busy_timeout is 503."""
-    if "locked" in str(error) or "busy" in str(error):
+    if _is_busy(error):
         return Unavailable(
             "The store is busy with another writer; try again", headers={"Retry-After": "1"}
         )
@@ -503,40 +556,11 @@ def _busy_or(error: sqlite3.OperationalError) -> Exception:
 class _WriteGroup:
     """The write transaction units of work share, and the future they wait on."""
 
-    def __init__(self, committed: asyncio.Future[None]) -> None:
-        self.committed = committed
-        # Whether the transaction was begun (by the first unit that writes or reads).
-        self.begun = False
+    def __init__(self) -> None:
+        self.committed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.units = 0
-        self.closer: asyncio.Task[None] | None = None
-
-    def begin(self, connection: sqlite3.Connection) -> None:
-        if not self.begun:
-            connection.execute("BEGIN IMMEDIATE")
-            self.begun = True
-        elif not connection.in_transaction:
-            # SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, NOMEM): the
-            # units before lost their writes, and a savepoint now would commit on its
-            # own. The group fails (its COMMIT finds no transaction), and so does this.
-            raise sqlite3.OperationalError("the group's transaction was rolled back")
-
-    def settle(self, commit: asyncio.Future[None]) -> None:
-        """Tell the units the COMMIT's outcome."""
-        if commit.cancelled():  # the writer was shut down first
-            self.committed.cancel()
-            return
-        error = commit.exception()
-        if error is None:
-            self.committed.set_result(None)
-            return
-        if isinstance(error, sqlite3.OperationalError):
-            error = _busy_or(error)
-        self.committed.set_exception(error)
-        self.committed.exception()  # marked seen: no unit may be left to await it
 
     def commit(self, connection: sqlite3.Connection) -> None:
-        if not self.begun:
-            return
         try:
             connection.execute("COMMIT")
         except BaseException:
@@ -549,9 +573,10 @@ class _WriteGroup:
 class _SqliteUnitOfWork:
     """Buffers writes so that a plain create costs one trip to the writer thread."""
 
-    def __init__(self, store: SqliteStore, group: _WriteGroup) -> None:
+    def __init__(self, store: SqliteStore) -> None:
         self._store = store
-        self._group = group
+        # The group the unit joined when it began (on the writer thread).
+        self.group: _WriteGroup | None = None
         # Whether the unit has opened its savepoint (in the group's transaction).
         self.begun = False
         self._pending: list[tuple[Version, tuple[IndexEntry, ...]]] = []
@@ -560,9 +585,9 @@ class _SqliteUnitOfWork:
 
     def _begin(self, connection: sqlite3.Connection) -> None:
         if not self.begun:
-            self._group.begin(connection)
-            connection.execute("SAVEPOINT unit")
+            self.group = self._store._join_group(connection)
             self.begun = True
+            connection.execute("SAVEPOINT unit")
 
     def _flush(self, connection: sqlite3.Connection) -> None:
         self._begin(connection)
@@ -638,10 +663,15 @@ class _SqliteUnitOfWork:
     async def drop_job(self, kind: str, key: str) -> None:
         self._jobs[kind, key] = None
 
+    @property
+    def writes(self) -> bool:
+        """Whether the unit wrote or will write when released (so joins its group)."""
+        return self.begun or bool(self._pending) or bool(self._jobs)
+
     def release(self, connection: sqlite3.Connection) -> None:
         """Write what is buffered and end the savepoint: the unit's writes join the
         group's transaction, committed with it."""
-        if not self._pending and not self._jobs and not self.begun:
+        if not self.writes:
             return
         try:
             self._flush(connection)
@@ -649,13 +679,14 @@ class _SqliteUnitOfWork:
         except BaseException:
             self.rollback(connection)
             raise
+        self._store._unit_open = False
 
     def rollback(self, connection: sqlite3.Connection) -> None:
         """Undo this unit's writes only; the group's transaction goes on."""
         self._pending.clear()
         self._jobs.clear()
         if self.begun:
-            self.begun = False
+            self.begun = self._store._unit_open = False
             if connection.in_transaction:  # else SQLite rolled it all back already
                 connection.execute("ROLLBACK TO unit")
                 connection.execute("RELEASE unit")
