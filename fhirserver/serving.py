@@ -1,13 +1,14 @@
 """`fhirserver serve`: uvicorn on a socket bound before the app is built, in this
-process or in N worker processes that share the socket (`--workers`, FHIRSERVER_WORKERS).
+process or in N worker processes on the same port (`--workers`, FHIRSERVER_WORKERS).
 
 Worker processes are spawned, not forked (the parent's threads are not copied into
-them), each builds its own app and store, and the kernel hands each new connection to
-one of them. They share nothing but the store, which is what makes them safe (DESIGN.md
-"Scale-out"): SQLite lets one writer at a time in (BEGIN IMMEDIATE, across processes)
-beside WAL readers; jobs and subscription deliveries are claimed under leases; websocket
-sessions read notifications from the store's event log. What stays per process is said
-in the README ("Worker processes"): rate limits and connection caps count per process.
+them), each builds its own app and store and listens on a socket of its own bound to
+the one port (SO_REUSEPORT), so that the kernel spreads new connections over them. They
+share nothing but the store, which is what makes them safe (DESIGN.md "Scale-out"):
+SQLite lets one writer at a time in (BEGIN IMMEDIATE, across processes) beside WAL
+readers; jobs and subscription deliveries are claimed under leases; websocket sessions
+read notifications from the store's event log. What stays per process is said in the
+README ("Worker processes"): rate limits and connection caps count per process.
 
 The parent supervises: it prints the start-up line once every worker listens, replaces a
 worker that dies, and on SIGINT / SIGTERM stops them all and exits 0. A worker whose
@@ -183,6 +184,40 @@ async def _exit_with_parent(server: uvicorn.Server, parent: int) -> None:
             server.should_exit = True
 
 
+def worker_sockets(sock: socket.socket, count: int) -> list[socket.socket]:
+    """A socket per worker on the address `sock` is bound to (which it replaces).
+
+    On one shared listening socket, the worker that wakes first accepts every
+    connection waiting (asyncio takes up to a backlog's worth in one go), so a client
+    that opens its pool of keep-alive connections at once (a load balancer, a bulk
+    loader) gets them all served by one worker while the others idle. With a socket
+    each, bound with SO_REUSEPORT, the kernel hashes each new connection to one of them
+    (nginx's `reuseport`, gunicorn's `--reuse-port`). A dead worker's socket stays open
+    in this process, so connections hashed to it wait for its replacement.
+
+    `sock` was bound without SO_REUSEPORT, so it failed if the port was in use; it is
+    closed before the group binds the same address. Where SO_REUSEPORT does not exist,
+    the workers share `sock`."""
+    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        return [sock] * count
+    address = sock.getsockname()
+    sock.close()
+    group: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            # As listen(): TCP named, so that asyncio sets TCP_NODELAY on connections.
+            member = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            group.append(member)
+            member.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            member.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            member.bind(address)
+    except OSError:
+        for member in group:
+            member.close()
+        raise
+    return group
+
+
 def serve(app: Starlette, settings: Settings, sock: socket.socket) -> int:
     """`fhirserver serve` of `app` (built by the caller from `settings`, so that bad
     settings are said at once, also before worker processes start); the exit status."""
@@ -198,7 +233,7 @@ def serve(app: Starlette, settings: Settings, sock: socket.socket) -> int:
 
 
 def _worker(settings: Settings, sock: socket.socket, ready: Connection, parent: int) -> None:
-    """A worker process: its own app and store on the shared socket."""
+    """A worker process: its own app and store, on its socket of the port."""
     # Ctrl-C at a terminal reaches every process of the group; the parent stops the
     # workers itself (SIGTERM), and uvicorn handles signals once it serves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -218,6 +253,7 @@ class _Supervisor:
     def __init__(self, settings: Settings, sock: socket.socket) -> None:
         self.settings = settings
         self.sock = sock
+        self.sockets: list[socket.socket] = []
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
         self.stopping = threading.Event()
@@ -226,6 +262,11 @@ class _Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
         try:
+            try:
+                self.sockets = worker_sockets(self.sock, self.settings.workers)
+            except OSError as exc:
+                print(f"fhirserver: cannot listen for the workers: {exc}", file=sys.stderr)
+                return 1
             for _ in range(self.settings.workers):
                 if not self._start():
                     return 0 if self.stopping.is_set() else 1
@@ -237,9 +278,10 @@ class _Supervisor:
     def _start(self, slot: int | None = None) -> bool:
         """Spawn a worker (in `slot`, replacing a dead one) and wait until it listens."""
         receive, send = self.context.Pipe(duplex=False)
+        sock = self.sockets[len(self.workers) if slot is None else slot]
         worker = self.context.Process(
             target=_worker,
-            args=(self.settings, self.sock, send, os.getpid()),
+            args=(self.settings, sock, send, os.getpid()),
             name="fhirserver-worker",
         )
         worker.start()

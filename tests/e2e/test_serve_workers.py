@@ -11,6 +11,7 @@ parent, a clean exit on SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -169,6 +170,52 @@ def test_workers_share_one_port_and_one_store(
     ]
 
 
+def connections_of(pid: int, port: int) -> int:
+    """How many established TCP connections to `port` the process `pid` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                # State 01: ESTABLISHED; field 9: the socket's inode.
+                if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                    held += 1
+    return held
+
+
+def test_keep_alive_connections_opened_together_are_spread_over_the_workers(
+    two_workers: tuple[Server, list[int]],
+) -> None:
+    """Clients with a pool of keep-alive connections (a load balancer, a bulk loader)
+    open them at once. On one shared socket the worker that wakes first accepts every
+    connection waiting, and the other worker idles for as long as they live; a socket
+    per worker on the port (SO_REUSEPORT) lets the kernel spread them."""
+    server, workers = two_workers
+    port = int(server.base.split(":")[2].split("/")[0])
+
+    async def open_together() -> dict[int, int]:
+        # As a load client does it: one event loop, each of 16 clients with a
+        # connection of its own, all sending their first request at once.
+        clients = [httpx.AsyncClient(base_url=server.base, timeout=HTTP_TIMEOUT) for _ in range(16)]
+        try:
+            answers = await asyncio.gather(*(http.get("/metadata") for http in clients))
+            assert [a.status_code for a in answers] == [200] * len(clients)
+            return {pid: connections_of(pid, port) for pid in workers}
+        finally:
+            await asyncio.gather(*(http.aclose() for http in clients))
+
+    held = asyncio.run(open_together())
+    assert sum(held.values()) == 16, held
+    assert all(count >= 2 for count in held.values()), held
+
+
 def test_workers_notify_each_event_once(
     launch: Launch,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
@@ -298,6 +345,6 @@ def test_a_signal_stops_every_worker_cleanly(
         assert http.get("/metadata").status_code == 200
         code, _ = server.stop(sig)
     assert code == 0, server.stderr()
-    assert "Traceback" not in server.stderr()
+    assert "Traceback" not in server.stderr(), server.stderr()
     assert not any(alive(pid) for pid in workers)
     assert len(server.stdout_lines()) == 1
