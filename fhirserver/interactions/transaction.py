@@ -78,9 +78,22 @@ async def process(
 async def transaction(
     store: Store, context: WriteContext, entries: list[Entry], options: ReadOptions
 ) -> list[EntryResult]:
+    return (await transactions(store, context, [entries], options))[0]
+
+
+async def transactions(
+    store: Store, context: WriteContext, bundles: list[list[Entry]], options: ReadOptions
+) -> list[list[EntryResult]]:
+    """Transactions one after another in one unit of work: each sees those before it,
+    and all are written or none (a caller may then run them one by one; their entries
+    were changed on the way: read them again). `fhirserver import` writes its Bundles
+    so, a commit per few thousand resources rather than per Bundle."""
     async with store.unit_of_work() as unit:
-        results = await _run(unit, context, entries, options)
-    return [results[entry.index] for entry in entries]
+        runs = [await _run(unit, context, entries, options) for entries in bundles]
+    return [
+        [results[entry.index] for entry in entries]
+        for entries, results in zip(bundles, runs, strict=True)
+    ]
 
 
 async def batch(

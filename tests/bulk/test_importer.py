@@ -351,6 +351,73 @@ async def test_without_strict_a_bad_transaction_costs_only_itself(
     assert current_ids(rows) == ["Observation/obs-1", "Observation/obs-2"]
 
 
+def patient_bundles(tmp_path: Path, count: int, unwritable: int | None = None) -> list[Path]:
+    """`count` transaction Bundles, each of its own Patient (MRN 100 + n) with an
+    Encounter and an Observation of that Patient; Bundle `unwritable` fails on write."""
+    paths = []
+    for n in range(count):
+        # fullUrls of its own (an import writes a urn:uuid entry under that uuid); the
+        # Patient's is a URL, so the server chooses its id.
+        text = json.dumps(transaction_bundle())
+        for uuid in (ENCOUNTER_UUID, OBSERVATION_UUID):
+            text = text.replace(uuid, f"{uuid[:-2]}{n:02d}")
+        text = text.replace(f"urn:uuid:{PATIENT_UUID}", f"https://example.org/fhir/Patient/{n}")
+        bundle = json.loads(text)
+        bundle["entry"][0]["resource"]["identifier"][0]["value"] = str(100 + n)
+        if n == unwritable:
+            bundle["entry"][2]["resource"]["performer"] = [
+                {"reference": "Practitioner?identifier=urn:test:npi|nobody"}
+            ]
+        paths.append(write_json(tmp_path / f"bundle-{n}.json", bundle))
+    return paths
+
+
+async def subjects_of_observations(store: Store, rows: Rows) -> list[str]:
+    """The MRN of each Observation's subject, reached through the references as
+    written, with the Encounter it names checked to be of the same Patient."""
+    found = []
+    for (observation_id,) in rows("SELECT id FROM resources WHERE type = 'Observation'"):
+        observation = await body(store, "Observation", observation_id)
+        patient_id = observation["subject"]["reference"].removeprefix("Patient/")
+        encounter_id = observation["encounter"]["reference"].removeprefix("Encounter/")
+        encounter = await body(store, "Encounter", encounter_id)
+        assert encounter["subject"]["reference"] == f"Patient/{patient_id}"
+        found.append((await body(store, "Patient", patient_id))["identifier"][0]["value"])
+    return sorted(found)
+
+
+async def test_consecutive_bundles_share_one_commit(
+    store: SqliteStore, tmp_path: Path, rows: Rows
+) -> None:
+    paths = patient_bundles(tmp_path, 6)
+    commits: list[str] = []
+    store._writer.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    report = await import_files(store, [str(path) for path in paths])
+
+    assert (report.written, report.problems) == (6 * 4, [])
+    assert commits == ["COMMIT"]
+    assert await subjects_of_observations(store, rows) == [str(100 + n) for n in range(6)]
+
+
+async def test_a_bundle_failing_in_a_shared_unit_costs_only_itself(
+    store: SqliteStore, tmp_path: Path, rows: Rows
+) -> None:
+    """The shared unit of work rolls back whole, and each Bundle is written alone, from
+    its file again: the failed attempt had given the entries ids and rewritten their
+    references, which must not leak into the Bundles written afterwards."""
+    paths = patient_bundles(tmp_path, 6, unwritable=3)
+
+    report = await import_files(store, [str(path) for path in paths])
+
+    [problem] = report.problems
+    assert problem.where == str(paths[3]) and "entry[2]" in problem.message
+    assert report.written == 5 * 4
+    assert await subjects_of_observations(store, rows) == ["100", "101", "102", "104", "105"]
+    assert len(rows("SELECT id FROM resources WHERE type = 'Organization'")) == 1
+    assert len(rows("SELECT id FROM resources WHERE type = 'Patient'")) == 5
+
+
 @pytest.mark.parametrize(
     "spoil",
     ["invalid", "unwritable"],
