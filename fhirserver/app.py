@@ -36,7 +36,7 @@ from fhirserver.rest.smart import oauth_uris, token_rate_limit
 from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.search.params import SearchParameters
 from fhirserver.storage.base import Store
-from fhirserver.storage.reindex import reindex
+from fhirserver.storage.reindex import rebuild_outdated
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.subscriptions.context import (
     SubscriptionContext,
@@ -199,7 +199,7 @@ def create_app(
         search_params.current = await stored_registry(chosen)
         if chosen.index_outdated:
             logger.warning("search index tables were upgraded; rebuilding them")
-            await reindex(chosen, known=search_params.current)
+            await rebuild_outdated(chosen, known=search_params.current)
         worker = None
         if settings.run_jobs:
             # Topic discovery (README "Subscriptions"): the shipped topics as Basic

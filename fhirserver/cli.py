@@ -331,6 +331,7 @@ async def run_reindex(store: Store, settings: Settings) -> int:
         known = await stored_registry(store)
         with ProgressDisplay("reindex") as progress:
             done = await reindex(store, progress, known)
+        await store.index_rebuilt()
     finally:
         await store.close()
     sys.stderr.write("\n")

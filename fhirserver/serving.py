@@ -42,7 +42,7 @@ from fhirserver.errors import Unavailable
 from fhirserver.interactions.ig_load import stored_registry
 from fhirserver.rest.subscription_ws import MAX_MESSAGE_BYTES
 from fhirserver.storage.base import Store
-from fhirserver.storage.reindex import reindex
+from fhirserver.storage.reindex import rebuild_outdated
 
 # Seconds a worker may take from spawn to listening (imports and the app's start-up).
 START_SECONDS = 60.0
@@ -146,7 +146,7 @@ async def prepare_store(store: Store) -> bool:
                 file=sys.stderr,
                 flush=True,
             )
-            await reindex(store, known=await stored_registry(store))
+            await rebuild_outdated(store, known=await stored_registry(store))
     finally:
         await store.close()
     return True

@@ -150,10 +150,15 @@ class UnitOfWork(Reader, Protocol):
 
 
 class Store(Reader, Protocol):
-    # True after open() when the search index must be rebuilt (an upgraded file).
+    # True after open() when the search index must be rebuilt: an upgrade replaced its
+    # layout, and no rebuild has finished since (one cut short is done again).
     index_outdated: bool
 
     async def open(self) -> None: ...
+
+    async def index_rebuilt(self) -> None:
+        """Record that every index entry was rebuilt (storage/reindex.py)."""
+        ...
 
     async def close(self) -> None: ...
 

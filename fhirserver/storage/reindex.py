@@ -37,3 +37,16 @@ async def reindex(
         if progress is not None:
             progress(done, total)
     return done
+
+
+async def rebuild_outdated(
+    store: Store, progress: Progress | None = None, known: Registry | None = None
+) -> bool:
+    """Rebuild the index if the store found it outdated when opened, and record that it
+    is current only once the rebuild is done; whether there was one to do."""
+    if not store.index_outdated:
+        return False
+    await reindex(store, progress, known)
+    await store.index_rebuilt()
+    store.index_outdated = False
+    return True

@@ -21,6 +21,7 @@ from fhirserver.search.query import TokenEntry
 from fhirserver.storage.base import HistoryQuery, Version
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.mongo.documents import LAYOUT_VERSION
+from fhirserver.storage.reindex import rebuild_outdated
 from tests.mongomock_async import AsyncMockClient, AsyncMockCollection, MockSession
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -144,7 +145,9 @@ async def test_an_outdated_layout_asks_for_a_reindex(client: AsyncMockClient) ->
     await first.open()
     async with first.unit_of_work() as unit:
         entry = TokenEntry("identifier", "s", "1")
-        await unit.write(Version("Patient", "a", 1, T0, "POST", b"{}"), (entry,))
+        await unit.write(
+            Version("Patient", "a", 1, T0, "POST", b'{"resourceType":"Patient","id":"a"}'), (entry,)
+        )
     assert first.index_outdated is False
     client.sync["fhirserver"]["counters"].update_one(
         {"_id": "layout"}, {"$set": {"version": LAYOUT_VERSION - 1}}
@@ -152,6 +155,14 @@ async def test_an_outdated_layout_asks_for_a_reindex(client: AsyncMockClient) ->
     again = MongoStore("mongodb://mock/fhirserver", client=client)  # type: ignore[arg-type]
     await again.open()
     assert again.index_outdated is True
+    # Not rebuilt (the server was killed while it rebuilt): still outdated next time.
+    cut_short = MongoStore("mongodb://mock/fhirserver", client=client)  # type: ignore[arg-type]
+    await cut_short.open()
+    assert cut_short.index_outdated is True
+    assert await rebuild_outdated(cut_short) is True
+    current = MongoStore("mongodb://mock/fhirserver", client=client)  # type: ignore[arg-type]
+    await current.open()
+    assert current.index_outdated is False
 
 
 # --- a standalone server --------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 
 from fhirserver.errors import Unavailable
 from fhirserver.storage.base import Version
+from fhirserver.storage.reindex import rebuild_outdated
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.storage.sqlite.store import _SqliteUnitOfWork, _WriteGroup
 
@@ -116,6 +117,39 @@ async def test_an_older_file_gets_fresh_index_tables(tmp_path: Path) -> None:
         assert await upgraded.read("Patient", "a") is not None
     finally:
         await upgraded.close()
+
+
+async def test_a_rebuild_cut_short_is_done_again_at_the_next_open(tmp_path: Path) -> None:
+    """The schema version is written when the rebuild is done, not when the tables are
+    replaced: a server killed while it rebuilt finds the index outdated when it starts
+    again, rather than serving searches from a partial index for good."""
+    path = tmp_path / "f.sqlite"
+    body = b'{"resourceType":"Patient","id":"a","name":[{"family":"Rebuilt"}]}'
+    store = SqliteStore(str(path))
+    await store.open()
+    async with store.unit_of_work() as unit:
+        await unit.write(Version("Patient", "a", 1, NOW, "POST", body), ())
+    await store.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 1")
+    for _ in range(2):  # opened, and closed without a rebuild (killed)
+        cut_short = SqliteStore(str(path))
+        await cut_short.open()
+        await cut_short.close()
+        assert cut_short.index_outdated is True
+    rebuilt = SqliteStore(str(path))
+    await rebuilt.open()
+    try:
+        assert await rebuild_outdated(rebuilt) is True
+    finally:
+        await rebuilt.close()
+    current = SqliteStore(str(path))
+    await current.open()
+    await current.close()
+    assert current.index_outdated is False
+    with sqlite3.connect(path) as connection:
+        names = connection.execute("SELECT norm FROM idx_string WHERE param = 'family'")
+        assert names.fetchall() == [("rebuilt",)]
 
 
 # Group commit (issue 18 point 3): units of work queued for the writer share one

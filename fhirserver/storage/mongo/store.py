@@ -140,11 +140,18 @@ class MongoStore:
         await self._db.counters.update_one(
             {"_id": "changes"}, {"$setOnInsert": {"seq": 0, "units": 0}}, upsert=True
         )
-        layout = await self._db.counters.find_one_and_update(
+        # The layout's version is written once the index is rebuilt (index_rebuilt), so
+        # a rebuild cut short is done again at the next open.
+        layout = await self._db.counters.find_one({"_id": "layout"})
+        if layout is None or layout.get("version") != LAYOUT_VERSION:
+            self.index_outdated = await self._db.resources.find_one({}) is not None
+            if not self.index_outdated:
+                await self.index_rebuilt()
+
+    async def index_rebuilt(self) -> None:
+        await self._db.counters.update_one(
             {"_id": "layout"}, {"$set": {"version": LAYOUT_VERSION}}, upsert=True
         )
-        stale = layout is not None and layout.get("version") != LAYOUT_VERSION
-        self.index_outdated = stale and await self._db.resources.find_one({}) is not None
 
     @property
     def _max_time_ms(self) -> int:

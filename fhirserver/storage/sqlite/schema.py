@@ -139,17 +139,25 @@ _OLD_INDEX_TABLES = ("token_index",)
 
 def create_schema(connection: sqlite3.Connection) -> bool:
     """Create or upgrade the tables; True if the index tables were replaced on a file
-    that holds resources, so that their entries must be rebuilt."""
+    that holds resources, so that their entries must be rebuilt. The file's version
+    is then left as it was until `index_rebuilt`: a rebuild cut short (the process
+    killed) starts over, on fresh tables, at the next open."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     connection.executescript(SCHEMA)
-    stale = version != SCHEMA_VERSION
-    if stale:
-        for table in (*_OLD_INDEX_TABLES, *(t for t, _ in INDEX_TABLES.values())):
-            connection.execute(f"DROP TABLE IF EXISTS {table}")
+    if version == SCHEMA_VERSION:
+        connection.executescript(INDEX_SCHEMA)
+        return False
+    for table in (*_OLD_INDEX_TABLES, *(t for t, _ in INDEX_TABLES.values())):
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
     connection.executescript(INDEX_SCHEMA)
+    if connection.execute("SELECT 1 FROM resources LIMIT 1").fetchone() is not None:
+        return True
+    index_rebuilt(connection)  # nothing to rebuild
+    return False
+
+
+def index_rebuilt(connection: sqlite3.Connection) -> None:
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    has_resources = connection.execute("SELECT 1 FROM resources LIMIT 1").fetchone()
-    return stale and has_resources is not None
 
 
 VERSION_COLUMNS = "v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body"

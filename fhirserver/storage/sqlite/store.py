@@ -55,6 +55,7 @@ from fhirserver.storage.sqlite.schema import (
     WRITER_CACHE_KIB,
     connect,
     create_schema,
+    index_rebuilt,
     version_of,
 )
 from fhirserver.storage.sqlite.search import compile_count, compile_matches, compile_page
@@ -271,6 +272,9 @@ class SqliteStore:
         )
         # Set when an upgraded file's index must be rebuilt (the app runs a reindex).
         self.index_outdated = await self._on_writer(create_schema)
+
+    async def index_rebuilt(self) -> None:
+        await self._between_units(index_rebuilt)
 
     async def close(self) -> None:
         async with self._lock:
