@@ -10,14 +10,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fhirserver.errors import Unavailable
-from fhirserver.storage.base import Version
+from fhirserver.storage.base import Job, Version
 from fhirserver.storage.reindex import rebuild_outdated
 from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.storage.sqlite.store import _SqliteUnitOfWork, _WriteGroup
@@ -83,6 +83,29 @@ async def test_failed_commit_rolls_back(tmp_path: Path) -> None:
         unit.group.committed.result()
     assert connection.statements[-1] == "ROLLBACK"
     assert not connection.in_transaction
+
+
+async def test_a_claim_that_finds_no_job_leaves_the_write_lock_alone(tmp_path: Path) -> None:
+    """The job runner looks for work after every write; most looks find none. They are
+    made on a reader, so they neither wait for another process's write lock (workers)
+    nor take it; a job that is due is still claimed on the writer."""
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path, busy_timeout_ms=2000)
+    await store.open()
+    async with store.unit_of_work() as unit:
+        await unit.put_job(Job("later", "k", NOW + timedelta(hours=1), b"{}"))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert await store.claim_job(["later", "none"], "w", NOW, timedelta(minutes=1)) is None
+        assert time.monotonic() - started < 1.0
+        other.execute("ROLLBACK")
+        claimed = await store.claim_job(["later"], "w", NOW + timedelta(hours=2), timedelta(1))
+        assert claimed is not None and claimed.key == "k"
+    finally:
+        other.close()
+        await store.close()
 
 
 def test_memory_database_is_refused() -> None:

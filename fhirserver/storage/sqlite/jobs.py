@@ -48,6 +48,24 @@ def write_jobs(connection: sqlite3.Connection, jobs: Mapping[tuple[str, str], Jo
     )
 
 
+def _claimable(kinds: Sequence[str], now: datetime) -> tuple[str, tuple[Any, ...]]:
+    """The jobs of `kinds` due at `now` and not leased: a WHERE clause and its values."""
+    at = to_micros(now)
+    return (
+        f"due <= ? AND kind IN ({', '.join('?' * len(kinds))}) "
+        "AND (lease_until IS NULL OR lease_until <= ?)",
+        (at, *kinds, at),
+    )
+
+
+def any_claimable(connection: sqlite3.Connection, kinds: Sequence[str], now: datetime) -> bool:
+    where, values = _claimable(kinds, now)
+    return (
+        connection.execute(f"SELECT 1 FROM jobs WHERE {where} LIMIT 1", values).fetchone()
+        is not None
+    )
+
+
 def claim(
     connection: sqlite3.Connection,
     kinds: Sequence[str],
@@ -55,14 +73,12 @@ def claim(
     now: datetime,
     lease: timedelta,
 ) -> Job | None:
-    at = to_micros(now)
+    where, values = _claimable(kinds, now)
     # fetchall: the statement, and with it its transaction, ends only when stepped to the end.
     rows = connection.execute(
         "UPDATE jobs SET owner = ?, lease_until = ? WHERE rowid = ("
-        f"SELECT rowid FROM jobs WHERE due <= ? AND kind IN ({', '.join('?' * len(kinds))}) "
-        "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due LIMIT 1) "
-        f"RETURNING {_COLUMNS}",
-        (owner, to_micros(now + lease), at, *kinds, at),
+        f"SELECT rowid FROM jobs WHERE {where} ORDER BY due LIMIT 1) RETURNING {_COLUMNS}",
+        (owner, to_micros(now + lease), *values),
     ).fetchall()
     return _job(rows[0]) if rows else None
 

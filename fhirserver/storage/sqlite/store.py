@@ -48,7 +48,7 @@ from fhirserver.storage.paging import PageRequest
 from fhirserver.storage.sqlite import records
 from fhirserver.storage.sqlite.includes import find_includes
 from fhirserver.storage.sqlite.index import delete_entries, insert_entries
-from fhirserver.storage.sqlite.jobs import claim, finish, retry, write_jobs
+from fhirserver.storage.sqlite.jobs import any_claimable, claim, finish, retry, write_jobs
 from fhirserver.storage.sqlite.schema import (
     READER_CACHE_KIB,
     VERSION_COLUMNS,
@@ -402,6 +402,12 @@ class SqliteStore:
     async def claim_job(
         self, kinds: Sequence[str], owner: str, now: datetime, lease: timedelta
     ) -> Job | None:
+        # The job runner looks after every write, and most looks find nothing: made on a
+        # reader first, they neither take the write lock nor wait for another process's,
+        # nor end an open group. A job found here is claimed on the writer (which may
+        # find it gone: another worker's).
+        if not await self._on_lookup(lambda c: any_claimable(c, kinds, now)):
+            return None
         return await self._between_units(lambda c: claim(c, kinds, owner, now, lease))
 
     async def finish_job(self, job: Job) -> bool:
