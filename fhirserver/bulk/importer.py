@@ -8,7 +8,7 @@ it is one Bundle. A transaction Bundle is written whole or not at all; other
 entries (NDJSON lines, batch and collection entries) are written a chunk per unit of
 work, and if that unit fails, one by one, so one bad entry costs only itself.
 
-Consecutive chunks share a unit of work, up to GROUP_ENTRIES entries: each commit
+Consecutive small chunks share a unit of work, up to GROUP_BYTES of input: each commit
 writes the pages it changed to the store once, and pages of the index B-trees are
 changed by chunk after chunk, so one commit per Bundle wrote them a hundred times
 over. If the shared unit fails, nothing of it was written, and its chunks are prepared
@@ -40,18 +40,21 @@ _OPTIONS = ReadOptions()
 # An import loads records as they are: no feature's write rules run (telehealth does not
 # provision rooms for imported Appointments), and lastUpdated is the system clock's.
 AS_RECORDED = WriteContext()
-# Entries of consecutive chunks written in one unit of work, at most (a chunk is never
-# split): about 14 Synthea Bundles or 4 NDJSON chunks. 1,000 wrote the Synthea set at
-# about 1,900 resources/s, 4,000 at about 2,100 and 16,000 no faster.
-GROUP_ENTRIES = 4000
-# A chunk of this many entries or more (a full NDJSON chunk) is written alone: it spreads
-# its commit over enough already, and sharing units made the 1x NDJSON import slower
-# (2,191 -> 1,855 resources/s; not explained yet), while Bundles gained (1,690 -> 1,930).
+# Input bytes of consecutive chunks written in one unit of work, at most (a chunk is
+# never split): several Synthea Bundles (1 MiB on average). One unit per Bundle imported
+# the Synthea set at about 1,690 resources/s (100 commits), shared ones at about 1,870
+# (24 commits), for 60 MiB more peak RSS (218 against 156).
+GROUP_BYTES = 8 * 1024 * 1024
+# A chunk of this many entries or this much input (an NDJSON chunk: 1,000 lines, up to 2
+# MiB) is written alone: it spreads its commit over enough already, and a unit holds all
+# its entries' parsed resources, versions and index entries at once: grouping the NDJSON
+# chunks made the 1x NDJSON import's peak RSS 263 MiB instead of 165, and it slower.
 ALONE_ENTRIES = 1000
+ALONE_BYTES = 2 * 1024 * 1024
 # Input bytes of the chunks handed to the worker processes and not yet written, at least
-# (a Synthea Bundle is ~400 KB, an NDJSON chunk up to 2 MiB): most of a group of Bundles.
-# 16 MiB let the workers run further ahead of the Bundles (+2%) but made the 10x NDJSON
-# import's peak RSS 548 MiB instead of 292 and its rate 13% lower.
+# (and workers + 1 chunks in any case): the workers prepare the next Bundles while a
+# group is written. 16 MiB was about 3% faster on the Bundles, for more parsed input
+# held at once.
 WINDOW_BYTES = 4 * 1024 * 1024
 
 
@@ -111,23 +114,23 @@ async def import_files(
 
 
 async def _groups(prepared: AsyncIterator[Prepared], strict: bool) -> AsyncIterator[list[Prepared]]:
-    """Consecutive chunks of up to GROUP_ENTRIES entries in all; a large chunk alone.
+    """Consecutive chunks of up to GROUP_BYTES of input in all; a large chunk alone.
     Under --strict a chunk with a problem ends its group: nothing after it may be
     written."""
     group: list[Prepared] = []
-    entries = 0
+    size = 0
     async for chunk in prepared:
         if strict:
             chunk.cut_at_first_problem()
-        alone = len(chunk.entries) >= ALONE_ENTRIES
-        if group and (alone or entries + len(chunk.entries) > GROUP_ENTRIES):
+        alone = len(chunk.entries) >= ALONE_ENTRIES or chunk.chunk.size >= ALONE_BYTES
+        if group and (alone or size + chunk.chunk.size > GROUP_BYTES):
             yield group
-            group, entries = [], 0
+            group, size = [], 0
         group.append(chunk)
-        entries += len(chunk.entries)
+        size += chunk.chunk.size
         if alone or (strict and chunk.problems):
             yield group
-            group, entries = [], 0
+            group, size = [], 0
     if group:
         yield group
 
