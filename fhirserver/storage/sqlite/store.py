@@ -467,7 +467,6 @@ class SqliteStore:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        released: asyncio.Future[None] | None = None
         async with self._lock:
             unit = _SqliteUnitOfWork(self)
             try:
