@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirserver.app import create_app, open_store
 from fhirserver.auth import admin, registry
@@ -34,6 +34,9 @@ from fhirserver.progress import ProgressDisplay
 from fhirserver.serving import listen, serve
 from fhirserver.storage.base import Store
 from fhirserver.storage.reindex import reindex
+
+if TYPE_CHECKING:
+    from fhirserver.storage.mongo import MongoStore
 
 STORE_HELP = "SQLite file, or mongodb:// connection string (FHIRSERVER_STORE)"
 
@@ -55,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="server processes sharing the port and the store (FHIRSERVER_WORKERS; default 1)",
     )
+    mongo = commands.add_parser("mongo", help="MongoDB deployments").add_subparsers(
+        dest="action", required=True
+    )
+    mongo.add_parser(
+        "check",
+        help="connect, create or verify the indexes, and report what was found",
+    ).add_argument("--store", help=STORE_HELP)
     reindex_command = commands.add_parser(
         "reindex", help="rebuild the search index after search parameters changed"
     )
@@ -324,6 +334,24 @@ async def run_ig_load(store: Store, settings: Settings, package: Package) -> int
     return 1 if loaded.refused else 0
 
 
+async def run_mongo_check(store: MongoStore) -> int:
+    """Print what `storage/mongo/check.py` finds; 0 when servers can use the store."""
+    from fhirserver.storage.mongo.check import check
+
+    try:
+        await store.open()
+    except FHIRError as exc:
+        print(f"fhirserver mongo check: {exc.issues[0].diagnostics}", file=sys.stderr)
+        return 1
+    try:
+        findings = await check(store)
+    finally:
+        await store.close()
+    for finding in findings:
+        print(f"{'ok  ' if finding.ok else 'FAIL'} {finding.what}: {finding.detail}", flush=True)
+    return 0 if all(finding.ok for finding in findings) else 1
+
+
 async def run_reindex(store: Store, settings: Settings) -> int:
     await store.open()
     try:
@@ -376,6 +404,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as exc:
             parser.error(str(exc))
         sys.exit(serve(app, settings, sock))
+    elif args.command == "mongo":
+        settings, store = _store_of(args, parser)
+        from fhirserver.storage.mongo import MongoStore  # [mongo] extra: only here
+
+        if not isinstance(store, MongoStore):
+            parser.error("mongo check needs a mongodb:// store (--store or FHIRSERVER_STORE)")
+        sys.exit(asyncio.run(run_mongo_check(store)))
     elif args.command == "reindex":
         settings, store = _store_of(args, parser)
         asyncio.run(run_reindex(store, settings))

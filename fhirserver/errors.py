@@ -101,3 +101,12 @@ class Unprocessable(FHIRError):
 
 class Unavailable(FHIRError):
     status, code = 503, "transient"
+
+
+class Contention(Unavailable):
+    """A unit of work lost a race with a concurrent one (a write conflict on MongoDB):
+    nothing of it was written, and running the whole unit again can succeed
+    (`storage.retry.run_unit` does, for a while; past that the client gets 503)."""
+
+    def __init__(self, diagnostics: str = "The database was busy; try again") -> None:
+        super().__init__(diagnostics, headers={"Retry-After": "1"})

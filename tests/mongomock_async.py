@@ -2,45 +2,76 @@
 that `MongoStore` uses, so that the store's real query documents run in CI, where no
 MongoDB server exists.
 
-mongomock has no sessions or transactions. This adapter stands in for them: a
-transaction holds one lock for the whole mock server (units of work run one at a time,
-as the counter document makes them on a real server) and keeps an undo log of every
-write, replayed backwards on abort. That proves the store aborts when it must, and what
-a rollback leaves; it does not prove MongoDB's own isolation or write-conflict retries,
-which only the real-server run (FHIRSERVER_TEST_MONGODB_URL) covers.
+mongomock has no sessions or transactions. This adapter stands in for them the way a
+replica set's storage engine (WiredTiger) behaves, per document and with no lock
+shared between transactions, so that several store instances on one client race as
+several server processes on one replica set do:
+
+- a write inside a transaction to a document that another open transaction has
+  written, or that was committed after this transaction started, fails with a
+  WriteConflict labelled TransientTransactionError (the first writer wins);
+- a write outside any transaction to a document an open transaction has written
+  waits until that transaction ends;
+- `find` / `find_one` do not see other transactions' uncommitted writes (they see the
+  documents as before them); aggregations and counts do (a search is not isolated);
+- every operation first yields to the event loop, so concurrent units interleave at
+  each of their operations;
+- an abort puts back what the transaction wrote.
+
+Reads inside a transaction see what was committed since it started (read committed,
+where a server reads one snapshot); the write-conflict rule still refuses a write based
+on a stale read, which is what the store's correctness rests on. Only the real-server
+run (FHIRSERVER_TEST_MONGODB_URL) proves MongoDB's own behaviour.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import mongomock
+from mongomock.filtering import filter_applies
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
-from pymongo.errors import ExecutionTimeout
+from pymongo.errors import ExecutionTimeout, OperationFailure
 
 Document = dict[str, Any]
+Key = tuple[str, Any]
+# How long a write outside a transaction waits for one holding its document.
+WRITE_WAIT_SECONDS = 30.0
 
 
 class AsyncMockClient:
     def __init__(self) -> None:
         self.sync = mongomock.MongoClient()
         self.admin = _Admin()
-        self.lock = asyncio.Lock()
         # As a server would: every find / aggregate / count takes `query_ms`, and one
         # with a maxTimeMS below that fails with ExecutionTimeout. Each query's limit is
         # kept in `time_limits` (None: none given).
         self.query_ms = 0
         self.time_limits: list[tuple[str, int | None]] = []
+        # Commits so far; when each document was last written by a commit (or by a
+        # write outside a transaction); which open transaction holds a document.
+        self.clock = 0
+        self.committed_at: dict[Key, int] = {}
+        self.holders: dict[Key, MockSession] = {}
+        # Write conflicts raised, what each query filter was, and the options the
+        # store asked for (read and write concerns), for tests to check.
+        self.conflicts = 0
+        self.filters: list[tuple[str, Any]] = []
+        # [collection, operation, filter or pipeline, sort] of every query and write,
+        # for the index-plan check (tests/storage/test_mongo_index_plans.py).
+        self.queries: list[list[Any]] = []
+        self.options: list[tuple[str, dict[str, Any]]] = []
 
     def timed(self, operation: str, limit: int | None) -> None:
         self.time_limits.append((operation, limit))
         if limit is not None and self.query_ms > limit:
             raise ExecutionTimeout("operation exceeded time limit", 50)
 
-    def get_default_database(self, default: str, **_: Any) -> AsyncMockDatabase:
+    def get_default_database(self, default: str, **options: Any) -> AsyncMockDatabase:
+        self.options.append(("database", options))
         return AsyncMockDatabase(self, default)
 
     def start_session(self, snapshot: bool = False, **_: Any) -> MockSession:
@@ -52,7 +83,9 @@ class AsyncMockClient:
 
 class _Admin:
     async def command(self, name: str) -> Document:
-        # What a replica-set member answers to "hello".
+        # What a replica-set member of MongoDB 7 answers.
+        if name == "buildInfo":
+            return {"version": "7.0.0"}
         assert name == "hello"
         return {"isWritablePrimary": True, "setName": "mongomock"}
 
@@ -60,27 +93,34 @@ class _Admin:
 class MockSession:
     def __init__(self, client: AsyncMockClient) -> None:
         self._client = client
-        # (collection, _id, the document before the write or None if it was absent)
-        self.undo: list[tuple[Any, Any, Document | None]] | None = None
+        self.in_transaction = False
+        self.snapshot = 0
+        # What this transaction holds: each document's collection and its state
+        # before the transaction first wrote it (None: it did not exist).
+        self.held: dict[Key, tuple[mongomock.Collection, Document | None]] = {}
+        self.ended = asyncio.Event()
 
-    @property
-    def in_transaction(self) -> bool:
-        return self.undo is not None
-
-    async def start_transaction(self, **_: Any) -> None:
-        await self._client.lock.acquire()
-        self.undo = []
+    async def start_transaction(self, **options: Any) -> None:
+        await asyncio.sleep(0)
+        self._client.options.append(("transaction", options))
+        self.in_transaction = True
+        self.snapshot = self._client.clock
+        self.held = {}
+        self.ended = asyncio.Event()
 
     async def commit_transaction(self) -> None:
+        await asyncio.sleep(0)
+        self._client.clock += 1
+        for key in self.held:
+            self._client.committed_at[key] = self._client.clock
         self._finish()
 
     async def abort_transaction(self) -> None:
-        assert self.undo is not None
-        for collection, key, before in reversed(self.undo):
+        for (_, identity), (collection, before) in reversed(self.held.items()):
             if before is None:
-                collection.delete_one({"_id": key})
+                collection.delete_one({"_id": identity})
             else:
-                collection.replace_one({"_id": key}, before, upsert=True)
+                collection.replace_one({"_id": identity}, before, upsert=True)
         self._finish()
 
     async def end_session(self) -> None:
@@ -88,8 +128,12 @@ class MockSession:
             await self.abort_transaction()
 
     def _finish(self) -> None:
-        self.undo = None
-        self._client.lock.release()
+        for key in self.held:
+            if self._client.holders.get(key) is self:
+                del self._client.holders[key]
+        self.held = {}
+        self.in_transaction = False
+        self.ended.set()
 
 
 class AsyncMockDatabase:
@@ -103,40 +147,103 @@ class AsyncMockDatabase:
     def __getattr__(self, name: str) -> AsyncMockCollection:
         return self[name]
 
+    def get_collection(self, name: str, **options: Any) -> AsyncMockCollection:
+        self._client.options.append((f"collection {name}", options))
+        return self[name]
+
 
 class AsyncMockCursor:
-    def __init__(self, documents: Any) -> None:
-        self._documents = documents
+    """Documents found lazily, when listed (as a server's cursor runs on its first batch)."""
+
+    def __init__(self, find: Any, query: list[Any] | None = None) -> None:
+        self._find = find
+        self._sort: list[tuple[str, int]] = []
+        self._limit = 0
+        self._query = query
 
     def sort(self, key: Any, direction: int = 1) -> AsyncMockCursor:
         # As PyMongo: a field and a direction, or a list of (field, direction) pairs.
-        self._documents = self._documents.sort(key, direction if isinstance(key, str) else None)
+        self._sort = [(key, direction)] if isinstance(key, str) else list(key)
+        if self._query is not None:
+            self._query[3] = self._sort
         return self
 
     def limit(self, count: int) -> AsyncMockCursor:
-        self._documents = self._documents.limit(count)
+        self._limit = count
         return self
 
     async def to_list(self, length: int | None = None) -> list[Document]:
-        return list(self._documents)
+        await asyncio.sleep(0)
+        documents: list[Document] = list(self._find())
+        for field, direction in reversed(self._sort):
+            documents.sort(key=lambda d, f=field: _sort_key(_get(d, f)), reverse=direction < 0)
+        return documents[: self._limit] if self._limit else documents
 
 
 class AsyncMockCollection:
-    """Each write inside a transaction first records what it will change."""
+    """Writes take their documents as a transaction would (`_take`); reads hide other
+    transactions' uncommitted writes (`_visible`)."""
 
     def __init__(self, collection: mongomock.Collection, client: AsyncMockClient) -> None:
         self.sync = collection
         self._client = client
 
-    def _record(self, session: MockSession | None, where: Document) -> None:
-        if session is None or session.undo is None:
-            return
-        for before in self.sync.find(where):
-            session.undo.append((self.sync, before["_id"], copy.deepcopy(before)))
+    # -- isolation --------------------------------------------------------------
 
-    def _created(self, session: MockSession | None, key: Any) -> None:
-        if key is not None and session is not None and session.undo is not None:
-            session.undo.append((self.sync, key, None))
+    def _key(self, identity: Any) -> Key:
+        return (self.sync.full_name, identity)
+
+    async def _take(self, session: MockSession | None, identities: Iterable[Any]) -> None:
+        """Before writing these documents: as a transaction, hold them or conflict;
+        outside one, wait for the transactions that hold them."""
+        client = self._client
+        for identity in identities:
+            key = self._key(identity)
+            if session is None or not session.in_transaction:
+                while (holder := client.holders.get(key)) is not None:
+                    await asyncio.wait_for(holder.ended.wait(), WRITE_WAIT_SECONDS)
+                client.clock += 1
+                client.committed_at[key] = client.clock
+                continue
+            holder = client.holders.get(key)
+            if holder is session:
+                continue
+            if holder is not None or client.committed_at.get(key, 0) > session.snapshot:
+                client.conflicts += 1
+                raise OperationFailure(
+                    "WriteConflict error: this operation conflicted with another operation",
+                    112,
+                    {"errorLabels": ["TransientTransactionError"], "code": 112},
+                )
+            client.holders[key] = session
+            before = self.sync.find_one({"_id": identity})
+            session.held[key] = (self.sync, copy.deepcopy(before))
+
+    def _visible(self, where: Document, session: MockSession | None) -> list[Document]:
+        """The documents matching `where`, with other transactions' writes not yet
+        committed taken out: each such document as it was before them."""
+        documents: list[Document] = list(self.sync.find(where))
+        foreign = {
+            key[1]: holder.held[key][1]
+            for key, holder in self._client.holders.items()
+            if key[0] == self.sync.full_name and holder is not session
+        }
+        if not foreign:
+            return documents
+        visible = [d for d in documents if d["_id"] not in foreign]
+        for before in foreign.values():
+            if before is not None and filter_applies(where, before):
+                visible.append(copy.deepcopy(before))
+        return visible
+
+    def _targets(self, where: Document, many: bool = False) -> list[Any]:
+        """The documents a write changes, uncommitted ones of other transactions
+        included (writing one of those is a conflict)."""
+        self._client.queries.append([self.sync.name, "write", where, None])
+        found = [d["_id"] for d in self.sync.find(where, {"_id": 1})]
+        return found if many else found[:1]
+
+    # -- reads ------------------------------------------------------------------
 
     def find(
         self,
@@ -146,60 +253,98 @@ class AsyncMockCollection:
         max_time_ms: int | None = None,
     ) -> AsyncMockCursor:
         self._client.timed("find", max_time_ms)
-        # Copies: mongomock adds to a projection it is given, PyMongo does not.
-        return AsyncMockCursor(self.sync.find(where or {}, _copy(projection)))
+        return self._cursor(where or {}, projection, session)
+
+    def _cursor(
+        self, where: Document, projection: Document | None, session: MockSession | None
+    ) -> AsyncMockCursor:
+        self._client.filters.append((self.sync.name, where))
+        query: list[Any] = [self.sync.name, "find", where, None]
+        self._client.queries.append(query)
+        return AsyncMockCursor(
+            lambda: [_project(d, projection) for d in self._visible(where, session)], query
+        )
 
     async def find_one(
-        self, where: Document, projection: Document | None = None, session: Any = None
+        self,
+        where: Document,
+        projection: Document | None = None,
+        session: Any = None,
+        sort: Any = None,
     ) -> Document | None:
+        await asyncio.sleep(0)
         self._client.timed("find_one", None)
-        found: Document | None = self.sync.find_one(where, _copy(projection))
-        return found
+        cursor = self._cursor(where, projection, session)
+        if sort is not None:
+            cursor.sort(sort)
+        found = await cursor.limit(1).to_list(None)
+        return found[0] if found else None
 
     async def aggregate(
         self, pipeline: list[Document], session: Any = None, maxTimeMS: int | None = None
     ) -> AsyncMockCursor:
+        await asyncio.sleep(0)
         self._client.timed("aggregate", maxTimeMS)
-        return AsyncMockCursor(_Listed(self.sync.aggregate(pipeline)))
+        self._client.filters.append((self.sync.name, pipeline))
+        self._client.queries.append([self.sync.name, "aggregate", pipeline, None])
+        documents = list(self.sync.aggregate(pipeline))
+        return AsyncMockCursor(lambda: documents)
 
     async def count_documents(
         self, where: Document, session: Any = None, maxTimeMS: int | None = None
     ) -> int:
+        await asyncio.sleep(0)
         self._client.timed("count_documents", maxTimeMS)
+        self._client.queries.append([self.sync.name, "count", where, None])
         count: int = self.sync.count_documents(where)
+        return count
+
+    async def index_information(self) -> dict[str, Any]:
+        information: dict[str, Any] = self.sync.index_information()
+        return information
+
+    async def estimated_document_count(self) -> int:
+        count: int = self.sync.estimated_document_count()
         return count
 
     async def create_index(self, keys: Any, **options: Any) -> str:
         name: str = self.sync.create_index(keys, **options)
         return name
 
+    # -- writes -----------------------------------------------------------------
+
     async def insert_many(self, documents: list[Document], session: Any = None) -> Any:
-        for document in documents:
-            self._created(session, document["_id"])
+        await asyncio.sleep(0)
+        await self._take(session, [document["_id"] for document in documents])
         return self.sync.insert_many(documents)
 
     async def replace_one(
         self, where: Document, document: Document, upsert: bool = False, session: Any = None
     ) -> Any:
-        self._record(session, where)
-        result = self.sync.replace_one(where, document, upsert=upsert)
-        self._created(session, result.upserted_id)
-        return result
+        await asyncio.sleep(0)
+        await self._take(session, self._targets(where) or _upserted(where, document, upsert))
+        return self.sync.replace_one(where, document, upsert=upsert)
 
     async def update_one(
         self, where: Document, update: Document, upsert: bool = False, session: Any = None
     ) -> Any:
-        self._record(session, where)
-        result = self.sync.update_one(where, update, upsert=upsert)
-        self._created(session, result.upserted_id)
-        return result
+        await asyncio.sleep(0)
+        await self._take(session, self._targets(where) or _upserted(where, None, upsert))
+        return self.sync.update_one(where, update, upsert=upsert)
+
+    async def update_many(self, where: Document, update: Document, session: Any = None) -> Any:
+        await asyncio.sleep(0)
+        await self._take(session, self._targets(where, many=True))
+        return self.sync.update_many(where, update)
 
     async def delete_one(self, where: Document, session: Any = None) -> Any:
-        self._record(session, where)
+        await asyncio.sleep(0)
+        await self._take(session, self._targets(where))
         return self.sync.delete_one(where)
 
     async def find_one_and_delete(self, where: Document, session: Any = None) -> Document | None:
-        self._record(session, where)
+        await asyncio.sleep(0)
+        await self._take(session, self._targets(where))
         found: Document | None = self.sync.find_one_and_delete(where)
         return found
 
@@ -211,12 +356,17 @@ class AsyncMockCollection:
         sort: Any = None,
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
+        projection: Document | None = None,
     ) -> Document | None:
-        self._record(session, where)
+        await asyncio.sleep(0)
+        self._client.queries.append([self.sync.name, "write", where, None])
+        self._client.queries[-1][3] = sort
+        targets = [d["_id"] for d in self.sync.find(where, {"_id": 1}, sort=sort, limit=1)]
+        await self._take(session, targets or _upserted(where, None, upsert))
         found: Document | None = self.sync.find_one_and_update(
             where, update, sort=sort, upsert=upsert, return_document=return_document
         )
-        return found
+        return None if found is None else _project(found, projection)
 
     async def bulk_write(self, operations: list[Any], session: Any = None) -> None:
         # pymongo's operation objects, replayed one by one (mongomock's own bulk_write
@@ -234,15 +384,31 @@ class AsyncMockCollection:
                 raise NotImplementedError(type(operation).__name__)
 
 
-class _Listed:
-    """An aggregation's result, as a list a cursor can hold."""
+def _upserted(where: Document, document: Document | None, upsert: bool) -> list[Any]:
+    """The _id an upsert that matched nothing inserts, when it is known beforehand."""
+    if not upsert:
+        return []
+    if document is not None and "_id" in document:
+        return [document["_id"]]
+    identity = where.get("_id")
+    return [] if identity is None or isinstance(identity, dict) else [identity]
 
-    def __init__(self, documents: Iterator[Document]) -> None:
-        self._documents = list(documents)
 
-    def __iter__(self) -> Iterator[Document]:
-        return iter(self._documents)
+def _project(document: Document, projection: Document | None) -> Document:
+    """A top-level projection: fields named with 1 (and _id), or all but those with 0."""
+    if not projection:
+        return document
+    if any(value for value in projection.values()):
+        return {k: v for k, v in document.items() if k == "_id" or projection.get(k)}
+    return {k: v for k, v in document.items() if k not in projection}
 
 
-def _copy(projection: Document | None) -> Document | None:
-    return None if projection is None else dict(projection)
+def _get(document: Document, path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, 0) if value is None else (1, value)

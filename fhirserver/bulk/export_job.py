@@ -25,6 +25,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,15 @@ from fhirserver.bulk.export_associated import PROVENANCE, associated_provenance
 from fhirserver.bulk.export_files import DELETED, ERROR, OUTPUT, Line, OutputFile, append
 from fhirserver.bulk.export_request import ExportRequest
 from fhirserver.bulk.export_select import Select, in_window, selector
-from fhirserver.bulk.export_snapshot import snapshot_bound, snapshot_page
+from fhirserver.bulk.export_snapshot import snapshot_page
 from fhirserver.clock import Clock
 from fhirserver.config import Settings
 from fhirserver.errors import Forbidden
 from fhirserver.resources import codec
 from fhirserver.resources.elements import select_elements
 from fhirserver.resources.meta import format_instant
-from fhirserver.storage.base import Job, Store, Version
+from fhirserver.storage.base import Job, Store, UnitOfWork, Version
+from fhirserver.storage.retry import run_unit
 from fhirserver.worker import MAX_ATTEMPTS, Handler
 
 logger = logging.getLogger("fhirserver.export")
@@ -172,12 +174,13 @@ async def kick_off(
     request = readable_types(request)
     now = clock()
     await store.put_record(STATUS, export_id, _running(request, _iso(now)), now + running_for)
-    async with store.unit_of_work() as unit:
-        # Inside the unit no other write is in flight (export_snapshot.py).
-        bound = await snapshot_bound(unit)
-        moment = clock()
-        state = ExportState(request, bound, moment)
-        await unit.put_job(Job(EXPORT, export_id, moment, state.payload()))
+    # Every version up to the bound is visible, every later one numbered above it.
+    bound = await store.settled_seq()
+    moment = clock()
+    state = ExportState(request, bound, moment)
+    await run_unit(
+        store, lambda unit: unit.put_job(Job(EXPORT, export_id, moment, state.payload()))
+    )
     return moment
 
 
@@ -236,11 +239,14 @@ async def cancel_export(store: Store, config: ExportConfig, clock: Clock, export
     # It outlives any chunk in flight.
     await store.put_record(CANCELLED, export_id, {}, clock() + config.retention)
     found = await store.delete_record(STATUS, export_id)
-    async with store.unit_of_work() as unit:
-        await unit.drop_job(EXPORT, export_id)
-        await unit.drop_job(EXPIRY, export_id)
+    await run_unit(store, partial(_drop_jobs, export_id=export_id))
     await asyncio.to_thread(_remove, config.folder, export_id)
     return found
+
+
+async def _drop_jobs(unit: UnitOfWork, export_id: str) -> None:
+    await unit.drop_job(EXPORT, export_id)
+    await unit.drop_job(EXPIRY, export_id)
 
 
 def export_file(config: ExportConfig, export_id: str, name: str) -> Path:
@@ -294,8 +300,8 @@ async def _advance(
     progress = await _next_chunk(store, config, state, job.key)
     state = replace(state, progress=progress)
     if progress.type_index < steps(state.request):
-        async with store.unit_of_work() as unit:
-            await unit.put_job(Job(EXPORT, job.key, clock(), state.payload()))
+        chunk_done = Job(EXPORT, job.key, clock(), state.payload())
+        await run_unit(store, lambda unit: unit.put_job(chunk_done))
         # Renewed with each chunk: the record outlives the export only while it runs.
         running = _running(state.request, status.get("created", ""), progress)
         await store.put_record(STATUS, job.key, running, clock() + config.running_for)
@@ -401,8 +407,8 @@ async def _finish(
         "expires": _iso(now + config.retention),
     }
     await store.put_record(STATUS, export_id, body, now + config.retention)
-    async with store.unit_of_work() as unit:
-        await unit.put_job(Job(EXPIRY, export_id, now + config.retention))
+    expiry = Job(EXPIRY, export_id, now + config.retention)
+    await run_unit(store, lambda unit: unit.put_job(expiry))
 
 
 async def _fail(

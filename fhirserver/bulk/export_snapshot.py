@@ -7,11 +7,11 @@ Why the change log, and not a search of the current resources: a search sees wha
 current while it pages, so a resource updated, deleted or changed to no longer match
 after kick-off would be missed or, read again on a later page, exported twice; and
 neither backend keeps a read transaction open for the hours an export can take. The
-versions themselves never change once written. So the kick-off notes the highest
-sequence number (`snapshot_seq`), read inside a unit of work: units are exclusive on
-both backends (SQLite: one writer, BEGIN IMMEDIATE; MongoDB: every unit updates the
-one change counter, so units conflict and take turns), hence every version up to
-that number is committed and every later write gets a higher one. The export then
+versions themselves never change once written. So the kick-off notes the change
+log's settled bound (`snapshot_seq`, `Store.settled_seq`): every version up to that
+number is committed and every later write gets a higher one (SQLite: one writer at a
+time draws increasing numbers; MongoDB: the watermark over the counter stripes,
+storage/mongo/unit.py). The export then
 pages each type's versions newest first below that bound (`HistoryQuery.before_seq`,
 keyset paging that new writes cannot shift), and keeps a version when it is the
 newest one of its resource up to the bound: the version the resource had at kick-off.
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from fhirserver.storage.base import HistoryQuery, Reader, Store, Version
+from fhirserver.storage.base import HistoryQuery, Store, Version
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,6 @@ class Page:
 
     versions: list[Version]
     next_before_seq: int | None
-
-
-async def snapshot_bound(unit: Reader) -> int:
-    """The highest change-log number so far (0 for an empty store); call it inside a
-    unit of work, where no other write is in flight."""
-    newest, _ = await unit.history(HistoryQuery(count=1, with_total=False))
-    return newest[0].seq if newest else 0
 
 
 async def snapshot_page(

@@ -1,7 +1,9 @@
 """create, read, vread, update, patch and delete, with their conditional forms (R4 http.html).
 
 Every write runs in one unit of work: conditional matching, version checks and the
-write itself see one consistent store, so two clients cannot both win a race.
+write itself see one consistent store, so two clients cannot both win a race. A unit
+that loses a race on a store whose units run concurrently (MongoDB) is run again
+from its first read (`storage.retry.run_unit`).
 
 The steps that run inside a caller's unit of work (`write_new`, `update_in`, `patch_in`,
 `delete_in`, `match_one`, `conditional_update_id`) are the shared API: the single
@@ -48,6 +50,7 @@ from fhirserver.search.params import registry
 from fhirserver.search.parse import parse_criteria
 from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.storage.base import Reader, Store, UnitOfWork, Version
+from fhirserver.storage.retry import run_unit
 
 Params = Sequence[tuple[str, str]]
 EVERYTHING = Access.everything()
@@ -108,7 +111,8 @@ async def create(
     if_none_exist: Params | None = None,
 ) -> WriteResult:
     resource, index = _checked(resource, resource_type)
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> WriteResult:
         if if_none_exist is not None:
             existing = await match_one(unit, context, resource_type, if_none_exist, "create")
             if existing is not None:
@@ -120,6 +124,8 @@ async def create(
                 return WriteResult(existing, created=False)
         # R4 http.html#create: an id in the body is ignored; the server assigns one.
         return await write_new(unit, context, resource, index=index)
+
+    return await run_unit(store, work)
 
 
 async def update(
@@ -133,9 +139,12 @@ async def update(
     meta.check_id(resource_id)
     resource, index = _checked(resource, resource_type)
     check_body_id(resource, resource_id)
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> WriteResult:
         current = await unit.read(resource_type, resource_id)
         return await update_in(unit, context, resource, resource_id, current, preconditions, index)
+
+    return await run_unit(store, work)
 
 
 async def conditional_update(
@@ -147,10 +156,13 @@ async def conditional_update(
     preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> WriteResult:
     resource, index = _checked(resource, resource_type)
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> WriteResult:
         resource_id = await conditional_update_id(unit, context, resource_type, criteria, resource)
         current = await unit.read(resource_type, resource_id)
         return await update_in(unit, context, resource, resource_id, current, preconditions, index)
+
+    return await run_unit(store, work)
 
 
 async def patch(
@@ -163,11 +175,14 @@ async def patch(
 ) -> WriteResult:
     """`patcher`: from json_patch() or fhirpath_patch()."""
     meta.check_id(resource_id)
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> WriteResult:
         current = await unit.read(resource_type, resource_id)
         return await patch_in(
             unit, context, resource_type, resource_id, current, patcher, preconditions
         )
+
+    return await run_unit(store, work)
 
 
 async def conditional_patch(
@@ -180,11 +195,14 @@ async def conditional_patch(
 ) -> WriteResult:
     """PATCH [type]?[search] (R4 http.html#patch, matched as a conditional update is:
     several matches 412); no match is 404, as in a transaction's conditional patch."""
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> WriteResult:
         match = await match_one(unit, context, resource_type, criteria, "patch")
         if match is None:
             raise NotFound(f"Conditional patch: no {resource_type} matches")
         return await patch_in(unit, context, resource_type, match.id, match, patcher, preconditions)
+
+    return await run_unit(store, work)
 
 
 async def delete(
@@ -198,7 +216,8 @@ async def delete(
     meta.check_id(resource_id)
     access = context.access
     require(access, Interaction.DELETE, resource_type)
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> Version | None:
         current = await unit.read(resource_type, resource_id)
         if not unrestricted(access, Interaction.DELETE, (resource_type,)) and (
             current is None or current.deleted or hidden(access, Interaction.DELETE, current)
@@ -207,6 +226,8 @@ async def delete(
             # else's resource is there.
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         return await delete_in(unit, context, current, preconditions)
+
+    return await run_unit(store, work)
 
 
 async def conditional_delete(
@@ -217,10 +238,13 @@ async def conditional_delete(
     preconditions: Preconditions = NO_PRECONDITIONS,
 ) -> Version | None:
     """Conditional delete, `single` mode: several matches are refused with 412."""
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> Version | None:
         match = await match_one(unit, context, resource_type, criteria, "delete")
         check_preconditions(match, preconditions)
         return await _tombstone(unit, context, match)
+
+    return await run_unit(store, work)
 
 
 # The steps below run inside a caller's unit of work: one interaction's, or a

@@ -168,7 +168,7 @@ async def everything(
     if request.cursor is not None:
         position = _decode(request.cursor)
     else:
-        position = _Position(await head_seq(store), _MEMBERS, "", "")
+        position = _Position(await store.settled_seq(), _MEMBERS, "", "")
     snapshot = _Snapshot(store, access, request.patient_id, position.bound)
     page = _PageBuilder(request.count)
     if position.phase == _MEMBERS:
@@ -179,27 +179,6 @@ async def everything(
     keys = _ReferencedKeys(snapshot, request, position.resource_type, clock)
     after = await _referenced(snapshot, request, keys, position, page)
     return EverythingPage(page.members, page.referenced, after.encode() if after else None)
-
-
-async def head_seq(store: Store) -> int:
-    """The highest sequence number in the change log now (0 for an empty store), found
-    with O(log n) one-row reads of `Store.changes`: a galloping search up, then a
-    binary search down. Each found row moves the lower end to a number that exists."""
-    low, step = 0, 1
-    while True:
-        found = await store.changes(low + step - 1, 1)
-        if not found:
-            high = low + step - 1
-            break
-        low, step = found[0].seq, step * 2
-    while low < high:
-        middle = (low + high) // 2
-        found = await store.changes(middle, 1)
-        if found:
-            low = found[0].seq
-        else:
-            high = middle
-    return low
 
 
 # -- members ----------------------------------------------------------------------------

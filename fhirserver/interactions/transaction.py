@@ -12,6 +12,7 @@ entry's failure is its own response. Responses come back in request order.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from fhirserver.interactions.transaction_resolve import resolve
 from fhirserver.resources.codec import JSONObject
 from fhirserver.search.query import SearchQuery
 from fhirserver.storage.base import Reader, SearchResult, Store, UnitOfWork, Version
+from fhirserver.storage.retry import run_unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,18 @@ async def transactions(
     and all are written or none (a caller may then run them one by one; their entries
     were changed on the way: read them again). `fhirserver import` writes its Bundles
     so, a commit per few thousand resources rather than per Bundle."""
-    async with store.unit_of_work() as unit:
-        runs = [await _run(unit, context, entries, options) for entries in bundles]
+    # Resolution writes ids and references into the entries: a unit that is run again
+    # (storage/retry.py) starts from a copy of them as they came.
+    pristine = copy.deepcopy(bundles) if store.concurrent_units else None
+    attempts = 0
+
+    async def work(unit: UnitOfWork) -> list[dict[int, EntryResult]]:
+        nonlocal attempts
+        attempts += 1
+        todo = bundles if attempts == 1 or pristine is None else copy.deepcopy(pristine)
+        return [await _run(unit, context, entries, options) for entries in todo]
+
+    runs = await run_unit(store, work)
     return [
         [results[entry.index] for entry in entries]
         for entries, results in zip(bundles, runs, strict=True)
@@ -116,8 +128,7 @@ async def batch(
             results[index] = EntryResult(None, exc.status, error=exc)
     for entry in in_processing_order(entries):
         try:
-            async with store.unit_of_work() as unit:
-                results.update(await _run(unit, context, [entry], options))
+            results[entry.index] = (await transaction(store, context, [entry], options))[0]
         except FHIRError as exc:
             results[entry.index] = EntryResult(entry, exc.status, error=exc)
     return [results[index] for index in range(len(raw_entries))]

@@ -22,6 +22,7 @@ from fhirserver.interactions.paths import Target
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.rest.ratelimit import RateLimit, client_key
 from fhirserver.storage.base import Store
+from fhirserver.storage.retry import run_unit
 
 logger = logging.getLogger("fhirserver")
 EVERYTHING = Access.everything()
@@ -103,7 +104,6 @@ async def audit_refusal(request: Request, target: Target | None, refused: FHIREr
         request.client.host if request.client else None,
     )
     try:
-        async with store.unit_of_work() as unit:
-            await crud.write_new(unit, writes.as_server(), event)
+        await run_unit(store, lambda unit: crud.write_new(unit, writes.as_server(), event))
     except Exception:  # the refusal stands even if its record cannot be written
         logger.exception("could not record a refused access")

@@ -36,6 +36,7 @@ from fhirserver.interactions.capabilities import OAuthUris
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.rest.negotiation import FORM, media_type, read_body
 from fhirserver.rest.ratelimit import RateLimit, client_key
+from fhirserver.storage.retry import run_unit
 
 # Per client address: enough for any honest client, slow for guessing secrets or codes.
 TOKEN_RATE_PER_MINUTE = 60
@@ -238,5 +239,6 @@ async def _audit(request: Request, event: dict[str, Any]) -> None:
     """Write the AuditEvent as the server (a FHIR resource any authorized client can
     search, like the telehealth events)."""
     writes: WriteContext = request.app.state.writes
-    async with request.app.state.store.unit_of_work() as unit:
-        await crud.write_new(unit, writes.as_server(), event)
+    await run_unit(
+        request.app.state.store, lambda unit: crud.write_new(unit, writes.as_server(), event)
+    )

@@ -73,6 +73,7 @@ from fhirserver.rest.smart_pages import (
     patient_page,
 )
 from fhirserver.storage.base import Store
+from fhirserver.storage.retry import run_unit
 
 AUTHORIZE = "/auth/authorize"
 LOGIN = AUTHORIZE + "/login"
@@ -367,8 +368,8 @@ async def _audit_failed_login(
     event = failed_login_event(
         at=now, issuer=issuer, username=username, client_id=client_id, address=address
     )
-    async with _store(request).unit_of_work() as unit:
-        await crud.write_new(unit, _writes(request), event)
+    writes = _writes(request)
+    await run_unit(_store(request), lambda unit: crud.write_new(unit, writes, event))
 
 
 # -- EHR launch -----------------------------------------------------------------------------

@@ -117,7 +117,8 @@ class Reader(Protocol):
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         """Matching versions, newest first, at most `query.count`, and how many match in
         all (ignoring the cursor), both read from one snapshot; None for the count when
-        `query.with_total` is off."""
+        `query.with_total` is off, or, on MongoDB, for the whole server's history
+        (counting it would read every version on every page)."""
         ...
 
     async def search(self, query: SearchQuery) -> SearchResult:
@@ -150,6 +151,11 @@ class UnitOfWork(Reader, Protocol):
 
 
 class Store(Reader, Protocol):
+    # False: units of work are exclusive (SQLite). True: they run concurrently, and one
+    # that loses a race with another raises `errors.Contention`, nothing written, to be
+    # run again from its first read (storage/retry.py; MongoDB).
+    concurrent_units: bool
+
     # True after open() when the search index must be rebuilt: an upgrade replaced its
     # layout, and no rebuild has finished since (one cut short is done again).
     index_outdated: bool
@@ -171,13 +177,21 @@ class Store(Reader, Protocol):
         ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        """Exclusive, atomic: commits on normal exit, rolls back on an exception."""
+        """Atomic: commits on normal exit, rolls back on an exception. Isolated as if
+        units ran one after another: exclusive, or (`concurrent_units`) refused with
+        `errors.Contention` when a concurrent unit wrote what this one read to decide
+        (the current version it replaces, a conditional match) or writes."""
         ...
 
     async def changes(self, after_seq: int, limit: int) -> list[Version]:
         """The change log: versions with a sequence number above `after_seq`, in order,
         at most `limit`. A consumer that keeps the last number it handled misses
         nothing: a number becomes visible only after every lower one has."""
+        ...
+
+    async def settled_seq(self) -> int:
+        """The bound of a snapshot of the change log: every version numbered at or
+        below it is visible now, and every version written later is numbered above it."""
         ...
 
     async def claim_job(

@@ -7,11 +7,13 @@ may import (search never imports storage)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from fhirserver.resources import codec
 from fhirserver.search.extract import index_entries
 from fhirserver.search.params import Registry
-from fhirserver.storage.base import Store
+from fhirserver.storage.base import Store, UnitOfWork, Version
+from fhirserver.storage.retry import run_unit
 
 BATCH = 500
 
@@ -27,16 +29,19 @@ async def reindex(
     done = 0
     after: tuple[str, str] | None = None
     while batch := await store.scan(after, BATCH):
-        async with store.unit_of_work() as unit:
-            for version in batch:
-                assert version.body is not None
-                entries = index_entries(codec.load_object(version.body), known)
-                await unit.set_index(version.resource_type, version.id, entries)
+        await run_unit(store, partial(_set_indexes, batch=batch, known=known))
         done += len(batch)
         after = (batch[-1].resource_type, batch[-1].id)
         if progress is not None:
             progress(done, total)
     return done
+
+
+async def _set_indexes(unit: UnitOfWork, batch: list[Version], known: Registry | None) -> None:
+    for version in batch:
+        assert version.body is not None
+        entries = index_entries(codec.load_object(version.body), known)
+        await unit.set_index(version.resource_type, version.id, entries)
 
 
 async def rebuild_outdated(

@@ -29,7 +29,8 @@ import httpx
 import orjson
 
 from fhirserver.search.time import from_micros, to_micros
-from fhirserver.storage.base import Job, Store
+from fhirserver.storage.base import Job, Store, UnitOfWork
+from fhirserver.storage.retry import run_unit
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.endpoints import EndpointRefused, endpoint_host
 from fhirserver.subscriptions.events import (
@@ -155,8 +156,10 @@ async def send_events(
 async def _reschedule(
     store: Store, kind: str, key: str, due: datetime, payload: bytes = b"{}"
 ) -> None:
-    async with store.unit_of_work() as unit:
+    async def work(unit: UnitOfWork) -> None:
         await unit.put_job(Job(kind, key, due, payload))
+
+    await run_unit(store, work)
 
 
 async def _forget_failures(store: Store, subscription_id: str, now: datetime) -> None:
@@ -370,8 +373,11 @@ async def handshake(context: SubscriptionContext, job: Job) -> None:
 async def _again(context: SubscriptionContext, job: Job) -> None:
     due = context.clock() + retry_backoff(job.attempts + 1)
     with contextlib.suppress(Exception):
-        async with context.store.unit_of_work() as unit:
+
+        async def work(unit: UnitOfWork) -> None:
             await unit.put_job(replace(job, due=due, attempts=job.attempts + 1))
+
+        await run_unit(context.store, work)
 
 
 def delivery_handlers(context: SubscriptionContext) -> dict[str, Handler]:

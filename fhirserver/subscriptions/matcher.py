@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 
 from fhirserver.errors import FHIRError
-from fhirserver.interactions.everything import head_seq
 from fhirserver.search.match import matches
 from fhirserver.search.parse import parse_search
 from fhirserver.search.query import SearchQuery
-from fhirserver.storage.base import Job, Store, Version
+from fhirserver.storage.base import Job, Store, UnitOfWork, Version
+from fhirserver.storage.retry import run_unit
 from fhirserver.subscriptions.context import SubscriptionContext
 from fhirserver.subscriptions.criteria import (
     filters_pass,
@@ -155,7 +155,7 @@ async def _start_cursor(store: Store, subs: list[_Active]) -> int:
     creation), else at the head of the log (older history notifies nobody)."""
     if subs:
         return min(sub.start_seq for sub in subs)
-    return await head_seq(store)
+    return await store.settled_seq()
 
 
 async def match_changes(context: SubscriptionContext) -> bool:
@@ -183,8 +183,10 @@ async def match_changes(context: SubscriptionContext) -> bool:
 
 
 async def _look_again(store: Store, due: datetime) -> None:
-    async with store.unit_of_work() as unit:
+    async def work(unit: UnitOfWork) -> None:
         await unit.put_job(Job(MATCH, MATCH_KEY, due))
+
+    await run_unit(store, work)
 
 
 async def _match_batch(context: SubscriptionContext, lock: OwnedLock) -> bool:
@@ -247,9 +249,12 @@ async def _match_batch(context: SubscriptionContext, lock: OwnedLock) -> bool:
     due = [i for i, spec in sorted(touched.items()) if not await in_backoff(store, spec, now)]
     await lock.keep()
     if due:
-        async with store.unit_of_work() as unit:
+
+        async def work(unit: UnitOfWork) -> None:
             for subscription_id in due:
                 await unit.put_job(Job(DELIVER, subscription_id, now))
+
+        await run_unit(store, work)
     if changes:
         await store.put_record(CURSOR, MATCH_KEY, {"seq": changes[-1].seq}, None)
     elif cursor_record is None:
@@ -272,7 +277,10 @@ def match_handler(context: SubscriptionContext) -> Handler:
             logger.exception("matching subscriptions failed; trying again")
             due = context.clock() + min(backoff(job.attempts + 1), MAX_BACKOFF)
             with contextlib.suppress(Exception):
-                async with context.store.unit_of_work() as unit:
+
+                async def work(unit: UnitOfWork) -> None:
                     await unit.put_job(Job(MATCH, MATCH_KEY, due, attempts=job.attempts + 1))
+
+                await run_unit(context.store, work)
 
     return run

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 
 from fhirserver.errors import NotFound
 from fhirserver.resources.codec import JSONObject
+from fhirserver.storage.base import UnitOfWork
+from fhirserver.storage.retry import run_unit
 from fhirserver.telehealth import codes
 from fhirserver.telehealth.appointment_lifecycle import patient_arrived
 from fhirserver.telehealth.context import VisitContext
@@ -67,7 +69,9 @@ async def join_by_code(context: VisitContext, typed_code: str, display: str) -> 
     # must not leave a join recorded for someone who got no token.
     now = writes.clock()
     room = await _room_to_join(context, code, now)
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> tuple[JSONObject, str | None, bool]:
+        """The Appointment, its patient, and whether the visit has started."""
         found = await find(unit, "Appointment", [("meeting-code", code)], 1)
         current = found[0] if found else None
         appointment = load(current)
@@ -98,6 +102,9 @@ async def join_by_code(context: VisitContext, typed_code: str, display: str) -> 
                 await audit(
                     unit, writes, "participant-joined", now, about, who=patient, display=display
                 )
+        return appointment, patient, started
+
+    appointment, patient, started = await run_unit(context.store, work)
     if not started or room is None:
         start = appointment.get("start")
         shown = await waiting_room(context.store, appointment)

@@ -14,7 +14,8 @@ from typing import TypeVar
 
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import local_reference
-from fhirserver.storage.base import Job
+from fhirserver.storage.base import Job, UnitOfWork
+from fhirserver.storage.retry import run_unit
 from fhirserver.telehealth import rules
 from fhirserver.telehealth.appointment_lifecycle import no_show_due
 from fhirserver.telehealth.context import VisitContext
@@ -58,12 +59,16 @@ async def provision_room(context: VisitContext, job: Job) -> None:
     if room_id(appointment) is not None:
         return
     room = await _provider_call(provider.create_room(job.key, max_participants(appointment)))
-    async with store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> JSONObject | None:
+        """The Appointment as found; given the room if it still needs one."""
         current = await unit.read("Appointment", job.key)
         fresh = load(current)
         if fresh is not None and needs_room(fresh) and room_id(fresh) is None:
-            await assign_room(context, unit, fresh, current, room)
-            return
+            return await assign_room(context, unit, fresh, current, room)
+        return fresh
+
+    fresh = await run_unit(store, work)
     # Cancelled (or given a room by $start-virtual-visit) while the room was made.
     if fresh is None or room_id(fresh) != room.room_id:
         await _provider_call(provider.close_room(room))
@@ -98,7 +103,8 @@ async def check_no_show(context: VisitContext, job: Job) -> None:
     its room is then disposed by the job that write records."""
     writes = context.writes
     now = writes.clock()
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> None:
         current = await unit.read("Appointment", job.key)
         appointment = load(current)
         if appointment is None or not no_show_due(appointment, now, context.settings.no_show_grace):
@@ -106,17 +112,22 @@ async def check_no_show(context: VisitContext, job: Job) -> None:
         await save(unit, writes, {**appointment, "status": "noshow"}, current)
         await audit(unit, writes, "no-show", now, about_visit(appointment))
 
+    await run_unit(context.store, work)
+
 
 async def _record_visit_ended(context: VisitContext, encounter: JSONObject) -> None:
     """The finished visit's `visit-ended` AuditEvent, at its `period.end`, unless it has one."""
     about = about_encounter(encounter)
     recorded = [("subtype", "visit-ended"), ("entity", about[0])]
     writes = context.writes
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> None:
         if await find(unit, "AuditEvent", recorded, 1):
             return
         ended = instant((encounter.get("period") or {}).get("end")) or writes.clock()
         await audit(unit, writes, "visit-ended", ended, about)
+
+    await run_unit(context.store, work)
 
 
 async def _close_room_of(
@@ -129,11 +140,14 @@ async def _close_room_of(
     await _provider_call(provider.close_room(Room(provider.name, room, room, "")))
     writes = context.writes
     about = about_visit(appointment, encounter)
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> None:
         # A job can run twice (a lease ran out mid-run): the room closes once.
         if await find(unit, "AuditEvent", [("subtype", "room-closed"), ("entity", about[0])], 1):
             return
         await audit(unit, writes, "room-closed", writes.clock(), about)
+
+    await run_unit(context.store, work)
 
 
 async def _provider_call(call: Awaitable[T]) -> T:

@@ -15,7 +15,8 @@ from fhirserver.auth.policy import may_run_visit
 from fhirserver.errors import Forbidden
 from fhirserver.interactions import crud
 from fhirserver.resources.codec import JSONObject
-from fhirserver.storage.base import Version
+from fhirserver.storage.base import UnitOfWork, Version
+from fhirserver.storage.retry import run_unit
 from fhirserver.telehealth.context import VisitContext, join_url
 from fhirserver.telehealth.encounter_lifecycle import end_visit, is_startable, start_visit
 from fhirserver.telehealth.lifecycle import business_rule
@@ -112,7 +113,8 @@ async def _start_in_unit(
 ) -> tuple[JSONObject, JSONObject]:
     writes = context.writes
     now = writes.clock()
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> tuple[JSONObject, JSONObject]:
         # Read again: the Appointment may have changed while the provider answered.
         current: Version | None = await crud.read(unit, "Appointment", appointment_id)
         appointment = load(current) or {}
@@ -140,7 +142,9 @@ async def _start_in_unit(
             await audit(
                 unit, writes, "visit-started", now, about, who=practitioner, display=display
             )
-    return appointment, visit
+        return appointment, visit
+
+    return await run_unit(context.store, work)
 
 
 async def _drop_unused_room(context: VisitContext, appointment_id: str, room: Room) -> None:
@@ -167,7 +171,8 @@ async def end_virtual_visit(
     `reason`, the operation's input as text, goes into the AuditEvent."""
     writes = context.writes
     now = writes.clock()
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> JSONObject:
         current: Version | None
         if resource_type == "Appointment":
             appointment = await crud.read(unit, "Appointment", resource_id, access)
@@ -190,6 +195,8 @@ async def end_virtual_visit(
         about = about_encounter(stored)
         await audit(unit, writes, "visit-ended", now, about, outcome=reason)
         return stored
+
+    return await run_unit(context.store, work)
 
 
 def _require_visit_role(access: Access, resource: JSONObject) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import partial
 
 from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.references import local_reference
 from fhirserver.storage.base import Reader, UnitOfWork
+from fhirserver.storage.retry import run_unit
 from fhirserver.telehealth.call_quality import quality_observation
 from fhirserver.telehealth.context import VisitContext
 from fhirserver.telehealth.encounter_lifecycle import (
@@ -77,8 +79,7 @@ async def record_webhook(context: VisitContext, headers: Mapping[str, str], body
     recorded = 0
     for event in events:
         if event.recording is None:
-            async with context.store.unit_of_work() as unit:
-                recorded += await _record_event(context, unit, event)
+            recorded += await run_unit(context.store, partial(_record_event, context, event=event))
     ready = [event for event in events if event.recording is not None]
     if ready:
         # The files of one recording (Zoom's video, audio, chat, transcript) are decided
@@ -189,10 +190,11 @@ async def _link(
     instants = recording_instants(_recordings(events), now)
     if instants is None or not await recording_permitted(context.store, appointment, instants):
         return None
-    linked = 0
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> int | None:
         if not await recording_permitted(unit, appointment, instants):
             return None  # nothing was written: the unit commits empty
+        linked = 0
         encounter = load(await visit_encounter_version(unit, str(appointment["id"])))
         for event in events:
             if event.recording is None or await _recording_seen(unit, event):
@@ -205,7 +207,9 @@ async def _link(
             delivery = _delivery(event)
             await audit(unit, writes, "recording-linked", now, about, delivery=delivery, action="C")
             linked += 1
-    return linked
+        return linked
+
+    return await run_unit(context.store, work)
 
 
 async def _discard(context: VisitContext, appointment: JSONObject, events: list[RoomEvent]) -> int:
@@ -221,8 +225,9 @@ async def _discard(context: VisitContext, appointment: JSONObject, events: list[
             gone = await provider.delete_recording(recording, keep)
         deleted[recording.recording_id] = gone
     now = writes.clock()
-    discarded = 0
-    async with context.store.unit_of_work() as unit:
+
+    async def work(unit: UnitOfWork) -> int:
+        discarded = 0
         encounter = load(await visit_encounter_version(unit, str(appointment["id"])))
         for event in events:
             if event.recording is None or await _recording_seen(unit, event):
@@ -250,7 +255,9 @@ async def _discard(context: VisitContext, appointment: JSONObject, events: list[
                 named=() if gone else [identifier],
             )
             discarded += 1
-    return discarded
+        return discarded
+
+    return await run_unit(context.store, work)
 
 
 async def _linked(reader: Reader, appointment: JSONObject, provider: str) -> set[str]:

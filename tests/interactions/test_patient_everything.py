@@ -24,7 +24,6 @@ from fhirserver.interactions.everything import (
     EverythingRequest,
     everything,
     everything_request,
-    head_seq,
 )
 from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
@@ -185,15 +184,6 @@ async def test_unknown_inputs_and_bad_values_are_refused() -> None:
 async def test_a_forged_cursor_is_refused(record: Store) -> None:
     with pytest.raises(BadRequest):
         await everything(record, EverythingRequest("a", cursor="bm9wZQ"), EVERYONE, system_clock)
-
-
-async def test_head_seq_is_the_newest_change(store: Store, clock: MovableClock) -> None:
-    assert await head_seq(store) == 0
-    for n in range(37):
-        await put(store, clock, {"resourceType": "Patient", "id": f"p{n}"})
-    log = await store.changes(0, 1000)
-    assert len(log) == 37
-    assert await head_seq(store) == log[-1].seq
 
 
 async def test_paging_a_synthea_record_while_others_write(

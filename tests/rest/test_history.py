@@ -52,7 +52,8 @@ async def test_type_and_system_history(client: httpx.AsyncClient) -> None:
     patients = (await client.get("/Patient/_history")).json()
     assert patients["total"] == 1
     everything = (await client.get("/_history")).json()
-    assert everything["total"] == 2
+    # MongoDB leaves the whole server's total out: counting it reads every version.
+    assert everything.get("total", 2) == 2
     assert {e["resource"]["resourceType"] for e in everything["entry"]} == {
         "Patient",
         "Organization",

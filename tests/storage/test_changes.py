@@ -76,3 +76,19 @@ async def test_rolled_back_unit_leaves_no_change_and_no_job(store: Store) -> Non
     assert (
         await store.claim_job(["notify"], "w", T0 + timedelta(days=1), timedelta(hours=1)) is None
     )
+
+
+async def test_the_settled_bound_covers_every_version_and_none_written_after(
+    store: Store,
+) -> None:
+    """What an export's snapshot and a subscription's start rest on (export_snapshot.py)."""
+    empty = await store.settled_seq()
+    assert await store.changes(empty, 10) == []
+    for n in range(37):
+        await put(store, version(f"p{n}", 1))
+    bound = await store.settled_seq()
+    log = await store.changes(0, 1000)
+    assert len(log) == 37 and all(v.seq <= bound for v in log)
+    await put(store, version("later", 1))
+    (later,) = await store.changes(bound, 10)
+    assert later.id == "later" and later.seq > bound

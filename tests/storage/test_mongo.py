@@ -1,8 +1,8 @@
 """What only the MongoDB store does (DESIGN.md "The storage contract"; PyMongo's
-transactions guide): waiting for the change counter's write lock, retrying a commit
-whose outcome is unknown, refusing writes on a standalone server, and answering 503
-when the database cannot be reached. MongoDB's failures are injected into the mongomock
-adapter as PyMongo raises them."""
+transactions guide "Transactions in Applications"): running a unit that lost a race
+again (storage/retry.py), retrying a commit whose outcome is unknown, refusing writes
+on a standalone server, and answering 503 when the database cannot be reached.
+MongoDB's failures are injected into the mongomock adapter as PyMongo raises them."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from pymongo.errors import AutoReconnect, OperationFailure
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings
-from fhirserver.errors import Unavailable
+from fhirserver.errors import Contention, Unavailable
 from fhirserver.search.query import TokenEntry
-from fhirserver.storage.base import HistoryQuery, Version
+from fhirserver.storage.base import HistoryQuery, UnitOfWork, Version
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.mongo.documents import LAYOUT_VERSION
 from fhirserver.storage.reindex import rebuild_outdated
+from fhirserver.storage.retry import run_unit
 from tests.mongomock_async import AsyncMockClient, AsyncMockCollection, MockSession
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -38,7 +39,7 @@ def client() -> AsyncMockClient:
 
 @pytest.fixture
 async def store(client: AsyncMockClient) -> AsyncIterator[MongoStore]:
-    opened = MongoStore("mongodb://mock/fhirserver", client=client, lock_timeout=0.5)  # type: ignore[arg-type]
+    opened = MongoStore("mongodb://mock/fhirserver", client=client, commit_timeout=0.5)  # type: ignore[arg-type]
     await opened.open()
     yield opened
     await opened.close()
@@ -61,23 +62,32 @@ def fail_counter_updates(monkeypatch: pytest.MonkeyPatch, errors: list[Exception
     monkeypatch.setattr(AsyncMockCollection, "find_one_and_update", flaky)
 
 
-async def test_a_unit_waits_while_another_holds_the_counter(
+async def put_retried(store: MongoStore, budget: float = 10.0) -> None:
+    async def work(unit: UnitOfWork) -> None:
+        await unit.write(Version("Patient", "a", 1, T0, "POST", b"{}"), ())
+
+    await run_unit(store, work, budget)
+
+
+async def test_a_unit_that_collides_on_its_counter_is_run_again(
     store: MongoStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     errors: list[Exception] = [conflict("TransientTransactionError") for _ in range(3)]
     fail_counter_updates(monkeypatch, errors)
-    await put(store)
+    await put_retried(store)
     assert errors == []
     stored = await store.read("Patient", "a")
-    assert stored is not None and stored.seq == 1
+    assert stored is not None and stored.version == 1
+    assert [v.id for v in await store.changes(0, 10)] == ["a"]
 
 
-async def test_a_unit_gives_up_with_503_after_the_lock_timeout(
+async def test_a_unit_gives_up_with_503_when_the_retry_budget_runs_out(
     store: MongoStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fail_counter_updates(monkeypatch, [conflict("TransientTransactionError")] * 10_000)
-    with pytest.raises(Unavailable) as refused:
-        await put(store)
+    with pytest.raises(Contention) as refused:
+        await put_retried(store, budget=0.3)
+    assert refused.value.status == 503
     assert refused.value.headers == {"Retry-After": "1"}
     assert await store.read("Patient", "a") is None
 
@@ -87,9 +97,10 @@ async def test_an_error_that_is_not_transient_is_not_retried(
 ) -> None:
     errors: list[Exception] = [OperationFailure("not authorized", 13), conflict("x")]
     fail_counter_updates(monkeypatch, errors)
-    with pytest.raises(OperationFailure):
-        await put(store)
+    with pytest.raises(Unavailable, match="not authorized") as refused:
+        await put_retried(store)
     assert len(errors) == 1
+    assert "Retry-After" not in refused.value.headers
 
 
 async def test_a_commit_with_an_unknown_outcome_is_committed_again(
@@ -126,7 +137,7 @@ async def test_a_transient_error_inside_a_unit_rolls_back_and_answers_503(
             await unit.read("Patient", "a")
     monkeypatch.undo()
     assert await store.read("Patient", "a") is None
-    assert await store.history(HistoryQuery()) == ([], 0)
+    assert await store.history(HistoryQuery(resource_type="Patient")) == ([], 0)
 
 
 async def test_an_unreachable_database_answers_503(

@@ -68,6 +68,8 @@ INDEXES: tuple[tuple[str, tuple[tuple[str, int], ...], Mapping[str, Any]], ...] 
     ("resources", (("ref.ti", 1), ("ref.tt", 1), ("ref.p", 1), ("type", 1)), {}),
     ("resources", (("ref.u", 1),), {"sparse": True}),
     ("resources", (("type", 1), ("uri.p", 1), ("uri.v", 1)), {}),
+    # A composite's first component: code-value-quantity by its code, and the like.
+    ("resources", (("type", 1), ("comp.p", 1)), {}),
     ("resources", (("type", 1), ("lu", 1)), {}),
     ("versions", (("type", 1), ("id", 1), ("version", 1)), {"unique": True}),
     ("versions", (("type", 1), ("_id", 1)), {}),
@@ -97,16 +99,43 @@ def keys_filter(keys: Iterable[tuple[str, str]]) -> Document:
     return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
 
 
+# A body longer than this is kept in `bodies`, in chunks of this size, named by the
+# version's seq; the version and resource documents keep an empty body and the chunk
+# count. So a resource up to the body limit (16 MiB) is stored whatever its size,
+# beside its index, under MongoDB's 16 MiB document limit (as GridFS splits a file).
+BODY_CHUNK = 4 * 1024 * 1024
+
+
 def version_document(version: Version, seq: int) -> Document:
-    return {
+    body = version.body
+    document: Document = {
         "_id": seq,
         "type": version.resource_type,
         "id": version.id,
         "version": version.version,
         "lu": to_micros(version.last_updated),
         "method": version.method,
-        "body": version.body,
+        "body": body,
     }
+    if body is not None and len(body) > BODY_CHUNK:
+        document["body"] = b""
+        document["chunks"] = -(-len(body) // BODY_CHUNK)
+    return document
+
+
+def body_chunks(version: Version, seq: int) -> list[Document]:
+    """The `bodies` documents of a version whose body is kept apart; none otherwise."""
+    body = version.body
+    if body is None or len(body) <= BODY_CHUNK:
+        return []
+    return [
+        {"_id": chunk_id(seq, n), "data": body[start : start + BODY_CHUNK]}
+        for n, start in enumerate(range(0, len(body), BODY_CHUNK))
+    ]
+
+
+def chunk_id(seq: int, n: int) -> str:
+    return f"{seq}/{n}"
 
 
 def resource_document(version: Version, seq: int, index: Iterable[IndexEntry]) -> Document:

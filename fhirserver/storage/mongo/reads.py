@@ -4,21 +4,53 @@ or without one."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhirserver.errors import TooCostly
 from fhirserver.search.query import SearchQuery
 from fhirserver.search.time import to_micros
 from fhirserver.storage.base import HistoryQuery, SearchResult, Version
-from fhirserver.storage.mongo.documents import INDEX_FIELDS, Document, keys_filter, version_of
+from fhirserver.storage.mongo.documents import (
+    INDEX_FIELDS,
+    Document,
+    chunk_id,
+    keys_filter,
+    version_of,
+)
 from fhirserver.storage.mongo.includes import find_includes
-from fhirserver.storage.mongo.search import Compiler, page_pipeline
+from fhirserver.storage.mongo.search import JOIN_KEYS, Compiler, page_pipeline
 from fhirserver.storage.paging import PageRequest
 
 # What a read returns of a resource document: the version, not its index.
 READ_PROJECTION: Document = {field: 0 for field in INDEX_FIELDS}
+
+
+async def versions_of(
+    database: AsyncDatabase[Document],
+    session: AsyncClientSession | None,
+    documents: Sequence[Document],
+) -> list[Version]:
+    """The versions of these documents, with the bodies kept apart read back in."""
+    kept = {
+        chunk_id(document["seq"] if "seq" in document else document["_id"], n): document
+        for document in documents
+        for n in range(document.get("chunks", 0))
+    }
+    if kept:
+        cursor = database.bodies.find({"_id": {"$in": list(kept)}}, session=session)
+        data = {chunk["_id"]: bytes(chunk["data"]) for chunk in await cursor.to_list(None)}
+        for document in documents:
+            if document.get("chunks"):
+                seq = document["seq"] if "seq" in document else document["_id"]
+                document["body"] = b"".join(
+                    data[chunk_id(seq, n)] for n in range(document["chunks"])
+                )
+    return [version_of(document) for document in documents]
 
 
 class Reads:
@@ -29,13 +61,21 @@ class Reads:
         database: AsyncDatabase[Document],
         session: AsyncClientSession | None,
         max_time_ms: int | None = None,
+        join_keys: int = JOIN_KEYS,
     ):
-        """`max_time_ms`: the time limit of each query a search or history page runs."""
+        """`max_time_ms`: the time limit of each query a search or history page runs,
+        and of a semi-join's batches together; `join_keys`: the most keys a chain or
+        `_has` lists in a filter (mongo/search.py)."""
         self._db = database
         self._session = session
+        self._max_time_ms = max_time_ms
+        self._join_keys = join_keys
         # find() names the limit max_time_ms; aggregate() and count_documents() maxTimeMS.
         self._limit: Document = {} if max_time_ms is None else {"maxTimeMS": max_time_ms}
         self._find_limit: Document = {} if max_time_ms is None else {"max_time_ms": max_time_ms}
+
+    async def _versions(self, documents: Sequence[Document]) -> list[Version]:
+        return await versions_of(self._db, self._session, documents)
 
     async def _ready(self) -> None:
         """Before every read: a unit of work sends its buffered writes, to read them."""
@@ -49,8 +89,24 @@ class Reads:
         )
         return await cursor.to_list(None)
 
-    async def _find_resources(self, where: Document, projection: Document) -> list[Document]:
-        return await self._find("resources", where, projection)
+    async def _find_resources(
+        self, where: Document, projection: Document, limit: int | None = None
+    ) -> list[Document]:
+        await self._ready()
+        cursor = self._db.resources.find(
+            where, projection, session=self._session, **self._find_limit
+        )
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return await cursor.to_list(None)
+
+    async def _aggregate_resources(self, pipeline: list[Document]) -> list[Document]:
+        await self._ready()
+        cursor = await self._db.resources.aggregate(pipeline, session=self._session, **self._limit)
+        return await cursor.to_list(None)
+
+    def _compiler(self) -> Compiler:
+        return Compiler(self._find_resources, self._aggregate_resources, self._join_keys)
 
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
         await self._ready()
@@ -59,7 +115,7 @@ class Reads:
             READ_PROJECTION,
             session=self._session,
         )
-        return None if document is None else version_of(document)
+        return None if document is None else (await self._versions([document]))[0]
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         await self._ready()
@@ -67,7 +123,7 @@ class Reads:
             {"type": resource_type, "id": resource_id, "version": version},
             session=self._session,
         )
-        return None if document is None else version_of(document)
+        return None if document is None else (await self._versions([document]))[0]
 
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
         await self._ready()
@@ -96,24 +152,27 @@ class Reads:
         )
         documents = await cursor.to_list(None)
         total = None
-        if query.with_total:
+        # The whole server's history is not counted: that would read every version on
+        # every page (Bundle.total is optional for a history, R4 bundle.html).
+        if query.with_total and where:
             total = await self._db.versions.count_documents(
                 where, session=self._session, **self._limit
             )
-        return [version_of(d) for d in documents], total
+        return await self._versions(documents), total
 
     async def search(self, query: SearchQuery) -> SearchResult:
         await self._ready()
         request = PageRequest.of(query)
-        where = await Compiler(self._find_resources).filter(query)
-        pipeline, names = page_pipeline(
-            where, query, request.limit, request.after, request.backwards
+        compiler = self._compiler()
+        where = await compiler.filter(query)
+        documents, names = await self._rows(
+            compiler, where, query, request.limit, request.after, request.backwards
         )
-        cursor = await self._db.resources.aggregate(pipeline, session=self._session, **self._limit)
-        documents = await cursor.to_list(None)
         page = request.page(documents, lambda document: [document[name] for name in names])
         total = None
-        if request.counts_total:
+        if request.counts_total and compiler.joins:
+            total = await self._count_joined(compiler, where, query)
+        elif request.counts_total:
             total = await self._db.resources.count_documents(
                 where, session=self._session, **self._limit
             )
@@ -121,8 +180,8 @@ class Reads:
             self._find_resources, query.includes, page.rows, query.max_included
         )
         return page.result(
-            [version_of(d) for d in page.rows],
-            [version_of(d) for d in included.resources],
+            await self._versions(page.rows),
+            await self._versions(included.resources),
             total,
             included.complete,
         )
@@ -131,13 +190,69 @@ class Reads:
         if not keys:
             return {}
         documents = await self._find("resources", keys_filter(keys), READ_PROJECTION)
-        versions = [version_of(document) for document in documents]
+        versions = await self._versions(documents)
         return {(v.resource_type, v.id): v for v in versions}
 
     async def match(self, query: SearchQuery, limit: int) -> list[Version]:
         await self._ready()
-        where = await Compiler(self._find_resources).filter(query)
+        compiler = self._compiler()
+        where = await compiler.filter(query)
+        if compiler.joins:
+            documents, _ = await self._rows(compiler, where, query, limit, None, False)
+            return await self._versions(documents)
         cursor = self._db.resources.find(
             where, READ_PROJECTION, session=self._session, **self._find_limit
         )
-        return [version_of(document) for document in await cursor.limit(limit).to_list(None)]
+        return await self._versions(await cursor.limit(limit).to_list(None))
+
+    async def _rows(
+        self,
+        compiler: Compiler,
+        where: Document,
+        query: SearchQuery,
+        limit: int,
+        after: list[Any] | None,
+        backwards: bool,
+    ) -> tuple[list[Document], list[str]]:
+        """Up to `limit` matches in the page's order from `after`, and the names of
+        their sort keys. With semi-joins, candidates are read a batch at a time from
+        the last one read, and kept when they meet the joins."""
+        if not compiler.joins:
+            pipeline, names = page_pipeline(where, query, limit, after, backwards)
+            return await self._aggregate_resources(pipeline), names
+        deadline = self._deadline()
+        rows: list[Document] = []
+        while len(rows) < limit:
+            pipeline, names = page_pipeline(where, query, self._join_keys, after, backwards)
+            batch = await self._aggregate_resources(pipeline)
+            rows += await compiler.keep(batch)
+            if len(batch) < self._join_keys:
+                break
+            after = [batch[-1][name] for name in names]
+            self._check(deadline)
+        return rows[:limit], names
+
+    async def _count_joined(self, compiler: Compiler, where: Document, query: SearchQuery) -> int:
+        """Every match counted, a batch of candidates at a time (`_total=accurate`)."""
+        deadline = self._deadline()
+        counted, after = 0, None
+        while True:
+            pipeline, names = page_pipeline(where, query, self._join_keys, after, False)
+            batch = await self._aggregate_resources(pipeline)
+            counted += len(await compiler.keep(batch))
+            if len(batch) < self._join_keys:
+                return counted
+            after = [batch[-1][name] for name in names]
+            self._check(deadline)
+
+    def _deadline(self) -> float | None:
+        if self._max_time_ms is None:
+            return None
+        return time.monotonic() + self._max_time_ms / 1000
+
+    def _check(self, deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TooCostly(
+                "The search took longer than the server's time limit;"
+                " narrow its chained or _has criteria"
+            )

@@ -2,7 +2,12 @@
 
 A row predicate is one `$elemMatch` on the index array of its type: every condition
 must hold for the same index element, as one SQLite row must meet them. Chains and
-`_has` run as sub-queries first; the keys they find feed the outer filter's `$in`. An
+`_has` run as sub-queries first; the keys they find, up to `join_keys` of them, feed
+the outer filter's `$in`. Past that a criterion of its own is a semi-join (`Join`):
+the outer search reads its candidates in sort order, a batch at a time, and keeps those
+whose references (chain) or referrers (`_has`) match, so that no filter ever lists
+more than a batch's keys however many resources match (a filter over 16 MiB cannot
+be sent at all); nested deeper, a wide chain is refused as too costly. An
 `AllOfPredicate` (an AND of OR-lists as one predicate: a token's alternatives, DESIGN.md
 "Authorization") is a nested `$and` of `$or`s.
 Semantics follow R4 search.html; `match.py` implements the same in memory and
@@ -12,10 +17,11 @@ Semantics follow R4 search.html; `match.py` implements the same in memory and
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from fhirserver.errors import BadRequest
+from fhirserver.errors import BadRequest, TooCostly
 from fhirserver.search.extract import INDEX_CUT, cut, normalize
 from fhirserver.search.prefixes import (
     Condition,
@@ -53,8 +59,24 @@ from fhirserver.storage.mongo.documents import (
     resource_key,
 )
 
-# Runs a sub-query: (filter, projection) -> the matching `resources` documents.
-Finder = Callable[[Document, Document], Awaitable[list[Document]]]
+# The most keys a chain or `_has` puts in one `$in` (about 60 KB of filter), and how
+# many candidates a semi-join checks at once (each names about one key).
+JOIN_KEYS = 1000
+
+
+class Finder(Protocol):
+    """Runs a sub-query: the matching `resources` documents, at most `limit`."""
+
+    async def __call__(
+        self, where: Document, projection: Document, limit: int | None = None
+    ) -> list[Document]: ...
+
+
+class Aggregator(Protocol):
+    """Runs an aggregation pipeline on `resources`."""
+
+    async def __call__(self, pipeline: list[Document]) -> list[Document]: ...
+
 
 # What a page or an include reads of a document: not the index, except references.
 VERSION_PROJECTION: Document = {field: 0 for field in INDEX_FIELDS if field != "ref"}
@@ -67,14 +89,117 @@ def current(resource_types: tuple[str, ...] | list[str]) -> Document:
     return {"type": types[0] if len(types) == 1 else {"$in": types}, "body": {"$ne": None}}
 
 
+@dataclass(frozen=True)
+class Join:
+    """A chain or `_has` criterion whose matches are too many for one `$in`: checked
+    on each batch of candidates instead (`Compiler.keep`)."""
+
+    predicate: ChainPredicate | HasPredicate
+    # The compiled inner criterion, on the targets (chain) or the referrers (_has).
+    inner: Document
+
+
 class Compiler:
-    def __init__(self, find: Finder) -> None:
+    def __init__(self, find: Finder, aggregate: Aggregator, join_keys: int = JOIN_KEYS) -> None:
         self._find = find
+        self._aggregate = aggregate
+        self._join_keys = join_keys
+        # Filled by filter(): what its filter leaves out, for keep() to check.
+        self.joins: list[Join] = []
 
     async def filter(self, query: SearchQuery) -> Document:
+        """The filter of the query; a wide chain or `_has` that is a criterion of its
+        own is left out of it and put in `joins`."""
         conditions = [current(query.resource_types)]
-        conditions += [await self.any_of(clause) for clause in query.clauses]
+        for clause in query.clauses:
+            if len(clause) == 1 and isinstance(clause[0], ChainPredicate | HasPredicate):
+                joined = await self.joined(clause[0], top=True)
+                if joined is not None:
+                    conditions.append(joined)
+            else:
+                conditions.append(await self.any_of(clause))
         return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+    async def joined(self, p: ChainPredicate | HasPredicate, top: bool = False) -> Document | None:
+        """The `$in` condition of a chain or `_has` over at most `join_keys` keys; past
+        that None and a Join (`top`: a criterion of its own), or TooCostly."""
+        inner = await self.predicate(p.inner)
+        if isinstance(p, ChainPredicate):
+            targets = await self._find(
+                {"$and": [current(p.target_types), inner]},
+                {"type": 1, "id": 1},
+                self._join_keys + 1,
+            )
+            keys = [(target["type"], target["id"]) for target in targets]
+        else:
+            keys = await self._referenced(p, inner, None, self._join_keys + 1)
+        if len(keys) <= self._join_keys:
+            return _pointing(p, keys)
+        if not top:
+            raise TooCostly(
+                f"The chained or _has criterion on {p.param} matches more than"
+                f" {self._join_keys} resources inside another one; narrow it"
+            )
+        self.joins.append(Join(p, inner))
+        return None
+
+    async def keep(self, candidates: list[Document]) -> list[Document]:
+        """The candidates (read with their `ref` array) that meet every Join."""
+        for join in self.joins:
+            if not candidates:
+                break
+            p = join.predicate
+            if isinstance(p, ChainPredicate):
+                wanted = {
+                    (entry["tt"], entry["ti"])
+                    for candidate in candidates
+                    for entry in candidate.get("ref", ())
+                    if entry["p"] == p.param and entry["tt"] in p.target_types and entry["ti"]
+                }
+                where = {"$and": [current(p.target_types), join.inner, _keys_in(wanted)]}
+                found = await self._find(where, {"type": 1, "id": 1}, None)
+                hits = {(target["type"], target["id"]) for target in found}
+                candidates = [
+                    candidate
+                    for candidate in candidates
+                    if any(
+                        entry["p"] == p.param and (entry["tt"], entry["ti"]) in hits
+                        for entry in candidate.get("ref", ())
+                    )
+                ]
+            else:
+                keys = [(candidate["type"], candidate["id"]) for candidate in candidates]
+                referenced = set(await self._referenced(p, join.inner, keys, None))
+                candidates = [c for c in candidates if (c["type"], c["id"]) in referenced]
+        return candidates
+
+    async def _referenced(
+        self,
+        p: HasPredicate,
+        inner: Document,
+        among: Sequence[tuple[str, str]] | None,
+        limit: int | None,
+    ) -> list[tuple[str, str]]:
+        """The distinct (type, id) that matching `p.source_type` resources reference
+        through `p.param`, among `among` if given; grouped by the database, so that a
+        resource referenced a thousand times comes back once."""
+        element: Document = {"p": p.param, "tt": {"$ne": None}, "ti": {"$ne": None}}
+        if among is not None:
+            element = {"p": p.param, **_keys_in(among, "tt", "ti")}
+        pipeline: list[Document] = [
+            {
+                "$match": {
+                    "$and": [current([p.source_type]), inner, {"ref": {"$elemMatch": element}}]
+                }
+            },
+            {"$unwind": "$ref"},
+            {"$match": {f"ref.{name}": value for name, value in _flat(element).items()}},
+            {"$group": {"_id": {"tt": "$ref.tt", "ti": "$ref.ti"}}},
+        ]
+        if limit is not None:
+            pipeline.append({"$limit": limit})
+        groups = await self._aggregate(pipeline)
+        return [(group["_id"]["tt"], group["_id"]["ti"]) for group in groups]
 
     async def any_of(self, clause: tuple[Predicate, ...]) -> Document:
         """An OR-list; an empty one holds for nothing."""
@@ -103,34 +228,12 @@ class Compiler:
         if isinstance(p, MissingPredicate):
             field = f"{ARRAY_OF_KIND[p.kind]}.p"
             return {field: {"$ne": p.param}} if p.missing else {field: p.param}
-        if isinstance(p, ChainPredicate):
-            # The targets that exist now and match: a deleted or dangling target matches
-            # nothing, even under a negated inner test.
-            inner = await self.predicate(p.inner)
-            targets = await self._find(
-                {"$and": [current(p.target_types), inner]}, {"type": 1, "id": 1}
-            )
-            if not targets:
-                return NOTHING
-            by_type: dict[str, list[str]] = {}
-            for target in targets:
-                by_type.setdefault(target["type"], []).append(target["id"])
-            pointing = [{"tt": t, "ti": {"$in": ids}} for t, ids in sorted(by_type.items())]
-            condition: Document = {"p": p.param}
-            condition.update(pointing[0] if len(pointing) == 1 else {"$or": pointing})
-            return {"ref": {"$elemMatch": condition}}
-        if isinstance(p, HasPredicate):
-            inner = await self.predicate(p.inner)
-            sources = await self._find(
-                {"$and": [current([p.source_type]), inner, {"ref.p": p.param}]}, {"ref": 1}
-            )
-            keys = {
-                resource_key(entry["tt"], entry["ti"])
-                for source in sources
-                for entry in source["ref"]
-                if entry["p"] == p.param and entry["tt"] is not None and entry["ti"] is not None
-            }
-            return {"_id": {"$in": sorted(keys)}} if keys else NOTHING
+        if isinstance(p, ChainPredicate | HasPredicate):
+            # A chain's targets must exist now and match: a deleted or dangling target
+            # matches nothing, even under a negated inner test.
+            joined = await self.joined(p)
+            assert joined is not None  # not top: a wide one raised
+            return joined
         if isinstance(p, AllOfPredicate):
             return await self.all_of(p)
         if isinstance(p, CompositePredicate):
@@ -209,6 +312,39 @@ class Compiler:
                 uri = cut(p.value)
             return "uri", {"p": p.param, "v": uri}
         raise TypeError(f"no index element for {p!r}")
+
+
+def _pointing(p: ChainPredicate | HasPredicate, keys: Sequence[tuple[str, str]]) -> Document:
+    """Resources that reference these (chain), or that these are (_has)."""
+    if not keys:
+        return NOTHING
+    if isinstance(p, HasPredicate):
+        return {"_id": {"$in": sorted(resource_key(t, i) for t, i in keys)}}
+    condition: Document = {"p": p.param, **_keys_in(keys, "tt", "ti")}
+    return {"ref": {"$elemMatch": condition}}
+
+
+def _keys_in(
+    keys: Sequence[tuple[str, str]] | set[tuple[str, str]],
+    type_field: str = "type",
+    id_field: str = "id",
+) -> Document:
+    """(type, id) among `keys`, by type: the shape the (type, id) indexes serve."""
+    by_type: dict[str, list[str]] = {}
+    for resource_type, resource_id in keys:
+        by_type.setdefault(resource_type, []).append(resource_id)
+    alternatives = [
+        {type_field: t, id_field: {"$in": sorted(ids)}} for t, ids in sorted(by_type.items())
+    ]
+    if not alternatives:
+        return {type_field: {"$in": []}}
+    return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+
+
+def _flat(element: Document) -> Document:
+    """An element condition without its `$or` (one per type), for a stage after $unwind
+    that only needs the parameter: the `$or` was checked by the $match before."""
+    return {name: value for name, value in element.items() if not name.startswith("$")}
 
 
 _OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}

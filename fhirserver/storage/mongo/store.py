@@ -1,31 +1,47 @@
 """MongoStore: the Store protocol over a MongoDB replica set, with PyMongo's asyncio API.
 
-Reads are in `reads.py`, units of work (one transaction each, taking turns on the
-change counter) in `unit.py`; here the store opens the database, hands them out, and
-answers a lost connection or a unit that waited past `lock_timeout` with 503.
+Reads are in `reads.py`, units of work (concurrent snapshot transactions, see there
+for why they stay correct) in `unit.py`; here the store opens the database, hands
+units out, reads the change feed up to its watermark, and answers a lost connection
+with 503, a lost race with `Contention` (run again by storage/retry.py), and a
+document MongoDB cannot hold with 413.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
+from bson.errors import BSONError
 from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
+    DocumentTooLarge,
     DuplicateKeyError,
     ExecutionTimeout,
     PyMongoError,
 )
+from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from fhirserver.errors import TooCostly, Unavailable
+from fhirserver.errors import (
+    Contention,
+    FHIRError,
+    PayloadTooLarge,
+    TooCostly,
+    Unavailable,
+    Unprocessable,
+)
 from fhirserver.search.query import SearchQuery
 from fhirserver.search.time import to_micros
 from fhirserver.storage.base import HistoryQuery, Job, Record, SearchResult, Version
@@ -40,10 +56,17 @@ from fhirserver.storage.mongo.documents import (
     record_id,
     record_is,
     record_of,
-    version_of,
 )
-from fhirserver.storage.mongo.reads import READ_PROJECTION, Reads
-from fhirserver.storage.mongo.unit import MongoUnitOfWork, begin
+from fhirserver.storage.mongo.reads import READ_PROJECTION, Reads, versions_of
+from fhirserver.storage.mongo.search import JOIN_KEYS
+from fhirserver.storage.mongo.unit import (
+    STRIPES,
+    MongoUnitOfWork,
+    begin,
+    next_number,
+    seq_of,
+    stripe_id,
+)
 
 logger = logging.getLogger("fhirserver.storage.mongo")
 
@@ -51,6 +74,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 DEFAULT_DATABASE = "fhirserver"
 SEARCHES_AT_ONCE = 50
+# MongoDB's error code for a unique index refusing a key.
+DUPLICATE_KEY = 11000
 STANDALONE = (
     "The MongoDB server is a standalone server: fhirserver writes only to a replica set "
     "(or a sharded cluster), whose transactions make each write atomic. Start mongod "
@@ -58,8 +83,14 @@ STANDALONE = (
 )
 
 
-def _translated(exc: PyMongoError) -> Exception:
+def _translated(exc: PyMongoError | BSONError) -> FHIRError:
     """What a client gets for a database failure: 503 when trying again can work."""
+    if isinstance(exc, DocumentTooLarge):
+        return PayloadTooLarge(
+            "The resource with its search index is larger than a MongoDB document may be (16 MiB)"
+        )
+    if isinstance(exc, BSONError):
+        return Unprocessable(f"The resource cannot be stored in MongoDB: {exc}")
     if isinstance(exc, ExecutionTimeout):
         return TooCostly(
             "The search took longer than the server's time limit;"
@@ -69,9 +100,21 @@ def _translated(exc: PyMongoError) -> Exception:
         return Unavailable(
             "The database cannot be reached; try again", headers={"Retry-After": "1"}
         )
-    if exc.has_error_label("TransientTransactionError"):
-        return Unavailable("The database was busy; try again", headers={"Retry-After": "1"})
-    return exc
+    if exc.has_error_label("TransientTransactionError") or _duplicate(exc):
+        # A write conflict, or a concurrent unit's insert of the same key (a version
+        # number, a client-chosen id): the unit lost a race.
+        return Contention()
+    # Anything else is not the client's doing, and trying again will not help: 503
+    # without Retry-After, naming the server's reason (never a password: the server
+    # does not echo credentials).
+    return Unavailable(f"The database refused the operation: {exc}")
+
+
+def _duplicate(exc: PyMongoError) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    errors = exc.details.get("writeErrors", []) if isinstance(exc, BulkWriteError) else []
+    return any(error.get("code") == DUPLICATE_KEY for error in errors)
 
 
 def _unavailable(
@@ -82,7 +125,7 @@ def _unavailable(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
-        except PyMongoError as exc:
+        except (PyMongoError, BSONError) as exc:
             raise _translated(exc) from None
 
     wrapper.__name__ = method.__name__
@@ -91,17 +134,24 @@ def _unavailable(
 
 
 class MongoStore:
+    # Units run concurrently in snapshot transactions; a lost race is Contention.
+    concurrent_units = True
+
     def __init__(
         self,
         url: str,
         client: AsyncMongoClient[Document] | None = None,
-        lock_timeout: float = 10.0,
+        commit_timeout: float = 10.0,
         search_timeout: float = 30.0,
+        join_keys: int = JOIN_KEYS,
     ) -> None:
-        """`search_timeout`: seconds a search or history page may take (maxTimeMS on
-        each of its queries; TooCostly past it)."""
+        """`commit_timeout`: seconds a commit whose result is unknown is sent again;
+        `search_timeout`: seconds a search or history page may take (maxTimeMS on
+        each of its queries; TooCostly past it); `join_keys`: the most keys a chain or
+        `_has` lists in one filter, past which it runs as a semi-join (search.py)."""
+        self.join_keys = join_keys
         self.url = url
-        self.lock_timeout = lock_timeout
+        self.commit_timeout = commit_timeout
         self.search_timeout = search_timeout
         # Searches in flight at once: fewer than the driver's pool (100 connections),
         # so reads by id always find a free connection however many searches run.
@@ -110,7 +160,10 @@ class MongoStore:
         # False on a standalone server: every unit of work is refused.
         self.transactions = False
         self._given_client = client
-        self._lock = asyncio.Lock()
+        # Stripes this process's open units hold (a new unit takes another), and the
+        # highest stripe number seen, which new units start from (unit.py).
+        self._stripes_held: set[int] = set()
+        self._known_number = 0
 
     async def open(self) -> None:
         try:
@@ -137,9 +190,12 @@ class MongoStore:
             logger.error("%s Reads work; every write is refused with 503.", STANDALONE)
         for collection, keys, options in INDEXES:
             await self._db[collection].create_index(list(keys), **options)
-        await self._db.counters.update_one(
-            {"_id": "changes"}, {"$setOnInsert": {"seq": 0, "units": 0}}, upsert=True
-        )
+        newest = await self._db.versions.find_one({}, {"_id": 1}, sort=[("_id", -1)])
+        first = next_number(0, 0, 0 if newest is None else int(newest["_id"]))
+        for stripe in range(STRIPES):
+            await self._db.counters.update_one(
+                {"_id": stripe_id(stripe)}, {"$setOnInsert": {"n": first, "units": 0}}, upsert=True
+            )
         # The layout's version is written once the index is rebuilt (index_rebuilt), so
         # a rebuild cut short is done again at the next open.
         layout = await self._db.counters.find_one({"_id": "layout"})
@@ -147,6 +203,14 @@ class MongoStore:
             self.index_outdated = await self._db.resources.find_one({}) is not None
             if not self.index_outdated:
                 await self.index_rebuilt()
+
+    @property
+    def client(self) -> AsyncMongoClient[Document]:
+        return self._client
+
+    @property
+    def database(self) -> AsyncDatabase[Document]:
+        return self._db
 
     async def index_rebuilt(self) -> None:
         await self._db.counters.update_one(
@@ -166,11 +230,11 @@ class MongoStore:
         """Reads that see one snapshot, where the server offers snapshots."""
         async with self._searches:
             if not self.transactions:
-                yield Reads(self._db, None, self._max_time_ms)
+                yield Reads(self._db, None, self._max_time_ms, self.join_keys)
                 return
             session = self._client.start_session(snapshot=True)
             try:
-                yield Reads(self._db, session, self._max_time_ms)
+                yield Reads(self._db, session, self._max_time_ms, self.join_keys)
             finally:
                 await session.end_session()
 
@@ -205,7 +269,7 @@ class MongoStore:
                 {"type": after[0], "id": {"$gt": after[1]}},
             ]
         cursor = self._db.resources.find(where, READ_PROJECTION).sort([("type", 1), ("id", 1)])
-        return [version_of(document) for document in await cursor.limit(limit).to_list(None)]
+        return await versions_of(self._db, None, await cursor.limit(limit).to_list(None))
 
     @_unavailable
     async def count(self) -> int:
@@ -213,8 +277,54 @@ class MongoStore:
 
     @_unavailable
     async def changes(self, after_seq: int, limit: int) -> list[Version]:
-        cursor = self._db.versions.find({"_id": {"$gt": after_seq}}).sort("_id", 1).limit(limit)
-        return [version_of(document) for document in await cursor.to_list(None)]
+        """Up to the watermark (unit.py): every version numbered at or below it is
+        committed. Read with majority read concern, as the writes are made: a number
+        read here cannot be rolled back by a failover and then given to another write."""
+        numbers = await self._stripe_numbers()
+        found = await self._up_to(after_seq, _watermark(numbers), limit)
+        if len(found) < limit:
+            raised = await self._raised(numbers, max(_watermark(numbers), after_seq))
+            if raised is not None:
+                found = await self._up_to(after_seq, raised, limit)
+        return found
+
+    @_unavailable
+    async def settled_seq(self) -> int:
+        numbers = await self._stripe_numbers()
+        raised = await self._raised(numbers, _watermark(numbers))
+        return _watermark(numbers) if raised is None else raised
+
+    async def _up_to(self, after_seq: int, watermark: int, limit: int) -> list[Version]:
+        if watermark <= after_seq:
+            return []
+        where = {"_id": {"$gt": after_seq, "$lte": watermark}}
+        cursor = self._majority("versions").find(where).sort("_id", 1).limit(limit)
+        return await versions_of(self._db, None, await cursor.to_list(None))
+
+    async def _raised(self, numbers: list[int], above: int) -> int | None:
+        """When versions numbered above `above` are committed, the watermark raised past
+        them; None when there are none. Stripes that nobody wrote lately lag behind the
+        one written: they are raised past the highest n (each waits for a unit in
+        flight on it, whose versions then count)."""
+        if await self._majority("versions").find_one({"_id": {"$gt": above}}, {"_id": 1}) is None:
+            return None
+        top = max(numbers) + 1
+        await self._db.counters.update_many(
+            {"_id": {"$in": [stripe_id(s) for s in range(STRIPES)]}, "n": {"$lt": top}},
+            {"$max": {"n": top}},
+        )
+        return _watermark(await self._stripe_numbers())
+
+    def _majority(self, collection: str) -> Any:
+        return self._db.get_collection(collection, read_concern=ReadConcern("majority"))
+
+    async def _stripe_numbers(self) -> list[int]:
+        ids = [stripe_id(stripe) for stripe in range(STRIPES)]
+        cursor = self._majority("counters").find({"_id": {"$in": ids}}, {"n": 1})
+        by_id = {document["_id"]: int(document["n"]) for document in await cursor.to_list(None)}
+        numbers = [by_id[stripe_id(stripe)] for stripe in range(STRIPES)]
+        self._known_number = max(self._known_number, *numbers)
+        return numbers
 
     @_unavailable
     async def claim_job(
@@ -325,12 +435,15 @@ class MongoStore:
     async def unit_of_work(self) -> AsyncIterator[MongoUnitOfWork]:
         if not self.transactions:
             raise Unavailable(STANDALONE)
-        async with self._lock:
-            unit = await self._begin()
+        free = [s for s in range(STRIPES) if s not in self._stripes_held]
+        stripe = random.choice(free or range(STRIPES))
+        self._stripes_held.add(stripe)
+        try:
+            unit = await self._begin(stripe)
             try:
                 yield unit
-                await unit.commit()
-            except PyMongoError as exc:
+                await unit.commit(time.monotonic() + self.commit_timeout)
+            except (PyMongoError, BSONError) as exc:
                 await unit.abort()
                 raise _translated(exc) from None
             except BaseException:
@@ -338,10 +451,20 @@ class MongoStore:
                 raise
             finally:
                 await unit.end()
+            self._known_number = max(self._known_number, unit.number)
+        finally:
+            self._stripes_held.discard(stripe)
 
     @_unavailable
-    async def _begin(self) -> MongoUnitOfWork:
-        return await begin(self._client, self._db, self.lock_timeout, self._max_time_ms)
+    async def _begin(self, stripe: int) -> MongoUnitOfWork:
+        return await begin(
+            self._client, self._db, stripe, self._known_number, self._max_time_ms, self.join_keys
+        )
+
+
+def _watermark(numbers: Sequence[int]) -> int:
+    """Every version numbered at or below it is committed (unit.py)."""
+    return min(seq_of(number, stripe) for stripe, number in enumerate(numbers))
 
 
 def _claimed(job: Job) -> Document:

@@ -1,23 +1,38 @@
 """A unit of work on MongoDB (DESIGN.md "The storage contract"): one multi-document
-transaction that first increments the `counters` document "changes".
+snapshot transaction, run concurrently with the units of every other server process.
 
-That write-locks the document until the transaction ends, so units run one at a time
-across every server process, as SQLite's BEGIN IMMEDIATE makes them: a conditional
-check and the write it guards cannot race, and change-log numbers become visible in
-order (a consumer that keeps the last number it handled never skips one). A unit that
-finds the counter locked gets a write conflict, labelled TransientTransactionError, and
-starts again after a backoff, as the driver documentation recommends, until the lock
-timeout runs out (the store then answers 503).
+What keeps concurrent units correct is MongoDB's own write-conflict rule: a
+transaction that writes a document another transaction has written since its
+snapshot (or is writing) is refused with a WriteConflict, labelled
+TransientTransactionError, and the whole unit is then run again (storage/retry.py).
+So:
+
+- two updates of one resource both write its `resources` document: one wins, the
+  other runs again on the new current version (per-resource optimistic concurrency;
+  the unique index on versions (type, id, version) is the second line);
+- a conditional write's match writes a `guards` document named by a hash of the
+  criteria (`match`): two units that decided on the same criteria conflict, and the
+  loser sees the winner's resource when it runs again, as HAPI's unique search-URL
+  table makes conditional creates race-free;
+- change-log numbers come from one of STRIPES counter documents, not one: a unit
+  takes a stripe (the first write of its transaction, so that a collision costs
+  nothing to retry), numbers its versions n * STRIPES + stripe with n growing on
+  the stripe, and writes the stripe's last n at commit. Units on different stripes
+  never conflict. A stripe's counter moves only when its versions commit, so every
+  version numbered at or below min(n_s * STRIPES + s) over the stripes is
+  committed: the change feed reads up to that watermark (store.py `changes`).
+  Versions of one resource are numbered in order: a unit numbers its write above
+  the version it replaces (a Lamport clock).
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
-import random
 import time
+from collections.abc import Iterable, Sequence
 
-from pymongo import ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
@@ -25,12 +40,14 @@ from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from fhirserver.search.query import IndexEntry
+from fhirserver.errors import Contention
+from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.search.time import to_micros
 from fhirserver.storage.base import Job, Version, VersionConflict
 from fhirserver.storage.mongo.documents import (
     INDEX_FIELDS,
     Document,
+    body_chunks,
     index_fields,
     job_document,
     keys_filter,
@@ -39,45 +56,68 @@ from fhirserver.storage.mongo.documents import (
     version_document,
 )
 from fhirserver.storage.mongo.reads import Reads
+from fhirserver.storage.mongo.search import JOIN_KEYS
 
 logger = logging.getLogger("fhirserver.storage.mongo")
+
+# Change-counter documents. More stripes: fewer collisions between concurrent units
+# (a collision costs one quick retry); each change-feed read looks at all of them.
+STRIPES = 64
+
+
+def stripe_id(stripe: int) -> str:
+    return f"changes/{stripe:02d}"
+
+
+def next_number(last: int, stripe: int, above: int) -> int:
+    """The stripe's next n: past `last`, and numbering a version above seq `above`."""
+    return max(last + 1, above // STRIPES + 1)
+
+
+def seq_of(number: int, stripe: int) -> int:
+    return number * STRIPES + stripe
+
+
+def guard_id(query: SearchQuery) -> str:
+    """The same for the same criteria, whatever their order in the request."""
+    clauses = sorted(repr(clause) for clause in query.clauses)
+    text = repr((query.resource_types, clauses))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def begin(
     client: AsyncMongoClient[Document],
     database: AsyncDatabase[Document],
-    lock_timeout: float,
+    stripe: int,
+    known_number: int,
     max_time_ms: int | None = None,
+    join_keys: int = JOIN_KEYS,
 ) -> MongoUnitOfWork:
-    """Start a transaction holding the counter's write lock, waiting for it with
-    backoff while another unit (in any process) holds it. `max_time_ms`: the time
-    limit of each query the unit makes (a conditional write's match is a search)."""
-    deadline = time.monotonic() + lock_timeout
-    delay = 0.002
-    while True:
-        session = client.start_session()
-        await session.start_transaction(
-            read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
+    """Start a transaction holding stripe `stripe`'s counter. `known_number`: the
+    highest n this process has seen on any stripe (stripes keep close to each other,
+    so that the watermark follows the writes). A collision on the stripe raises
+    the driver's TransientTransactionError: the caller runs the unit again."""
+    session = client.start_session()
+    await session.start_transaction(
+        read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
+    )
+    try:
+        counter = await database.counters.find_one_and_update(
+            {"_id": stripe_id(stripe)},
+            {"$inc": {"units": 1}},
+            session=session,
+            projection={"n": 1},
         )
-        try:
-            counter = await database.counters.find_one_and_update(
-                {"_id": "changes"},
-                {"$inc": {"units": 1}},
-                session=session,
-                return_document=ReturnDocument.AFTER,
-            )
-        except PyMongoError as exc:
-            await abort_transaction(session)
-            await session.end_session()
-            transient = exc.has_error_label("TransientTransactionError")
-            if not transient or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.1)
-            continue
-        if counter is None:
-            raise RuntimeError("the change counter is missing: open() creates it")
-        return MongoUnitOfWork(database, session, counter["seq"], deadline, max_time_ms)
+    except BaseException:
+        await abort_transaction(session)
+        await session.end_session()
+        raise
+    if counter is None:
+        await abort_transaction(session)
+        await session.end_session()
+        raise RuntimeError("the change counters are missing: open() creates them")
+    number = max(int(counter["n"]), known_number)
+    return MongoUnitOfWork(database, session, stripe, number, max_time_ms, join_keys)
 
 
 async def abort_transaction(session: AsyncClientSession) -> None:
@@ -96,15 +136,24 @@ class MongoUnitOfWork(Reads):
         self,
         database: AsyncDatabase[Document],
         session: AsyncClientSession,
-        seq: int,
-        deadline: float,
+        stripe: int,
+        number: int,
         max_time_ms: int | None = None,
+        join_keys: int = JOIN_KEYS,
     ) -> None:
-        super().__init__(database, session, max_time_ms)
+        super().__init__(database, session, max_time_ms, join_keys)
         self.session = session
-        self._deadline = deadline
-        self._first_seq = self._seq = seq
+        self.stripe = stripe
+        # The stripe's n as taken, and the last n this unit numbered a version with.
+        self._first_number = self.number = number
         self._pending: list[tuple[Version, tuple[IndexEntry, ...]]] = []
+        self._guarded: set[str] = set()
+        # The version of each resource as this unit first read it (0: absent).
+        self._seen: dict[str, int] = {}
+
+    def _next_seq(self, above: int) -> int:
+        self.number = next_number(self.number, self.stripe, above)
+        return seq_of(self.number, self.stripe)
 
     async def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -116,18 +165,28 @@ class MongoUnitOfWork(Reads):
         versions: list[Document] = []
         replaced: list[UpdateOne] = []
         resources: dict[str, Document] = {}
+        seqs: dict[int, int] = {}
         for version, index in pending:
             key = resource_key(version.resource_type, version.id)
             now = currents.get(key)
             if version.version != (now[0] + 1 if now else 1):
+                if version.version == self._seen.get(key, -1) + 1:
+                    # It was the successor of what this unit read: a concurrent unit
+                    # wrote the resource since (a server's snapshot read would have
+                    # had the write conflict instead).
+                    raise Contention(f"{key} was changed by a concurrent write; try again")
                 raise VersionConflict(f"{key} has moved on")
-            self._seq += 1
-            versions.append(version_document(version, self._seq))
+            seq = self._next_seq(now[1] if now else 0)
+            seqs[id(version)] = seq
+            versions.append(version_document(version, seq))
             if now is not None:
                 until = {"$set": {"until": to_micros(version.last_updated)}}
                 replaced.append(UpdateOne({"_id": now[1]}, until))
-            currents[key] = (version.version, self._seq)
-            resources[key] = resource_document(version, self._seq, index)
+            currents[key] = (version.version, seq)
+            resources[key] = resource_document(version, seq, index)
+        chunks = [chunk for v, _ in pending for chunk in body_chunks(v, seqs[id(v)])]
+        if chunks:
+            await self._db.bodies.insert_many(chunks, session=self.session)
         await self._db.versions.insert_many(versions, session=self.session)
         if replaced:
             await self._db.versions.bulk_write(replaced, session=self.session)
@@ -141,6 +200,38 @@ class MongoUnitOfWork(Reads):
 
     async def _ready(self) -> None:
         await self._flush()
+
+    async def read(self, resource_type: str, resource_id: str) -> Version | None:
+        found = await super().read(resource_type, resource_id)
+        self._saw(resource_key(resource_type, resource_id), found)
+        return found
+
+    async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+        found = await super().read_many(keys)
+        for key in keys:
+            self._saw(resource_key(*key), found.get(key))
+        return found
+
+    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
+        found = await super().match(query, limit)
+        for version in found:
+            self._saw(resource_key(version.resource_type, version.id), version)
+        await self._guard((guard_id(query),))
+        return found
+
+    def _saw(self, key: str, version: Version | None) -> None:
+        self._seen.setdefault(key, 0 if version is None else version.version)
+
+    async def _guard(self, names: Iterable[str]) -> None:
+        """Write the guard documents of what this unit decided on: a concurrent unit
+        that decided on the same now conflicts with this one."""
+        for name in names:
+            if name in self._guarded:
+                continue
+            self._guarded.add(name)
+            await self._db.guards.update_one(
+                {"_id": name}, {"$inc": {"n": 1}}, upsert=True, session=self.session
+            )
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
@@ -166,20 +257,24 @@ class MongoUnitOfWork(Reads):
     async def drop_job(self, kind: str, key: str) -> None:
         await self._db.jobs.delete_one({"_id": f"{kind}/{key}"}, session=self.session)
 
-    async def commit(self) -> None:
+    async def commit(self, deadline: float) -> None:
+        """Commit; a commit whose result is unknown (a failover, a lost reply) is sent
+        again until `deadline` (time.monotonic()), as the driver documentation advises:
+        committing again is safe."""
         await self._flush()
-        if self._seq != self._first_seq:
+        if self.number != self._first_number:
             await self._db.counters.update_one(
-                {"_id": "changes"}, {"$set": {"seq": self._seq}}, session=self.session
+                {"_id": stripe_id(self.stripe)},
+                {"$max": {"n": self.number}},
+                session=self.session,
             )
         while True:
             try:
                 await self.session.commit_transaction()
                 return
             except PyMongoError as exc:
-                # Committing again is safe: the driver documentation's advice.
                 unknown = exc.has_error_label("UnknownTransactionCommitResult")
-                if not unknown or time.monotonic() > self._deadline:
+                if not unknown or time.monotonic() > deadline:
                     raise
 
     async def abort(self) -> None:

@@ -226,6 +226,9 @@ def _search(connection: sqlite3.Connection, query: SearchQuery) -> SearchResult:
 
 
 class SqliteStore:
+    # One writer at a time (BEGIN IMMEDIATE): units never contend.
+    concurrent_units = False
+
     def __init__(
         self,
         path: str,
@@ -398,6 +401,13 @@ class SqliteStore:
             ).fetchall()
         )
         return [version_of(row) for row in rows]
+
+    async def settled_seq(self) -> int:
+        # Committed seqs have no gaps below them (changes()): the highest is the bound.
+        seq: int = await self._on_reader(
+            lambda c: c.execute("SELECT coalesce(max(seq), 0) FROM versions").fetchone()[0]
+        )
+        return seq
 
     async def claim_job(
         self, kinds: Sequence[str], owner: str, now: datetime, lease: timedelta
