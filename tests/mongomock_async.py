@@ -271,9 +271,10 @@ class AsyncMockCollection:
         projection: Document | None = None,
         session: Any = None,
         sort: Any = None,
+        max_time_ms: int | None = None,
     ) -> Document | None:
         await asyncio.sleep(0)
-        self._client.timed("find_one", None)
+        self._client.timed("find_one", max_time_ms)
         cursor = self._cursor(where, projection, session)
         if sort is not None:
             cursor.sort(sort)

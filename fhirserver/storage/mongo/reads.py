@@ -114,6 +114,7 @@ class Reads:
             {"type": resource_type, "id": resource_id},
             READ_PROJECTION,
             session=self._session,
+            **self._find_limit,
         )
         return None if document is None else (await self._versions([document]))[0]
 
@@ -122,6 +123,7 @@ class Reads:
         document = await self._db.versions.find_one(
             {"type": resource_type, "id": resource_id, "version": version},
             session=self._session,
+            **self._find_limit,
         )
         return None if document is None else (await self._versions([document]))[0]
 

@@ -240,15 +240,17 @@ class MongoStore:
 
     @_unavailable
     async def read(self, resource_type: str, resource_id: str) -> Version | None:
-        return await Reads(self._db, None).read(resource_type, resource_id)
+        return await Reads(self._db, None, self._max_time_ms).read(resource_type, resource_id)
 
     @_unavailable
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
-        return await Reads(self._db, None).vread(resource_type, resource_id, version)
+        return await Reads(self._db, None, self._max_time_ms).vread(
+            resource_type, resource_id, version
+        )
 
     @_unavailable
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Version]:
-        return await Reads(self._db, None).read_many(keys)
+        return await Reads(self._db, None, self._max_time_ms).read_many(keys)
 
     @_unavailable
     async def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
@@ -268,7 +270,9 @@ class MongoStore:
                 {"type": {"$gt": after[0]}},
                 {"type": after[0], "id": {"$gt": after[1]}},
             ]
-        cursor = self._db.resources.find(where, READ_PROJECTION).sort([("type", 1), ("id", 1)])
+        cursor = self._db.resources.find(
+            where, READ_PROJECTION, max_time_ms=self._max_time_ms
+        ).sort([("type", 1), ("id", 1)])
         return await versions_of(self._db, None, await cursor.limit(limit).to_list(None))
 
     @_unavailable
@@ -298,7 +302,8 @@ class MongoStore:
         if watermark <= after_seq:
             return []
         where = {"_id": {"$gt": after_seq, "$lte": watermark}}
-        cursor = self._majority("versions").find(where).sort("_id", 1).limit(limit)
+        versions = self._majority("versions")
+        cursor = versions.find(where, max_time_ms=self._max_time_ms).sort("_id", 1).limit(limit)
         return await versions_of(self._db, None, await cursor.to_list(None))
 
     async def _raised(self, numbers: list[int], above: int) -> int | None:
@@ -306,7 +311,9 @@ class MongoStore:
         them; None when there are none. Stripes that nobody wrote lately lag behind the
         one written: they are raised past the highest n (each waits for a unit in
         flight on it, whose versions then count)."""
-        if await self._majority("versions").find_one({"_id": {"$gt": above}}, {"_id": 1}) is None:
+        newer = {"_id": {"$gt": above}}
+        versions = self._majority("versions")
+        if await versions.find_one(newer, {"_id": 1}, max_time_ms=self._max_time_ms) is None:
             return None
         top = max(numbers) + 1
         await self._db.counters.update_many(
@@ -320,7 +327,8 @@ class MongoStore:
 
     async def _stripe_numbers(self) -> list[int]:
         ids = [stripe_id(stripe) for stripe in range(STRIPES)]
-        cursor = self._majority("counters").find({"_id": {"$in": ids}}, {"n": 1})
+        counters = self._majority("counters")
+        cursor = counters.find({"_id": {"$in": ids}}, {"n": 1}, max_time_ms=self._max_time_ms)
         by_id = {document["_id"]: int(document["n"]) for document in await cursor.to_list(None)}
         numbers = [by_id[stripe_id(stripe)] for stripe in range(STRIPES)]
         self._known_number = max(self._known_number, *numbers)
