@@ -20,10 +20,12 @@ validation and a floor.
 Validation (bench.validate_bench): the cost per resource of each validation layer.
 Isolation (bench.isolation): a reader's latency while another client posts large
 resources, next to the same reads alone.
+MongoDB (bench.mongo_bench): creates and contended updates with one and two store
+instances, next to bare inserts.
 Soak (bench.soak): 200k mixed reads, searches and creates against one server, its RSS
 over time and whether it plateaus; `python -m bench soak --requests N` runs it alone.
 BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate,
-isolation or soak runs one of them.
+isolation, mongo or soak runs one of them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bench import (
     export_bench,
     isolation,
     load_bench,
+    mongo_bench,
     profile_bench,
     search_run,
     servers,
@@ -169,6 +172,8 @@ def main() -> None:
             validate_bench.run(params)
         if params.runs("isolation"):
             asyncio.run(isolation.run())
+        if params.runs("mongo"):
+            asyncio.run(mongo_bench.run())
     except _BENCH_ERRORS as error:
         sys.exit(f"bench: {error}")
     except (KeyboardInterrupt, asyncio.CancelledError):

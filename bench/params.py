@@ -1,7 +1,7 @@
 """The load parameters: one fixed set, counts overridable by BENCH_* environment variables.
 
 BENCH_ONLY=rest, search, load, export, subscriptions, bindings, profiles, validate,
-isolation or soak runs only that benchmark (all run by default)."""
+isolation, mongo or soak runs only that benchmark (all run by default)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ PARTS = (
     "profiles",
     "validate",
     "isolation",
+    "mongo",
     "soak",
 )
 
