@@ -345,6 +345,9 @@ async def run_mongo_check(store: MongoStore) -> int:
         return 1
     try:
         findings = await check(store)
+    except Exception as exc:  # the deployment's fault, said in one line: no traceback
+        print(f"fhirserver mongo check: {store.scrubbed(exc)}", file=sys.stderr)
+        return 1
     finally:
         await store.close()
     for finding in findings:

@@ -371,15 +371,19 @@ async def match_one(
 
 
 async def stored_matches(
-    unit: UnitOfWork, context: WriteContext, query: SearchQuery, limit: int
+    unit: UnitOfWork,
+    context: WriteContext,
+    query: SearchQuery,
+    limit: int,
+    decides: bool = True,
 ) -> list[Version]:
     """Up to `limit` stored resources `query` matches. Where index values may have been
     cut (search/confirm.py) the store's candidates are confirmed on each resource, off
     the event loop when their bodies are large; when more candidates share the cut
     prefix than can be confirmed, the answer would be a guess, so it is refused."""
     if not needs_confirmation(query):
-        return await unit.match(query, limit=limit)
-    candidates = await unit.match(query, limit=CONFIRM_AT_MOST)
+        return await unit.match(query, limit=limit, decides=decides)
+    candidates = await unit.match(query, limit=CONFIRM_AT_MOST, decides=decides)
     known = portable(context.known() or registry())
     cost = sum(len(version.body or b"") for version in candidates)
     held = await context.work(holding, query, candidates, known, cost=cost)

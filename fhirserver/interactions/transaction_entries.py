@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from fhirserver.errors import BadRequest, FHIRError, Issue, NotSupported
+from fhirserver.errors import BadRequest, Contention, FHIRError, Issue, NotSupported
 from fhirserver.interactions.patches import Patcher, entry_patcher
 from fhirserver.interactions.paths import Target, parse_path
 from fhirserver.interactions.preconditions import (
@@ -128,6 +128,8 @@ async def guarded(entry: Entry, step: Awaitable[T]) -> T:
     """Await one entry's step; its error names the entry."""
     try:
         return await step
+    except Contention:
+        raise  # the whole unit runs again (storage/retry.py): no entry is at fault
     except FHIRError as exc:
         raise entry_error(exc, entry.index) from None
 

@@ -91,10 +91,15 @@ async def _resolve(
 
 
 async def _stored_matches(
-    unit: UnitOfWork, context: WriteContext, query: SearchQuery, entries: list[Entry]
+    unit: UnitOfWork,
+    context: WriteContext,
+    query: SearchQuery,
+    entries: list[Entry],
+    decides: bool = True,
 ) -> list[Version]:
     """Up to two stored matches, leaving out what this Bundle deletes: its DELETEs
-    come first (R4 http.html#trules), so later lookups must not find their targets."""
+    come first (R4 http.html#trules), so later lookups must not find their targets.
+    `decides`: see UnitOfWork.match."""
     deleted = {
         (entry.resource_type, entry.resource_id)
         for entry in entries
@@ -102,7 +107,7 @@ async def _stored_matches(
     }
     if not unrestricted(context.access, Interaction.SEARCH, query.resource_types):
         query = confine(query, context.access, Interaction.SEARCH)
-    found = await crud.stored_matches(unit, context, query, limit=2 + len(deleted))
+    found = await crud.stored_matches(unit, context, query, 2 + len(deleted), decides)
     return [v for v in found if (v.resource_type, v.id) not in deleted][:2]
 
 
@@ -183,7 +188,10 @@ async def _conditional_reference(
         query = parse_criteria(resource_type, criteria, context.known())
     except FHIRError as exc:
         raise BadRequest(f"Conditional reference {value!r}: {exc}") from None
-    found = {version.id for version in await _stored_matches(unit, context, query, entries)}
+    # A lookup: the Bundle writes nothing because of it, so it takes no guard (two
+    # Bundles referring to one Patient by identifier need not take turns).
+    matched = await _stored_matches(unit, context, query, entries, decides=False)
+    found = {version.id for version in matched}
     found |= {
         other.resource_id
         for other in _creates(entries)

@@ -129,8 +129,11 @@ class Reader(Protocol):
 class UnitOfWork(Reader, Protocol):
     """Reads and writes that commit together; reads see the unit's own writes."""
 
-    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
-        """Matches of a query's criteria, unordered, at most `limit`."""
+    async def match(self, query: SearchQuery, limit: int, decides: bool = True) -> list[Version]:
+        """Matches of a query's criteria, unordered, at most `limit`. `decides`: the unit
+        writes on what it found (a conditional create, update, patch or delete), so a
+        concurrent unit deciding on the same criteria must not commit beside it; off
+        for a lookup that writes nothing on its own (a conditional reference)."""
         ...
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None: ...

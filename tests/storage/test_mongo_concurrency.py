@@ -26,7 +26,7 @@ from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.interactions.transaction import process
 from fhirserver.search.parse import parse_search
-from fhirserver.storage.base import UnitOfWork, Version
+from fhirserver.storage.base import HistoryQuery, UnitOfWork, Version
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.retry import run_unit
 from tests.mongomock_async import AsyncMockClient
@@ -268,3 +268,78 @@ async def test_writes_are_majority_units_read_a_snapshot_and_the_feed_reads_majo
     await opened.open()
     database = [options for kind, options in client.options if kind == "database"]
     assert database[0]["write_concern"].document == {"w": "majority"}
+
+
+async def test_a_unit_that_begins_after_another_commits_is_numbered_after_it(
+    stores: tuple[AsyncMockClient, list[MongoStore]],
+) -> None:
+    """Across instances too: an instance that wrote nothing yet must not number a later
+    write below an earlier one of the other (a Subscription written on one process
+    would skip the changes made next on another; history would list them as older)."""
+    _, (busy, idle) = stores
+    for n in range(100):
+        await run_unit(
+            busy, lambda unit, n=n: unit.write(Version("Basic", f"a{n}", 1, T0, "PUT", b"{}"), ())
+        )
+    for n in range(5):
+        newest = (await busy.history(HistoryQuery(count=1, with_total=False)))[0][0]
+        await run_unit(
+            idle, lambda unit, n=n: unit.write(Version("Basic", f"b{n}", 1, T0, "PUT", b"{}"), ())
+        )
+        later = await idle.read("Basic", f"b{n}")
+        assert later is not None and later.seq > newest.seq, (later.seq, newest.seq)
+
+
+async def test_decisions_on_a_search_inside_a_unit_are_made_once(
+    stores: tuple[AsyncMockClient, list[MongoStore]],
+) -> None:
+    """A job that records an AuditEvent unless one is there already, running on both
+    instances at once (a lease ran out mid-run): one AuditEvent."""
+    client, (first, second) = stores
+    query = parse_search(("Basic",), [("identifier", "urn:once|room-closed")])
+    record = {
+        "resourceType": "Basic",
+        "code": {"text": "room-closed"},
+        "identifier": [{"system": "urn:once", "value": "room-closed"}],
+    }
+
+    async def once(unit: UnitOfWork) -> None:
+        if not (await unit.search(query)).matches:
+            await crud.write_new(unit, WriteContext(), dict(record))
+
+    await on_both([first, second], lambda store, _: run_unit(store, once))
+    assert len((await first.search(query)).matches) == 1
+    assert client.conflicts > 0
+
+
+async def test_a_conditional_reference_takes_no_guard(
+    stores: tuple[AsyncMockClient, list[MongoStore]],
+) -> None:
+    """It writes nothing on its own: Bundles referring to one Patient by identifier
+    need not take turns (a conditional create does: see above)."""
+    client, (first, second) = stores
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "7"}]}
+    await crud.create(first, WriteContext(), "Patient", patient)
+    guards = client.sync["fhirserver"]["guards"]
+    before = guards.count_documents({})
+
+    async def refer(store: MongoStore, n: int) -> Any:
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"text": str(n)},
+                        "subject": {"reference": "Patient?identifier=urn:s|7"},
+                    },
+                    "request": {"method": "POST", "url": "Observation"},
+                }
+            ],
+        }
+        return await process(store, WriteContext(), bundle, ReadOptions())
+
+    await on_both([first, second], refer)
+    assert guards.count_documents({}) == before

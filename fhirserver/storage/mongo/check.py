@@ -33,8 +33,13 @@ async def check(store: MongoStore) -> list[Finding]:
     present: dict[str, set[tuple[tuple[str, int], ...]]] = {}
     for collection in {name for name, _, _ in INDEXES}:
         information = await database[collection].index_information()
+        # A text, hashed or geo index names its kind where others give a direction.
         present[collection] = {
-            tuple((k, int(d)) for k, d in i["key"]) for i in information.values()
+            tuple(
+                (key, int(kind) if isinstance(kind, int | float) else kind)
+                for key, kind in i["key"]
+            )
+            for i in information.values()
         }
     missing = [f"{c} {keys}" for c, keys, _ in INDEXES if tuple(keys) not in present[c]]
     findings.append(
@@ -46,12 +51,12 @@ async def check(store: MongoStore) -> list[Finding]:
         )
     )
     stripes = await database.counters.count_documents({"_id": {"$regex": "^changes/"}})
-    watermark = await store.settled_seq()
+    watermark = await store.watermark()
     findings.append(
         Finding(
             "change feed",
             stripes == STRIPES,
-            f"{stripes} of {STRIPES} counter stripes; every change up to {watermark} is settled",
+            f"{stripes} of {STRIPES} counter stripes; the change feed's watermark is {watermark}",
         )
     )
     # From the collections' metadata: counting would read every document.

@@ -80,6 +80,8 @@ INDEXES: tuple[tuple[str, tuple[tuple[str, int], ...], Mapping[str, Any]], ...] 
     # expired ones already): an hour late, so that a server whose clock runs behind
     # the database's still sees what it wrote.
     ("records", (("purge_after", 1),), {"expireAfterSeconds": 3600}),
+    # A guard is needed only while units that wrote it are open (unit.py).
+    ("guards", (("at", 1),), {"expireAfterSeconds": 3600}),
 )
 
 

@@ -195,7 +195,7 @@ class Reads:
         versions = await self._versions(documents)
         return {(v.resource_type, v.id): v for v in versions}
 
-    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
+    async def match(self, query: SearchQuery, limit: int, decides: bool = True) -> list[Version]:
         await self._ready()
         compiler = self._compiler()
         where = await compiler.filter(query)

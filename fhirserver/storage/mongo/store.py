@@ -160,10 +160,8 @@ class MongoStore:
         # False on a standalone server: every unit of work is refused.
         self.transactions = False
         self._given_client = client
-        # Stripes this process's open units hold (a new unit takes another), and the
-        # highest stripe number seen, which new units start from (unit.py).
+        # Stripes this process's open units hold: a new unit takes another (unit.py).
         self._stripes_held: set[int] = set()
-        self._known_number = 0
 
     async def open(self) -> None:
         try:
@@ -171,10 +169,13 @@ class MongoStore:
         except PyMongoError as exc:
             if self._given_client is None and hasattr(self, "_client"):
                 await self._client.close()
-            # The driver names hosts, not passwords; the URL's password is scrubbed anyway.
-            password = re.match(r"mongodb(?:\+srv)?://[^:@/]*:([^@/]+)@", self.url)
-            reason = str(exc) if password is None else str(exc).replace(password[1], "***")
-            raise Unavailable(f"MongoDB cannot be used: {reason}") from None
+            raise Unavailable(f"MongoDB cannot be used: {self.scrubbed(exc)}") from None
+
+    def scrubbed(self, exc: BaseException) -> str:
+        """The error's text; the driver names hosts, not passwords, but the URL's
+        password is taken out anyway."""
+        password = re.match(r"mongodb(?:\+srv)?://[^:@/]*:([^@/]+)@", self.url)
+        return str(exc) if password is None else str(exc).replace(password[1], "***")
 
     async def _open(self) -> None:
         self._client: AsyncMongoClient[Document] = self._given_client or AsyncMongoClient(
@@ -325,13 +326,16 @@ class MongoStore:
     def _majority(self, collection: str) -> Any:
         return self._db.get_collection(collection, read_concern=ReadConcern("majority"))
 
+    async def watermark(self) -> int:
+        """The change feed's watermark as it stands, without raising idle stripes."""
+        return _watermark(await self._stripe_numbers())
+
     async def _stripe_numbers(self) -> list[int]:
         ids = [stripe_id(stripe) for stripe in range(STRIPES)]
         counters = self._majority("counters")
         cursor = counters.find({"_id": {"$in": ids}}, {"n": 1}, max_time_ms=self._max_time_ms)
         by_id = {document["_id"]: int(document["n"]) for document in await cursor.to_list(None)}
         numbers = [by_id[stripe_id(stripe)] for stripe in range(STRIPES)]
-        self._known_number = max(self._known_number, *numbers)
         return numbers
 
     @_unavailable
@@ -459,15 +463,12 @@ class MongoStore:
                 raise
             finally:
                 await unit.end()
-            self._known_number = max(self._known_number, unit.number)
         finally:
             self._stripes_held.discard(stripe)
 
     @_unavailable
     async def _begin(self, stripe: int) -> MongoUnitOfWork:
-        return await begin(
-            self._client, self._db, stripe, self._known_number, self._max_time_ms, self.join_keys
-        )
+        return await begin(self._client, self._db, stripe, self._max_time_ms, self.join_keys)
 
 
 def _watermark(numbers: Sequence[int]) -> int:

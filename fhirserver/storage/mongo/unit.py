@@ -10,16 +10,19 @@ So:
 - two updates of one resource both write its `resources` document: one wins, the
   other runs again on the new current version (per-resource optimistic concurrency;
   the unique index on versions (type, id, version) is the second line);
-- a conditional write's match writes a `guards` document named by a hash of the
-  criteria (`match`): two units that decided on the same criteria conflict, and the
-  loser sees the winner's resource when it runs again, as HAPI's unique search-URL
-  table makes conditional creates race-free;
+- a conditional write's match, and any search inside a unit (a job checking that
+  its AuditEvent is not recorded yet), writes a `guards` document named by a hash of
+  the criteria: two units that decided on the same criteria conflict, and the loser
+  sees the winner's resource when it runs again, as HAPI's unique search-URL table
+  makes conditional creates race-free (a conditional reference, a lookup that writes
+  nothing on its own, takes no guard);
 - change-log numbers come from one of STRIPES counter documents, not one: a unit
   takes a stripe (the first write of its transaction, so that a collision costs
-  nothing to retry), numbers its versions n * STRIPES + stripe with n growing on
-  the stripe, and writes the stripe's last n at commit. Units on different stripes
-  never conflict. A stripe's counter moves only when its versions commit, so every
-  version numbered at or below min(n_s * STRIPES + s) over the stripes is
+  nothing to retry), numbers its versions n * STRIPES + stripe with n above every
+  stripe's n in its snapshot (so a unit that begins after another commits, in any
+  process, is numbered after it), and writes the stripe's last n at commit. Units
+  on different stripes never conflict. A stripe's counter moves only when its
+  versions commit, so every version numbered at or below min(n_s * STRIPES + s) is
   committed: the change feed reads up to that watermark (store.py `changes`).
   Versions of one resource are numbered in order: a unit numbers its write above
   the version it replaces (a Lamport clock).
@@ -30,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -43,7 +46,7 @@ from pymongo.write_concern import WriteConcern
 from fhirserver.errors import Contention
 from fhirserver.search.query import IndexEntry, SearchQuery
 from fhirserver.search.time import to_micros
-from fhirserver.storage.base import Job, Version, VersionConflict
+from fhirserver.storage.base import Job, SearchResult, Version, VersionConflict
 from fhirserver.storage.mongo.documents import (
     INDEX_FIELDS,
     Document,
@@ -89,13 +92,14 @@ async def begin(
     client: AsyncMongoClient[Document],
     database: AsyncDatabase[Document],
     stripe: int,
-    known_number: int,
     max_time_ms: int | None = None,
     join_keys: int = JOIN_KEYS,
 ) -> MongoUnitOfWork:
-    """Start a transaction holding stripe `stripe`'s counter. `known_number`: the
-    highest n this process has seen on any stripe (stripes keep close to each other,
-    so that the watermark follows the writes). A collision on the stripe raises
+    """Start a transaction holding stripe `stripe`'s counter, numbering from the
+    highest n of every stripe in its snapshot: a unit that begins after another
+    committed, in any process, numbers its versions above that one's (so a change
+    made after a Subscription was written is numbered after it, and history's order
+    is the order of commits that did not overlap). A collision on the stripe raises
     the driver's TransientTransactionError: the caller runs the unit again."""
     session = client.start_session()
     await session.start_transaction(
@@ -108,6 +112,13 @@ async def begin(
             session=session,
             projection={"n": 1},
         )
+        stripes = database.counters.find(
+            {"_id": {"$in": [stripe_id(s) for s in range(STRIPES)]}},
+            {"n": 1},
+            session=session,
+            max_time_ms=max_time_ms,
+        )
+        highest = max([int(document["n"]) for document in await stripes.to_list(None)] or [0])
     except BaseException:
         await abort_transaction(session)
         await session.end_session()
@@ -116,7 +127,7 @@ async def begin(
         await abort_transaction(session)
         await session.end_session()
         raise RuntimeError("the change counters are missing: open() creates them")
-    number = max(int(counter["n"]), known_number)
+    number = max(int(counter["n"]), highest)
     return MongoUnitOfWork(database, session, stripe, number, max_time_ms, join_keys)
 
 
@@ -212,26 +223,38 @@ class MongoUnitOfWork(Reads):
             self._saw(resource_key(*key), found.get(key))
         return found
 
-    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
+    async def match(self, query: SearchQuery, limit: int, decides: bool = True) -> list[Version]:
         found = await super().match(query, limit)
         for version in found:
             self._saw(resource_key(version.resource_type, version.id), version)
-        await self._guard((guard_id(query),))
+        if decides:
+            await self._guard(guard_id(query))
+        return found
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        # A search inside a unit is there to decide what to write (an AuditEvent not
+        # recorded yet, a meeting code not taken): guarded as a conditional match is.
+        found = await super().search(query)
+        await self._guard(guard_id(query))
         return found
 
     def _saw(self, key: str, version: Version | None) -> None:
         self._seen.setdefault(key, 0 if version is None else version.version)
 
-    async def _guard(self, names: Iterable[str]) -> None:
-        """Write the guard documents of what this unit decided on: a concurrent unit
-        that decided on the same now conflicts with this one."""
-        for name in names:
-            if name in self._guarded:
-                continue
-            self._guarded.add(name)
-            await self._db.guards.update_one(
-                {"_id": name}, {"$inc": {"n": 1}}, upsert=True, session=self.session
-            )
+    async def _guard(self, name: str) -> None:
+        """Write the guard document of what this unit decided on: a concurrent unit
+        that decided on the same now conflicts with this one. `at` (the database's
+        clock) lets the TTL index remove guards an hour after their last use; one
+        removed and written again by two units still conflicts (both insert it)."""
+        if name in self._guarded:
+            return
+        self._guarded.add(name)
+        await self._db.guards.update_one(
+            {"_id": name},
+            {"$inc": {"n": 1}, "$currentDate": {"at": True}},
+            upsert=True,
+            session=self.session,
+        )
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))

@@ -651,7 +651,7 @@ class _SqliteUnitOfWork:
             return {}
         return await self._after_flush(lambda c: _read_many(c, keys))
 
-    async def match(self, query: SearchQuery, limit: int) -> list[Version]:
+    async def match(self, query: SearchQuery, limit: int, decides: bool = True) -> list[Version]:
         sql, args = compile_matches(query, limit)
         store = self._store
 
