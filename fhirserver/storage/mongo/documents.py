@@ -89,15 +89,20 @@ def resource_key(resource_type: str, resource_id: str) -> str:
     return f"{resource_type}/{resource_id}"
 
 
-def keys_filter(keys: Iterable[tuple[str, str]]) -> Document:
-    """Resources by (type, id), named by type and id rather than by `_id` alone, so that
+def keys_filter(
+    keys: Iterable[tuple[str, str]], type_field: str = "type", id_field: str = "id"
+) -> Document:
+    """Resources by (type, id) (or reference elements by target: `tt`, `ti`), named by
+    type and id rather than by `_id` alone: the shape the (type, id) indexes serve, and
     on a cluster sharded on {type, id} each lookup goes to the shards that hold them."""
     by_type: dict[str, list[str]] = {}
     for resource_type, resource_id in keys:
         by_type.setdefault(resource_type, []).append(resource_id)
-    alternatives = [{"type": t, "id": {"$in": ids}} for t, ids in sorted(by_type.items())]
+    alternatives = [
+        {type_field: t, id_field: {"$in": sorted(ids)}} for t, ids in sorted(by_type.items())
+    ]
     if not alternatives:
-        return {"_id": {"$in": []}}
+        return {type_field: {"$in": []}}
     return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
 
 

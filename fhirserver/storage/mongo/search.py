@@ -55,6 +55,7 @@ from fhirserver.storage.mongo.documents import (
     INDEX_FIELDS,
     STRING_END,
     Document,
+    keys_filter,
     missing_sort_value,
     resource_key,
 )
@@ -156,7 +157,7 @@ class Compiler:
                     for entry in candidate.get("ref", ())
                     if entry["p"] == p.param and entry["tt"] in p.target_types and entry["ti"]
                 }
-                where = {"$and": [current(p.target_types), join.inner, _keys_in(wanted)]}
+                where = {"$and": [current(p.target_types), join.inner, keys_filter(wanted)]}
                 found = await self._find(where, {"type": 1, "id": 1}, None)
                 hits = {(target["type"], target["id"]) for target in found}
                 candidates = [
@@ -185,7 +186,7 @@ class Compiler:
         resource referenced a thousand times comes back once."""
         element: Document = {"p": p.param, "tt": {"$ne": None}, "ti": {"$ne": None}}
         if among is not None:
-            element = {"p": p.param, **_keys_in(among, "tt", "ti")}
+            element = {"p": p.param, **keys_filter(among, "tt", "ti")}
         pipeline: list[Document] = [
             {
                 "$match": {
@@ -320,25 +321,8 @@ def _pointing(p: ChainPredicate | HasPredicate, keys: Sequence[tuple[str, str]])
         return NOTHING
     if isinstance(p, HasPredicate):
         return {"_id": {"$in": sorted(resource_key(t, i) for t, i in keys)}}
-    condition: Document = {"p": p.param, **_keys_in(keys, "tt", "ti")}
+    condition: Document = {"p": p.param, **keys_filter(keys, "tt", "ti")}
     return {"ref": {"$elemMatch": condition}}
-
-
-def _keys_in(
-    keys: Sequence[tuple[str, str]] | set[tuple[str, str]],
-    type_field: str = "type",
-    id_field: str = "id",
-) -> Document:
-    """(type, id) among `keys`, by type: the shape the (type, id) indexes serve."""
-    by_type: dict[str, list[str]] = {}
-    for resource_type, resource_id in keys:
-        by_type.setdefault(resource_type, []).append(resource_id)
-    alternatives = [
-        {type_field: t, id_field: {"$in": sorted(ids)}} for t, ids in sorted(by_type.items())
-    ]
-    if not alternatives:
-        return {type_field: {"$in": []}}
-    return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
 
 
 def _flat(element: Document) -> Document:
