@@ -56,10 +56,9 @@ class AsyncMockClient:
         self.clock = 0
         self.committed_at: dict[Key, int] = {}
         self.holders: dict[Key, MockSession] = {}
-        # Write conflicts raised, what each query filter was, and the options the
-        # store asked for (read and write concerns), for tests to check.
+        # Write conflicts raised, and the options the store asked for (read and write
+        # concerns), for tests to check.
         self.conflicts = 0
-        self.filters: list[tuple[str, Any]] = []
         # [collection, operation, filter or pipeline, sort] of every query and write,
         # for the index-plan check (tests/storage/test_mongo_index_plans.py).
         self.queries: list[list[Any]] = []
@@ -258,7 +257,6 @@ class AsyncMockCollection:
     def _cursor(
         self, where: Document, projection: Document | None, session: MockSession | None
     ) -> AsyncMockCursor:
-        self._client.filters.append((self.sync.name, where))
         query: list[Any] = [self.sync.name, "find", where, None]
         self._client.queries.append(query)
         return AsyncMockCursor(
@@ -286,7 +284,6 @@ class AsyncMockCollection:
     ) -> AsyncMockCursor:
         await asyncio.sleep(0)
         self._client.timed("aggregate", maxTimeMS)
-        self._client.filters.append((self.sync.name, pipeline))
         self._client.queries.append([self.sync.name, "aggregate", pipeline, None])
         documents = list(self.sync.aggregate(pipeline))
         return AsyncMockCursor(lambda: documents)

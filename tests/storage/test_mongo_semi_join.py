@@ -107,17 +107,17 @@ async def test_a_wide_chain_or_has_pages_as_the_plain_filter_does(
 ) -> None:
     client, narrow, wide = stores
     query = parse_search((resource_type,), params)
-    client.filters.clear()
+    client.queries.clear()
     joined = await every_page(narrow, query)
     assert len(joined) == len(set(joined)) == expected
-    assert longest_in(client.filters) <= 20
-    client.filters.clear()
+    assert longest_in(client.queries) <= 20
+    client.queries.clear()
     assert joined == await every_page(wide, query)
-    assert longest_in(client.filters) > 20, "the criterion is not wide: nothing was semi-joined"
-    client.filters.clear()
+    assert longest_in(client.queries) > 20, "the criterion is not wide: nothing was semi-joined"
+    client.queries.clear()
     counted = parse_search((resource_type,), [*params, ("_total", "accurate")])
     assert (await narrow.search(counted)).total == expected
-    assert longest_in(client.filters) <= 20
+    assert longest_in(client.queries) <= 20
 
 
 async def test_a_conditional_match_through_a_wide_chain(

@@ -192,7 +192,7 @@ class MongoStore:
         for collection, keys, options in INDEXES:
             await self._db[collection].create_index(list(keys), **options)
         newest = await self._db.versions.find_one({}, {"_id": 1}, sort=[("_id", -1)])
-        first = next_number(0, 0, 0 if newest is None else int(newest["_id"]))
+        first = next_number(0, 0 if newest is None else int(newest["_id"]))
         for stripe in range(STRIPES):
             await self._db.counters.update_one(
                 {"_id": stripe_id(stripe)}, {"$setOnInsert": {"n": first, "units": 0}}, upsert=True

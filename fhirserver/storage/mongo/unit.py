@@ -72,7 +72,7 @@ def stripe_id(stripe: int) -> str:
     return f"changes/{stripe:02d}"
 
 
-def next_number(last: int, stripe: int, above: int) -> int:
+def next_number(last: int, above: int) -> int:
     """The stripe's next n: past `last`, and numbering a version above seq `above`."""
     return max(last + 1, above // STRIPES + 1)
 
@@ -163,7 +163,7 @@ class MongoUnitOfWork(Reads):
         self._seen: dict[str, int] = {}
 
     def _next_seq(self, above: int) -> int:
-        self.number = next_number(self.number, self.stripe, above)
+        self.number = next_number(self.number, above)
         return seq_of(self.number, self.stripe)
 
     async def _flush(self) -> None:
