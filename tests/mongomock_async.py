@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import mongomock
+from mongomock.aggregate import process_pipeline
 from mongomock.filtering import filter_applies
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import ExecutionTimeout, OperationFailure
@@ -78,6 +80,14 @@ class AsyncMockClient:
 
     async def close(self) -> None:
         self.sync.close()
+
+    def load(self, database: str, collection: str, documents: Iterable[Document]) -> None:
+        """Put documents straight into storage, as a restore of a dump would: no copy,
+        no unique-index check (mongomock checks each insert against every document:
+        quadratic), for tests that need hundreds of thousands of documents."""
+        stored = self.sync[database][collection]._store._documents
+        for document in documents:
+            stored[document["_id"]] = document
 
 
 class _Admin:
@@ -152,9 +162,13 @@ class AsyncMockDatabase:
 
 
 class AsyncMockCursor:
-    """Documents found lazily, when listed (as a server's cursor runs on its first batch)."""
+    """Documents found lazily, when listed (as a server's cursor runs on its first batch).
+    With a limit and no sort, reading stops at the limit, as a server's does: a probe
+    for "more than N?" over a large collection reads N + 1 documents, not all."""
 
-    def __init__(self, find: Any, query: list[Any] | None = None) -> None:
+    def __init__(
+        self, find: Callable[[], Iterable[Document]], query: list[Any] | None = None
+    ) -> None:
         self._find = find
         self._sort: list[tuple[str, int]] = []
         self._limit = 0
@@ -173,6 +187,8 @@ class AsyncMockCursor:
 
     async def to_list(self, length: int | None = None) -> list[Document]:
         await asyncio.sleep(0)
+        if self._limit and not self._sort:
+            return list(itertools.islice(self._find(), self._limit))
         documents: list[Document] = list(self._find())
         for field, direction in reversed(self._sort):
             documents.sort(key=lambda d, f=field: _sort_key(_get(d, f)), reverse=direction < 0)
@@ -218,22 +234,26 @@ class AsyncMockCollection:
             before = self.sync.find_one({"_id": identity})
             session.held[key] = (self.sync, copy.deepcopy(before))
 
-    def _visible(self, where: Document, session: MockSession | None) -> list[Document]:
-        """The documents matching `where`, with other transactions' writes not yet
-        committed taken out: each such document as it was before them."""
-        documents: list[Document] = list(self.sync.find(where))
+    def _visible(self, where: Document, session: MockSession | None) -> Iterator[Document]:
+        """The documents matching `where` (copies, read lazily), with other
+        transactions' writes not yet committed taken out: each such document as it was
+        before them."""
         foreign = {
             key[1]: holder.held[key][1]
             for key, holder in self._client.holders.items()
             if key[0] == self.sync.full_name and holder is not session
         }
+        # mongomock's own find() copies and lists every match before a limit applies.
+        documents = (copy.deepcopy(d) for d in self.sync._iter_documents(where))
         if not foreign:
-            return documents
-        visible = [d for d in documents if d["_id"] not in foreign]
+            yield from documents
+            return
+        yield from (d for d in documents if d["_id"] not in foreign)
+        visible: list[Document] = []
         for before in foreign.values():
             if before is not None and filter_applies(where, before):
                 visible.append(copy.deepcopy(before))
-        return visible
+        yield from visible
 
     def _targets(self, where: Document, many: bool = False) -> list[Any]:
         """The documents a write changes, uncommitted ones of other transactions
@@ -260,7 +280,7 @@ class AsyncMockCollection:
         query: list[Any] = [self.sync.name, "find", where, None]
         self._client.queries.append(query)
         return AsyncMockCursor(
-            lambda: [_project(d, projection) for d in self._visible(where, session)], query
+            lambda: (_project(d, projection) for d in self._visible(where, session)), query
         )
 
     async def find_one(
@@ -285,7 +305,12 @@ class AsyncMockCollection:
         await asyncio.sleep(0)
         self._client.timed("aggregate", maxTimeMS)
         self._client.queries.append([self.sync.name, "aggregate", pipeline, None])
-        documents = list(self.sync.aggregate(pipeline))
+        # mongomock copies the whole collection before the first stage; a leading
+        # $match is applied first instead, as a server does (from an index).
+        match = pipeline[0].get("$match") if pipeline else None
+        stages = pipeline[1:] if match is not None else pipeline
+        source = list(self.sync.find(match or {}))
+        documents = list(process_pipeline(source, self.sync.database, stages, None))
         return AsyncMockCursor(lambda: documents)
 
     async def count_documents(

@@ -13,8 +13,11 @@ from dataclasses import replace
 from typing import Any
 
 import bson
+import httpx
 import pytest
 
+from fhirserver.app import create_app
+from fhirserver.config import Settings
 from fhirserver.errors import TooCostly
 from fhirserver.interactions import crud
 from fhirserver.interactions.rules import WriteContext
@@ -215,3 +218,77 @@ async def test_over_500k_matches_no_filter_reaches_1_mb(params: list[tuple[str, 
         assert kept == [c for c in candidates if int(c["id"][1:]) % 3 == 0]
     sizes = [len(bson.encode({"q": sent})) for sent in [where, *synthetic.sent]]
     assert max(sizes) < 1_000_000, sizes
+
+
+# --- 500,000 resources in mongomock, over HTTP ------------------------------------------
+
+
+async def test_a_chain_over_500k_stored_resources_answers_without_a_wide_filter(
+    settings: Settings,
+) -> None:
+    """500,000 Patients born before 1950 in mongomock's storage (put there after the
+    Observations are written: mongomock reads every document on each query, an `_id`
+    lookup included), and Observations of a few of them. The chain's criterion matches
+    all 500,000, which one `$in` would list in about 10 MB. The search pages and counts
+    over HTTP, and no query the store sends reaches 1 MB or lists more than JOIN_KEYS
+    keys (with the semi-join taken out, one filter is 9.8 MB)."""
+    client = AsyncMockClient()
+    store = MongoStore("mongodb://mock/fhirserver", client=client)  # type: ignore[arg-type]
+    app = create_app(settings, store=store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test/fhir") as http:
+            old = {"resourceType": "Patient", "id": "template", "birthDate": "1940-01-01"}
+            young = {"resourceType": "Patient", "id": "young", "birthDate": "1990-01-01"}
+            for patient in (old, young):
+                assert (await http.put(f"/Patient/{patient['id']}", json=patient)).is_success
+            # Subjects: stored and old (kept), young, and absent (left out).
+            subjects = [f"p{n * (SYNTHETIC // 10)}" for n in range(8)] + [
+                "young",
+                "absent",
+                "template",
+            ]
+            for n, subject in enumerate(subjects):
+                observation = {
+                    "resourceType": "Observation",
+                    "id": f"o{n:02d}",
+                    "status": "final",
+                    "code": {"text": "weight"},
+                    "subject": {"reference": f"Patient/{subject}"},
+                }
+                assert (await http.put(f"/Observation/o{n:02d}", json=observation)).is_success
+            template = client.sync["fhirserver"]["resources"].find_one({"_id": "Patient/template"})
+            body = bytes(template["body"])
+            client.load(
+                "fhirserver",
+                "resources",
+                (
+                    template
+                    | {
+                        "_id": f"Patient/p{n}",
+                        "id": f"p{n}",
+                        # Numbered above every written version (the store never reads it here).
+                        "seq": 2**40 + n,
+                        "body": body.replace(b'"template"', f'"p{n}"'.encode()),
+                    }
+                    for n in range(SYNTHETIC)
+                ),
+            )
+            client.queries.clear()
+            url: str | None = (
+                "/Observation?subject:Patient.birthdate=lt1950&_count=5&_total=accurate"
+            )
+            found: list[str] = []
+            while url is not None:
+                response = await http.get(url)
+                assert response.status_code == 200, response.text
+                bundle = response.json()
+                assert bundle["total"] == 9
+                found += [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+                url = next(
+                    (link["url"] for link in bundle["link"] if link["relation"] == "next"), None
+                )
+    assert found == [f"o{n:02d}" for n in range(8)] + ["o10"]
+    sent = [query[2] for query in client.queries]
+    assert max(len(bson.encode({"q": document})) for document in sent) < 1_000_000
+    assert 0 < longest_in(sent) <= JOIN_KEYS
