@@ -14,6 +14,8 @@ sort, and a planner applies MongoDB's rules for choosing among the declared inde
 - its bounds extend over the keys that follow while the query bounds them; fields of
   one `$elemMatch` bound the keys of that array together (multikey bounds);
 - each branch of an `$or` needs a usable index of its own;
+- a sort is given by an index when, past its keys bound to one value, its next keys
+  are the sort's fields in the sort's directions, or all reversed (a backward scan);
 - a query must start from one of its criteria (a field or index array it bounds other
   than the resource type): the chosen index bounds it, rather than walking every
   resource of the type; a query with no criteria must read an index in its sort order
@@ -26,9 +28,11 @@ so that these assertions are known to notice a missing index.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from typing import Any
 
 import pytest
@@ -42,7 +46,9 @@ from fhirserver.storage.mongo.documents import INDEXES
 from tests.mongomock_async import AsyncMockClient
 
 Document = dict[str, Any]
+# An index's keys, a descending key written "-key".
 Index = tuple[str, ...]
+Sort = list[tuple[str, int]]
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 # (collection, operation, the sorted set of fields a query bounds): scans by design.
@@ -69,6 +75,13 @@ SEARCHES: list[tuple[str, list[tuple[str, str]]]] = [
     ("Observation", [("value-quantity", "gt5|http://unitsofmeasure.org|mg")]),
     ("Observation", [("code-value-quantity", "urn:c|a$gt5")]),
     ("Observation", [("date", "ge2020"), ("_sort", "date")]),
+    # Sorts with no criteria: read in index order, page after page, missing values last.
+    ("Patient", [("_sort", "birthdate"), ("_count", "2")]),
+    ("Patient", [("_sort", "-birthdate"), ("_count", "2")]),
+    ("Observation", [("_sort", "date"), ("_count", "3")]),
+    ("Observation", [("_sort", "-date"), ("_count", "3")]),
+    ("Patient", [("_sort", "_lastUpdated"), ("_count", "4")]),
+    ("Patient", [("_sort", "-_lastUpdated"), ("_count", "4")]),
     ("ValueSet", [("url", "http://example.org/vs/1")]),
     ("ValueSet", [("url:below", "http://example.org/vs")]),
     ("Encounter", [("subject", "http://example.org/fhir/Patient/p1")]),
@@ -136,13 +149,20 @@ async def _record() -> list[list[Any]]:
             "subject": {"reference": "http://example.org/fhir/Patient/p1"},
         },
     )
+    await crud.update(store, context, "Patient", "p8", {"resourceType": "Patient", "id": "p8"})
     patient = {"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "9"}]}
     await crud.create(store, context, "Patient", patient, [("identifier", "urn:s|9")])
     await crud.delete(store, context, "Patient", "p7")
     client.queries.clear()
 
     for resource_type, params in SEARCHES:
-        await store.search(parse_search((resource_type,), params))
+        # Every page forwards, then one back: each read of a keyset page.
+        query = parse_search((resource_type,), params)
+        page = await store.search(query)
+        while page.next_cursor is not None:
+            page = await store.search(replace(query, cursor=page.next_cursor))
+        if page.previous_cursor is not None:
+            await store.search(replace(query, cursor=page.previous_cursor))
     await crud.create(store, context, "Patient", patient, [("identifier", "urn:s|9")])
     await crud.update(
         store, context, "Patient", "p1", {"resourceType": "Patient", "id": "p1", "gender": "male"}
@@ -242,32 +262,48 @@ def criteria(bounds: Bounds) -> set[str]:
     return roots(bounds) - {"type", "body"}
 
 
-def plan(bounds: Bounds, sort: list[str], indexes: list[Index]) -> Plan:
+def in_order(keys: Sequence[str], sort: Sort) -> bool:
+    """Whether index keys read forwards or backwards give this sort: the same fields,
+    every direction the same or every one reversed."""
+    if not sort or len(keys) < len(sort):
+        return False
+    fields = [key.removeprefix("-") for key in keys[: len(sort)]]
+    directions = [-1 if key.startswith("-") else 1 for key in keys[: len(sort)]]
+    if fields != [field for field, _ in sort]:
+        return False
+    wanted = [direction for _, direction in sort]
+    return wanted == directions or wanted == [-d for d in directions]
+
+
+def plan(bounds: Bounds, sort: Sort, indexes: list[Index]) -> Plan:
     """The index MongoDB's planner would pick: one that bounds one of the query's
-    criteria, then the one bounding most keys, then one whose next keys are the sort's
-    (no blocking sort: ESR); with no bounds at all, one whose first key is the sort's."""
+    criteria, then the one bounding most keys, then one whose next keys give the sort's
+    order (no blocking sort: ESR); with no bounds at all, one whose first keys do."""
     best, best_rank = Plan(None, ()), (False, 0, False)
     for index in indexes:
         bound: list[str] = []
         for key in index:
-            if key not in bounds:
+            if key.removeprefix("-") not in bounds:
                 break
-            bound.append(key)
+            bound.append(key.removeprefix("-"))
         if not bound:
             continue
-        rest = [field for field in sort if field not in bound]
-        follows = bool(rest) and list(index[len(bound) : len(bound) + len(rest)]) == rest
+        # Past the keys bound to one value each, the index's keys must be the sort's
+        # (fields bound to one value are in order already, wherever the sort names them).
+        equal = len(list(takewhile(lambda key: bounds.get(key) == "eq", bound)))
+        rest = [(field, d) for field, d in sort if bounds.get(field) != "eq"]
+        follows = in_order(index[equal:], rest)
         rank = (bool(roots(bound) & criteria(bounds)), len(bound), follows)
         if rank > best_rank:
             best, best_rank = Plan(index, tuple(bound), follows), rank
     if best.index is None and not bounds and sort:
         for index in indexes:
-            if list(index[: len(sort)]) == sort[: len(index)]:
+            if in_order(index, sort):
                 return Plan(index, (), True)
     return best
 
 
-def served(bounds: Bounds, sort: list[str], chosen: Plan) -> bool:
+def served(bounds: Bounds, sort: Sort, chosen: Plan) -> bool:
     """The plan starts from one of the query's criteria; a query with none (all of a
     type, or everything) is read in its sort order from an index, not sorted whole."""
     if chosen.index is None:
@@ -277,16 +313,17 @@ def served(bounds: Bounds, sort: list[str], chosen: Plan) -> bool:
     return chosen.sorted or not sort
 
 
-def shapes(query: list[Any]) -> Iterator[tuple[Bounds, list[str]]]:
+def shapes(query: list[Any]) -> Iterator[tuple[Bounds, Sort]]:
     _, operation, document, sort = query
     if operation == "aggregate":
         first = document[0].get("$match", {}) if document else {}
         sort_stage = next((s["$sort"] for s in document if "$sort" in s), {})
-        fields = [f for f in sort_stage if not f.startswith("k")]
+        # Keys computed for the read (k0, k1, ...) no index can give.
+        fields = [(f, d) for f, d in sort_stage.items() if not re.fullmatch(r"k\d+", f)]
         for bounds in alternatives(first):
             yield bounds, fields
         return
-    fields = [field for field, _ in sort] if isinstance(sort, list) else []
+    fields = list(sort) if isinstance(sort, list) else []
     for bounds in alternatives(document or {}):
         yield bounds, fields
 
@@ -296,7 +333,9 @@ def indexes_by_collection(declared: Any) -> dict[str, list[Index]]:
     for collection, keys, options in declared:
         if "expireAfterSeconds" in options:
             continue  # the TTL monitor's, not a query's
-        found.setdefault(collection, []).append(tuple(key for key, _ in keys))
+        found.setdefault(collection, []).append(
+            tuple(key if direction == 1 else f"-{key}" for key, direction in keys)
+        )
     return found
 
 

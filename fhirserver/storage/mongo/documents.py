@@ -56,6 +56,9 @@ ARRAYS: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] = {
 ARRAY_OF_KIND = {kind: array for kind, (array, _) in ARRAYS.items()} | {"quantity": "num"}
 INDEX_FIELDS = (*(array for array, _ in ARRAYS.values()), "comp", "sort")
 
+# Search parameters with an index for `_sort` (each direction); ties go by id.
+SORTED_PARAMETERS = ("birthdate", "date")
+
 # (collection, keys, options): a few compound multikey indexes per parameter type
 # rather than one per parameter. Each leads with the field every query pins first.
 INDEXES: tuple[tuple[str, tuple[tuple[str, int], ...], Mapping[str, Any]], ...] = (
@@ -70,7 +73,18 @@ INDEXES: tuple[tuple[str, tuple[tuple[str, int], ...], Mapping[str, Any]], ...] 
     ("resources", (("type", 1), ("uri.p", 1), ("uri.v", 1)), {}),
     # A composite's first component: code-value-quantity by its code, and the like.
     ("resources", (("type", 1), ("comp.p", 1)), {}),
-    ("resources", (("type", 1), ("lu", 1)), {}),
+    # `_lastUpdated` criteria, and `_sort=_lastUpdated` either way read in order (ties
+    # by id, ascending).
+    ("resources", (("type", 1), ("lu", 1), ("id", 1)), {}),
+    ("resources", (("type", 1), ("lu", -1), ("id", 1)), {}),
+    *(
+        # `_sort` on these parameters reads in index order (search.py page_pipelines):
+        # the sorts clients ask for most, a patient's birth date and a clinical
+        # resource's date. A sort on another parameter sorts what its criteria select.
+        ("resources", (("type", 1), (f"sort.{param}.{key}", direction), ("id", 1)), {})
+        for param in SORTED_PARAMETERS
+        for key, direction in (("a", 1), ("d", -1))
+    ),
     ("versions", (("type", 1), ("id", 1), ("version", 1)), {"unique": True}),
     ("versions", (("type", 1), ("_id", 1)), {}),
     ("versions", (("lu", 1),), {}),

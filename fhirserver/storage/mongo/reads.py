@@ -23,7 +23,7 @@ from fhirserver.storage.mongo.documents import (
     version_of,
 )
 from fhirserver.storage.mongo.includes import find_includes
-from fhirserver.storage.mongo.search import JOIN_KEYS, Compiler, page_pipeline
+from fhirserver.storage.mongo.search import JOIN_KEYS, Compiler, page_pipelines
 from fhirserver.storage.paging import PageRequest
 
 # What a read returns of a resource document: the version, not its index.
@@ -220,13 +220,11 @@ class Reads:
         their sort keys. With semi-joins, candidates are read a batch at a time from
         the last one read, and kept when they meet the joins."""
         if not compiler.joins:
-            pipeline, names = page_pipeline(where, query, limit, after, backwards)
-            return await self._aggregate_resources(pipeline), names
+            return await self._page(where, query, limit, after, backwards)
         deadline = self._deadline()
         rows: list[Document] = []
         while len(rows) < limit:
-            pipeline, names = page_pipeline(where, query, self._join_keys, after, backwards)
-            batch = await self._aggregate_resources(pipeline)
+            batch, names = await self._page(where, query, self._join_keys, after, backwards)
             rows += await compiler.keep(batch)
             if len(batch) < self._join_keys:
                 break
@@ -234,13 +232,30 @@ class Reads:
             self._check(deadline)
         return rows[:limit], names
 
+    async def _page(
+        self,
+        where: Document,
+        query: SearchQuery,
+        limit: int,
+        after: list[Any] | None,
+        backwards: bool,
+    ) -> tuple[list[Document], list[str]]:
+        """Up to `limit` documents in the page's order from `after`, and the names of
+        their sort keys."""
+        pipelines, names = page_pipelines(where, query, limit, after, backwards)
+        rows: list[Document] = []
+        for pipeline in pipelines:
+            rows += await self._aggregate_resources(pipeline)
+            if len(rows) >= limit:
+                break
+        return rows[:limit], names
+
     async def _count_joined(self, compiler: Compiler, where: Document, query: SearchQuery) -> int:
         """Every match counted, a batch of candidates at a time (`_total=accurate`)."""
         deadline = self._deadline()
         counted, after = 0, None
         while True:
-            pipeline, names = page_pipeline(where, query, self._join_keys, after, False)
-            batch = await self._aggregate_resources(pipeline)
+            batch, names = await self._page(where, query, self._join_keys, after, False)
             counted += len(await compiler.keep(batch))
             if len(batch) < self._join_keys:
                 return counted

@@ -388,28 +388,81 @@ def sort_fields(query: SearchQuery) -> tuple[list[tuple[str, Any]], list[bool]]:
     return fields, descending
 
 
-def page_pipeline(
+def page_pipelines(
     where: Document, query: SearchQuery, limit: int, after: list[Any] | None, backwards: bool
-) -> tuple[list[Document], list[str]]:
-    """The aggregation of one page, and the fields of its keyset position."""
+) -> tuple[list[list[Document]], list[str]]:
+    """The aggregations that read one page, to run in turn until `limit` documents are
+    read, and the fields of its keyset position. A sort on one search parameter reads
+    the resources that have the parameter and then those that have not (they go last:
+    search.html#sort leaves that to the server), each on the stored sort key, which an
+    index declared for the parameter (`documents.sort_indexes`) returns in order. A
+    sort on several parameters sorts on keys computed for the read."""
     fields, descending = sort_fields(query)
+    names = [name for name, _ in fields]
+    position = None if after is None else _position(after, len(names))
+    if len(query.sort) == 1 and fields[0][1] is not None:
+        return _present_then_missing(where, query.sort[0], limit, position, backwards), names
     directions = [d != backwards for d in descending]
     pipeline: list[Document] = [{"$match": where}]
     computed = {name: expression for name, expression in fields if expression is not None}
     if computed:
         pipeline.append({"$addFields": computed})
-    names = [name for name, _ in fields]
-    if after is not None:
-        if len(after) != len(names):
-            raise BadRequest("The paging cursor does not fit this search", expression="_cursor")
-        pipeline.append({"$match": _after(names, directions, after)})
-    pipeline.append(
-        {"$sort": {name: -1 if d else 1 for name, d in zip(names, directions, strict=True)}}
-    )
-    pipeline.append({"$limit": limit})
-    projection = dict(VERSION_PROJECTION)
-    pipeline.append({"$project": projection})
-    return pipeline, names
+    if position is not None:
+        pipeline.append({"$match": _after(names, directions, position)})
+    pipeline += [*_sorted(names, directions, limit), {"$project": dict(VERSION_PROJECTION)}]
+    return [pipeline], names
+
+
+def _present_then_missing(
+    where: Document, key: SortKey, limit: int, position: list[Any] | None, backwards: bool
+) -> list[list[Document]]:
+    """The reads of a page sorted on one parameter's stored key `sort.<param>.<a|d>`,
+    which comes back as `k0` (`missing_sort_value` for a resource without one). Type and
+    id break ties, ascending in a forward read."""
+    field = f"sort.{key.param}.{'d' if key.descending else 'a'}"
+    missing = missing_sort_value(key.kind, key.descending)
+    keyed = [field, "type", "id"]
+
+    def read(has_key: bool, since: list[Any] | None) -> list[Document]:
+        names = keyed if has_key else keyed[1:]
+        directions = [key.descending != backwards, backwards, backwards][-len(names) :]
+        conditions = [where, {field: {"$ne": None} if has_key else None}]
+        if since is not None:
+            conditions.append(_after(names, directions, since))
+        k0 = f"${field}" if has_key else {"$literal": missing}
+        return [
+            {"$match": {"$and": conditions}},
+            *_sorted(names, directions, limit),
+            {"$addFields": {"k0": k0}},
+            {"$project": dict(VERSION_PROJECTION)},
+        ]
+
+    if position is None:
+        return (
+            [read(False, None), read(True, None)]
+            if backwards
+            else [read(True, None), read(False, None)]
+        )
+    # A position among the resources without the key (a real value equal to the
+    # placeholder is taken for one: only a date or number at the end of its range).
+    if position[0] == missing:
+        return (
+            [read(False, position[1:]), read(True, None)]
+            if backwards
+            else [read(False, position[1:])]
+        )
+    return [read(True, position)] if backwards else [read(True, position), read(False, None)]
+
+
+def _position(after: list[Any], length: int) -> list[Any]:
+    if len(after) != length:
+        raise BadRequest("The paging cursor does not fit this search", expression="_cursor")
+    return after
+
+
+def _sorted(names: list[str], directions: list[bool], limit: int) -> list[Document]:
+    order = {name: -1 if d else 1 for name, d in zip(names, directions, strict=True)}
+    return [{"$sort": order}, {"$limit": limit}]
 
 
 def _after(names: list[str], directions: list[bool], values: list[Any]) -> Document:

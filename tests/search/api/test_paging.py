@@ -154,6 +154,12 @@ async def test_paging_string_and_number_keys_with_ties_and_missing_values(
         present = sorted((v for v in values.values() if v is not None), reverse=descending)
         missing = [None] * sum(v is None for v in values.values())
         assert [values[i] for i in seen] == [*present, *missing], key
+        # And back from the last page, through the missing ones into the others.
+        back = [pages[-1]]
+        while (previous_url := link(back[-1], "previous")) is not None:
+            back.append(await fetch(client, previous_url))
+            assert len(back) <= len(pages), key
+        assert [ids(p) for p in reversed(back)] == [ids(p) for p in pages], key
 
 
 async def test_paging_a_system_search_keeps_its_types(client: httpx.AsyncClient) -> None:
