@@ -138,10 +138,10 @@ class UnitOfWork(Reader, Protocol):
 
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None: ...
 
-    async def set_index(
-        self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
-    ) -> None:
-        """Replace the index entries of the current version (for a reindex)."""
+    async def set_index(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
+        """Replace the index entries of the resource with `index`, computed from
+        `version`, if that is still its current version (for a reindex: a write since
+        it read the resource indexed the newer version already)."""
         ...
 
     async def put_job(self, job: Job) -> None:

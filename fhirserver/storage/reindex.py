@@ -41,7 +41,7 @@ async def _set_indexes(unit: UnitOfWork, batch: list[Version], known: Registry |
     for version in batch:
         assert version.body is not None
         entries = index_entries(codec.load_object(version.body), known)
-        await unit.set_index(version.resource_type, version.id, entries)
+        await unit.set_index(version, entries)
 
 
 async def rebuild_outdated(

@@ -147,3 +147,28 @@ async def test_search_tokens_and_dates(store: Store) -> None:
     # AND of clauses, OR within one.
     both = (IdPredicate(("a",)), IdPredicate(("b",)))
     assert await ids(both, (TokenPredicate("identifier", "s", "1"),)) == ["a"]
+
+
+async def test_a_reindex_that_read_an_older_version_leaves_the_newer_index_alone(
+    store: Store,
+) -> None:
+    """A reindex reads a batch, then sets each resource's entries in a unit of its own;
+    a write in between already indexed the newer version, which must stay searchable."""
+
+    async def ids(code: str) -> list[str]:
+        query = SearchQuery(("Patient",), ((TokenPredicate("identifier", None, code),),))
+        return [v.id for v in (await store.search(query)).matches]
+
+    await put(store, version("a", 1), index=(TokenEntry("identifier", "s", "old"),))
+    (read,) = await store.scan(None, 10)
+    await put(store, version("a", 2, minutes=1), index=(TokenEntry("identifier", "s", "new"),))
+    async with store.unit_of_work() as unit:
+        await unit.set_index(read, (TokenEntry("identifier", "s", "old"),))
+    assert await ids("new") == ["a"]
+    assert await ids("old") == []
+    current = await store.read("Patient", "a")
+    assert current is not None
+    async with store.unit_of_work() as unit:
+        await unit.set_index(current, (TokenEntry("identifier", "s", "again"),))
+    assert await ids("again") == ["a"]
+    assert await ids("new") == []

@@ -259,14 +259,12 @@ class MongoUnitOfWork(Reads):
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
 
-    async def set_index(
-        self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
-    ) -> None:
+    async def set_index(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         await self._flush()
         fields: Document = {field: [] for field in INDEX_FIELDS if field != "sort"}
         fields.update(index_fields(index))
         await self._db.resources.update_one(
-            {"type": resource_type, "id": resource_id},
+            {"type": version.resource_type, "id": version.id, "version": version.version},
             {"$set": fields},
             session=self.session,
         )

@@ -667,12 +667,19 @@ class _SqliteUnitOfWork:
     async def write(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
         self._pending.append((version, index))
 
-    async def set_index(
-        self, resource_type: str, resource_id: str, index: tuple[IndexEntry, ...]
-    ) -> None:
+    async def set_index(self, version: Version, index: tuple[IndexEntry, ...]) -> None:
+        key = (version.resource_type, version.id)
+
         def job(connection: sqlite3.Connection) -> None:
-            delete_entries(connection, resource_type, resource_id)
-            insert_entries(connection, [(resource_type, resource_id, index)])
+            current = connection.execute(
+                "SELECT v.version FROM resources r JOIN versions v ON v.seq = r.seq"
+                " WHERE r.type = ? AND r.id = ?",
+                key,
+            ).fetchone()
+            if current is None or current[0] != version.version:
+                return
+            delete_entries(connection, *key)
+            insert_entries(connection, [(*key, index)])
 
         await self._after_flush(job)
 
