@@ -207,7 +207,7 @@ async def _record() -> list[list[Any]]:
 
 # --- the planner ------------------------------------------------------------------------
 
-Bounds = dict[str, str]  # field -> "eq" | "range"
+Bounds = dict[str, str]  # field -> "eq" | "in" (several values) | "range"
 
 
 def alternatives(condition: Any, prefix: str = "") -> list[Bounds]:
@@ -235,8 +235,10 @@ def _field(field: str, value: Any) -> list[Bounds]:
         return [{field: "eq"}]
     if "$elemMatch" in value:
         return alternatives(value["$elemMatch"], field + ".")
-    if "$in" in value or "$eq" in value:
+    if "$eq" in value or ("$in" in value and len(value["$in"]) == 1):
         return [{field: "eq"}]
+    if "$in" in value:
+        return [{field: "in"}]
     if any(k in value for k in ("$gt", "$gte", "$lt", "$lte")):
         return [{field: "range"}]
     if "$regex" in value and str(value["$regex"]).startswith("^"):
@@ -279,6 +281,13 @@ def plan(bounds: Bounds, sort: Sort, indexes: list[Index]) -> Plan:
     """The index MongoDB's planner would pick: one that bounds one of the query's
     criteria, then the one bounding most keys, then one whose next keys give the sort's
     order (no blocking sort: ESR); with no bounds at all, one whose first keys do."""
+    sorted_on = {field for field, _ in sort}
+
+    def pinned(key: str) -> bool:
+        """Bound to one value; or to a few (`$in`) that the sort does not name: a scan
+        per value, merged in the sort's order (MongoDB's explode for sort)."""
+        return bounds[key] == "eq" or (bounds[key] == "in" and key not in sorted_on)
+
     best, best_rank = Plan(None, ()), (False, 0, False)
     for index in indexes:
         bound: list[str] = []
@@ -288,9 +297,9 @@ def plan(bounds: Bounds, sort: Sort, indexes: list[Index]) -> Plan:
             bound.append(key.removeprefix("-"))
         if not bound:
             continue
-        # Past the keys bound to one value each, the index's keys must be the sort's
-        # (fields bound to one value are in order already, wherever the sort names them).
-        equal = len(list(takewhile(lambda key: bounds.get(key) == "eq", bound)))
+        # Past the pinned keys, the index's keys must be the sort's (fields bound to one
+        # value are in order already, wherever the sort names them).
+        equal = len(list(takewhile(pinned, bound)))
         rest = [(field, d) for field, d in sort if bounds.get(field) != "eq"]
         follows = in_order(index[equal:], rest)
         rank = (bool(roots(bound) & criteria(bounds)), len(bound), follows)

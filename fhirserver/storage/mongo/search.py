@@ -395,7 +395,7 @@ def page_pipelines(
     read, and the fields of its keyset position. A sort on one search parameter reads
     the resources that have the parameter and then those that have not (they go last:
     search.html#sort leaves that to the server), each on the stored sort key, which an
-    index declared for the parameter (`documents.sort_indexes`) returns in order. A
+    index declared for the parameter (`documents.SORTED_PARAMETERS`) returns in order. A
     sort on several parameters sorts on keys computed for the read."""
     fields, descending = sort_fields(query)
     names = [name for name, _ in fields]
@@ -426,7 +426,11 @@ def _present_then_missing(
     def read(has_key: bool, since: list[Any] | None) -> list[Document]:
         names = keyed if has_key else keyed[1:]
         directions = [key.descending != backwards, backwards, backwards][-len(names) :]
-        conditions = [where, {field: {"$ne": None} if has_key else None}]
+        # A stored key equal to the placeholder ties with the missing ones, as in the
+        # SQLite store ("" for a family of one space, sorting descending).
+        placeholders = [None, missing]
+        kept = {"$nin": placeholders} if has_key else {"$in": placeholders}
+        conditions = [where, {field: kept}]
         if since is not None:
             conditions.append(_after(names, directions, since))
         k0 = f"${field}" if has_key else {"$literal": missing}
@@ -443,8 +447,7 @@ def _present_then_missing(
             if backwards
             else [read(True, None), read(False, None)]
         )
-    # A position among the resources without the key (a real value equal to the
-    # placeholder is taken for one: only a date or number at the end of its range).
+    # A position among the resources without the key, or with the placeholder's value.
     if position[0] == missing:
         return (
             [read(False, position[1:]), read(True, None)]

@@ -20,6 +20,7 @@ from tests.search.api.search_helpers import (
     ids,
     link,
     patient,
+    put,
     resources_of,
     risk,
 )
@@ -160,6 +161,34 @@ async def test_paging_string_and_number_keys_with_ties_and_missing_values(
             back.append(await fetch(client, previous_url))
             assert len(back) <= len(pages), key
         assert [ids(p) for p in reversed(back)] == [ids(p) for p in pages], key
+
+
+@pytest.mark.parametrize("count", ["1", "10"])
+async def test_a_value_that_sorts_where_missing_ones_do_ties_with_them(
+    client: httpx.AsyncClient, count: str
+) -> None:
+    """A family of one space is indexed as "", where a descending sort puts the
+    Patients without a family: they tie, and the tie goes by id, page by page."""
+    await put(client, {"resourceType": "Patient", "id": "a"})
+    await put(client, {"resourceType": "Patient", "id": "b", "name": [{"family": " "}]})
+    await put(client, {"resourceType": "Patient", "id": "c", "name": [{"family": "X"}]})
+    pages = await walk(client, "/Patient", [("_sort", "-family"), ("_count", count)])
+    assert [i for p in pages for i in ids(p)] == ["c", "a", "b"]
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+async def test_paging_past_an_open_range(client: httpx.AsyncClient, sign: str) -> None:
+    """A range open at one end sorts by its open end (beyond every value) in one
+    direction: the cursor of a page ending on it must still lead on."""
+    await put(client, risk("r1", probabilityRange={"high": {"value": 50}}))
+    await put(client, risk("r2", probabilityRange={"low": {"value": 10}}))
+    await put(client, risk("r3", probabilityDecimal=20))
+    await put(client, risk("r4"))
+    pages = await walk(
+        client, "/RiskAssessment", [("_sort", f"{sign}probability"), ("_count", "1")]
+    )
+    seen = [i for p in pages for i in ids(p)]
+    assert seen == (["r1", "r2", "r3", "r4"] if sign == "" else ["r2", "r1", "r3", "r4"])
 
 
 async def test_paging_a_system_search_keeps_its_types(client: httpx.AsyncClient) -> None:
