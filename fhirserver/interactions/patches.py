@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
@@ -20,7 +21,10 @@ from fhirserver.resources.codec import JSONObject
 from fhirserver.resources.fhirpath_patch import apply_fhirpath_patch
 from fhirserver.resources.validate import validate
 
-# Applies a patch to a resource's JSON: the result, or Unprocessable.
+# Applies a patch to a resource's JSON: the result, or Unprocessable. Each kind is a
+# small class holding its document, not a closure: a transaction run again starts from
+# a copy of its entries (interactions/transaction.py), and the copy of a FHIRPath Patch
+# must hold the copy of its Parameters, whose references resolution rewrites.
 Patcher = Callable[[JSONObject], Any]
 
 _JSON_PATCH = "application/json-patch+json"
@@ -31,24 +35,36 @@ def json_patch(operations: Any) -> Patcher:
     if not isinstance(operations, list):
         raise BadRequest("A JSON Patch document must be a JSON array of operations")
     try:
-        document = jsonpatch.JsonPatch(operations)
+        jsonpatch.JsonPatch(operations)
     except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError) as exc:
         raise BadRequest(f"Invalid JSON Patch document: {exc}") from None
+    return JsonPatch(operations)
 
-    def apply(resource: JSONObject) -> Any:
+
+@dataclass(frozen=True, slots=True)
+class JsonPatch:
+    operations: list[Any]
+
+    def __call__(self, resource: JSONObject) -> Any:
         try:
-            return document.apply(resource)
+            return jsonpatch.JsonPatch(self.operations).apply(resource)
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
             raise Unprocessable(f"The patch cannot be applied: {exc}") from None
-
-    return apply
 
 
 def merge_patch(document: Any) -> Patcher:
     """A JSON Merge Patch (RFC 7396): a JSON object, checked now and applied later."""
     if not isinstance(document, dict):
         raise BadRequest("A JSON Merge Patch must be a JSON object")
-    return lambda resource: _merged(resource, document)
+    return MergePatch(document)
+
+
+@dataclass(frozen=True, slots=True)
+class MergePatch:
+    document: JSONObject
+
+    def __call__(self, resource: JSONObject) -> Any:
+        return _merged(resource, self.document)
 
 
 def _merged(target: Any, patch: Any) -> Any:
@@ -69,7 +85,15 @@ def _merged(target: Any, patch: Any) -> Any:
 def fhirpath_patch(parameters: JSONObject) -> Patcher:
     """A FHIRPath Patch (R4 fhirpatch.html): a Parameters resource, checked now."""
     validate(parameters, "Parameters")
-    return lambda resource: apply_fhirpath_patch(resource, parameters)
+    return FhirPathPatch(parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class FhirPathPatch:
+    parameters: JSONObject
+
+    def __call__(self, resource: JSONObject) -> Any:
+        return apply_fhirpath_patch(resource, self.parameters)
 
 
 def entry_patcher(resource: Any) -> Patcher:

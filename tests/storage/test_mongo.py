@@ -212,3 +212,70 @@ async def test_a_standalone_server_serves_reads_and_refuses_writes_over_http(
             assert outcome["resourceType"] == "OperationOutcome"
             assert "replica set" in outcome["issue"][0]["diagnostics"]
             assert (await http.get("/Patient")).json()["total"] == 0
+
+
+async def test_a_transaction_run_again_links_its_patches_to_the_entries_it_creates(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction whose commit lost a race runs again from its entries as they came
+    (R4 http.html#trules: references to a Bundle's fullUrls are rewritten to the ids
+    the server gives). Its FHIRPath Patch must then point at the Patient of the run
+    that committed, not at the one the lost run had named."""
+    store = MongoStore("mongodb://mock/fhirserver", client=AsyncMockClient())  # type: ignore[arg-type]
+    app = create_app(Settings(store=str(tmp_path / "unused.sqlite")), store=store)
+    original = MockSession.commit_transaction
+    commits: list[int] = []
+
+    async def lost_once(self: MockSession) -> None:
+        commits.append(1)
+        if len(commits) == 1:
+            raise conflict("TransientTransactionError")
+        await original(self)
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Content-Type": "application/fhir+json"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t/fhir", headers=headers
+        ) as http:
+            observation = {
+                "resourceType": "Observation",
+                "id": "o1",
+                "status": "final",
+                "code": {"text": "weight"},
+            }
+            assert (await http.put("/Observation/o1", json=observation)).status_code == 201
+            monkeypatch.setattr(MockSession, "commit_transaction", lost_once)
+            patch = {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {
+                        "name": "operation",
+                        "part": [
+                            {"name": "type", "valueCode": "add"},
+                            {"name": "path", "valueString": "Observation"},
+                            {"name": "name", "valueString": "subject"},
+                            {"name": "value", "valueReference": {"reference": "urn:uuid:p"}},
+                        ],
+                    }
+                ],
+            }
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "fullUrl": "urn:uuid:p",
+                        "resource": {"resourceType": "Patient"},
+                        "request": {"method": "POST", "url": "Patient"},
+                    },
+                    {"resource": patch, "request": {"method": "PATCH", "url": "Observation/o1"}},
+                ],
+            }
+            response = await http.post("", json=bundle)
+            assert response.status_code == 200, response.text
+            assert len(commits) >= 2, "the transaction was not run again"
+            patient = response.json()["entry"][0]["response"]["location"].split("/")[1]
+            patched = (await http.get("/Observation/o1")).json()
+            assert patched["subject"] == {"reference": f"Patient/{patient}"}
+            assert (await http.get(f"/Patient/{patient}")).status_code == 200
