@@ -12,8 +12,8 @@ several server processes on one replica set do:
   WriteConflict labelled TransientTransactionError (the first writer wins);
 - a write outside any transaction to a document an open transaction has written
   waits until that transaction ends;
-- `find` / `find_one` do not see other transactions' uncommitted writes (they see the
-  documents as before them); aggregations and counts do (a search is not isolated);
+- reads (`find`, `find_one`, aggregations, counts) do not see other transactions'
+  uncommitted writes: they see the documents as before them;
 - every operation first yields to the event loop, so concurrent units interleave at
   each of their operations;
 - an abort puts back what the transaction wrote.
@@ -309,7 +309,7 @@ class AsyncMockCollection:
         # $match is applied first instead, as a server does (from an index).
         match = pipeline[0].get("$match") if pipeline else None
         stages = pipeline[1:] if match is not None else pipeline
-        source = list(self.sync.find(match or {}))
+        source = list(self._visible(match or {}, session))
         documents = list(process_pipeline(source, self.sync.database, stages, None))
         return AsyncMockCursor(lambda: documents)
 
@@ -319,8 +319,7 @@ class AsyncMockCollection:
         await asyncio.sleep(0)
         self._client.timed("count_documents", maxTimeMS)
         self._client.queries.append([self.sync.name, "count", where, None])
-        count: int = self.sync.count_documents(where)
-        return count
+        return sum(1 for _ in self._visible(where, session))
 
     async def index_information(self) -> dict[str, Any]:
         information: dict[str, Any] = self.sync.index_information()
