@@ -35,6 +35,7 @@ from typing import Any
 import mongomock
 from mongomock.aggregate import process_pipeline
 from mongomock.filtering import filter_applies
+from mongomock.helpers import patch_datetime_awareness_in_document
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import ExecutionTimeout, OperationFailure
 
@@ -243,7 +244,9 @@ class AsyncMockCollection:
             for key, holder in self._client.holders.items()
             if key[0] == self.sync.full_name and holder is not session
         }
-        # mongomock's own find() copies and lists every match before a limit applies.
+        # mongomock's own find() copies and lists every match before a limit applies;
+        # its treatment of datetimes in the filter (naive UTC, milliseconds) is kept.
+        where = patch_datetime_awareness_in_document(where)
         documents = (copy.deepcopy(d) for d in self.sync._iter_documents(where))
         if not foreign:
             yield from documents
