@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhirserver.serving import run_serving
 from fhirserver.storage.sqlite.schema import connect
 
 T = TypeVar("T")
@@ -132,10 +133,17 @@ def create_app(path: str) -> Starlette:
 
 
 async def serve(store: str) -> None:
-    # Started as fhirserver.serving starts uvicorn (same options, port 0, asyncio.run),
-    # so both servers listen on sockets set up the same way, e.g. with TCP_NODELAY.
+    # Started as fhirserver.serving starts uvicorn (same options, port 0, the same event
+    # loop), so both servers listen on sockets set up the same way, e.g. with
+    # TCP_NODELAY, and the loop's cost is the same on both sides. h11, as fhirserver's
+    # connection guard is built on it ("auto" would take httptools where installed).
     config = uvicorn.Config(
-        create_app(store), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        create_app(store),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        http="h11",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -152,7 +160,7 @@ async def serve(store: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__)
     parser.add_argument("--store", required=True, help="SQLite file")
-    asyncio.run(serve(parser.parse_args().store))
+    run_serving(serve(parser.parse_args().store))
 
 
 if __name__ == "__main__":
