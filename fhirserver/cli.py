@@ -26,6 +26,7 @@ from fhirserver.bulk.prepare import Problem
 from fhirserver.bulk.sources import input_files
 from fhirserver.clock import system_clock
 from fhirserver.config import Settings
+from fhirserver.cpu import tune_collector
 from fhirserver.errors import BadRequest, FHIRError, NotSupported
 from fhirserver.interactions.ig_load import load_package, stored_registry
 from fhirserver.interactions.rules import WriteContext
@@ -249,6 +250,7 @@ async def run_import(store: Store, settings: Settings, args: argparse.Namespace)
 
     started = time.monotonic()
     await store.open()
+    tune_collector()
     try:
         with ProgressDisplay("import") as progress:
             report = await import_files(

@@ -125,11 +125,18 @@ async def work(cpu: CpuPool | None, fn: Callable[..., T], *args: Any, cost: int)
     return await cpu.run(fn, *args, cost=cost)
 
 
-def tune_for_serving() -> None:
-    """Set the interpreter up for a long-running server, once the app is built: what
-    was built is frozen out of the collector's scans, which then run as above."""
+def tune_collector() -> None:
+    """Freeze what the process has built so far (modules, compiled definitions) out of
+    the collector's scans, which then run at GC_THRESHOLDS. For the server, and for
+    `fhirserver import` and its worker processes: with Python's defaults a tenth of an
+    import worker's time went to collections (391 against 353 us a resource)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def tune_for_serving() -> None:
+    """Set the interpreter up for a long-running server, once the app is built."""
+    tune_collector()
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fhirserver.bulk.prepare import Prepared, Problem, prepare
 from fhirserver.bulk.sources import Chunk, chunks, input_files
+from fhirserver.cpu import tune_collector
 from fhirserver.errors import FHIRError
 from fhirserver.interactions.read_options import ReadOptions
 from fhirserver.interactions.rules import WriteContext
@@ -172,7 +173,9 @@ def _pool(workers: int) -> Executor | None:
     if workers <= 0:
         return None
     # spawn: a forked child would inherit the writer's threads and open SQLite handles.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=tune_collector
+    )
 
 
 async def _prepared(

@@ -14,7 +14,13 @@ from functools import cache
 from typing import Any
 
 from fhirserver.errors import FHIRError
-from fhirserver.search.params import Registry, SearchParam, compile_expression, registry
+from fhirserver.search.params import (
+    Evaluator,
+    Registry,
+    SearchParam,
+    compile_expression,
+    registry,
+)
 from fhirserver.search.query import (
     MAX_MICROS,
     MIN_MICROS,
@@ -51,13 +57,16 @@ def _cut_or_none(text: str | None) -> str | None:
 
 
 def cut_entry(entry: IndexEntry) -> IndexEntry:
-    """The entry as it is stored: its text values at most INDEX_CUT characters."""
+    """The entry as it is stored: its text values at most INDEX_CUT characters (most
+    entries: nothing to cut, and nothing is copied)."""
     changes: dict[str, Any]
-    if isinstance(entry, TokenEntry) and _short(entry.system) and _short(entry.code):
-        return entry  # most entries: nothing to cut, nothing to copy
     if isinstance(entry, StringEntry):
+        if len(entry.normalized) <= INDEX_CUT >= len(entry.exact):
+            return entry
         changes = {"normalized": cut(entry.normalized), "exact": cut(entry.exact)}
     elif isinstance(entry, TokenEntry):
+        if _short(entry.system) and _short(entry.code):
+            return entry
         changes = {"system": _cut_or_none(entry.system), "code": _cut_or_none(entry.code)}
     elif isinstance(entry, UriEntry):
         changes = {"value": cut(entry.value)}
@@ -131,30 +140,48 @@ def _composite(known: Registry, param: SearchParam, elements: list[Any]) -> Iter
     one (an Observation's code in code-value-date when it has a valueQuantity) never
     matches and is not indexed, as HAPI indexes composites only when whole. Of the
     Synthea set's index rows these were a fifth."""
+    components = _components(known, param)
     for group, element in enumerate(elements):
-        found: list[IndexEntry] = []
-        for position, component in enumerate(param.components):
-            definition = known.by_url(component.definition)
-            if definition is None:
-                continue
+        # Every component's values first: a group lacking one is not indexed, and the
+        # one lacking is most often the last (an Observation's value in code-value-date
+        # when it has a valueQuantity), so no entry is made for the others in vain.
+        values: list[list[Any]] = []
+        for _, _, evaluate in components:
             try:
-                values = compile_expression(component.expression, relative=True)(element)
+                values.append(evaluate(element))
             except Exception:
-                values = []
-            code = f"{param.code}#{position}"
-            # Not the :text and :of-type entries a token also gets: a composite takes
-            # no modifier (search.html#composite), so nothing would search them.
-            parts = [
-                entry
-                for value in values
-                for entry in entries_for(definition.type, code, value, group)
-                if entry.param == code
-            ]
-            if not parts:
+                values.append([])
+            if not values[-1]:
                 break
-            found += parts
         else:
-            yield from found
+            found: list[IndexEntry] = []
+            for (code, kind, _), component_values in zip(components, values, strict=True):
+                # Not the :text and :of-type entries a token also gets: a composite
+                # takes no modifier (search.html#composite), so nothing would search them.
+                parts = [
+                    entry
+                    for value in component_values
+                    for entry in entries_for(kind, code, value, group)
+                    if entry.param == code
+                ]
+                if not parts:
+                    break
+                found += parts
+            else:
+                yield from found
+
+
+@cache
+def _components(known: Registry, param: SearchParam) -> tuple[tuple[str, str, Evaluator], ...]:
+    """(entry code, parameter type, compiled expression) of each of a composite's
+    components that the registry defines."""
+    found = []
+    for position, component in enumerate(param.components):
+        definition = known.by_url(component.definition)
+        if definition is not None:
+            evaluate = compile_expression(component.expression, relative=True)
+            found.append((f"{param.code}#{position}", definition.type, evaluate))
+    return tuple(found)
 
 
 def entries_for(kind: str, code: str, value: Any, group: int | None = None) -> Iterator[IndexEntry]:

@@ -162,6 +162,10 @@ class _Walker:
             items: list[tuple[str, Any]] = [("", resource)]
             for kind, value in steps:
                 items = _step(items, kind, value)
+                if not items:
+                    # Most parameters of a type find nothing in a given resource, most
+                    # often at the first step: the steps after it have nothing to do.
+                    break
             found.extend(item for _, item in items)
         return found
 

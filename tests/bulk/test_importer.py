@@ -10,6 +10,7 @@ twice leaves the same resources, not two copies. `--strict` stops at the first p
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import subprocess
@@ -23,9 +24,10 @@ import httpx
 import pytest
 
 from fhirserver.bulk import sources
-from fhirserver.bulk.importer import ImportReport, import_files
+from fhirserver.bulk.importer import ImportReport, _pool, import_files
 from fhirserver.bulk.prepare import Problem
 from fhirserver.config import Settings
+from fhirserver.cpu import GC_THRESHOLDS
 from fhirserver.storage.base import Store
 from fhirserver.storage.sqlite import SqliteStore
 from tests.backends import BACKENDS, make_backend
@@ -606,3 +608,13 @@ def test_cli_missing_path_is_a_usage_error(sample: list[Path], tmp_path: Path) -
     assert done.stdout == ""
     # Refused before the store was opened: a typo leaves no empty store behind.
     assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_worker_processes_collect_garbage_as_rarely_as_the_server() -> None:
+    # A tenth of a worker's time went to the collector at Python's default thresholds.
+    pool = _pool(1)
+    assert pool is not None
+    try:
+        assert pool.submit(gc.get_threshold).result(timeout=60) == GC_THRESHOLDS
+    finally:
+        pool.shutdown()
