@@ -20,7 +20,7 @@ from fhirserver.errors import Unavailable
 from fhirserver.storage.base import Job, Version
 from fhirserver.storage.reindex import rebuild_outdated
 from fhirserver.storage.sqlite import SqliteStore
-from fhirserver.storage.sqlite.store import _SqliteUnitOfWork, _WriteGroup
+from fhirserver.storage.sqlite.store import CHECKPOINT_SECONDS, _SqliteUnitOfWork, _WriteGroup
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -391,3 +391,41 @@ async def test_close_commits_an_open_group(tmp_path: Path) -> None:
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [None] * 3
     await closing
     assert all(_visible(path, f"p{n}") for n in range(3))
+
+
+def _in_the_database_file(path: str) -> int:
+    """Versions in the database file itself, the WAL left unread (`immutable`): what
+    checkpoints have copied there."""
+    connection = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        (count,) = connection.execute("SELECT count(*) FROM versions").fetchone()
+        return int(count)
+    except sqlite3.OperationalError:  # not even the tables are in it yet
+        return 0
+    finally:
+        connection.close()
+
+
+async def _copied(path: str, versions: int) -> bool:
+    deadline = time.monotonic() + 5
+    # Another thread writes the file, and tells no one: poll it.
+    while _in_the_database_file(path) < versions and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    return _in_the_database_file(path) == versions
+
+
+async def test_commits_are_checkpointed_beside_the_writer(tmp_path: Path) -> None:
+    # A few commits are far from the writer's own checkpoint (10,000 pages of WAL):
+    # only the checkpoint thread copies them into the database file, at most once a
+    # second.
+    path = str(tmp_path / "f.sqlite")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await _create(store, 0)
+        assert await _copied(path, 1)
+        await asyncio.sleep(CHECKPOINT_SECONDS)
+        await _create(store, 1)
+        assert await _copied(path, 2)
+    finally:
+        await store.close()
