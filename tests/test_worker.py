@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from fhirserver.storage.base import Job, Store
-from fhirserver.worker import MAX_ATTEMPTS, JobRunner, TryLater, backoff
+from fhirserver.worker import MAX_ATTEMPTS, WAKE_SPACING, JobRunner, TryLater, backoff
 
 T0 = datetime(2025, 3, 1, 9, tzinfo=UTC)
 
@@ -95,3 +95,34 @@ async def test_two_runners_run_each_job_once(store: Store) -> None:
     first, second = (JobRunner(store, {"k": slow}, Clock()) for _ in range(2))
     await asyncio.gather(first.run_due(), second.run_due())
     assert sorted(ran) == [str(n) for n in range(6)]
+
+
+async def test_a_stream_of_wake_ups_runs_rounds_spaced_apart(store: Store) -> None:
+    # Every commit wakes the runner; 100 wake-ups over about 0.4 s make rounds at most
+    # WAKE_SPACING apart, not one round each. A lone wake-up after a quiet spell runs
+    # a round at once.
+    rounds: list[float] = []
+    runner = JobRunner(store, {}, Clock(), idle_seconds=60)
+    loop = asyncio.get_running_loop()
+
+    async def counted() -> int:
+        rounds.append(loop.time())
+        return 0
+
+    runner.run_due = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run_forever())
+    try:
+        await asyncio.sleep(0.05)
+        for _ in range(100):
+            runner.wake()
+            await asyncio.sleep(0.004)
+        # 0.4 s of wake-ups, rounds at least WAKE_SPACING (20 ms) apart, and slack.
+        assert len(rounds) <= 22, len(rounds)
+        await asyncio.sleep(2 * WAKE_SPACING)
+        quiet = len(rounds)
+        runner.wake()
+        await asyncio.sleep(0.005)
+        assert len(rounds) == quiet + 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
