@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhirserver.cpu import tune_for_serving
 from fhirserver.serving import run_serving
 from fhirserver.storage.sqlite.schema import connect
 
@@ -159,6 +160,8 @@ async def serve(store: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__)
+    # The interpreter set up as fhirserver serves (collector thresholds, switch interval).
+    tune_for_serving()
     parser.add_argument("--store", required=True, help="SQLite file")
     run_serving(serve(parser.parse_args().store))
 

@@ -179,9 +179,18 @@ def _components(known: Registry, param: SearchParam) -> tuple[tuple[str, str, Ev
     for position, component in enumerate(param.components):
         definition = known.by_url(component.definition)
         if definition is not None:
-            evaluate = compile_expression(component.expression, relative=True)
+            try:
+                evaluate = compile_expression(component.expression, relative=True)
+            except Exception:
+                # A stored SearchParameter FHIRPath cannot read: its groups are never
+                # whole, so never indexed, and the resource's other entries stand.
+                evaluate = _no_values
             found.append((f"{param.code}#{position}", definition.type, evaluate))
     return tuple(found)
+
+
+def _no_values(*_: Any) -> list[Any]:
+    return []
 
 
 def entries_for(kind: str, code: str, value: Any, group: int | None = None) -> Iterator[IndexEntry]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhirserver.search.extract import index_entries
+from fhirserver.search.params import joined
 from fhirserver.search.query import TokenEntry
 
 
@@ -81,3 +82,33 @@ def test_a_composite_component_gets_no_modifier_entries() -> None:
     params = {entry.param for entry in index_entries(observation)}
     assert "code-value-quantity#0" in params and "code:text" in params
     assert not any("#" in p and ":" in p for p in params)
+
+
+_UNLEXABLE_COMPOSITE = {
+    "resourceType": "SearchParameter",
+    "url": "http://example.org/SearchParameter/code-odd",
+    "name": "code-odd",
+    "status": "active",
+    "description": "a composite one of whose components FHIRPath cannot read",
+    "code": "code-odd",
+    "type": "composite",
+    "base": ["Observation"],
+    "expression": "Observation",
+    "component": [
+        {"definition": "http://hl7.org/fhir/SearchParameter/clinical-code", "expression": "code"},
+        {"definition": "http://hl7.org/fhir/SearchParameter/clinical-code", "expression": "'x"},
+    ],
+}
+
+
+def test_a_composite_with_an_unreadable_component_is_not_indexed_and_breaks_nothing() -> None:
+    # A stored SearchParameter joins the registry at start-up: one whose component does
+    # not compile must not make every write of its base type fail.
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+    }
+    entries = index_entries(observation, joined([_UNLEXABLE_COMPOSITE]))
+    assert not any(entry.param.startswith("code-odd") for entry in entries)
+    assert TokenEntry("code", "http://loinc.org", "1-8") in entries

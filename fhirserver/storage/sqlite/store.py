@@ -556,7 +556,10 @@ class SqliteStore:
         if self._checkpointing or began - self._checkpoint_began < CHECKPOINT_SECONDS:
             return
         self._checkpointing, self._checkpoint_began = True, began
-        self._checkpoint_pool.submit(self._checkpoint)
+        try:
+            self._checkpoint_pool.submit(self._checkpoint)
+        except RuntimeError:  # the interpreter is exiting: the commit stands all the same
+            self._checkpointing = False
 
     def _checkpoint(self) -> None:
         try:
