@@ -36,8 +36,8 @@ from fhirserver.rest.smart import oauth_uris, token_rate_limit
 from fhirserver.rest.smart_authorize import login_limits
 from fhirserver.search.params import SearchParameters
 from fhirserver.storage.base import Store
+from fhirserver.storage.configured import open_store
 from fhirserver.storage.reindex import rebuild_outdated
-from fhirserver.storage.sqlite import SqliteStore
 from fhirserver.subscriptions.context import (
     SubscriptionContext,
     SubscriptionSettings,
@@ -79,25 +79,6 @@ class WakeJobsAfterWrites:
         await self.app(scope, receive, send)
         if scope["type"] == "http" and scope["method"] in _WRITES:
             scope["app"].state.jobs.wake()
-
-
-def open_store(settings: Settings) -> Store:
-    """The (unopened) store the settings name."""
-    if settings.mongodb:
-        try:
-            from fhirserver.storage.mongo import MongoStore
-        except ImportError:
-            raise ValueError(
-                "a mongodb:// store needs PyMongo: pip install 'fhirserver[mongo]'"
-            ) from None
-        return MongoStore(settings.store, search_timeout=settings.search_timeout_seconds)
-    return SqliteStore(
-        settings.sqlite_path,
-        synchronous=settings.sqlite_synchronous,
-        search_timeout=settings.search_timeout_seconds,
-        writer_cache_kib=settings.sqlite_cache_kib,
-        reader_cache_kib=settings.sqlite_reader_cache_kib,
-    )
 
 
 def fhir_base_url(settings: Settings) -> str:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fhirserver.app import create_app, open_store
 from fhirserver.auth import admin, registry
 from fhirserver.auth.urls import auth_urls
 from fhirserver.bulk.export_local import MANIFEST, ExportFailed, export_to_folder
@@ -32,8 +31,8 @@ from fhirserver.interactions.ig_load import load_package, stored_registry
 from fhirserver.interactions.rules import WriteContext
 from fhirserver.profiles.package import Package, PackageError, read_package
 from fhirserver.progress import ProgressDisplay
-from fhirserver.serving import listen, serve
 from fhirserver.storage.base import Store
+from fhirserver.storage.configured import open_store
 from fhirserver.storage.reindex import reindex
 
 if TYPE_CHECKING:
@@ -385,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
+        # The web app and its server load only to serve: the store commands start in
+        # about half the time without them.
+        from fhirserver.app import create_app
+        from fhirserver.serving import listen, serve
+
         try:
             settings = Settings.from_env().with_overrides(
                 host=args.host,

@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhirserver.app import create_app, fhir_base_url, open_store
+from fhirserver.app import create_app, fhir_base_url
 from fhirserver.cli import main
 from fhirserver.config import Settings
 from fhirserver.serving import listen, server_config
+from fhirserver.storage.configured import open_store
 from fhirserver.storage.mongo import MongoStore
 from fhirserver.storage.sqlite import SqliteStore
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fhirserver.app import open_store
 from fhirserver.config import Settings
+from fhirserver.storage.configured import open_store
 from fhirserver.storage.sqlite import SqliteStore
 
 
