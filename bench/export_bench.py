@@ -1,5 +1,5 @@
 """The bulk export benchmark (issue 14 point 5, "Bounded memory"): the Synthea data
-exported 1x and `scale` times over (bench.export_stores: each copy under new ids), each
+exported 1x and `scale` times over (bench.scaled_stores: each copy under new ids), each
 by the server's export engine in a process of its own (bench.export_run), next to a
 floor measured in the same run on the same file (bench.export_floor: the stored JSON
 rows read and written as lines, nothing else).
@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import export_floor, export_run, export_stores, synthea
+from bench import export_floor, export_run, scaled_stores, synthea
 from bench.export_floor import ExportFloor
 from bench.export_run import ExportRun
 from bench.load_data import survey
@@ -103,7 +103,7 @@ async def run(params: Params) -> None:
     data = survey(synthea.DATA_DIR)
     sizes: list[SizeFigures] = []
     for scale in (1, params.load_scale, 2 * params.load_scale):
-        store = await export_stores.ready(data, scale)
+        store = await scaled_stores.ready(data, scale)
         with tempfile.TemporaryDirectory(prefix="fhirserver-export-") as scratch:
             temp = Path(scratch)
             floor = await export_floor.measure(store.path, temp / "floor.ndjson", store.current)

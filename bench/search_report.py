@@ -1,4 +1,4 @@
-"""The printed search result: a latency table against the floor and the 30 ms target,
+"""The printed search result: a latency table against the floor and the 10 ms target,
 then the query plan of each search as fhirserver compiles it, with its problems flagged."""
 
 from __future__ import annotations
@@ -6,8 +6,10 @@ from __future__ import annotations
 from bench.plans import Statement, Step, problems
 from bench.search_bench import CaseFigures
 
-# The issue's target: a p50 under this many milliseconds, per search.
-TARGET_MS = 30.0
+# The target: a p50 under this many milliseconds, per search. The search issue asked for
+# 30 ms; issue 18 asks for 10 ms with the data 100 times over (BENCH_SEARCH_SCALE=100),
+# and the sample's searches answer in a few, so one target serves both runs.
+TARGET_MS = 10.0
 
 
 def table(figures: list[CaseFigures], requests: int) -> list[str]:

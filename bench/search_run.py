@@ -19,6 +19,10 @@ async def run(path: Path, requests: int) -> None:
     connection = floor_connection(path)
     try:
         data = fixture(connection)
+        (pages,), (page_size,) = (
+            connection.execute(f"PRAGMA {pragma}").fetchone()
+            for pragma in ("page_count", "page_size")
+        )
         explained: dict[str, list[tuple[Statement, list[Step]]]] = {}
         for case in CASES:
             try:
@@ -31,8 +35,9 @@ async def run(path: Path, requests: int) -> None:
     finally:
         connection.close()
     print(
-        f"search: {len(CASES)} searches, {requests} timed after {WARMUP} untimed each, "
-        f"patients rotating over {len(data.patients)}",
+        f"search: {len(CASES)} searches on {path.name} ({pages * page_size / 2**30:.1f} GiB), "
+        f"{requests} timed after {WARMUP} untimed each, patients rotating over "
+        f"{len(data.patients):,}",
         flush=True,
     )
     async with servers.running("fhirserver", servers.fhirserver_command(path)) as server:

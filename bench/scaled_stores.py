@@ -1,6 +1,7 @@
-"""The stores the export bench reads: the Synthea data 1x and `scale` times over, each
-built once and cached between runs (building the 10x store takes minutes, exporting it
-well under one).
+"""The stores the export bench reads, and the search bench at a scale (BENCH_SEARCH_SCALE):
+the Synthea data 1x and `scale` times over, each built once and cached between runs
+(building the 10x store takes minutes, exporting it well under one; the 100x store about
+half an hour).
 
 Each is `fhirserver import` of bench.load_scaled's NDJSON (every copy of the data under
 new ids, references rewritten), so the two differ only in size. Cached beside the search
@@ -22,7 +23,7 @@ from bench.load_data import LoadBenchError, Survey
 
 
 @dataclass(frozen=True, slots=True)
-class ExportStore:
+class ScaledStore:
     path: Path
     scale: int
     # Current (not deleted) resources: what a system-level export writes.
@@ -35,13 +36,13 @@ def _key(survey: Survey) -> str:
     return digest.hexdigest()[:16]
 
 
-async def ready(survey: Survey, scale: int) -> ExportStore:
+async def ready(survey: Survey, scale: int) -> ScaledStore:
     """The cached store of `scale` copies, built if there is none for this data and code."""
     synthea.CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = synthea.CACHE_DIR / f"export-{_key(survey)}-{scale}x.sqlite"
+    target = synthea.CACHE_DIR / f"scaled-{_key(survey)}-{scale}x.sqlite"
     expected = scale * survey.distinct
     if not target.exists():
-        print(f"export: building the {scale}x store {target} (once; cached)", flush=True)
+        print(f"bench: building the {scale}x store {target} (once; cached)", flush=True)
         building = target.with_name(f"building-{os.getpid()}-{target.name}")
         try:
             with tempfile.TemporaryDirectory(prefix="fhirserver-export-ndjson-") as scratch:
@@ -62,7 +63,7 @@ async def ready(survey: Survey, scale: int) -> ExportStore:
     found = load_import.count_current(target)
     if found != expected:
         raise LoadBenchError(f"the {scale}x store {target} holds {found} resources, not {expected}")
-    return ExportStore(target, scale, found)
+    return ScaledStore(target, scale, found)
 
 
 def _files_of(database: Path) -> list[Path]:
@@ -70,7 +71,7 @@ def _files_of(database: Path) -> list[Path]:
 
 
 def _remove_stale(keep: Path, scale: int) -> None:
-    for old in synthea.CACHE_DIR.glob(f"export-*-{scale}x.sqlite"):
+    for old in synthea.CACHE_DIR.glob(f"scaled-*-{scale}x.sqlite"):
         if old != keep:
             for file in _files_of(old):
                 file.unlink(missing_ok=True)
