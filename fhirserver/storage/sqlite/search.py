@@ -128,8 +128,11 @@ class Compiler:
         if isinstance(p, HasPredicate):
             alias = self.alias("h")
             if _selective(p.inner) is not None:
-                # The referring resources with that value, looked up once.
-                inner = f"{alias}.id IN ({self._ids(p.inner, p.source_type)})"
+                # The referring resources with that value, listed once; `+` makes each
+                # reference to a candidate a lookup in that list. As an index column,
+                # the list was probed id by id for every candidate: a cost that grew
+                # with the matches in the whole store, not with the candidate's refs.
+                inner = f"+{alias}.id IN ({self._ids(p.inner, p.source_type)})"
             else:
                 inner = self.predicate(p.inner, f"{alias}.type", f"{alias}.id")
             return (
