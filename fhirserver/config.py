@@ -55,8 +55,9 @@ class Settings:
     # SQLite PRAGMA synchronous: NORMAL survives a killed process, FULL also a power cut.
     sqlite_synchronous: str = "NORMAL"
     # SQLite page cache, in KiB: the writer's (large: index inserts touch many B-tree
-    # pages), and each reader thread's (one connection per thread).
-    sqlite_cache_kib: int = 16384
+    # pages; storage/sqlite/schema.py WRITER_CACHE_KIB), and each reader thread's (one
+    # connection per thread).
+    sqlite_cache_kib: int = 65536
     sqlite_reader_cache_kib: int = 2048
     log_level: str = "warning"
     # Server processes sharing the listening socket and the store (README "Worker
