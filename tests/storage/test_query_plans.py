@@ -253,8 +253,9 @@ def test_a_has_checks_each_reference_against_the_matches_listed_once(
     # The referring resources with the value are listed once; each reference to a
     # candidate is then checked against that list. Probing the reference index once per
     # listed id instead made each candidate cost as much as the matches in the whole
-    # store: Patient?_has:Observation:patient:code=2339-0 on the Synthea data twice over
-    # took 3.4 ms of SQL a search against 1.4 ms, and the gap grows with the data.
+    # store: Patient?_has:Observation:patient:code=2339-0 took 3.4 ms of SQL against 1.4
+    # on the Synthea data twice over, 107 ms against 11 at 100 times over (2.8 million
+    # resources, 35,500 Observations with the code).
     probes = [s for s in plan(database, "_has") if s.table == "idx_reference" and s.correlated]
     assert probes
     assert all(step.columns == {"target_id", "target_type", "param", "type"} for step in probes)
