@@ -172,10 +172,11 @@ def version_of(row: tuple[Any, ...]) -> Version:
 
 
 # Page cache per connection, in KiB. The writer's is large: a bulk load's index inserts
-# are scattered over the B-trees, the more so the larger the store: `fhirserver import` of
-# the Synthea data ten times over (280,410 resources) ran at 1,908 and 1,957 resources/s
-# with 16 MiB, 2,061 and 1,999 with 64 MiB, 2,031 with 256 MiB; the data once, 2,368 and
-# 2,353 either way. Readers keep SQLite's default 2 MiB: a larger one
+# are scattered over the B-trees. `fhirserver import` of the Synthea data ten times over
+# (280,410 resources) ran at 1,908 and 1,957 resources/s with 16 MiB, 2,061 and 1,999
+# with 64 MiB, 2,031 with 256 MiB; the data once, 2,368 and 2,353 either way. At 100
+# times over (a 15 GB store) no cache helps: the import took about 40 minutes with 16 MiB
+# and about 42 with 64. Readers keep SQLite's default 2 MiB: a larger one
 # (16 MiB was tried) fills as an export reads the whole store, once per reader thread,
 # so the peak RSS of a 10x export was 120 MiB against 83 MiB with 2 MiB, and no search
 # was slower (`make bench`: every search p50 under 5 ms either way) because the file's
