@@ -35,8 +35,9 @@ from fhirserver.storage.sqlite.search import compile_page
 
 TABLES = frozenset({"resources", "versions", *(table for table, _ in INDEX_TABLES.values())})
 _FROM = re.compile(r"\b(?:FROM|JOIN)\s+(\w+)(?:\s+AS)?\s+(\w+)", re.IGNORECASE)
-# `a.id = b.id`, `a.target_id = b.id`, `a.id = b.target_id`: alias a is looked up by column.
-_CORRELATION = re.compile(r"\b(\w+)\.(id|target_id) = (\w+)\.(?:id|target_id)\b")
+# `a.seq = b.seq`, `a.target_id = b.id`, `a.id = b.target_id`: alias a is looked up by
+# column.
+_CORRELATION = re.compile(r"\b(\w+)\.(seq|id|target_id) = (\w+)\.(?:seq|id|target_id)\b")
 _SCAN = re.compile(r"^SCAN (?:TABLE )?(\w+)(?: AS (\w+))?(.*)$")
 _SEARCH = re.compile(r"^SEARCH (?:TABLE )?(\w+)(?: AS (\w+))? USING (.*?)(?: \((.*)\))?$")
 

@@ -5,10 +5,11 @@ the SQL (with its arguments) that returns the same first page, and the same incl
 resources, straight from the SQLite file: the bodies of the matches, as (type, id, body).
 The floor SQL is the best this file could do with the tables fhirserver has (schema.py):
 each drives from the most selective index (idx_reference by target for a patient,
-idx_token / idx_string / idx_date by value), looks the rest up by (type, id), and reads
-`versions` only for the rows returned. Each index access names its index (INDEXED BY),
-so the floor's plan does not change with the planner's guesses; a renamed index makes
-the floor fail loudly rather than slow down. Patients rotate over real patient ids from the data.
+idx_token / idx_string / idx_date by value), looks the rest up by the seq of the current
+version (the index tables' key), and reads `versions` only for the rows returned. Each
+index access names its index (INDEXED BY), so the floor's plan does not change with the
+planner's guesses; a renamed index makes the floor fail loudly rather than slow down.
+Patients rotate over real patient ids from the data.
 """
 
 from __future__ import annotations
@@ -90,18 +91,17 @@ OBSERVATION_BY_PATIENT = Case(
         ("date", "ge2015"),
     ],
     # The patient's Observations (a few hundred at most) from idx_reference, then each
-    # checked by (type, id) against the code and the date.
+    # checked by seq against the code and the date.
     floor_sql=f"""{_BODIES}
-        WHERE r.type = 'Observation' AND v.body IS NOT NULL AND r.id IN (
-            SELECT f.id FROM idx_reference f INDEXED BY idx_reference_by_target
+        WHERE r.type = 'Observation' AND v.body IS NOT NULL AND v.seq IN (
+            SELECT f.seq FROM idx_reference f INDEXED BY idx_reference_by_target
             WHERE f.target_id = :patient AND f.target_type = 'Patient'
               AND f.param = 'patient' AND f.type = 'Observation'
               AND EXISTS (SELECT 1 FROM idx_token t NOT INDEXED
-                          WHERE t.type = 'Observation' AND t.id = f.id AND t.param = 'code'
+                          WHERE t.seq = f.seq AND t.param = 'code'
                             AND t.code = :code AND t.system = :system)
               AND EXISTS (SELECT 1 FROM idx_date d NOT INDEXED
-                          WHERE d.type = 'Observation' AND d.id = f.id AND d.param = 'date'
-                            AND d.high > :since))
+                          WHERE d.seq = f.seq AND d.param = 'date' AND d.high > :since))
         ORDER BY r.id LIMIT 20""",
     floor_args=lambda f, n: {
         "patient": f.patient(n),
@@ -116,8 +116,8 @@ PATIENT_BY_NAME = Case(
     resource_type="Patient",
     params=lambda f, n: [("name", "smi")],
     floor_sql=f"""{_BODIES}
-        WHERE r.type = 'Patient' AND v.body IS NOT NULL AND r.id IN (
-            SELECT s.id FROM idx_string s INDEXED BY idx_string_by_value
+        WHERE r.type = 'Patient' AND v.body IS NOT NULL AND v.seq IN (
+            SELECT s.seq FROM idx_string s INDEXED BY idx_string_by_value
             WHERE s.type = 'Patient' AND s.param = 'name' AND s.norm >= :prefix
               AND s.norm < :prefix || '{STRING_END}')
         ORDER BY r.id LIMIT 20""",
@@ -130,11 +130,11 @@ ENCOUNTERS_LATEST = Case(
     params=lambda f, n: [("patient", f.patient(n)), ("_sort", "-date"), ("_count", "10")],
     # Sorted as fhirserver sorts: the latest end of the period first, then by id.
     floor_sql=f"""{_BODIES}
-        JOIN idx_reference f INDEXED BY idx_reference_by_target ON f.type = r.type AND f.id = r.id
+        JOIN idx_reference f INDEXED BY idx_reference_by_target ON f.seq = r.seq
         WHERE f.target_id = :patient AND f.target_type = 'Patient' AND f.param = 'patient'
           AND f.type = 'Encounter' AND r.type = 'Encounter' AND v.body IS NOT NULL
         ORDER BY (SELECT max(k.high) FROM idx_date k NOT INDEXED
-                  WHERE k.type = 'Encounter' AND k.id = r.id AND k.param = 'date') DESC, r.id
+                  WHERE k.seq = r.seq AND k.param = 'date') DESC, r.id
         LIMIT 10""",
     floor_args=lambda f, n: {"patient": f.patient(n)},
 )
@@ -146,9 +146,9 @@ CONDITIONS_WITH_SUBJECT = Case(
     # The page of Conditions, then the Patients its subjects name, in one statement.
     floor_sql="""
         WITH page AS (
-            SELECT r.id, v.body FROM resources r JOIN versions v ON v.seq = r.seq
-            WHERE r.type = 'Condition' AND v.body IS NOT NULL AND r.id IN (
-                SELECT t.id FROM idx_token t INDEXED BY idx_token_by_value
+            SELECT r.id, r.seq, v.body FROM resources r JOIN versions v ON v.seq = r.seq
+            WHERE r.type = 'Condition' AND v.body IS NOT NULL AND v.seq IN (
+                SELECT t.seq FROM idx_token t INDEXED BY idx_token_by_value
                 WHERE t.type = 'Condition' AND t.param = 'code' AND t.code = :code)
             ORDER BY r.id LIMIT 20)
         SELECT 'Condition', id, body FROM page
@@ -157,7 +157,7 @@ CONDITIONS_WITH_SUBJECT = Case(
         WHERE r.type = 'Patient' AND v.body IS NOT NULL AND r.id IN (
             SELECT f.target_id
             FROM page p CROSS JOIN idx_reference f NOT INDEXED
-            WHERE f.type = 'Condition' AND f.id = p.id AND f.param = 'subject'
+            WHERE f.seq = p.seq AND f.param = 'subject'
               AND f.target_type = 'Patient')""",
     floor_args=lambda f, n: {"code": SNOMED_CONDITION},
 )
@@ -170,7 +170,7 @@ PATIENTS_HAVING = Case(
         WHERE r.type = 'Patient' AND v.body IS NOT NULL AND r.id IN (
             SELECT f.target_id FROM idx_token t INDEXED BY idx_token_by_value
             CROSS JOIN idx_reference f NOT INDEXED
-              ON f.type = 'Observation' AND f.id = t.id AND f.param = 'patient'
+              ON f.seq = t.seq AND f.param = 'patient'
             WHERE t.type = 'Observation' AND t.param = 'code' AND t.code = :code
               AND f.target_type = 'Patient')
         ORDER BY r.id LIMIT 20""",
@@ -184,12 +184,13 @@ OBSERVATIONS_OF_OLDER = Case(
     # Most Observations qualify, so walk them in id order and stop at 50, each checked
     # against the few Patients born before 1950, found once by idx_date value.
     floor_sql=f"""WITH older (id) AS MATERIALIZED (
-            SELECT d.id FROM idx_date d INDEXED BY idx_date_by_value
+            SELECT v.id FROM idx_date d INDEXED BY idx_date_by_value
+            CROSS JOIN versions v ON v.seq = d.seq
             WHERE d.type = 'Patient' AND d.param = 'birthdate' AND d.low < :before)
         {_BODIES}
         WHERE r.type = 'Observation' AND v.body IS NOT NULL AND EXISTS (
             SELECT 1 FROM idx_reference c NOT INDEXED
-            WHERE c.type = 'Observation' AND c.id = r.id AND c.param = 'subject'
+            WHERE c.seq = r.seq AND c.param = 'subject'
               AND c.target_type = 'Patient' AND c.target_id IN older)
         ORDER BY r.id LIMIT 50""",
     floor_args=lambda f, n: {"before": BEFORE_1950},

@@ -8,7 +8,7 @@ small store written through the interaction layer, and their `EXPLAIN QUERY PLAN
 - no step may be a bare `SCAN` of `resources`, `versions` or an idx_* table (one not
   `USING INDEX`, `USING COVERING INDEX` or `USING PRIMARY KEY`): the issue's rule;
 - an index table must be searched selectively: a correlated subquery (run once per row
-  of the outer loop) looks its table up by the resource it is correlated with (`id=?`, or
+  of the outer loop) looks its table up by the resource it is correlated with (`seq=?`, or
   `target_id=?` for `_has`), and no idx_* search is by type and parameter alone;
 - a search whose own criteria are an equality or a prefix on an indexed value starts from
   that index, rather than walking every resource of the type and testing each.
@@ -172,19 +172,25 @@ def full_scans(connection: sqlite3.Connection, shape: str) -> list[str]:
 
 
 def unselective(connection: sqlite3.Connection, shape: str) -> list[str]:
-    """idx_* searches by type and parameter alone, and correlated probes not made by the
-    column they are correlated on (`a.id = r.id` means `id=?` must be in the search)."""
+    """idx_* searches by type and parameter alone, scans of a whole idx_* index, and
+    correlated probes not made by the column they are correlated on (`a.seq = r.seq`
+    means `seq=?` must be in the search)."""
     sql = compiled(shape)[0]
     pins = {
         alias: column
         for alias, column, outer in re.findall(
-            r"\b(\w+)\.(id|target_id) = (\w+)\.(?:id|target_id)\b", sql
+            r"\b(\w+)\.(seq|id|target_id) = (\w+)\.(?:seq|id|target_id)\b", sql
         )
         if alias != outer
     }
     found = []
     for step in plan(connection, shape):
-        if not (step.table or "").startswith("idx_") or not step.detail.startswith("SEARCH"):
+        if not (step.table or "").startswith("idx_"):
+            continue
+        if step.detail.startswith("SCAN"):
+            # `SCAN ... USING COVERING INDEX`: every entry of the index, for each row
+            # of the outer loop when correlated.
+            found.append(step.detail)
             continue
         by_parameter_only = step.columns <= {"type", "param", "target_type"}
         pin = pins.get(step.alias or "")

@@ -23,7 +23,7 @@ def find_includes(
     limit: int,
 ) -> Included[Version]:
     async def reach(include: Include, frontier: list[Version]) -> set[Key]:
-        return _targets(connection, include, [_key(version) for version in frontier])
+        return _targets(connection, include, frontier)
 
     async def load(keys: list[Key]) -> list[Version]:
         return _current(connection, keys)
@@ -49,36 +49,40 @@ def _key(version: Version) -> Key:
     return version.resource_type, version.id
 
 
-def _targets(connection: sqlite3.Connection, include: Include, frontier: list[Key]) -> set[Key]:
+def _targets(connection: sqlite3.Connection, include: Include, frontier: list[Version]) -> set[Key]:
+    """Index rows are keyed by the seq of the version they index, and every version of
+    the frontier is current (a match, or included as current)."""
     found: set[Key] = set()
-    for resource_type in sorted({t for t, _ in frontier}):
-        ids = [i for t, i in frontier if t == resource_type]
-        for chunk in _chunks(ids):
-            marks = ", ".join("?" * len(chunk))
+    for resource_type in sorted({v.resource_type for v in frontier}):
+        of_type = [v for v in frontier if v.resource_type == resource_type]
+        for chunk in _chunks(of_type):
+            args: list[Any]
             if include.reverse:
                 if include.target_type not in (None, resource_type):
                     continue
+                marks = ", ".join("?" * len(chunk))
                 sql = (
-                    "SELECT type, id FROM idx_reference WHERE target_type = ? "
-                    f"AND target_id IN ({marks})"
+                    "SELECT v.type, v.id FROM idx_reference k JOIN versions v ON v.seq = k.seq "
+                    f"WHERE k.target_type = ? AND k.target_id IN ({marks})"
                 )
-                args: list[Any] = [resource_type, *chunk]
+                args = [resource_type, *(v.id for v in chunk)]
                 if include.source_type != "*":
-                    sql += " AND type = ?"
+                    sql += " AND k.type = ?"
                     args.append(include.source_type)
             else:
                 if include.source_type not in ("*", resource_type):
                     continue
+                marks = ", ".join("?" * len(chunk))
                 sql = (
-                    "SELECT target_type, target_id FROM idx_reference WHERE type = ? "
-                    f"AND id IN ({marks}) AND target_id IS NOT NULL"
+                    "SELECT k.target_type, k.target_id FROM idx_reference k "
+                    f"WHERE k.seq IN ({marks}) AND k.target_id IS NOT NULL"
                 )
-                args = [resource_type, *chunk]
+                args = [v.seq for v in chunk]
                 if include.target_type is not None:
-                    sql += " AND target_type = ?"
+                    sql += " AND k.target_type = ?"
                     args.append(include.target_type)
             if include.param != "*":
-                sql += " AND param = ?"
+                sql += " AND k.param = ?"
                 args.append(include.param)
             found.update(connection.execute(sql, args).fetchall())
     return found
@@ -102,5 +106,5 @@ def _current(connection: sqlite3.Connection, keys: list[Key]) -> list[Version]:
     return [version_of(row) for row in rows]
 
 
-def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+def _chunks(items: list[T], size: int = 500) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]

@@ -11,7 +11,7 @@ from fhirserver.storage.sqlite.schema import INDEX_TABLES
 
 _INSERTS = {
     kind: (
-        f"INSERT INTO {table} (type, id, param, n, grp, {', '.join(columns)}) "
+        f"INSERT INTO {table} (seq, type, param, n, grp, {', '.join(columns)}) "
         f"VALUES (?, ?, ?, ?, ?{', ?' * len(columns)})",
         columns,
     )
@@ -29,32 +29,30 @@ _ROW_OF = {
 }
 
 
-def delete_entries(connection: sqlite3.Connection, resource_type: str, resource_id: str) -> None:
+def delete_entries(connection: sqlite3.Connection, seq: int) -> None:
+    """The entries of the version numbered `seq`."""
     for table, _ in INDEX_TABLES.values():
-        connection.execute(
-            f"DELETE FROM {table} WHERE type = ? AND id = ?", (resource_type, resource_id)
-        )
+        connection.execute(f"DELETE FROM {table} WHERE seq = ?", (seq,))
 
 
 def insert_entries(
     connection: sqlite3.Connection,
-    resources: Iterable[tuple[str, str, Iterable[IndexEntry]]],
+    versions: Iterable[tuple[int, str, Iterable[IndexEntry]]],
 ) -> None:
-    """The entries of many resources, one executemany per table: a transaction of many
-    writes inserts all its index rows at once, which costs a third less than per write."""
+    """The entries of many versions (seq, resource type, entries), one executemany per
+    table: a transaction of many writes inserts all its index rows at once, which costs
+    a third less than per write."""
     rows: dict[str, list[tuple[object, ...]]] = {}
-    for resource_type, resource_id, entries in resources:
-        # n numbers the entries of one resource: with (type, id, param) it is the key.
+    for seq, resource_type, entries in versions:
+        # n numbers the entries of one version: with (seq, param) it is the key.
         for n, entry in enumerate(entries):
             kind, values = _ROW_OF[type(entry)]
             param, group, *columns = values(entry)
-            rows.setdefault(kind, []).append(
-                (resource_type, resource_id, param, n, group, *columns)
-            )
+            rows.setdefault(kind, []).append((seq, resource_type, param, n, group, *columns))
     for kind, batch in rows.items():
         # In key order, the B-tree inserts touch neighbouring pages: about 10% faster.
         batch.sort(key=_ROW_KEY)
         connection.executemany(_INSERTS[kind][0], batch)
 
 
-_ROW_KEY = operator.itemgetter(0, 1, 2, 3)
+_ROW_KEY = operator.itemgetter(0, 2, 3)

@@ -1,10 +1,10 @@
 """Compile a SearchQuery to SQL over `resources`, `versions` and the index tables.
 
-Every predicate is compiled relative to a pair of SQL expressions naming the resource it
-is about (its type and id): the searched resource (`r.type`, `r.id`), the target of a
-chain, or the source of a `_has`. That is what lets chains, `_has` and `AllOfPredicate`
-(an AND of OR-lists as one predicate: a token's alternatives, DESIGN.md
-"Authorization") nest.
+Every predicate is compiled relative to SQL expressions naming the resource it is about
+(`Subject`: its type, its id and the seq of its current version, which keys its index
+rows): the searched resource, the target of a chain, or the source of a `_has`. That is
+what lets chains, `_has` and `AllOfPredicate` (an AND of OR-lists as one predicate: a
+token's alternatives, DESIGN.md "Authorization") nest.
 Semantics follow R4 search.html; `match.py` implements the same in memory.
 """
 
@@ -43,6 +43,25 @@ from fhirserver.storage.sqlite.schema import VERSION_COLUMNS, table_of
 # Beyond every stored string: the upper bound of a prefix range.
 _STRING_END = "\U0010ffff"
 FROM_CURRENT = "resources r JOIN versions v ON v.seq = r.seq"
+# A search started from an index: its rows give current seqs, each read from `versions`
+# by its key, then checked against `resources` (CROSS JOIN keeps that order: `resources`
+# has no index by seq).
+FROM_SEQS = (
+    "versions v CROSS JOIN resources r ON r.type = +v.type AND r.id = v.id AND r.seq = v.seq"
+)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """SQL expressions for the resource a predicate is about."""
+
+    type: str
+    id: str
+    # The seq of its current version: the key of its index rows.
+    seq: str
+
+
+ROOT = Subject("r.type", "r.id", "r.seq")
 
 
 @dataclass
@@ -62,138 +81,132 @@ class Compiler:
 
     # --- predicates -----------------------------------------------------------------
 
-    def where(self, query: SearchQuery) -> str:
+    def where(self, query: SearchQuery) -> tuple[str, str]:
+        """The FROM and WHERE clauses' text."""
         types = ", ".join(self.arg(t) for t in query.resource_types)
         conditions = [f"r.type IN ({types})", "v.body IS NOT NULL"]
         driver = _driver(query)
         for clause in query.clauses:
             if clause is driver:
-                # Start from the index: the ids with this value, not every resource.
-                conditions.append(f"r.id IN ({self._ids(clause[0], query.resource_type)})")
+                # Start from the index: the versions with this value, not every resource.
+                conditions.append(f"v.seq IN ({self._seqs(clause[0], query.resource_type)})")
                 continue
-            alternatives = [self.predicate(p, "r.type", "r.id", root=True) for p in clause]
+            alternatives = [self.predicate(p, ROOT, root=True) for p in clause]
             # An empty OR-list holds for nothing, as in the matcher.
             conditions.append("(" + " OR ".join(alternatives) + ")" if alternatives else "0 = 1")
-        return " AND ".join(conditions)
+        return (FROM_SEQS if driver is not None else FROM_CURRENT), " AND ".join(conditions)
 
-    def _ids(self, p: Predicate, resource_type: str) -> str:
-        """The ids of `resource_type` resources with an index row matching `p`."""
+    def _seqs(self, p: Predicate, resource_type: str) -> str:
+        """The current versions (seqs) of `resource_type` resources with an index row
+        matching `p`."""
         if isinstance(p, ReferencePredicate) and p.absolute:
             # Index lookups one by one, rather than one OR that no index serves whole.
             forms = [ReferencePredicate(p.param, p.target_type, p.target_id)]
             forms += [ReferencePredicate(p.param, None, None, url) for url in p.absolute]
-            return " UNION ".join(self._ids(form, resource_type) for form in forms)
+            return " UNION ".join(self._seqs(form, resource_type) for form in forms)
         table, alias, condition = self.row(p)
         return (
-            f"SELECT {alias}.id FROM {table} {alias} WHERE "
+            f"SELECT {alias}.seq FROM {table} {alias} WHERE "
             f"{alias}.type = {self.arg(resource_type)} AND {condition}"
         )
 
-    def predicate(self, p: Predicate, type_sql: str, id_sql: str, root: bool = False) -> str:
+    def predicate(self, p: Predicate, subject: Subject, root: bool = False) -> str:
         if isinstance(p, IdPredicate):
             ids = ", ".join(self.arg(i) for i in p.ids)
-            return f"{id_sql} IN ({ids})"
+            return f"{subject.id} IN ({ids})"
         if isinstance(p, LastUpdatedPredicate):
             # An instant, stored to the microsecond: the range [t, t + 1).
-            column = "v.last_updated" if root else f"{self.alias('u')}v.last_updated"
+            alias = "v" if root else self.alias("u")
+            column = f"{alias}.last_updated"
             test = self._date_test(column, f"({column} + 1)", p.prefix, p.low, p.high)
             if root:
                 return test
-            alias = column.removesuffix("v.last_updated")
             return (
-                f"EXISTS (SELECT 1 FROM resources {alias} JOIN versions {alias}v "
-                f"ON {alias}v.seq = {alias}.seq WHERE {alias}.type = {type_sql} "
-                f"AND {alias}.id = {id_sql} AND {test})"
+                f"EXISTS (SELECT 1 FROM versions {alias} WHERE {alias}.seq = {subject.seq} "
+                f"AND {test})"
             )
         if isinstance(p, MissingPredicate):
             table = table_of(p.kind)
             alias = self.alias("m")
             exists = (
-                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
-                f"{type_sql} AND {alias}.id = {id_sql} AND +{alias}.param = {self.arg(p.param)})"
+                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.seq = {subject.seq} "
+                f"AND {alias}.param = {self.arg(p.param)})"
             )
             return f"NOT {exists}" if p.missing else exists
         if isinstance(p, ChainPredicate):
             alias = self.alias("c")
             targets = ", ".join(self.arg(t) for t in p.target_types)
-            inner = self.predicate(p.inner, f"{alias}.target_type", f"{alias}.target_id")
             # The target must exist now: a negated or :missing inner test alone would
             # also hold for a deleted or dangling target.
-            exists = self._exists_current(f"{alias}.target_type", f"{alias}.target_id")
+            target = Subject(f"{alias}.target_type", f"{alias}.target_id", f"{alias}e.seq")
+            inner = self.predicate(p.inner, target)
             return (
-                f"EXISTS (SELECT 1 FROM idx_reference {alias} WHERE {alias}.type = {type_sql} "
-                f"AND {alias}.id = {id_sql} AND {alias}.param = {self.arg(p.param)} "
-                f"AND {alias}.target_type IN ({targets}) AND {inner} AND {exists})"
+                f"EXISTS (SELECT 1 FROM idx_reference {alias} "
+                f"CROSS JOIN resources {alias}e ON {alias}e.type = {alias}.target_type "
+                f"AND {alias}e.id = {alias}.target_id "
+                f"CROSS JOIN versions {alias}v ON {alias}v.seq = {alias}e.seq "
+                f"WHERE {alias}.seq = {subject.seq} AND {alias}.param = {self.arg(p.param)} "
+                f"AND {alias}.target_type IN ({targets}) AND {alias}v.body IS NOT NULL "
+                f"AND {inner})"
             )
         if isinstance(p, HasPredicate):
             alias = self.alias("h")
             if _selective(p.inner) is not None:
                 # The referring resources with that value, listed once; `+` makes each
                 # reference to a candidate a lookup in that list. As an index column,
-                # the list was probed id by id for every candidate: a cost that grew
-                # with the matches in the whole store, not with the candidate's refs.
-                inner = f"+{alias}.id IN ({self._ids(p.inner, p.source_type)})"
+                # the list was probed value by value for every candidate: a cost that
+                # grew with the matches in the whole store, not with the candidate's refs.
+                inner = f"+{alias}.seq IN ({self._seqs(p.inner, p.source_type)})"
             else:
-                inner = self.predicate(p.inner, f"{alias}.type", f"{alias}.id")
+                # The source's id only where the inner test needs it (an _id, a nested
+                # _has): its index rows are found by seq.
+                source_id = (
+                    f"(SELECT {alias}v.id FROM versions {alias}v WHERE {alias}v.seq = {alias}.seq)"
+                )
+                source = Subject(f"{alias}.type", source_id, f"{alias}.seq")
+                inner = self.predicate(p.inner, source)
             return (
                 f"EXISTS (SELECT 1 FROM idx_reference {alias} WHERE "
-                f"{alias}.target_id = {id_sql} AND {alias}.target_type = {type_sql} "
+                f"{alias}.target_id = {subject.id} AND {alias}.target_type = {subject.type} "
                 f"AND {alias}.param = {self.arg(p.param)} AND {alias}.type = "
                 f"{self.arg(p.source_type)} AND {inner})"
             )
         if isinstance(p, CompositePredicate):
-            return self._composite(p, type_sql, id_sql)
+            return self._composite(p, subject)
         if isinstance(p, AllOfPredicate):
-            return self._all_of(p, type_sql, id_sql, root)
-        table, alias, condition = self.probe_row(p)
+            return self._all_of(p, subject, root)
+        table, alias, condition = self.row(p)
         exists = (
-            f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
-            f"{type_sql} AND {alias}.id = {id_sql} AND {condition})"
+            f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.seq = {subject.seq} "
+            f"AND {condition})"
         )
         return f"NOT {exists}" if isinstance(p, TokenPredicate) and p.negate else exists
 
-    def _all_of(self, p: AllOfPredicate, type_sql: str, id_sql: str, root: bool) -> str:
+    def _all_of(self, p: AllOfPredicate, subject: Subject, root: bool) -> str:
         """Every OR-list about the same resource, which must be of `p.resource_type` if
         given; no conditions at all hold for every resource, an empty OR-list for none."""
         conditions = (
-            [] if p.resource_type is None else [f"{type_sql} = {self.arg(p.resource_type)}"]
+            [] if p.resource_type is None else [f"{subject.type} = {self.arg(p.resource_type)}"]
         )
         for clause in p.clauses:
-            alternatives = [self.predicate(q, type_sql, id_sql, root) for q in clause]
+            alternatives = [self.predicate(q, subject, root) for q in clause]
             conditions.append("(" + " OR ".join(alternatives) + ")" if alternatives else "0 = 1")
         return "(" + " AND ".join(conditions) + ")" if conditions else "1 = 1"
 
-    def _exists_current(self, type_sql: str, id_sql: str) -> str:
-        alias = self.alias("e")
-        return (
-            f"EXISTS (SELECT 1 FROM resources {alias} JOIN versions {alias}v "
-            f"ON {alias}v.seq = {alias}.seq WHERE {alias}.type = {type_sql} "
-            f"AND {alias}.id = {id_sql} AND {alias}v.body IS NOT NULL)"
-        )
-
-    def _composite(self, p: CompositePredicate, type_sql: str, id_sql: str) -> str:
+    def _composite(self, p: CompositePredicate, subject: Subject) -> str:
         # One element (grp) must satisfy every component.
-        first_table, first, first_condition = self.probe_row(p.components[0])
+        first_table, first, first_condition = self.row(p.components[0])
         nested = []
         for component in p.components[1:]:
-            table, alias, condition = self.probe_row(component)
+            table, alias, condition = self.row(component)
             nested.append(
-                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.type = "
-                f"{type_sql} AND {alias}.id = {id_sql} AND {alias}.grp = {first}.grp "
-                f"AND {condition})"
+                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.seq = {subject.seq} "
+                f"AND {alias}.grp = {first}.grp AND {condition})"
             )
         return (
-            f"EXISTS (SELECT 1 FROM {first_table} {first} WHERE {first}.type = "
-            f"{type_sql} AND {first}.id = {id_sql} AND {first_condition}"
-            + "".join(f" AND {n}" for n in nested)
-            + ")"
+            f"EXISTS (SELECT 1 FROM {first_table} {first} WHERE {first}.seq = {subject.seq} "
+            f"AND {first_condition}" + "".join(f" AND {n}" for n in nested) + ")"
         )
-
-    def probe_row(self, p: Predicate) -> tuple[str, str, str]:
-        """`row` for testing one resource's entries: `+param` keeps the by-value index
-        from looking better to SQLite than the primary key (type, id, param, n)."""
-        table, alias, condition = self.row(p)
-        return table, alias, condition.replace(f"{alias}.param =", f"+{alias}.param =", 1)
 
     def row(self, p: Predicate) -> tuple[str, str, str]:
         """(index table, its alias, the condition one of its rows must meet)."""
@@ -319,8 +332,7 @@ class Compiler:
         param = self.arg(key.param)
         return (
             f"coalesce((SELECT {aggregate}({column}) FROM {table} k "
-            f"WHERE k.type = r.type "
-            f"AND k.id = r.id AND +k.param = {param}), {self.arg(missing)})"
+            f"WHERE k.seq = r.seq AND k.param = {param}), {self.arg(missing)})"
         )
 
 
@@ -370,7 +382,7 @@ def compile_page(
         "r.type" if key.param == "_type_" else compiler.sort_expression(key) for key in keys
     ]
     directions = [key.descending != backwards for key in keys]
-    where = compiler.where(query)
+    source, where = compiler.where(query)
     if after is not None:
         if len(after) != len(keys):
             raise BadRequest("The paging cursor does not fit this search", expression="_cursor")
@@ -378,7 +390,7 @@ def compile_page(
     columns = ", ".join(f"{e} AS k{n}" for n, e in enumerate(expressions))
     order = ", ".join(f"k{n} {'DESC' if d else 'ASC'}" for n, d in enumerate(directions))
     sql = (
-        f"SELECT {columns}, {VERSION_COLUMNS} FROM {FROM_CURRENT} WHERE {where} "
+        f"SELECT {columns}, {VERSION_COLUMNS} FROM {source} WHERE {where} "
         f"ORDER BY {order} LIMIT {compiler.arg(limit)}"
     )
     return CompiledSearch(sql, compiler.args, len(keys))
@@ -400,15 +412,15 @@ def _after(
 
 def compile_count(query: SearchQuery) -> tuple[str, dict[str, Any]]:
     compiler = Compiler()
-    where = compiler.where(query)
-    return f"SELECT count(*) FROM {FROM_CURRENT} WHERE {where}", compiler.args
+    source, where = compiler.where(query)
+    return f"SELECT count(*) FROM {source} WHERE {where}", compiler.args
 
 
 def compile_matches(query: SearchQuery, limit: int) -> tuple[str, dict[str, Any]]:
     """Unsorted matches, for conditional interactions."""
     compiler = Compiler()
-    where = compiler.where(query)
+    source, where = compiler.where(query)
     return (
-        f"SELECT {VERSION_COLUMNS} FROM {FROM_CURRENT} WHERE {where} LIMIT {compiler.arg(limit)}",
+        f"SELECT {VERSION_COLUMNS} FROM {source} WHERE {where} LIMIT {compiler.arg(limit)}",
         compiler.args,
     )

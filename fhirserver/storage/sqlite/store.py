@@ -645,15 +645,16 @@ class _SqliteUnitOfWork:
     def _flush(self, connection: sqlite3.Connection) -> None:
         self._begin(connection)
         pending, self._pending = self._pending, []
-        # The index rows of each resource's last write, inserted together at the end.
-        indexes: dict[tuple[str, str], tuple[IndexEntry, ...]] = {}
+        # The index rows of each resource's last write, inserted together at the end
+        # (an earlier write's seq is no longer current by then).
+        indexes: dict[tuple[str, str], tuple[int, str, tuple[IndexEntry, ...]]] = {}
         for version, index in pending:
-            _write(connection, version)
+            seq = _write(connection, version)
             key = (version.resource_type, version.id)
             indexes.pop(key, None)
             if version.body is not None:
-                indexes[key] = index
-        insert_entries(connection, ((*key, index) for key, index in indexes.items()))
+                indexes[key] = (seq, version.resource_type, index)
+        insert_entries(connection, indexes.values())
         if self._jobs:
             jobs, self._jobs = self._jobs, {}
             write_jobs(connection, jobs)
@@ -706,14 +707,14 @@ class _SqliteUnitOfWork:
 
         def job(connection: sqlite3.Connection) -> None:
             current = connection.execute(
-                "SELECT v.version FROM resources r JOIN versions v ON v.seq = r.seq"
+                "SELECT v.version, v.seq FROM resources r JOIN versions v ON v.seq = r.seq"
                 " WHERE r.type = ? AND r.id = ?",
                 key,
             ).fetchone()
             if current is None or current[0] != version.version:
                 return
-            delete_entries(connection, *key)
-            insert_entries(connection, [(*key, index)])
+            delete_entries(connection, current[1])
+            insert_entries(connection, [(current[1], version.resource_type, index)])
 
         await self._after_flush(job)
 
@@ -752,23 +753,25 @@ class _SqliteUnitOfWork:
                 connection.execute("RELEASE unit")
 
 
-def _write(connection: sqlite3.Connection, version: Version) -> None:
-    """The version, and the resource pointed at it; its index entries are the caller's."""
+def _write(connection: sqlite3.Connection, version: Version) -> int:
+    """The version, and the resource pointed at it; its seq. Its index entries are the
+    caller's to insert; the replaced version's are deleted here."""
     key = (version.resource_type, version.id)
     current = connection.execute(
-        "SELECT v.version FROM resources r JOIN versions v ON v.seq = r.seq "
+        "SELECT v.version, v.seq FROM resources r JOIN versions v ON v.seq = r.seq "
         "WHERE r.type = ? AND r.id = ?",
         key,
     ).fetchone()
     if version.version != (current[0] + 1 if current else 1):
         raise VersionConflict(f"{version.resource_type}/{version.id} has moved on")
-    seq = connection.execute(
+    seq: int = connection.execute(
         "INSERT INTO versions (type, id, version, last_updated, method, body) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (*key, version.version, to_micros(version.last_updated), version.method, version.body),
-    ).lastrowid
+    ).lastrowid  # type: ignore[assignment]
     connection.execute(
         "INSERT OR REPLACE INTO resources (type, id, seq) VALUES (?, ?, ?)", (*key, seq)
     )
     if current:
-        delete_entries(connection, *key)
+        delete_entries(connection, current[1])
+    return seq
