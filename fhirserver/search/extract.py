@@ -109,7 +109,7 @@ def index_entries(
     known = known or registry()
     resource_type = resource["resourceType"]
     entries: list[IndexEntry] = []
-    for param, evaluate in known.indexed(resource_type):
+    for param, evaluate in known.extraction(resource_type).applicable(resource):
         try:
             values = evaluate(resource)
         except Exception:

@@ -3,6 +3,8 @@ nesting past the server's depth limit is a 400 (R4 http.html: bad syntax)."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from fhirserver.errors import BadRequest
@@ -14,6 +16,14 @@ from fhirserver.resources.codec import MAX_DEPTH, loads
 def test_decimals_round_trip_as_written(text: str) -> None:
     data = f'{{"value":{text}}}'.encode()
     assert codec.dumps(codec.loads(data)) == data
+
+
+@pytest.mark.parametrize("text", ["1.50", "0.000168", "12345678901234567890"])
+def test_decimals_keep_their_text_through_pickle(text: str) -> None:
+    """`fhirserver import` sends parsed resources from worker processes by pickle."""
+    value = pickle.loads(pickle.dumps(codec.loads(f'{{"value":{text}}}'.encode()), 5))
+    assert isinstance(value["value"], codec.Decimal)
+    assert codec.dumps(value) == f'{{"value":{text}}}'.encode()
 
 
 def test_pretty_keeps_decimals() -> None:

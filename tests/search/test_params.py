@@ -58,6 +58,23 @@ def test_fast_walk_agrees_with_fhirpathpy() -> None:
     assert disagreements == []
 
 
+def test_parameters_left_out_for_a_resource_find_nothing_in_it() -> None:
+    """Extraction evaluates only the parameters whose first step names a key of the
+    resource (or a choice form of it); each one it leaves out would have found nothing."""
+    skipped_with_values = []
+    left_out = 0
+    for resource in _samples():
+        extraction = registry().extraction(resource["resourceType"])
+        applicable = extraction.applicable(resource)
+        for param, evaluate in extraction.indexed:
+            if (param, evaluate) not in applicable:
+                left_out += 1
+                if evaluate(resource):
+                    skipped_with_values.append((resource["resourceType"], param.code))
+    assert skipped_with_values == []
+    assert left_out > len(_samples())  # it does leave parameters out
+
+
 @pytest.mark.parametrize(
     ("expression", "rewritten"),
     [
