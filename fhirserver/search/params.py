@@ -114,11 +114,33 @@ def compile_expression(expression: str, relative: bool = False) -> Evaluator:
     fhirpathpy. A `relative` expression (a composite's component) starts at an element
     rather than at a resource. tests/search/test_params.py holds the walk to fhirpathpy."""
     expression = rewrite(expression)
+    exists = _EXISTS_NOT_FALSE.fullmatch(expression)
+    if exists is not None and not relative and (path := _plain_path(exists["path"])):
+        return _ExistsNotFalse(_Walker((path,), relative=False))
     parts = [f"Element.{part}" if relative else part for part in _split_union(expression)]
     paths = [_plain_path(part) for part in parts]
     if all(path is not None for path in paths):
         return _Walker(tuple(p for p in paths if p is not None), relative)
     return slow_expression(expression)
+
+
+# Patient.deceased (`Patient.deceased.exists() and Patient.deceased != false`), the one
+# official expression of this shape: fhirpathpy ran it for every Patient written, about
+# 4% of a create's CPU.
+_EXISTS_NOT_FALSE = re.compile(r"(?P<path>[A-Za-z.]+)\.exists\(\) and (?P=path) != false")
+
+
+class _ExistsNotFalse:
+    """`X.exists() and X != false`: a single boolean, true when X holds anything but a
+    lone false (FHIRPath: an empty X makes `exists()` false; a lone false makes the
+    comparison false; any other X differs from false)."""
+
+    def __init__(self, path: _Walker) -> None:
+        self.path = path
+
+    def __call__(self, resource: Any, *_: Any) -> list[Any]:
+        values = self.path(resource)
+        return [bool(values) and not (len(values) == 1 and values[0] is False)]
 
 
 def slow_expression(expression: str) -> Evaluator:

@@ -58,6 +58,19 @@ def test_fast_walk_agrees_with_fhirpathpy() -> None:
     assert disagreements == []
 
 
+@pytest.mark.parametrize(
+    "deceased",
+    [{}, {"deceasedBoolean": False}, {"deceasedBoolean": True}, {"deceasedDateTime": "2020-01"}],
+)
+def test_deceased_is_computed_as_fhirpath_would(deceased: dict[str, Any]) -> None:
+    """Patient.deceased (`deceased.exists() and deceased != false`) is computed without
+    fhirpathpy, to the same value: a living Patient is deceased=false."""
+    patient = {"resourceType": "Patient", **deceased}
+    expression = registry().get("Patient", "deceased").expression_for("Patient")  # type: ignore[union-attr]
+    assert expression is not None
+    assert compile_expression(expression)(patient) == slow_expression(expression)(patient)
+
+
 def test_parameters_left_out_for_a_resource_find_nothing_in_it() -> None:
     """Extraction evaluates only the parameters whose first step names a key of the
     resource (or a choice form of it); each one it leaves out would have found nothing."""
