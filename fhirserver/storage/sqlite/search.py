@@ -81,11 +81,13 @@ class Compiler:
 
     # --- predicates -----------------------------------------------------------------
 
-    def where(self, query: SearchQuery) -> tuple[str, str]:
-        """The FROM and WHERE clauses' text."""
+    def where(self, query: SearchQuery, from_index: bool = True) -> tuple[str, str]:
+        """The FROM and WHERE clauses' text. `from_index`: start from the index rows of
+        the likeliest-selective clause, if any; else walk the type's resources in id
+        order, testing each."""
         types = ", ".join(self.arg(t) for t in query.resource_types)
         conditions = [f"r.type IN ({types})", "v.body IS NOT NULL"]
-        driver = _driver(query)
+        driver = _driver(query) if from_index else None
         for clause in query.clauses:
             if clause is driver:
                 # Start from the index: the versions with this value, not every resource.
@@ -372,17 +374,34 @@ class CompiledSearch:
     keys: int
 
 
+def compile_index_rows(query: SearchQuery, cap: int) -> tuple[str, dict[str, Any]] | None:
+    """How many index rows the clause a search would start from has, counted up to `cap`
+    (None: it would start from none). Read from the covering index: a few hundred
+    microseconds for a cap of thousands."""
+    driver = _driver(query)
+    if driver is None:
+        return None
+    compiler = Compiler()
+    seqs = compiler._seqs(driver[0], query.resource_type)
+    return f"SELECT count(*) FROM ({seqs} LIMIT {compiler.arg(cap)})", compiler.args
+
+
 def compile_page(
-    query: SearchQuery, limit: int, after: list[Any] | None, backwards: bool
+    query: SearchQuery,
+    limit: int,
+    after: list[Any] | None,
+    backwards: bool,
+    from_index: bool = True,
 ) -> CompiledSearch:
-    """The matches of one page: sort keys (ending with type and id), then the version."""
+    """The matches of one page: sort keys (ending with type and id), then the version.
+    `from_index`: see Compiler.where."""
     compiler = Compiler()
     keys = [*query.sort, SortKey("_type_"), SortKey("_id")]
     expressions = [
         "r.type" if key.param == "_type_" else compiler.sort_expression(key) for key in keys
     ]
     directions = [key.descending != backwards for key in keys]
-    source, where = compiler.where(query)
+    source, where = compiler.where(query, from_index)
     if after is not None:
         if len(after) != len(keys):
             raise BadRequest("The paging cursor does not fit this search", expression="_cursor")
