@@ -37,15 +37,20 @@ def _condition(resource_id: str, code: str, onset: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[sqlite3.Connection]:
-    """Six Conditions of one code and two of another, read by a connection of its own."""
+    """Six Conditions of one code and two of another (of Patients p0 to p2 in turn),
+    read by a connection of its own."""
     path = tmp_path / "dense.sqlite"
     store = SqliteStore(str(path))
     await store.open()
     try:
         conditions = [_condition(i, SINUSITIS, f"201{n}") for n, i in enumerate(MATCHING)]
         conditions += [_condition(i, ASTHMA, "2010") for i in ("a1", "a2")]
-        for resource in conditions:
+        for n, resource in enumerate(conditions):
+            resource["subject"] = {"reference": f"Patient/p{n % 3}"}
             await crud.update(store, WriteContext(), "Condition", resource["id"], resource)
+        for n in range(4):
+            patient = {"resourceType": "Patient", "id": f"p{n}"}
+            await crud.update(store, WriteContext(), "Patient", f"p{n}", patient)
     finally:
         await store.close()
     connection = sqlite3.connect(path, isolation_level=None, cached_statements=0)
@@ -69,6 +74,27 @@ def _traced(
     return [version.id for version in result.matches], page
 
 
+def _having(code: str) -> SearchQuery:
+    return parse_search(("Patient",), [("_has:Condition:subject:code", code)], strict=True)
+
+
+async def test_a_has_of_a_value_with_few_index_rows_lists_its_sources(
+    database: sqlite3.Connection,
+) -> None:
+    ids, page = _traced(database, _having(ASTHMA), dense_rows=3)
+    assert ids == ["p0", "p1"]  # a1 and a2 are the 7th and 8th Conditions
+    assert "+h1.seq IN (SELECT" in page
+
+
+async def test_a_has_of_a_dense_value_tests_each_source_by_its_rows(
+    database: sqlite3.Connection,
+) -> None:
+    ids, page = _traced(database, _having(SINUSITIS), dense_rows=6)
+    assert ids == ["p0", "p1", "p2"]
+    assert "+h1.seq IN (SELECT" not in page
+    assert "WHERE t2.seq = h1.seq" in page
+
+
 def _query(*extra: tuple[str, str]) -> SearchQuery:
     return parse_search(("Condition",), [("code", SINUSITIS), *extra], strict=True)
 
@@ -90,6 +116,16 @@ async def test_a_clause_with_many_index_rows_walks_the_type_in_id_order(
     # The walk pages as the index's way does.
     first, _ = _traced(database, _query(("_count", "4")), dense_rows=6)
     assert first == MATCHING[:4]
+
+
+async def test_a_dense_clause_beside_others_starts_from_the_index_rows(
+    database: sqlite3.Connection,
+) -> None:
+    """With another clause the matches may be few however many rows the one has: a walk
+    could go through every resource of the type."""
+    ids, page = _traced(database, _query(("subject", "Patient/p0")), dense_rows=1)
+    assert ids == ["c0", "c3"]
+    assert "v.seq IN (SELECT" in page
 
 
 async def test_a_sorted_search_starts_from_the_index_rows_however_many(

@@ -127,9 +127,9 @@ async def test_reads_by_id_do_not_wait_behind_searches(
         await fill(store, 1)
         slow_search = sqlite_store._search
 
-        def search_slowly(connection: Any, query: Any) -> Any:
+        def search_slowly(connection: Any, query: Any, dense_rows: int) -> Any:
             time.sleep(1.0)
-            return slow_search(connection, query)
+            return slow_search(connection, query, dense_rows)
 
         monkeypatch.setattr(sqlite_store, "_search", search_slowly)
         query = parse_search(("Patient",), [])
