@@ -269,9 +269,9 @@ def _step(items: list[tuple[str, Any]], kind: str, value: str) -> list[tuple[str
 
 
 class _Extraction:
-    """A type's indexed parameters, found for a resource by the keys its JSON has: of a
-    Synthea resource's 37 parameters (on average) about ten can find a value, and most
-    of the others would look for a top-level key the resource lacks."""
+    """A type's indexed parameters, found for a resource by the keys its JSON has: a
+    parameter whose paths all start from a key the resource lacks finds nothing. Of a
+    Synthea resource's 37 parameters (on average) 24 are left to evaluate."""
 
     def __init__(self, indexed: tuple[tuple[SearchParam, Evaluator], ...]) -> None:
         self.indexed = indexed
