@@ -196,3 +196,21 @@ def test_websockets_count_while_open_and_free_their_place_when_closed(server: Se
     again = connect(server)
     again.sendall(get("/metadata"))
     assert read_all(again).startswith(b"HTTP/1.1 200")
+
+
+def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    """Two requests sent at once on a connection (RFC 9112 §9.3.2): both answered, in
+    order, and the header deadline does not cut the second off while the first is
+    answered."""
+    sock = connect(server)
+    sock.sendall(
+        b"GET /fhir/Patient/absent HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert read_response(sock).startswith(b"HTTP/1.1 404")
+    assert read_response(sock).startswith(b"HTTP/1.1 200")
+    # A third request begun after the answers, and finished later, is still in time.
+    sock.sendall(b"GET /fhir/Patient/absent HTTP/1.1\r\n")
+    time.sleep(0.5)
+    sock.sendall(b"Host: x\r\n\r\n")
+    assert read_response(sock).startswith(b"HTTP/1.1 404")
