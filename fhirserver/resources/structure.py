@@ -75,9 +75,135 @@ class _Rules:
 
 
 def check_structure(resource_type: str, resource: dict[str, Any]) -> StructureReport:
+    if is_sound(resource_type, resource):
+        return StructureReport()
+    return report_structure(resource_type, resource)
+
+
+def is_sound(resource_type: str, resource: dict[str, Any]) -> bool:
+    """The fast verdict (below): True only where `report_structure` finds nothing."""
+    return _sound(resource_type)(resource)
+
+
+def report_structure(resource_type: str, resource: dict[str, Any]) -> StructureReport:
+    """The walk that names each issue where it is."""
     report = StructureReport()
     _check_object(resource_type, resource, resource_type, report)
     return report
+
+
+# The fast verdict: one closure per definition and per element, built once, that says
+# only whether a value is sound, without paths or messages. Most resources written are
+# sound, and for them this is the whole walk, at about a third of the reporting walk's
+# cost (a 2 kB Patient: 97 -> 30 us). True only where the reporting walk below finds no
+# issue and asks for no schema check; False also where it is unsure (a null in an array,
+# a nested resource type the R4B models lack), and the reporting walk then decides.
+_Sound = Callable[[Any], bool]
+
+
+@cache
+def _sound(definition: str) -> _Sound:
+    listed = elements(definition)
+    rules = _rules(definition)
+    checks = {name: _sound_element(element) for name, element in listed.items()}
+    # Each required element's keys, its `_element` twins included.
+    required = tuple(
+        tuple(k for form in rules.choices.get(name, (name,)) for k in (form, f"_{form}"))
+        for name in rules.required
+    )
+    # Each choice form's key, and its twin's, -> (its choice element, the form).
+    choice_forms = {
+        key: (group, form) for form, group in rules.choice_of.items() for key in (form, f"_{form}")
+    }
+
+    def sound(value: Any) -> bool:
+        if type(value) is not dict or not value:
+            return False
+        chosen: dict[str, str] | None = None
+        for name, item in value.items():
+            check = checks.get(name)
+            if check is None or not check(item):
+                return False
+            if choice_forms:
+                found = choice_forms.get(name)
+                if found is not None:
+                    if chosen is None:
+                        chosen = {}
+                    if chosen.setdefault(found[0], found[1]) != found[1]:
+                        return False
+        for keys in required:
+            for key in keys:
+                if key in value:
+                    break
+            else:
+                return False
+        return True
+
+    return sound
+
+
+def _sound_element(element: Element) -> _Sound:
+    item = _sound_item(element)
+    if not element.is_array:
+        return item
+
+    def sound_array(value: Any) -> bool:
+        if type(value) is not list or not value:
+            return False
+        # A loop, not all() over a generator: a third less per array here.
+        for entry in value:  # noqa: SIM110
+            if entry is None or not item(entry):
+                return False
+        return True
+
+    return sound_array
+
+
+def _sound_item(element: Element) -> _Sound:
+    target = element.target
+    if target == RESOURCE_LIST:
+        return _sound_resource
+    kind = primitive_kind(target) if target not in _KIND_CHECKS else target
+    if kind is None:
+        return _LaterSound(target)
+    is_kind = _KIND_CHECKS[kind]
+    primitive = element.primitive
+    if primitive is None:
+        return is_kind
+    pattern = _compiled(primitive)
+    if kind == "string" and primitive not in _CALENDAR_TYPES and primitive != "base64Binary":
+        if pattern is None:
+            return is_kind
+        matches = pattern.fullmatch
+        return lambda value: type(value) is str and matches(value) is not None
+    return lambda value: is_kind(value) and _primitive_problem(primitive, value) is None
+
+
+class _LaterSound:
+    """A complex element's check, built when first called: definitions refer to
+    themselves (Extension.extension), so building them eagerly would not end."""
+
+    __slots__ = ("_check", "_definition")
+
+    def __init__(self, definition: str) -> None:
+        self._definition = definition
+        self._check: _Sound | None = None
+
+    def __call__(self, value: Any) -> bool:
+        check = self._check
+        if check is None:
+            check = self._check = _sound(self._definition)
+        return check(value)
+
+
+def _sound_resource(value: Any) -> bool:
+    kind = value.get("resourceType") if type(value) is dict else None
+    return (
+        isinstance(kind, str)
+        and is_resource_type(kind)
+        and r4b_model(kind) is not None
+        and _sound(kind)(value)
+    )
 
 
 @cache

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from fhirserver.errors import BadRequest, FHIRError, Unprocessable
 from fhirserver.resources.definitions import r4b_model
+from fhirserver.resources.structure import is_sound, report_structure
 from fhirserver.resources.validate import validate
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "r4" / "examples"
@@ -267,3 +268,24 @@ def test_a_required_primitive_may_be_an_extension_alone() -> None:
     }
     resource = {k: v for k, v in OBSERVATION.items() if k != "status"} | {"_status": absent}
     assert verdict(resource) is None
+
+
+def test_the_fast_verdict_agrees_with_the_reporting_walk() -> None:
+    """`check_structure` trusts the fast verdict alone for a sound resource: it may say
+    True only where the reporting walk finds no issue and asks for no schema check, and
+    it must say True for the sound examples, or it saves nothing."""
+    wrongly_sound, checked = [], 0
+    sound_missed = []
+    for resource in examples():
+        for candidate in (resource, *mutations(resource)):
+            checked += 1
+            kind = candidate["resourceType"]
+            report = report_structure(kind, candidate)
+            clean = not report.issues and not report.needs_schema
+            if is_sound(kind, candidate) and not clean:
+                wrongly_sound.append(identity(candidate))
+            elif candidate is resource and clean and not is_sound(kind, candidate):
+                sound_missed.append(identity(candidate))
+    assert wrongly_sound == [], f"{len(wrongly_sound)} called sound: {wrongly_sound[:5]}"
+    assert sound_missed == [], f"{len(sound_missed)} sound examples missed: {sound_missed[:5]}"
+    assert checked > 20_000
