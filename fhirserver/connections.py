@@ -101,6 +101,9 @@ def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
 
     class GuardedProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
+        # Whether a request's headers ran out of time while the answer before it was
+        # still being made: their deadline starts again, whole, once that answer is out.
+        _deadline_after_answer = False
         _host: str | None = None
         _refused = False
 
@@ -145,6 +148,11 @@ def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
             self._stop_deadline()
             super().on_headers_complete()
 
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._deadline_after_answer and not self.transport.is_closing():
+                self._start_deadline()
+
         def handle_websocket_upgrade(self) -> None:
             # From here the transport is the websocket's: this protocol never hears of
             # the connection again, so its place passes to the websocket.
@@ -163,6 +171,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
             self._deadline = self.loop.call_later(guard.header_seconds, self._headers_late)
 
         def _stop_deadline(self) -> None:
+            self._deadline_after_answer = False
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
@@ -173,9 +182,11 @@ def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
                 return
             if self.cycle is not None and not self.cycle.response_complete:
                 # The next request was begun (pipelined) while this one is answered:
-                # its headers get their full time once the answer is out, as a client
-                # may reasonably wait for it.
-                self._start_deadline()
+                # closing now would cut that answer short, so the next request's
+                # headers get their full time once the answer is out (a client may
+                # reasonably wait for it), not a timer's next round, which may come
+                # just after.
+                self._deadline_after_answer = True
                 return
             host = self.client[0] if self.client else "?"
             logger.info(

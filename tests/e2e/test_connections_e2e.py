@@ -214,3 +214,27 @@ def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
     time.sleep(0.5)
     sock.sendall(b"Host: x\r\n\r\n")
     assert read_response(sock).startswith(b"HTTP/1.1 404")
+
+
+def test_a_request_begun_behind_a_slow_answer_keeps_its_connection(server: Server) -> None:
+    """A pipelined request's first bytes arrive while the request before it, a large
+    transaction, takes longer than the header deadline to answer. The answer is not
+    cut short, and the next request's headers get the whole deadline once it is out."""
+    patient = {"resourceType": "Patient", "name": [{"family": "Pipelined"}]}
+    entries = [{"resource": patient, "request": {"method": "POST", "url": "Patient"}}] * 10_000
+    bundle = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    sock = connect(server)
+    sent = time.monotonic()
+    sock.sendall(
+        "POST /fhir HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+        f"Content-Length: {len(bundle)}\r\n\r\n{bundle}"
+        "GET /fhir/metadata HTTP/1.1\r\n".encode()
+    )
+    assert read_response(sock).startswith(b"HTTP/1.1 200")
+    # Else the deadline (1 s) never came round while the answer was being made.
+    assert time.monotonic() - sent > 1.2, "the transaction was answered too soon to test"
+    # The rest of the headers a little later: within a deadline begun with the answer
+    # out, wherever a deadline begun with the request would have come round.
+    time.sleep(0.5)
+    sock.sendall(b"Host: x\r\n\r\n")
+    assert read_response(sock).startswith(b"HTTP/1.1 200")
