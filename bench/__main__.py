@@ -56,7 +56,7 @@ from bench import (
 )
 from bench.load import LoadError
 from bench.load_data import LoadBenchError
-from bench.measure import measure
+from bench.measure import ROUNDS, measure
 from bench.params import Params
 from bench.patient import PATIENT_JSON
 from bench.report import report
@@ -89,7 +89,8 @@ async def bench(params: Params) -> None:
     print(
         f"bench: {params.creates} creates then {params.reads} reads of a "
         f"{len(PATIENT_JSON)}-byte Patient, {params.concurrency} concurrent clients, "
-        f"after {params.warmup} of each to warm up",
+        f"after {params.warmup} of each to warm up; the servers take turns, "
+        f"{ROUNDS} for the creates and {ROUNDS} for the reads (bench/measure.py)",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="fhirserver-bench-") as scratch:
@@ -104,8 +105,6 @@ async def bench(params: Params) -> None:
                     "baseline", servers.baseline_command(Path(scratch, "baseline.sqlite"))
                 )
             )
-            ours_figures = await measure(ours, params)
-            baseline_figures = await measure(baseline, params)
             # Both cores serving (issue 18 point 4): the same store contract, N processes.
             workers = await stack.enter_async_context(
                 servers.running(
@@ -114,7 +113,9 @@ async def bench(params: Params) -> None:
                     {"FHIRSERVER_WORKERS": "2"},
                 )
             )
-            workers_figures = await measure(workers, params)
+            ours_figures, baseline_figures, workers_figures = await measure(
+                [ours, baseline, workers], params
+            )
     print("\n".join(report(ours_figures, baseline_figures)))
     print("\n".join(report(workers_figures, baseline_figures, "fhirserver --workers 2")))
 

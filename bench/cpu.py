@@ -20,6 +20,10 @@ class Usage:
     server: float | None
     client: float
 
+    def __add__(self, other: Usage) -> Usage:
+        server = None if self.server is None or other.server is None else self.server + other.server
+        return Usage(server, self.client + other.client)
+
     def __sub__(self, earlier: Usage) -> Usage:
         server = (
             None if self.server is None or earlier.server is None else self.server - earlier.server

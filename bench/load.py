@@ -36,6 +36,9 @@ class Rate:
     def per_second(self) -> float:
         return self.requests / self.seconds
 
+    def __add__(self, other: Rate) -> Rate:
+        return Rate(self.requests + other.requests, self.seconds + other.seconds)
+
 
 Send = Callable[[httpx.AsyncClient, int], Awaitable[None]]
 
